@@ -1,0 +1,21 @@
+//! jnhpd: a write-once key-value daemon speaking JNHP/1.
+//!
+//! Map of the crate, one idea per module:
+//! - [`protocol`]: the wire format, pure (bytes to [`protocol::Request`],
+//!   [`protocol::Reply`] to bytes);
+//! - [`connection`]: framing a byte stream into lines, and one client's
+//!   request loop;
+//! - [`store`]: the actor that owns the map, and the handle connections use;
+//! - [`validator`]: the [`validator::Validator`] trait and the chain every
+//!   STORE passes;
+//! - [`server`]: binding, accepting, shutting down;
+//! - [`config`]: loading and checking the TOML configuration;
+//! - [`logging`]: the `log` backend.
+
+pub mod config;
+pub mod connection;
+pub mod logging;
+pub mod protocol;
+pub mod server;
+pub mod store;
+pub mod validator;

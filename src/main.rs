@@ -1,0 +1,222 @@
+//! The `jnhpd` binary: command line, configuration, signals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use jnhpd::config::{Config, LogLevel};
+use jnhpd::connection::{Shared, Shutdown};
+use jnhpd::store::StoreHandle;
+use jnhpd::validator::ValidatorChain;
+use jnhpd::{logging, server};
+
+/// jnhpd: a write-once key-value daemon speaking JNHP/1.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The TOML config file. Without it, built-in defaults: in-memory store,
+    /// 127.0.0.1:8111, logs to stderr.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Listen on ADDR (host:port) instead of `server.listen`; repeatable.
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Fork to the background (forces `daemon.daemonize = true`).
+    #[arg(long)]
+    daemon: bool,
+    /// Check the configuration, print what is wrong, and exit 0 or 1.
+    #[arg(long)]
+    check_config: bool,
+    /// Replaces `log.level`.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
+}
+
+impl Cli {
+    /// The config file with the command line's overrides applied.
+    fn load_config(&self) -> Result<Config, String> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        if !self.listen.is_empty() {
+            config.server.listen = self.listen.clone();
+        }
+        if let Some(level) = self.log_level {
+            config.log.level = level;
+        }
+        if self.daemon {
+            return Err("--daemon: not supported yet".into());
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.load_config() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("jnhpd: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.check_config {
+        let source = cli
+            .config
+            .as_ref()
+            .map_or("built-in defaults".to_string(), |p| p.display().to_string());
+        println!("jnhpd: {source}: configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    logging::init(config.log.level.filter());
+    // Bind before the runtime (and, later, before forking or dropping
+    // privileges) so a busy port is reported where the operator looks.
+    let listeners = match server::bind(&config.server.listen) {
+        Ok(listeners) => listeners,
+        Err(err) => {
+            log::error!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            log::error!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, config, listeners)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(
+    cli: Cli,
+    config: Config,
+    listeners: Vec<std::net::TcpListener>,
+) -> Result<(), String> {
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map_or_else(|e| format!("?({e})"), |a| a.to_string())
+        })
+        .collect();
+    let (chain_tx, chain_rx) = watch::channel(Arc::new(ValidatorChain::default()));
+    let shutdown = Shutdown::default();
+    let shared = Arc::new(Shared {
+        store: StoreHandle::spawn(),
+        limits: config.server.limits(),
+        idle_timeout: config.server.idle_timeout(),
+        validators: chain_rx,
+        shutdown: shutdown.clone(),
+    });
+    let signals = SignalHandler {
+        cli,
+        config: config.clone(),
+        chain: chain_tx,
+        shutdown,
+    };
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| format!("signal handler: {e}"))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| format!("signal handler: {e}"))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| format!("signal handler: {e}"))?;
+    tokio::spawn(async move {
+        let mut signals = signals;
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => signals.stop("SIGTERM"),
+                _ = sigint.recv() => signals.stop("SIGINT"),
+                _ = sighup.recv() => signals.reload(),
+            }
+        }
+    });
+    log::info!(
+        "jnhpd {} listening on {}; store: memory; {} validators",
+        env!("CARGO_PKG_VERSION"),
+        addrs.join(", "),
+        shared.validators.borrow().len(),
+    );
+    server::serve(listeners, shared, config.server.max_connections)
+        .await
+        .map_err(|e| format!("cannot serve: {e}"))?;
+    log::info!("stopped");
+    Ok(())
+}
+
+struct SignalHandler {
+    cli: Cli,
+    config: Config,
+    chain: watch::Sender<Arc<ValidatorChain>>,
+    shutdown: Shutdown,
+}
+
+impl SignalHandler {
+    /// First signal: drain for up to the grace period. Second: stop now.
+    fn stop(&self, signal: &str) {
+        if self.shutdown.draining.is_cancelled() {
+            log::info!("{signal} again: abandoning requests in flight");
+            self.shutdown.expired.cancel();
+            return;
+        }
+        let grace = self.config.server.shutdown_grace();
+        log::info!("{signal}: shutting down (finishing requests in flight for up to {grace:?})");
+        self.shutdown.draining.cancel();
+        let expired = self.shutdown.expired.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            expired.cancel();
+        });
+    }
+
+    /// SIGHUP: re-read the file; swap in the validator chain and log level.
+    fn reload(&mut self) {
+        if self.cli.config.is_none() {
+            log::info!("SIGHUP: no config file to reload (running on built-in defaults)");
+            return;
+        }
+        let new = match self.cli.load_config() {
+            Ok(new) => new,
+            Err(err) => {
+                log::error!("SIGHUP: keeping the running configuration: {err}");
+                return;
+            }
+        };
+        logging::set_level(new.log.level.filter());
+        self.chain.send_replace(Arc::new(ValidatorChain::default()));
+        for (section, changed) in [
+            ("[server]", new.server != self.config.server),
+            ("[storage]", new.storage != self.config.storage),
+            ("[daemon]", new.daemon != self.config.daemon),
+            ("[log] (other than level)", {
+                let mut log = new.log.clone();
+                log.level = self.config.log.level;
+                log != self.config.log
+            }),
+        ] {
+            if changed {
+                log::warn!("SIGHUP: changes to {section} need a restart; ignored");
+            }
+        }
+        log::info!(
+            "SIGHUP: configuration reloaded; log level {:?}; {} validators",
+            new.log.level,
+            self.chain.borrow().len()
+        );
+        self.config.log.level = new.log.level;
+        self.config.validators = new.validators;
+    }
+}

@@ -1,0 +1,430 @@
+//! The JNHP/1 wire format: request lines to [`Request`], [`Reply`] to bytes.
+//!
+//! Nothing here does I/O. Keeping the format pure means it can be unit- and
+//! property-tested byte for byte, and shared by the server and the client.
+//! Framing (finding line ends, bounding line length) lives in
+//! [`crate::connection`]; this module sees one line with its line end already
+//! removed.
+
+use bytes::{BufMut, BytesMut};
+use thiserror::Error;
+
+/// Size limits that make a request invalid (from `[server]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_name_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_name_bytes: 250,
+            max_value_bytes: 65536,
+        }
+    }
+}
+
+impl Limits {
+    /// The longest line (line end excluded) the server accepts: longer ones
+    /// get `ERROR line too long` and are discarded without being buffered.
+    pub fn max_line_bytes(&self) -> usize {
+        self.max_name_bytes + self.max_value_bytes + 64
+    }
+}
+
+/// One parsed request, borrowing from the line it was parsed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    Store { name: &'a [u8], value: &'a [u8] },
+    Exists { name: &'a [u8] },
+    Get { name: &'a [u8] },
+}
+
+/// Why a line is not a request the server can serve. The `Display` text is
+/// the reason sent in the `ERROR <reason>` reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ProtocolError {
+    #[error("unknown command")]
+    UnknownCommand,
+    #[error("missing name")]
+    MissingName,
+    #[error("missing value")]
+    MissingValue,
+    #[error("too many arguments")]
+    ExtraArguments,
+    #[error("name too long")]
+    NameTooLong,
+    #[error("value too long")]
+    ValueTooLong,
+    #[error("forbidden byte in name")]
+    ForbiddenNameByte,
+    #[error("forbidden byte in value")]
+    ForbiddenValueByte,
+    #[error("line too long")]
+    LineTooLong,
+}
+
+/// One reply line. Encoded with [`Reply::encode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply<'a> {
+    /// `W00T!`: the STORE was stored.
+    Stored,
+    /// `RARGH!`: not stored (STORE) or not present (EXISTS).
+    Rargh,
+    /// `AWESOME!`: EXISTS found the name.
+    Awesome,
+    /// A GET reply: the value, or empty when the name is absent.
+    Value(&'a [u8]),
+    /// `ERROR <reason>` for a request that cannot be served.
+    Error(ProtocolError),
+    /// `ERROR <reason>` for server-side conditions (shutting down, ...).
+    ServerError(&'a str),
+}
+
+impl Reply<'_> {
+    /// Appends the reply line, CRLF included, to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Reply::Stored => out.put_slice(b"W00T!\r\n"),
+            Reply::Rargh => out.put_slice(b"RARGH!\r\n"),
+            Reply::Awesome => out.put_slice(b"AWESOME!\r\n"),
+            Reply::Value(v) => {
+                out.reserve(v.len() + 2);
+                out.put_slice(v);
+                out.put_slice(b"\r\n");
+            }
+            Reply::Error(e) => {
+                out.put_slice(b"ERROR ");
+                // The reasons are short static strings; format them without
+                // going through fmt on the hot path.
+                out.put_slice(e.reason().as_bytes());
+                out.put_slice(b"\r\n");
+            }
+            Reply::ServerError(reason) => {
+                out.put_slice(b"ERROR ");
+                out.put_slice(reason.as_bytes());
+                out.put_slice(b"\r\n");
+            }
+        }
+    }
+}
+
+impl ProtocolError {
+    /// The reason text of the `ERROR` reply (same as `Display`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProtocolError::UnknownCommand => "unknown command",
+            ProtocolError::MissingName => "missing name",
+            ProtocolError::MissingValue => "missing value",
+            ProtocolError::ExtraArguments => "too many arguments",
+            ProtocolError::NameTooLong => "name too long",
+            ProtocolError::ValueTooLong => "value too long",
+            ProtocolError::ForbiddenNameByte => "forbidden byte in name",
+            ProtocolError::ForbiddenValueByte => "forbidden byte in value",
+            ProtocolError::LineTooLong => "line too long",
+        }
+    }
+}
+
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Bytes a name may not contain: blanks and ASCII control characters.
+fn is_forbidden_in_name(b: u8) -> bool {
+    b <= 0x20 || b == 0x7f
+}
+
+/// Bytes a value may not contain. LF cannot occur (it ends the line).
+fn is_forbidden_in_value(b: u8) -> bool {
+    b == 0 || b == b'\r' || b == b'\n'
+}
+
+fn skip_blanks(line: &[u8]) -> &[u8] {
+    let start = line
+        .iter()
+        .position(|&b| !is_blank(b))
+        .unwrap_or(line.len());
+    &line[start..]
+}
+
+/// Splits off the next token (up to a blank); returns (token, rest).
+fn token(line: &[u8]) -> (&[u8], &[u8]) {
+    let end = line.iter().position(|&b| is_blank(b)).unwrap_or(line.len());
+    line.split_at(end)
+}
+
+fn check_name<'a>(name: &'a [u8], limits: &Limits) -> Result<&'a [u8], ProtocolError> {
+    if name.is_empty() {
+        return Err(ProtocolError::MissingName);
+    }
+    if name.len() > limits.max_name_bytes {
+        return Err(ProtocolError::NameTooLong);
+    }
+    if name.iter().any(|&b| is_forbidden_in_name(b)) {
+        return Err(ProtocolError::ForbiddenNameByte);
+    }
+    Ok(name)
+}
+
+/// Parses one request line (line end already removed).
+///
+/// Returns `Ok(None)` for an empty or all-blank line, which gets no reply.
+pub fn parse<'a>(line: &'a [u8], limits: &Limits) -> Result<Option<Request<'a>>, ProtocolError> {
+    let line = skip_blanks(line);
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let (command, rest) = token(line);
+    let rest = skip_blanks(rest);
+    if command.eq_ignore_ascii_case(b"STORE") {
+        let (name, rest) = token(rest);
+        let name = check_name(name, limits)?;
+        // The value starts at the first non-blank byte after the name and
+        // runs to the line end, trailing blanks included.
+        let value = skip_blanks(rest);
+        if value.is_empty() {
+            return Err(ProtocolError::MissingValue);
+        }
+        if value.len() > limits.max_value_bytes {
+            return Err(ProtocolError::ValueTooLong);
+        }
+        if value.iter().any(|&b| is_forbidden_in_value(b)) {
+            return Err(ProtocolError::ForbiddenValueByte);
+        }
+        Ok(Some(Request::Store { name, value }))
+    } else if command.eq_ignore_ascii_case(b"GET") || command.eq_ignore_ascii_case(b"EXISTS") {
+        let (name, rest) = token(rest);
+        let name = check_name(name, limits)?;
+        if !skip_blanks(rest).is_empty() {
+            return Err(ProtocolError::ExtraArguments);
+        }
+        Ok(Some(if command.len() == 3 {
+            Request::Get { name }
+        } else {
+            Request::Exists { name }
+        }))
+    } else {
+        Err(ProtocolError::UnknownCommand)
+    }
+}
+
+impl Request<'_> {
+    /// Appends the request line, CRLF included, to `out` (client side).
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Request::Store { name, value } => {
+                out.reserve(name.len() + value.len() + 9);
+                out.put_slice(b"STORE ");
+                out.put_slice(name);
+                out.put_u8(b' ');
+                out.put_slice(value);
+            }
+            Request::Exists { name } => {
+                out.put_slice(b"EXISTS ");
+                out.put_slice(name);
+            }
+            Request::Get { name } => {
+                out.put_slice(b"GET ");
+                out.put_slice(name);
+            }
+        }
+        out.put_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn p(line: &[u8]) -> Result<Option<Request<'_>>, ProtocolError> {
+        parse(line, &Limits::default())
+    }
+
+    fn small() -> Limits {
+        Limits {
+            max_name_bytes: 4,
+            max_value_bytes: 6,
+        }
+    }
+
+    #[test]
+    fn parses_the_three_commands_case_insensitively() {
+        assert_eq!(
+            p(b"STORE a b"),
+            Ok(Some(Request::Store {
+                name: b"a",
+                value: b"b"
+            }))
+        );
+        assert_eq!(p(b"store a b"), p(b"StOrE a b"));
+        assert_eq!(p(b"get Name"), Ok(Some(Request::Get { name: b"Name" })));
+        assert_eq!(p(b"ExIsTs n"), Ok(Some(Request::Exists { name: b"n" })));
+    }
+
+    #[test]
+    fn blanks_are_runs_of_spaces_and_tabs() {
+        assert_eq!(p(b" \t GET \t n \t"), Ok(Some(Request::Get { name: b"n" })));
+        assert_eq!(
+            p(b"\tSTORE \t n \t v  w \t"),
+            Ok(Some(Request::Store {
+                name: b"n",
+                value: b"v  w \t"
+            }))
+        );
+    }
+
+    #[test]
+    fn empty_and_blank_lines_are_ignored() {
+        assert_eq!(p(b""), Ok(None));
+        assert_eq!(p(b" \t  "), Ok(None));
+    }
+
+    #[test]
+    fn argument_errors() {
+        assert_eq!(p(b"GET"), Err(ProtocolError::MissingName));
+        assert_eq!(p(b"GET   "), Err(ProtocolError::MissingName));
+        assert_eq!(p(b"GET a b"), Err(ProtocolError::ExtraArguments));
+        assert_eq!(p(b"EXISTS a b"), Err(ProtocolError::ExtraArguments));
+        assert_eq!(p(b"STORE"), Err(ProtocolError::MissingName));
+        assert_eq!(p(b"STORE a"), Err(ProtocolError::MissingValue));
+        assert_eq!(p(b"STORE a  \t "), Err(ProtocolError::MissingValue));
+        assert_eq!(p(b"FROB a"), Err(ProtocolError::UnknownCommand));
+        assert_eq!(p(b"GETS a"), Err(ProtocolError::UnknownCommand));
+        assert_eq!(p(b"\x00"), Err(ProtocolError::UnknownCommand));
+    }
+
+    #[test]
+    fn length_limits_at_their_exact_boundaries() {
+        let l = small();
+        assert!(parse(b"GET abcd", &l).is_ok());
+        assert_eq!(parse(b"GET abcde", &l), Err(ProtocolError::NameTooLong));
+        assert!(parse(b"STORE abcd 123456", &l).is_ok());
+        assert_eq!(
+            parse(b"STORE abcd 1234567", &l),
+            Err(ProtocolError::ValueTooLong)
+        );
+        assert_eq!(parse(b"STORE abcde 1", &l), Err(ProtocolError::NameTooLong));
+        assert_eq!(l.max_line_bytes(), 4 + 6 + 64);
+    }
+
+    #[test]
+    fn forbidden_bytes() {
+        for b in (0u8..0x20).chain([0x7f]) {
+            if b == b'\t' {
+                continue; // a tab separates tokens instead
+            }
+            let line = [b"GET a".as_slice(), &[b]].concat();
+            assert_eq!(
+                p(&line),
+                Err(ProtocolError::ForbiddenNameByte),
+                "byte {b:#x}"
+            );
+        }
+        assert_eq!(p(b"STORE a x\x00y"), Err(ProtocolError::ForbiddenValueByte));
+        assert_eq!(p(b"STORE a x\ry"), Err(ProtocolError::ForbiddenValueByte));
+        // Other control bytes, and any high byte, are fine in a value.
+        assert!(p(b"STORE a x\x01\x7f\xff\ty").is_ok());
+        // Non-UTF-8 names are fine.
+        assert_eq!(
+            p(b"GET \xff\xfe"),
+            Ok(Some(Request::Get { name: b"\xff\xfe" }))
+        );
+    }
+
+    #[test]
+    fn replies_encode_as_the_spec_says() {
+        let mut out = BytesMut::new();
+        for r in [
+            Reply::Stored,
+            Reply::Rargh,
+            Reply::Awesome,
+            Reply::Value(b"v w "),
+            Reply::Value(b""),
+            Reply::Error(ProtocolError::LineTooLong),
+            Reply::ServerError("shutting down"),
+        ] {
+            r.encode(&mut out);
+        }
+        assert_eq!(
+            &out[..],
+            b"W00T!\r\nRARGH!\r\nAWESOME!\r\nv w \r\n\r\nERROR line too long\r\nERROR shutting down\r\n"
+        );
+    }
+
+    #[test]
+    fn error_reason_matches_display() {
+        use ProtocolError::*;
+        for e in [
+            UnknownCommand,
+            MissingName,
+            MissingValue,
+            ExtraArguments,
+            NameTooLong,
+            ValueTooLong,
+            ForbiddenNameByte,
+            ForbiddenValueByte,
+            LineTooLong,
+        ] {
+            assert_eq!(e.reason(), e.to_string());
+        }
+    }
+
+    fn name_strategy() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(0x21u8..=0xff, 1..=12)
+            .prop_filter("no DEL", |n| !n.contains(&0x7f))
+    }
+
+    fn value_strategy() -> impl Strategy<Value = Vec<u8>> {
+        (
+            any::<u8>().prop_filter("not blank or forbidden", |b| {
+                !is_blank(*b) && !is_forbidden_in_value(*b)
+            }),
+            proptest::collection::vec(
+                any::<u8>().prop_filter("allowed", |b| !is_forbidden_in_value(*b)),
+                0..40,
+            ),
+        )
+            .prop_map(|(first, rest)| [vec![first], rest].concat())
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(line in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse(&line, &Limits::default());
+            let _ = parse(&line, &small());
+        }
+
+        #[test]
+        fn arbitrary_token_soup_never_panics(
+            words in proptest::collection::vec(
+                prop_oneof![Just(b"STORE".to_vec()), Just(b"get".to_vec()), Just(b"EXISTS".to_vec()),
+                            Just(b" ".to_vec()), Just(b"\t".to_vec()),
+                            proptest::collection::vec(any::<u8>(), 0..8)],
+                0..8)
+        ) {
+            let line = words.concat();
+            let _ = parse(&line, &small());
+        }
+
+        #[test]
+        fn parse_of_encode_is_identity(
+            name in name_strategy(),
+            value in value_strategy(),
+            kind in 0u8..3
+        ) {
+            let req = match kind {
+                0 => Request::Store { name: &name, value: &value },
+                1 => Request::Exists { name: &name },
+                _ => Request::Get { name: &name },
+            };
+            let mut out = BytesMut::new();
+            req.encode(&mut out);
+            prop_assert!(out.ends_with(b"\r\n"));
+            let line = &out[..out.len() - 2];
+            prop_assert_eq!(parse(line, &Limits::default()), Ok(Some(req)));
+        }
+    }
+}

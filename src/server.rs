@@ -1,0 +1,146 @@
+//! Accepting connections and shutting down.
+//!
+//! Binding is separate from serving and synchronous, so the daemon can bind
+//! its ports before it forks or drops privileges, and report a busy port on
+//! the terminal that started it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::connection::{self, Shared};
+
+/// The listen backlog: bursts of connections are queued, not dropped.
+pub const BACKLOG: i32 = 1024;
+
+/// Accept errors that concern the process (out of descriptors or memory)
+/// are retried after a pause that doubles up to this.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A listen address that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: io::Error,
+}
+
+/// Binds one listening socket per address (IPv6 sockets are IPv6-only, so
+/// `[::]:8111` and `0.0.0.0:8111` can both be listed).
+pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, BindError> {
+    addrs
+        .iter()
+        .map(|&addr| bind_one(addr).map_err(|source| BindError { addr, source }))
+        .collect()
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Serves on `listeners` until `shared.shutdown.draining` is cancelled, then
+/// waits for open connections to finish (they are bounded by the grace
+/// period, after which `shared.shutdown.expired` fires).
+pub async fn serve(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    max_connections: usize,
+) -> io::Result<()> {
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut accepting = Vec::new();
+    for listener in listeners {
+        let listener = TcpListener::from_std(listener)?;
+        accepting.push(tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            slots.clone(),
+            tracker.clone(),
+        )));
+    }
+    shared.shutdown.draining.cancelled().await;
+    for task in &accepting {
+        task.abort();
+    }
+    tracker.close();
+    tokio::select! {
+        _ = tracker.wait() => {}
+        // Past the grace period connections abandon what they wait on;
+        // allow them a moment to say so, then stop regardless.
+        _ = async {
+            shared.shutdown.expired.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        } => log::warn!("{} connections still open after the grace period", tracker.len()),
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) if is_per_connection(&err) => continue,
+            Err(err) => {
+                log::error!("accept failed: {err}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(10);
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                let shared = shared.clone();
+                tracker.spawn(async move {
+                    connection::serve(stream, shared).await;
+                    drop(slot);
+                });
+            }
+            Err(_) => {
+                tracker.spawn(refuse(stream));
+            }
+        }
+    }
+}
+
+/// Errors that end one pending connection but say nothing of the listener.
+fn is_per_connection(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let said = async {
+        stream.write_all(b"ERROR too many connections\r\n").await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), said).await;
+}
