@@ -97,8 +97,10 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let mut backoff = Duration::from_millis(10);
+    // Warn once each time the limit is reached, not once per refusal.
+    let mut full = false;
     loop {
-        let (stream, _peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) if is_per_connection(&err) => continue,
             Err(err) => {
@@ -109,9 +111,11 @@ async fn accept_loop(
             }
         };
         backoff = Duration::from_millis(10);
+        log::debug!("connection from {peer}");
         let _ = stream.set_nodelay(true);
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
+                full = false;
                 let shared = shared.clone();
                 tracker.spawn(async move {
                     connection::serve(stream, shared).await;
@@ -119,6 +123,10 @@ async fn accept_loop(
                 });
             }
             Err(_) => {
+                if !full {
+                    log::warn!("max_connections reached: refusing new connections");
+                    full = true;
+                }
                 tracker.spawn(refuse(stream));
             }
         }

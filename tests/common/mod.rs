@@ -1,0 +1,269 @@
+//! Test harness: the real `jnhpd` binary on an ephemeral port, and a plain
+//! blocking line client.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Generous: the machine has two noisy cores. Nothing waits this long
+/// unless something is broken.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Lines the server wrote to stderr, with a condvar to wait on new ones.
+#[derive(Default)]
+pub struct Log {
+    lines: Mutex<Vec<String>>,
+    changed: Condvar,
+}
+
+impl Log {
+    /// Waits until a line containing `needle` has been logged; returns it.
+    pub fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = self.lines.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no log line containing {needle:?}; log:\n{}",
+                lines.join("\n")
+            );
+            lines = self.changed.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    pub fn all(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addrs: Vec<SocketAddr>,
+    pub log: Arc<Log>,
+    pub dir: tempfile::TempDir,
+    pub config: Option<PathBuf>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_jnhpd")
+}
+
+impl Server {
+    /// Starts jnhpd on 127.0.0.1:0 with `config` (TOML text, written to a
+    /// temp file) and waits until it listens.
+    pub fn start(config: &str) -> Server {
+        Server::start_with(config, &["--listen", "127.0.0.1:0"])
+    }
+
+    /// Like `start`, with explicit command-line arguments.
+    pub fn start_with(config: &str, args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jnhp.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config").arg(&path).args(args);
+        Server::spawn(cmd, dir, Some(path))
+    }
+
+    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir, config: Option<PathBuf>) -> Server {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Log::default());
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lines.lock().unwrap().push(line);
+                sink.changed.notify_all();
+            }
+            sink.lines.lock().unwrap().push("<stderr closed>".into());
+            sink.changed.notify_all();
+        });
+        let started = log.wait_for("listening on");
+        let list = started
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap();
+        let addrs = list.split(", ").map(|a| a.parse().unwrap()).collect();
+        Server {
+            child,
+            addrs,
+            log,
+            dir,
+            config,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr())
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Waits for the server to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        wait_exit(&mut self.child)
+    }
+
+    /// Resident memory of the server, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs jnhpd to completion with `args` (for --check-config and start-up
+/// errors); returns (exit code, stdout + stderr).
+pub fn run_to_exit(args: &[&str], dir: &Path) -> (i32, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// A blocking JNHP connection for tests.
+pub struct Client {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    /// Reads one reply line, CRLF included. Panics on EOF.
+    pub fn line(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line).unwrap();
+        assert!(
+            !line.is_empty(),
+            "connection closed while a reply was expected"
+        );
+        assert!(
+            line.ends_with(b"\r\n"),
+            "reply {line:?} does not end with CRLF"
+        );
+        line
+    }
+
+    /// Reads one reply, CRLF removed, as (lossy) text.
+    pub fn reply(&mut self) -> String {
+        let line = self.line();
+        String::from_utf8_lossy(&line[..line.len() - 2]).into_owned()
+    }
+
+    /// Sends one request line (CRLF appended) and reads its reply.
+    pub fn ask(&mut self, request: &str) -> String {
+        self.send(format!("{request}\r\n").as_bytes());
+        self.reply()
+    }
+
+    pub fn half_close(&self) {
+        self.stream().shutdown(Shutdown::Write).unwrap();
+    }
+
+    /// Reads until the server closes; returns everything read.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).unwrap();
+        rest
+    }
+
+    /// Reads until the server closes or resets; returns what was read.
+    pub fn read_to_end_or_reset(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        let mut chunk = [0u8; 65536];
+        loop {
+            match self.reader.read(&mut chunk) {
+                Ok(0) | Err(_) => return rest,
+                Ok(n) => rest.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Whether the server closed the connection (EOF or reset) with nothing
+    /// more to read.
+    pub fn is_closed_by_server(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.reader.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The server as an operator and a hostile client see it: connection limits,
+//! timeouts, bounded memory, shutdown, configuration, reload.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::{Client, PATIENCE, Server, run_to_exit};
+use nix::sys::signal::Signal;
+
+#[test]
+fn max_connections_refuses_with_an_error_then_closes() {
+    let s = Server::start("[server]\nmax_connections = 2\n");
+    let mut a = s.connect();
+    let mut b = s.connect();
+    assert_eq!(a.ask("EXISTS x"), "RARGH!");
+    assert_eq!(b.ask("EXISTS x"), "RARGH!");
+    let mut c = s.connect();
+    assert_eq!(c.reply(), "ERROR too many connections");
+    assert!(c.is_closed_by_server());
+    s.log.wait_for("max_connections reached");
+
+    // A freed slot is reused (the server notices the close asynchronously).
+    drop(a);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut d = s.connect();
+        d.send(b"EXISTS x\r\n");
+        if d.reply() == "RARGH!" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never freed");
+    }
+    assert_eq!(b.ask("EXISTS x"), "RARGH!");
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let s = Server::start("[server]\nidle_timeout_secs = 1\n");
+    let mut c = s.connect();
+    let start = Instant::now();
+    assert_eq!(c.ask("STORE a b"), "W00T!");
+    assert!(c.is_closed_by_server());
+    assert!(start.elapsed() >= Duration::from_secs(1));
+}
+
+#[test]
+fn without_idle_timeout_connections_stay_open() {
+    let s = Server::start("");
+    let mut c = s.connect();
+    c.stream()
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let err = std::io::Read::read(&mut c.reader, &mut byte).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the server closed an idle connection"
+    );
+}
+
+/// A 50 MB line with no newline is answered `ERROR line too long` and
+/// discarded as it streams in: the server's memory stays flat.
+#[test]
+fn an_endless_line_leaves_memory_flat() {
+    let s = Server::start("");
+    let mut warm = s.connect();
+    assert_eq!(warm.ask("STORE a b"), "W00T!");
+    let before = s.rss_kib();
+    let mut c = s.connect();
+    let chunk = vec![b'x'; 1 << 20];
+    c.send(b"STORE a ");
+    for _ in 0..50 {
+        c.send(&chunk);
+    }
+    assert_eq!(c.reply(), "ERROR line too long");
+    c.send(b"\r\nGET a\r\n");
+    assert_eq!(c.reply(), "b");
+    let grown = s.rss_kib().saturating_sub(before);
+    assert!(grown < 16 * 1024, "resident memory grew by {grown} KiB");
+}
+
+/// A client that pipelines GETs of a large value and never reads stops
+/// being read from; the server's memory stays bounded, other clients are
+/// served, and every reply arrives once the client reads.
+#[test]
+fn a_client_that_does_not_read_cannot_grow_memory() {
+    let s = Server::start("");
+    let value = "v".repeat(60_000);
+    let mut setup = s.connect();
+    assert_eq!(setup.ask(&format!("STORE big {value}")), "W00T!");
+    let before = s.rss_kib();
+
+    // 4000 replies of 60 kB: 240 MB if the server buffered them.
+    let mut hog = s.connect();
+    hog.send("GET big\r\n".repeat(4000).as_bytes());
+
+    // Others are served meanwhile.
+    let mut other = s.connect();
+    for i in 0..100 {
+        assert_eq!(other.ask(&format!("STORE o{i} x")), "W00T!");
+    }
+    // Read the first 10 MB: without backpressure the whole 240 MB would be
+    // built by now.
+    for _ in 0..170 {
+        assert_eq!(hog.line().len(), 60_002);
+    }
+    let grown = s.rss_kib().saturating_sub(before);
+    assert!(grown < 48 * 1024, "resident memory grew by {grown} KiB");
+    for _ in 170..4000 {
+        assert_eq!(hog.line().len(), 60_002);
+    }
+    assert_eq!(hog.ask("EXISTS big"), "AWESOME!");
+}
+
+/// A connection with `gets` pipelined GETs of a 60 kB value received, whose
+/// client has read only the first reply: the server is still answering.
+fn busy_connection(s: &Server, gets: usize) -> Client {
+    let mut c = s.connect();
+    assert_eq!(c.ask(&format!("STORE big {}", "v".repeat(60_000))), "W00T!");
+    c.send("GET big\r\n".repeat(gets).as_bytes());
+    assert_eq!(c.line().len(), 60_002);
+    c
+}
+
+#[test]
+fn sigterm_closes_idle_connections_and_exits_zero() {
+    let mut s = Server::start("");
+    let mut idle: Vec<Client> = (0..3).map(|_| s.connect()).collect();
+    for c in &mut idle {
+        assert_eq!(c.ask("EXISTS a"), "RARGH!");
+    }
+    s.signal(Signal::SIGTERM);
+    for c in &mut idle {
+        assert!(c.is_closed_by_server());
+    }
+    assert_eq!(s.wait_exit().code(), Some(0));
+    s.log.wait_for("stopped");
+}
+
+#[test]
+fn sigint_exits_zero() {
+    let mut s = Server::start("");
+    assert_eq!(s.connect().ask("STORE a b"), "W00T!");
+    s.signal(Signal::SIGINT);
+    assert_eq!(s.wait_exit().code(), Some(0));
+}
+
+/// SIGTERM while a connection has received requests it has not answered
+/// yet (its client is slow to read): they are all answered, a request sent
+/// after the signal gets `ERROR shutting down`, new connections are refused,
+/// and the server exits 0.
+#[test]
+fn sigterm_answers_received_requests_and_refuses_later_ones() {
+    let mut s = Server::start("");
+    let mut c = busy_connection(&s, 500);
+
+    s.signal(Signal::SIGTERM);
+    s.log.wait_for("SIGTERM: shutting down");
+    c.send(b"GET big\r\n");
+    // The listener closes: new connections are refused.
+    let deadline = Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(s.addr()).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 1..500 {
+        assert_eq!(c.line().len(), 60_002, "reply {i}");
+    }
+    assert_eq!(c.reply(), "ERROR shutting down");
+    assert!(c.is_closed_by_server());
+    assert_eq!(s.wait_exit().code(), Some(0));
+}
+
+/// The grace period bounds the drain: a client that never reads cannot
+/// keep the server alive.
+#[test]
+fn the_grace_period_bounds_the_drain() {
+    let mut s = Server::start("[server]\nshutdown_grace_secs = 1\n");
+    let mut c = busy_connection(&s, 2000);
+    let start = Instant::now();
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0));
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    s.log.wait_for("stopped");
+    // The connection was cut: far fewer than the 2000 replies arrive.
+    let rest = c.read_to_end_or_reset();
+    assert!(rest.len() < 1000 * 60_002, "{} bytes arrived", rest.len());
+}
+
+#[test]
+fn a_second_sigterm_stops_at_once() {
+    let mut s = Server::start("[server]\nshutdown_grace_secs = 600\n");
+    let _busy = busy_connection(&s, 2000);
+    s.signal(Signal::SIGTERM);
+    s.log.wait_for("SIGTERM: shutting down");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn serves_several_addresses_ipv4_and_ipv6() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    let s = Server::start_with("", &["--listen", "127.0.0.1:0", "--listen", "[::1]:0"]);
+    assert_eq!(s.addrs.len(), 2);
+    assert!(s.addrs[1].is_ipv6());
+    assert_eq!(Client::connect(s.addrs[0]).ask("STORE a via-v4"), "W00T!");
+    assert_eq!(Client::connect(s.addrs[1]).ask("GET a"), "via-v4");
+}
+
+#[test]
+fn runs_on_built_in_defaults_without_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["--listen", "127.0.0.1:0"]);
+    let s = Server::spawn(cmd, dir, None);
+    let started = s.log.wait_for("listening on");
+    assert!(started.contains("jnhpd 0.1.0"), "{started}");
+    assert!(started.contains("store: memory; 0 validators"), "{started}");
+    assert_eq!(s.connect().ask("STORE a b"), "W00T!");
+}
+
+#[test]
+fn start_up_errors_name_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = \"many\"\n",
+    )
+    .unwrap();
+    let (code, out) = run_to_exit(&["--config", path.to_str().unwrap()], dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("bad.toml:3: server.max_connections: invalid type"),
+        "{out}"
+    );
+
+    std::fs::write(&path, "[storage]\nfsync = \"sometimes\"\n").unwrap();
+    let (code, out) = run_to_exit(&["--config", path.to_str().unwrap()], dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("bad.toml:2: storage.fsync: unknown variant `sometimes`"),
+        "{out}"
+    );
+
+    std::fs::write(&path, "[storage]\npath = \"data\"\n").unwrap();
+    let (code, out) = run_to_exit(&["--config", path.to_str().unwrap()], dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("bad.toml:2: storage.path: not supported yet"),
+        "{out}"
+    );
+
+    let (code, out) = run_to_exit(&["--config", "/nonexistent/jnhp.toml"], dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("/nonexistent/jnhp.toml: cannot read"), "{out}");
+}
+
+#[test]
+fn check_config_reports_and_exits_without_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[server]\nlisten = [\"127.0.0.1:1\"]\n[log]\nlevel = \"debug\"\n",
+    )
+    .unwrap();
+    let (code, out) = run_to_exit(
+        &["--check-config", "--config", good.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!((code, out.contains("configuration OK")), (0, true), "{out}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[log]\n\nlevel = \"loud\"\n").unwrap();
+    let (code, out) = run_to_exit(
+        &["--check-config", "--config", bad.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("bad.toml:3: log.level: unknown variant `loud`"),
+        "{out}"
+    );
+
+    let (code, out) = run_to_exit(&["--check-config"], dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("built-in defaults: configuration OK"), "{out}");
+}
+
+#[test]
+fn the_packaged_config_is_valid() {
+    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/config/jnhp.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = run_to_exit(&["--check-config", "--config", packaged], dir.path());
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_busy_port_is_a_clear_start_up_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = run_to_exit(&["--listen", &addr], dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("cannot listen on {addr}")), "{out}");
+}
+
+#[test]
+fn log_level_flag_overrides_the_file() {
+    let s = Server::start_with(
+        "[log]\nlevel = \"error\"\n",
+        &["--listen", "127.0.0.1:0", "--log-level", "debug"],
+    );
+    s.connect().ask("EXISTS a");
+    s.log.wait_for("connection from");
+}
+
+#[test]
+fn sighup_reloads_the_log_level_and_keeps_a_bad_config_out() {
+    let s = Server::start("[log]\nlevel = \"info\"\n");
+    let config = s.config.clone().unwrap();
+    assert_eq!(s.connect().ask("STORE a b"), "W00T!");
+    assert_eq!(s.log.count("connection from"), 0);
+
+    std::fs::write(&config, "[log]\nlevel = \"debug\"\n").unwrap();
+    s.signal(Signal::SIGHUP);
+    s.log.wait_for("configuration reloaded");
+    s.connect().ask("EXISTS a");
+    s.log.wait_for("connection from");
+
+    let mut f = std::fs::File::create(&config).unwrap();
+    f.write_all(b"[log]\nlevel = \"debug\"\nbogus = 1\n")
+        .unwrap();
+    s.signal(Signal::SIGHUP);
+    let refused = s.log.wait_for("keeping the running configuration");
+    assert!(
+        refused.contains("jnhp.toml:3: log.bogus: unknown field"),
+        "{refused}"
+    );
+    assert_eq!(s.connect().ask("GET a"), "b");
+
+    std::fs::write(
+        &config,
+        "[server]\nmax_connections = 5\n[log]\nlevel = \"debug\"\n",
+    )
+    .unwrap();
+    s.signal(Signal::SIGHUP);
+    s.log.wait_for("changes to [server] need a restart");
+}
