@@ -354,3 +354,43 @@ fn sighup_reloads_the_log_level_and_keeps_a_bad_config_out() {
     s.signal(Signal::SIGHUP);
     s.log.wait_for("changes to [server] need a restart");
 }
+
+/// Out of file descriptors, accept fails: the server logs it, backs off and
+/// goes on serving once descriptors are free, instead of exiting or spinning.
+#[test]
+fn running_out_of_descriptors_backs_off_and_recovers() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["--listen", "127.0.0.1:0"]);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in pre_exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 24, 24)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let s = Server::spawn(cmd, dir, None);
+    let hogs: Vec<Client> = (0..40).map(|_| s.connect()).collect();
+    s.log.wait_for("accept failed");
+    drop(hogs);
+    // Once the hogs are gone, new clients are served.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut c = s.connect();
+        c.stream()
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        c.send(b"STORE a b\r\nGET a\r\n");
+        let mut line = Vec::new();
+        let _ = std::io::BufRead::read_until(&mut c.reader, b'\n', &mut line);
+        if line == b"W00T!\r\n" || line == b"RARGH!\r\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served again; log:\n{}",
+            s.log.all()
+        );
+    }
+}
