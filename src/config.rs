@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 use thiserror::Error;
+use toml::Spanned;
 
 use crate::protocol::Limits;
+pub use crate::validator::OnFailure;
 
 /// The built-in listen address, used when neither the file nor `--listen`
 /// gives one.
@@ -45,9 +47,13 @@ pub struct Config {
     pub storage: StorageConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
-    /// `[[validator]]` tables. Not supported yet: any entry is refused.
-    #[serde(rename = "validator", deserialize_with = "unsupported_validators")]
-    pub validators: Vec<toml::Table>,
+    /// `[[validator]]` tables as written; [`Config::parse`] resolves them
+    /// into `validators`.
+    #[serde(rename = "validator")]
+    raw_validators: Vec<RawValidator>,
+    /// The validator chain, in order, checked and resolved.
+    #[serde(skip)]
+    pub validators: Vec<ValidatorSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -220,7 +226,11 @@ impl Config {
         let deserializer =
             toml::de::Deserializer::parse(text).map_err(|e| invalid(e, String::new()))?;
         let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = e.path().to_string();
+            // Spanned<T> fields add a private segment to the path.
+            let key = e
+                .path()
+                .to_string()
+                .replace(".$__serde_spanned_private_value", "");
             let key = if key == "." {
                 String::new()
             } else {
@@ -229,6 +239,17 @@ impl Config {
             invalid(e.into_inner(), key)
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        config.validators = std::mem::take(&mut config.raw_validators)
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| raw.resolve(i, base))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: line_of(text, e.at),
+                key: format!("validator[{}].{}: ", e.index, e.key),
+                message: e.message,
+            })?;
         config.daemon.workdir = base.join(&config.daemon.workdir);
         if !config.log.syslog_socket.as_os_str().is_empty() {
             config.log.syslog_socket = base.join(&config.log.syslog_socket);
@@ -355,13 +376,301 @@ fn unsupported_syslog<'de, D: Deserializer<'de>>(d: D) -> Result<LogTarget, D::E
     }
 }
 
-fn unsupported_validators<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<toml::Table>, D::Error> {
-    let tables = Vec::<toml::Table>::deserialize(d)?;
-    if tables.is_empty() {
-        Ok(tables)
-    } else {
-        Err(not_supported("[[validator]]"))
+/// What a validator looks at (`field`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Field {
+    Name,
+    #[default]
+    Value,
+}
+
+/// How a process validator receives the value (`input`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Input {
+    /// The value is the program's last argument.
+    #[default]
+    Argv,
+    /// The value, then `\n`, on the program's stdin.
+    Stdin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    Function,
+    Blocking,
+    Process,
+    Helper,
+}
+
+/// A `[[validator]]` table as written: every key optional, each with its
+/// span, so that the checks that need the whole table (which keys a kind
+/// requires or allows) can still name the line.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValidator {
+    kind: Spanned<Kind>,
+    function: Option<Spanned<String>>,
+    max: Option<Spanned<u64>>,
+    field: Option<Spanned<Field>>,
+    pattern: Option<Spanned<String>>,
+    path: Option<Spanned<PathBuf>>,
+    command: Option<Spanned<Vec<String>>>,
+    input: Option<Spanned<Input>>,
+    timeout_ms: Option<Spanned<u64>>,
+    max_concurrent: Option<Spanned<usize>>,
+    on_failure: Option<Spanned<OnFailure>>,
+}
+
+/// One checked validator of the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatorSpec {
+    pub check: Check,
+    pub on_failure: OnFailure,
+}
+
+/// What a validator runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    /// `kind = "function"`, `function = "max_bytes"`: value at most `max` bytes.
+    MaxBytes { max: u64 },
+    /// `kind = "function"`, `function = "regex"`: `field` must match.
+    Regex { field: Field, pattern: String },
+    /// `kind = "blocking"`, `function = "denylist"`: refuse listed values.
+    Denylist { path: PathBuf },
+    /// `kind = "process"`: one program run per STORE.
+    Process(ProcessSpec),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSpec {
+    /// The program, resolved (relative to the config file, or from PATH).
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub input: Input,
+    pub timeout: Duration,
+    pub max_concurrent: usize,
+}
+
+/// A problem with one `[[validator]]` table, located by byte offset.
+struct ValidatorError {
+    index: usize,
+    at: usize,
+    key: &'static str,
+    message: String,
+}
+
+impl RawValidator {
+    fn resolve(self, index: usize, base: &Path) -> Result<ValidatorSpec, ValidatorError> {
+        let err = |at: usize, key: &'static str, message: String| ValidatorError {
+            index,
+            at,
+            key,
+            message,
+        };
+        let kind_at = self.kind.span().start;
+        let kind = *self.kind.get_ref();
+        // Which keys each kind takes; any other key set is an error, not a
+        // silently ignored line.
+        let allowed: &[&str] = match kind {
+            Kind::Function => &["function", "max", "field", "pattern", "on_failure"],
+            Kind::Blocking => &["function", "path", "on_failure"],
+            Kind::Process => &[
+                "command",
+                "input",
+                "timeout_ms",
+                "max_concurrent",
+                "on_failure",
+            ],
+            Kind::Helper => {
+                return Err(err(
+                    kind_at,
+                    "kind",
+                    "not supported yet: kind = \"helper\"".into(),
+                ));
+            }
+        };
+        let present = [
+            ("function", self.function.as_ref().map(|s| s.span().start)),
+            ("max", self.max.as_ref().map(|s| s.span().start)),
+            ("field", self.field.as_ref().map(|s| s.span().start)),
+            ("pattern", self.pattern.as_ref().map(|s| s.span().start)),
+            ("path", self.path.as_ref().map(|s| s.span().start)),
+            ("command", self.command.as_ref().map(|s| s.span().start)),
+            ("input", self.input.as_ref().map(|s| s.span().start)),
+            (
+                "timeout_ms",
+                self.timeout_ms.as_ref().map(|s| s.span().start),
+            ),
+            (
+                "max_concurrent",
+                self.max_concurrent.as_ref().map(|s| s.span().start),
+            ),
+        ];
+        for (key, at) in present {
+            if let Some(at) = at
+                && !allowed.contains(&key)
+            {
+                return Err(err(
+                    at,
+                    key,
+                    format!("not used by kind = \"{}\"", kind_name(kind)),
+                ));
+            }
+        }
+        let required = |key: &'static str| {
+            err(
+                kind_at,
+                key,
+                format!("required by kind = \"{}\"", kind_name(kind)),
+            )
+        };
+        let on_failure = self.on_failure.map(|s| s.into_inner()).unwrap_or_default();
+        let function = self
+            .function
+            .as_ref()
+            .map(|f| (f.span().start, f.get_ref().as_str()));
+        // Keys a function does not take are refused like other unused keys.
+        let only = |keys: &[(&'static str, Option<usize>)], wanted: &[&str], name: &str| {
+            for (key, at) in keys {
+                if let Some(at) = at
+                    && !wanted.contains(key)
+                {
+                    return Err(err(*at, key, format!("not used by function = \"{name}\"")));
+                }
+            }
+            Ok(())
+        };
+        let check = match kind {
+            Kind::Function => match function {
+                Some((_, "max_bytes")) => {
+                    only(&present, &["function", "max"], "max_bytes")?;
+                    let max = self.max.ok_or_else(|| required("max"))?.into_inner();
+                    Check::MaxBytes { max }
+                }
+                Some((_, "regex")) => {
+                    only(&present, &["function", "field", "pattern"], "regex")?;
+                    let pattern = self.pattern.ok_or_else(|| required("pattern"))?;
+                    if let Err(e) = regex::bytes::Regex::new(pattern.get_ref()) {
+                        return Err(err(
+                            pattern.span().start,
+                            "pattern",
+                            format!("invalid regex: {e}"),
+                        ));
+                    }
+                    Check::Regex {
+                        field: self.field.map(|f| f.into_inner()).unwrap_or_default(),
+                        pattern: pattern.into_inner(),
+                    }
+                }
+                Some((at, other)) => {
+                    return Err(err(
+                        at,
+                        "function",
+                        format!(
+                            "unknown function {other:?} for kind = \"function\", expected \"max_bytes\" or \"regex\""
+                        ),
+                    ));
+                }
+                None => return Err(required("function")),
+            },
+            Kind::Blocking => match function {
+                Some((_, "denylist")) => {
+                    let path = self.path.ok_or_else(|| required("path"))?;
+                    let at = path.span().start;
+                    let path = base.join(path.into_inner());
+                    if let Err(e) = std::fs::File::open(&path) {
+                        return Err(err(
+                            at,
+                            "path",
+                            format!("cannot read {}: {e}", path.display()),
+                        ));
+                    }
+                    Check::Denylist { path }
+                }
+                Some((at, other)) => {
+                    return Err(err(
+                        at,
+                        "function",
+                        format!(
+                            "unknown function {other:?} for kind = \"blocking\", expected \"denylist\""
+                        ),
+                    ));
+                }
+                None => return Err(required("function")),
+            },
+            Kind::Process => {
+                let command = self.command.ok_or_else(|| required("command"))?;
+                let at = command.span().start;
+                let mut command = command.into_inner().into_iter();
+                let Some(program) = command.next() else {
+                    return Err(err(at, "command", "must name a program".into()));
+                };
+                let program =
+                    find_program(&program, base).map_err(|message| err(at, "command", message))?;
+                let timeout_ms = self.timeout_ms.map(|t| t.into_inner()).unwrap_or(5000);
+                let max_concurrent = match self.max_concurrent {
+                    Some(m) if *m.get_ref() == 0 => {
+                        return Err(err(
+                            m.span().start,
+                            "max_concurrent",
+                            "must be at least 1".into(),
+                        ));
+                    }
+                    Some(m) => m.into_inner(),
+                    None => 16,
+                };
+                Check::Process(ProcessSpec {
+                    program,
+                    args: command.collect(),
+                    input: self.input.map(|i| i.into_inner()).unwrap_or_default(),
+                    timeout: Duration::from_millis(timeout_ms),
+                    max_concurrent,
+                })
+            }
+            Kind::Helper => unreachable!("refused above"),
+        };
+        Ok(ValidatorSpec { check, on_failure })
     }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Function => "function",
+        Kind::Blocking => "blocking",
+        Kind::Process => "process",
+        Kind::Helper => "helper",
+    }
+}
+
+/// Resolves a program the way an operator expects: a name with a `/` is a
+/// path (relative to the config file's directory), a bare name is looked up
+/// in PATH. The result must be an executable file.
+fn find_program(program: &str, base: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let path = base.join(program);
+        return match std::fs::metadata(&path) {
+            Err(e) => Err(format!("program {}: {e}", path.display())),
+            Ok(_) if !executable(&path) => Err(format!(
+                "program {} is not an executable file",
+                path.display()
+            )),
+            Ok(_) => Ok(path),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| format!("program {program:?} not found in PATH"))
 }
 
 #[cfg(test)]
@@ -502,14 +811,158 @@ syslog_socket = ""
                 "log.target: not supported yet",
             ),
             (
-                "[[validator]]\nkind = \"function\"\n",
-                "validator: not supported yet",
+                "[[validator]]\nkind = \"helper\"\ncommand = [\"x\"]\n",
+                "validator[0].kind: not supported yet",
             ),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err();
             assert!(err.contains(want), "for {text:?}: got {err}");
             assert!(err.starts_with("/etc/jnhp.toml:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn validator_tables_resolve_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("deny.txt"), "x\n").unwrap();
+        let text = r#"
+[[validator]]
+kind = "function"
+function = "max_bytes"
+max = 10
+
+[[validator]]
+kind = "function"
+function = "regex"
+field = "name"
+pattern = "^[a-z]+$"
+on_failure = "allow"
+
+[[validator]]
+kind = "blocking"
+function = "denylist"
+path = "deny.txt"
+
+[[validator]]
+kind = "process"
+command = ["true", "--", "x"]
+input = "stdin"
+timeout_ms = 250
+max_concurrent = 2
+"#;
+        let c = Config::parse(text, &dir.path().join("j.toml")).unwrap();
+        assert_eq!(c.validators.len(), 4);
+        assert_eq!(c.validators[0].check, Check::MaxBytes { max: 10 });
+        assert_eq!(c.validators[1].on_failure, OnFailure::Allow);
+        assert_eq!(
+            c.validators[2].check,
+            Check::Denylist {
+                path: dir.path().join("deny.txt")
+            }
+        );
+        let Check::Process(p) = &c.validators[3].check else {
+            panic!("not a process")
+        };
+        assert!(
+            p.program.is_absolute() && p.program.ends_with("true"),
+            "found in PATH"
+        );
+        assert_eq!(p.args, ["--", "x"]);
+        assert_eq!(
+            (p.input, p.timeout, p.max_concurrent),
+            (Input::Stdin, Duration::from_millis(250), 2)
+        );
+    }
+
+    #[test]
+    fn validator_errors_name_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "not executable").unwrap();
+        let cases = [
+            (
+                "[[validator]]\nkind = \"function\"\n",
+                "2: validator[0].function: required by kind",
+            ),
+            (
+                "[[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\n",
+                "2: validator[0].max: required",
+            ),
+            (
+                "[[validator]]\nkind = \"function\"\nfunction = \"nope\"\n",
+                "3: validator[0].function: unknown function",
+            ),
+            (
+                "[[validator]]\nkind = \"function\"\nfunction = \"regex\"\npattern = \"(\"\n",
+                "4: validator[0].pattern: invalid regex",
+            ),
+            (
+                "[[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 1\npattern = \"x\"\n",
+                "5: validator[0].pattern: not used by function = \"max_bytes\"",
+            ),
+            (
+                "[[validator]]\nkind = \"function\"\ncommand = [\"x\"]\n",
+                "3: validator[0].command: not used by kind = \"function\"",
+            ),
+            (
+                "[[validator]]\nkind = \"process\"\n",
+                "2: validator[0].command: required",
+            ),
+            (
+                "[[validator]]\nkind = \"process\"\ncommand = []\n",
+                "3: validator[0].command: must name a program",
+            ),
+            (
+                "[[validator]]\nkind = \"process\"\ncommand = [\"./missing\"]\n",
+                "3: validator[0].command: program",
+            ),
+            (
+                "[[validator]]\nkind = \"process\"\ncommand = [\"plain\"]\n",
+                "3: validator[0].command: program \"plain\" not found in PATH",
+            ),
+            (
+                "[[validator]]\nkind = \"process\"\ncommand = [\"./plain\"]\n",
+                "is not an executable file",
+            ),
+            (
+                "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\nmax_concurrent = 0\n",
+                "4: validator[0].max_concurrent: must be at least 1",
+            ),
+            (
+                "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\ninput = \"file\"\n",
+                "4: validator[0].input: unknown variant",
+            ),
+            (
+                "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\non_failure = \"maybe\"\n",
+                "4: validator[0].on_failure: unknown variant",
+            ),
+            (
+                "[[validator]]\nkind = \"blocking\"\nfunction = \"denylist\"\npath = \"nothing\"\n",
+                "4: validator[0].path: cannot read",
+            ),
+            (
+                "[[validator]]\nkind = \"sometimes\"\n",
+                "2: validator[0].kind: unknown variant",
+            ),
+            (
+                "[[validator]]\nfunction = \"regex\"\n",
+                "validator[0]: missing field `kind`",
+            ),
+            (
+                "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\n[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\nbogus = 1\n",
+                "7: validator[1].bogus: unknown field",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(text, &dir.path().join("j.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "for {text:?}:\n got {err}\nwant {want}");
+            assert!(
+                err.starts_with(&dir.path().join("j.toml:").display().to_string()),
+                "{err}"
+            );
         }
     }
 

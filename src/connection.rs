@@ -329,6 +329,13 @@ impl Connection {
         if out.is_empty() {
             return;
         }
+        if !self.write_failed && self.shared.shutdown.expired.is_cancelled() {
+            // Past the grace period: no more waiting on the client, but the
+            // last replies (`ERROR shutting down`) go out if the socket
+            // takes them now.
+            let _ = self.stream.try_write(out);
+            self.write_failed = true;
+        }
         if !self.write_failed {
             let idle = self.shared.idle_timeout;
             let result = tokio::select! {

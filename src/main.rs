@@ -75,6 +75,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(config.log.level.filter());
+    // A panic anywhere is a bug; make sure it reaches the log (stderr or,
+    // later, syslog) rather than only the terminal.
+    std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
     // Bind before the runtime (and, later, before forking or dropping
     // privileges) so a busy port is reported where the operator looks.
     let listeners = match server::bind(&config.server.listen) {
@@ -94,7 +97,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, config, listeners)) {
+    let result = runtime.block_on(run(cli, config, listeners));
+    // Dropping the runtime drops every task, and with them the supervisors
+    // of validator programs still running, which kill their process groups.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err}");
@@ -115,7 +122,8 @@ async fn run(
                 .map_or_else(|e| format!("?({e})"), |a| a.to_string())
         })
         .collect();
-    let (chain_tx, chain_rx) = watch::channel(Arc::new(ValidatorChain::default()));
+    let chain = ValidatorChain::from_specs(&config.validators)?;
+    let (chain_tx, chain_rx) = watch::channel(Arc::new(chain));
     let shutdown = Shutdown::default();
     let shared = Arc::new(Shared {
         store: StoreHandle::spawn(),
@@ -195,8 +203,17 @@ impl SignalHandler {
                 return;
             }
         };
+        let chain = match ValidatorChain::from_specs(&new.validators) {
+            Ok(chain) => chain,
+            Err(err) => {
+                log::error!("SIGHUP: keeping the running configuration: {err}");
+                return;
+            }
+        };
         logging::set_level(new.log.level.filter());
-        self.chain.send_replace(Arc::new(ValidatorChain::default()));
+        // STOREs in flight keep the chain they started with (they hold an
+        // Arc of it); new ones get this one.
+        self.chain.send_replace(Arc::new(chain));
         for (section, changed) in [
             ("[server]", new.server != self.config.server),
             ("[storage]", new.storage != self.config.storage),

@@ -6,10 +6,16 @@
 //! connection's task, never in the store actor, so a slow validator delays
 //! only the connection that is waiting on it.
 
+pub mod blocking;
+pub mod function;
+pub mod process;
+
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+
+use crate::config::{Check, ValidatorSpec};
 
 /// A validator's answer about one STORE.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +64,37 @@ pub struct ValidatorChain {
 impl ValidatorChain {
     pub fn new(links: Vec<Link>) -> Self {
         ValidatorChain { links }
+    }
+
+    /// Builds the chain a config describes. Fails only if a file checked
+    /// at load time has become unreadable since.
+    pub fn from_specs(specs: &[ValidatorSpec]) -> Result<Self, String> {
+        let links = specs
+            .iter()
+            .map(|spec| {
+                let validator: Arc<dyn Validator> = match &spec.check {
+                    Check::MaxBytes { max } => Arc::new(function::MaxBytes { max: *max }),
+                    Check::Regex { field, pattern } => Arc::new(
+                        function::RegexMatch::new(*field, pattern)
+                            .map_err(|e| format!("regex {pattern:?}: {e}"))?,
+                    ),
+                    Check::Denylist { path } => {
+                        let list = blocking::Denylist::open(path)
+                            .map_err(|e| format!("denylist {}: {e}", path.display()))?;
+                        Arc::new(blocking::Blocking::new(
+                            format!("denylist {}", path.display()),
+                            move |_name, value| list.judge(value),
+                        ))
+                    }
+                    Check::Process(spec) => Arc::new(process::Process::new(spec.clone())),
+                };
+                Ok(Link {
+                    validator,
+                    on_failure: spec.on_failure,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(ValidatorChain { links })
     }
 
     pub fn is_empty(&self) -> bool {

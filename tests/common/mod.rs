@@ -74,7 +74,12 @@ impl Server {
 
     /// Like `start`, with explicit command-line arguments.
     pub fn start_with(config: &str, args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(tempfile::tempdir().unwrap(), config, args)
+    }
+
+    /// Like `start_with`, in a directory prepared beforehand (scripts the
+    /// config names must exist before the server starts).
+    pub fn start_in(dir: tempfile::TempDir, config: &str, args: &[&str]) -> Server {
         let path = dir.path().join("jnhp.toml");
         std::fs::write(&path, config).unwrap();
         let mut cmd = Command::new(bin());
@@ -157,6 +162,88 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes an executable `/bin/sh` script `name` into `dir`.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A `[[validator]]` table running `program`, plus `extra` keys.
+pub fn process_validator(program: &Path, extra: &str) -> String {
+    format!(
+        "[[validator]]\nkind = \"process\"\ncommand = [\"{}\"]\n{extra}\n",
+        program.display()
+    )
+}
+
+/// Waits until `path` exists (a script's "I have started" marker).
+pub fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + PATIENCE;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether a process is running (not gone, not a zombie).
+pub fn is_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next();
+            state != Some("Z")
+        }
+    }
+}
+
+/// Waits until the pid written in `pidfile` is no longer running.
+pub fn wait_until_gone(pidfile: &Path) -> i32 {
+    wait_for_file(pidfile);
+    let pid: i32 = std::fs::read_to_string(pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while is_running(pid) {
+        assert!(Instant::now() < deadline, "process {pid} is still running");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    pid
+}
+
+/// The children of `parent` as (pid, state), from /proc.
+pub fn children_of(parent: i32) -> Vec<(i32, String)> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+        let state = fields.next().unwrap_or("").to_string();
+        let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            children.push((pid, state));
+        }
+    }
+    children
 }
 
 pub fn wait_exit(child: &mut Child) -> ExitStatus {
