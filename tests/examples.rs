@@ -1,0 +1,116 @@
+//! The example validators in `validators/`, each run by the real binary as
+//! a user would configure it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Server;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("validators")
+        .join(name)
+}
+
+fn serve(validator: &str) -> Server {
+    Server::start(validator)
+}
+
+#[test]
+fn the_jnhp_determine_template_allows_all_but_its_example_rule() {
+    let s = serve(&format!(
+        "[[validator]]\nkind = \"process\"\ncommand = [\"{}\", \"--\"]\n",
+        example("jnhp-determine").display()
+    ));
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a -rf"), "W00T!");
+    assert_eq!(c.ask("STORE b $(echo forbidden)"), "RARGH!");
+    assert_eq!(c.ask("STORE c a forbidden word"), "RARGH!");
+}
+
+#[test]
+fn reject_mp3_refuses_mp3_data_and_its_base64() {
+    let s = serve(&format!(
+        "[[validator]]\nkind = \"process\"\ncommand = [\"{}\"]\n",
+        example("reject-mp3").display()
+    ));
+    let mut c = s.connect();
+    c.send(b"STORE id3 ID3\x04\x01\x02\x03\x7f\x23TSSE\r\n");
+    assert_eq!(c.reply(), "RARGH!");
+    c.send(b"STORE frame \xff\xfb\x90\x64\x01\x0f\r\n");
+    assert_eq!(c.reply(), "RARGH!");
+    // base64 of an ID3 header, and of an MPEG frame header.
+    assert_eq!(
+        c.ask("STORE b64 SUQzBAAAAAAAI1RTU0UAAAAPAAADTGF2ZjU4Ljc2LjEwMAAAAAAAAAAAAAAA"),
+        "RARGH!"
+    );
+    assert_eq!(c.ask("STORE b64frame //uQZAAP"), "RARGH!");
+    assert_eq!(c.ask("STORE text hello world"), "W00T!");
+    assert_eq!(c.ask("STORE b64text aGVsbG8gd29ybGQ="), "W00T!");
+    c.send(b"STORE notsync \xff\x01binary\r\n");
+    assert_eq!(c.reply(), "W00T!");
+}
+
+#[test]
+fn check_signature_looks_signers_up_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("signers.sqlite");
+    let tool = example("check-signature");
+    let run = |args: &[&str]| {
+        let out = Command::new(&tool)
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    run(&["--add", "alice", "s3cret"]);
+    run(&["--add", "bob", "hunter2"]);
+    let signed = run(&["--sign", "alice", "s3cret", "greeting"]);
+    let forged = run(&["--sign", "alice", "guessed", "greeting"]);
+    let bobs = run(&["--sign", "bob", "hunter2", "other"]);
+    let s = serve(&format!(
+        "[[validator]]\nkind = \"process\"\ncommand = [\"{}\", \"--db\", \"{}\", \"--\"]\n",
+        tool.display(),
+        db.display()
+    ));
+    let mut c = s.connect();
+    assert_eq!(c.ask(&format!("STORE greeting {forged}")), "RARGH!");
+    assert_eq!(
+        c.ask(&format!("STORE wrongname {signed}")),
+        "RARGH!",
+        "signs the name"
+    );
+    assert_eq!(c.ask("STORE greeting mallory:00ff"), "RARGH!");
+    assert_eq!(c.ask("STORE greeting no-signature"), "RARGH!");
+    assert_eq!(c.ask(&format!("STORE greeting {signed}")), "W00T!");
+    run(&["--revoke", "bob"]);
+    assert_eq!(
+        c.ask(&format!("STORE other {bobs}")),
+        "RARGH!",
+        "a revoked signer"
+    );
+}
+
+#[test]
+fn utf8_text_reads_its_value_on_stdin() {
+    let s = serve(&format!(
+        "[[validator]]\nkind = \"process\"\ncommand = [\"{}\"]\ninput = \"stdin\"\n",
+        example("utf8-text").display()
+    ));
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a héllo wörld\twith tab"), "W00T!");
+    c.send(b"STORE b \xff\xfe\r\n");
+    assert_eq!(c.reply(), "RARGH!");
+    c.send(b"STORE c escape \x1b[31m\r\n");
+    assert_eq!(c.reply(), "RARGH!");
+    assert_eq!(c.ask(&format!("STORE d {}", "é".repeat(30_000))), "W00T!");
+}
