@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{self, Limits, ProtocolError, Reply, Request};
 use crate::store::{Batch, DeferredStore, OUT_HIGH_WATER, Op, StoreHandle, Turn};
-use crate::validator::ValidatorChain;
+use crate::validator::{Inline, ValidatorChain};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 32 * 1024;
@@ -125,17 +125,27 @@ fn strip_cr(mut line: Bytes) -> Bytes {
 }
 
 /// Turns a frame into the op the store actor answers (`None`: empty line).
-fn to_op(frame: Frame, limits: &Limits) -> Option<Op> {
+/// A STORE first passes the chain's synchronous validators here, so that
+/// with only those configured it is stored in the same actor round trip.
+fn to_op(frame: Frame, limits: &Limits, chain: &ValidatorChain) -> Option<Op> {
     let line = match frame {
         Frame::Line(line) => line,
         Frame::TooLong => return Some(Op::Invalid(ProtocolError::LineTooLong)),
     };
     Some(match protocol::parse(&line, limits) {
         Ok(None) => return None,
-        Ok(Some(Request::Store { name, value })) => Op::Store {
-            name: line.slice_ref(name),
-            value: line.slice_ref(value),
-        },
+        Ok(Some(Request::Store { name, value })) => {
+            let validate = match chain.check_inline(name, value) {
+                Inline::Denied => return Some(Op::Refused),
+                Inline::Allowed => false,
+                Inline::Pending => true,
+            };
+            Op::Store {
+                name: line.slice_ref(name),
+                value: line.slice_ref(value),
+                validate,
+            }
+        }
         Ok(Some(Request::Exists { name })) => Op::Exists(line.slice_ref(name)),
         Ok(Some(Request::Get { name })) => Op::Get(line.slice_ref(name)),
         Err(err) => Op::Invalid(err),
@@ -191,14 +201,18 @@ impl Connection {
     async fn run(&mut self) {
         let mut eof = false;
         loop {
+            // A batch is validated by the chain current when it was read,
+            // so a SIGHUP swap never changes the rules under a request in
+            // flight.
+            let chain = self.shared.validators.borrow().clone();
             while let Some(frame) = self.framer.next_frame(&mut self.buf) {
-                self.push(frame);
+                self.push(frame, &chain);
             }
             if eof && let Some(frame) = self.framer.finish(&mut self.buf) {
-                self.push(frame);
+                self.push(frame, &chain);
             }
             if !self.batch.ops.is_empty() {
-                self.answer_batch().await;
+                self.answer_batch(&chain).await;
             }
             self.flush().await;
             if eof || self.write_failed {
@@ -237,20 +251,16 @@ impl Connection {
         }
     }
 
-    fn push(&mut self, frame: Frame) {
-        if let Some(op) = to_op(frame, &self.shared.limits) {
+    fn push(&mut self, frame: Frame, chain: &ValidatorChain) {
+        if let Some(op) = to_op(frame, &self.shared.limits, chain) {
             self.batch.ops.push(op);
         }
     }
 
     /// Answers every op of the batch, writing replies whenever they pass the
     /// high-water mark.
-    async fn answer_batch(&mut self) {
-        // A batch is validated by the chain current when it started, so a
-        // SIGHUP swap never changes the rules under a request in flight.
-        let chain = self.shared.validators.borrow().clone();
+    async fn answer_batch(&mut self, chain: &ValidatorChain) {
         let mut batch = std::mem::take(&mut self.batch);
-        batch.validate = !chain.is_empty();
         loop {
             batch = match self.shared.store.execute(batch).await {
                 Ok(batch) => batch,
@@ -263,7 +273,7 @@ impl Connection {
             };
             if let Some(deferred) = batch.deferred.take() {
                 let reply = match &batch.ops[batch.next] {
-                    Op::Store { name, value } => {
+                    Op::Store { name, value, .. } => {
                         self.finish_store(deferred, name, value, &chain).await
                     }
                     other => unreachable!("the store defers only STOREs, not {other:?}"),
@@ -366,7 +376,8 @@ impl Connection {
                 _ => break,
             }
             while let Some(frame) = self.framer.next_frame(&mut self.buf) {
-                if to_op(frame, &self.shared.limits).is_some() {
+                // Any request: the chain is irrelevant, none is served.
+                if to_op(frame, &self.shared.limits, &ValidatorChain::default()).is_some() {
                     SHUTTING_DOWN.encode(&mut self.batch.out);
                 }
             }

@@ -38,10 +38,15 @@ type Map<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
 /// buffer: no copy until a STORE is committed).
 #[derive(Debug)]
 pub enum Op {
+    /// `validate`: the STORE must still pass validators that cannot answer
+    /// inline, so the actor reserves the name instead of storing at once.
     Store {
         name: Bytes,
         value: Bytes,
+        validate: bool,
     },
+    /// A STORE the inline validators already refused: answered `RARGH!`.
+    Refused,
     Exists(Bytes),
     Get(Bytes),
     /// A line that did not parse: the actor encodes its `ERROR` reply in
@@ -60,9 +65,6 @@ pub struct Batch {
     pub ops: Vec<Op>,
     pub next: usize,
     pub out: BytesMut,
-    /// Whether STOREs must pass a validator chain. `false` lets the actor
-    /// store and answer them at once.
-    pub validate: bool,
     pub deferred: Option<DeferredStore>,
 }
 
@@ -263,7 +265,12 @@ impl Store {
                     reply.encode(out);
                 }
                 Op::Invalid(err) => Reply::Error(*err).encode(out),
-                Op::Store { name, value } => {
+                Op::Refused => Reply::Rargh.encode(out),
+                Op::Store {
+                    name,
+                    value,
+                    validate,
+                } => {
                     if self.map.contains_key(&name[..]) {
                         Reply::Rargh.encode(out);
                     } else if let Some(waiters) = self.pending.get_mut(&name[..]) {
@@ -271,7 +278,7 @@ impl Store {
                         waiters.push_back(tx);
                         batch.deferred = Some(DeferredStore::Wait(rx));
                         return;
-                    } else if batch.validate {
+                    } else if *validate {
                         let name: Box<[u8]> = name[..].into();
                         self.pending.insert(name.clone(), VecDeque::new());
                         batch.deferred = Some(DeferredStore::Validate(self.reservation(name)));
@@ -327,10 +334,21 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A batch whose STOREs do (`validate`) or do not need validation.
     fn batch(ops: Vec<Op>, validate: bool) -> Batch {
+        let ops = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Store { name, value, .. } => Op::Store {
+                    name,
+                    value,
+                    validate,
+                },
+                other => other,
+            })
+            .collect();
         Batch {
             ops,
-            validate,
             ..Batch::default()
         }
     }
@@ -339,6 +357,7 @@ mod tests {
         Op::Store {
             name: Bytes::from_static(n.as_bytes()),
             value: Bytes::from_static(v.as_bytes()),
+            validate: false,
         }
     }
 
@@ -356,12 +375,13 @@ mod tests {
             store("a", "z"),
             get("a"),
             Op::Invalid(ProtocolError::MissingName),
+            Op::Refused,
         ];
         let b = handle.execute(batch(ops, false)).await.unwrap();
         assert!(b.is_done());
         assert_eq!(
             &b.out[..],
-            b"\r\nW00T!\r\nAWESOME!\r\nRARGH!\r\nx y \r\nERROR missing name\r\n"
+            b"\r\nW00T!\r\nAWESOME!\r\nRARGH!\r\nx y \r\nERROR missing name\r\nRARGH!\r\n"
         );
     }
 

@@ -768,3 +768,17 @@ fn processes_still_running_are_killed_at_shutdown() {
     assert_eq!(s.wait_exit().code(), Some(0));
     wait_until_gone(&root.join("lingering.pid"));
 }
+
+/// Function validators answer as requests are parsed: pipelined STOREs
+/// that pass are visible to the requests after them, refused ones are not.
+#[test]
+fn function_validators_alone_judge_pipelined_stores_in_order() {
+    let config = "[[validator]]\nkind = \"function\"\nfunction = \"regex\"\nfield = \"name\"\npattern = \"^[a-z]+$\"\n\n\
+                  [[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 4\n";
+    let s = Server::start(config);
+    let mut c = s.connect();
+    c.send(b"STORE ok abcd\r\nGET ok\r\nSTORE Bad x\r\nEXISTS Bad\r\nSTORE big abcde\r\nGET big\r\nSTORE ok again\r\n");
+    for want in ["W00T!", "abcd", "RARGH!", "RARGH!", "RARGH!", "", "RARGH!"] {
+        assert_eq!(c.reply(), want);
+    }
+}

@@ -14,14 +14,24 @@ pub struct MaxBytes {
     pub max: u64,
 }
 
-#[async_trait]
-impl Validator for MaxBytes {
-    async fn validate(&self, _name: &[u8], value: &[u8]) -> Verdict {
+impl MaxBytes {
+    fn judge(&self, _name: &[u8], value: &[u8]) -> Verdict {
         if value.len() as u64 <= self.max {
             Verdict::Allow
         } else {
             Verdict::Deny
         }
+    }
+}
+
+#[async_trait]
+impl Validator for MaxBytes {
+    async fn validate(&self, name: &[u8], value: &[u8]) -> Verdict {
+        self.judge(name, value)
+    }
+
+    fn check_now(&self, name: &[u8], value: &[u8]) -> Option<Verdict> {
+        Some(self.judge(name, value))
     }
 
     fn describe(&self) -> String {
@@ -46,9 +56,8 @@ impl RegexMatch {
     }
 }
 
-#[async_trait]
-impl Validator for RegexMatch {
-    async fn validate(&self, name: &[u8], value: &[u8]) -> Verdict {
+impl RegexMatch {
+    fn judge(&self, name: &[u8], value: &[u8]) -> Verdict {
         let subject = match self.field {
             Field::Name => name,
             Field::Value => value,
@@ -58,6 +67,17 @@ impl Validator for RegexMatch {
         } else {
             Verdict::Deny
         }
+    }
+}
+
+#[async_trait]
+impl Validator for RegexMatch {
+    async fn validate(&self, name: &[u8], value: &[u8]) -> Verdict {
+        self.judge(name, value)
+    }
+
+    fn check_now(&self, name: &[u8], value: &[u8]) -> Option<Verdict> {
+        Some(self.judge(name, value))
     }
 
     fn describe(&self) -> String {

@@ -42,6 +42,15 @@ pub trait Validator: Send + Sync + fmt::Debug {
     /// Judges a STORE of `value` under `name`.
     async fn validate(&self, name: &[u8], value: &[u8]) -> Verdict;
 
+    /// Judges the STORE synchronously, if this validator can do so cheaply
+    /// and without side effects (`None`: it cannot). Validators that can are
+    /// run as the request is parsed, so a STORE that passes them all is
+    /// stored in the same store-actor round trip as a STORE with no
+    /// validators at all.
+    fn check_now(&self, _name: &[u8], _value: &[u8]) -> Option<Verdict> {
+        None
+    }
+
     /// A short description for logs (`regex name ^[a-z]+$`, a program path).
     fn describe(&self) -> String;
 }
@@ -53,12 +62,46 @@ pub struct Link {
     pub on_failure: OnFailure,
 }
 
+impl Link {
+    /// Whether the verdict lets the STORE go on: failures are logged with
+    /// the validator, the name and the cause, then decided by `on_failure`.
+    fn decide(&self, name: &[u8], verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Allow => true,
+            Verdict::Deny => false,
+            Verdict::Failure(cause) => {
+                log::warn!(
+                    "validator {} failed for name {:?}: {cause}; {}",
+                    self.validator.describe(),
+                    String::from_utf8_lossy(name),
+                    match self.on_failure {
+                        OnFailure::Reject => "rejecting the STORE",
+                        OnFailure::Allow => "allowing the STORE (on_failure = \"allow\")",
+                    }
+                );
+                self.on_failure == OnFailure::Allow
+            }
+        }
+    }
+}
+
 /// Validators run in order; the first "no" wins. An empty chain allows every
 /// STORE (and lets the store actor answer STOREs without a round trip back
 /// to the connection).
 #[derive(Debug, Clone, Default)]
 pub struct ValidatorChain {
     links: Vec<Link>,
+}
+
+/// The outcome of the chain's synchronous prefix ([`ValidatorChain::check_inline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inline {
+    /// A validator said no: `RARGH!`.
+    Denied,
+    /// Every validator of the chain allowed it.
+    Allowed,
+    /// The synchronous validators allowed it; asynchronous ones remain.
+    Pending,
 }
 
 impl ValidatorChain {
@@ -105,30 +148,38 @@ impl ValidatorChain {
         self.links.len()
     }
 
-    /// Whether every validator allows the STORE. Failures are logged with
-    /// the validator, the name and the cause, then decided by `on_failure`.
+    /// Whether every validator allows the STORE, running the chain in
+    /// order (the first "no" wins). Failures are logged with the validator,
+    /// the name and the cause, then decided by `on_failure`.
     pub async fn allows(&self, name: &[u8], value: &[u8]) -> bool {
         for link in &self.links {
-            let allowed = match link.validator.validate(name, value).await {
-                Verdict::Allow => true,
-                Verdict::Deny => false,
-                Verdict::Failure(cause) => {
-                    log::warn!(
-                        "validator {} failed for name {:?}: {cause}; {}",
-                        link.validator.describe(),
-                        String::from_utf8_lossy(name),
-                        match link.on_failure {
-                            OnFailure::Reject => "rejecting the STORE",
-                            OnFailure::Allow => "allowing the STORE (on_failure = \"allow\")",
-                        }
-                    );
-                    link.on_failure == OnFailure::Allow
-                }
+            let verdict = match link.validator.check_now(name, value) {
+                Some(verdict) => verdict,
+                None => link.validator.validate(name, value).await,
             };
-            if !allowed {
+            if !link.decide(name, verdict) {
                 return false;
             }
         }
         true
+    }
+
+    /// Runs the chain's leading validators that answer synchronously, in
+    /// order, as a request is parsed. `Pending` means asynchronous
+    /// validators remain: the STORE then goes through [`allows`](Self::allows)
+    /// (which runs the cheap, side-effect-free prefix again), so the chain's
+    /// order, and which validators run after a "no", never change.
+    pub fn check_inline(&self, name: &[u8], value: &[u8]) -> Inline {
+        for link in &self.links {
+            match link.validator.check_now(name, value) {
+                None => return Inline::Pending,
+                Some(verdict) => {
+                    if !link.decide(name, verdict) {
+                        return Inline::Denied;
+                    }
+                }
+            }
+        }
+        Inline::Allowed
     }
 }

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# STORE throughput through each kind of validator, side by side in one run:
+#   none | function (max_bytes + regex) | process (allow-all program)
+# against a bare spawn-and-wait loop of the same program and the Twisted
+# spawnProcess baseline from ../shared/baselines. Servers (and the programs
+# they spawn) run on core 0, the load generator on core 1.
+#
+#   bench/validators.sh [SECONDS] [REPEATS]   # default 5 s per run, median of 3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-5}
+repeats=${2:-3}
+conc=50
+root=$PWD
+allow="$root/bench/allow-all.sh"
+baselines="$root/../shared/baselines"
+
+cargo build --release --quiet --bin jnhpd --example store_bench
+jnhpd="$root/target/release/jnhpd"
+load="$root/target/release/examples/store_bench"
+if [ -f "$baselines/twisted_jnhp.py" ] && ! python3 -c 'import twisted' 2>/dev/null; then
+  pip install --quiet twisted
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# Servers run one at a time, each stopped (by PID) before the next starts.
+port=18201
+# run_server NAME CMD...: starts a server on core 0, waits until it answers,
+# runs the load, stops the server by PID; prints the rate.
+run_server() {
+  local name=$1; shift
+  taskset -c 0 "$@" >"$work/$name.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  local up=0
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { up=1; break; }
+    sleep 0.1
+  done
+  [ "$up" = 1 ] || { echo "$name did not start; its log:" >&2; cat "$work/$name.log" >&2; exit 1; }
+  taskset -c 1 "$load" --concurrency "$conc" --seconds "$secs" stores "127.0.0.1:$port"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+config() { # config NAME BODY: writes a config file listening on $port; prints its path
+  printf '[server]\nlisten = ["127.0.0.1:%d"]\n[log]\nlevel = "warn"\n%s\n' "$port" "$2" >"$work/$1.toml"
+  echo "$work/$1.toml"
+}
+
+med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+cfg_none=$(config none '')
+cfg_function=$(config function '
+[[validator]]
+kind = "function"
+function = "max_bytes"
+max = 1024
+[[validator]]
+kind = "function"
+function = "regex"
+field = "name"
+pattern = "^[a-z0-9-]+$"')
+cfg_process=$(config process "
+[[validator]]
+kind = \"process\"
+command = [\"$allow\"]
+max_concurrent = 16")
+has_twisted=0
+python3 -c 'import twisted' 2>/dev/null && has_twisted=1
+
+# The runs are interleaved (every setup once, then again), so a slow drift
+# of the machine's speed hits every setup alike.
+for r in $(seq "$repeats"); do
+  echo "round $r of $repeats" >&2
+  run_server none "$jnhpd" --config "$cfg_none" >>"$work/none.rates"
+  run_server function "$jnhpd" --config "$cfg_function" >>"$work/function.rates"
+  run_server process "$jnhpd" --config "$cfg_process" >>"$work/process.rates"
+  taskset -c 0 "$load" --concurrency 16 --seconds "$secs" spawn "$allow" >>"$work/spawn.rates"
+  if [ "$has_twisted" = 1 ]; then
+    run_server twisted python3 "$baselines/twisted_jnhp.py" --port "$port" --validator "$allow" >>"$work/twisted.rates"
+  fi
+done
+none=$(med <"$work/none.rates")
+function=$(med <"$work/function.rates")
+process=$(med <"$work/process.rates")
+spawn=$(med <"$work/spawn.rates")
+twisted=n/a
+[ "$has_twisted" = 1 ] && twisted=$(med <"$work/twisted.rates")
+
+ratio() { python3 -c "import sys; a, b = sys.argv[1:]; print('n/a' if 'n/a' in (a, b) else f'{float(a) / float(b):.2f}x')" "$1" "$2"; }
+echo
+echo "STORE throughput, $conc connections, unique names, median of $repeats runs of ${secs} s ($(nproc) cores: server on core 0, load on core 1)"
+echo
+echo "| run | STOREs/s | ratio |"
+echo "|---|---|---|"
+echo "| jnhpd, no validator | $none | 1.00x |"
+echo "| jnhpd, function validators (max_bytes + regex) | $function | $(ratio "$function" "$none") of none |"
+echo "| jnhpd, process validator (allow-all.sh, max_concurrent 16) | $process | $(ratio "$process" "$spawn") of bare spawn loop, $(ratio "$process" "$twisted") of Twisted |"
+echo "| bare spawn-and-wait loop of allow-all.sh, 16 workers | $spawn | |"
+echo "| Twisted spawnProcess baseline (../shared/baselines) | $twisted | |"
