@@ -274,7 +274,7 @@ impl Connection {
             if let Some(deferred) = batch.deferred.take() {
                 let reply = match &batch.ops[batch.next] {
                     Op::Store { name, value, .. } => {
-                        self.finish_store(deferred, name, value, &chain).await
+                        self.finish_store(deferred, name, value, chain).await
                     }
                     other => unreachable!("the store defers only STOREs, not {other:?}"),
                 };
