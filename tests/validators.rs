@@ -782,3 +782,24 @@ fn function_validators_alone_judge_pipelined_stores_in_order() {
         assert_eq!(c.reply(), want);
     }
 }
+
+/// A program that fills its stdout before reading its stdin: jnhpd reads
+/// while it writes, so neither side waits for the other forever.
+#[test]
+fn a_program_writing_before_reading_stdin_does_not_deadlock() {
+    let d = dir();
+    let prog = script(
+        d.path(),
+        "writes-first",
+        "head -c 1000000 /dev/zero | tr '\\0' x\necho\n\
+         # the whole value and its newline must arrive\n\
+         if [ \"$(wc -c)\" -eq 65537 ]; then echo JNHP:1; else echo JNHP:0; fi",
+    );
+    let s = Server::start_in(
+        d,
+        &process_validator(&prog, "input = \"stdin\"\ntimeout_ms = 60000"),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let mut c = s.connect();
+    assert_eq!(c.ask(&format!("STORE big {}", "v".repeat(65_536))), "W00T!");
+}
