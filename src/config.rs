@@ -114,8 +114,12 @@ pub enum Fsync {
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Empty: memory only. A data file is not supported yet.
-    #[serde(deserialize_with = "unsupported_path")]
+    /// As written, with its place in the file for error messages.
+    #[serde(rename = "path")]
+    raw_path: Option<Spanned<PathBuf>>,
+    /// Empty: memory only. Else the data file, resolved against the config
+    /// file's directory.
+    #[serde(skip)]
     pub path: PathBuf,
     pub fsync: Fsync,
 }
@@ -239,6 +243,19 @@ impl Config {
             invalid(e.into_inner(), key)
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(raw) = config.storage.raw_path.take()
+            && !raw.get_ref().as_os_str().is_empty()
+        {
+            let at = raw.span().start;
+            let data = base.join(raw.into_inner());
+            check_data_dir(&data).map_err(|message| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: line_of(text, at),
+                key: "storage.path: ".into(),
+                message,
+            })?;
+            config.storage.path = data;
+        }
         config.validators = std::mem::take(&mut config.raw_validators)
             .into_iter()
             .enumerate()
@@ -264,6 +281,25 @@ impl Config {
             source,
         })?;
         Config::parse(&text, path)
+    }
+}
+
+/// The data file's directory must exist and be writable (the file itself
+/// is created at start if missing).
+fn check_data_dir(data: &Path) -> Result<(), String> {
+    let dir = match data.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Err(e) => Err(format!("directory {} of the data file: {e}", dir.display())),
+        Ok(meta) if !meta.is_dir() => Err(format!("{} is not a directory", dir.display())),
+        Ok(_) => nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).map_err(|e| {
+            format!(
+                "directory {} of the data file is not writable: {e}",
+                dir.display()
+            )
+        }),
     }
 }
 
@@ -786,10 +822,6 @@ syslog_socket = ""
     #[test]
     fn later_features_are_refused_not_ignored() {
         let cases = [
-            (
-                "[storage]\npath = \"/var/lib/jnhp/data\"\n",
-                "storage.path: not supported yet",
-            ),
             (
                 "[daemon]\ndaemonize = true\n",
                 "daemon.daemonize: not supported yet",

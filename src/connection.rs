@@ -18,7 +18,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{self, Limits, ProtocolError, Reply, Request};
-use crate::store::{Batch, DeferredStore, OUT_HIGH_WATER, Op, StoreHandle, Turn};
+use crate::store::{
+    Batch, CommitError, DeferredStore, OUT_HIGH_WATER, Op, Reservation, StoreHandle, Turn,
+};
 use crate::validator::{Inline, ValidatorChain};
 
 /// Bytes asked of the socket per read.
@@ -272,13 +274,13 @@ impl Connection {
                 }
             };
             if let Some(deferred) = batch.deferred.take() {
-                let reply = match &batch.ops[batch.next] {
+                match &batch.ops[batch.next] {
                     Op::Store { name, value, .. } => {
-                        self.finish_store(deferred, name, value, chain).await
+                        self.finish_store(deferred, name, value, chain, &mut batch.out)
+                            .await
                     }
                     other => unreachable!("the store defers only STOREs, not {other:?}"),
                 };
-                reply.encode(&mut batch.out);
                 batch.next += 1;
             }
             if batch.out.len() >= OUT_HIGH_WATER {
@@ -295,42 +297,67 @@ impl Connection {
     }
 
     /// Finishes a STORE the actor could not answer at once: validate (or
-    /// wait for the STORE ahead of it), then commit or release the name.
+    /// wait for the STORE ahead of it), then commit or release the name;
+    /// encodes the reply into `out`.
     async fn finish_store(
         &self,
         deferred: DeferredStore,
         name: &[u8],
         value: &[u8],
         chain: &ValidatorChain,
-    ) -> Reply<'static> {
+        out: &mut BytesMut,
+    ) {
         let expired = &self.shared.shutdown.expired;
-        let reservation = match deferred {
-            DeferredStore::Validate(reservation) => reservation,
+        let committed = match deferred {
+            // A write under way is waited for even past the grace period:
+            // its outcome is not known until the disk answers.
+            DeferredStore::Committing(outcome) => match outcome.await {
+                Ok(result) => result.map(|()| true),
+                Err(_) => Err(CommitError::Closed),
+            },
+            DeferredStore::Validate(reservation) => {
+                Self::validate_and_commit(reservation, name, value, chain, expired).await
+            }
             DeferredStore::Wait(turn) => {
                 let turn = tokio::select! {
                     turn = turn => turn,
-                    _ = expired.cancelled() => return SHUTTING_DOWN,
+                    _ = expired.cancelled() => return SHUTTING_DOWN.encode(out),
                 };
                 match turn {
-                    Ok(Turn::Taken) => return Reply::Rargh,
-                    Ok(Turn::Yours(reservation)) => reservation,
-                    Err(_) => return SHUTTING_DOWN,
+                    Ok(Turn::Taken) => return Reply::Rargh.encode(out),
+                    Ok(Turn::Yours(reservation)) => {
+                        Self::validate_and_commit(reservation, name, value, chain, expired).await
+                    }
+                    Err(_) => Err(CommitError::Closed),
                 }
             }
         };
+        match committed {
+            Ok(true) => Reply::Stored.encode(out),
+            Ok(false) => Reply::Rargh.encode(out),
+            Err(CommitError::Closed) => SHUTTING_DOWN.encode(out),
+            Err(CommitError::Storage(reason)) => Reply::ServerError(&reason).encode(out),
+        }
+    }
+    /// Runs the chain for a reserved name, then commits (`Ok(true)`) or
+    /// releases it (`Ok(false)`). Past the grace period the validation is
+    /// abandoned (`Closed`): dropping the reservation hands the name on.
+    async fn validate_and_commit(
+        reservation: Reservation,
+        name: &[u8],
+        value: &[u8],
+        chain: &ValidatorChain,
+        expired: &CancellationToken,
+    ) -> Result<bool, CommitError> {
         let allowed = tokio::select! {
             allowed = chain.allows(name, value) => allowed,
-            // Dropping the reservation hands the name on.
-            _ = expired.cancelled() => return SHUTTING_DOWN,
+            _ = expired.cancelled() => return Err(CommitError::Closed),
         };
         if !allowed {
             reservation.release();
-            return Reply::Rargh;
+            return Ok(false);
         }
-        match reservation.commit(value).await {
-            Ok(()) => Reply::Stored,
-            Err(_) => SHUTTING_DOWN,
-        }
+        reservation.commit(value).await.map(|()| true)
     }
 
     /// Writes the replies gathered so far in one write.

@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod datafile;
 pub mod logging;
 pub mod protocol;
 pub mod server;

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 
 use jnhpd::config::{Config, LogLevel};
 use jnhpd::connection::{Shared, Shutdown};
-use jnhpd::store::StoreHandle;
+use jnhpd::datafile::{DataFile, WriterThread};
+use jnhpd::store::{Entries, StoreHandle};
 use jnhpd::validator::ValidatorChain;
 use jnhpd::{logging, server};
 
@@ -78,6 +79,15 @@ fn main() -> ExitCode {
     // A panic anywhere is a bug; make sure it reaches the log (stderr or,
     // later, syslog) rather than only the terminal.
     std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
+    // A write past RLIMIT_FSIZE must fail with EFBIG (and be reported to the
+    // client) rather than kill the daemon.
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
     // Bind before the runtime (and, later, before forking or dropping
     // privileges) so a busy port is reported where the operator looks.
     let listeners = match server::bind(&config.server.listen) {
@@ -98,11 +108,18 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(cli, config, listeners));
-    // Dropping the runtime drops every task, and with them the supervisors
-    // of validator programs still running, which kill their process groups.
+    // Dropping the runtime drops every task: the supervisors of validator
+    // programs still running kill their process groups, and the store actor
+    // lets go of the data file writer, which syncs and stops.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(writer) => {
+            if let Some(writer) = writer {
+                writer.join();
+            }
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             log::error!("{err}");
             ExitCode::FAILURE
@@ -110,11 +127,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// Serves until shut down; returns the data file's writer (if any) so the
+/// caller can wait for its final sync once the runtime has stopped.
 async fn run(
     cli: Cli,
     config: Config,
     listeners: Vec<std::net::TcpListener>,
-) -> Result<(), String> {
+) -> Result<Option<WriterThread>, String> {
     let addrs: Vec<String> = listeners
         .iter()
         .map(|l| {
@@ -125,8 +144,9 @@ async fn run(
     let chain = ValidatorChain::from_specs(&config.validators)?;
     let (chain_tx, chain_rx) = watch::channel(Arc::new(chain));
     let shutdown = Shutdown::default();
+    let (store, writer) = open_store(&config)?;
     let shared = Arc::new(Shared {
-        store: StoreHandle::spawn(),
+        store,
         limits: config.server.limits(),
         idle_timeout: config.server.idle_timeout(),
         validators: chain_rx,
@@ -153,16 +173,60 @@ async fn run(
         }
     });
     log::info!(
-        "jnhpd {} listening on {}; store: memory; {} validators",
+        "jnhpd {} listening on {}; store: {}; {} validators",
         env!("CARGO_PKG_VERSION"),
         addrs.join(", "),
+        describe_store(&config),
         shared.validators.borrow().len(),
     );
-    server::serve(listeners, shared, config.server.max_connections)
-        .await
-        .map_err(|e| format!("cannot serve: {e}"))?;
-    log::info!("stopped");
-    Ok(())
+    let served = server::serve(listeners, shared, config.server.max_connections).await;
+    served.map_err(|e| format!("cannot serve: {e}"))?;
+    Ok(writer)
+}
+
+fn describe_store(config: &Config) -> String {
+    if config.storage.path.as_os_str().is_empty() {
+        "memory".into()
+    } else {
+        format!(
+            "data file {} (fsync {:?})",
+            config.storage.path.display(),
+            config.storage.fsync
+        )
+        .to_lowercase()
+    }
+}
+
+/// Starts the store actor, first replaying the data file if there is one.
+fn open_store(config: &Config) -> Result<(StoreHandle, Option<WriterThread>), String> {
+    let mut entries = Entries::default();
+    let data = if config.storage.path.as_os_str().is_empty() {
+        None
+    } else {
+        let started = std::time::Instant::now();
+        let mut duplicates = 0usize;
+        let (file, records) = DataFile::open(&config.storage.path, |name, value| {
+            if !entries.insert_replayed(name, value) {
+                duplicates += 1;
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        if duplicates > 0 {
+            log::warn!(
+                "data file {}: {duplicates} records repeat a name stored before; the first value is kept",
+                config.storage.path.display()
+            );
+        }
+        log::info!(
+            "data file {}: replayed {records} records ({} names) in {} ms",
+            config.storage.path.display(),
+            entries.len(),
+            started.elapsed().as_millis()
+        );
+        Some((file, config.storage.fsync))
+    };
+    StoreHandle::spawn_with(entries, data)
+        .map_err(|e| format!("cannot start the data file writer: {e}"))
 }
 
 struct SignalHandler {

@@ -15,12 +15,21 @@
 //! reservation itself ([`Turn::Yours`]) if it was rejected, so a slow invalid
 //! STORE cannot lock a name away from a valid one. EXISTS and GET never wait:
 //! a reserved name is not stored yet.
+//!
+//! With a data file, a STORE stays reserved while its record is written (by
+//! the data file's writer thread, so the disk never blocks the actor); the
+//! writer's result comes back to the actor, which only then puts the value
+//! in the map and acknowledges it. Nothing is visible that is not durable.
 
-use std::collections::{HashMap, VecDeque};
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::Fsync;
+use crate::datafile::{Appender, DataFile, WriterThread, Written};
 use crate::protocol::{ProtocolError, Reply};
 
 /// Once a batch's encoded replies pass this many bytes, the actor stops and
@@ -32,7 +41,82 @@ pub const OUT_HIGH_WATER: usize = 1 << 20;
 /// Batches queued to the actor at most; senders wait beyond it.
 const QUEUE_DEPTH: usize = 4096;
 
-type Map<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
+type Hasher_ = foldhash::fast::RandomState;
+type Map<V> = HashMap<Box<[u8]>, V, Hasher_>;
+
+/// A stored name and its value in one allocation:
+/// `name_len (u32 LE) | name | value`. One allocation per entry instead of
+/// two keeps a million small entries close to the bytes they hold.
+struct Entry(Box<[u8]>);
+
+impl Entry {
+    fn new(name: &[u8], value: &[u8]) -> Entry {
+        let mut bytes = Vec::with_capacity(4 + name.len() + value.len());
+        bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(name);
+        bytes.extend_from_slice(value);
+        Entry(bytes.into_boxed_slice())
+    }
+
+    fn name_len(&self) -> usize {
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&self.0[..4]);
+        u32::from_le_bytes(len) as usize
+    }
+
+    fn name(&self) -> &[u8] {
+        &self.0[4..4 + self.name_len()]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.0[4 + self.name_len()..]
+    }
+}
+
+// An entry is its name as far as the set is concerned, so it can be looked
+// up by `&[u8]` (Borrow requires Hash and Eq to agree with the name's).
+impl Borrow<[u8]> for Entry {
+    fn borrow(&self) -> &[u8] {
+        self.name()
+    }
+}
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name().hash(state)
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Entry {}
+
+/// The stored names and values.
+#[derive(Default)]
+pub struct Entries(HashSet<Entry, Hasher_>);
+
+impl Entries {
+    /// Adds a replayed entry; a name seen before keeps its first value
+    /// (write-once). Returns whether it was added.
+    pub fn insert_replayed(&mut self, name: &[u8], value: &[u8]) -> bool {
+        if self.0.contains(name) {
+            return false;
+        }
+        self.0.insert(Entry::new(name, value))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// One request of a batch, owning its bytes (slices of the connection's read
 /// buffer: no copy until a STORE is committed).
@@ -89,6 +173,8 @@ pub enum DeferredStore {
     Validate(Reservation),
     /// Another STORE of this name is being validated: await its outcome.
     Wait(oneshot::Receiver<Turn>),
+    /// Allowed and being written to the data file: await the outcome.
+    Committing(oneshot::Receiver<Result<(), CommitError>>),
 }
 
 /// The outcome a waiting STORE receives.
@@ -108,12 +194,17 @@ enum Settle {
     Commit {
         name: Box<[u8]>,
         value: Box<[u8]>,
-        done: oneshot::Sender<()>,
+        done: Done,
     },
     Release {
         name: Box<[u8]>,
     },
+    /// The data file's writer finished a record.
+    Written(Written<Done>),
 }
+
+/// Where a commit's outcome goes.
+type Done = oneshot::Sender<Result<(), CommitError>>;
 
 /// The exclusive right to store one name, held while a STORE is validated.
 ///
@@ -131,15 +222,17 @@ impl std::fmt::Debug for Settle {
         f.write_str(match self {
             Settle::Commit { .. } => "Commit",
             Settle::Release { .. } => "Release",
+            Settle::Written(_) => "Written",
         })
     }
 }
 
 impl Reservation {
     /// Stores `value` under the reserved name. Returns once the value is in
-    /// the map (and so visible to every later request).
-    pub async fn commit(mut self, value: &[u8]) -> Result<(), StoreClosed> {
-        let name = self.name.take().ok_or(StoreClosed)?;
+    /// the map (and so visible to every later request) and, with a data
+    /// file, written to it.
+    pub async fn commit(mut self, value: &[u8]) -> Result<(), CommitError> {
+        let name = self.name.take().ok_or(CommitError::Closed)?;
         let (done, stored) = oneshot::channel();
         self.settle
             .send(Settle::Commit {
@@ -147,8 +240,8 @@ impl Reservation {
                 value: value.into(),
                 done,
             })
-            .map_err(|_| StoreClosed)?;
-        stored.await.map_err(|_| StoreClosed)
+            .map_err(|_| CommitError::Closed)?;
+        stored.await.map_err(|_| CommitError::Closed)?
     }
 
     /// Gives the name up (the STORE was rejected). Same as dropping it.
@@ -169,6 +262,16 @@ impl Drop for Reservation {
 #[error("the store has stopped")]
 pub struct StoreClosed;
 
+/// Why a STORE was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    #[error("the store has stopped")]
+    Closed,
+    /// The data file could not take it; the reason is for the client.
+    #[error("{0}")]
+    Storage(String),
+}
+
 /// A cloneable handle to the store actor.
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
@@ -178,15 +281,41 @@ pub struct StoreHandle {
 impl StoreHandle {
     /// Starts an empty in-memory store on the current tokio runtime.
     pub fn spawn() -> StoreHandle {
+        let (handle, _) =
+            StoreHandle::spawn_with(Entries::default(), None).expect("no writer to start");
+        handle
+    }
+
+    /// Starts a store holding `entries` (replayed from `data`, when given)
+    /// on the current tokio runtime. With a data file, also starts its
+    /// writer thread; join it after the store has stopped so the file is
+    /// synced.
+    pub fn spawn_with(
+        entries: Entries,
+        data: Option<(DataFile, Fsync)>,
+    ) -> std::io::Result<(StoreHandle, Option<WriterThread>)> {
         let (batches, batch_rx) = mpsc::channel(QUEUE_DEPTH);
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+        let (appender, writer) = match data {
+            Some((file, fsync)) => {
+                let settle = settle_tx.clone();
+                let (appender, writer) = file.start_writer(fsync, move |written| {
+                    // The actor outlives the writer's users; if it is gone,
+                    // so is everyone waiting.
+                    let _ = settle.send(Settle::Written(written));
+                })?;
+                (Some(appender), Some(writer))
+            }
+            None => (None, None),
+        };
         let actor = Store {
-            map: Map::default(),
+            entries,
             pending: Map::default(),
             settle_tx,
+            appender,
         };
         tokio::spawn(actor.run(batch_rx, settle_rx));
-        StoreHandle { batches }
+        Ok((StoreHandle { batches }, writer))
     }
 
     /// Has the actor answer `batch.ops[batch.next..]` (see [`Batch`]).
@@ -201,12 +330,14 @@ impl StoreHandle {
 }
 
 struct Store {
-    map: Map<Box<[u8]>>,
+    entries: Entries,
     /// Reserved names, each with the STOREs waiting for its outcome.
     pending: Map<VecDeque<oneshot::Sender<Turn>>>,
     /// Kept to mint reservations; also keeps the settle channel open for as
     /// long as the actor runs.
     settle_tx: mpsc::UnboundedSender<Settle>,
+    /// The data file's writer, when there is one.
+    appender: Option<Appender<Done>>,
 }
 
 impl Store {
@@ -231,10 +362,13 @@ impl Store {
             }
         }
         // Every handle is gone: no batch can arrive. Settle what is left so
-        // no waiter hangs, then stop.
-        settles.close();
-        while let Some(settle) = settles.recv().await {
-            self.settle(settle);
+        // no waiter hangs (records in the writer's queue come back as
+        // Written), then stop, which lets the writer sync and stop.
+        while !self.pending.is_empty() {
+            match settles.recv().await {
+                Some(settle) => self.settle(settle),
+                None => break,
+            }
         }
     }
 
@@ -253,11 +387,11 @@ impl Store {
             }
             match &batch.ops[batch.next] {
                 Op::Get(name) => {
-                    let value = self.map.get(&name[..]).map(|v| &v[..]).unwrap_or(b"");
+                    let value = self.entries.0.get(&name[..]).map_or(&b""[..], Entry::value);
                     Reply::Value(value).encode(out);
                 }
                 Op::Exists(name) => {
-                    let reply = if self.map.contains_key(&name[..]) {
+                    let reply = if self.entries.0.contains(&name[..]) {
                         Reply::Awesome
                     } else {
                         Reply::Rargh
@@ -271,7 +405,7 @@ impl Store {
                     value,
                     validate,
                 } => {
-                    if self.map.contains_key(&name[..]) {
+                    if self.entries.0.contains(&name[..]) {
                         Reply::Rargh.encode(out);
                     } else if let Some(waiters) = self.pending.get_mut(&name[..]) {
                         let (tx, rx) = oneshot::channel();
@@ -283,8 +417,15 @@ impl Store {
                         self.pending.insert(name.clone(), VecDeque::new());
                         batch.deferred = Some(DeferredStore::Validate(self.reservation(name)));
                         return;
+                    } else if self.appender.is_some() {
+                        let name: Box<[u8]> = name[..].into();
+                        self.pending.insert(name.clone(), VecDeque::new());
+                        let (done, outcome) = oneshot::channel();
+                        self.commit(name, value[..].into(), done);
+                        batch.deferred = Some(DeferredStore::Committing(outcome));
+                        return;
                     } else {
-                        self.map.insert(name[..].into(), value[..].into());
+                        self.entries.0.insert(Entry::new(name, value));
                         Reply::Stored.encode(out);
                     }
                 }
@@ -295,38 +436,71 @@ impl Store {
 
     fn settle(&mut self, settle: Settle) {
         match settle {
-            Settle::Commit { name, value, done } => {
-                if let Some(waiters) = self.pending.remove(&name) {
-                    for waiter in waiters {
-                        let _ = waiter.send(Turn::Taken);
-                    }
+            Settle::Commit { name, value, done } => self.commit(name, value, done),
+            Settle::Release { name } => self.release(name),
+            Settle::Written(Written {
+                name,
+                value,
+                token: done,
+                result,
+            }) => match result {
+                Ok(()) => self.store(name, value, done),
+                Err(reason) => {
+                    let _ = done.send(Err(CommitError::Storage(reason)));
+                    self.release(name);
                 }
-                self.map.insert(name, value);
-                let _ = done.send(());
-            }
-            Settle::Release { name } => {
-                let Some(waiters) = self.pending.get_mut(&name) else {
-                    return;
-                };
-                // Hand the name to the first waiter still listening.
-                while let Some(waiter) = waiters.pop_front() {
-                    let turn = Turn::Yours(Reservation {
-                        name: Some(name.clone()),
-                        settle: self.settle_tx.clone(),
-                    });
-                    match waiter.send(turn) {
-                        Ok(()) => return,
-                        Err(Turn::Yours(mut unused)) => {
-                            // That STORE is gone; defuse its reservation
-                            // rather than looping a Release through the queue.
-                            unused.name = None;
-                        }
-                        Err(Turn::Taken) => {}
-                    }
-                }
-                self.pending.remove(&name);
+            },
+        }
+    }
+
+    /// Commits a reserved name: with a data file, once its record is
+    /// written (the name stays reserved meanwhile); else at once.
+    fn commit(&mut self, name: Box<[u8]>, value: Box<[u8]>, done: Done) {
+        let Some(appender) = &self.appender else {
+            return self.store(name, value, done);
+        };
+        if let Err(done) = appender.append(name.clone(), value, done) {
+            let _ = done.send(Err(CommitError::Storage(
+                "storage: the data file writer has stopped".into(),
+            )));
+            self.release(name);
+        }
+    }
+
+    /// Puts a committed value in the map and answers every STORE waiting
+    /// on its name.
+    fn store(&mut self, name: Box<[u8]>, value: Box<[u8]>, done: Done) {
+        if let Some(waiters) = self.pending.remove(&name) {
+            for waiter in waiters {
+                let _ = waiter.send(Turn::Taken);
             }
         }
+        self.entries.0.insert(Entry::new(&name, &value));
+        let _ = done.send(Ok(()));
+    }
+
+    /// Hands a reserved name to the first STORE still waiting for it, or
+    /// frees it.
+    fn release(&mut self, name: Box<[u8]>) {
+        let Some(waiters) = self.pending.get_mut(&name) else {
+            return;
+        };
+        while let Some(waiter) = waiters.pop_front() {
+            let turn = Turn::Yours(Reservation {
+                name: Some(name.clone()),
+                settle: self.settle_tx.clone(),
+            });
+            match waiter.send(turn) {
+                Ok(()) => return,
+                Err(Turn::Yours(mut unused)) => {
+                    // That STORE is gone; defuse its reservation rather than
+                    // looping a Release through the queue.
+                    unused.name = None;
+                }
+                Err(Turn::Taken) => {}
+            }
+        }
+        self.pending.remove(&name);
     }
 }
 

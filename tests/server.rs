@@ -249,13 +249,10 @@ fn start_up_errors_name_file_line_and_key() {
         "{out}"
     );
 
-    std::fs::write(&path, "[storage]\npath = \"data\"\n").unwrap();
+    std::fs::write(&path, "[storage]\npath = \"no-such-dir/data\"\n").unwrap();
     let (code, out) = run_to_exit(&["--config", path.to_str().unwrap()], dir.path());
     assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("bad.toml:2: storage.path: not supported yet"),
-        "{out}"
-    );
+    assert!(out.contains("bad.toml:2: storage.path: directory"), "{out}");
 
     let (code, out) = run_to_exit(&["--config", "/nonexistent/jnhp.toml"], dir.path());
     assert_eq!(code, 1, "{out}");

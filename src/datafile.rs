@@ -1,0 +1,537 @@
+//! The append-only data file: every accepted STORE, in order.
+//!
+//! Names are write-once, so the file is a log that never needs rewriting or
+//! compaction: replaying it rebuilds the map. Format (little-endian):
+//!
+//! ```text
+//! header  "JNHPDATA" (8 bytes) | version u32 = 1 | reserved u32 = 0
+//! record  crc32 u32 | name_len u32 | value_len u32 | name | value
+//! ```
+//!
+//! The CRC-32 (IEEE) covers everything after itself: both lengths, the name
+//! and the value. A writer thread appends records with group commit: the
+//! records that queue while one `fdatasync` runs share the next, so durable
+//! throughput grows with the number of clients.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::config::Fsync;
+
+pub const MAGIC: &[u8; 8] = b"JNHPDATA";
+pub const VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 16;
+pub const RECORD_HEADER_LEN: usize = 12;
+
+/// Lengths no valid record can have: the config caps names at 64 KiB and
+/// values at 16 MiB.
+const MAX_NAME_LEN: usize = 1 << 16;
+const MAX_VALUE_LEN: usize = 16 << 20;
+
+/// Records written per write (and per fsync) at most.
+const MAX_GROUP: usize = 4096;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("data file {path}: cannot {action}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+    #[error("data file {path}: not a jnhpd data file (bad header)")]
+    BadHeader { path: PathBuf },
+    #[error(
+        "data file {path}: version {version} is not supported (this jnhpd reads version {VERSION})"
+    )]
+    Version { path: PathBuf, version: u32 },
+    #[error(
+        "data file {path}: damaged record at byte offset {offset}, followed by more data; \
+         refusing to start rather than drop acknowledged data (restore the file from a backup, \
+         or cut it at that offset if you accept losing what follows)"
+    )]
+    Damaged { path: PathBuf, offset: u64 },
+    #[error("data file {path} is in use by another jnhpd (it is locked)")]
+    Locked { path: PathBuf },
+}
+
+impl StorageError {
+    /// A short reason for a client's `ERROR` line: what failed, without
+    /// the server's paths.
+    pub fn reason(&self) -> String {
+        match self {
+            StorageError::Io { action, source, .. } => {
+                format!("storage: cannot {action}: {source}")
+            }
+            other => format!("storage: {other}"),
+        }
+    }
+}
+
+/// Appends one record for (name, value) to `out`.
+pub fn encode_record(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(name);
+    out.extend_from_slice(value);
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn header() -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h
+}
+
+/// How replaying the records after the header ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// Every byte was a good record.
+    Clean { records: usize },
+    /// Good records up to `good_len`, then an incomplete or damaged last
+    /// record (a write cut short by a crash): cut it off.
+    TornTail { records: usize, good_len: u64 },
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> usize {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word) as usize
+}
+
+/// Replays the records of `data` (the whole file, header included, already
+/// checked), calling `each(name, value)` per good record in order.
+///
+/// A bad region is taken for a torn final write, and cut off, only if it
+/// could be one: a partial record header, a record whose claimed length
+/// reaches the end of the file, or nothing but zero bytes. Anything else is
+/// damage in the middle: an error naming the offset, never silent loss.
+pub fn replay(
+    data: &[u8],
+    path: &Path,
+    mut each: impl FnMut(&[u8], &[u8]),
+) -> Result<Replay, StorageError> {
+    let mut at = HEADER_LEN;
+    let mut records = 0;
+    while at < data.len() {
+        let rest = &data[at..];
+        let torn = Ok(Replay::TornTail {
+            records,
+            good_len: at as u64,
+        });
+        if rest.len() < RECORD_HEADER_LEN {
+            return torn;
+        }
+        let (name_len, value_len) = (u32_at(rest, 4), u32_at(rest, 8));
+        let sane =
+            (1..=MAX_NAME_LEN).contains(&name_len) && (1..=MAX_VALUE_LEN).contains(&value_len);
+        let end = RECORD_HEADER_LEN + name_len + value_len;
+        if sane && end <= rest.len() && u32_at(rest, 0) as u32 == crc32fast::hash(&rest[4..end]) {
+            each(
+                &rest[RECORD_HEADER_LEN..RECORD_HEADER_LEN + name_len],
+                &rest[RECORD_HEADER_LEN + name_len..end],
+            );
+            records += 1;
+            at += end;
+            continue;
+        }
+        // A torn write leaves a prefix of one record, which cannot contain
+        // a whole valid record: if one is found after a bad length, the
+        // length was damaged and good data follows.
+        if (sane && end >= rest.len() && !holds_a_record(&rest[1..]))
+            || rest.iter().all(|&b| b == 0)
+        {
+            return torn;
+        }
+        return Err(StorageError::Damaged {
+            path: path.to_path_buf(),
+            offset: at as u64,
+        });
+    }
+    Ok(Replay::Clean { records })
+}
+
+/// Whether a valid record starts anywhere in `region`.
+fn holds_a_record(region: &[u8]) -> bool {
+    (0..region.len())
+        .filter(|at| region.len() - at >= RECORD_HEADER_LEN)
+        .any(|at| {
+            let rest = &region[at..];
+            let (name_len, value_len) = (u32_at(rest, 4), u32_at(rest, 8));
+            let end = RECORD_HEADER_LEN + name_len + value_len;
+            (1..=MAX_NAME_LEN).contains(&name_len)
+                && (1..=MAX_VALUE_LEN).contains(&value_len)
+                && end <= rest.len()
+                && u32_at(rest, 0) as u32 == crc32fast::hash(&rest[4..end])
+        })
+}
+
+/// An open, locked data file, replayed and ready for appends.
+pub struct DataFile {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl DataFile {
+    /// Opens (or creates) the data file, takes its lock, and replays it
+    /// through `each`. A torn tail is cut off with a warning.
+    pub fn open(
+        path: &Path,
+        each: impl FnMut(&[u8], &[u8]),
+    ) -> Result<(DataFile, usize), StorageError> {
+        let io = |action| {
+            let path = path.to_path_buf();
+            move |source| StorageError::Io {
+                path,
+                action,
+                source,
+            }
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io("open"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::Locked {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock")(e)),
+        }
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).map_err(io("read"))?;
+        if data.is_empty() {
+            file.write_all(&header()).map_err(io("write"))?;
+            file.sync_all().map_err(io("sync"))?;
+            // The new file's directory entry must be durable too.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io("sync the directory of"))?;
+            }
+            return Ok((
+                DataFile {
+                    path: path.to_path_buf(),
+                    file,
+                    len: HEADER_LEN as u64,
+                },
+                0,
+            ));
+        }
+        if data.len() < HEADER_LEN || &data[..8] != MAGIC {
+            return Err(StorageError::BadHeader {
+                path: path.to_path_buf(),
+            });
+        }
+        let version = u32_at(&data, 8) as u32;
+        if version != VERSION {
+            return Err(StorageError::Version {
+                path: path.to_path_buf(),
+                version,
+            });
+        }
+        let (records, len) = match replay(&data, path, each)? {
+            Replay::Clean { records } => (records, data.len() as u64),
+            Replay::TornTail { records, good_len } => {
+                log::warn!(
+                    "data file {}: incomplete or damaged last record at byte offset {good_len} \
+                     (a write cut short by a crash); cutting off {} bytes",
+                    path.display(),
+                    data.len() as u64 - good_len
+                );
+                file.set_len(good_len).map_err(io("truncate"))?;
+                file.sync_all().map_err(io("sync"))?;
+                (records, good_len)
+            }
+        };
+        file.seek(SeekFrom::Start(len)).map_err(io("seek"))?;
+        Ok((
+            DataFile {
+                path: path.to_path_buf(),
+                file,
+                len,
+            },
+            records,
+        ))
+    }
+
+    /// Starts the writer thread; records are appended through the
+    /// returned [`Appender`]. `written` receives each append's outcome.
+    pub fn start_writer<T: Send + 'static>(
+        self,
+        fsync: Fsync,
+        written: impl Fn(Written<T>) + Send + 'static,
+    ) -> io::Result<(Appender<T>, WriterThread)> {
+        let (tx, rx) = mpsc::channel::<Append<T>>();
+        let thread = std::thread::Builder::new()
+            .name("jnhpd-datafile".into())
+            .spawn(move || self.write_loop(rx, fsync, written))?;
+        Ok((Appender { tx }, WriterThread(Some(thread))))
+    }
+
+    fn write_loop<T>(
+        mut self,
+        rx: mpsc::Receiver<Append<T>>,
+        fsync: Fsync,
+        written: impl Fn(Written<T>),
+    ) {
+        let mut buf = Vec::new();
+        let mut group = Vec::new();
+        let mut unsynced = false;
+        let mut last_sync = Instant::now();
+        loop {
+            // everysec: wake at least once a second to sync what was written.
+            let first = if fsync == Fsync::Everysec && unsynced {
+                let left = Duration::from_secs(1).saturating_sub(last_sync.elapsed());
+                match rx.recv_timeout(left) {
+                    Ok(append) => Some(append),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(append) => Some(append),
+                    Err(_) => break,
+                }
+            };
+            if let Some(first) = first {
+                group.push(first);
+                while group.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(append) => group.push(append),
+                        Err(_) => break,
+                    }
+                }
+                buf.clear();
+                for append in &group {
+                    encode_record(&append.name, &append.value, &mut buf);
+                }
+                let mut result = self.append(&buf);
+                if result.is_ok() && fsync == Fsync::Always {
+                    result = self.sync();
+                    last_sync = Instant::now();
+                } else if result.is_ok() {
+                    unsynced = true;
+                }
+                let result = result.map_err(|err| {
+                    log::error!("{err}; {} STOREs not acknowledged", group.len());
+                    err.reason()
+                });
+                for Append { name, value, token } in group.drain(..) {
+                    written(Written {
+                        name,
+                        value,
+                        token,
+                        result: result.clone(),
+                    });
+                }
+            }
+            if fsync == Fsync::Everysec && unsynced && last_sync.elapsed() >= Duration::from_secs(1)
+            {
+                if let Err(err) = self.sync() {
+                    log::error!("{err}");
+                }
+                unsynced = false;
+                last_sync = Instant::now();
+            }
+        }
+        // Shutting down: whatever the mode, leave the file synced.
+        if let Err(err) = self.sync() {
+            log::error!("{err}");
+        }
+    }
+
+    /// Appends `bytes`; on failure cuts the file back to its last good
+    /// length, so a partial write never leaves garbage before later records.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                self.rewind();
+                Err(StorageError::Io {
+                    path: self.path.clone(),
+                    action: "write",
+                    source,
+                })
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.file.sync_data().map_err(|source| StorageError::Io {
+            path: self.path.clone(),
+            action: "sync",
+            source,
+        })
+    }
+
+    fn rewind(&mut self) {
+        let good = self.len;
+        if let Err(err) = self
+            .file
+            .set_len(good)
+            .and_then(|()| self.file.seek(SeekFrom::Start(good)).map(drop))
+        {
+            log::error!(
+                "data file {}: cannot cut back to {good} bytes after a failed write: {err}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+struct Append<T> {
+    name: Box<[u8]>,
+    value: Box<[u8]>,
+    token: T,
+}
+
+/// The outcome of one append, handed back with its record's name and value.
+pub struct Written<T> {
+    pub name: Box<[u8]>,
+    pub value: Box<[u8]>,
+    pub token: T,
+    /// On failure, a short reason for the client's `ERROR` line.
+    pub result: Result<(), String>,
+}
+
+/// Queues records for the writer thread. Cheap and non-blocking, so the
+/// store actor never waits on the disk.
+pub struct Appender<T> {
+    tx: mpsc::Sender<Append<T>>,
+}
+
+impl<T> Appender<T> {
+    /// Queues (name, value); the writer reports the outcome with `token`.
+    /// Returns the token back if the writer has stopped.
+    pub fn append(&self, name: Box<[u8]>, value: Box<[u8]>, token: T) -> Result<(), T> {
+        self.tx
+            .send(Append { name, value, token })
+            .map_err(|mpsc::SendError(append)| append.token)
+    }
+}
+
+/// The writer thread; [`join`](WriterThread::join) waits until it has
+/// synced and stopped (after every `Appender` is dropped).
+pub struct WriterThread(Option<std::thread::JoinHandle<()>>);
+
+impl WriterThread {
+    pub fn join(mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(records: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut data = header().to_vec();
+        for (name, value) in records {
+            encode_record(name, value, &mut data);
+        }
+        data
+    }
+
+    fn names(data: &[u8]) -> Result<(Vec<Vec<u8>>, Replay), StorageError> {
+        let mut got = Vec::new();
+        let r = replay(data, Path::new("d"), |n, _| got.push(n.to_vec()))?;
+        Ok((got, r))
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let data = file_with(&[(b"a", b"1"), (b"\xff name", b"v a l \x00\r\n")]);
+        let mut got = Vec::new();
+        let r = replay(&data, Path::new("d"), |n, v| {
+            got.push((n.to_vec(), v.to_vec()))
+        })
+        .unwrap();
+        assert_eq!(r, Replay::Clean { records: 2 });
+        assert_eq!(got[1], (b"\xff name".to_vec(), b"v a l \x00\r\n".to_vec()));
+    }
+
+    /// A crash can cut the last write anywhere: every cut of the last
+    /// record keeps the records before it and reports a torn tail.
+    #[test]
+    fn a_torn_last_record_at_every_byte_offset_is_cut_off() {
+        let full = file_with(&[
+            (b"first", b"one"),
+            (b"second", b"two"),
+            (b"third", b"three"),
+        ]);
+        let good = file_with(&[(b"first", b"one"), (b"second", b"two")]).len();
+        for cut in good + 1..full.len() {
+            let (got, r) = names(&full[..cut]).unwrap();
+            assert_eq!(got, [b"first".to_vec(), b"second".to_vec()], "cut at {cut}");
+            assert_eq!(
+                r,
+                Replay::TornTail {
+                    records: 2,
+                    good_len: good as u64
+                },
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(
+            names(&full[..good]).unwrap().1,
+            Replay::Clean { records: 2 }
+        );
+    }
+
+    #[test]
+    fn a_damaged_last_record_is_a_torn_tail() {
+        let mut data = file_with(&[(b"a", b"1"), (b"b", b"2")]);
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        assert!(matches!(
+            names(&data).unwrap().1,
+            Replay::TornTail { records: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_a_torn_tail() {
+        let mut data = file_with(&[(b"a", b"1")]);
+        data.extend_from_slice(&[0; 100]);
+        assert!(matches!(
+            names(&data).unwrap().1,
+            Replay::TornTail { records: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn damage_followed_by_good_records_is_an_error_naming_the_offset() {
+        let clean = file_with(&[(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]);
+        let second = file_with(&[(b"a", b"1")]).len();
+        // A flipped value byte (bad checksum), and a flipped length byte.
+        for flip in [second + RECORD_HEADER_LEN + 1, second + 5] {
+            let mut data = clean.clone();
+            data[flip] ^= 0x40;
+            match names(&data) {
+                Err(StorageError::Damaged { offset, .. }) => assert_eq!(offset, second as u64),
+                other => panic!("flip at {flip}: {other:?}"),
+            }
+        }
+    }
+}
