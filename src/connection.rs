@@ -273,7 +273,16 @@ impl Connection {
                     return;
                 }
             };
-            if let Some(deferred) = batch.deferred.take() {
+            if let Some(DeferredStore::Committing(outcomes)) = batch.deferred {
+                batch.deferred = None;
+                // A write under way is waited for even past the grace
+                // period: its outcome is not known until the disk answers.
+                for outcome in outcomes {
+                    let committed = outcome.await.unwrap_or(Err(CommitError::Closed));
+                    Self::encode_commit(committed.map(|()| true), &mut batch.out);
+                    batch.next += 1;
+                }
+            } else if let Some(deferred) = batch.deferred.take() {
                 match &batch.ops[batch.next] {
                     Op::Store { name, value, .. } => {
                         self.finish_store(deferred, name, value, chain, &mut batch.out)
@@ -309,12 +318,6 @@ impl Connection {
     ) {
         let expired = &self.shared.shutdown.expired;
         let committed = match deferred {
-            // A write under way is waited for even past the grace period:
-            // its outcome is not known until the disk answers.
-            DeferredStore::Committing(outcome) => match outcome.await {
-                Ok(result) => result.map(|()| true),
-                Err(_) => Err(CommitError::Closed),
-            },
             DeferredStore::Validate(reservation) => {
                 Self::validate_and_commit(reservation, name, value, chain, expired).await
             }
@@ -324,14 +327,21 @@ impl Connection {
                     _ = expired.cancelled() => return SHUTTING_DOWN.encode(out),
                 };
                 match turn {
-                    Ok(Turn::Taken) => return Reply::Rargh.encode(out),
+                    Ok(Turn::Taken) => Ok(false),
                     Ok(Turn::Yours(reservation)) => {
                         Self::validate_and_commit(reservation, name, value, chain, expired).await
                     }
                     Err(_) => Err(CommitError::Closed),
                 }
             }
+            DeferredStore::Committing(_) => unreachable!("answered by answer_batch"),
         };
+        Self::encode_commit(committed, out);
+    }
+
+    /// The reply to a STORE that was stored (`Ok(true)`), refused
+    /// (`Ok(false)`) or failed.
+    fn encode_commit(committed: Result<bool, CommitError>, out: &mut BytesMut) {
         match committed {
             Ok(true) => Reply::Stored.encode(out),
             Ok(false) => Reply::Rargh.encode(out),
@@ -339,6 +349,7 @@ impl Connection {
             Err(CommitError::Storage(reason)) => Reply::ServerError(&reason).encode(out),
         }
     }
+
     /// Runs the chain for a reserved name, then commits (`Ok(true)`) or
     /// releases it (`Ok(false)`). Past the grace period the validation is
     /// abandoned (`Closed`): dropping the reservation hands the name on.

@@ -173,8 +173,9 @@ pub enum DeferredStore {
     Validate(Reservation),
     /// Another STORE of this name is being validated: await its outcome.
     Wait(oneshot::Receiver<Turn>),
-    /// Allowed and being written to the data file: await the outcome.
-    Committing(oneshot::Receiver<Result<(), CommitError>>),
+    /// `ops[next..]` are STOREs being written to the data file, one
+    /// outcome each, in order: await them.
+    Committing(Vec<oneshot::Receiver<Result<(), CommitError>>>),
 }
 
 /// The outcome a waiting STORE receives.
@@ -418,11 +419,7 @@ impl Store {
                         batch.deferred = Some(DeferredStore::Validate(self.reservation(name)));
                         return;
                     } else if self.appender.is_some() {
-                        let name: Box<[u8]> = name[..].into();
-                        self.pending.insert(name.clone(), VecDeque::new());
-                        let (done, outcome) = oneshot::channel();
-                        self.commit(name, value[..].into(), done);
-                        batch.deferred = Some(DeferredStore::Committing(outcome));
+                        batch.deferred = Some(DeferredStore::Committing(self.commit_run(batch)));
                         return;
                     } else {
                         self.entries.0.insert(Entry::new(name, value));
@@ -451,6 +448,34 @@ impl Store {
                 }
             },
         }
+    }
+
+    /// Starts writing the STORE at `batch.next` and every STORE right after
+    /// it that needs no validation and names a free name, so that one
+    /// connection's pipelined STOREs share the data file's writes and
+    /// syncs. The run stops at any other request: its reply comes after
+    /// theirs, and what it sees must include their outcome.
+    fn commit_run(&mut self, batch: &Batch) -> Vec<oneshot::Receiver<Result<(), CommitError>>> {
+        let mut outcomes = Vec::new();
+        for op in &batch.ops[batch.next..] {
+            let Op::Store {
+                name,
+                value,
+                validate: false,
+            } = op
+            else {
+                break;
+            };
+            if self.entries.0.contains(&name[..]) || self.pending.contains_key(&name[..]) {
+                break;
+            }
+            let name: Box<[u8]> = name[..].into();
+            self.pending.insert(name.clone(), VecDeque::new());
+            let (done, outcome) = oneshot::channel();
+            self.commit(name, value[..].into(), done);
+            outcomes.push(outcome);
+        }
+        outcomes
     }
 
     /// Commits a reserved name: with a data file, once its record is

@@ -374,3 +374,23 @@ fn validated_stores_are_durable_and_rejected_ones_leave_nothing() {
     assert_eq!(c.ask("GET good"), "ok-value");
     assert_eq!(c.ask("EXISTS bad"), "RARGH!");
 }
+
+/// Pipelined STOREs are written together; requests after them see their
+/// outcome, and a repeated name inside the pipeline is refused.
+#[test]
+fn pipelined_stores_mixed_with_reads_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &durable("always"));
+    let mut c = s.connect();
+    c.send(b"STORE a 1\r\nSTORE b 2\r\nSTORE a 3\r\nGET a\r\nSTORE c 4\r\nSTORE d 5\r\nEXISTS c\r\nGET d\r\nSTORE b 6\r\n");
+    for want in [
+        "W00T!", "W00T!", "RARGH!", "1", "W00T!", "W00T!", "AWESOME!", "5", "RARGH!",
+    ] {
+        assert_eq!(c.reply(), want);
+    }
+    drop(c);
+    kill9(s);
+    let s = start(dir.path(), &durable("always"));
+    s.log.wait_for("replayed 4 records (4 names)");
+    assert_eq!(s.connect().ask("GET b"), "2");
+}
