@@ -127,18 +127,21 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
-    #[serde(deserialize_with = "unsupported_true")]
+    /// Fork to the background (foreground suits systemd).
     pub daemonize: bool,
-    #[serde(deserialize_with = "unsupported_path")]
+    /// Written (and removed on exit) when set, also in the foreground;
+    /// relative to the config file.
     pub pidfile: PathBuf,
-    #[serde(deserialize_with = "unsupported_string")]
+    /// Drop privileges to this user after binding.
+    #[serde(deserialize_with = "existing_user")]
     pub user: String,
-    #[serde(deserialize_with = "unsupported_string")]
+    /// "" = the user's primary group.
+    #[serde(deserialize_with = "existing_group")]
     pub group: String,
-    /// Applies only when daemonized.
+    /// Applied when daemonized.
     #[serde(deserialize_with = "octal_umask")]
     pub umask: u32,
-    /// Applies only when daemonized.
+    /// Applied when daemonized.
     pub workdir: PathBuf,
 }
 
@@ -195,7 +198,6 @@ const FACILITIES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    #[serde(deserialize_with = "unsupported_syslog")]
     pub target: LogTarget,
     pub level: LogLevel,
     #[serde(deserialize_with = "facility")]
@@ -268,6 +270,9 @@ impl Config {
                 message: e.message,
             })?;
         config.daemon.workdir = base.join(&config.daemon.workdir);
+        if !config.daemon.pidfile.as_os_str().is_empty() {
+            config.daemon.pidfile = base.join(&config.daemon.pidfile);
+        }
         if !config.log.syslog_socket.as_os_str().is_empty() {
             config.log.syslog_socket = base.join(&config.log.syslog_socket);
         }
@@ -373,43 +378,16 @@ fn facility<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
 }
 
-// Keys whose behaviour a later issue builds are refused when set to anything
-// but their default, rather than accepted and silently ignored.
-
-fn not_supported<E: serde::de::Error>(what: &str) -> E {
-    E::custom(format!("not supported yet: {what}"))
+fn existing_user<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    crate::daemon::lookup_ids(&name, "").map_err(|e| D::Error::custom(e.to_string()))?;
+    Ok(name)
 }
 
-fn unsupported_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    let p = PathBuf::deserialize(d)?;
-    if p.as_os_str().is_empty() {
-        Ok(p)
-    } else {
-        Err(not_supported("a non-empty path here"))
-    }
-}
-
-fn unsupported_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.is_empty() {
-        Ok(s)
-    } else {
-        Err(not_supported("privilege drop"))
-    }
-}
-
-fn unsupported_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    match bool::deserialize(d)? {
-        false => Ok(false),
-        true => Err(not_supported("daemonize = true")),
-    }
-}
-
-fn unsupported_syslog<'de, D: Deserializer<'de>>(d: D) -> Result<LogTarget, D::Error> {
-    match LogTarget::deserialize(d)? {
-        LogTarget::Stderr => Ok(LogTarget::Stderr),
-        LogTarget::Syslog => Err(not_supported("target = \"syslog\"")),
-    }
+fn existing_group<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    crate::daemon::lookup_ids("", &name).map_err(|e| D::Error::custom(e.to_string()))?;
+    Ok(name)
 }
 
 /// What a validator looks at (`field`).
@@ -821,37 +799,33 @@ syslog_socket = ""
 
     #[test]
     fn later_features_are_refused_not_ignored() {
-        let cases = [
-            (
-                "[daemon]\ndaemonize = true\n",
-                "daemon.daemonize: not supported yet",
-            ),
-            (
-                "[daemon]\npidfile = \"/run/j.pid\"\n",
-                "daemon.pidfile: not supported yet",
-            ),
-            (
-                "[daemon]\nuser = \"nobody\"\n",
-                "daemon.user: not supported yet",
-            ),
-            (
-                "[daemon]\ngroup = \"nogroup\"\n",
-                "daemon.group: not supported yet",
-            ),
-            (
-                "[log]\ntarget = \"syslog\"\n",
-                "log.target: not supported yet",
-            ),
-            (
-                "[[validator]]\nkind = \"helper\"\ncommand = [\"x\"]\n",
-                "validator[0].kind: not supported yet",
-            ),
-        ];
-        for (text, want) in cases {
-            let err = parse(text).unwrap_err();
-            assert!(err.contains(want), "for {text:?}: got {err}");
-            assert!(err.starts_with("/etc/jnhp.toml:"), "{err}");
-        }
+        let err = parse("[[validator]]\nkind = \"helper\"\ncommand = [\"x\"]\n").unwrap_err();
+        assert!(
+            err.contains("validator[0].kind: not supported yet"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn daemon_and_log_keys() {
+        let c = parse(
+            "[daemon]\ndaemonize = true\npidfile = \"run/j.pid\"\nuser = \"root\"\ngroup = \"root\"\n\
+             [log]\ntarget = \"syslog\"\nsyslog_facility = \"local3\"\n",
+        )
+        .unwrap();
+        assert!(c.daemon.daemonize);
+        assert_eq!(c.daemon.pidfile, PathBuf::from("/etc/run/j.pid"));
+        assert_eq!(c.log.target, LogTarget::Syslog);
+        let err = parse("[daemon]\n\nuser = \"no-such-user-here\"\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/jnhp.toml:3: daemon.user: unknown user"),
+            "{err}"
+        );
+        let err = parse("[daemon]\ngroup = \"no-such-group-here\"\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/jnhp.toml:2: daemon.group: unknown group"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod daemon;
 pub mod datafile;
 pub mod logging;
 pub mod protocol;

@@ -1,19 +1,41 @@
-//! The `log` backend: one line per record on stderr.
+//! The `log` backend: stderr or syslog, one line per record.
 //!
-//! Everything logs through the `log` facade, so switching the target (syslog
-//! comes with the daemon work) changes no call site. The level lives in the
-//! facade's global max level, so a SIGHUP reload can change it at run time.
+//! Everything logs through the `log` facade, so stderr and syslog get the
+//! same lines and no call site knows which is in use. The level lives in the
+//! facade's global max level, so a SIGHUP reload can change it at run time;
+//! the sink is chosen once at start (a `log` logger cannot be replaced).
 
 use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
 
-use log::{LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use syslog::{Formatter3164, LoggerBackend};
 
-struct StderrLogger {
-    /// Under systemd the journal stamps each line itself.
-    timestamps: bool,
+/// Where log lines go.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Stderr,
+    /// `socket` empty: the system's (`/dev/log`).
+    Syslog {
+        facility: &'a str,
+        socket: &'a Path,
+    },
 }
 
-impl Log for StderrLogger {
+enum Sink {
+    /// Under systemd the journal stamps each line itself.
+    Stderr {
+        timestamps: bool,
+    },
+    Syslog(Mutex<syslog::Logger<LoggerBackend, Formatter3164>>),
+}
+
+struct Logger {
+    sink: Sink,
+}
+
+impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
         metadata.level() <= log::max_level()
     }
@@ -22,21 +44,40 @@ impl Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let mut line = String::with_capacity(128);
-        if self.timestamps {
-            line.push_str(
-                &humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            );
-            line.push(' ');
+        match &self.sink {
+            Sink::Stderr { timestamps } => {
+                let mut line = String::with_capacity(128);
+                if *timestamps {
+                    line.push_str(
+                        &humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                            .to_string(),
+                    );
+                    line.push(' ');
+                }
+                line.push_str(&format!(
+                    "jnhpd[{}]: {}: {}\n",
+                    std::process::id(),
+                    record.level(),
+                    record.args()
+                ));
+                // One write per line, so lines from several threads never
+                // interleave.
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+            Sink::Syslog(logger) => {
+                // A poisoned lock only means a panic while logging; the
+                // socket is still usable.
+                let mut logger = logger.lock().unwrap_or_else(|e| e.into_inner());
+                let message = record.args().to_string();
+                // If syslog is gone there is nowhere left to report it.
+                let _ = match record.level() {
+                    Level::Error => logger.err(message),
+                    Level::Warn => logger.warning(message),
+                    Level::Info => logger.info(message),
+                    Level::Debug | Level::Trace => logger.debug(message),
+                };
+            }
         }
-        line.push_str(&format!(
-            "jnhpd[{}]: {}: {}\n",
-            std::process::id(),
-            record.level(),
-            record.args()
-        ));
-        // One write per line, so lines from several threads never interleave.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {
@@ -44,15 +85,42 @@ impl Log for StderrLogger {
     }
 }
 
-/// Installs the stderr logger at `level`. Later calls only change the level.
-pub fn init(level: LevelFilter) {
-    let logger = StderrLogger {
-        timestamps: std::env::var_os("JOURNAL_STREAM").is_none(),
+/// Installs the logger. Call once, in the process that will run (after
+/// daemonizing: syslog lines carry the pid).
+pub fn init(target: Target, level: LevelFilter) -> Result<(), String> {
+    let sink = match target {
+        Target::Stderr => Sink::Stderr {
+            timestamps: std::env::var_os("JOURNAL_STREAM").is_none(),
+        },
+        Target::Syslog { facility, socket } => {
+            let formatter = Formatter3164 {
+                facility: facility
+                    .parse()
+                    .map_err(|()| format!("unknown syslog facility {facility:?}"))?,
+                hostname: None,
+                process: "jnhpd".into(),
+                pid: std::process::id(),
+            };
+            let logger = if socket.as_os_str().is_empty() {
+                syslog::unix(formatter)
+            } else {
+                syslog::unix_custom(formatter, socket)
+            };
+            let logger = logger.map_err(|e| {
+                let socket = if socket.as_os_str().is_empty() {
+                    "the system's syslog socket".to_string()
+                } else {
+                    socket.display().to_string()
+                };
+                format!("cannot log to {socket}: {e}")
+            })?;
+            Sink::Syslog(Mutex::new(logger))
+        }
     };
-    // Fails only if a logger is already installed (tests, or a second call):
-    // keep that one.
-    let _ = log::set_boxed_logger(Box::new(logger));
+    // Fails only if a logger is already installed: keep that one.
+    let _ = log::set_boxed_logger(Box::new(Logger { sink }));
     set_level(level);
+    Ok(())
 }
 
 /// Changes the level of every later record.

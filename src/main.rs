@@ -9,12 +9,14 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use jnhpd::config::{Config, LogLevel};
+use jnhpd::config::{Config, LogLevel, LogTarget};
 use jnhpd::connection::{Shared, Shutdown};
+use jnhpd::daemon::{self, Pidfile, StartReport};
 use jnhpd::datafile::{DataFile, WriterThread};
 use jnhpd::store::{Entries, StoreHandle};
 use jnhpd::validator::ValidatorChain;
 use jnhpd::{logging, server};
+use sd_notify::NotifyState;
 
 /// jnhpd: a write-once key-value daemon speaking JNHP/1.
 #[derive(Debug, Parser)]
@@ -52,7 +54,7 @@ impl Cli {
             config.log.level = level;
         }
         if self.daemon {
-            return Err("--daemon: not supported yet".into());
+            config.daemon.daemonize = true;
         }
         Ok(config)
     }
@@ -75,9 +77,47 @@ fn main() -> ExitCode {
         println!("jnhpd: {source}: configuration OK");
         return ExitCode::SUCCESS;
     }
-    logging::init(config.log.level.filter());
-    // A panic anywhere is a bug; make sure it reaches the log (stderr or,
-    // later, syslog) rather than only the terminal.
+    // Sockets come from systemd (socket activation) or are bound here,
+    // before forking or dropping privileges, so a busy port is reported on
+    // the terminal that started jnhpd.
+    let listeners = match daemon::inherited_listeners() {
+        Ok(inherited) if !inherited.is_empty() => inherited,
+        Ok(_) => match server::bind(&config.server.listen) {
+            Ok(listeners) => listeners,
+            Err(err) => {
+                eprintln!("jnhpd: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(err) => {
+            eprintln!("jnhpd: sockets from systemd (LISTEN_FDS): {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut report = StartReport::default();
+    if config.daemon.daemonize {
+        match daemon::daemonize(config.daemon.umask, &config.daemon.workdir) {
+            Ok(daemon) => report = daemon,
+            Err(err) => {
+                eprintln!("jnhpd: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let target = match config.log.target {
+        LogTarget::Stderr => logging::Target::Stderr,
+        LogTarget::Syslog => logging::Target::Syslog {
+            facility: &config.log.syslog_facility,
+            socket: &config.log.syslog_socket,
+        },
+    };
+    if let Err(err) = logging::init(target, config.log.level.filter()) {
+        eprintln!("jnhpd: {err}");
+        report.failed(&err);
+        return ExitCode::FAILURE;
+    }
+    // A panic anywhere is a bug; make sure it reaches the log (stderr or
+    // syslog) rather than only a terminal.
     std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
     // A write past RLIMIT_FSIZE must fail with EFBIG (and be reported to the
     // client) rather than kill the daemon.
@@ -88,43 +128,46 @@ fn main() -> ExitCode {
             nix::sys::signal::SigHandler::SigIgn,
         );
     }
-    // Bind before the runtime (and, later, before forking or dropping
-    // privileges) so a busy port is reported where the operator looks.
-    let listeners = match server::bind(&config.server.listen) {
-        Ok(listeners) => listeners,
-        Err(err) => {
-            log::error!("{err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            log::error!("cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(run(cli, config, listeners));
-    // Dropping the runtime drops every task: the supervisors of validator
-    // programs still running kill their process groups, and the store actor
-    // lets go of the data file writer, which syncs and stops.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    match result {
-        Ok(writer) => {
-            if let Some(writer) = writer {
-                writer.join();
-            }
+    match start_and_serve(cli, config, listeners, &mut report) {
+        Ok(()) => {
             log::info!("stopped");
             ExitCode::SUCCESS
         }
         Err(err) => {
             log::error!("{err}");
+            report.failed(&err);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Everything after the process is in place: pidfile, privileges, the
+/// runtime, the store; then serving until a signal stops it.
+fn start_and_serve(
+    cli: Cli,
+    config: Config,
+    listeners: Vec<std::net::TcpListener>,
+    report: &mut StartReport,
+) -> Result<(), String> {
+    let _pidfile = match config.daemon.pidfile.as_os_str().is_empty() {
+        true => None,
+        false => Some(Pidfile::create(&config.daemon.pidfile).map_err(|e| e.to_string())?),
+    };
+    daemon::drop_privileges(&config.daemon.user, &config.daemon.group)
+        .map_err(|e| format!("cannot drop privileges: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let result = runtime.block_on(run(cli, config, listeners, report));
+    // Dropping the runtime drops every task: the supervisors of validator
+    // programs still running kill their process groups, and the store actor
+    // lets go of the data file writer, which syncs and stops.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    if let Some(writer) = result? {
+        writer.join();
+    }
+    Ok(())
 }
 
 /// Serves until shut down; returns the data file's writer (if any) so the
@@ -133,6 +176,7 @@ async fn run(
     cli: Cli,
     config: Config,
     listeners: Vec<std::net::TcpListener>,
+    report: &mut StartReport,
 ) -> Result<Option<WriterThread>, String> {
     let addrs: Vec<String> = listeners
         .iter()
@@ -179,6 +223,8 @@ async fn run(
         describe_store(&config),
         shared.validators.borrow().len(),
     );
+    report.ready();
+    daemon::notify(&[NotifyState::Ready]);
     let served = server::serve(listeners, shared, config.server.max_connections).await;
     served.map_err(|e| format!("cannot serve: {e}"))?;
     Ok(writer)
@@ -244,6 +290,7 @@ impl SignalHandler {
             self.shutdown.expired.cancel();
             return;
         }
+        daemon::notify(&[NotifyState::Stopping]);
         let grace = self.config.server.shutdown_grace();
         log::info!("{signal}: shutting down (finishing requests in flight for up to {grace:?})");
         self.shutdown.draining.cancel();
@@ -260,6 +307,16 @@ impl SignalHandler {
             log::info!("SIGHUP: no config file to reload (running on built-in defaults)");
             return;
         }
+        let mut reloading = vec![NotifyState::Reloading];
+        if let Ok(now) = NotifyState::monotonic_usec_now() {
+            reloading.push(now);
+        }
+        daemon::notify(&reloading);
+        self.reload_config();
+        daemon::notify(&[NotifyState::Ready]);
+    }
+
+    fn reload_config(&mut self) {
         let new = match self.cli.load_config() {
             Ok(new) => new,
             Err(err) => {
