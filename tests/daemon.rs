@@ -332,3 +332,24 @@ fn privileges_are_dropped_after_binding() {
     );
     assert_eq!(s.connect().ask("STORE a b"), "W00T!");
 }
+
+/// Under systemd's journal (JOURNAL_STREAM set) stderr lines carry no
+/// timestamp: the journal adds its own.
+#[test]
+fn stderr_lines_have_no_timestamp_under_the_journal() {
+    let mut plain = Command::new(common::bin());
+    plain
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("JOURNAL_STREAM");
+    let s = Server::spawn(plain, tempfile::tempdir().unwrap(), None);
+    let line = s.log.wait_for("listening on");
+    assert!(line.starts_with("20"), "a timestamp first: {line}");
+
+    let mut journal = Command::new(common::bin());
+    journal
+        .args(["--listen", "127.0.0.1:0"])
+        .env("JOURNAL_STREAM", "8:12345");
+    let s = Server::spawn(journal, tempfile::tempdir().unwrap(), None);
+    let line = s.log.wait_for("listening on");
+    assert!(line.starts_with("jnhpd["), "no timestamp: {line}");
+}
