@@ -48,7 +48,7 @@ fn daemon_mode_detaches_and_the_launcher_exits_zero_once_it_serves() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(
         dir.path(),
-        "[daemon]\ndaemonize = true\npidfile = \"jnhpd.pid\"\n",
+        "[daemon]\ndaemonize = true\npidfile = \"jnhpd.pid\"\numask = \"0077\"\nworkdir = \".\"\n",
     );
     let mut cmd = Command::new(common::bin());
     cmd.arg("--config")
@@ -75,6 +75,11 @@ fn daemon_mode_detaches_and_the_launcher_exits_zero_once_it_serves() {
     let session: i32 = fields[3].parse().unwrap();
     assert_ne!(session, nix::unistd::getsid(None).unwrap().as_raw());
     assert_eq!(fields[4], "0", "no controlling terminal");
+    // umask and workdir applied.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l == "Umask:\t0077"), "{status}");
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    assert_eq!(cwd, dir.path().canonicalize().unwrap());
 
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
     wait_gone(pid);
