@@ -435,6 +435,9 @@ struct RawValidator {
     input: Option<Spanned<Input>>,
     timeout_ms: Option<Spanned<u64>>,
     max_concurrent: Option<Spanned<usize>>,
+    children: Option<Spanned<usize>>,
+    concurrency: Option<Spanned<usize>>,
+    max_requests: Option<Spanned<u64>>,
     on_failure: Option<Spanned<OnFailure>>,
 }
 
@@ -456,6 +459,23 @@ pub enum Check {
     Denylist { path: PathBuf },
     /// `kind = "process"`: one program run per STORE.
     Process(ProcessSpec),
+    /// `kind = "helper"`: long-running programs answering many STOREs.
+    Helper(HelperSpec),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HelperSpec {
+    /// The program, resolved as for `process`.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Helper processes at most (started as needed).
+    pub children: usize,
+    /// Requests in flight per helper at most.
+    pub concurrency: usize,
+    /// Per request, from when it is written.
+    pub timeout: Duration,
+    /// Retire a helper after this many requests; 0 = never.
+    pub max_requests: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -498,13 +518,14 @@ impl RawValidator {
                 "max_concurrent",
                 "on_failure",
             ],
-            Kind::Helper => {
-                return Err(err(
-                    kind_at,
-                    "kind",
-                    "not supported yet: kind = \"helper\"".into(),
-                ));
-            }
+            Kind::Helper => &[
+                "command",
+                "children",
+                "concurrency",
+                "timeout_ms",
+                "max_requests",
+                "on_failure",
+            ],
         };
         let present = [
             ("function", self.function.as_ref().map(|s| s.span().start)),
@@ -615,7 +636,7 @@ impl RawValidator {
                 }
                 None => return Err(required("function")),
             },
-            Kind::Process => {
+            Kind::Process | Kind::Helper => {
                 let command = self.command.ok_or_else(|| required("command"))?;
                 let at = command.span().start;
                 let mut command = command.into_inner().into_iter();
@@ -624,27 +645,37 @@ impl RawValidator {
                 };
                 let program =
                     find_program(&program, base).map_err(|message| err(at, "command", message))?;
-                let timeout_ms = self.timeout_ms.map(|t| t.into_inner()).unwrap_or(5000);
-                let max_concurrent = match self.max_concurrent {
-                    Some(m) if *m.get_ref() == 0 => {
-                        return Err(err(
-                            m.span().start,
-                            "max_concurrent",
-                            "must be at least 1".into(),
-                        ));
+                let args = command.collect();
+                let timeout =
+                    Duration::from_millis(self.timeout_ms.map(|t| t.into_inner()).unwrap_or(5000));
+                let at_least_one = |value: Option<Spanned<usize>>,
+                                    key: &'static str,
+                                    default: usize| match value {
+                    Some(v) if *v.get_ref() == 0 => {
+                        Err(err(v.span().start, key, "must be at least 1".into()))
                     }
-                    Some(m) => m.into_inner(),
-                    None => 16,
+                    Some(v) => Ok(v.into_inner()),
+                    None => Ok(default),
                 };
-                Check::Process(ProcessSpec {
-                    program,
-                    args: command.collect(),
-                    input: self.input.map(|i| i.into_inner()).unwrap_or_default(),
-                    timeout: Duration::from_millis(timeout_ms),
-                    max_concurrent,
-                })
+                if kind == Kind::Process {
+                    Check::Process(ProcessSpec {
+                        program,
+                        args,
+                        input: self.input.map(|i| i.into_inner()).unwrap_or_default(),
+                        timeout,
+                        max_concurrent: at_least_one(self.max_concurrent, "max_concurrent", 16)?,
+                    })
+                } else {
+                    Check::Helper(HelperSpec {
+                        program,
+                        args,
+                        children: at_least_one(self.children, "children", 4)?,
+                        concurrency: at_least_one(self.concurrency, "concurrency", 32)?,
+                        timeout,
+                        max_requests: self.max_requests.map(|m| m.into_inner()).unwrap_or(0),
+                    })
+                }
             }
-            Kind::Helper => unreachable!("refused above"),
         };
         Ok(ValidatorSpec { check, on_failure })
     }
@@ -798,10 +829,25 @@ syslog_socket = ""
     }
 
     #[test]
-    fn later_features_are_refused_not_ignored() {
-        let err = parse("[[validator]]\nkind = \"helper\"\ncommand = [\"x\"]\n").unwrap_err();
+    fn helper_validators() {
+        let c = parse("[[validator]]\nkind = \"helper\"\ncommand = [\"true\"]\nchildren = 2\nmax_requests = 9\n").unwrap();
+        let Check::Helper(h) = &c.validators[0].check else {
+            panic!("not a helper")
+        };
+        assert_eq!((h.children, h.concurrency, h.max_requests), (2, 32, 9));
+        assert_eq!(h.timeout, Duration::from_millis(5000));
+        let err =
+            parse("[[validator]]\nkind = \"helper\"\ncommand = [\"true\"]\n\nconcurrency = 0\n")
+                .unwrap_err();
         assert!(
-            err.contains("validator[0].kind: not supported yet"),
+            err.starts_with("/etc/jnhp.toml:5: validator[0].concurrency: must be at least 1"),
+            "{err}"
+        );
+        let err =
+            parse("[[validator]]\nkind = \"helper\"\ncommand = [\"true\"]\ninput = \"stdin\"\n")
+                .unwrap_err();
+        assert!(
+            err.contains("validator[0].input: not used by kind = \"helper\""),
             "{err}"
         );
     }

@@ -203,18 +203,22 @@ impl Connection {
     async fn run(&mut self) {
         let mut eof = false;
         loop {
-            // A batch is validated by the chain current when it was read,
-            // so a SIGHUP swap never changes the rules under a request in
-            // flight.
-            let chain = self.shared.validators.borrow().clone();
-            while let Some(frame) = self.framer.next_frame(&mut self.buf) {
-                self.push(frame, &chain);
-            }
-            if eof && let Some(frame) = self.framer.finish(&mut self.buf) {
-                self.push(frame, &chain);
-            }
-            if !self.batch.ops.is_empty() {
-                self.answer_batch(&chain).await;
+            {
+                // A batch is validated by the chain current when it was
+                // read, so a SIGHUP swap never changes the rules under a
+                // request in flight. The snapshot ends with the batch: an
+                // idle connection must not keep a replaced chain (and its
+                // helper processes) alive.
+                let chain = self.shared.validators.borrow().clone();
+                while let Some(frame) = self.framer.next_frame(&mut self.buf) {
+                    self.push(frame, &chain);
+                }
+                if eof && let Some(frame) = self.framer.finish(&mut self.buf) {
+                    self.push(frame, &chain);
+                }
+                if !self.batch.ops.is_empty() {
+                    self.answer_batch(&chain).await;
+                }
             }
             self.flush().await;
             if eof || self.write_failed {

@@ -8,6 +8,7 @@
 
 pub mod blocking;
 pub mod function;
+pub mod helper;
 pub mod process;
 
 use std::fmt;
@@ -130,6 +131,7 @@ impl ValidatorChain {
                         ))
                     }
                     Check::Process(spec) => Arc::new(process::Process::new(spec.clone())),
+                    Check::Helper(spec) => Arc::new(helper::HelperPool::new(spec.clone())),
                 };
                 Ok(Link {
                     validator,

@@ -108,14 +108,14 @@ impl Validator for Process {
 }
 
 /// A process group that is killed when dropped (unless disarmed).
-struct Group(Option<Pid>);
+pub(super) struct Group(pub(super) Option<Pid>);
 
 impl Group {
-    fn of(child: &Child) -> Group {
+    pub(super) fn of(child: &Child) -> Group {
         Group(child.id().map(|pid| Pid::from_raw(pid as i32)))
     }
 
-    fn kill(&self) {
+    pub(super) fn kill(&self) {
         if let Some(pgid) = self.0 {
             // ESRCH: the group is already empty.
             let _ = killpg(pgid, Signal::SIGKILL);

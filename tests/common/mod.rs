@@ -100,10 +100,18 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                sink.lines.lock().unwrap().push(line);
+                // A test that panicked while holding the lock poisons it;
+                // the lines are still good.
+                sink.lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line);
                 sink.changed.notify_all();
             }
-            sink.lines.lock().unwrap().push("<stderr closed>".into());
+            sink.lines
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push("<stderr closed>".into());
             sink.changed.notify_all();
         });
         let started = log.wait_for("listening on");

@@ -1,0 +1,413 @@
+//! Persistent helpers (`kind = "helper"`) end to end: real helper programs
+//! written at test time; one test (or more) per clause of "Persistent
+//! helpers" in validators.md.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{Client, PATIENCE, Server, children_of, is_running, script, wait_for_file};
+use nix::sys::signal::Signal;
+
+/// A Python helper: records its pid in `starts` when it starts, then runs
+/// `behaviour` for each request with `id_`, `name`, `value` set; `reply(id_,
+/// verdict)` answers (thread-safe, flushed).
+fn helper(dir: &Path, name: &str, prelude: &str, behaviour: &str) -> PathBuf {
+    let indented: String = behaviour.lines().map(|l| format!("    {l}\n")).collect();
+    script(
+        dir,
+        name,
+        &format!(
+            "exec python3 -c '{}'",
+            format!(
+                r#"import os, sys, threading, time
+D = "{dir}"
+with open(os.path.join(D, "starts"), "a") as f:
+    f.write("%d\n" % os.getpid())
+lock = threading.Lock()
+def reply(id_, verdict):
+    with lock:
+        sys.stdout.write("%s JNHP:%s\n" % (id_, verdict))
+        sys.stdout.flush()
+{prelude}
+for raw in sys.stdin:
+    id_, name, value = raw.rstrip("\n").split(" ", 2)
+{indented}"#,
+                dir = dir.display()
+            )
+            .replace('\'', "'\\''")
+        ),
+    )
+}
+
+fn config(program: &Path, extra: &str) -> String {
+    format!(
+        "[[validator]]\nkind = \"helper\"\ncommand = [\"{}\"]\n{extra}\n",
+        program.display()
+    )
+}
+
+fn starts(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("starts"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+const ALLOW_UNLESS_BAD: &str = "reply(id_, 0 if value.startswith(\"bad\") else 1)";
+
+#[test]
+fn a_helper_answers_many_stores() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = helper(d.path(), "h", "", ALLOW_UNLESS_BAD);
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(d, &config(&prog, ""), &["--listen", "127.0.0.1:0"]);
+    let mut c = s.connect();
+    for i in 0..50 {
+        assert_eq!(c.ask(&format!("STORE ok{i} value {i}")), "W00T!");
+        assert_eq!(c.ask(&format!("STORE bad{i} bad value")), "RARGH!");
+    }
+    assert_eq!(starts(&root).len(), 1, "one helper served them all");
+}
+
+/// Replies may come in any order: each is matched to its request by id.
+#[test]
+fn replies_out_of_order_are_matched_by_id() {
+    let d = tempfile::tempdir().unwrap();
+    // Answers in pairs, the second request first.
+    let prog = helper(
+        d.path(),
+        "h",
+        "held = []",
+        "held.append((id_, value))\nif len(held) == 2:\n    for i, v in reversed(held):\n        reply(i, 0 if v.startswith(\"bad\") else 1)\n    held = []",
+    );
+    let s = Server::start_in(
+        d,
+        &config(&prog, "children = 1"),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let addr = s.addr();
+    for round in 0..5 {
+        let barrier = Arc::new(Barrier::new(2));
+        let workers: Vec<_> = ["good", "bad"]
+            .into_iter()
+            .map(|value| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(addr);
+                    barrier.wait();
+                    c.ask(&format!("STORE {value}{round} {value}"))
+                })
+            })
+            .collect();
+        let replies: Vec<String> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        assert_eq!(replies, ["W00T!", "RARGH!"], "round {round}");
+    }
+}
+
+#[test]
+fn a_helper_that_crashes_fails_its_requests_and_is_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = helper(
+        d.path(),
+        "h",
+        "",
+        "if value == \"crash\":\n    os._exit(3)\nreply(id_, 1)",
+    );
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(d, &config(&prog, ""), &["--listen", "127.0.0.1:0"]);
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a ok"), "W00T!");
+    assert_eq!(c.ask("STORE b crash"), "RARGH!", "on_failure = reject");
+    let warning = s.log.wait_for("exited (exit status: 3)");
+    assert!(warning.contains("1 requests in flight fail"), "{warning}");
+    assert_eq!(
+        c.ask("STORE c ok"),
+        "W00T!",
+        "a fresh helper serves the next one"
+    );
+    assert_eq!(starts(&root).len(), 2);
+    // The dead helper was reaped: no zombie among jnhpd's children.
+    let deadline = Instant::now() + PATIENCE;
+    while children_of(s.pid()).iter().any(|(_, state)| state == "Z") {
+        assert!(
+            Instant::now() < deadline,
+            "a zombie: {:?}",
+            children_of(s.pid())
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn on_failure_allow_applies_to_helper_failures() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = helper(
+        d.path(),
+        "h",
+        "",
+        "if value == \"crash\":\n    os._exit(3)\nreply(id_, 0)",
+    );
+    let s = Server::start_in(
+        d,
+        &config(&prog, "on_failure = \"allow\""),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a crash"), "W00T!");
+    assert_eq!(c.ask("STORE b no"), "RARGH!", "a deny is still a deny");
+}
+
+#[test]
+fn a_hung_helper_times_out_and_is_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = helper(
+        d.path(),
+        "h",
+        "",
+        "if value == \"hang\":\n    time.sleep(600)\nreply(id_, 1)",
+    );
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(
+        d,
+        &config(&prog, "timeout_ms = 300"),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a hang"), "RARGH!");
+    s.log.wait_for("a request timed out (300 ms)");
+    assert_eq!(c.ask("STORE b ok"), "W00T!");
+    let pids = starts(&root);
+    assert_eq!(pids.len(), 2);
+    let deadline = Instant::now() + PATIENCE;
+    while is_running(pids[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "the hung helper is still running"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn garbage_or_an_unknown_id_breaks_the_helper_a_malformed_verdict_fails_one_request() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = helper(
+        d.path(),
+        "h",
+        "",
+        "if value == \"garbage\":\n    sys.stdout.write(\"hello there\\n\"); sys.stdout.flush()\n\
+         elif value == \"unknown\":\n    reply(999, 1)\n\
+         elif value == \"malformed\":\n    reply(id_, \"abc\")\n\
+         else:\n    reply(id_, 1)",
+    );
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(
+        d,
+        &config(&prog, "timeout_ms = 2000"),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a malformed"), "RARGH!");
+    assert_eq!(c.ask("STORE b ok"), "W00T!");
+    assert_eq!(
+        starts(&root).len(),
+        1,
+        "a malformed verdict fails only its request"
+    );
+    s.log.wait_for("malformed verdict");
+
+    assert_eq!(c.ask("STORE c garbage"), "RARGH!");
+    s.log
+        .wait_for("wrote a line that is not a reply: \"hello there\"");
+    assert_eq!(c.ask("STORE d ok"), "W00T!");
+    assert_eq!(starts(&root).len(), 2);
+
+    assert_eq!(c.ask("STORE e unknown"), "RARGH!");
+    s.log
+        .wait_for("replied to request 999, which is not in flight");
+    assert_eq!(c.ask("STORE f ok"), "W00T!");
+    assert_eq!(starts(&root).len(), 3);
+}
+
+#[test]
+fn a_helper_flooding_stderr_is_logged_capped_and_keeps_serving() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = helper(
+        d.path(),
+        "h",
+        "for i in range(20000):\n    sys.stderr.write(\"noise %d\\n\" % i)\nsys.stderr.flush()",
+        "reply(id_, 1)",
+    );
+    let s = Server::start_in(d, &config(&prog, ""), &["--listen", "127.0.0.1:0"]);
+    assert_eq!(s.connect().ask("STORE a ok"), "W00T!");
+    s.log.wait_for("stderr: noise 0");
+    s.log.wait_for("too many stderr lines; some are not logged");
+    assert!(s.log.count("stderr: noise") < 1000, "the log was flooded");
+}
+
+#[test]
+fn a_helper_is_recycled_after_max_requests() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = helper(d.path(), "h", "", "reply(id_, 1)");
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(
+        d,
+        &config(&prog, "max_requests = 3"),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let mut c = s.connect();
+    for i in 0..7 {
+        assert_eq!(c.ask(&format!("STORE n{i} v")), "W00T!");
+    }
+    let pids = starts(&root);
+    assert_eq!(pids.len(), 3, "7 requests, 3 per helper");
+    // A retired helper has its stdin closed and exits on its own.
+    let deadline = Instant::now() + PATIENCE;
+    while is_running(pids[0]) || is_running(pids[1]) {
+        assert!(
+            Instant::now() < deadline,
+            "retired helpers are still running"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn children_and_concurrency_are_never_exceeded() {
+    let d = tempfile::tempdir().unwrap();
+    // Each request is answered 0.3 s later from its own thread; the helper
+    // records how many it had in flight at most.
+    let prog = helper(
+        d.path(),
+        "h",
+        "inflight = [0]\ndef later(i):\n    time.sleep(0.3)\n    with lock:\n        inflight[0] -= 1\n    reply(i, 1)",
+        "with lock:\n    inflight[0] += 1\n    open(os.path.join(D, \"inflight-%d\" % os.getpid()), \"a\").write(\"%d\\n\" % inflight[0])\nthreading.Thread(target=later, args=(id_,)).start()",
+    );
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(
+        d,
+        &config(&prog, "children = 2\nconcurrency = 3"),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let addr = s.addr();
+    let workers: Vec<_> = (0..12)
+        .map(|i| std::thread::spawn(move || Client::connect(addr).ask(&format!("STORE n{i} v"))))
+        .collect();
+    for w in workers {
+        assert_eq!(w.join().unwrap(), "W00T!");
+    }
+    let pids = starts(&root);
+    assert!(pids.len() <= 2, "helpers started: {pids:?}");
+    for pid in pids {
+        let counts =
+            std::fs::read_to_string(root.join(format!("inflight-{pid}"))).unwrap_or_default();
+        let most = counts
+            .lines()
+            .map(|l| l.parse::<u32>().unwrap())
+            .max()
+            .unwrap_or(0);
+        assert!(most <= 3, "helper {pid} had {most} requests in flight");
+    }
+}
+
+#[test]
+fn a_crash_loop_backs_off_and_stores_are_answered_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = script(
+        d.path(),
+        "h",
+        &format!("echo $$ >> {}/starts\nexit 1", d.path().display()),
+    );
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(d, &config(&prog, ""), &["--listen", "127.0.0.1:0"]);
+    let mut c = s.connect();
+    let start = Instant::now();
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        assert_eq!(c.ask(&format!("STORE n{i} v")), "RARGH!");
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = starts(&root).len();
+    // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s: about six starts in three seconds, not
+    // one per STORE.
+    assert!(
+        (2..=10).contains(&started),
+        "{started} starts for {i} STOREs"
+    );
+    assert!(
+        i > 2 * started,
+        "STOREs waited for restarts: {i} STOREs, {started} starts"
+    );
+    s.log
+        .wait_for("failed 3 times in a row before serving; next start in 200 ms");
+}
+
+/// A gated helper answers only once the file `release` exists.
+fn gated(dir: &Path) -> PathBuf {
+    helper(
+        dir,
+        "gated",
+        "def later(i):\n    while not os.path.exists(os.path.join(D, \"release\")):\n        time.sleep(0.02)\n    reply(i, 1)",
+        "open(os.path.join(D, \"got-\" + name), \"w\").close()\nthreading.Thread(target=later, args=(id_,)).start()",
+    )
+}
+
+#[test]
+fn sighup_swaps_pools_without_failing_requests_in_flight() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = gated(d.path());
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(d, &config(&prog, ""), &["--listen", "127.0.0.1:0"]);
+    let mut in_flight = s.connect();
+    in_flight.send(b"STORE old v\r\n");
+    wait_for_file(&root.join("got-old"));
+    let deny_all = script(&root, "deny", "for v; do :; done; echo JNHP:0");
+    std::fs::write(
+        s.config.as_ref().unwrap(),
+        format!(
+            "[[validator]]\nkind = \"process\"\ncommand = [\"{}\"]\n",
+            deny_all.display()
+        ),
+    )
+    .unwrap();
+    s.signal(Signal::SIGHUP);
+    s.log.wait_for("configuration reloaded");
+    assert_eq!(s.connect().ask("STORE new v"), "RARGH!", "the new chain");
+    std::fs::write(root.join("release"), "").unwrap();
+    assert_eq!(in_flight.reply(), "W00T!", "served by the old pool");
+    // The old pool shuts down once its last request is done.
+    let old = starts(&root)[0];
+    let deadline = Instant::now() + PATIENCE;
+    while is_running(old) {
+        assert!(Instant::now() < deadline, "the old helper is still running");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn helpers_exit_when_jnhpd_stops() {
+    let d = tempfile::tempdir().unwrap();
+    // Ignores the closing of its stdin: must be killed after 2 s.
+    let prog = helper(
+        d.path(),
+        "h",
+        "import signal",
+        "reply(id_, 1)\nif value == \"stubborn\":\n    sys.stdin.close()\n    time.sleep(600)",
+    );
+    let root = d.path().to_path_buf();
+    let mut s = Server::start_in(d, &config(&prog, ""), &["--listen", "127.0.0.1:0"]);
+    assert_eq!(s.connect().ask("STORE a stubborn"), "W00T!");
+    let pid = starts(&root)[0];
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0));
+    let deadline = Instant::now() + PATIENCE;
+    while is_running(pid) {
+        assert!(Instant::now() < deadline, "the helper outlived jnhpd");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
