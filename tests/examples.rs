@@ -114,3 +114,41 @@ fn utf8_text_reads_its_value_on_stdin() {
     assert_eq!(c.reply(), "RARGH!");
     assert_eq!(c.ask(&format!("STORE d {}", "é".repeat(30_000))), "W00T!");
 }
+
+fn helper_config(name: &str) -> String {
+    format!(
+        "[[validator]]\nkind = \"helper\"\ncommand = [\"{}\"]\nchildren = 1\n",
+        example(name).display()
+    )
+}
+
+#[test]
+fn the_jnhp_helper_template_answers_like_its_process_twin() {
+    let s = serve(&helper_config("jnhp-helper"));
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a -rf  spaced  "), "W00T!");
+    assert_eq!(c.ask("STORE b a forbidden word"), "RARGH!");
+    assert_eq!(c.ask("GET a"), "-rf  spaced  ");
+    for i in 0..100 {
+        assert_eq!(c.ask(&format!("STORE n{i} v{i}")), "W00T!");
+    }
+}
+
+#[test]
+fn the_asyncio_helper_answers_concurrent_stores() {
+    let s = serve(&helper_config("asyncio-helper"));
+    let addr = s.addr();
+    let workers: Vec<_> = (0..16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = common::Client::connect(addr);
+                let value = if i % 2 == 0 { "fine" } else { "forbidden stuff" };
+                (i, c.ask(&format!("STORE n{i} {value}")))
+            })
+        })
+        .collect();
+    for w in workers {
+        let (i, reply) = w.join().unwrap();
+        assert_eq!(reply, if i % 2 == 0 { "W00T!" } else { "RARGH!" }, "STORE {i}");
+    }
+}
