@@ -2,7 +2,9 @@
 # STORE throughput through each kind of validator, side by side in one run:
 #   none | function (max_bytes + regex) | process (allow-all program)
 # against a bare spawn-and-wait loop of the same program and the Twisted
-# spawnProcess baseline from ../shared/baselines. Servers (and the programs
+# spawnProcess baseline from ../shared/baselines; and an allow-all Python
+# validator as `process` versus as `helper`, with the CPU each STORE costs
+# (jnhpd and the programs it runs). Servers (and the programs
 # they spawn) run on core 0, the load generator on core 1.
 #
 #   bench/validators.sh [SECONDS] [REPEATS]   # default 5 s per run, median of 3
@@ -13,6 +15,11 @@ repeats=${2:-3}
 conc=50
 root=$PWD
 allow="$root/bench/allow-all.sh"
+allow_py="$root/bench/allow-all.py"
+allow_helper="$root/bench/allow-all-helper.py"
+# The system's python3, not a version manager's shim (which would add its
+# own start-up to every spawn).
+python=$(command -v /usr/bin/python3 || command -v python3)
 baselines="$root/../shared/baselines"
 
 cargo build --release --quiet --bin jnhpd --example store_bench
@@ -42,8 +49,26 @@ run_server() {
     sleep 0.1
   done
   [ "$up" = 1 ] || { echo "$name did not start; its log:" >&2; cat "$work/$name.log" >&2; exit 1; }
-  taskset -c 1 "$load" --concurrency "$conc" --seconds "$secs" stores "127.0.0.1:$port"
+  local before rate after
+  before=$(cpu_ticks "$pid")
+  rate=$(taskset -c 1 "$load" --concurrency "$conc" --seconds "$secs" stores "127.0.0.1:$port")
+  after=$(cpu_ticks "$pid")
+  # CPU microseconds per STORE, the server and its programs together.
+  python3 -c "import sys; t, r, s = map(float, sys.argv[1:]); print(f'{t * 1e6 / $(getconf CLK_TCK) / (r * s):.1f}')" \
+    "$((after - before))" "$rate" "$secs" >>"$work/$name.cpu"
+  echo "$rate"
   kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+# cpu_ticks PID: user + system time of PID and its living children, plus
+# what its reaped children used (utime stime cutime cstime).
+cpu_ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1"); do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat")))
+  done
+  echo "$total"
 }
 
 config() { # config NAME BODY: writes a config file listening on $port; prints its path
@@ -64,6 +89,16 @@ kind = "function"
 function = "regex"
 field = "name"
 pattern = "^[a-z0-9-]+$"')
+cfg_py_process=$(config py_process "
+[[validator]]
+kind = \"process\"
+command = [\"$python\", \"$allow_py\"]
+max_concurrent = 16")
+cfg_py_helper=$(config py_helper "
+[[validator]]
+kind = \"helper\"
+command = [\"$python\", \"$allow_helper\"]
+children = 1")
 cfg_process=$(config process "
 [[validator]]
 kind = \"process\"
@@ -80,6 +115,8 @@ for r in $(seq "$repeats"); do
   run_server function "$jnhpd" --config "$cfg_function" >>"$work/function.rates"
   run_server process "$jnhpd" --config "$cfg_process" >>"$work/process.rates"
   taskset -c 0 "$load" --concurrency 16 --seconds "$secs" spawn "$allow" >>"$work/spawn.rates"
+  run_server py_process "$jnhpd" --config "$cfg_py_process" >>"$work/py_process.rates"
+  run_server py_helper "$jnhpd" --config "$cfg_py_helper" >>"$work/py_helper.rates"
   if [ "$has_twisted" = 1 ]; then
     run_server twisted python3 "$baselines/twisted_jnhp.py" --port "$port" --validator "$allow" >>"$work/twisted.rates"
   fi
@@ -88,6 +125,11 @@ none=$(med <"$work/none.rates")
 function=$(med <"$work/function.rates")
 process=$(med <"$work/process.rates")
 spawn=$(med <"$work/spawn.rates")
+py_process=$(med <"$work/py_process.rates")
+py_helper=$(med <"$work/py_helper.rates")
+cpu_none=$(med <"$work/none.cpu")
+cpu_helper=$(med <"$work/py_helper.cpu")
+cpu_py_process=$(med <"$work/py_process.cpu")
 twisted=n/a
 [ "$has_twisted" = 1 ] && twisted=$(med <"$work/twisted.rates")
 
@@ -102,3 +144,9 @@ echo "| jnhpd, function validators (max_bytes + regex) | $function | $(ratio "$f
 echo "| jnhpd, process validator (allow-all.sh, max_concurrent 16) | $process | $(ratio "$process" "$spawn") of bare spawn loop, $(ratio "$process" "$twisted") of Twisted |"
 echo "| bare spawn-and-wait loop of allow-all.sh, 16 workers | $spawn | |"
 echo "| Twisted spawnProcess baseline (../shared/baselines) | $twisted | |"
+echo
+echo "| allow-all Python validator | STOREs/s | CPU per STORE (jnhpd + Python) | ratio |"
+echo "|---|---|---|---|"
+echo "| none (for reference) | $none | $cpu_none µs | |"
+echo "| kind = \"process\" (a python3 per STORE) | $py_process | $cpu_py_process µs | |"
+echo "| kind = \"helper\" (one python3, children = 1) | $py_helper | $cpu_helper µs | $(ratio "$py_helper" "$py_process") the STOREs/s of process; $(ratio "$cpu_helper" "$cpu_none") the CPU per STORE of none |"

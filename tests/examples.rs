@@ -142,13 +142,21 @@ fn the_asyncio_helper_answers_concurrent_stores() {
         .map(|i| {
             std::thread::spawn(move || {
                 let mut c = common::Client::connect(addr);
-                let value = if i % 2 == 0 { "fine" } else { "forbidden stuff" };
+                let value = if i % 2 == 0 {
+                    "fine"
+                } else {
+                    "forbidden stuff"
+                };
                 (i, c.ask(&format!("STORE n{i} {value}")))
             })
         })
         .collect();
     for w in workers {
         let (i, reply) = w.join().unwrap();
-        assert_eq!(reply, if i % 2 == 0 { "W00T!" } else { "RARGH!" }, "STORE {i}");
+        assert_eq!(
+            reply,
+            if i % 2 == 0 { "W00T!" } else { "RARGH!" },
+            "STORE {i}"
+        );
     }
 }

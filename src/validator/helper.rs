@@ -472,12 +472,20 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// Feeds a helper's stdin: every request queued meanwhile goes out in one
+/// write.
 async fn write_lines(
     mut stdin: tokio::process::ChildStdin,
     mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
+    let mut buf = Vec::new();
     while let Some(line) = lines.recv().await {
-        if stdin.write_all(&line).await.is_err() {
+        buf.clear();
+        buf.extend_from_slice(&line);
+        while let Ok(more) = lines.try_recv() {
+            buf.extend_from_slice(&more);
+        }
+        if stdin.write_all(&buf).await.is_err() {
             return; // it exited; the wait task reports that
         }
     }
