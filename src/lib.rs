@@ -12,6 +12,8 @@
 //! - [`config`]: loading and checking the TOML configuration;
 //! - [`logging`]: the `log` backend.
 
+pub mod bench;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod daemon;

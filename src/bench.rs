@@ -1,0 +1,659 @@
+//! `jnhp bench`: one workload spoken three ways, to compare jnhpd with the
+//! systems users would otherwise pick: JNHP (STORE/EXISTS/GET), Redis RESP
+//! (SETNX/EXISTS/GET) and memcached's text protocol (add/mg/get).
+//!
+//! Closed loop (default): each connection sends `pipeline` requests, waits
+//! for their replies, and so on; a request's latency is its batch's round
+//! trip. Open loop (`--rate`): requests are sent on a fixed schedule,
+//! whatever the replies do, and latency counts from the *scheduled* send
+//! time, so a server that stalls cannot hide the requests it delayed
+//! (coordinated omission). Every reply is checked against what the workload
+//! implies; a wrong reply is an error, counted and reported.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Mutex;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// jnhp | resp | memcache
+    #[arg(long, default_value = "jnhp")]
+    pub protocol: Protocol,
+    #[arg(long, default_value_t = 50)]
+    pub connections: usize,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// STORE:EXISTS:GET weights.
+    #[arg(long, default_value = "10:10:80")]
+    pub mix: String,
+    /// Names the workload uses (prefilled before measuring).
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    #[arg(long, default_value_t = 32)]
+    pub value_size: usize,
+    /// Every request is a STORE of a new name (expects every one stored).
+    #[arg(long)]
+    pub unique_stores: bool,
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Open loop: this many requests per second in all, on a schedule.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Jnhp,
+    Resp,
+    Memcache,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Store,
+    Exists,
+    Get,
+}
+
+/// What a request's reply must be.
+#[derive(Debug, Clone)]
+enum Expect {
+    /// Stored (a unique STORE).
+    Stored,
+    /// Stored or not (a STORE of a prefilled name: not, but no matter).
+    StoredOrNot,
+    Present,
+    Value(Vec<u8>),
+}
+
+/// The value stored under prefilled name `i`.
+fn value_for(i: u64, size: usize) -> Vec<u8> {
+    let mut v = format!("v{i}-").into_bytes();
+    v.resize(size.max(v.len()), b'x');
+    v.truncate(size.max(1));
+    v
+}
+
+fn key(i: u64) -> String {
+    format!("key:{i:010}")
+}
+
+fn encode(protocol: Protocol, op: Op, name: &str, value: &[u8], out: &mut Vec<u8>) {
+    match (protocol, op) {
+        (Protocol::Jnhp, Op::Store) => {
+            out.extend_from_slice(format!("STORE {name} ").as_bytes());
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        (Protocol::Jnhp, Op::Exists) => {
+            out.extend_from_slice(format!("EXISTS {name}\r\n").as_bytes())
+        }
+        (Protocol::Jnhp, Op::Get) => out.extend_from_slice(format!("GET {name}\r\n").as_bytes()),
+        (Protocol::Resp, Op::Store) => {
+            out.extend_from_slice(
+                format!(
+                    "*3\r\n$5\r\nSETNX\r\n${}\r\n{name}\r\n${}\r\n",
+                    name.len(),
+                    value.len()
+                )
+                .as_bytes(),
+            );
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        (Protocol::Resp, Op::Exists) => out.extend_from_slice(
+            format!("*2\r\n$6\r\nEXISTS\r\n${}\r\n{name}\r\n", name.len()).as_bytes(),
+        ),
+        (Protocol::Resp, Op::Get) => out.extend_from_slice(
+            format!("*2\r\n$3\r\nGET\r\n${}\r\n{name}\r\n", name.len()).as_bytes(),
+        ),
+        (Protocol::Memcache, Op::Store) => {
+            out.extend_from_slice(format!("add {name} 0 0 {}\r\n", value.len()).as_bytes());
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        (Protocol::Memcache, Op::Exists) => {
+            out.extend_from_slice(format!("mg {name}\r\n").as_bytes())
+        }
+        (Protocol::Memcache, Op::Get) => {
+            out.extend_from_slice(format!("get {name}\r\n").as_bytes())
+        }
+    }
+}
+
+/// Splits one whole reply off the front of `buf`, if it holds one:
+/// (its length in bytes, whether it matches `expect`).
+fn take_reply(protocol: Protocol, op: Op, expect: &Expect, buf: &[u8]) -> Option<(usize, bool)> {
+    let line_end = |from: usize| memchr::memmem::find(&buf[from..], b"\r\n").map(|at| from + at);
+    let first = line_end(0)?;
+    let line = &buf[..first];
+    let after_line = first + 2;
+    match protocol {
+        Protocol::Jnhp => {
+            let ok = match expect {
+                Expect::Stored => line == b"W00T!",
+                Expect::StoredOrNot => line == b"W00T!" || line == b"RARGH!",
+                Expect::Present => line == b"AWESOME!",
+                Expect::Value(v) => line == &v[..],
+            };
+            Some((after_line, ok))
+        }
+        Protocol::Resp => {
+            if let Some(len) = line.strip_prefix(b"$") {
+                let len: i64 = std::str::from_utf8(len).ok()?.parse().ok()?;
+                if len < 0 {
+                    return Some((after_line, false));
+                }
+                let end = after_line + len as usize;
+                if buf.len() < end + 2 {
+                    return None;
+                }
+                let ok = matches!(expect, Expect::Value(v) if buf[after_line..end] == v[..]);
+                return Some((end + 2, ok));
+            }
+            let ok = match expect {
+                Expect::Stored => line == b":1",
+                Expect::StoredOrNot => line == b":1" || line == b":0",
+                Expect::Present => line == b":1",
+                Expect::Value(_) => false,
+            };
+            Some((after_line, ok))
+        }
+        Protocol::Memcache => {
+            if op == Op::Get && line.starts_with(b"VALUE ") {
+                let len: usize = std::str::from_utf8(line.rsplit(|&b| b == b' ').next()?)
+                    .ok()?
+                    .parse()
+                    .ok()?;
+                let end = after_line + len;
+                // value, CRLF, "END" CRLF
+                if buf.len() < end + 7 {
+                    return None;
+                }
+                let ok = matches!(expect, Expect::Value(v) if buf[after_line..end] == v[..])
+                    && &buf[end..end + 7] == b"\r\nEND\r\n";
+                return Some((end + 7, ok));
+            }
+            let ok = match expect {
+                Expect::Stored => line == b"STORED",
+                Expect::StoredOrNot => line == b"STORED" || line == b"NOT_STORED",
+                Expect::Present => line == b"HD",
+                Expect::Value(_) => false,
+            };
+            Some((after_line, ok))
+        }
+    }
+}
+
+/// The request generator of one connection.
+struct Workload {
+    protocol: Protocol,
+    weights: [u32; 3],
+    keys: u64,
+    value_size: usize,
+    unique: Option<(usize, u64)>,
+    rng: u64,
+}
+
+impl Workload {
+    fn next(&mut self, out: &mut Vec<u8>) -> (Op, Expect) {
+        if let Some((conn, seq)) = &mut self.unique {
+            *seq += 1;
+            let name = format!("u:{}:{conn}:{seq}", std::process::id());
+            encode(
+                self.protocol,
+                Op::Store,
+                &name,
+                &value_for(*seq, self.value_size),
+                out,
+            );
+            return (Op::Store, Expect::Stored);
+        }
+        // xorshift: cheap, and every connection gets its own stream.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let total: u32 = self.weights.iter().sum();
+        let pick = (self.rng % total as u64) as u32;
+        let i = (self.rng >> 20) % self.keys;
+        let name = key(i);
+        let value = value_for(i, self.value_size);
+        if pick < self.weights[0] {
+            encode(self.protocol, Op::Store, &name, &value, out);
+            (Op::Store, Expect::StoredOrNot)
+        } else if pick < self.weights[0] + self.weights[1] {
+            encode(self.protocol, Op::Exists, &name, &value, out);
+            (Op::Exists, Expect::Present)
+        } else {
+            encode(self.protocol, Op::Get, &name, &value, out);
+            (Op::Get, Expect::Value(value))
+        }
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    done: AtomicU64,
+    errors: AtomicU64,
+}
+
+pub async fn run(addr: &str, args: BenchArgs) -> u8 {
+    match bench(addr, args).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("jnhp bench: {e}");
+            2
+        }
+    }
+}
+
+async fn bench(addr: &str, args: BenchArgs) -> Result<(), String> {
+    let weights: Vec<u32> = args
+        .mix
+        .split(':')
+        .map(|w| {
+            w.parse()
+                .map_err(|_| format!("--mix {:?}: expected STORE:EXISTS:GET weights", args.mix))
+        })
+        .collect::<Result<_, _>>()?;
+    let [s, e, g] = weights[..] else {
+        return Err(format!("--mix {:?}: expected three weights", args.mix));
+    };
+    if s + e + g == 0 || args.connections == 0 || args.pipeline == 0 || args.keys == 0 {
+        return Err("--mix, --connections, --pipeline and --keys must not be zero".into());
+    }
+    if !args.unique_stores {
+        prefill(addr, &args).await?;
+    }
+    let totals = Arc::new(Totals::default());
+    let histogram = Arc::new(Mutex::new(
+        Histogram::<u64>::new(3).map_err(|e| e.to_string())?,
+    ));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.seconds);
+    let mut tasks = Vec::new();
+    for conn in 0..args.connections {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let workload = Workload {
+            protocol: args.protocol,
+            weights: [s, e, g],
+            keys: args.keys,
+            value_size: args.value_size,
+            unique: args.unique_stores.then_some((conn, 0)),
+            rng: 0x9E37_79B9_7F4A_7C15 ^ ((conn as u64 + 1) * 0x2545_F491_4F6C_DD1D),
+        };
+        let (totals, histogram) = (totals.clone(), histogram.clone());
+        let pipeline = args.pipeline;
+        let per_conn_rate = args.rate.map(|r| r / args.connections as f64);
+        tasks.push(tokio::spawn(async move {
+            match per_conn_rate {
+                None => closed_loop(stream, workload, pipeline, deadline, totals, histogram).await,
+                Some(rate) => open_loop(stream, workload, rate, deadline, totals, histogram).await,
+            }
+        }));
+    }
+    let progress = (!args.quiet).then(|| {
+        let totals = totals.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let done = totals.done.load(Ordering::Relaxed);
+                eprint!(
+                    "\r{:>6.1} s  {:>10} req/s  {} errors   ",
+                    start.elapsed().as_secs_f64(),
+                    done - last,
+                    totals.errors.load(Ordering::Relaxed)
+                );
+                last = done;
+            }
+        })
+    });
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+        eprintln!();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let histogram = histogram.lock().await;
+    let done = totals.done.load(Ordering::Relaxed);
+    let errors = totals.errors.load(Ordering::Relaxed);
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let report = serde_json::json!({
+        "protocol": args.protocol,
+        "connections": args.connections,
+        "pipeline": args.pipeline,
+        "mix": if args.unique_stores { "unique stores".to_string() } else { args.mix.clone() },
+        "rate": args.rate,
+        "seconds": elapsed,
+        "requests": done,
+        "errors": errors,
+        "ops_per_sec": done as f64 / elapsed,
+        "p50_ms": ms(0.5),
+        "p99_ms": ms(0.99),
+        "p999_ms": ms(0.999),
+        "max_ms": histogram.max() as f64 / 1000.0,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{:?}: {:.0} ops/s over {elapsed:.1} s ({done} requests, {errors} wrong replies); \
+             latency p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms",
+            args.protocol,
+            done as f64 / elapsed,
+            ms(0.5),
+            ms(0.99),
+            ms(0.999)
+        );
+    }
+    if errors > 0 {
+        return Err(format!(
+            "{errors} replies were not what the workload implies"
+        ));
+    }
+    Ok(())
+}
+
+/// Stores every name of the key space (a name already there is fine).
+async fn prefill(addr: &str, args: &BenchArgs) -> Result<(), String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let (mut read, mut write) = stream.into_split();
+    let mut buf = Vec::new();
+    let mut expects = VecDeque::new();
+    let mut pending = Vec::new();
+    for first in (0..args.keys).step_by(1000) {
+        let last = (first + 1000).min(args.keys);
+        pending.clear();
+        for i in first..last {
+            encode(
+                args.protocol,
+                Op::Store,
+                &key(i),
+                &value_for(i, args.value_size),
+                &mut pending,
+            );
+            expects.push_back((Op::Store, Expect::StoredOrNot, Instant::now()));
+        }
+        write.write_all(&pending).await.map_err(|e| e.to_string())?;
+        let mut bad = 0;
+        read_replies(
+            &mut read,
+            args.protocol,
+            &mut buf,
+            &mut expects,
+            0,
+            |ok, _| bad += u64::from(!ok),
+        )
+        .await?;
+        if bad > 0 {
+            return Err(format!("prefill: {bad} unexpected replies"));
+        }
+    }
+    Ok(())
+}
+
+/// Reads replies until at most `leave` are still expected, calling
+/// `each(matched, sent_at)` per reply.
+async fn read_replies(
+    read: &mut OwnedReadHalf,
+    protocol: Protocol,
+    buf: &mut Vec<u8>,
+    expects: &mut VecDeque<(Op, Expect, Instant)>,
+    leave: usize,
+    mut each: impl FnMut(bool, Instant),
+) -> Result<(), String> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    while expects.len() > leave {
+        let mut used = 0;
+        while let Some((op, expect, _)) = expects.front() {
+            match take_reply(protocol, *op, expect, &buf[used..]) {
+                Some((len, ok)) => {
+                    used += len;
+                    let (_, _, sent) = expects.pop_front().expect("front exists");
+                    each(ok, sent);
+                    if expects.len() <= leave {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        buf.drain(..used);
+        if expects.len() <= leave {
+            break;
+        }
+        let n = read.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
+}
+
+async fn closed_loop(
+    stream: TcpStream,
+    mut workload: Workload,
+    pipeline: usize,
+    deadline: Instant,
+    totals: Arc<Totals>,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+) -> Result<(), String> {
+    let protocol = workload.protocol;
+    let (mut read, mut write) = stream.into_split();
+    let mut local = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    let (mut out, mut buf, mut expects) = (Vec::new(), Vec::new(), VecDeque::new());
+    while Instant::now() < deadline {
+        out.clear();
+        let sent = Instant::now();
+        for _ in 0..pipeline {
+            let (op, expect) = workload.next(&mut out);
+            expects.push_back((op, expect, sent));
+        }
+        write.write_all(&out).await.map_err(|e| e.to_string())?;
+        let (mut done, mut errors) = (0, 0);
+        read_replies(
+            &mut read,
+            protocol,
+            &mut buf,
+            &mut expects,
+            0,
+            |ok, sent| {
+                done += 1;
+                errors += u64::from(!ok);
+                let _ = local.record(sent.elapsed().as_micros() as u64);
+            },
+        )
+        .await?;
+        totals.done.fetch_add(done, Ordering::Relaxed);
+        totals.errors.fetch_add(errors, Ordering::Relaxed);
+    }
+    histogram
+        .lock()
+        .await
+        .add(&local)
+        .map_err(|e| e.to_string())
+}
+
+async fn open_loop(
+    stream: TcpStream,
+    mut workload: Workload,
+    rate: f64,
+    deadline: Instant,
+    totals: Arc<Totals>,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+) -> Result<(), String> {
+    let protocol = workload.protocol;
+    let (mut read, write) = stream.into_split();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let expects = Arc::new(std::sync::Mutex::new(VecDeque::new()));
+    let sender = tokio::spawn(send_on_schedule(
+        write,
+        workload_sender(&mut workload),
+        interval,
+        deadline,
+        expects.clone(),
+    ));
+    let mut local = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        // Match whole replies in the buffer to the oldest sent requests.
+        let mut used = 0;
+        loop {
+            let mut queue = expects.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((op, expect, scheduled)) = queue.front() else {
+                break;
+            };
+            let Some((len, ok)) = take_reply(protocol, *op, expect, &buf[used..]) else {
+                break;
+            };
+            let _ = local.record(scheduled.elapsed().as_micros() as u64);
+            queue.pop_front();
+            used += len;
+            totals.done.fetch_add(1, Ordering::Relaxed);
+            totals.errors.fetch_add(u64::from(!ok), Ordering::Relaxed);
+        }
+        buf.drain(..used);
+        let finished =
+            sender.is_finished() && expects.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+        if finished {
+            break;
+        }
+        let read = tokio::time::timeout(Duration::from_millis(50), read.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(0)) => return Err("the server closed the connection".into()),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {}
+        }
+    }
+    sender.await.map_err(|e| e.to_string())??;
+    histogram
+        .lock()
+        .await
+        .add(&local)
+        .map_err(|e| e.to_string())
+}
+
+fn workload_sender(workload: &mut Workload) -> Workload {
+    Workload {
+        protocol: workload.protocol,
+        weights: workload.weights,
+        keys: workload.keys,
+        value_size: workload.value_size,
+        unique: workload.unique,
+        rng: workload.rng,
+    }
+}
+
+/// Sends one request per `interval`, on schedule: a late tick sends every
+/// request that is due (recording each one's scheduled time).
+async fn send_on_schedule(
+    mut write: OwnedWriteHalf,
+    mut workload: Workload,
+    interval: Duration,
+    deadline: Instant,
+    expects: Arc<std::sync::Mutex<VecDeque<(Op, Expect, Instant)>>>,
+) -> Result<(), String> {
+    let mut next = Instant::now();
+    let mut out = Vec::new();
+    while next < deadline {
+        tokio::time::sleep_until(next.into()).await;
+        out.clear();
+        let now = Instant::now();
+        {
+            let mut queue = expects.lock().unwrap_or_else(|e| e.into_inner());
+            while next <= now && next < deadline {
+                let (op, expect) = workload.next(&mut out);
+                queue.push_back((op, expect, next));
+                next += interval;
+            }
+        }
+        write.write_all(&out).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_split_and_checked_per_protocol() {
+        let v = Expect::Value(b"abc".to_vec());
+        assert_eq!(
+            take_reply(Protocol::Jnhp, Op::Get, &v, b"abc\r\nW00T!\r\n"),
+            Some((5, true))
+        );
+        assert_eq!(take_reply(Protocol::Jnhp, Op::Get, &v, b"ab"), None);
+        assert_eq!(
+            take_reply(Protocol::Resp, Op::Get, &v, b"$3\r\nabc\r\n:1\r\n"),
+            Some((9, true))
+        );
+        assert_eq!(take_reply(Protocol::Resp, Op::Get, &v, b"$3\r\nab"), None);
+        assert_eq!(
+            take_reply(Protocol::Resp, Op::Get, &v, b"$-1\r\n"),
+            Some((5, false))
+        );
+        assert_eq!(
+            take_reply(Protocol::Resp, Op::Store, &Expect::Stored, b":1\r\n"),
+            Some((4, true))
+        );
+        assert_eq!(
+            take_reply(
+                Protocol::Memcache,
+                Op::Get,
+                &v,
+                b"VALUE key:1 0 3\r\nabc\r\nEND\r\n"
+            ),
+            Some((27, true))
+        );
+        assert_eq!(
+            take_reply(Protocol::Memcache, Op::Get, &v, b"END\r\n"),
+            Some((5, false))
+        );
+        assert_eq!(
+            take_reply(Protocol::Memcache, Op::Exists, &Expect::Present, b"HD\r\n"),
+            Some((4, true))
+        );
+        assert_eq!(
+            take_reply(
+                Protocol::Memcache,
+                Op::Store,
+                &Expect::StoredOrNot,
+                b"NOT_STORED\r\n"
+            ),
+            Some((12, true))
+        );
+    }
+
+    #[test]
+    fn values_have_the_requested_size() {
+        assert_eq!(value_for(7, 32).len(), 32);
+        assert_eq!(value_for(123456789, 4).len(), 4);
+    }
+}

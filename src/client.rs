@@ -1,0 +1,319 @@
+//! A JNHP/1 client: typed requests, many in flight on one connection.
+//!
+//! JNHP replies carry no request id: the only way to match a reply to its
+//! request is order. The client keeps a FIFO of pending requests; every
+//! reply resolves exactly the oldest one. Anything that breaks that
+//! accounting (a reply when nothing is pending, a reply that cannot answer
+//! the request at the head, a lost connection) fails the connection and
+//! every pending request with an error, never a panic, and never a reply
+//! handed to the wrong request.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), jnhpd::client::ClientError> {
+//! use std::time::Duration;
+//! use jnhpd::client::Client;
+//!
+//! let client = Client::connect("127.0.0.1:8111", Duration::from_secs(5)).await?;
+//! if client.store(b"greeting", b"hello, world").await? {
+//!     println!("stored");
+//! }
+//! assert!(client.exists(b"greeting").await?);
+//! let value = client.get(b"greeting").await?;
+//! assert_eq!(value.as_deref(), Some(&b"hello, world"[..]));
+//! # Ok(()) }
+//! ```
+//!
+//! Requests may be issued concurrently from many tasks (the client is
+//! cheap to clone); they are pipelined on the one connection:
+//!
+//! ```no_run
+//! # async fn demo(client: jnhpd::client::Client) -> Result<(), jnhpd::client::ClientError> {
+//! let (a, b) = tokio::join!(client.get(b"a"), client.get(b"b"));
+//! println!("{:?} {:?}", a?, b?);
+//! # Ok(()) }
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::{self, Limits, Request};
+
+/// The longest reply line accepted: the largest value a server may be
+/// configured to hold (16 MiB) and its line end.
+const MAX_REPLY: u64 = (16 << 20) + 2;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("connection lost: {0}")]
+    Lost(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server answered `ERROR <reason>`.
+    #[error("server error: {0}")]
+    Server(String),
+    /// The request cannot be sent (a name with a blank, an empty value, ...).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// Which reply a pending request expects.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Store,
+    Exists,
+    Get,
+}
+
+/// A decoded reply.
+#[derive(Debug)]
+enum Answer {
+    Yes,
+    No,
+    Value(Option<Vec<u8>>),
+}
+
+type Pending = (Kind, oneshot::Sender<Result<Answer, ClientError>>);
+
+#[derive(Default)]
+struct State {
+    pending: VecDeque<Pending>,
+    /// Set once the connection is unusable; every later call gets it.
+    failed: Option<ClientError>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl Shared {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock means a panic in another caller; the queue itself
+        // is still consistent (every change is a single push or pop).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fails the connection: every pending request and every later call.
+    fn fail(&self, error: ClientError) {
+        let mut state = self.state();
+        if state.failed.is_none() {
+            state.failed = Some(error.clone());
+        }
+        for (_, reply) in state.pending.drain(..) {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+}
+
+/// A connection to a JNHP server. Clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Connects within `timeout`; `timeout` also bounds each request.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
+        let connect_error = |reason: String| ClientError::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| connect_error(format!("timed out after {timeout:?}")))?
+            .map_err(|e| connect_error(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Client::from_stream(stream, timeout))
+    }
+
+    /// Wraps a connected stream.
+    pub fn from_stream(stream: TcpStream, timeout: Duration) -> Client {
+        let (read, write) = stream.into_split();
+        let (writer, lines) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            writer,
+        });
+        tokio::spawn(write_requests(write, lines, shared.clone()));
+        tokio::spawn(read_replies(read, shared.clone()));
+        Client { shared, timeout }
+    }
+
+    /// `STORE`: `Ok(true)` stored (W00T!), `Ok(false)` not stored (RARGH!).
+    pub async fn store(&self, name: &[u8], value: &[u8]) -> Result<bool, ClientError> {
+        match self
+            .call(Request::Store { name, value }, Kind::Store)
+            .await?
+        {
+            Answer::Yes => Ok(true),
+            _ => Ok(false),
+        }
+    }
+
+    /// `EXISTS`: whether the name is stored.
+    pub async fn exists(&self, name: &[u8]) -> Result<bool, ClientError> {
+        match self.call(Request::Exists { name }, Kind::Exists).await? {
+            Answer::Yes => Ok(true),
+            _ => Ok(false),
+        }
+    }
+
+    /// `GET`: the value, or `None` if the name is absent.
+    pub async fn get(&self, name: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        match self.call(Request::Get { name }, Kind::Get).await? {
+            Answer::Value(value) => Ok(value),
+            _ => Err(ClientError::Protocol("not a GET reply".into())),
+        }
+    }
+
+    async fn call(&self, request: Request<'_>, kind: Kind) -> Result<Answer, ClientError> {
+        let mut line = BytesMut::new();
+        request.encode(&mut line);
+        // Check locally what the server would refuse, so that every request
+        // sent gets a reply of its own kind (limits are the protocol's
+        // widest; the server may be stricter and answer ERROR).
+        let wide = Limits {
+            max_name_bytes: 1 << 16,
+            max_value_bytes: 16 << 20,
+        };
+        match protocol::parse(&line[..line.len() - 2], &wide) {
+            Err(e) => return Err(ClientError::Invalid(e.to_string())),
+            // The line must read back as the very request: a blank in a
+            // name, or at the start of a value, would silently change it.
+            Ok(Some(parsed)) if parsed == request => {}
+            Ok(_) => {
+                return Err(ClientError::Invalid(
+                    "a name may not contain blanks, and a value may not start with one".into(),
+                ));
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        {
+            // Queue and send under one lock: the FIFO's order is the order
+            // on the wire.
+            let mut state = self.shared.state();
+            if let Some(error) = &state.failed {
+                return Err(error.clone());
+            }
+            state.pending.push_back((kind, reply));
+            if self.shared.writer.send(line.to_vec()).is_err() {
+                drop(state);
+                self.shared
+                    .fail(ClientError::Lost("the connection is closed".into()));
+            }
+        }
+        // A request that times out keeps its place in the FIFO, so its late
+        // reply is consumed, not handed to the next request.
+        match tokio::time::timeout(self.timeout, answer).await {
+            Err(_) => Err(ClientError::Timeout(self.timeout)),
+            Ok(Err(_)) => Err(ClientError::Lost("the connection is closed".into())),
+            Ok(Ok(result)) => result,
+        }
+    }
+}
+
+async fn write_requests(
+    mut write: OwnedWriteHalf,
+    mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
+    shared: Arc<Shared>,
+) {
+    let mut buf = Vec::new();
+    while let Some(line) = lines.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&line);
+        while let Ok(more) = lines.try_recv() {
+            buf.extend_from_slice(&more);
+        }
+        if let Err(e) = write.write_all(&buf).await {
+            shared.fail(ClientError::Lost(e.to_string()));
+            return;
+        }
+    }
+    // Every Client is gone: tell the server we are done.
+    let _ = write.shutdown().await;
+}
+
+async fn read_replies(read: OwnedReadHalf, shared: Arc<Shared>) {
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_REPLY)
+            .read_until(b'\n', &mut line)
+            .await;
+        match read {
+            Ok(0) => return shared.fail(ClientError::Lost("closed by the server".into())),
+            Err(e) => return shared.fail(ClientError::Lost(e.to_string())),
+            Ok(_) => {}
+        }
+        let Some(body) = line.strip_suffix(b"\r\n") else {
+            return shared.fail(ClientError::Protocol(if line.len() as u64 >= MAX_REPLY {
+                "reply too long".into()
+            } else {
+                format!(
+                    "reply {:?} does not end with CRLF",
+                    String::from_utf8_lossy(&line)
+                )
+            }));
+        };
+        let head = shared.state().pending.pop_front();
+        let Some((kind, reply)) = head else {
+            let text = String::from_utf8_lossy(body);
+            let error = match text.strip_prefix("ERROR ") {
+                // e.g. "ERROR too many connections", sent before any request.
+                Some(reason) => ClientError::Server(reason.to_string()),
+                None => ClientError::Protocol(format!("reply {text:?} with no request pending")),
+            };
+            return shared.fail(error);
+        };
+        match interpret(kind, body) {
+            Ok(answer) => {
+                let _ = reply.send(Ok(answer));
+            }
+            Err(error @ ClientError::Server(_)) => {
+                let _ = reply.send(Err(error));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error.clone()));
+                return shared.fail(error);
+            }
+        }
+    }
+}
+
+/// Decodes a reply for a request of `kind`.
+fn interpret(kind: Kind, body: &[u8]) -> Result<Answer, ClientError> {
+    let error = || {
+        body.strip_prefix(b"ERROR ")
+            .map(|reason| ClientError::Server(String::from_utf8_lossy(reason).into_owned()))
+    };
+    match (kind, body) {
+        (Kind::Store, b"W00T!") | (Kind::Exists, b"AWESOME!") => Ok(Answer::Yes),
+        (Kind::Store | Kind::Exists, b"RARGH!") => Ok(Answer::No),
+        (Kind::Store | Kind::Exists, _) => Err(error().unwrap_or_else(|| {
+            ClientError::Protocol(format!(
+                "reply {:?} cannot answer a {kind:?}",
+                String::from_utf8_lossy(body)
+            ))
+        })),
+        // A GET reply is the value itself; the server answers GET with an
+        // ERROR line only when it shuts down (the request was checked here).
+        (Kind::Get, b"ERROR shutting down") => Err(ClientError::Server("shutting down".into())),
+        (Kind::Get, b"") => Ok(Answer::Value(None)),
+        (Kind::Get, value) => Ok(Answer::Value(Some(value.to_vec()))),
+    }
+}
