@@ -78,7 +78,33 @@ enum Expect {
     /// Stored or not (a STORE of a prefilled name: not, but no matter).
     StoredOrNot,
     Present,
-    Value(Vec<u8>),
+    /// The value of prefilled name `i` (see [`Table`]).
+    Value(u64),
+}
+
+/// Every request and value of the key space, encoded once and shared by
+/// all connections, so the generator spends its time on the wire, not on
+/// formatting.
+struct Table {
+    /// `requests[op][i]`: the encoded request of `op` for prefilled name `i`.
+    requests: [Vec<Vec<u8>>; 3],
+    values: Vec<Vec<u8>>,
+}
+
+impl Table {
+    fn new(protocol: Protocol, keys: u64, value_size: usize) -> Table {
+        let values: Vec<Vec<u8>> = (0..keys).map(|i| value_for(i, value_size)).collect();
+        let requests = [Op::Store, Op::Exists, Op::Get].map(|op| {
+            (0..keys)
+                .map(|i| {
+                    let mut out = Vec::new();
+                    encode(protocol, op, &key(i), &values[i as usize], &mut out);
+                    out
+                })
+                .collect()
+        });
+        Table { requests, values }
+    }
 }
 
 /// The value stored under prefilled name `i`.
@@ -138,7 +164,14 @@ fn encode(protocol: Protocol, op: Op, name: &str, value: &[u8], out: &mut Vec<u8
 
 /// Splits one whole reply off the front of `buf`, if it holds one:
 /// (its length in bytes, whether it matches `expect`).
-fn take_reply(protocol: Protocol, op: Op, expect: &Expect, buf: &[u8]) -> Option<(usize, bool)> {
+fn take_reply(
+    protocol: Protocol,
+    op: Op,
+    expect: &Expect,
+    values: &[Vec<u8>],
+    buf: &[u8],
+) -> Option<(usize, bool)> {
+    let value = |i: &u64| &values[*i as usize][..];
     let line_end = |from: usize| memchr::memmem::find(&buf[from..], b"\r\n").map(|at| from + at);
     let first = line_end(0)?;
     let line = &buf[..first];
@@ -149,7 +182,7 @@ fn take_reply(protocol: Protocol, op: Op, expect: &Expect, buf: &[u8]) -> Option
                 Expect::Stored => line == b"W00T!",
                 Expect::StoredOrNot => line == b"W00T!" || line == b"RARGH!",
                 Expect::Present => line == b"AWESOME!",
-                Expect::Value(v) => line == &v[..],
+                Expect::Value(i) => line == value(i),
             };
             Some((after_line, ok))
         }
@@ -163,7 +196,7 @@ fn take_reply(protocol: Protocol, op: Op, expect: &Expect, buf: &[u8]) -> Option
                 if buf.len() < end + 2 {
                     return None;
                 }
-                let ok = matches!(expect, Expect::Value(v) if buf[after_line..end] == v[..]);
+                let ok = matches!(expect, Expect::Value(i) if buf[after_line..end] == *value(i));
                 return Some((end + 2, ok));
             }
             let ok = match expect {
@@ -185,7 +218,7 @@ fn take_reply(protocol: Protocol, op: Op, expect: &Expect, buf: &[u8]) -> Option
                 if buf.len() < end + 7 {
                     return None;
                 }
-                let ok = matches!(expect, Expect::Value(v) if buf[after_line..end] == v[..])
+                let ok = matches!(expect, Expect::Value(i) if buf[after_line..end] == *value(i))
                     && &buf[end..end + 7] == b"\r\nEND\r\n";
                 return Some((end + 7, ok));
             }
@@ -203,6 +236,7 @@ fn take_reply(protocol: Protocol, op: Op, expect: &Expect, buf: &[u8]) -> Option
 /// The request generator of one connection.
 struct Workload {
     protocol: Protocol,
+    table: Arc<Table>,
     weights: [u32; 3],
     keys: u64,
     value_size: usize,
@@ -231,18 +265,15 @@ impl Workload {
         let total: u32 = self.weights.iter().sum();
         let pick = (self.rng % total as u64) as u32;
         let i = (self.rng >> 20) % self.keys;
-        let name = key(i);
-        let value = value_for(i, self.value_size);
-        if pick < self.weights[0] {
-            encode(self.protocol, Op::Store, &name, &value, out);
-            (Op::Store, Expect::StoredOrNot)
+        let (op, which, expect) = if pick < self.weights[0] {
+            (Op::Store, 0, Expect::StoredOrNot)
         } else if pick < self.weights[0] + self.weights[1] {
-            encode(self.protocol, Op::Exists, &name, &value, out);
-            (Op::Exists, Expect::Present)
+            (Op::Exists, 1, Expect::Present)
         } else {
-            encode(self.protocol, Op::Get, &name, &value, out);
-            (Op::Get, Expect::Value(value))
-        }
+            (Op::Get, 2, Expect::Value(i))
+        };
+        out.extend_from_slice(&self.table.requests[which][i as usize]);
+        (op, expect)
     }
 }
 
@@ -277,8 +308,13 @@ async fn bench(addr: &str, args: BenchArgs) -> Result<(), String> {
     if s + e + g == 0 || args.connections == 0 || args.pipeline == 0 || args.keys == 0 {
         return Err("--mix, --connections, --pipeline and --keys must not be zero".into());
     }
+    let table = Arc::new(Table::new(
+        args.protocol,
+        if args.unique_stores { 0 } else { args.keys },
+        args.value_size,
+    ));
     if !args.unique_stores {
-        prefill(addr, &args).await?;
+        prefill(addr, &args, &table).await?;
     }
     let totals = Arc::new(Totals::default());
     let histogram = Arc::new(Mutex::new(
@@ -294,6 +330,7 @@ async fn bench(addr: &str, args: BenchArgs) -> Result<(), String> {
         let _ = stream.set_nodelay(true);
         let workload = Workload {
             protocol: args.protocol,
+            table: table.clone(),
             weights: [s, e, g],
             keys: args.keys,
             value_size: args.value_size,
@@ -376,7 +413,7 @@ async fn bench(addr: &str, args: BenchArgs) -> Result<(), String> {
 }
 
 /// Stores every name of the key space (a name already there is fine).
-async fn prefill(addr: &str, args: &BenchArgs) -> Result<(), String> {
+async fn prefill(addr: &str, args: &BenchArgs, table: &Table) -> Result<(), String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -388,13 +425,7 @@ async fn prefill(addr: &str, args: &BenchArgs) -> Result<(), String> {
         let last = (first + 1000).min(args.keys);
         pending.clear();
         for i in first..last {
-            encode(
-                args.protocol,
-                Op::Store,
-                &key(i),
-                &value_for(i, args.value_size),
-                &mut pending,
-            );
+            pending.extend_from_slice(&table.requests[0][i as usize]);
             expects.push_back((Op::Store, Expect::StoredOrNot, Instant::now()));
         }
         write.write_all(&pending).await.map_err(|e| e.to_string())?;
@@ -402,6 +433,7 @@ async fn prefill(addr: &str, args: &BenchArgs) -> Result<(), String> {
         read_replies(
             &mut read,
             args.protocol,
+            &table.values,
             &mut buf,
             &mut expects,
             0,
@@ -420,6 +452,7 @@ async fn prefill(addr: &str, args: &BenchArgs) -> Result<(), String> {
 async fn read_replies(
     read: &mut OwnedReadHalf,
     protocol: Protocol,
+    values: &[Vec<u8>],
     buf: &mut Vec<u8>,
     expects: &mut VecDeque<(Op, Expect, Instant)>,
     leave: usize,
@@ -429,7 +462,7 @@ async fn read_replies(
     while expects.len() > leave {
         let mut used = 0;
         while let Some((op, expect, _)) = expects.front() {
-            match take_reply(protocol, *op, expect, &buf[used..]) {
+            match take_reply(protocol, *op, expect, values, &buf[used..]) {
                 Some((len, ok)) => {
                     used += len;
                     let (_, _, sent) = expects.pop_front().expect("front exists");
@@ -478,6 +511,7 @@ async fn closed_loop(
         read_replies(
             &mut read,
             protocol,
+            &workload.table.values,
             &mut buf,
             &mut expects,
             0,
@@ -507,6 +541,7 @@ async fn open_loop(
     histogram: Arc<Mutex<Histogram<u64>>>,
 ) -> Result<(), String> {
     let protocol = workload.protocol;
+    let table = workload.table.clone();
     let (mut read, write) = stream.into_split();
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let expects = Arc::new(std::sync::Mutex::new(VecDeque::new()));
@@ -528,7 +563,8 @@ async fn open_loop(
             let Some((op, expect, scheduled)) = queue.front() else {
                 break;
             };
-            let Some((len, ok)) = take_reply(protocol, *op, expect, &buf[used..]) else {
+            let Some((len, ok)) = take_reply(protocol, *op, expect, &table.values, &buf[used..])
+            else {
                 break;
             };
             let _ = local.record(scheduled.elapsed().as_micros() as u64);
@@ -562,6 +598,7 @@ async fn open_loop(
 fn workload_sender(workload: &mut Workload) -> Workload {
     Workload {
         protocol: workload.protocol,
+        table: workload.table.clone(),
         weights: workload.weights,
         keys: workload.keys,
         value_size: workload.value_size,
@@ -604,27 +641,29 @@ mod tests {
 
     #[test]
     fn replies_are_split_and_checked_per_protocol() {
-        let v = Expect::Value(b"abc".to_vec());
+        let values = vec![b"abc".to_vec()];
+        let take = |p, op, e: &Expect, buf: &[u8]| take_reply(p, op, e, &values, buf);
+        let v = Expect::Value(0);
         assert_eq!(
-            take_reply(Protocol::Jnhp, Op::Get, &v, b"abc\r\nW00T!\r\n"),
+            take(Protocol::Jnhp, Op::Get, &v, b"abc\r\nW00T!\r\n"),
             Some((5, true))
         );
-        assert_eq!(take_reply(Protocol::Jnhp, Op::Get, &v, b"ab"), None);
+        assert_eq!(take(Protocol::Jnhp, Op::Get, &v, b"ab"), None);
         assert_eq!(
-            take_reply(Protocol::Resp, Op::Get, &v, b"$3\r\nabc\r\n:1\r\n"),
+            take(Protocol::Resp, Op::Get, &v, b"$3\r\nabc\r\n:1\r\n"),
             Some((9, true))
         );
-        assert_eq!(take_reply(Protocol::Resp, Op::Get, &v, b"$3\r\nab"), None);
+        assert_eq!(take(Protocol::Resp, Op::Get, &v, b"$3\r\nab"), None);
         assert_eq!(
-            take_reply(Protocol::Resp, Op::Get, &v, b"$-1\r\n"),
+            take(Protocol::Resp, Op::Get, &v, b"$-1\r\n"),
             Some((5, false))
         );
         assert_eq!(
-            take_reply(Protocol::Resp, Op::Store, &Expect::Stored, b":1\r\n"),
+            take(Protocol::Resp, Op::Store, &Expect::Stored, b":1\r\n"),
             Some((4, true))
         );
         assert_eq!(
-            take_reply(
+            take(
                 Protocol::Memcache,
                 Op::Get,
                 &v,
@@ -633,15 +672,15 @@ mod tests {
             Some((27, true))
         );
         assert_eq!(
-            take_reply(Protocol::Memcache, Op::Get, &v, b"END\r\n"),
+            take(Protocol::Memcache, Op::Get, &v, b"END\r\n"),
             Some((5, false))
         );
         assert_eq!(
-            take_reply(Protocol::Memcache, Op::Exists, &Expect::Present, b"HD\r\n"),
+            take(Protocol::Memcache, Op::Exists, &Expect::Present, b"HD\r\n"),
             Some((4, true))
         );
         assert_eq!(
-            take_reply(
+            take(
                 Protocol::Memcache,
                 Op::Store,
                 &Expect::StoredOrNot,
