@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, Server, is_running, run_to_exit};
+use common::{Client, PATIENCE, Server, is_running, run_to_exit, wait_not_running};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -27,14 +27,6 @@ fn read_pid(path: &Path) -> i32 {
         .trim()
         .parse()
         .unwrap()
-}
-
-fn wait_gone(pid: i32) {
-    let deadline = Instant::now() + PATIENCE;
-    while is_running(pid) {
-        assert!(Instant::now() < deadline, "process {pid} is still running");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn config_in(dir: &Path, text: &str) -> std::path::PathBuf {
@@ -82,7 +74,7 @@ fn daemon_mode_detaches_and_the_launcher_exits_zero_once_it_serves() {
     assert_eq!(cwd, dir.path().canonicalize().unwrap());
 
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-    wait_gone(pid);
+    wait_not_running(pid);
     assert!(!pidfile.exists(), "the pidfile is removed on exit");
 }
 
@@ -265,7 +257,13 @@ fn socket_activation_serves_on_the_inherited_listener() {
     // (sh execs jnhpd, keeping its pid).
     cmd.arg("-c")
         .arg(format!(
-            "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\" 3<&{fd} {fd}<&-"
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\" {}",
+            // Move the listener to fd 3, unless it is fd 3 already.
+            if fd == 3 {
+                String::new()
+            } else {
+                format!("3<&{fd} {fd}<&-")
+            }
         ))
         .arg(common::bin())
         .arg("--config")

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, Server, children_of, is_running, script, wait_for_file};
+use common::{Client, PATIENCE, Server, children_of, script, wait_for_file, wait_not_running};
 use nix::sys::signal::Signal;
 
 /// A Python helper: records its pid in `starts` when it starts, then runs
@@ -182,14 +182,7 @@ fn a_hung_helper_times_out_and_is_replaced() {
     assert_eq!(c.ask("STORE b ok"), "W00T!");
     let pids = starts(&root);
     assert_eq!(pids.len(), 2);
-    let deadline = Instant::now() + PATIENCE;
-    while is_running(pids[0]) {
-        assert!(
-            Instant::now() < deadline,
-            "the hung helper is still running"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_not_running(pids[0]);
 }
 
 #[test]
@@ -266,14 +259,8 @@ fn a_helper_is_recycled_after_max_requests() {
     let pids = starts(&root);
     assert_eq!(pids.len(), 3, "7 requests, 3 per helper");
     // A retired helper has its stdin closed and exits on its own.
-    let deadline = Instant::now() + PATIENCE;
-    while is_running(pids[0]) || is_running(pids[1]) {
-        assert!(
-            Instant::now() < deadline,
-            "retired helpers are still running"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_not_running(pids[0]);
+    wait_not_running(pids[1]);
 }
 
 #[test]
@@ -382,11 +369,7 @@ fn sighup_swaps_pools_without_failing_requests_in_flight() {
     assert_eq!(in_flight.reply(), "W00T!", "served by the old pool");
     // The old pool shuts down once its last request is done.
     let old = starts(&root)[0];
-    let deadline = Instant::now() + PATIENCE;
-    while is_running(old) {
-        assert!(Instant::now() < deadline, "the old helper is still running");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_not_running(old);
 }
 
 #[test]
@@ -405,9 +388,5 @@ fn helpers_exit_when_jnhpd_stops() {
     let pid = starts(&root)[0];
     s.signal(Signal::SIGTERM);
     assert_eq!(s.wait_exit().code(), Some(0));
-    let deadline = Instant::now() + PATIENCE;
-    while is_running(pid) {
-        assert!(Instant::now() < deadline, "the helper outlived jnhpd");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_not_running(pid);
 }

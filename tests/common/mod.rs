@@ -218,6 +218,15 @@ pub fn is_running(pid: i32) -> bool {
     }
 }
 
+/// Waits until process `pid` is no longer running (gone or a zombie).
+pub fn wait_not_running(pid: i32) {
+    let deadline = Instant::now() + PATIENCE;
+    while is_running(pid) {
+        assert!(Instant::now() < deadline, "process {pid} is still running");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits until the pid written in `pidfile` is no longer running.
 pub fn wait_until_gone(pidfile: &Path) -> i32 {
     wait_for_file(pidfile);
@@ -226,11 +235,7 @@ pub fn wait_until_gone(pidfile: &Path) -> i32 {
         .trim()
         .parse()
         .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while is_running(pid) {
-        assert!(Instant::now() < deadline, "process {pid} is still running");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_not_running(pid);
     pid
 }
 
