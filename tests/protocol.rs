@@ -294,3 +294,58 @@ fn each_request_sees_the_connections_earlier_requests() {
     assert_eq!(c.reply(), "RARGH!");
     assert_eq!(c.reply(), "x");
 }
+
+/// Random bytes (line ends, blanks, commands and NULs among them) on many
+/// connections at once: the server answers what it can, stays up, and keeps
+/// serving a well-behaved client.
+#[test]
+fn random_bytes_on_many_connections_crash_nothing() {
+    use std::io::Read;
+    let s = Server::start("[server]\nmax_name_bytes = 16\nmax_value_bytes = 64\n");
+    let addr = s.addr();
+    let pieces: [&[u8]; 12] = [
+        b"\r\n",
+        b"\n",
+        b" ",
+        b"\t",
+        b"STORE ",
+        b"GET ",
+        b"EXISTS ",
+        b"\x00",
+        b"\xff\xfe",
+        b"\r",
+        b"x",
+        b"store",
+    ];
+    let noisy: Vec<_> = (0..16u64)
+        .map(|seed| {
+            std::thread::spawn(move || {
+                let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let mut c = Client::connect(addr);
+                let mut sent = Vec::new();
+                for _ in 0..50_000 {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    if rng % 3 == 0 {
+                        sent.push((rng >> 8) as u8);
+                    } else {
+                        sent.extend_from_slice(pieces[(rng >> 16) as usize % pieces.len()]);
+                    }
+                }
+                c.send(&sent);
+                c.half_close();
+                // Every reply is a CRLF-terminated line; then the server closes.
+                let mut replies = Vec::new();
+                c.reader.read_to_end(&mut replies).unwrap();
+                assert!(replies.is_empty() || replies.ends_with(b"\r\n"));
+            })
+        })
+        .collect();
+    for t in noisy {
+        t.join().unwrap();
+    }
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE after-the-noise ok"), "W00T!");
+    assert_eq!(c.ask("GET after-the-noise"), "ok");
+}
