@@ -534,7 +534,7 @@ async fn closed_loop(
 
 async fn open_loop(
     stream: TcpStream,
-    mut workload: Workload,
+    workload: Workload,
     rate: f64,
     deadline: Instant,
     totals: Arc<Totals>,
@@ -547,7 +547,7 @@ async fn open_loop(
     let expects = Arc::new(std::sync::Mutex::new(VecDeque::new()));
     let sender = tokio::spawn(send_on_schedule(
         write,
-        workload_sender(&mut workload),
+        workload,
         interval,
         deadline,
         expects.clone(),
@@ -593,18 +593,6 @@ async fn open_loop(
         .await
         .add(&local)
         .map_err(|e| e.to_string())
-}
-
-fn workload_sender(workload: &mut Workload) -> Workload {
-    Workload {
-        protocol: workload.protocol,
-        table: workload.table.clone(),
-        weights: workload.weights,
-        keys: workload.keys,
-        value_size: workload.value_size,
-        unique: workload.unique,
-        rng: workload.rng,
-    }
 }
 
 /// Sends one request per `interval`, on schedule: a late tick sends every

@@ -230,17 +230,8 @@ async fn write_requests(
     mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
     shared: Arc<Shared>,
 ) {
-    let mut buf = Vec::new();
-    while let Some(line) = lines.recv().await {
-        buf.clear();
-        buf.extend_from_slice(&line);
-        while let Ok(more) = lines.try_recv() {
-            buf.extend_from_slice(&more);
-        }
-        if let Err(e) = write.write_all(&buf).await {
-            shared.fail(ClientError::Lost(e.to_string()));
-            return;
-        }
+    if let Err(e) = crate::coalesce::write_coalesced(&mut write, &mut lines).await {
+        return shared.fail(ClientError::Lost(e.to_string()));
     }
     // Every Client is gone: tell the server we are done.
     let _ = write.shutdown().await;

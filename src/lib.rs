@@ -8,12 +8,17 @@
 //! - [`store`]: the actor that owns the map, and the handle connections use;
 //! - [`validator`]: the [`validator::Validator`] trait and the chain every
 //!   STORE passes;
+//! - [`datafile`]: the append-only data file (format, replay, group commit);
 //! - [`server`]: binding, accepting, shutting down;
+//! - [`daemon`]: forking, the pidfile, privileges, systemd notification;
 //! - [`config`]: loading and checking the TOML configuration;
-//! - [`logging`]: the `log` backend.
+//! - [`logging`]: the `log` backend (stderr or syslog);
+//! - [`client`]: a pipelining JNHP client, and [`bench`] the load generator
+//!   behind `jnhp bench`.
 
 pub mod bench;
 pub mod client;
+mod coalesce;
 pub mod config;
 pub mod connection;
 pub mod daemon;

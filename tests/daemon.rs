@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, Server, is_running, run_to_exit, wait_not_running};
+use common::{Client, PATIENCE, Server, is_running, run_to_exit, start_fails, wait_not_running};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -130,15 +130,7 @@ fn a_stale_pidfile_is_replaced_and_a_live_one_refuses_the_start() {
     s.log.wait_for("replacing a stale one (pid 999999)");
     assert_eq!(read_pid(&pidfile), s.pid(), "written in the foreground too");
 
-    let (code, out) = run_to_exit(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    let (code, out) = start_fails(&config);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(&format!("names a live jnhpd (pid {})", s.pid())),

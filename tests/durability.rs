@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{Client, Server, run_to_exit};
+use common::{Client, Server, run_to_exit, start_fails};
 use nix::sys::signal::Signal;
 
 fn durable(fsync: &str) -> String {
@@ -141,17 +141,23 @@ fn data_file(dir: &Path) -> PathBuf {
     dir.join("data")
 }
 
-#[test]
-fn a_torn_last_record_is_cut_off_with_a_warning() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), &durable("always"));
+/// Stores one, two, three (as value-one, ...) with `fsync = "always"`,
+/// SIGKILLs the server, and returns the data file's path.
+fn three_records_then_kill(dir: &Path) -> PathBuf {
+    let s = start(dir, &durable("always"));
     let mut c = s.connect();
     for name in ["one", "two", "three"] {
         assert_eq!(c.ask(&format!("STORE {name} value-{name}")), "W00T!");
     }
     drop(c);
     kill9(s);
-    let path = data_file(dir.path());
+    data_file(dir)
+}
+
+#[test]
+fn a_torn_last_record_is_cut_off_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = three_records_then_kill(dir.path());
     let full = std::fs::read(&path).unwrap();
     let last_record = 12 + "three".len() + "value-three".len();
     // Cut the last record at its first, middle and last byte (every offset
@@ -182,27 +188,12 @@ fn a_torn_last_record_is_cut_off_with_a_warning() {
 #[test]
 fn a_damaged_record_followed_by_good_ones_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), &durable("always"));
-    let mut c = s.connect();
-    for name in ["one", "two", "three"] {
-        assert_eq!(c.ask(&format!("STORE {name} value-{name}")), "W00T!");
-    }
-    drop(c);
-    kill9(s);
-    let path = data_file(dir.path());
+    let path = three_records_then_kill(dir.path());
     let mut data = std::fs::read(&path).unwrap();
     data[16 + 12 + 4] ^= 0x20; // a byte of the first record's value
     std::fs::write(&path, &data).unwrap();
     let config = dir.path().join("jnhp.toml");
-    let (code, out) = run_to_exit(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    let (code, out) = start_fails(&config);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(&format!("data file {}", path.display())),
@@ -222,15 +213,7 @@ fn a_file_that_is_not_a_data_file_stops_the_start() {
     std::fs::write(data_file(dir.path()), "hello, I am a text file\n").unwrap();
     let config = dir.path().join("jnhp.toml");
     std::fs::write(&config, durable("always")).unwrap();
-    let (code, out) = run_to_exit(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    let (code, out) = start_fails(&config);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not a jnhpd data file"), "{out}");
 }
@@ -241,15 +224,7 @@ fn a_second_jnhpd_on_the_same_file_refuses_to_start() {
     let first = start(dir.path(), &durable("always"));
     assert_eq!(first.connect().ask("STORE a b"), "W00T!");
     let config = dir.path().join("jnhp.toml");
-    let (code, out) = run_to_exit(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    let (code, out) = start_fails(&config);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("in use by another jnhpd"), "{out}");
     assert_eq!(first.connect().ask("GET a"), "b");

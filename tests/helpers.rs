@@ -64,7 +64,7 @@ fn a_helper_answers_many_stores() {
     let d = tempfile::tempdir().unwrap();
     let prog = helper(d.path(), "h", "", ALLOW_UNLESS_BAD);
     let root = d.path().to_path_buf();
-    let s = Server::start_in(d, &config(&prog, ""), &["--listen", "127.0.0.1:0"]);
+    let s = Server::start_in(d, &config(&prog, ""));
     let mut c = s.connect();
     for i in 0..50 {
         assert_eq!(c.ask(&format!("STORE ok{i} value {i}")), "W00T!");
@@ -84,11 +84,7 @@ fn replies_out_of_order_are_matched_by_id() {
         "held = []",
         "held.append((id_, value))\nif len(held) == 2:\n    for i, v in reversed(held):\n        reply(i, 0 if v.startswith(\"bad\") else 1)\n    held = []",
     );
-    let s = Server::start_in(
-        d,
-        &config(&prog, "children = 1"),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &config(&prog, "children = 1"));
     let addr = s.addr();
     for round in 0..5 {
         let barrier = Arc::new(Barrier::new(2));
@@ -118,7 +114,7 @@ fn a_helper_that_crashes_fails_its_requests_and_is_replaced() {
         "if value == \"crash\":\n    os._exit(3)\nreply(id_, 1)",
     );
     let root = d.path().to_path_buf();
-    let s = Server::start_in(d, &config(&prog, ""), &["--listen", "127.0.0.1:0"]);
+    let s = Server::start_in(d, &config(&prog, ""));
     let mut c = s.connect();
     assert_eq!(c.ask("STORE a ok"), "W00T!");
     assert_eq!(c.ask("STORE b crash"), "RARGH!", "on_failure = reject");
@@ -151,11 +147,7 @@ fn on_failure_allow_applies_to_helper_failures() {
         "",
         "if value == \"crash\":\n    os._exit(3)\nreply(id_, 0)",
     );
-    let s = Server::start_in(
-        d,
-        &config(&prog, "on_failure = \"allow\""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &config(&prog, "on_failure = \"allow\""));
     let mut c = s.connect();
     assert_eq!(c.ask("STORE a crash"), "W00T!");
     assert_eq!(c.ask("STORE b no"), "RARGH!", "a deny is still a deny");
@@ -171,11 +163,7 @@ fn a_hung_helper_times_out_and_is_replaced() {
         "if value == \"hang\":\n    time.sleep(600)\nreply(id_, 1)",
     );
     let root = d.path().to_path_buf();
-    let s = Server::start_in(
-        d,
-        &config(&prog, "timeout_ms = 300"),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &config(&prog, "timeout_ms = 300"));
     let mut c = s.connect();
     assert_eq!(c.ask("STORE a hang"), "RARGH!");
     s.log.wait_for("a request timed out (300 ms)");
@@ -198,11 +186,7 @@ fn garbage_or_an_unknown_id_breaks_the_helper_a_malformed_verdict_fails_one_requ
          else:\n    reply(id_, 1)",
     );
     let root = d.path().to_path_buf();
-    let s = Server::start_in(
-        d,
-        &config(&prog, "timeout_ms = 2000"),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &config(&prog, "timeout_ms = 2000"));
     let mut c = s.connect();
     assert_eq!(c.ask("STORE a malformed"), "RARGH!");
     assert_eq!(c.ask("STORE b ok"), "W00T!");
@@ -235,7 +219,7 @@ fn a_helper_flooding_stderr_is_logged_capped_and_keeps_serving() {
         "for i in range(20000):\n    sys.stderr.write(\"noise %d\\n\" % i)\nsys.stderr.flush()",
         "reply(id_, 1)",
     );
-    let s = Server::start_in(d, &config(&prog, ""), &["--listen", "127.0.0.1:0"]);
+    let s = Server::start_in(d, &config(&prog, ""));
     assert_eq!(s.connect().ask("STORE a ok"), "W00T!");
     s.log.wait_for("stderr: noise 0");
     s.log.wait_for("too many stderr lines; some are not logged");
@@ -247,11 +231,7 @@ fn a_helper_is_recycled_after_max_requests() {
     let d = tempfile::tempdir().unwrap();
     let prog = helper(d.path(), "h", "", "reply(id_, 1)");
     let root = d.path().to_path_buf();
-    let s = Server::start_in(
-        d,
-        &config(&prog, "max_requests = 3"),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &config(&prog, "max_requests = 3"));
     let mut c = s.connect();
     for i in 0..7 {
         assert_eq!(c.ask(&format!("STORE n{i} v")), "W00T!");
@@ -275,11 +255,7 @@ fn children_and_concurrency_are_never_exceeded() {
         "with lock:\n    inflight[0] += 1\n    open(os.path.join(D, \"inflight-%d\" % os.getpid()), \"a\").write(\"%d\\n\" % inflight[0])\nthreading.Thread(target=later, args=(id_,)).start()",
     );
     let root = d.path().to_path_buf();
-    let s = Server::start_in(
-        d,
-        &config(&prog, "children = 2\nconcurrency = 3"),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &config(&prog, "children = 2\nconcurrency = 3"));
     let addr = s.addr();
     let workers: Vec<_> = (0..12)
         .map(|i| std::thread::spawn(move || Client::connect(addr).ask(&format!("STORE n{i} v"))))
@@ -310,7 +286,7 @@ fn a_crash_loop_backs_off_and_stores_are_answered_at_once() {
         &format!("echo $$ >> {}/starts\nexit 1", d.path().display()),
     );
     let root = d.path().to_path_buf();
-    let s = Server::start_in(d, &config(&prog, ""), &["--listen", "127.0.0.1:0"]);
+    let s = Server::start_in(d, &config(&prog, ""));
     let mut c = s.connect();
     let start = Instant::now();
     let mut i = 0;
@@ -349,7 +325,7 @@ fn sighup_swaps_pools_without_failing_requests_in_flight() {
     let d = tempfile::tempdir().unwrap();
     let prog = gated(d.path());
     let root = d.path().to_path_buf();
-    let s = Server::start_in(d, &config(&prog, ""), &["--listen", "127.0.0.1:0"]);
+    let s = Server::start_in(d, &config(&prog, ""));
     let mut in_flight = s.connect();
     in_flight.send(b"STORE old v\r\n");
     wait_for_file(&root.join("got-old"));
@@ -383,7 +359,7 @@ fn helpers_exit_when_jnhpd_stops() {
         "reply(id_, 1)\nif value == \"stubborn\":\n    sys.stdin.close()\n    time.sleep(600)",
     );
     let root = d.path().to_path_buf();
-    let mut s = Server::start_in(d, &config(&prog, ""), &["--listen", "127.0.0.1:0"]);
+    let mut s = Server::start_in(d, &config(&prog, ""));
     assert_eq!(s.connect().ask("STORE a stubborn"), "W00T!");
     let pid = starts(&root)[0];
     s.signal(Signal::SIGTERM);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -39,11 +39,7 @@ esac
 fn allow_deny_and_the_verdict_line_rules() {
     let d = dir();
     let prog = script(d.path(), "verdicts", VERDICTS);
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, ""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &process_validator(&prog, ""));
     let mut c = s.connect();
     for (name, value, reply) in [
         ("a", "yes", "W00T!"),
@@ -85,7 +81,7 @@ fn on_failure_allow_turns_failures_into_stores() {
     let d = dir();
     let prog = script(d.path(), "verdicts", VERDICTS);
     let config = process_validator(&prog, "on_failure = \"allow\"");
-    let s = Server::start_in(d, &config, &["--listen", "127.0.0.1:0"]);
+    let s = Server::start_in(d, &config);
     let mut c = s.connect();
     assert_eq!(c.ask("STORE a none"), "W00T!");
     assert_eq!(c.ask("STORE b abc"), "W00T!");
@@ -110,11 +106,7 @@ fn values_reach_the_program_verbatim_as_one_argument() {
         ),
     );
     let pwned = d.path().join("pwned");
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, ""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &process_validator(&prog, ""));
     let mut c = s.connect();
     let values: Vec<Vec<u8>> = vec![
         b"-rf".to_vec(),
@@ -152,11 +144,7 @@ fn stdin_mode_writes_the_value_and_a_newline_then_closes() {
             out.display()
         ),
     );
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, "input = \"stdin\""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &process_validator(&prog, "input = \"stdin\""));
     let mut c = s.connect();
     assert_eq!(c.ask("STORE small -rf  x "), "W00T!");
     assert_eq!(std::fs::read(out.join("small")).unwrap(), b"-rf  x \n");
@@ -172,11 +160,7 @@ fn stdin_mode_writes_the_value_and_a_newline_then_closes() {
 fn a_program_that_never_reads_stdin_still_counts() {
     let d = dir();
     let prog = script(d.path(), "ignores-stdin", "echo JNHP:1");
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, "input = \"stdin\""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &process_validator(&prog, "input = \"stdin\""));
     // Larger than a pipe's buffer, so the write cannot complete.
     assert_eq!(
         s.connect()
@@ -197,11 +181,7 @@ fn a_hung_program_is_killed_with_its_group_at_the_timeout() {
         ),
     );
     let (child_pid, grandchild_pid) = (d.path().join("child.pid"), d.path().join("grandchild.pid"));
-    let mut s = Server::start_in(
-        d,
-        &process_validator(&prog, "timeout_ms = 300"),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let mut s = Server::start_in(d, &process_validator(&prog, "timeout_ms = 300"));
     assert_eq!(s.connect().ask("STORE n v"), "RARGH!");
     let failure = s.log.wait_for("timed out after 300 ms");
     assert!(failure.contains("stderr: about to hang"), "{failure}");
@@ -235,7 +215,6 @@ fn a_program_lingering_after_its_verdict_keeps_its_slot_until_killed() {
     let s = Server::start_in(
         d,
         &process_validator(&prog, "timeout_ms = 1500\nmax_concurrent = 1"),
-        &["--listen", "127.0.0.1:0"],
     );
     let mut c = s.connect();
     // Had the STORE waited for the program to exit, this would time out.
@@ -263,11 +242,7 @@ fn max_concurrent_is_never_exceeded() {
         ),
     );
     let counts = d.path().join("counts");
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, "max_concurrent = 2"),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &process_validator(&prog, "max_concurrent = 2"));
     let addr = s.addr();
     let workers: Vec<_> = (0..8)
         .map(|i| std::thread::spawn(move || Client::connect(addr).ask(&format!("STORE n{i} v"))))
@@ -288,11 +263,7 @@ fn max_concurrent_is_never_exceeded() {
 fn a_program_that_cannot_start_is_a_failure() {
     let d = dir();
     let prog = script(d.path(), "vanishes", "echo JNHP:1");
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, ""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &process_validator(&prog, ""));
     let mut c = s.connect();
     assert_eq!(c.ask("STORE a v"), "W00T!");
     std::fs::remove_file(&prog).unwrap();
@@ -340,7 +311,7 @@ fn the_chain_runs_in_order_and_the_first_no_wins() {
          [[validator]]\nkind = \"function\"\nfunction = \"regex\"\nfield = \"name\"\npattern = \"^[a-z]+$\"\n\n{}",
         process_validator(&prog, "")
     );
-    let s = Server::start_in(d, &config, &["--listen", "127.0.0.1:0"]);
+    let s = Server::start_in(d, &config);
     let mut c = s.connect();
     assert_eq!(c.ask("STORE long toolong"), "RARGH!");
     assert_eq!(c.ask("STORE UPPER abc"), "RARGH!");
@@ -367,11 +338,7 @@ fn a_store_of_an_existing_name_runs_no_validator() {
         &format!("echo run >> {}/runs; echo JNHP:1", d.path().display()),
     );
     let runs = d.path().join("runs");
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, ""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &process_validator(&prog, ""));
     let mut c = s.connect();
     assert_eq!(c.ask("STORE n v"), "W00T!");
     for _ in 0..5 {
@@ -388,11 +355,7 @@ fn floods_on_stdout_and_stderr_neither_block_nor_grow_memory() {
         "floods",
         "head -c 100000000 /dev/zero\nhead -c 100000000 /dev/zero >&2\necho\necho JNHP:1",
     );
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, "timeout_ms = 60000"),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &process_validator(&prog, "timeout_ms = 60000"));
     let mut c = s.connect();
     let before = s.rss_kib();
     assert_eq!(c.ask("STORE n v"), "W00T!");
@@ -404,11 +367,7 @@ fn floods_on_stdout_and_stderr_neither_block_nor_grow_memory() {
 fn no_zombies_after_a_thousand_stores() {
     let d = dir();
     let prog = script(d.path(), "allow", "echo JNHP:1");
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, ""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &process_validator(&prog, ""));
     let addr = s.addr();
     let workers: Vec<_> = (0..4)
         .map(|w| {
@@ -449,19 +408,21 @@ fn gated(dir: &Path) -> std::path::PathBuf {
     )
 }
 
+/// A server whose one validator is [`gated`]; with the directory its
+/// script works in.
+fn gated_server() -> (Server, PathBuf) {
+    let d = dir();
+    let prog = gated(d.path());
+    let root = d.path().to_path_buf();
+    (Server::start_in(d, &process_validator(&prog, "")), root)
+}
+
 /// While a STORE of a name is validated, another STORE of that name waits
 /// for its outcome: a rejected first STORE hands the name to the second.
 /// GET and EXISTS do not wait.
 #[test]
 fn a_pending_name_passes_to_the_next_store_when_the_first_is_rejected() {
-    let d = dir();
-    let prog = gated(d.path());
-    let root = d.path().to_path_buf();
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, ""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let (s, root) = gated_server();
     let mut first = s.connect();
     let mut second = s.connect();
     first.send(b"STORE n bad-value\r\n");
@@ -482,14 +443,7 @@ fn a_pending_name_passes_to_the_next_store_when_the_first_is_rejected() {
 
 #[test]
 fn a_pending_name_refuses_the_next_store_when_the_first_is_stored() {
-    let d = dir();
-    let prog = gated(d.path());
-    let root = d.path().to_path_buf();
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, ""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let (s, root) = gated_server();
     let mut first = s.connect();
     let mut second = s.connect();
     first.send(b"STORE n first\r\n");
@@ -509,11 +463,7 @@ fn a_pending_name_refuses_the_next_store_when_the_first_is_stored() {
 fn concurrent_stores_through_a_program_have_exactly_one_winner() {
     let d = dir();
     let prog = script(d.path(), "allow", "echo JNHP:1");
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, ""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let s = Server::start_in(d, &process_validator(&prog, ""));
     let addr = s.addr();
     for round in 0..5 {
         let barrier = Arc::new(Barrier::new(32));
@@ -546,14 +496,7 @@ fn concurrent_stores_through_a_program_have_exactly_one_winner() {
 /// own connection.
 #[test]
 fn slow_validations_do_not_stall_other_connections() {
-    let d = dir();
-    let prog = gated(d.path());
-    let root = d.path().to_path_buf();
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, ""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let (s, root) = gated_server();
     let mut reader = s.connect();
     let mut waiting: Vec<Client> = (0..100)
         .map(|i| {
@@ -587,7 +530,7 @@ fn a_connection_waiting_on_a_validator_is_not_idle() {
         "[server]\nidle_timeout_secs = 1\n\n{}",
         process_validator(&prog, "")
     );
-    let s = Server::start_in(d, &config, &["--listen", "127.0.0.1:0"]);
+    let s = Server::start_in(d, &config);
     let mut c = s.connect();
     assert_eq!(c.ask("STORE n v"), "W00T!");
     assert!(c.is_closed_by_server(), "idle after the reply: closed");
@@ -595,14 +538,7 @@ fn a_connection_waiting_on_a_validator_is_not_idle() {
 
 #[test]
 fn sighup_swaps_the_chain_and_stores_in_flight_keep_theirs() {
-    let d = dir();
-    let prog = gated(d.path());
-    let root = d.path().to_path_buf();
-    let s = Server::start_in(
-        d,
-        &process_validator(&prog, ""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let (s, root) = gated_server();
     let config = s.config.clone().unwrap();
     let mut in_flight = s.connect();
     in_flight.send(b"STORE old-chain v\r\n");
@@ -640,14 +576,7 @@ fn sighup_swaps_the_chain_and_stores_in_flight_keep_theirs() {
 
 #[test]
 fn sigterm_lets_a_store_waiting_on_a_validator_finish() {
-    let d = dir();
-    let prog = gated(d.path());
-    let root = d.path().to_path_buf();
-    let mut s = Server::start_in(
-        d,
-        &process_validator(&prog, ""),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let (mut s, root) = gated_server();
     let mut c = s.connect();
     c.send(b"STORE n v\r\n");
     wait_for_file(&root.join("started-n-v"));
@@ -667,7 +596,7 @@ fn past_the_grace_period_a_waiting_store_is_refused_and_its_program_killed() {
         "[server]\nshutdown_grace_secs = 1\n\n{}",
         process_validator(&prog, "timeout_ms = 600000")
     );
-    let mut s = Server::start_in(d, &config, &["--listen", "127.0.0.1:0"]);
+    let mut s = Server::start_in(d, &config);
     let mut c = s.connect();
     c.send(b"STORE n v\r\n");
     wait_for_file(&root.join("started-n-v"));
@@ -692,7 +621,7 @@ fn denylist_refuses_digests_and_exact_values_and_follows_the_file() {
     .unwrap();
     let config =
         "[[validator]]\nkind = \"blocking\"\nfunction = \"denylist\"\npath = \"denylist\"\n";
-    let s = Server::start_in(d, config, &["--listen", "127.0.0.1:0"]);
+    let s = Server::start_in(d, config);
     let mut c = s.connect();
     assert_eq!(c.ask("STORE a evil"), "RARGH!");
     assert_eq!(c.ask("STORE b bad value "), "RARGH!");
@@ -751,11 +680,7 @@ fn processes_still_running_are_killed_at_shutdown() {
         ),
     );
     let root = d.path().to_path_buf();
-    let mut s = Server::start_in(
-        d,
-        &process_validator(&prog, "timeout_ms = 600000"),
-        &["--listen", "127.0.0.1:0"],
-    );
+    let mut s = Server::start_in(d, &process_validator(&prog, "timeout_ms = 600000"));
     assert_eq!(s.connect().ask("STORE n v"), "W00T!");
     wait_for_file(&root.join("lingering.pid"));
     let pid: i32 = std::fs::read_to_string(root.join("lingering.pid"))
@@ -798,7 +723,6 @@ fn a_program_writing_before_reading_stdin_does_not_deadlock() {
     let s = Server::start_in(
         d,
         &process_validator(&prog, "input = \"stdin\"\ntimeout_ms = 60000"),
-        &["--listen", "127.0.0.1:0"],
     );
     let mut c = s.connect();
     assert_eq!(c.ask(&format!("STORE big {}", "v".repeat(65_536))), "W00T!");

@@ -18,7 +18,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -472,24 +472,14 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Feeds a helper's stdin: every request queued meanwhile goes out in one
-/// write.
+/// Feeds a helper's stdin until the pool drops the sender (retiring or
+/// shutting down: stdin closes) or the helper exits (the wait task reports
+/// that).
 async fn write_lines(
     mut stdin: tokio::process::ChildStdin,
     mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
-    let mut buf = Vec::new();
-    while let Some(line) = lines.recv().await {
-        buf.clear();
-        buf.extend_from_slice(&line);
-        while let Ok(more) = lines.try_recv() {
-            buf.extend_from_slice(&more);
-        }
-        if stdin.write_all(&buf).await.is_err() {
-            return; // it exited; the wait task reports that
-        }
-    }
-    // Every sender dropped: close stdin (retiring or shutting down).
+    let _ = crate::coalesce::write_coalesced(&mut stdin, &mut lines).await;
 }
 
 async fn read_lines<R: AsyncRead + Unpin>(

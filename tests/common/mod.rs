@@ -74,12 +74,16 @@ impl Server {
 
     /// Like `start`, with explicit command-line arguments.
     pub fn start_with(config: &str, args: &[&str]) -> Server {
-        Server::start_in(tempfile::tempdir().unwrap(), config, args)
+        Server::start_in_with(tempfile::tempdir().unwrap(), config, args)
     }
 
-    /// Like `start_with`, in a directory prepared beforehand (scripts the
-    /// config names must exist before the server starts).
-    pub fn start_in(dir: tempfile::TempDir, config: &str, args: &[&str]) -> Server {
+    /// Like `start`, in a directory prepared beforehand (scripts the config
+    /// names must exist before the server starts).
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Server {
+        Server::start_in_with(dir, config, &["--listen", "127.0.0.1:0"])
+    }
+
+    fn start_in_with(dir: tempfile::TempDir, config: &str, args: &[&str]) -> Server {
         let path = dir.path().join("jnhp.toml");
         std::fs::write(&path, config).unwrap();
         let mut cmd = Command::new(bin());
@@ -282,6 +286,21 @@ pub fn run_to_exit(args: &[&str], dir: &Path) -> (i32, String) {
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// Runs jnhpd on `config` (listening on an ephemeral port), expecting it
+/// to refuse to start; returns (exit code, output).
+pub fn start_fails(config: &Path) -> (i32, String) {
+    let dir = config.parent().unwrap_or(Path::new("."));
+    run_to_exit(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        dir,
+    )
 }
 
 /// A blocking JNHP connection for tests.

@@ -1,0 +1,27 @@
+//! Writing a queue of byte strings to a stream, many per write.
+//!
+//! The client's request writer and a helper's stdin writer both receive
+//! lines from other tasks; writing each line alone costs a syscall per
+//! request. Whatever has queued up while one write ran goes out in the next.
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Writes every chunk from `queue` to `out`, coalescing the chunks queued
+/// meanwhile into one write. Returns `Ok` once the queue is closed and
+/// drained, or the first write error.
+pub async fn write_coalesced<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    queue: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = queue.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&chunk);
+        while let Ok(more) = queue.try_recv() {
+            buf.extend_from_slice(&more);
+        }
+        out.write_all(&buf).await?;
+    }
+    Ok(())
+}
