@@ -263,11 +263,13 @@ async fn read_replies(read: OwnedReadHalf, shared: Arc<Shared>) {
         };
         let head = shared.state().pending.pop_front();
         let Some((kind, reply)) = head else {
-            let text = String::from_utf8_lossy(body);
-            let error = match text.strip_prefix("ERROR ") {
+            let error = match protocol::error_reason(body) {
                 // e.g. "ERROR too many connections", sent before any request.
-                Some(reason) => ClientError::Server(reason.to_string()),
-                None => ClientError::Protocol(format!("reply {text:?} with no request pending")),
+                Some(reason) => ClientError::Server(String::from_utf8_lossy(reason).into_owned()),
+                None => ClientError::Protocol(format!(
+                    "reply {:?} with no request pending",
+                    String::from_utf8_lossy(body)
+                )),
             };
             return shared.fail(error);
         };
@@ -286,24 +288,20 @@ async fn read_replies(read: OwnedReadHalf, shared: Arc<Shared>) {
     }
 }
 
-/// Decodes a reply for a request of `kind`.
+/// Decodes a reply for a request of `kind`. A line beginning with
+/// `ERROR ` is an error for every kind: the protocol reserves that prefix,
+/// so no value can begin with it.
 fn interpret(kind: Kind, body: &[u8]) -> Result<Answer, ClientError> {
-    let error = || {
-        body.strip_prefix(b"ERROR ")
-            .map(|reason| ClientError::Server(String::from_utf8_lossy(reason).into_owned()))
-    };
+    if let Some(reason) = protocol::error_reason(body) {
+        return Err(ClientError::Server(String::from_utf8_lossy(reason).into_owned()));
+    }
     match (kind, body) {
         (Kind::Store, b"W00T!") | (Kind::Exists, b"AWESOME!") => Ok(Answer::Yes),
         (Kind::Store | Kind::Exists, b"RARGH!") => Ok(Answer::No),
-        (Kind::Store | Kind::Exists, _) => Err(error().unwrap_or_else(|| {
-            ClientError::Protocol(format!(
-                "reply {:?} cannot answer a {kind:?}",
-                String::from_utf8_lossy(body)
-            ))
-        })),
-        // A GET reply is the value itself; the server answers GET with an
-        // ERROR line only when it shuts down (the request was checked here).
-        (Kind::Get, b"ERROR shutting down") => Err(ClientError::Server("shutting down".into())),
+        (Kind::Store | Kind::Exists, _) => Err(ClientError::Protocol(format!(
+            "reply {:?} cannot answer a {kind:?}",
+            String::from_utf8_lossy(body)
+        ))),
         (Kind::Get, b"") => Ok(Answer::Value(None)),
         (Kind::Get, value) => Ok(Answer::Value(Some(value.to_vec()))),
     }

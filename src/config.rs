@@ -6,7 +6,7 @@
 //! deserializing is done there, so that toml's span (for the line) and
 //! serde_path_to_error's path (for the key) come for free.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -60,21 +60,75 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     #[serde(deserialize_with = "listen_addrs")]
-    pub listen: Vec<SocketAddr>,
-    #[serde(deserialize_with = "at_least_one")]
+    pub listen: Vec<ListenAddr>,
+    #[serde(deserialize_with = "ranged::<_, 1, 1_000_000, _>")]
     pub max_connections: usize,
+    #[serde(deserialize_with = "ranged::<_, 0, 2_592_000, _>")]
     pub idle_timeout_secs: u64,
-    #[serde(deserialize_with = "name_limit")]
+    #[serde(deserialize_with = "ranged::<_, 1, 65_536, _>")]
     pub max_name_bytes: usize,
-    #[serde(deserialize_with = "value_limit")]
+    #[serde(deserialize_with = "ranged::<_, 1, 16_777_216, _>")]
     pub max_value_bytes: usize,
+    #[serde(deserialize_with = "ranged::<_, 0, 3_600, _>")]
     pub shutdown_grace_secs: u64,
+}
+
+/// A `host:port` to listen on: an IP literal or a host name. A name is
+/// resolved when the config is checked (so `--check-config` catches one
+/// that does not resolve) and again when jnhpd binds, listening on every
+/// address it resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr(String);
+
+impl ListenAddr {
+    /// Checks that `text` is `host:port` and resolves.
+    pub fn parse(text: &str) -> Result<ListenAddr, String> {
+        let addr = ListenAddr(text.to_string());
+        addr.resolve()?;
+        Ok(addr)
+    }
+
+    /// Every address the name resolves to (one for an IP literal).
+    pub fn resolve(&self) -> Result<Vec<SocketAddr>, String> {
+        if let Ok(addr) = self.0.parse::<SocketAddr>() {
+            return Ok(vec![addr]);
+        }
+        let Some((host, port)) = self.0.rsplit_once(':') else {
+            return Err(format!(
+                "{:?} is not host:port such as \"127.0.0.1:8111\", \"[::1]:8111\" or \"localhost:8111\"",
+                self.0
+            ));
+        };
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(format!(
+                "{:?} is not host:port such as \"127.0.0.1:8111\", \"[::1]:8111\" or \"localhost:8111\"",
+                self.0
+            ));
+        }
+        let mut addrs: Vec<SocketAddr> = self
+            .0
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {:?}: {e}", self.0))?
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        if addrs.is_empty() {
+            return Err(format!("{:?} resolves to no address", self.0));
+        }
+        Ok(addrs)
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: vec![DEFAULT_LISTEN.parse().expect("the default address parses")],
+            listen: vec![ListenAddr(DEFAULT_LISTEN.to_string())],
             max_connections: 10_000,
             idle_timeout_secs: 0,
             max_name_bytes: 250,
@@ -290,8 +344,22 @@ impl Config {
 }
 
 /// The data file's directory must exist and be writable (the file itself
-/// is created at start if missing).
+/// is created at start if missing); an existing path must be a regular
+/// file, writable, so that the start cannot fail on it later.
 fn check_data_dir(data: &Path) -> Result<(), String> {
+    match std::fs::metadata(data) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(format!(
+                "{} is not a regular file (a data file is one file, not a directory)",
+                data.display()
+            ));
+        }
+        Ok(_) => {
+            nix::unistd::access(data, nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK)
+                .map_err(|e| format!("data file {} is not readable and writable: {e}", data.display()))?;
+        }
+        Err(_) => {}
+    }
     let dir = match data.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -318,50 +386,44 @@ fn line_of(text: &str, at: usize) -> usize {
         + 1
 }
 
-fn listen_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+fn listen_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ListenAddr>, D::Error> {
     let raw = Vec::<String>::deserialize(d)?;
     if raw.is_empty() {
         return Err(D::Error::custom("at least one address is needed"));
     }
     raw.iter()
-        .map(|s| {
-            s.parse().map_err(|_| {
-                D::Error::custom(format!(
-                    "{s:?} is not an IP address and port such as \"127.0.0.1:8111\" or \"[::1]:8111\""
-                ))
-            })
-        })
+        .map(|s| ListenAddr::parse(s).map_err(D::Error::custom))
         .collect()
 }
 
-fn bounded<'de, D: Deserializer<'de>>(d: D, min: usize, max: usize) -> Result<usize, D::Error> {
-    let n = usize::deserialize(d)?;
-    if n < min || n > max {
-        return Err(D::Error::custom(format!("{n} is outside {min}..={max}")));
-    }
-    Ok(n)
+/// The message for an integer outside its range (config.md lists them).
+fn out_of_range(n: i64, min: u64, max: u64) -> String {
+    format!("{n} is outside {min}..={max}")
 }
 
-fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    bounded(d, 1, usize::MAX)
-}
-
-/// Names are bounded so that a request line stays small.
-fn name_limit<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    bounded(d, 1, 65_536)
-}
-
-/// Values are bounded so that one connection's line buffer stays bounded.
-fn value_limit<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    bounded(d, 1, 16 << 20)
+/// An integer key within `MIN..=MAX`. Every integer key has a range, so
+/// that no value the config accepts can overflow what it sizes later
+/// (a semaphore, an allocation, a timer).
+fn ranged<'de, T, const MIN: u64, const MAX: u64, D>(d: D) -> Result<T, D::Error>
+where
+    T: TryFrom<u64>,
+    D: Deserializer<'de>,
+{
+    let n = i64::deserialize(d)?;
+    u64::try_from(n)
+        .ok()
+        .filter(|v| (MIN..=MAX).contains(v))
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| D::Error::custom(out_of_range(n, MIN, MAX)))
 }
 
 fn octal_umask<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let s = String::deserialize(d)?;
+    let octal = (3..=4).contains(&s.len()) && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
     match u32::from_str_radix(&s, 8) {
-        Ok(mask) if mask <= 0o777 && !s.is_empty() => Ok(mask),
+        Ok(mask) if octal && mask <= 0o777 => Ok(mask),
         _ => Err(D::Error::custom(format!(
-            "{s:?} is not an octal umask such as \"0027\""
+            "{s:?} is not an octal umask of 3 or 4 digits such as \"0027\""
         ))),
     }
 }
@@ -421,23 +483,24 @@ enum Kind {
 
 /// A `[[validator]]` table as written: every key optional, each with its
 /// span, so that the checks that need the whole table (which keys a kind
-/// requires or allows) can still name the line.
+/// requires or allows) can still name the line. Integers are read as
+/// written (`i64`) and range-checked when resolved.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawValidator {
     kind: Spanned<Kind>,
     function: Option<Spanned<String>>,
-    max: Option<Spanned<u64>>,
+    max: Option<Spanned<i64>>,
     field: Option<Spanned<Field>>,
     pattern: Option<Spanned<String>>,
     path: Option<Spanned<PathBuf>>,
     command: Option<Spanned<Vec<String>>>,
     input: Option<Spanned<Input>>,
-    timeout_ms: Option<Spanned<u64>>,
-    max_concurrent: Option<Spanned<usize>>,
-    children: Option<Spanned<usize>>,
-    concurrency: Option<Spanned<usize>>,
-    max_requests: Option<Spanned<u64>>,
+    timeout_ms: Option<Spanned<i64>>,
+    max_concurrent: Option<Spanned<i64>>,
+    children: Option<Spanned<i64>>,
+    concurrency: Option<Spanned<i64>>,
+    max_requests: Option<Spanned<i64>>,
     on_failure: Option<Spanned<OnFailure>>,
 }
 
@@ -496,185 +559,254 @@ struct ValidatorError {
     message: String,
 }
 
-impl RawValidator {
-    fn resolve(self, index: usize, base: &Path) -> Result<ValidatorSpec, ValidatorError> {
-        let err = |at: usize, key: &'static str, message: String| ValidatorError {
-            index,
+/// Where a key was written (its span's start), if it was.
+fn at<T>(key: &Option<Spanned<T>>) -> Option<usize> {
+    key.as_ref().map(|k| k.span().start)
+}
+
+/// Resolves one `[[validator]]` table. Each kind's arm names every key of
+/// the table, as used or as foreign, and the table is destructured whole:
+/// a key added to [`RawValidator`] and forgotten here fails to compile
+/// (unused variable), instead of being silently without effect.
+struct Resolver<'a> {
+    index: usize,
+    base: &'a Path,
+    kind: Kind,
+    kind_at: usize,
+}
+
+impl Resolver<'_> {
+    fn err(&self, at: usize, key: &'static str, message: String) -> ValidatorError {
+        ValidatorError {
+            index: self.index,
             at,
             key,
             message,
-        };
-        let kind_at = self.kind.span().start;
-        let kind = *self.kind.get_ref();
-        // Which keys each kind takes; any other key set is an error, not a
-        // silently ignored line.
-        let allowed: &[&str] = match kind {
-            Kind::Function => &["function", "max", "field", "pattern", "on_failure"],
-            Kind::Blocking => &["function", "path", "on_failure"],
-            Kind::Process => &[
-                "command",
-                "input",
-                "timeout_ms",
-                "max_concurrent",
-                "on_failure",
-            ],
-            Kind::Helper => &[
-                "command",
-                "children",
-                "concurrency",
-                "timeout_ms",
-                "max_requests",
-                "on_failure",
-            ],
-        };
-        let present = [
-            ("function", self.function.as_ref().map(|s| s.span().start)),
-            ("max", self.max.as_ref().map(|s| s.span().start)),
-            ("field", self.field.as_ref().map(|s| s.span().start)),
-            ("pattern", self.pattern.as_ref().map(|s| s.span().start)),
-            ("path", self.path.as_ref().map(|s| s.span().start)),
-            ("command", self.command.as_ref().map(|s| s.span().start)),
-            ("input", self.input.as_ref().map(|s| s.span().start)),
-            (
-                "timeout_ms",
-                self.timeout_ms.as_ref().map(|s| s.span().start),
-            ),
-            (
-                "max_concurrent",
-                self.max_concurrent.as_ref().map(|s| s.span().start),
-            ),
-        ];
-        for (key, at) in present {
-            if let Some(at) = at
-                && !allowed.contains(&key)
-            {
-                return Err(err(
-                    at,
-                    key,
-                    format!("not used by kind = \"{}\"", kind_name(kind)),
-                ));
-            }
         }
-        let required = |key: &'static str| {
-            err(
-                kind_at,
-                key,
-                format!("required by kind = \"{}\"", kind_name(kind)),
-            )
+    }
+
+    fn required(&self, key: &'static str) -> ValidatorError {
+        let kind = kind_name(self.kind);
+        self.err(self.kind_at, key, format!("required by kind = \"{kind}\""))
+    }
+
+    /// Keys set in the table that `what` (a kind or a function) does not
+    /// take are errors, like unknown keys.
+    fn refuse(&self, foreign: &[(&'static str, Option<usize>)], what: &str) -> Result<(), ValidatorError> {
+        match foreign.iter().find_map(|(key, at)| at.map(|at| (key, at))) {
+            Some((key, at)) => Err(self.err(at, key, format!("not used by {what}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn refuse_for_kind(&self, foreign: &[(&'static str, Option<usize>)]) -> Result<(), ValidatorError> {
+        self.refuse(foreign, &format!("kind = \"{}\"", kind_name(self.kind)))
+    }
+
+    /// An integer key within `min..=max`, or `default` when absent.
+    fn ranged(
+        &self,
+        value: Option<Spanned<i64>>,
+        key: &'static str,
+        (min, max): (u64, u64),
+        default: u64,
+    ) -> Result<u64, ValidatorError> {
+        let Some(value) = value else {
+            return Ok(default);
         };
-        let on_failure = self.on_failure.map(|s| s.into_inner()).unwrap_or_default();
-        let function = self
-            .function
-            .as_ref()
-            .map(|f| (f.span().start, f.get_ref().as_str()));
-        // Keys a function does not take are refused like other unused keys.
-        let only = |keys: &[(&'static str, Option<usize>)], wanted: &[&str], name: &str| {
-            for (key, at) in keys {
-                if let Some(at) = at
-                    && !wanted.contains(key)
-                {
-                    return Err(err(*at, key, format!("not used by function = \"{name}\"")));
+        let n = *value.get_ref();
+        u64::try_from(n)
+            .ok()
+            .filter(|v| (min..=max).contains(v))
+            .ok_or_else(|| self.err(value.span().start, key, out_of_range(n, min, max)))
+    }
+
+    /// `ranged` for keys that size something in memory.
+    fn ranged_usize(
+        &self,
+        value: Option<Spanned<i64>>,
+        key: &'static str,
+        range: (u64, u64),
+        default: u64,
+    ) -> Result<usize, ValidatorError> {
+        // Every range fits a 64-bit usize; the config's ranges are far
+        // below 2^32 for the keys read this way.
+        let n = self.ranged(value, key, range, default)?;
+        usize::try_from(n).map_err(|_| self.err(self.kind_at, key, "too large".into()))
+    }
+
+    fn function(
+        &self,
+        function: Option<Spanned<String>>,
+        max: Option<Spanned<i64>>,
+        field: Option<Spanned<Field>>,
+        pattern: Option<Spanned<String>>,
+    ) -> Result<Check, ValidatorError> {
+        let function = function.ok_or_else(|| self.required("function"))?;
+        match function.get_ref().as_str() {
+            "max_bytes" => {
+                self.refuse(&[("field", at(&field)), ("pattern", at(&pattern))], "function = \"max_bytes\"")?;
+                if max.is_none() {
+                    return Err(self.required("max"));
                 }
+                let max = self.ranged(max, "max", RANGE_MAX_BYTES, 0)?;
+                Ok(Check::MaxBytes { max })
             }
-            Ok(())
+            "regex" => {
+                self.refuse(&[("max", at(&max))], "function = \"regex\"")?;
+                let pattern = pattern.ok_or_else(|| self.required("pattern"))?;
+                if let Err(e) = regex::bytes::Regex::new(pattern.get_ref()) {
+                    return Err(self.err(pattern.span().start, "pattern", format!("invalid regex: {e}")));
+                }
+                Ok(Check::Regex {
+                    field: field.map(|f| f.into_inner()).unwrap_or_default(),
+                    pattern: pattern.into_inner(),
+                })
+            }
+            other => Err(self.err(
+                function.span().start,
+                "function",
+                format!("unknown function {other:?} for kind = \"function\", expected \"max_bytes\" or \"regex\""),
+            )),
+        }
+    }
+
+    fn blocking(&self, function: Option<Spanned<String>>, path: Option<Spanned<PathBuf>>) -> Result<Check, ValidatorError> {
+        let function = function.ok_or_else(|| self.required("function"))?;
+        if function.get_ref() != "denylist" {
+            return Err(self.err(
+                function.span().start,
+                "function",
+                format!("unknown function {:?} for kind = \"blocking\", expected \"denylist\"", function.get_ref()),
+            ));
+        }
+        let path = path.ok_or_else(|| self.required("path"))?;
+        let at = path.span().start;
+        let path = self.base.join(path.into_inner());
+        if let Err(e) = std::fs::File::open(&path) {
+            return Err(self.err(at, "path", format!("cannot read {}: {e}", path.display())));
+        }
+        Ok(Check::Denylist { path })
+    }
+
+    /// `command`, resolved: the program and its arguments.
+    fn command(&self, command: Option<Spanned<Vec<String>>>) -> Result<(PathBuf, Vec<String>), ValidatorError> {
+        let command = command.ok_or_else(|| self.required("command"))?;
+        let at = command.span().start;
+        let mut command = command.into_inner().into_iter();
+        let Some(program) = command.next() else {
+            return Err(self.err(at, "command", "must name a program".into()));
         };
-        let check = match kind {
-            Kind::Function => match function {
-                Some((_, "max_bytes")) => {
-                    only(&present, &["function", "max"], "max_bytes")?;
-                    let max = self.max.ok_or_else(|| required("max"))?.into_inner();
-                    Check::MaxBytes { max }
-                }
-                Some((_, "regex")) => {
-                    only(&present, &["function", "field", "pattern"], "regex")?;
-                    let pattern = self.pattern.ok_or_else(|| required("pattern"))?;
-                    if let Err(e) = regex::bytes::Regex::new(pattern.get_ref()) {
-                        return Err(err(
-                            pattern.span().start,
-                            "pattern",
-                            format!("invalid regex: {e}"),
-                        ));
-                    }
-                    Check::Regex {
-                        field: self.field.map(|f| f.into_inner()).unwrap_or_default(),
-                        pattern: pattern.into_inner(),
-                    }
-                }
-                Some((at, other)) => {
-                    return Err(err(
-                        at,
-                        "function",
-                        format!(
-                            "unknown function {other:?} for kind = \"function\", expected \"max_bytes\" or \"regex\""
-                        ),
-                    ));
-                }
-                None => return Err(required("function")),
-            },
-            Kind::Blocking => match function {
-                Some((_, "denylist")) => {
-                    let path = self.path.ok_or_else(|| required("path"))?;
-                    let at = path.span().start;
-                    let path = base.join(path.into_inner());
-                    if let Err(e) = std::fs::File::open(&path) {
-                        return Err(err(
-                            at,
-                            "path",
-                            format!("cannot read {}: {e}", path.display()),
-                        ));
-                    }
-                    Check::Denylist { path }
-                }
-                Some((at, other)) => {
-                    return Err(err(
-                        at,
-                        "function",
-                        format!(
-                            "unknown function {other:?} for kind = \"blocking\", expected \"denylist\""
-                        ),
-                    ));
-                }
-                None => return Err(required("function")),
-            },
-            Kind::Process | Kind::Helper => {
-                let command = self.command.ok_or_else(|| required("command"))?;
-                let at = command.span().start;
-                let mut command = command.into_inner().into_iter();
-                let Some(program) = command.next() else {
-                    return Err(err(at, "command", "must name a program".into()));
-                };
-                let program =
-                    find_program(&program, base).map_err(|message| err(at, "command", message))?;
-                let args = command.collect();
-                let timeout =
-                    Duration::from_millis(self.timeout_ms.map(|t| t.into_inner()).unwrap_or(5000));
-                let at_least_one = |value: Option<Spanned<usize>>,
-                                    key: &'static str,
-                                    default: usize| match value {
-                    Some(v) if *v.get_ref() == 0 => {
-                        Err(err(v.span().start, key, "must be at least 1".into()))
-                    }
-                    Some(v) => Ok(v.into_inner()),
-                    None => Ok(default),
-                };
-                if kind == Kind::Process {
-                    Check::Process(ProcessSpec {
-                        program,
-                        args,
-                        input: self.input.map(|i| i.into_inner()).unwrap_or_default(),
-                        timeout,
-                        max_concurrent: at_least_one(self.max_concurrent, "max_concurrent", 16)?,
-                    })
-                } else {
-                    Check::Helper(HelperSpec {
-                        program,
-                        args,
-                        children: at_least_one(self.children, "children", 4)?,
-                        concurrency: at_least_one(self.concurrency, "concurrency", 32)?,
-                        timeout,
-                        max_requests: self.max_requests.map(|m| m.into_inner()).unwrap_or(0),
-                    })
-                }
+        let program = find_program(&program, self.base).map_err(|message| self.err(at, "command", message))?;
+        Ok((program, command.collect()))
+    }
+
+    fn timeout(&self, timeout_ms: Option<Spanned<i64>>) -> Result<Duration, ValidatorError> {
+        let ms = self.ranged(timeout_ms, "timeout_ms", RANGE_TIMEOUT_MS, 5000)?;
+        Ok(Duration::from_millis(ms))
+    }
+}
+
+const RANGE_MAX_BYTES: (u64, u64) = (1, 16_777_216);
+const RANGE_TIMEOUT_MS: (u64, u64) = (1, 3_600_000);
+const RANGE_MAX_CONCURRENT: (u64, u64) = (1, 10_000);
+const RANGE_CHILDREN: (u64, u64) = (1, 1_000);
+const RANGE_CONCURRENCY: (u64, u64) = (1, 10_000);
+const RANGE_MAX_REQUESTS: (u64, u64) = (0, 4_294_967_295);
+
+impl RawValidator {
+    fn resolve(self, index: usize, base: &Path) -> Result<ValidatorSpec, ValidatorError> {
+        let RawValidator {
+            kind,
+            function,
+            max,
+            field,
+            pattern,
+            path,
+            command,
+            input,
+            timeout_ms,
+            max_concurrent,
+            children,
+            concurrency,
+            max_requests,
+            on_failure,
+        } = self;
+        let r = Resolver {
+            index,
+            base,
+            kind: *kind.get_ref(),
+            kind_at: kind.span().start,
+        };
+        let on_failure = on_failure.map(|s| s.into_inner()).unwrap_or_default();
+        let check = match r.kind {
+            Kind::Function => {
+                r.refuse_for_kind(&[
+                    ("path", at(&path)),
+                    ("command", at(&command)),
+                    ("input", at(&input)),
+                    ("timeout_ms", at(&timeout_ms)),
+                    ("max_concurrent", at(&max_concurrent)),
+                    ("children", at(&children)),
+                    ("concurrency", at(&concurrency)),
+                    ("max_requests", at(&max_requests)),
+                ])?;
+                r.function(function, max, field, pattern)?
+            }
+            Kind::Blocking => {
+                r.refuse_for_kind(&[
+                    ("max", at(&max)),
+                    ("field", at(&field)),
+                    ("pattern", at(&pattern)),
+                    ("command", at(&command)),
+                    ("input", at(&input)),
+                    ("timeout_ms", at(&timeout_ms)),
+                    ("max_concurrent", at(&max_concurrent)),
+                    ("children", at(&children)),
+                    ("concurrency", at(&concurrency)),
+                    ("max_requests", at(&max_requests)),
+                ])?;
+                r.blocking(function, path)?
+            }
+            Kind::Process => {
+                r.refuse_for_kind(&[
+                    ("function", at(&function)),
+                    ("max", at(&max)),
+                    ("field", at(&field)),
+                    ("pattern", at(&pattern)),
+                    ("path", at(&path)),
+                    ("children", at(&children)),
+                    ("concurrency", at(&concurrency)),
+                    ("max_requests", at(&max_requests)),
+                ])?;
+                let (program, args) = r.command(command)?;
+                Check::Process(ProcessSpec {
+                    program,
+                    args,
+                    input: input.map(|i| i.into_inner()).unwrap_or_default(),
+                    timeout: r.timeout(timeout_ms)?,
+                    max_concurrent: r.ranged_usize(max_concurrent, "max_concurrent", RANGE_MAX_CONCURRENT, 16)?,
+                })
+            }
+            Kind::Helper => {
+                r.refuse_for_kind(&[
+                    ("function", at(&function)),
+                    ("max", at(&max)),
+                    ("field", at(&field)),
+                    ("pattern", at(&pattern)),
+                    ("path", at(&path)),
+                    ("input", at(&input)),
+                    ("max_concurrent", at(&max_concurrent)),
+                ])?;
+                let (program, args) = r.command(command)?;
+                Check::Helper(HelperSpec {
+                    program,
+                    args,
+                    children: r.ranged_usize(children, "children", RANGE_CHILDREN, 4)?,
+                    concurrency: r.ranged_usize(concurrency, "concurrency", RANGE_CONCURRENCY, 32)?,
+                    timeout: r.timeout(timeout_ms)?,
+                    max_requests: r.ranged(max_requests, "max_requests", RANGE_MAX_REQUESTS, 0)?,
+                })
             }
         };
         Ok(ValidatorSpec { check, on_failure })
@@ -730,7 +862,7 @@ mod tests {
     fn an_empty_file_is_the_defaults() {
         assert_eq!(parse("").unwrap(), Config::default());
         assert_eq!(
-            Config::default().server.listen,
+            Config::default().server.listen[0].resolve().unwrap(),
             vec!["127.0.0.1:8111".parse::<SocketAddr>().unwrap()]
         );
     }
@@ -771,7 +903,7 @@ syslog_socket = ""
     fn several_listen_addresses_v4_and_v6() {
         let c = parse("[server]\nlisten = [\"0.0.0.0:1\", \"[::1]:2\"]\n").unwrap();
         assert_eq!(c.server.listen.len(), 2);
-        assert!(c.server.listen[1].is_ipv6());
+        assert!(c.server.listen[1].resolve().unwrap()[0].is_ipv6());
     }
 
     #[test]
@@ -791,7 +923,7 @@ syslog_socket = ""
             ),
             (
                 "[server]\nlisten = [\"nowhere\"]\n",
-                "/etc/jnhp.toml:2: server.listen: \"nowhere\" is not an IP address",
+                "/etc/jnhp.toml:2: server.listen: \"nowhere\" is not host:port",
             ),
             (
                 "[server]\nmax_connections = 0\n",
@@ -840,7 +972,7 @@ syslog_socket = ""
             parse("[[validator]]\nkind = \"helper\"\ncommand = [\"true\"]\n\nconcurrency = 0\n")
                 .unwrap_err();
         assert!(
-            err.starts_with("/etc/jnhp.toml:5: validator[0].concurrency: must be at least 1"),
+            err.starts_with("/etc/jnhp.toml:5: validator[0].concurrency: 0 is outside 1..=10000"),
             "{err}"
         );
         let err =
@@ -979,7 +1111,7 @@ max_concurrent = 2
             ),
             (
                 "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\nmax_concurrent = 0\n",
-                "4: validator[0].max_concurrent: must be at least 1",
+                "4: validator[0].max_concurrent: 0 is outside 1..=10000",
             ),
             (
                 "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\ninput = \"file\"\n",
@@ -1015,6 +1147,120 @@ max_concurrent = 2
                 err.starts_with(&dir.path().join("j.toml:").display().to_string()),
                 "{err}"
             );
+        }
+    }
+
+    /// Every integer key has the range config.md gives: both ends are
+    /// accepted, one past either end (and a huge value) is an error naming
+    /// the line and the key.
+    #[test]
+    fn every_integer_key_is_range_checked() {
+        let server = [
+            ("max_connections", 1u64, 1_000_000u64),
+            ("idle_timeout_secs", 0, 2_592_000),
+            ("max_name_bytes", 1, 65_536),
+            ("max_value_bytes", 1, 16_777_216),
+            ("shutdown_grace_secs", 0, 3_600),
+        ];
+        let process = "kind = \"process\"\ncommand = [\"true\"]";
+        let helper = "kind = \"helper\"\ncommand = [\"true\"]";
+        let max_bytes = "kind = \"function\"\nfunction = \"max_bytes\"";
+        let validator = [
+            (max_bytes, "max", 1u64, 16_777_216u64),
+            (process, "timeout_ms", 1, 3_600_000),
+            (process, "max_concurrent", 1, 10_000),
+            (helper, "timeout_ms", 1, 3_600_000),
+            (helper, "children", 1, 1_000),
+            (helper, "concurrency", 1, 10_000),
+            (helper, "max_requests", 0, 4_294_967_295),
+        ];
+        let mut cases = Vec::new();
+        for (key, min, max) in server {
+            cases.push((format!("[server]\n{key} = "), format!("server.{key}"), min, max, 2));
+        }
+        for (table, key, min, max) in validator {
+            let line = table.lines().count() + 2;
+            cases.push((format!("[[validator]]\n{table}\n{key} = "), format!("validator[0].{key}"), min, max, line));
+        }
+        for (prefix, key, min, max, line) in cases {
+            for ok in [min, max] {
+                assert!(parse(&format!("{prefix}{ok}\n")).is_ok(), "{key} = {ok}: {:?}", parse(&format!("{prefix}{ok}\n")));
+            }
+            let mut bad = vec![max as i64 + 1, i64::MAX, -1];
+            if min > 0 {
+                bad.push(min as i64 - 1);
+            }
+            for n in bad {
+                let err = parse(&format!("{prefix}{n}\n")).unwrap_err();
+                let want = format!("/etc/jnhp.toml:{line}: {key}: {n} is outside {min}..={max}");
+                assert!(err.starts_with(&want), "got {err}\nwant {want}");
+            }
+        }
+    }
+
+    /// A key of another kind, or of another function, is an error like an
+    /// unknown key, for every kind.
+    #[test]
+    fn keys_of_another_kind_are_errors() {
+        let kinds = [
+            ("kind = \"function\"\nfunction = \"max_bytes\"\nmax = 1", &["path", "command", "input", "timeout_ms", "max_concurrent", "children", "concurrency", "max_requests", "field", "pattern"][..]),
+            ("kind = \"function\"\nfunction = \"regex\"\npattern = \"x\"", &["max", "children", "concurrency", "max_requests", "timeout_ms"][..]),
+            ("kind = \"blocking\"\nfunction = \"denylist\"\npath = \"/dev/null\"", &["max", "field", "pattern", "command", "input", "timeout_ms", "max_concurrent", "children", "concurrency", "max_requests"][..]),
+            ("kind = \"process\"\ncommand = [\"true\"]", &["function", "max", "field", "pattern", "path", "children", "concurrency", "max_requests"][..]),
+            ("kind = \"helper\"\ncommand = [\"true\"]", &["function", "max", "field", "pattern", "path", "input", "max_concurrent"][..]),
+        ];
+        let value = |key: &str| match key {
+            "function" | "pattern" | "path" => "\"x\"",
+            "field" => "\"name\"",
+            "input" => "\"stdin\"",
+            "command" => "[\"true\"]",
+            _ => "4",
+        };
+        for (table, foreign) in kinds {
+            assert!(parse(&format!("[[validator]]\n{table}\n")).is_ok(), "{table}");
+            let line = table.lines().count() + 2;
+            for key in foreign {
+                let err = parse(&format!("[[validator]]\n{table}\n{key} = {}\n", value(key))).unwrap_err();
+                let want = format!("/etc/jnhp.toml:{line}: validator[0].{key}: not used by ");
+                assert!(err.starts_with(&want), "{table} + {key}:\n got {err}\nwant {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn umask_is_three_or_four_octal_digits() {
+        for ok in ["027", "0027", "0777", "000"] {
+            assert!(parse(&format!("[daemon]\numask = \"{ok}\"\n")).is_ok(), "{ok}");
+        }
+        for bad in ["+27", "27", "00027", "0o27", "0089", "", " 027", "1777"] {
+            let err = parse(&format!("[daemon]\numask = \"{bad}\"\n")).unwrap_err();
+            assert!(err.starts_with("/etc/jnhp.toml:2: daemon.umask: "), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn storage_path_must_not_be_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let err = Config::parse("[storage]\npath = \"data\"\n", &dir.path().join("j.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("j.toml:2: storage.path: ") && err.contains("is not a regular file"), "{err}");
+        let err = Config::parse("[storage]\npath = \"/dev/null\"\n", &dir.path().join("j.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a regular file"), "{err}");
+        assert!(Config::parse("[storage]\npath = \"data/file\"\n", &dir.path().join("j.toml")).is_ok());
+    }
+
+    #[test]
+    fn listen_accepts_host_names_and_resolves_them() {
+        let c = parse("[server]\nlisten = [\"localhost:8111\"]\n").unwrap();
+        let addrs = c.server.listen[0].resolve().unwrap();
+        assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 8111), "{addrs:?}");
+        for bad in ["localhost", "localhost:x", ":8111", "no-such-host.invalid:1"] {
+            let err = parse(&format!("[server]\nlisten = [\"{bad}\"]\n")).unwrap_err();
+            assert!(err.starts_with("/etc/jnhp.toml:2: server.listen: "), "{bad}: {err}");
         }
     }
 

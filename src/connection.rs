@@ -277,6 +277,11 @@ impl Connection {
                     return;
                 }
             };
+            if batch.deferred.is_some() && !batch.out.is_empty() {
+                // The replies before a waiting STORE are ready: they go out
+                // now, not after its validation or its write.
+                self.write_out(&mut batch.out).await;
+            }
             if let Some(DeferredStore::Committing(outcomes)) = batch.deferred {
                 batch.deferred = None;
                 // A write under way is waited for even past the grace
@@ -297,9 +302,7 @@ impl Connection {
                 batch.next += 1;
             }
             if batch.out.len() >= OUT_HIGH_WATER {
-                std::mem::swap(&mut self.batch.out, &mut batch.out);
-                self.flush().await;
-                std::mem::swap(&mut self.batch.out, &mut batch.out);
+                self.write_out(&mut batch.out).await;
             }
             if batch.is_done() {
                 break;
@@ -373,6 +376,13 @@ impl Connection {
             return Ok(false);
         }
         reservation.commit(value).await.map(|()| true)
+    }
+
+    /// Writes `out` (the replies of a batch taken out of `self`) now.
+    async fn write_out(&mut self, out: &mut BytesMut) {
+        std::mem::swap(&mut self.batch.out, out);
+        self.flush().await;
+        std::mem::swap(&mut self.batch.out, out);
     }
 
     /// Writes the replies gathered so far in one write.

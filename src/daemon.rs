@@ -86,6 +86,8 @@ pub fn daemonize(mask: u32, workdir: &Path) -> Result<StartReport, DaemonError> 
     match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Parent { child } => {
             drop(write_end);
+            // The launcher handles no signal: ^C ends it as usual.
+            release_signals();
             // The intermediate child exits at once; reap it.
             let _ = nix::sys::wait::waitpid(child, None);
             std::process::exit(launcher_waits(read_end))
@@ -124,6 +126,31 @@ pub fn daemonize(mask: u32, workdir: &Path) -> Result<StartReport, DaemonError> 
         }
     }
     Ok(StartReport(Some(File::from(write_end))))
+}
+
+/// The signals jnhpd handles: held pending from the first moment of `main`
+/// until their handlers exist.
+fn handled_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(signal);
+    }
+    set
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP for this thread and every thread it
+/// starts: one that arrives stays pending instead of killing the process.
+/// (Programs jnhpd runs start with an empty mask: the standard library
+/// resets it in the child.)
+pub fn hold_signals() {
+    let _ = handled_signals().thread_block();
+}
+
+/// Unblocks them again on this thread: pending ones are delivered now, to
+/// whatever handlers exist.
+pub fn release_signals() {
+    let _ = handled_signals().thread_unblock();
 }
 
 /// In the launching process: the daemon's report decides the exit status.

@@ -9,13 +9,15 @@
 //! - [`validator`]: the [`validator::Validator`] trait and the chain every
 //!   STORE passes;
 //! - [`datafile`]: the append-only data file (format, replay, group commit);
-//! - [`server`]: binding, accepting, shutting down;
+//! - [`server`]: binding, and the server's life: start, reload, shut down,
+//!   wait (the accept loop is in `accept`);
 //! - [`daemon`]: forking, the pidfile, privileges, systemd notification;
 //! - [`config`]: loading and checking the TOML configuration;
 //! - [`logging`]: the `log` backend (stderr or syslog);
 //! - [`client`]: a pipelining JNHP client, and [`bench`] the load generator
 //!   behind `jnhp bench`.
 
+mod accept;
 pub mod bench;
 pub mod client;
 mod coalesce;

@@ -1,21 +1,16 @@
 //! The `jnhpd` binary: command line, configuration, signals.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use jnhpd::config::{Config, LogLevel, LogTarget};
-use jnhpd::connection::{Shared, Shutdown};
+use jnhpd::config::{Config, ListenAddr, LogLevel, LogTarget};
 use jnhpd::daemon::{self, Pidfile, StartReport};
-use jnhpd::datafile::{DataFile, WriterThread};
-use jnhpd::store::{Entries, StoreHandle};
-use jnhpd::validator::ValidatorChain;
-use jnhpd::{logging, server};
+use jnhpd::server::{self, Control, Server, Stopping};
+use jnhpd::validator::reaper;
+use jnhpd::logging;
 use sd_notify::NotifyState;
 
 /// jnhpd: a write-once key-value daemon speaking JNHP/1.
@@ -27,8 +22,8 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Listen on ADDR (host:port) instead of `server.listen`; repeatable.
-    #[arg(long = "listen", value_name = "ADDR")]
-    listen: Vec<SocketAddr>,
+    #[arg(long = "listen", value_name = "ADDR", value_parser = ListenAddr::parse)]
+    listen: Vec<ListenAddr>,
     /// Fork to the background (forces `daemon.daemonize = true`).
     #[arg(long)]
     daemon: bool,
@@ -61,6 +56,9 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
+    // Until the handlers exist, SIGTERM, SIGINT and SIGHUP wait: none of
+    // them may kill jnhpd with the default action during start-up.
+    daemon::hold_signals();
     let cli = Cli::parse();
     let config = match cli.load_config() {
         Ok(config) => config,
@@ -128,6 +126,9 @@ fn main() -> ExitCode {
             nix::sys::signal::SigHandler::SigIgn,
         );
     }
+    if let Err(err) = reaper::become_subreaper() {
+        log::warn!("cannot become a child subreaper ({err}): processes that validator programs detach may outlive them");
+    }
     match start_and_serve(cli, config, listeners, &mut report) {
         Ok(()) => {
             log::info!("stopped");
@@ -142,7 +143,7 @@ fn main() -> ExitCode {
 }
 
 /// Everything after the process is in place: pidfile, privileges, the
-/// runtime, the store; then serving until a signal stops it.
+/// runtime, the server; then serving until a signal stops it.
 fn start_and_serve(
     cli: Cli,
     config: Config,
@@ -161,150 +162,125 @@ fn start_and_serve(
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let result = runtime.block_on(run(cli, config, listeners, report));
     // Dropping the runtime drops every task: the supervisors of validator
-    // programs still running kill their process groups, and the store actor
-    // lets go of the data file writer, which syncs and stops.
+    // programs still running kill their process groups. Then whatever those
+    // programs left outside their groups goes too.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    if let Some(writer) = result? {
-        writer.join();
-    }
-    Ok(())
+    reaper::kill_orphans();
+    result
 }
 
-/// Serves until shut down; returns the data file's writer (if any) so the
-/// caller can wait for its final sync once the runtime has stopped.
+/// Starts the server and serves until shut down. Signals are heard from
+/// the first moment: during the start (a large data file replays for a
+/// while) a SIGTERM or SIGINT ends it cleanly and a SIGHUP is applied once
+/// serving.
 async fn run(
     cli: Cli,
     config: Config,
     listeners: Vec<std::net::TcpListener>,
     report: &mut StartReport,
-) -> Result<Option<WriterThread>, String> {
-    let addrs: Vec<String> = listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .map_or_else(|e| format!("?({e})"), |a| a.to_string())
-        })
-        .collect();
-    let chain = ValidatorChain::from_specs(&config.validators)?;
-    let (chain_tx, chain_rx) = watch::channel(Arc::new(chain));
-    let shutdown = Shutdown::default();
-    let (store, writer) = open_store(&config)?;
-    let shared = Arc::new(Shared {
-        store,
-        limits: config.server.limits(),
-        idle_timeout: config.server.idle_timeout(),
-        validators: chain_rx,
-        shutdown: shutdown.clone(),
-    });
-    let signals = SignalHandler {
-        cli,
-        config: config.clone(),
-        chain: chain_tx,
-        shutdown,
+) -> Result<(), String> {
+    let mut signals = Signals::install().map_err(|e| format!("signal handler: {e}"))?;
+    // Signals that arrived before the handlers existed were held pending;
+    // they are delivered to the handlers now.
+    daemon::release_signals();
+    let start = Server::start(config, listeners);
+    tokio::pin!(start);
+    let mut reload_pending = false;
+    let server = loop {
+        tokio::select! {
+            started = &mut start => break started.map_err(|e| e.to_string())?,
+            signal = signals.recv() => match signal {
+                Received::Stop(name) => {
+                    log::info!("{name} during start-up: stopping before serving");
+                    return Ok(());
+                }
+                Received::Reload => {
+                    log::info!("SIGHUP during start-up: the configuration is re-read once serving");
+                    reload_pending = true;
+                }
+            },
+        }
     };
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| format!("signal handler: {e}"))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| format!("signal handler: {e}"))?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(|e| format!("signal handler: {e}"))?;
+    report.ready();
+    daemon::notify(&[NotifyState::Ready]);
+    let handler = SignalHandler {
+        cli,
+        control: server.control(),
+    };
+    if reload_pending {
+        handler.reload();
+    }
     tokio::spawn(async move {
-        let mut signals = signals;
         loop {
-            tokio::select! {
-                _ = sigterm.recv() => signals.stop("SIGTERM"),
-                _ = sigint.recv() => signals.stop("SIGINT"),
-                _ = sighup.recv() => signals.reload(),
+            match signals.recv().await {
+                Received::Stop(name) => handler.stop(name),
+                Received::Reload => handler.reload(),
             }
         }
     });
-    log::info!(
-        "jnhpd {} listening on {}; store: {}; {} validators",
-        env!("CARGO_PKG_VERSION"),
-        addrs.join(", "),
-        describe_store(&config),
-        shared.validators.borrow().len(),
-    );
-    report.ready();
-    daemon::notify(&[NotifyState::Ready]);
-    let served = server::serve(listeners, shared, config.server.max_connections).await;
-    served.map_err(|e| format!("cannot serve: {e}"))?;
-    Ok(writer)
+    server.wait().await.map_err(|e| e.to_string())
 }
 
-fn describe_store(config: &Config) -> String {
-    if config.storage.path.as_os_str().is_empty() {
-        "memory".into()
-    } else {
-        format!(
-            "data file {} (fsync {:?})",
-            config.storage.path.display(),
-            config.storage.fsync
-        )
-        .to_lowercase()
+/// The signals jnhpd acts on.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+enum Received {
+    Stop(&'static str),
+    Reload,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn recv(&mut self) -> Received {
+        tokio::select! {
+            _ = self.term.recv() => Received::Stop("SIGTERM"),
+            _ = self.int.recv() => Received::Stop("SIGINT"),
+            _ = self.hup.recv() => Received::Reload,
+        }
     }
 }
 
-/// Starts the store actor, first replaying the data file if there is one.
-fn open_store(config: &Config) -> Result<(StoreHandle, Option<WriterThread>), String> {
-    let mut entries = Entries::default();
-    let data = if config.storage.path.as_os_str().is_empty() {
-        None
-    } else {
-        let started = std::time::Instant::now();
-        let mut duplicates = 0usize;
-        let (file, records) = DataFile::open(&config.storage.path, |name, value| {
-            if !entries.insert_replayed(name, value) {
-                duplicates += 1;
-            }
-        })
-        .map_err(|e| e.to_string())?;
-        if duplicates > 0 {
-            log::warn!(
-                "data file {}: {duplicates} records repeat a name stored before; the first value is kept",
-                config.storage.path.display()
-            );
-        }
-        log::info!(
-            "data file {}: replayed {records} records ({} names) in {} ms",
-            config.storage.path.display(),
-            entries.len(),
-            started.elapsed().as_millis()
-        );
-        Some((file, config.storage.fsync))
-    };
-    StoreHandle::spawn_with(entries, data)
-        .map_err(|e| format!("cannot start the data file writer: {e}"))
-}
-
+/// Turns signals into calls on the running server.
 struct SignalHandler {
     cli: Cli,
-    config: Config,
-    chain: watch::Sender<Arc<ValidatorChain>>,
-    shutdown: Shutdown,
+    control: Control,
 }
 
 impl SignalHandler {
     /// First signal: drain for up to the grace period. Second: stop now.
     fn stop(&self, signal: &str) {
-        if self.shutdown.draining.is_cancelled() {
-            log::info!("{signal} again: abandoning requests in flight");
-            self.shutdown.expired.cancel();
-            return;
+        match self.control.shutdown() {
+            Stopping::Draining(grace) => {
+                daemon::notify(&[NotifyState::Stopping]);
+                log::info!(
+                    "{signal}: shutting down (finishing requests in flight for up to {grace:?})"
+                );
+            }
+            Stopping::Abandoning => log::info!("{signal} again: abandoning requests in flight"),
         }
-        daemon::notify(&[NotifyState::Stopping]);
-        let grace = self.config.server.shutdown_grace();
-        log::info!("{signal}: shutting down (finishing requests in flight for up to {grace:?})");
-        self.shutdown.draining.cancel();
-        let expired = self.shutdown.expired.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            expired.cancel();
-        });
     }
 
     /// SIGHUP: re-read the file; swap in the validator chain and log level.
-    fn reload(&mut self) {
+    /// Whatever goes wrong, a panic included, the running configuration
+    /// stays and signals are still heard.
+    fn reload(&self) {
         if self.cli.config.is_none() {
             log::info!("SIGHUP: no config file to reload (running on built-in defaults)");
+            return;
+        }
+        if self.control.is_draining() {
+            log::info!("SIGHUP while shutting down: ignored");
             return;
         }
         let mut reloading = vec![NotifyState::Reloading];
@@ -312,49 +288,35 @@ impl SignalHandler {
             reloading.push(now);
         }
         daemon::notify(&reloading);
-        self.reload_config();
+        let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reload_config()));
+        if reloaded.is_err() {
+            log::error!("SIGHUP: internal error while reloading; keeping the running configuration");
+        }
         daemon::notify(&[NotifyState::Ready]);
     }
 
-    fn reload_config(&mut self) {
-        let new = match self.cli.load_config() {
-            Ok(new) => new,
+    fn reload_config(&self) {
+        let reloaded = self
+            .cli
+            .load_config()
+            .and_then(|new| {
+                let level = new.log.level;
+                self.control.reload(new).map(|r| (r, level))
+            });
+        let (reloaded, level) = match reloaded {
+            Ok(done) => done,
             Err(err) => {
                 log::error!("SIGHUP: keeping the running configuration: {err}");
                 return;
             }
         };
-        let chain = match ValidatorChain::from_specs(&new.validators) {
-            Ok(chain) => chain,
-            Err(err) => {
-                log::error!("SIGHUP: keeping the running configuration: {err}");
-                return;
-            }
-        };
-        logging::set_level(new.log.level.filter());
-        // STOREs in flight keep the chain they started with (they hold an
-        // Arc of it); new ones get this one.
-        self.chain.send_replace(Arc::new(chain));
-        for (section, changed) in [
-            ("[server]", new.server != self.config.server),
-            ("[storage]", new.storage != self.config.storage),
-            ("[daemon]", new.daemon != self.config.daemon),
-            ("[log] (other than level)", {
-                let mut log = new.log.clone();
-                log.level = self.config.log.level;
-                log != self.config.log
-            }),
-        ] {
-            if changed {
-                log::warn!("SIGHUP: changes to {section} need a restart; ignored");
-            }
+        logging::set_level(level.filter());
+        for section in &reloaded.need_restart {
+            log::warn!("SIGHUP: changes to {section} need a restart; ignored");
         }
         log::info!(
-            "SIGHUP: configuration reloaded; log level {:?}; {} validators",
-            new.log.level,
-            self.chain.borrow().len()
+            "SIGHUP: configuration reloaded; log level {level:?}; {} validators",
+            reloaded.validators
         );
-        self.config.log.level = new.log.level;
-        self.config.validators = new.validators;
     }
 }

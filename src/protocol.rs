@@ -63,6 +63,10 @@ pub enum ProtocolError {
     ForbiddenValueByte,
     #[error("line too long")]
     LineTooLong,
+    /// A value beginning with `ERROR ` (so that no GET reply that begins
+    /// with it is ever a value).
+    #[error("reserved value")]
+    ReservedValue,
 }
 
 /// One reply line. Encoded with [`Reply::encode`].
@@ -123,8 +127,19 @@ impl ProtocolError {
             ProtocolError::ForbiddenNameByte => "forbidden byte in name",
             ProtocolError::ForbiddenValueByte => "forbidden byte in value",
             ProtocolError::LineTooLong => "line too long",
+            ProtocolError::ReservedValue => "reserved value",
         }
     }
+}
+
+/// Every error reply begins with these bytes, and no value may.
+pub const ERROR_PREFIX: &[u8] = b"ERROR ";
+
+/// Whether a reply line (line end removed) is an `ERROR <reason>` line,
+/// and if so its reason. Values cannot begin with [`ERROR_PREFIX`], so this
+/// holds for GET replies too.
+pub fn error_reason(reply: &[u8]) -> Option<&[u8]> {
+    reply.strip_prefix(ERROR_PREFIX)
 }
 
 fn is_blank(b: u8) -> bool {
@@ -193,6 +208,9 @@ pub fn parse<'a>(line: &'a [u8], limits: &Limits) -> Result<Option<Request<'a>>,
         if value.iter().any(|&b| is_forbidden_in_value(b)) {
             return Err(ProtocolError::ForbiddenValueByte);
         }
+        if value.starts_with(ERROR_PREFIX) {
+            return Err(ProtocolError::ReservedValue);
+        }
         Ok(Some(Request::Store { name, value }))
     } else if command.eq_ignore_ascii_case(b"GET") || command.eq_ignore_ascii_case(b"EXISTS") {
         let (name, rest) = token(rest);
@@ -248,6 +266,20 @@ mod tests {
             max_name_bytes: 4,
             max_value_bytes: 6,
         }
+    }
+
+    #[test]
+    fn values_beginning_with_error_and_a_space_are_reserved() {
+        assert_eq!(p(b"STORE a ERROR x"), Err(ProtocolError::ReservedValue));
+        assert_eq!(p(b"STORE a ERROR "), Err(ProtocolError::ReservedValue));
+        for ordinary in [&b"STORE a ERROR"[..], b"STORE a ERRORS x", b"STORE a error x", b"STORE a x ERROR y"] {
+            assert!(matches!(p(ordinary), Ok(Some(Request::Store { .. }))), "{ordinary:?}");
+        }
+        let mut out = BytesMut::new();
+        Reply::Error(ProtocolError::ReservedValue).encode(&mut out);
+        assert_eq!(&out[..], b"ERROR reserved value\r\n");
+        assert_eq!(error_reason(b"ERROR reserved value"), Some(&b"reserved value"[..]));
+        assert_eq!(error_reason(b"ERRORx"), None);
     }
 
     #[test]
@@ -388,6 +420,7 @@ mod tests {
             ),
         )
             .prop_map(|(first, rest)| [vec![first], rest].concat())
+            .prop_filter("not reserved", |v| !v.starts_with(ERROR_PREFIX))
     }
 
     proptest! {

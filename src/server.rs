@@ -1,44 +1,58 @@
-//! Accepting connections and shutting down.
+//! The daemon as a library: bind, [`Server::start`], reload, shut down,
+//! wait.
 //!
-//! Binding is separate from serving and synchronous, so the daemon can bind
-//! its ports before it forks or drops privileges, and report a busy port on
-//! the terminal that started it.
+//! Binding is separate from starting and synchronous, so the `jnhpd` binary
+//! can bind its ports before it forks or drops privileges, and report a
+//! busy port on the terminal that started it. Everything after that (the
+//! store and its data file, the validator chain, accepting) is
+//! [`Server::start`]; the binary only turns signals into
+//! [`Control::reload`] and [`Control::shutdown`], and tests can run a
+//! whole server in-process.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
+use tokio::sync::watch;
 
-use crate::connection::{self, Shared};
+use crate::accept;
+use crate::config::{Config, ListenAddr};
+use crate::connection::{Shared, Shutdown};
+use crate::datafile::DataFile;
+use crate::store::{Entries, StoreHandle, StoreTask};
+use crate::validator::ValidatorChain;
 
 /// The listen backlog: bursts of connections are queued, not dropped.
 pub const BACKLOG: i32 = 1024;
-
-/// Accept errors that concern the process (out of descriptors or memory)
-/// are retried after a pause that doubles up to this.
-const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A listen address that could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
 pub struct BindError {
-    pub addr: SocketAddr,
+    pub addr: String,
     pub source: io::Error,
 }
 
-/// Binds one listening socket per address (IPv6 sockets are IPv6-only, so
-/// `[::]:8111` and `0.0.0.0:8111` can both be listed).
-pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, BindError> {
-    addrs
-        .iter()
-        .map(|&addr| bind_one(addr).map_err(|source| BindError { addr, source }))
-        .collect()
+/// Binds one listening socket per address a listen entry resolves to (IPv6
+/// sockets are IPv6-only, so `[::]:8111` and `0.0.0.0:8111` can both be
+/// listed, and `localhost:8111` can bind both 127.0.0.1 and ::1).
+pub fn bind(addrs: &[ListenAddr]) -> Result<Vec<std::net::TcpListener>, BindError> {
+    let mut listeners = Vec::new();
+    for listen in addrs {
+        let resolved = listen.resolve().map_err(|reason| BindError {
+            addr: listen.to_string(),
+            source: io::Error::other(reason),
+        })?;
+        for addr in resolved {
+            let listener = bind_one(addr).map_err(|source| BindError {
+                addr: addr.to_string(),
+                source,
+            })?;
+            listeners.push(listener);
+        }
+    }
+    Ok(listeners)
 }
 
 fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -53,102 +67,267 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Serves on `listeners` until `shared.shutdown.draining` is cancelled, then
-/// waits for open connections to finish (they are bounded by the grace
-/// period, after which `shared.shutdown.expired` fires).
-pub async fn serve(
-    listeners: Vec<std::net::TcpListener>,
-    shared: Arc<Shared>,
-    max_connections: usize,
-) -> io::Result<()> {
-    let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let mut accepting = Vec::new();
-    for listener in listeners {
-        let listener = TcpListener::from_std(listener)?;
-        accepting.push(tokio::spawn(accept_loop(
-            listener,
-            shared.clone(),
-            slots.clone(),
-            tracker.clone(),
-        )));
-    }
-    shared.shutdown.draining.cancelled().await;
-    for task in &accepting {
-        task.abort();
-    }
-    tracker.close();
-    tokio::select! {
-        _ = tracker.wait() => {}
-        // Past the grace period connections abandon what they wait on;
-        // allow them a moment to say so, then stop regardless.
-        _ = async {
-            shared.shutdown.expired.cancelled().await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        } => log::warn!("{} connections still open after the grace period", tracker.len()),
-    }
-    Ok(())
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Validators(String),
+    #[error("{0}")]
+    Storage(String),
+    #[error("cannot serve: {0}")]
+    Serve(io::Error),
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
-    tracker: TaskTracker,
-) {
-    let mut backoff = Duration::from_millis(10);
-    // Warn once each time the limit is reached, not once per refusal.
-    let mut full = false;
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) if is_per_connection(&err) => continue,
-            Err(err) => {
-                log::error!("accept failed: {err}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                continue;
-            }
+/// A running server. Dropping it does not stop it: call
+/// [`shutdown`](Control::shutdown), then [`wait`](Server::wait).
+#[derive(Debug)]
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    control: Control,
+    serving: tokio::task::JoinHandle<io::Result<()>>,
+    store: StoreTask,
+}
+
+/// What can be done to a running server from elsewhere (a signal task):
+/// cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Control {
+    inner: Arc<ControlInner>,
+}
+
+#[derive(Debug)]
+struct ControlInner {
+    /// The configuration in force (sections other than the validators
+    /// and the log level are those of the start).
+    config: Mutex<Config>,
+    chain: watch::Sender<Arc<ValidatorChain>>,
+    shutdown: Shutdown,
+}
+
+/// What [`Control::shutdown`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopping {
+    /// The first call: draining for up to the grace period.
+    Draining(std::time::Duration),
+    /// A later call: requests in flight are abandoned now.
+    Abandoning,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Validators in the new chain.
+    pub validators: usize,
+    /// Sections that changed but take effect only at a restart.
+    pub need_restart: Vec<&'static str>,
+}
+
+impl Server {
+    /// Opens the store (replaying the data file, if any), builds the
+    /// validator chain and starts serving on `listeners`, on the current
+    /// tokio runtime.
+    pub async fn start(
+        config: Config,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> Result<Server, StartError> {
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<io::Result<_>>()
+            .map_err(StartError::Serve)?;
+        let chain = ValidatorChain::from_specs(&config.validators, None)
+            .map_err(StartError::Validators)?;
+        let validators = chain.len();
+        let (chain_tx, chain_rx) = watch::channel(Arc::new(chain));
+        let (store, store_task) = open_store(&config).await?;
+        let shutdown = Shutdown::default();
+        let shared = Arc::new(Shared {
+            store,
+            limits: config.server.limits(),
+            idle_timeout: config.server.idle_timeout(),
+            validators: chain_rx,
+            shutdown: shutdown.clone(),
+        });
+        let mut tokio_listeners = Vec::new();
+        for listener in listeners {
+            tokio_listeners.push(tokio::net::TcpListener::from_std(listener).map_err(StartError::Serve)?);
+        }
+        let serving = tokio::spawn(accept::serve(
+            tokio_listeners,
+            shared,
+            config.server.max_connections,
+        ));
+        log::info!(
+            "jnhpd {} listening on {}; store: {}; {validators} validators",
+            env!("CARGO_PKG_VERSION"),
+            addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            describe_store(&config),
+        );
+        Ok(Server {
+            addrs,
+            control: Control {
+                inner: Arc::new(ControlInner {
+                    config: Mutex::new(config),
+                    chain: chain_tx,
+                    shutdown,
+                }),
+            },
+            serving,
+            store: store_task,
+        })
+    }
+
+    /// The addresses it listens on (with the ports the system chose).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// A handle for reloading and shutting down from another task.
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// Waits until the server has drained (after
+    /// [`shutdown`](Control::shutdown)), then stops the validators (helpers
+    /// get their 2 s) and the store, whose data file is synced and closed
+    /// when this returns.
+    pub async fn wait(self) -> Result<(), StartError> {
+        let served = match self.serving.await {
+            Ok(served) => served.map_err(StartError::Serve),
+            Err(e) => Err(StartError::Serve(io::Error::other(e))),
         };
-        backoff = Duration::from_millis(10);
-        log::debug!("connection from {peer}");
-        let _ = stream.set_nodelay(true);
-        match slots.clone().try_acquire_owned() {
-            Ok(slot) => {
-                full = false;
-                let shared = shared.clone();
-                tracker.spawn(async move {
-                    connection::serve(stream, shared).await;
-                    drop(slot);
-                });
-            }
-            Err(_) => {
-                if !full {
-                    log::warn!("max_connections reached: refusing new connections");
-                    full = true;
-                }
-                tracker.spawn(refuse(stream));
+        let chain = self.control.inner.chain.borrow().clone();
+        chain.shutdown().await;
+        self.store.close().await;
+        served
+    }
+}
+
+impl Control {
+    /// First call: stop accepting, close idle connections, finish requests
+    /// in flight for up to `shutdown_grace_secs`. A second call abandons
+    /// them at once.
+    pub fn shutdown(&self) -> Stopping {
+        let shutdown = &self.inner.shutdown;
+        if shutdown.draining.is_cancelled() {
+            shutdown.expired.cancel();
+            return Stopping::Abandoning;
+        }
+        let grace = lock(&self.inner.config).server.shutdown_grace();
+        shutdown.draining.cancel();
+        let expired = shutdown.expired.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            expired.cancel();
+        });
+        Stopping::Draining(grace)
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_draining(&self) -> bool {
+        self.inner.shutdown.draining.is_cancelled()
+    }
+
+    /// Swaps in the validator chain of `new` (STOREs in flight keep the
+    /// chain they started with; an unchanged `[[validator]]` table keeps
+    /// its running validator). Other sections are compared and reported,
+    /// not applied.
+    pub fn reload(&self, new: Config) -> Result<Reloaded, String> {
+        let mut config = lock(&self.inner.config);
+        let old_chain = self.inner.chain.borrow().clone();
+        let chain = ValidatorChain::from_specs(&new.validators, Some(&old_chain))?;
+        let validators = chain.len();
+        self.inner.chain.send_replace(Arc::new(chain));
+        let mut need_restart = Vec::new();
+        for (section, changed) in [
+            ("[server]", new.server != config.server),
+            ("[storage]", new.storage != config.storage),
+            ("[daemon]", new.daemon != config.daemon),
+            ("[log] (other than level)", {
+                let mut log = new.log.clone();
+                log.level = config.log.level;
+                log != config.log
+            }),
+        ] {
+            if changed {
+                need_restart.push(section);
             }
         }
+        config.log.level = new.log.level;
+        config.validators = new.validators;
+        Ok(Reloaded {
+            validators,
+            need_restart,
+        })
     }
 }
 
-/// Errors that end one pending connection but say nothing of the listener.
-fn is_per_connection(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The config is replaced field by field under the lock; a panic while
+    // holding it (a bug) leaves a config that is still whole.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn refuse(mut stream: TcpStream) {
-    let said = async {
-        stream.write_all(b"ERROR too many connections\r\n").await?;
-        stream.shutdown().await
+fn describe_store(config: &Config) -> String {
+    if config.storage.path.as_os_str().is_empty() {
+        "memory".into()
+    } else {
+        format!(
+            "data file {} (fsync {:?})",
+            config.storage.path.display(),
+            config.storage.fsync
+        )
+        .to_lowercase()
+    }
+}
+
+/// Starts the store actor, first replaying the data file if there is one
+/// (on the blocking pool: a large file takes a while, and signals must
+/// still be heard meanwhile).
+async fn open_store(config: &Config) -> Result<(StoreHandle, StoreTask), StartError> {
+    let data = if config.storage.path.as_os_str().is_empty() {
+        None
+    } else {
+        let path = config.storage.path.clone();
+        let replayed = tokio::task::spawn_blocking(move || replay(&path))
+            .await
+            .map_err(|e| StartError::Storage(e.to_string()))??;
+        Some((replayed, config.storage.fsync))
     };
-    let _ = tokio::time::timeout(Duration::from_secs(5), said).await;
+    let (entries, data) = match data {
+        Some(((entries, file), fsync)) => (entries, Some((file, fsync))),
+        None => (Entries::default(), None),
+    };
+    StoreHandle::spawn_with(entries, data)
+        .map_err(|e| StartError::Storage(format!("cannot start the data file writer: {e}")))
+}
+
+fn replay(path: &std::path::Path) -> Result<(Entries, DataFile), StartError> {
+    log::info!("data file {}: replaying", path.display());
+    let started = std::time::Instant::now();
+    let mut entries = Entries::default();
+    let mut duplicates = 0usize;
+    let (file, records) = DataFile::open(path, |name, value| {
+        if !entries.insert_replayed(name, value) {
+            duplicates += 1;
+        }
+    })
+    .map_err(|e| StartError::Storage(e.to_string()))?;
+    if duplicates > 0 {
+        log::warn!(
+            "data file {}: {duplicates} records repeat a name stored before; the first value is kept",
+            path.display()
+        );
+    }
+    log::info!(
+        "data file {}: replayed {records} records ({} names) in {} ms",
+        path.display(),
+        entries.len(),
+        started.elapsed().as_millis()
+    );
+    Ok((entries, file))
 }

@@ -279,22 +279,56 @@ pub struct StoreHandle {
     batches: mpsc::Sender<(Batch, oneshot::Sender<Batch>)>,
 }
 
+/// How long a closing store waits for reservations still held (STOREs
+/// being validated or written) to settle before it stops regardless.
+const CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The running actor (and the data file's writer thread), for whoever
+/// stops the store: [`StoreTask::close`] ends it even while handles remain.
+#[derive(Debug)]
+pub struct StoreTask {
+    close: tokio_util::sync::CancellationToken,
+    actor: tokio::task::JoinHandle<()>,
+    writer: Option<WriterThread>,
+}
+
+impl StoreTask {
+    /// Stops taking batches, settles what is in flight (bounded), and
+    /// returns once the data file, if any, is synced and closed.
+    pub async fn close(self) {
+        self.close.cancel();
+        let _ = self.actor.await;
+        if let Some(writer) = self.writer {
+            // The actor dropped its appender: the writer syncs and stops.
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+}
+
 impl StoreHandle {
-    /// Starts an empty in-memory store on the current tokio runtime.
+    /// Starts an empty in-memory store on the current tokio runtime. It
+    /// stops when the last handle is dropped.
     pub fn spawn() -> StoreHandle {
-        let (handle, _) =
-            StoreHandle::spawn_with(Entries::default(), None).expect("no writer to start");
-        handle
+        let (batches, batch_rx) = mpsc::channel(QUEUE_DEPTH);
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+        let actor = Store {
+            entries: Entries::default(),
+            pending: Map::default(),
+            settle_tx,
+            appender: None,
+        };
+        let never = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(async move { actor.run(batch_rx, settle_rx, never).await });
+        StoreHandle { batches }
     }
 
     /// Starts a store holding `entries` (replayed from `data`, when given)
     /// on the current tokio runtime. With a data file, also starts its
-    /// writer thread; join it after the store has stopped so the file is
-    /// synced.
+    /// writer thread. Close the returned task to stop it cleanly.
     pub fn spawn_with(
         entries: Entries,
         data: Option<(DataFile, Fsync)>,
-    ) -> std::io::Result<(StoreHandle, Option<WriterThread>)> {
+    ) -> std::io::Result<(StoreHandle, StoreTask)> {
         let (batches, batch_rx) = mpsc::channel(QUEUE_DEPTH);
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let (appender, writer) = match data {
@@ -315,8 +349,16 @@ impl StoreHandle {
             settle_tx,
             appender,
         };
-        tokio::spawn(actor.run(batch_rx, settle_rx));
-        Ok((StoreHandle { batches }, writer))
+        let close = tokio_util::sync::CancellationToken::new();
+        let actor = tokio::spawn(actor.run(batch_rx, settle_rx, close.clone()));
+        Ok((
+            StoreHandle { batches },
+            StoreTask {
+                close,
+                actor,
+                writer,
+            },
+        ))
     }
 
     /// Has the actor answer `batch.ops[batch.next..]` (see [`Batch`]).
@@ -346,12 +388,14 @@ impl Store {
         mut self,
         mut batches: mpsc::Receiver<(Batch, oneshot::Sender<Batch>)>,
         mut settles: mpsc::UnboundedReceiver<Settle>,
+        close: tokio_util::sync::CancellationToken,
     ) {
         loop {
             tokio::select! {
                 // Settle first: a commit's waiter is blocked on it.
                 biased;
                 Some(settle) = settles.recv() => self.settle(settle),
+                () = close.cancelled() => break,
                 msg = batches.recv() => match msg {
                     Some((mut batch, reply)) => {
                         self.process(&mut batch);
@@ -362,14 +406,21 @@ impl Store {
                 },
             }
         }
-        // Every handle is gone: no batch can arrive. Settle what is left so
-        // no waiter hangs (records in the writer's queue come back as
-        // Written), then stop, which lets the writer sync and stop.
-        while !self.pending.is_empty() {
-            match settles.recv().await {
-                Some(settle) => self.settle(settle),
-                None => break,
+        // Every handle is gone or the store was closed: no batch is taken.
+        // Settle what is left so no waiter hangs (records in the writer's
+        // queue come back as Written), then stop, which lets the writer
+        // sync and stop.
+        drop(batches);
+        let settle_rest = async {
+            while !self.pending.is_empty() {
+                match settles.recv().await {
+                    Some(settle) => self.settle(settle),
+                    None => break,
+                }
             }
+        };
+        if tokio::time::timeout(CLOSE_PATIENCE, settle_rest).await.is_err() {
+            log::warn!("store: stopping with STOREs still unsettled");
         }
     }
 

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::process::{Group, parse_verdict};
-use super::{Validator, Verdict};
+use super::{Validator, Verdict, reaper};
 use crate::config::HelperSpec;
 
 /// Restart delays for helpers that keep failing before they serve.
@@ -43,6 +43,10 @@ const STDERR_PER_SEC: f64 = 10.0;
 pub struct HelperPool {
     description: String,
     requests: mpsc::UnboundedSender<Request>,
+    /// Tells the pool task to shut down now, even while handles remain.
+    close: tokio_util::sync::CancellationToken,
+    /// The pool task, awaited by [`Validator::shutdown`].
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 struct Request {
@@ -70,10 +74,13 @@ impl HelperPool {
             failures_in_a_row: 0,
             backoff_until: None,
         };
-        tokio::spawn(pool.run(incoming, events));
+        let close = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(pool.run(incoming, events, close.clone()));
         HelperPool {
             description,
             requests,
+            close,
+            task: std::sync::Mutex::new(Some(task)),
         }
     }
 }
@@ -97,6 +104,14 @@ impl Validator for HelperPool {
 
     fn describe(&self) -> String {
         format!("helper {}", self.description)
+    }
+
+    async fn shutdown(&self) {
+        self.close.cancel();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 
@@ -146,10 +161,12 @@ impl Pool {
         mut self,
         mut incoming: mpsc::UnboundedReceiver<Request>,
         mut events: mpsc::UnboundedReceiver<Event>,
+        close: tokio_util::sync::CancellationToken,
     ) {
         loop {
             let wake = self.next_wake();
             tokio::select! {
+                () = close.cancelled() => break,
                 request = incoming.recv() => match request {
                     Some(request) => self.waiting.push_back(request),
                     None => break,
@@ -260,8 +277,8 @@ impl Pool {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = match command.spawn() {
-            Ok(child) => child,
+        let (run, mut child) = match reaper::Run::spawn(&mut command) {
+            Ok(spawned) => spawned,
             Err(err) => {
                 log::error!("helper {}: cannot start: {err}", self.description);
                 self.note_failure(false);
@@ -285,7 +302,7 @@ impl Pool {
                 stderr,
             ));
         }
-        tokio::spawn(wait_exit(id, child, self.events_tx.clone()));
+        tokio::spawn(wait_exit(id, child, run, self.events_tx.clone()));
         log::debug!("helper {}: started pid {pid}", self.description);
         self.helpers.insert(
             id,
@@ -441,6 +458,8 @@ impl Pool {
     /// Every pool handle is gone (the chain was replaced or jnhpd stops):
     /// close every stdin, give helpers 2 s to exit, kill what remains.
     async fn shut_down(&mut self, events: &mut mpsc::UnboundedReceiver<Event>) {
+        // In-flight requests are answered if their helper replies before
+        // it is gone; ones not yet written never will be.
         for request in self.waiting.drain(..) {
             let _ = request.reply.send(Verdict::Failure("shutting down".into()));
         }
@@ -513,11 +532,18 @@ async fn read_lines<R: AsyncRead + Unpin>(
     }
 }
 
-async fn wait_exit(helper: u64, mut child: Child, events: mpsc::UnboundedSender<Event>) {
+/// Reaps helper `helper`; then its run ends (its orphans are killed).
+async fn wait_exit(
+    helper: u64,
+    mut child: Child,
+    run: reaper::Run,
+    events: mpsc::UnboundedSender<Event>,
+) {
     let status = match child.wait().await {
         Ok(status) => status.to_string(),
         Err(err) => err.to_string(),
     };
+    drop(run);
     let _ = events.send(Event::Exited { helper, status });
 }
 

@@ -10,6 +10,7 @@ pub mod blocking;
 pub mod function;
 pub mod helper;
 pub mod process;
+pub mod reaper;
 
 use std::fmt;
 use std::sync::Arc;
@@ -54,6 +55,11 @@ pub trait Validator: Send + Sync + fmt::Debug {
 
     /// A short description for logs (`regex name ^[a-z]+$`, a program path).
     fn describe(&self) -> String;
+
+    /// Stops what the validator keeps running (helper processes), waiting
+    /// for it to be gone. Called once when jnhpd shuts down; validators
+    /// that keep nothing running need not implement it.
+    async fn shutdown(&self) {}
 }
 
 /// One validator of a chain with its failure policy.
@@ -61,6 +67,21 @@ pub trait Validator: Send + Sync + fmt::Debug {
 pub struct Link {
     pub validator: Arc<dyn Validator>,
     pub on_failure: OnFailure,
+    /// The table it was built from, if it came from the config: a reload
+    /// that leaves the table unchanged keeps this very validator (and so
+    /// its `max_concurrent` slots, its running count and its helpers).
+    spec: Option<ValidatorSpec>,
+}
+
+impl Link {
+    /// A link for a validator built outside the config (library users).
+    pub fn new(validator: Arc<dyn Validator>, on_failure: OnFailure) -> Link {
+        Link {
+            validator,
+            on_failure,
+            spec: None,
+        }
+    }
 }
 
 impl Link {
@@ -84,6 +105,42 @@ impl Link {
             }
         }
     }
+}
+
+/// The validator a config table describes.
+fn build(check: &Check) -> Result<Arc<dyn Validator>, String> {
+    Ok(match check {
+        Check::MaxBytes { max } => Arc::new(function::MaxBytes { max: *max }),
+        Check::Regex { field, pattern } => Arc::new(
+            function::RegexMatch::new(*field, pattern)
+                .map_err(|e| format!("regex {pattern:?}: {e}"))?,
+        ),
+        Check::Denylist { path } => {
+            let list = blocking::Denylist::open(path)
+                .map_err(|e| format!("denylist {}: {e}", path.display()))?;
+            Arc::new(blocking::Blocking::new(
+                format!("denylist {}", path.display()),
+                move |_name, value| list.judge(value),
+            ))
+        }
+        Check::Process(spec) => Arc::new(process::Process::new(spec.clone())),
+        Check::Helper(spec) => Arc::new(helper::HelperPool::new(spec.clone())),
+    })
+}
+
+/// Awaits every future concurrently on the current task (so that all
+/// helpers get their stdin closed at once, and the 2 s run side by side).
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let mut pending: Vec<_> = futures.map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Validators run in order; the first "no" wins. An empty chain allows every
@@ -110,36 +167,36 @@ impl ValidatorChain {
         ValidatorChain { links }
     }
 
-    /// Builds the chain a config describes. Fails only if a file checked
-    /// at load time has become unreadable since.
-    pub fn from_specs(specs: &[ValidatorSpec]) -> Result<Self, String> {
+    /// Builds the chain a config describes. A table equal to one of
+    /// `previous` (the chain a reload replaces) keeps that validator
+    /// rather than starting a new one. Fails only if a file checked at
+    /// load time has become unreadable since.
+    pub fn from_specs(
+        specs: &[ValidatorSpec],
+        previous: Option<&ValidatorChain>,
+    ) -> Result<Self, String> {
+        let mut reusable: Vec<&Link> = previous.map_or(Vec::new(), |p| p.links.iter().collect());
         let links = specs
             .iter()
             .map(|spec| {
-                let validator: Arc<dyn Validator> = match &spec.check {
-                    Check::MaxBytes { max } => Arc::new(function::MaxBytes { max: *max }),
-                    Check::Regex { field, pattern } => Arc::new(
-                        function::RegexMatch::new(*field, pattern)
-                            .map_err(|e| format!("regex {pattern:?}: {e}"))?,
-                    ),
-                    Check::Denylist { path } => {
-                        let list = blocking::Denylist::open(path)
-                            .map_err(|e| format!("denylist {}: {e}", path.display()))?;
-                        Arc::new(blocking::Blocking::new(
-                            format!("denylist {}", path.display()),
-                            move |_name, value| list.judge(value),
-                        ))
-                    }
-                    Check::Process(spec) => Arc::new(process::Process::new(spec.clone())),
-                    Check::Helper(spec) => Arc::new(helper::HelperPool::new(spec.clone())),
-                };
+                if let Some(i) = reusable.iter().position(|l| l.spec.as_ref() == Some(spec)) {
+                    return Ok(reusable.remove(i).clone());
+                }
                 Ok(Link {
-                    validator,
+                    validator: build(&spec.check)?,
                     on_failure: spec.on_failure,
+                    spec: Some(spec.clone()),
                 })
             })
             .collect::<Result<_, String>>()?;
         Ok(ValidatorChain { links })
+    }
+
+    /// Shuts every validator of the chain down (helpers: stdin closed,
+    /// up to 2 s, then killed), all at once.
+    pub async fn shutdown(&self) {
+        let all = self.links.iter().map(|l| l.validator.shutdown());
+        futures_join_all(all).await;
     }
 
     pub fn is_empty(&self) -> bool {

@@ -23,7 +23,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
-use super::{Validator, Verdict};
+use super::{Validator, Verdict, reaper};
 use crate::config::{Input, ProcessSpec};
 
 /// How much of a program's stderr is kept for the failure log.
@@ -76,20 +76,21 @@ impl Validator for Process {
             }
         };
         let deadline = Instant::now() + self.spec.timeout;
-        let child = match command.spawn() {
-            Ok(child) => child,
+        let (run, child) = match reaper::Run::spawn(&mut command) {
+            Ok(spawned) => spawned,
             Err(err) => return Verdict::Failure(format!("cannot start: {err}")),
         };
         let (verdict_tx, verdict_rx) = oneshot::channel();
-        let run = Run {
+        let supervisor = Supervisor {
             group: Group::of(&child),
+            run,
             child,
             deadline,
             timeout: self.spec.timeout,
             verdict: Some(verdict_tx),
         };
         tokio::spawn(async move {
-            run.supervise(input).await;
+            supervisor.supervise(input).await;
             drop(slot); // the slot is free only once the program is gone
         });
         verdict_rx
@@ -129,15 +130,19 @@ impl Drop for Group {
     }
 }
 
-struct Run {
+/// Watches one run of the program until it is gone.
+struct Supervisor {
     child: Child,
     group: Group,
+    /// Dropped once the program is reaped: its orphans are killed then.
+    #[allow(dead_code)] // held for its Drop
+    run: reaper::Run,
     deadline: Instant,
     timeout: Duration,
     verdict: Option<oneshot::Sender<Verdict>>,
 }
 
-impl Run {
+impl Supervisor {
     fn decide(&mut self, verdict: Verdict) {
         if let Some(tx) = self.verdict.take() {
             // The STORE may have been abandoned (shutdown); nobody to tell.

@@ -1,0 +1,164 @@
+//! Nothing a validator program starts outlives it, not even processes that
+//! left its process group (`setsid`, a double fork).
+//!
+//! Killing a program's process group reaches everything that stayed in it.
+//! A process that called `setsid` did not; when its parent dies it is
+//! re-parented, and because jnhpd makes itself a *child subreaper*
+//! ([`become_subreaper`]) it comes back to jnhpd rather than to init. Such
+//! an orphan is then a child of jnhpd that jnhpd never spawned.
+//!
+//! To tell whose orphan it is, every program jnhpd runs gets
+//! `JNHP_RUN=<id>` in its environment, which its descendants inherit. When
+//! a run ends (its program exited or was killed), [`Runs::end`] kills the
+//! orphans carrying its id; orphans without a live run's id (the
+//! environment cleared, or their run already over) are killed at once, and
+//! all of them when jnhpd stops ([`kill_orphans`]). Every orphan killed is
+//! reaped here by its pid; jnhpd never waits on "any child", which would
+//! steal the exit status of a program tokio is watching.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+/// The environment variable naming the run a process descends from.
+pub const RUN_VAR: &str = "JNHP_RUN";
+
+/// What jnhpd spawned itself, and which runs are still going.
+struct Registry {
+    /// Pids of the programs jnhpd started (not orphans), while they live.
+    spawned: BTreeSet<i32>,
+    live_runs: BTreeSet<u64>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    spawned: BTreeSet::new(),
+    live_runs: BTreeSet::new(),
+});
+
+static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
+
+/// Set by [`become_subreaper`]. Without it nothing is swept: in a process
+/// that is not jnhpd (a test harness, a library user's program) other
+/// children are none of the validators' business.
+static SUBREAPER: AtomicBool = AtomicBool::new(false);
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    // Every change is a single insert or remove: a panic elsewhere cannot
+    // leave the sets half-updated.
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes this process the subreaper of its descendants (Linux), so that
+/// validator programs' orphans come back to it. Called once by the daemon.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument and
+    // changes only this process's own attribute.
+    let rc = unsafe { nix::libc::prctl(nix::libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc == 0 {
+        SUBREAPER.store(true, Ordering::Relaxed);
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One run of a validator program: its id is in the program's environment.
+/// Dropping it ends the run: its orphans are killed.
+#[derive(Debug)]
+pub struct Run {
+    id: u64,
+    pid: Option<i32>,
+}
+
+impl Run {
+    /// Spawns `command` as a new run. The registry lock is held across the
+    /// spawn, so a sweep can never take the new program for an orphan.
+    pub fn spawn(
+        command: &mut tokio::process::Command,
+    ) -> std::io::Result<(Run, tokio::process::Child)> {
+        let id = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
+        command.env(RUN_VAR, id.to_string());
+        let mut registry = registry();
+        let child = command.spawn()?;
+        let pid = child.id().map(|p| p as i32);
+        registry.live_runs.insert(id);
+        if let Some(pid) = pid {
+            registry.spawned.insert(pid);
+        }
+        Ok((Run { id, pid }, child))
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        {
+            let mut registry = registry();
+            registry.live_runs.remove(&self.id);
+            if let Some(pid) = self.pid {
+                registry.spawned.remove(&pid);
+            }
+        }
+        sweep(false);
+    }
+}
+
+/// Kills and reaps every orphan, whatever run it belongs to (shutdown).
+pub fn kill_orphans() {
+    sweep(true);
+}
+
+/// Kills and reaps the orphans that belong to no live run (all of them
+/// when `all`). Cheap when there are none: one read of /proc's task list.
+fn sweep(all: bool) {
+    if !SUBREAPER.load(Ordering::Relaxed) {
+        return;
+    }
+    let me = std::process::id() as i32;
+    let victims: Vec<i32> = {
+        let registry = registry();
+        children_of(me)
+            .into_iter()
+            .filter(|pid| !registry.spawned.contains(pid))
+            .filter(|&pid| all || !run_of(pid).is_some_and(|run| registry.live_runs.contains(&run)))
+            .collect()
+    };
+    for pid in victims {
+        let pid = Pid::from_raw(pid);
+        log::debug!("killing {pid}, left behind by a validator program");
+        // An orphan that already exited is a zombie: the kill does nothing
+        // and the wait reaps it. SIGKILL cannot be caught, so the wait is
+        // short. Only this pid is waited for, never "any child".
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    }
+}
+
+/// This process's children, from /proc/self/task/*/children.
+fn children_of(me: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
+        return pids;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// The run a process descends from, from its environment.
+fn run_of(pid: i32) -> Option<u64> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{RUN_VAR}=");
+    environ
+        .split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(prefix.as_bytes()))
+        .and_then(|id| std::str::from_utf8(id).ok()?.parse().ok())
+}
