@@ -293,7 +293,9 @@ async fn read_replies(read: OwnedReadHalf, shared: Arc<Shared>) {
 /// so no value can begin with it.
 fn interpret(kind: Kind, body: &[u8]) -> Result<Answer, ClientError> {
     if let Some(reason) = protocol::error_reason(body) {
-        return Err(ClientError::Server(String::from_utf8_lossy(reason).into_owned()));
+        return Err(ClientError::Server(
+            String::from_utf8_lossy(reason).into_owned(),
+        ));
     }
     match (kind, body) {
         (Kind::Store, b"W00T!") | (Kind::Exists, b"AWESOME!") => Ok(Answer::Yes),

@@ -355,8 +355,16 @@ fn check_data_dir(data: &Path) -> Result<(), String> {
             ));
         }
         Ok(_) => {
-            nix::unistd::access(data, nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK)
-                .map_err(|e| format!("data file {} is not readable and writable: {e}", data.display()))?;
+            nix::unistd::access(
+                data,
+                nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+            )
+            .map_err(|e| {
+                format!(
+                    "data file {} is not readable and writable: {e}",
+                    data.display()
+                )
+            })?;
         }
         Err(_) => {}
     }
@@ -592,14 +600,21 @@ impl Resolver<'_> {
 
     /// Keys set in the table that `what` (a kind or a function) does not
     /// take are errors, like unknown keys.
-    fn refuse(&self, foreign: &[(&'static str, Option<usize>)], what: &str) -> Result<(), ValidatorError> {
+    fn refuse(
+        &self,
+        foreign: &[(&'static str, Option<usize>)],
+        what: &str,
+    ) -> Result<(), ValidatorError> {
         match foreign.iter().find_map(|(key, at)| at.map(|at| (key, at))) {
             Some((key, at)) => Err(self.err(at, key, format!("not used by {what}"))),
             None => Ok(()),
         }
     }
 
-    fn refuse_for_kind(&self, foreign: &[(&'static str, Option<usize>)]) -> Result<(), ValidatorError> {
+    fn refuse_for_kind(
+        &self,
+        foreign: &[(&'static str, Option<usize>)],
+    ) -> Result<(), ValidatorError> {
         self.refuse(foreign, &format!("kind = \"{}\"", kind_name(self.kind)))
     }
 
@@ -671,13 +686,20 @@ impl Resolver<'_> {
         }
     }
 
-    fn blocking(&self, function: Option<Spanned<String>>, path: Option<Spanned<PathBuf>>) -> Result<Check, ValidatorError> {
+    fn blocking(
+        &self,
+        function: Option<Spanned<String>>,
+        path: Option<Spanned<PathBuf>>,
+    ) -> Result<Check, ValidatorError> {
         let function = function.ok_or_else(|| self.required("function"))?;
         if function.get_ref() != "denylist" {
             return Err(self.err(
                 function.span().start,
                 "function",
-                format!("unknown function {:?} for kind = \"blocking\", expected \"denylist\"", function.get_ref()),
+                format!(
+                    "unknown function {:?} for kind = \"blocking\", expected \"denylist\"",
+                    function.get_ref()
+                ),
             ));
         }
         let path = path.ok_or_else(|| self.required("path"))?;
@@ -690,14 +712,18 @@ impl Resolver<'_> {
     }
 
     /// `command`, resolved: the program and its arguments.
-    fn command(&self, command: Option<Spanned<Vec<String>>>) -> Result<(PathBuf, Vec<String>), ValidatorError> {
+    fn command(
+        &self,
+        command: Option<Spanned<Vec<String>>>,
+    ) -> Result<(PathBuf, Vec<String>), ValidatorError> {
         let command = command.ok_or_else(|| self.required("command"))?;
         let at = command.span().start;
         let mut command = command.into_inner().into_iter();
         let Some(program) = command.next() else {
             return Err(self.err(at, "command", "must name a program".into()));
         };
-        let program = find_program(&program, self.base).map_err(|message| self.err(at, "command", message))?;
+        let program = find_program(&program, self.base)
+            .map_err(|message| self.err(at, "command", message))?;
         Ok((program, command.collect()))
     }
 
@@ -785,7 +811,12 @@ impl RawValidator {
                     args,
                     input: input.map(|i| i.into_inner()).unwrap_or_default(),
                     timeout: r.timeout(timeout_ms)?,
-                    max_concurrent: r.ranged_usize(max_concurrent, "max_concurrent", RANGE_MAX_CONCURRENT, 16)?,
+                    max_concurrent: r.ranged_usize(
+                        max_concurrent,
+                        "max_concurrent",
+                        RANGE_MAX_CONCURRENT,
+                        16,
+                    )?,
                 })
             }
             Kind::Helper => {
@@ -803,7 +834,12 @@ impl RawValidator {
                     program,
                     args,
                     children: r.ranged_usize(children, "children", RANGE_CHILDREN, 4)?,
-                    concurrency: r.ranged_usize(concurrency, "concurrency", RANGE_CONCURRENCY, 32)?,
+                    concurrency: r.ranged_usize(
+                        concurrency,
+                        "concurrency",
+                        RANGE_CONCURRENCY,
+                        32,
+                    )?,
                     timeout: r.timeout(timeout_ms)?,
                     max_requests: r.ranged(max_requests, "max_requests", RANGE_MAX_REQUESTS, 0)?,
                 })
@@ -1176,15 +1212,31 @@ max_concurrent = 2
         ];
         let mut cases = Vec::new();
         for (key, min, max) in server {
-            cases.push((format!("[server]\n{key} = "), format!("server.{key}"), min, max, 2));
+            cases.push((
+                format!("[server]\n{key} = "),
+                format!("server.{key}"),
+                min,
+                max,
+                2,
+            ));
         }
         for (table, key, min, max) in validator {
             let line = table.lines().count() + 2;
-            cases.push((format!("[[validator]]\n{table}\n{key} = "), format!("validator[0].{key}"), min, max, line));
+            cases.push((
+                format!("[[validator]]\n{table}\n{key} = "),
+                format!("validator[0].{key}"),
+                min,
+                max,
+                line,
+            ));
         }
         for (prefix, key, min, max, line) in cases {
             for ok in [min, max] {
-                assert!(parse(&format!("{prefix}{ok}\n")).is_ok(), "{key} = {ok}: {:?}", parse(&format!("{prefix}{ok}\n")));
+                assert!(
+                    parse(&format!("{prefix}{ok}\n")).is_ok(),
+                    "{key} = {ok}: {:?}",
+                    parse(&format!("{prefix}{ok}\n"))
+                );
             }
             let mut bad = vec![max as i64 + 1, i64::MAX, -1];
             if min > 0 {
@@ -1203,11 +1255,71 @@ max_concurrent = 2
     #[test]
     fn keys_of_another_kind_are_errors() {
         let kinds = [
-            ("kind = \"function\"\nfunction = \"max_bytes\"\nmax = 1", &["path", "command", "input", "timeout_ms", "max_concurrent", "children", "concurrency", "max_requests", "field", "pattern"][..]),
-            ("kind = \"function\"\nfunction = \"regex\"\npattern = \"x\"", &["max", "children", "concurrency", "max_requests", "timeout_ms"][..]),
-            ("kind = \"blocking\"\nfunction = \"denylist\"\npath = \"/dev/null\"", &["max", "field", "pattern", "command", "input", "timeout_ms", "max_concurrent", "children", "concurrency", "max_requests"][..]),
-            ("kind = \"process\"\ncommand = [\"true\"]", &["function", "max", "field", "pattern", "path", "children", "concurrency", "max_requests"][..]),
-            ("kind = \"helper\"\ncommand = [\"true\"]", &["function", "max", "field", "pattern", "path", "input", "max_concurrent"][..]),
+            (
+                "kind = \"function\"\nfunction = \"max_bytes\"\nmax = 1",
+                &[
+                    "path",
+                    "command",
+                    "input",
+                    "timeout_ms",
+                    "max_concurrent",
+                    "children",
+                    "concurrency",
+                    "max_requests",
+                    "field",
+                    "pattern",
+                ][..],
+            ),
+            (
+                "kind = \"function\"\nfunction = \"regex\"\npattern = \"x\"",
+                &[
+                    "max",
+                    "children",
+                    "concurrency",
+                    "max_requests",
+                    "timeout_ms",
+                ][..],
+            ),
+            (
+                "kind = \"blocking\"\nfunction = \"denylist\"\npath = \"/dev/null\"",
+                &[
+                    "max",
+                    "field",
+                    "pattern",
+                    "command",
+                    "input",
+                    "timeout_ms",
+                    "max_concurrent",
+                    "children",
+                    "concurrency",
+                    "max_requests",
+                ][..],
+            ),
+            (
+                "kind = \"process\"\ncommand = [\"true\"]",
+                &[
+                    "function",
+                    "max",
+                    "field",
+                    "pattern",
+                    "path",
+                    "children",
+                    "concurrency",
+                    "max_requests",
+                ][..],
+            ),
+            (
+                "kind = \"helper\"\ncommand = [\"true\"]",
+                &[
+                    "function",
+                    "max",
+                    "field",
+                    "pattern",
+                    "path",
+                    "input",
+                    "max_concurrent",
+                ][..],
+            ),
         ];
         let value = |key: &str| match key {
             "function" | "pattern" | "path" => "\"x\"",
@@ -1217,12 +1329,19 @@ max_concurrent = 2
             _ => "4",
         };
         for (table, foreign) in kinds {
-            assert!(parse(&format!("[[validator]]\n{table}\n")).is_ok(), "{table}");
+            assert!(
+                parse(&format!("[[validator]]\n{table}\n")).is_ok(),
+                "{table}"
+            );
             let line = table.lines().count() + 2;
             for key in foreign {
-                let err = parse(&format!("[[validator]]\n{table}\n{key} = {}\n", value(key))).unwrap_err();
+                let err = parse(&format!("[[validator]]\n{table}\n{key} = {}\n", value(key)))
+                    .unwrap_err();
                 let want = format!("/etc/jnhp.toml:{line}: validator[0].{key}: not used by ");
-                assert!(err.starts_with(&want), "{table} + {key}:\n got {err}\nwant {want}");
+                assert!(
+                    err.starts_with(&want),
+                    "{table} + {key}:\n got {err}\nwant {want}"
+                );
             }
         }
     }
@@ -1230,11 +1349,17 @@ max_concurrent = 2
     #[test]
     fn umask_is_three_or_four_octal_digits() {
         for ok in ["027", "0027", "0777", "000"] {
-            assert!(parse(&format!("[daemon]\numask = \"{ok}\"\n")).is_ok(), "{ok}");
+            assert!(
+                parse(&format!("[daemon]\numask = \"{ok}\"\n")).is_ok(),
+                "{ok}"
+            );
         }
         for bad in ["+27", "27", "00027", "0o27", "0089", "", " 027", "1777"] {
             let err = parse(&format!("[daemon]\numask = \"{bad}\"\n")).unwrap_err();
-            assert!(err.starts_with("/etc/jnhp.toml:2: daemon.umask: "), "{bad}: {err}");
+            assert!(
+                err.starts_with("/etc/jnhp.toml:2: daemon.umask: "),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -1245,22 +1370,48 @@ max_concurrent = 2
         let err = Config::parse("[storage]\npath = \"data\"\n", &dir.path().join("j.toml"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("j.toml:2: storage.path: ") && err.contains("is not a regular file"), "{err}");
-        let err = Config::parse("[storage]\npath = \"/dev/null\"\n", &dir.path().join("j.toml"))
-            .unwrap_err()
-            .to_string();
+        assert!(
+            err.contains("j.toml:2: storage.path: ") && err.contains("is not a regular file"),
+            "{err}"
+        );
+        let err = Config::parse(
+            "[storage]\npath = \"/dev/null\"\n",
+            &dir.path().join("j.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("is not a regular file"), "{err}");
-        assert!(Config::parse("[storage]\npath = \"data/file\"\n", &dir.path().join("j.toml")).is_ok());
+        assert!(
+            Config::parse(
+                "[storage]\npath = \"data/file\"\n",
+                &dir.path().join("j.toml")
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn listen_accepts_host_names_and_resolves_them() {
         let c = parse("[server]\nlisten = [\"localhost:8111\"]\n").unwrap();
         let addrs = c.server.listen[0].resolve().unwrap();
-        assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 8111), "{addrs:?}");
-        for bad in ["localhost", "localhost:x", ":8111", "no-such-host.invalid:1"] {
+        assert!(
+            !addrs.is_empty()
+                && addrs
+                    .iter()
+                    .all(|a| a.ip().is_loopback() && a.port() == 8111),
+            "{addrs:?}"
+        );
+        for bad in [
+            "localhost",
+            "localhost:x",
+            ":8111",
+            "no-such-host.invalid:1",
+        ] {
             let err = parse(&format!("[server]\nlisten = [\"{bad}\"]\n")).unwrap_err();
-            assert!(err.starts_with("/etc/jnhp.toml:2: server.listen: "), "{bad}: {err}");
+            assert!(
+                err.starts_with("/etc/jnhp.toml:2: server.listen: "),
+                "{bad}: {err}"
+            );
         }
     }
 

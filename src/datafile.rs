@@ -556,7 +556,11 @@ mod tests {
             }
             data[good.len() + 4..good.len() + 12].copy_from_slice(&[3, 0, 0, 0, 3, 0, 0, 0]);
             let (kept, replay) = names(&data).unwrap();
-            assert_eq!(kept, vec![b"a".to_vec(), b"b".to_vec()], "garbage of {len} bytes");
+            assert_eq!(
+                kept,
+                vec![b"a".to_vec(), b"b".to_vec()],
+                "garbage of {len} bytes"
+            );
             assert_eq!(
                 replay,
                 Replay::TornTail {

@@ -8,9 +8,9 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use jnhpd::config::{Config, ListenAddr, LogLevel, LogTarget};
 use jnhpd::daemon::{self, Pidfile, StartReport};
+use jnhpd::logging;
 use jnhpd::server::{self, Control, Server, Stopping};
 use jnhpd::validator::reaper;
-use jnhpd::logging;
 use sd_notify::NotifyState;
 
 /// jnhpd: a write-once key-value daemon speaking JNHP/1.
@@ -127,7 +127,9 @@ fn main() -> ExitCode {
         );
     }
     if let Err(err) = reaper::become_subreaper() {
-        log::warn!("cannot become a child subreaper ({err}): processes that validator programs detach may outlive them");
+        log::warn!(
+            "cannot become a child subreaper ({err}): processes that validator programs detach may outlive them"
+        );
     }
     match start_and_serve(cli, config, listeners, &mut report) {
         Ok(()) => {
@@ -288,21 +290,21 @@ impl SignalHandler {
             reloading.push(now);
         }
         daemon::notify(&reloading);
-        let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reload_config()));
+        let reloaded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reload_config()));
         if reloaded.is_err() {
-            log::error!("SIGHUP: internal error while reloading; keeping the running configuration");
+            log::error!(
+                "SIGHUP: internal error while reloading; keeping the running configuration"
+            );
         }
         daemon::notify(&[NotifyState::Ready]);
     }
 
     fn reload_config(&self) {
-        let reloaded = self
-            .cli
-            .load_config()
-            .and_then(|new| {
-                let level = new.log.level;
-                self.control.reload(new).map(|r| (r, level))
-            });
+        let reloaded = self.cli.load_config().and_then(|new| {
+            let level = new.log.level;
+            self.control.reload(new).map(|r| (r, level))
+        });
         let (reloaded, level) = match reloaded {
             Ok(done) => done,
             Err(err) => {

@@ -272,13 +272,24 @@ mod tests {
     fn values_beginning_with_error_and_a_space_are_reserved() {
         assert_eq!(p(b"STORE a ERROR x"), Err(ProtocolError::ReservedValue));
         assert_eq!(p(b"STORE a ERROR "), Err(ProtocolError::ReservedValue));
-        for ordinary in [&b"STORE a ERROR"[..], b"STORE a ERRORS x", b"STORE a error x", b"STORE a x ERROR y"] {
-            assert!(matches!(p(ordinary), Ok(Some(Request::Store { .. }))), "{ordinary:?}");
+        for ordinary in [
+            &b"STORE a ERROR"[..],
+            b"STORE a ERRORS x",
+            b"STORE a error x",
+            b"STORE a x ERROR y",
+        ] {
+            assert!(
+                matches!(p(ordinary), Ok(Some(Request::Store { .. }))),
+                "{ordinary:?}"
+            );
         }
         let mut out = BytesMut::new();
         Reply::Error(ProtocolError::ReservedValue).encode(&mut out);
         assert_eq!(&out[..], b"ERROR reserved value\r\n");
-        assert_eq!(error_reason(b"ERROR reserved value"), Some(&b"reserved value"[..]));
+        assert_eq!(
+            error_reason(b"ERROR reserved value"),
+            Some(&b"reserved value"[..])
+        );
         assert_eq!(error_reason(b"ERRORx"), None);
     }
 

@@ -135,8 +135,8 @@ impl Server {
             .map(|l| l.local_addr())
             .collect::<io::Result<_>>()
             .map_err(StartError::Serve)?;
-        let chain = ValidatorChain::from_specs(&config.validators, None)
-            .map_err(StartError::Validators)?;
+        let chain =
+            ValidatorChain::from_specs(&config.validators, None).map_err(StartError::Validators)?;
         let validators = chain.len();
         let (chain_tx, chain_rx) = watch::channel(Arc::new(chain));
         let (store, store_task) = open_store(&config).await?;
@@ -150,7 +150,8 @@ impl Server {
         });
         let mut tokio_listeners = Vec::new();
         for listener in listeners {
-            tokio_listeners.push(tokio::net::TcpListener::from_std(listener).map_err(StartError::Serve)?);
+            tokio_listeners
+                .push(tokio::net::TcpListener::from_std(listener).map_err(StartError::Serve)?);
         }
         let serving = tokio::spawn(accept::serve(
             tokio_listeners,

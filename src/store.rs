@@ -419,7 +419,10 @@ impl Store {
                 }
             }
         };
-        if tokio::time::timeout(CLOSE_PATIENCE, settle_rest).await.is_err() {
+        if tokio::time::timeout(CLOSE_PATIENCE, settle_rest)
+            .await
+            .is_err()
+        {
             log::warn!("store: stopping with STOREs still unsettled");
         }
     }

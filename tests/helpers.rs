@@ -366,3 +366,28 @@ fn helpers_exit_when_jnhpd_stops() {
     assert_eq!(s.wait_exit().code(), Some(0));
     wait_not_running(pid);
 }
+
+/// On SIGTERM helpers see their stdin closed and get time to exit on their
+/// own (they used to be killed at once with the runtime).
+#[test]
+fn sigterm_closes_helpers_stdin_and_lets_them_exit() {
+    let d = tempfile::tempdir().unwrap();
+    // After its input ends it takes a moment to clean up, then says so.
+    let prog = helper(
+        d.path(),
+        "h",
+        "import atexit\natexit.register(lambda: (time.sleep(0.5), open(os.path.join(D, \"clean-exit\"), \"w\").close()))",
+        "reply(id_, 1)",
+    );
+    let root = d.path().to_path_buf();
+    let mut s = Server::start_in(d, &config(&prog, ""));
+    assert_eq!(s.connect().ask("STORE a b"), "W00T!");
+    let pid = starts(&root)[0];
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0));
+    wait_not_running(pid);
+    assert!(
+        root.join("clean-exit").exists(),
+        "the helper was killed before it could exit"
+    );
+}

@@ -349,3 +349,19 @@ fn random_bytes_on_many_connections_crash_nothing() {
     assert_eq!(c.ask("STORE after-the-noise ok"), "W00T!");
     assert_eq!(c.ask("GET after-the-noise"), "ok");
 }
+
+/// A value may not begin with `ERROR ` (so a GET reply that does is
+/// always an error); `ERROR` alone, `ERRORS x` or `error x` are values.
+#[test]
+fn values_beginning_with_error_are_reserved() {
+    let s = server();
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a ERROR shutting down"), "ERROR reserved value");
+    assert_eq!(c.ask("EXISTS a"), "RARGH!");
+    assert_eq!(c.ask("STORE a ERROR "), "ERROR reserved value");
+    assert_eq!(c.ask("STORE b ERROR"), "W00T!");
+    assert_eq!(c.ask("STORE c ERRORS x"), "W00T!");
+    assert_eq!(c.ask("STORE d error x"), "W00T!");
+    assert_eq!(c.ask("GET b"), "ERROR");
+    assert_eq!(c.ask("GET d"), "error x");
+}

@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Client, PATIENCE, Server, run_to_exit};
@@ -390,4 +391,216 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
             s.log.all()
         );
     }
+}
+
+/// A value `--check-config` used to accept made SIGHUP panic inside the
+/// signal task (a semaphore of 2^63 permits); from then on no signal was
+/// heard. Out-of-range values are config errors now, and the daemon still
+/// reloads and stops afterwards.
+#[test]
+fn an_out_of_range_reload_is_refused_and_signals_still_work() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = common::script(d.path(), "allow", "echo JNHP:1");
+    let good = common::process_validator(&prog, "max_concurrent = 2");
+    let mut s = Server::start_in(d, &good);
+    let config = s.config.clone().unwrap();
+    let huge = common::process_validator(&prog, "max_concurrent = 9223372036854775807");
+    std::fs::write(&config, &huge).unwrap();
+    s.signal(Signal::SIGHUP);
+    let refused = s.log.wait_for("keeping the running configuration");
+    assert!(
+        refused.contains(
+            "jnhp.toml:4: validator[0].max_concurrent: 9223372036854775807 is outside 1..=10000"
+        ),
+        "{refused}"
+    );
+    assert_eq!(s.connect().ask("STORE a b"), "W00T!");
+    // Signals are still heard: a good reload, then SIGTERM.
+    std::fs::write(
+        &config,
+        common::process_validator(&prog, "max_concurrent = 3"),
+    )
+    .unwrap();
+    s.signal(Signal::SIGHUP);
+    s.log.wait_for("configuration reloaded");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0));
+    assert!(!s.log.all().contains("panicked"), "{}", s.log.all());
+}
+
+/// `--check-config` accepting a file means the start cannot fail for a
+/// reason the file shows: values past the ranges (they used to crash the
+/// start after "listening on") are refused up front, also by a daemon's
+/// launcher.
+#[test]
+fn huge_limits_are_config_errors_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.toml");
+    for (text, want) in [
+        (
+            "[server]\nmax_connections = 2305843009213693953\n",
+            "big.toml:2: server.max_connections: 2305843009213693953 is outside 1..=1000000",
+        ),
+        (
+            "[server]\nmax_name_bytes = 65537\n",
+            "big.toml:2: server.max_name_bytes: 65537 is outside 1..=65536",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\nmax_concurrent = 2305843009213693953\n",
+            "big.toml:4: validator[0].max_concurrent: 2305843009213693953 is outside 1..=10000",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\nchildren = 4\n",
+            "big.toml:4: validator[0].children: not used by kind = \"process\"",
+        ),
+        (
+            "[[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 9\nconcurrency = 4\n",
+            "big.toml:5: validator[0].concurrency: not used by kind = \"function\"",
+        ),
+        (
+            "[daemon]\numask = \"+27\"\n",
+            "big.toml:2: daemon.umask: \"+27\" is not an octal umask",
+        ),
+        ("[storage]\npath = \".\"\n", "big.toml:2: storage.path: "),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let (code, out) = run_to_exit(
+            &["--check-config", "--config", path.to_str().unwrap()],
+            dir.path(),
+        );
+        assert_eq!(code, 1, "{text}: {out}");
+        assert!(out.contains(want), "{text}:\n got {out}\nwant {want}");
+        let (code, out) = run_to_exit(
+            &[
+                "--daemon",
+                "--config",
+                path.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            dir.path(),
+        );
+        assert_eq!(code, 1, "the launcher refuses too: {out}");
+        assert!(out.contains(want), "{out}");
+    }
+}
+
+/// `listen` takes host names: `localhost` is resolved at start and served
+/// on the addresses it names.
+#[test]
+fn a_host_name_listen_address_is_resolved() {
+    let s = Server::start_with("[server]\nlisten = [\"localhost:0\"]\n", &[]);
+    assert!(
+        s.addrs.iter().all(|a| a.ip().is_loopback()),
+        "{:?}",
+        s.addrs
+    );
+    let v4 = s
+        .addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .expect("localhost has 127.0.0.1");
+    assert_eq!(Client::connect(*v4).ask("STORE a b"), "W00T!");
+    let s = Server::start_with("", &["--listen", "localhost:0"]);
+    assert!(s.addrs.iter().any(|a| a.is_ipv4()), "{:?}", s.addrs);
+}
+
+/// A data file big enough to take a while to replay.
+fn slow_to_replay(dir: &std::path::Path) -> std::path::PathBuf {
+    use jnhpd::datafile::{HEADER_LEN, MAGIC, VERSION, encode_record};
+    let path = dir.join("data");
+    let mut data = MAGIC.to_vec();
+    data.extend_from_slice(&VERSION.to_le_bytes());
+    data.resize(HEADER_LEN, 0);
+    let mut records = Vec::new();
+    for i in 0..100_000u32 {
+        encode_record(
+            format!("name-{i}").as_bytes(),
+            format!("value-{i}-padding").as_bytes(),
+            &mut records,
+        );
+    }
+    // The same records again: replay reads each repeat as a name stored
+    // before, which costs about as much as a new one.
+    for _ in 0..8 {
+        data.extend_from_slice(&records);
+    }
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+fn start_replaying(dir: &std::path::Path) -> (std::process::Child, Arc<common::Log>) {
+    use std::io::BufRead;
+    slow_to_replay(dir);
+    let config = dir.join("jnhp.toml");
+    std::fs::write(&config, "[storage]\npath = \"data\"\nfsync = \"never\"\n").unwrap();
+    let mut child = std::process::Command::new(common::bin())
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(common::Log::default());
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.push(line);
+        }
+        sink.push("<stderr closed>".into());
+    });
+    log.wait_for("replaying");
+    (child, log)
+}
+
+/// SIGHUP and SIGTERM while the data file replays: neither kills jnhpd
+/// with the default action. SIGHUP is applied once serving; SIGTERM ends
+/// the start cleanly with exit 0.
+#[test]
+fn signals_during_start_up_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, log) = start_replaying(dir.path());
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
+    let during = log.wait_for("SIGHUP during start-up");
+    assert!(
+        !log.all().contains("replayed"),
+        "the signal came during the replay: {}",
+        log.all()
+    );
+    let _ = during;
+    log.wait_for("listening on");
+    log.wait_for("SIGHUP: configuration reloaded");
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    assert_eq!(
+        common::wait_exit(&mut child).code(),
+        Some(0),
+        "{}",
+        log.all()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, log) = start_replaying(dir.path());
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    assert_eq!(
+        common::wait_exit(&mut child).code(),
+        Some(0),
+        "{}",
+        log.all()
+    );
+    assert!(
+        log.all()
+            .contains("SIGTERM during start-up: stopping before serving"),
+        "{}",
+        log.all()
+    );
+    assert!(!log.all().contains("listening on"), "{}", log.all());
 }

@@ -727,3 +727,104 @@ fn a_program_writing_before_reading_stdin_does_not_deadlock() {
     let mut c = s.connect();
     assert_eq!(c.ask(&format!("STORE big {}", "v".repeat(65_536))), "W00T!");
 }
+
+/// Sent in one write, `GET a` then a STORE whose validator is slow: the
+/// GET's reply leaves at once, not after the STORE's validation.
+#[test]
+fn replies_before_a_waiting_store_are_not_held_back() {
+    let (s, root) = gated_server();
+    let mut c = s.connect();
+    std::fs::write(root.join("release"), "").unwrap();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    std::fs::remove_file(root.join("release")).unwrap();
+    c.send(b"GET a\r\nEXISTS a\r\nSTORE b 1\r\nGET b\r\n");
+    // The gate is closed: only the replies before the STORE can arrive.
+    assert_eq!(c.reply(), "1");
+    assert_eq!(c.reply(), "AWESOME!");
+    wait_for_file(&root.join("started-b-1"));
+    std::fs::write(root.join("release"), "").unwrap();
+    assert_eq!(c.reply(), "W00T!");
+    assert_eq!(c.reply(), "1");
+}
+
+/// A program that detaches a process into its own session (`setsid`),
+/// which ignores SIGTERM: that process is killed when the program times
+/// out, when it exits after its verdict, and when jnhpd stops.
+#[test]
+fn processes_that_leave_the_group_do_not_outlive_their_program() {
+    let d = dir();
+    let root = d.path().to_path_buf();
+    let prog = script(
+        &root,
+        "detach",
+        &format!(
+            "cd {}\nsetsid sh -c 'echo $$ > \"detached-$JNHP_NAME\"; trap \"\" TERM; exec sleep 41' &\n\
+             while [ ! -s \"detached-$JNHP_NAME\" ]; do sleep 0.01; done\n\
+             case \"$1\" in hang) sleep 60 ;; wait) while [ ! -e release ]; do sleep 0.02; done; echo JNHP:1 ;; *) echo JNHP:1 ;; esac",
+            root.display()
+        ),
+    );
+    let mut s = Server::start_in(d, &process_validator(&prog, "timeout_ms = 1000"));
+    let detached = |name: &str| -> i32 {
+        wait_for_file(&root.join(format!("detached-{name}")));
+        let text = std::fs::read_to_string(root.join(format!("detached-{name}"))).unwrap();
+        text.trim().parse().unwrap()
+    };
+    let mut c = s.connect();
+    // Exits right after its verdict.
+    assert_eq!(c.ask("STORE quick go"), "W00T!");
+    common::wait_not_running(detached("quick"));
+    // Times out.
+    assert_eq!(c.ask("STORE slow hang"), "RARGH!");
+    common::wait_not_running(detached("slow"));
+    // Still running when jnhpd stops.
+    c.send(b"STORE last wait\r\n");
+    let last = detached("last");
+    assert!(is_running(last));
+    s.signal(Signal::SIGTERM);
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0));
+    common::wait_not_running(last);
+    assert!(!s.log.all().contains("panicked"), "{}", s.log.all());
+}
+
+/// `max_concurrent = 1` holds across reloads that leave the validator's
+/// table unchanged: the running count is kept, so programs never overlap.
+#[test]
+fn max_concurrent_holds_across_reloads() {
+    let d = dir();
+    let root = d.path().to_path_buf();
+    let prog = script(
+        &root,
+        "slow",
+        &format!(
+            "cd {}\necho start >> runs\nsleep 1\necho end >> runs\necho JNHP:1",
+            root.display()
+        ),
+    );
+    let s = Server::start_in(d, &process_validator(&prog, "max_concurrent = 1"));
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut c = s.connect();
+        c.send(format!("STORE n{i} v\r\n").as_bytes());
+        clients.push(c);
+        if i == 0 {
+            // The first program holds the slot before the reloads begin.
+            while !std::fs::read_to_string(root.join("runs"))
+                .unwrap_or_default()
+                .contains("start")
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        s.signal(Signal::SIGHUP);
+        while s.log.count("configuration reloaded") < i + 1 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    for mut c in clients {
+        assert_eq!(c.reply(), "W00T!");
+    }
+    let runs = std::fs::read_to_string(root.join("runs")).unwrap();
+    assert_eq!(runs, "start\nend\n".repeat(3), "programs overlapped");
+}

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use jnhpd::client::Client;
 
@@ -19,9 +19,10 @@ struct Cli {
     /// The server's host:port.
     #[arg(long, default_value = "127.0.0.1:8111", global = true)]
     addr: String,
-    /// Seconds to wait for the connection and for each reply.
-    #[arg(long, default_value_t = 10.0, global = true)]
-    timeout: f64,
+    /// Seconds to wait for the connection and for each reply (more than 0,
+    /// at most 86400).
+    #[arg(long, default_value = "10", global = true, value_parser = parse_timeout)]
+    timeout: Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +41,21 @@ enum Command {
     Bench(jnhpd::bench::BenchArgs),
 }
 
+/// `--timeout`: a finite number of seconds in (0, 86400]. Anything else
+/// (`nan`, `-1`, `1e300`) is a usage error, never a panic.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "{text:?} is not between 0 (excluded) and 86400 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -54,7 +70,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> u8 {
-    let timeout = Duration::from_secs_f64(cli.timeout);
+    let timeout = cli.timeout;
     let result = match cli.command {
         Command::Batch => return batch(&cli.addr, timeout).await,
         Command::Bench(args) => return jnhpd::bench::run(&cli.addr, args).await,
@@ -95,7 +111,9 @@ async fn one_request(
 
 /// Copies stdin to the server and the replies to stdout. After stdin ends
 /// the connection is half-closed: the server answers everything it got,
-/// then closes, which ends the copy of replies.
+/// then closes, which ends the copy of replies. Every request must get its
+/// reply: if the server closes first, or any reply is an `ERROR` line, the
+/// exit status is 2 and stderr says why.
 async fn batch(addr: &str, timeout: Duration) -> u8 {
     let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
@@ -110,19 +128,113 @@ async fn batch(addr: &str, timeout: Duration) -> u8 {
     };
     let (mut read, mut write) = stream.into_split();
     let requests = async {
-        tokio::io::copy(&mut tokio::io::stdin(), &mut write).await?;
-        write.shutdown().await
+        let mut stdin = tokio::io::stdin();
+        let mut counter = LineCounter::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = stdin.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            counter.requests(&buf[..n]);
+            // The server may be gone: what was sent is still accounted for.
+            if write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+        Ok::<_, std::io::Error>(counter.finish())
     };
     let replies = async {
         let mut out = tokio::io::stdout();
-        tokio::io::copy(&mut read, &mut out).await?;
-        out.flush().await
+        let mut counter = ReplyCounter::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // A reset after the last reply is the server closing.
+            let n = read.read(&mut buf).await.unwrap_or_default();
+            if n == 0 {
+                break;
+            }
+            counter.replies(&buf[..n]);
+            out.write_all(&buf[..n]).await?;
+        }
+        out.flush().await?;
+        Ok::<_, std::io::Error>(counter)
     };
     match tokio::try_join!(requests, replies) {
-        Ok(_) => 0,
+        Ok((sent, got)) => {
+            let mut code = 0;
+            if got.lines < sent {
+                eprintln!(
+                    "jnhp: the connection closed with {} of {sent} requests without a reply",
+                    sent - got.lines
+                );
+                code = 2;
+            }
+            if got.errors > 0 {
+                eprintln!("jnhp: {} replies were errors", got.errors);
+                code = 2;
+            }
+            code
+        }
         Err(e) => {
             eprintln!("jnhp: {e}");
             2
+        }
+    }
+}
+
+/// Counts the requests in a stream of request lines: every line with
+/// something other than blanks gets exactly one reply (a trailing line
+/// without a line end included).
+#[derive(Default)]
+struct LineCounter {
+    count: usize,
+    /// The current line has a byte other than a blank or CR.
+    filled: bool,
+}
+
+impl LineCounter {
+    fn requests(&mut self, chunk: &[u8]) {
+        for &b in chunk {
+            match b {
+                b'\n' => {
+                    self.count += usize::from(self.filled);
+                    self.filled = false;
+                }
+                b' ' | b'\t' | b'\r' => {}
+                _ => self.filled = true,
+            }
+        }
+    }
+
+    fn finish(self) -> usize {
+        self.count + usize::from(self.filled)
+    }
+}
+
+/// Counts reply lines, and those that are `ERROR` lines.
+#[derive(Default)]
+struct ReplyCounter {
+    lines: usize,
+    errors: usize,
+    /// Bytes of the current line seen so far, up to the prefix's length.
+    head: Vec<u8>,
+}
+
+impl ReplyCounter {
+    fn replies(&mut self, chunk: &[u8]) {
+        let prefix = jnhpd::protocol::ERROR_PREFIX;
+        for &b in chunk {
+            if b == b'\n' {
+                self.lines += 1;
+                if self.head == prefix {
+                    self.errors += 1;
+                }
+                self.head.clear();
+            } else if self.head.len() < prefix.len() {
+                self.head.push(b);
+            }
         }
     }
 }

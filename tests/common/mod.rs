@@ -39,6 +39,15 @@ impl Log {
         }
     }
 
+    /// Adds a line (for tests that read a process's stderr themselves).
+    pub fn push(&self, line: String) {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+        self.changed.notify_all();
+    }
+
     pub fn count(&self, needle: &str) -> usize {
         self.lines
             .lock()
