@@ -220,7 +220,7 @@ pub enum LogTarget {
     Syslog,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -229,6 +229,16 @@ pub enum LogLevel {
     Info,
     Debug,
     Trace,
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+
+    /// The names the config file uses (`--log-level` takes the same).
+    fn from_str(s: &str) -> Result<LogLevel, String> {
+        LogLevel::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
+            .map_err(|_| format!("{s:?} is not one of error, warn, info, debug, trace"))
+    }
 }
 
 impl LogLevel {

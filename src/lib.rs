@@ -1,10 +1,13 @@
-//! jnhpd: a write-once key-value daemon speaking JNHP/1.
+//! jnhpd: a write-once key-value daemon speaking JNHP/1, as a library; the
+//! `jnhpd` binary is a thin command line over [`server::Server`].
 //!
-//! Map of the crate, one idea per module:
-//! - [`protocol`]: the wire format, pure (bytes to [`protocol::Request`],
-//!   [`protocol::Reply`] to bytes);
-//! - [`connection`]: framing a byte stream into lines, and one client's
-//!   request loop;
+//! The workspace: `jnhp-wire` (the wire format and line framer, no I/O),
+//! `jnhp-client` (a pipelining client), this crate (the daemon), and `jnhp`
+//! (the command and its load generator).
+//!
+//! Map of this crate, one idea per module:
+//! - [`protocol`]: the `jnhp-wire` crate, re-exported;
+//! - [`connection`]: one client's request loop;
 //! - [`store`]: the actor that owns the map, and the handle connections use;
 //! - [`validator`]: the [`validator::Validator`] trait and the chain every
 //!   STORE passes;
@@ -13,20 +16,16 @@
 //!   wait (the accept loop is in `accept`);
 //! - [`daemon`]: forking, the pidfile, privileges, systemd notification;
 //! - [`config`]: loading and checking the TOML configuration;
-//! - [`logging`]: the `log` backend (stderr or syslog);
-//! - [`client`]: a pipelining JNHP client, and [`bench`] the load generator
-//!   behind `jnhp bench`.
+//! - [`logging`]: the `log` backend (stderr or syslog).
 
 mod accept;
-pub mod bench;
-pub mod client;
-mod coalesce;
 pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod datafile;
 pub mod logging;
-pub mod protocol;
+/// The wire format and framer (the `jnhp-wire` crate).
+pub use jnhp_wire as protocol;
 pub mod server;
 pub mod store;
 pub mod validator;

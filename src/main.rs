@@ -31,7 +31,7 @@ struct Cli {
     #[arg(long)]
     check_config: bool,
     /// Replaces `log.level`.
-    #[arg(long, value_enum, value_name = "LEVEL")]
+    #[arg(long, value_name = "LEVEL", value_parser = |s: &str| s.parse::<LogLevel>())]
     log_level: Option<LogLevel>,
 }
 

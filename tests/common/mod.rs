@@ -70,8 +70,22 @@ pub struct Server {
     pub config: Option<PathBuf>,
 }
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_jnhpd")
+/// The `jnhpd` binary under test. Tests of the daemon's own package get
+/// its path from cargo; other packages of the workspace (the `jnhp`
+/// command's tests) find it beside their own test binary, where a
+/// workspace `cargo test` has built it.
+pub fn bin() -> String {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_jnhpd") {
+        return path.to_string();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().and_then(Path::parent).unwrap().join("jnhpd");
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests with `cargo test` at the workspace root",
+        path.display()
+    );
+    path.display().to_string()
 }
 
 impl Server {

@@ -1,10 +1,13 @@
-//! The JNHP/1 wire format: request lines to [`Request`], [`Reply`] to bytes.
+//! The JNHP/1 wire format: request lines to [`Request`], [`Reply`] to bytes
+//! and back, and the [`LineFramer`] that cuts a byte stream into lines.
 //!
-//! Nothing here does I/O. Keeping the format pure means it can be unit- and
-//! property-tested byte for byte, and shared by the server and the client.
-//! Framing (finding line ends, bounding line length) lives in
-//! [`crate::connection`]; this module sees one line with its line end already
-//! removed.
+//! Nothing here does I/O. Keeping the format pure means it can be unit-,
+//! property- and fuzz-tested byte for byte, and shared by the server and
+//! the client: every byte jnhpd writes on the wire is written here.
+
+pub mod framer;
+
+pub use framer::{Frame, LineFramer};
 
 use bytes::{BufMut, BytesMut};
 use thiserror::Error;

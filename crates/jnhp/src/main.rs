@@ -11,7 +11,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use jnhpd::client::Client;
+use jnhp_client::Client;
+
+mod bench;
 
 #[derive(Parser)]
 #[command(version, about = "A client for jnhpd (JNHP/1)")]
@@ -38,7 +40,7 @@ enum Command {
     /// Send request lines from stdin (pipelined), print the replies.
     Batch,
     /// Load generator: JNHP, Redis (RESP) or memcached, same workload.
-    Bench(jnhpd::bench::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// `--timeout`: a finite number of seconds in (0, 86400]. Anything else
@@ -73,7 +75,7 @@ async fn run(cli: Cli) -> u8 {
     let timeout = cli.timeout;
     let result = match cli.command {
         Command::Batch => return batch(&cli.addr, timeout).await,
-        Command::Bench(args) => return jnhpd::bench::run(&cli.addr, args).await,
+        Command::Bench(args) => return bench::run(&cli.addr, args).await,
         command => one_request(&cli.addr, timeout, command).await,
     };
     match result {
@@ -89,7 +91,7 @@ async fn one_request(
     addr: &str,
     timeout: Duration,
     command: Command,
-) -> Result<u8, jnhpd::client::ClientError> {
+) -> Result<u8, jnhp_client::ClientError> {
     let client = Client::connect(addr, timeout).await?;
     let yes = match command {
         Command::Store { name, value } => client.store(name.as_bytes(), value.as_bytes()).await?,
@@ -224,7 +226,7 @@ struct ReplyCounter {
 
 impl ReplyCounter {
     fn replies(&mut self, chunk: &[u8]) {
-        let prefix = jnhpd::protocol::ERROR_PREFIX;
+        let prefix = jnhp_wire::ERROR_PREFIX;
         for &b in chunk {
             if b == b'\n' {
                 self.lines += 1;

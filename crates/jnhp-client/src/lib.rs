@@ -9,9 +9,9 @@
 //! handed to the wrong request.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), jnhpd::client::ClientError> {
+//! # async fn demo() -> Result<(), jnhp_client::ClientError> {
 //! use std::time::Duration;
-//! use jnhpd::client::Client;
+//! use jnhp_client::Client;
 //!
 //! let client = Client::connect("127.0.0.1:8111", Duration::from_secs(5)).await?;
 //! if client.store(b"greeting", b"hello, world").await? {
@@ -27,7 +27,7 @@
 //! cheap to clone); they are pipelined on the one connection:
 //!
 //! ```no_run
-//! # async fn demo(client: jnhpd::client::Client) -> Result<(), jnhpd::client::ClientError> {
+//! # async fn demo(client: jnhp_client::Client) -> Result<(), jnhp_client::ClientError> {
 //! let (a, b) = tokio::join!(client.get(b"a"), client.get(b"b"));
 //! println!("{:?} {:?}", a?, b?);
 //! # Ok(()) }
@@ -44,7 +44,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::{self, Limits, Request};
+use jnhp_wire::{self as protocol, Limits, Request};
+
+pub mod coalesce;
 
 /// The longest reply line accepted: the largest value a server may be
 /// configured to hold (16 MiB) and its line end.
