@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::{self, Shared};
+use crate::protocol::Reply;
 
 /// Accept errors that concern the process (out of descriptors or memory)
 /// are retried after a pause that doubles up to this.
@@ -108,8 +109,10 @@ fn is_per_connection(err: &io::Error) -> bool {
 }
 
 async fn refuse(mut stream: TcpStream) {
+    let mut line = Vec::new();
+    Reply::TOO_MANY_CONNECTIONS.encode(&mut line);
     let said = async {
-        stream.write_all(b"ERROR too many connections\r\n").await?;
+        stream.write_all(&line).await?;
         stream.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), said).await;

@@ -15,7 +15,9 @@ use thiserror::Error;
 use toml::Spanned;
 
 use crate::protocol::Limits;
-pub use crate::validator::OnFailure;
+pub use crate::validator::spec::{
+    Check, Field, HelperSpec, Input, OnFailure, ProcessSpec, ValidatorSpec,
+};
 
 /// The built-in listen address, used when neither the file nor `--listen`
 /// gives one.
@@ -65,9 +67,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     #[serde(deserialize_with = "ranged::<_, 0, 2_592_000, _>")]
     pub idle_timeout_secs: u64,
-    #[serde(deserialize_with = "ranged::<_, 1, 65_536, _>")]
+    #[serde(deserialize_with = "ranged::<_, 1, { Limits::WIDEST.max_name_bytes as u64 }, _>")]
     pub max_name_bytes: usize,
-    #[serde(deserialize_with = "ranged::<_, 1, 16_777_216, _>")]
+    #[serde(deserialize_with = "ranged::<_, 1, { Limits::WIDEST.max_value_bytes as u64 }, _>")]
     pub max_value_bytes: usize,
     #[serde(deserialize_with = "ranged::<_, 0, 3_600, _>")]
     pub shutdown_grace_secs: u64,
@@ -131,8 +133,8 @@ impl Default for ServerConfig {
             listen: vec![ListenAddr(DEFAULT_LISTEN.to_string())],
             max_connections: 10_000,
             idle_timeout_secs: 0,
-            max_name_bytes: 250,
-            max_value_bytes: 65_536,
+            max_name_bytes: Limits::default().max_name_bytes,
+            max_value_bytes: Limits::default().max_value_bytes,
             shutdown_grace_secs: 10,
         }
     }
@@ -470,26 +472,6 @@ fn existing_group<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(name)
 }
 
-/// What a validator looks at (`field`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Field {
-    Name,
-    #[default]
-    Value,
-}
-
-/// How a process validator receives the value (`input`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Input {
-    /// The value is the program's last argument.
-    #[default]
-    Argv,
-    /// The value, then `\n`, on the program's stdin.
-    Stdin,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Kind {
@@ -520,53 +502,6 @@ struct RawValidator {
     concurrency: Option<Spanned<i64>>,
     max_requests: Option<Spanned<i64>>,
     on_failure: Option<Spanned<OnFailure>>,
-}
-
-/// One checked validator of the chain.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidatorSpec {
-    pub check: Check,
-    pub on_failure: OnFailure,
-}
-
-/// What a validator runs.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Check {
-    /// `kind = "function"`, `function = "max_bytes"`: value at most `max` bytes.
-    MaxBytes { max: u64 },
-    /// `kind = "function"`, `function = "regex"`: `field` must match.
-    Regex { field: Field, pattern: String },
-    /// `kind = "blocking"`, `function = "denylist"`: refuse listed values.
-    Denylist { path: PathBuf },
-    /// `kind = "process"`: one program run per STORE.
-    Process(ProcessSpec),
-    /// `kind = "helper"`: long-running programs answering many STOREs.
-    Helper(HelperSpec),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct HelperSpec {
-    /// The program, resolved as for `process`.
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    /// Helper processes at most (started as needed).
-    pub children: usize,
-    /// Requests in flight per helper at most.
-    pub concurrency: usize,
-    /// Per request, from when it is written.
-    pub timeout: Duration,
-    /// Retire a helper after this many requests; 0 = never.
-    pub max_requests: u64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessSpec {
-    /// The program, resolved (relative to the config file, or from PATH).
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    pub input: Input,
-    pub timeout: Duration,
-    pub max_concurrent: usize,
 }
 
 /// A problem with one `[[validator]]` table, located by byte offset.
@@ -774,47 +709,39 @@ impl RawValidator {
             kind: *kind.get_ref(),
             kind_at: kind.span().start,
         };
+        // Which kinds take each key: one table, so that a key of another
+        // kind is refused like an unknown one, for every kind.
+        use Kind::{Blocking, Function, Helper, Process};
+        let keys: [(&'static str, Option<usize>, &[Kind]); 13] = [
+            ("function", at(&function), &[Function, Blocking]),
+            ("max", at(&max), &[Function]),
+            ("field", at(&field), &[Function]),
+            ("pattern", at(&pattern), &[Function]),
+            ("path", at(&path), &[Blocking]),
+            ("command", at(&command), &[Process, Helper]),
+            ("input", at(&input), &[Process]),
+            ("timeout_ms", at(&timeout_ms), &[Process, Helper]),
+            ("max_concurrent", at(&max_concurrent), &[Process]),
+            ("children", at(&children), &[Helper]),
+            ("concurrency", at(&concurrency), &[Helper]),
+            ("max_requests", at(&max_requests), &[Helper]),
+            (
+                "on_failure",
+                at(&on_failure),
+                &[Function, Blocking, Process, Helper],
+            ),
+        ];
+        let foreign: Vec<_> = keys
+            .iter()
+            .filter(|(_, _, kinds)| !kinds.contains(&r.kind))
+            .map(|&(key, at, _)| (key, at))
+            .collect();
+        r.refuse_for_kind(&foreign)?;
         let on_failure = on_failure.map(|s| s.into_inner()).unwrap_or_default();
         let check = match r.kind {
-            Kind::Function => {
-                r.refuse_for_kind(&[
-                    ("path", at(&path)),
-                    ("command", at(&command)),
-                    ("input", at(&input)),
-                    ("timeout_ms", at(&timeout_ms)),
-                    ("max_concurrent", at(&max_concurrent)),
-                    ("children", at(&children)),
-                    ("concurrency", at(&concurrency)),
-                    ("max_requests", at(&max_requests)),
-                ])?;
-                r.function(function, max, field, pattern)?
-            }
-            Kind::Blocking => {
-                r.refuse_for_kind(&[
-                    ("max", at(&max)),
-                    ("field", at(&field)),
-                    ("pattern", at(&pattern)),
-                    ("command", at(&command)),
-                    ("input", at(&input)),
-                    ("timeout_ms", at(&timeout_ms)),
-                    ("max_concurrent", at(&max_concurrent)),
-                    ("children", at(&children)),
-                    ("concurrency", at(&concurrency)),
-                    ("max_requests", at(&max_requests)),
-                ])?;
-                r.blocking(function, path)?
-            }
-            Kind::Process => {
-                r.refuse_for_kind(&[
-                    ("function", at(&function)),
-                    ("max", at(&max)),
-                    ("field", at(&field)),
-                    ("pattern", at(&pattern)),
-                    ("path", at(&path)),
-                    ("children", at(&children)),
-                    ("concurrency", at(&concurrency)),
-                    ("max_requests", at(&max_requests)),
-                ])?;
+            Function => r.function(function, max, field, pattern)?,
+            Blocking => r.blocking(function, path)?,
+            Process => {
                 let (program, args) = r.command(command)?;
                 Check::Process(ProcessSpec {
                     program,
@@ -829,16 +756,7 @@ impl RawValidator {
                     )?,
                 })
             }
-            Kind::Helper => {
-                r.refuse_for_kind(&[
-                    ("function", at(&function)),
-                    ("max", at(&max)),
-                    ("field", at(&field)),
-                    ("pattern", at(&pattern)),
-                    ("path", at(&path)),
-                    ("input", at(&input)),
-                    ("max_concurrent", at(&max_concurrent)),
-                ])?;
+            Helper => {
                 let (program, args) = r.command(command)?;
                 Check::Helper(HelperSpec {
                     program,

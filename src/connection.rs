@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{self, Frame, Limits, LineFramer, ProtocolError, Reply, Request};
 use crate::store::{
-    Batch, CommitError, DeferredStore, OUT_HIGH_WATER, Op, Reservation, StoreHandle, Turn,
+    Batch, CommitError, DeferredStore, OUT_HIGH_WATER, Op, PendingStore, Reservation, StoreHandle,
+    Turn,
 };
 use crate::validator::{Inline, ValidatorChain};
 
@@ -30,8 +31,6 @@ const READ_CHUNK: usize = 32 * 1024;
 /// Buffers that grew past this (a huge value went through) are replaced by
 /// small ones once empty, so idle connections stay cheap.
 const KEEP_CAPACITY: usize = 64 * 1024;
-
-const SHUTTING_DOWN: Reply<'static> = Reply::ServerError("shutting down");
 
 /// Turns a frame into the op the store actor answers (`None`: empty line).
 /// A STORE first passes the chain's synchronous validators here, so that
@@ -123,7 +122,7 @@ impl Connection {
                 if eof && let Some(frame) = self.framer.finish(&mut self.buf) {
                     self.push(frame, &chain);
                 }
-                if !self.batch.ops.is_empty() {
+                if !self.batch.is_empty() {
                     self.answer_batch(&chain).await;
                 }
             }
@@ -166,7 +165,7 @@ impl Connection {
 
     fn push(&mut self, frame: Frame, chain: &ValidatorChain) {
         if let Some(op) = to_op(frame, &self.shared.limits, chain) {
-            self.batch.ops.push(op);
+            self.batch.push(op);
         }
     }
 
@@ -184,32 +183,29 @@ impl Connection {
                     return;
                 }
             };
-            if batch.deferred.is_some() && !batch.out.is_empty() {
+            if batch.has_deferred() && !batch.replies().is_empty() {
                 // The replies before a waiting STORE are ready: they go out
                 // now, not after its validation or its write.
-                self.write_out(&mut batch.out).await;
+                self.write_out(batch.replies()).await;
             }
-            if let Some(DeferredStore::Committing(outcomes)) = batch.deferred {
-                batch.deferred = None;
-                // A write under way is waited for even past the grace
-                // period: its outcome is not known until the disk answers.
-                for outcome in outcomes {
-                    let committed = outcome.await.unwrap_or(Err(CommitError::Closed));
-                    Self::encode_commit(committed.map(|()| true), &mut batch.out);
-                    batch.next += 1;
-                }
-            } else if let Some(deferred) = batch.deferred.take() {
-                match &batch.ops[batch.next] {
-                    Op::Store { name, value, .. } => {
-                        self.finish_store(deferred, name, value, chain, &mut batch.out)
-                            .await
+            match batch.take_deferred() {
+                Some(DeferredStore::Committing(outcomes)) => {
+                    // A write under way is waited for even past the grace
+                    // period: its outcome is not known until the disk
+                    // answers.
+                    for outcome in outcomes {
+                        let committed = outcome.await.unwrap_or(Err(CommitError::Closed));
+                        batch.answer_deferred(commit_reply(&committed.map(|()| true)));
                     }
-                    other => unreachable!("the store defers only STOREs, not {other:?}"),
-                };
-                batch.next += 1;
+                }
+                Some(DeferredStore::One(pending)) => {
+                    let committed = self.finish_store(pending, chain).await;
+                    batch.answer_deferred(commit_reply(&committed));
+                }
+                None => {}
             }
-            if batch.out.len() >= OUT_HIGH_WATER {
-                self.write_out(&mut batch.out).await;
+            if batch.replies().len() >= OUT_HIGH_WATER {
+                self.write_out(batch.replies()).await;
             }
             if batch.is_done() {
                 break;
@@ -220,47 +216,33 @@ impl Connection {
     }
 
     /// Finishes a STORE the actor could not answer at once: validate (or
-    /// wait for the STORE ahead of it), then commit or release the name;
-    /// encodes the reply into `out`.
+    /// wait for the STORE ahead of it), then commit or release the name.
+    /// `Ok(true)`: stored; `Ok(false)`: refused.
     async fn finish_store(
         &self,
-        deferred: DeferredStore,
-        name: &[u8],
-        value: &[u8],
+        pending: PendingStore,
         chain: &ValidatorChain,
-        out: &mut BytesMut,
-    ) {
+    ) -> Result<bool, CommitError> {
         let expired = &self.shared.shutdown.expired;
-        let committed = match deferred {
-            DeferredStore::Validate(reservation) => {
-                Self::validate_and_commit(reservation, name, value, chain, expired).await
-            }
-            DeferredStore::Wait(turn) => {
+        match pending {
+            PendingStore::Validate {
+                reservation,
+                name,
+                value,
+            } => Self::validate_and_commit(reservation, &name, &value, chain, expired).await,
+            PendingStore::Wait { turn, name, value } => {
                 let turn = tokio::select! {
                     turn = turn => turn,
-                    _ = expired.cancelled() => return SHUTTING_DOWN.encode(out),
+                    _ = expired.cancelled() => return Err(CommitError::Closed),
                 };
                 match turn {
                     Ok(Turn::Taken) => Ok(false),
                     Ok(Turn::Yours(reservation)) => {
-                        Self::validate_and_commit(reservation, name, value, chain, expired).await
+                        Self::validate_and_commit(reservation, &name, &value, chain, expired).await
                     }
                     Err(_) => Err(CommitError::Closed),
                 }
             }
-            DeferredStore::Committing(_) => unreachable!("answered by answer_batch"),
-        };
-        Self::encode_commit(committed, out);
-    }
-
-    /// The reply to a STORE that was stored (`Ok(true)`), refused
-    /// (`Ok(false)`) or failed.
-    fn encode_commit(committed: Result<bool, CommitError>, out: &mut BytesMut) {
-        match committed {
-            Ok(true) => Reply::Stored.encode(out),
-            Ok(false) => Reply::Rargh.encode(out),
-            Err(CommitError::Closed) => SHUTTING_DOWN.encode(out),
-            Err(CommitError::Storage(reason)) => Reply::ServerError(&reason).encode(out),
         }
     }
 
@@ -287,14 +269,14 @@ impl Connection {
 
     /// Writes `out` (the replies of a batch taken out of `self`) now.
     async fn write_out(&mut self, out: &mut BytesMut) {
-        std::mem::swap(&mut self.batch.out, out);
+        std::mem::swap(self.batch.replies(), out);
         self.flush().await;
-        std::mem::swap(&mut self.batch.out, out);
+        std::mem::swap(self.batch.replies(), out);
     }
 
     /// Writes the replies gathered so far in one write.
     async fn flush(&mut self) {
-        let out = &mut self.batch.out;
+        let out = self.batch.replies();
         if out.is_empty() {
             return;
         }
@@ -339,15 +321,26 @@ impl Connection {
                 // empty lines get none.
                 let empty = matches!(&frame, Frame::Line(line) if line.iter().all(|&b| b == b' ' || b == b'\t'));
                 if !empty {
-                    SHUTTING_DOWN.encode(&mut self.batch.out);
+                    Reply::SHUTTING_DOWN.encode(self.batch.replies());
                 }
             }
-            if self.batch.out.len() >= OUT_HIGH_WATER {
+            if self.batch.replies().len() >= OUT_HIGH_WATER {
                 break;
             }
         }
         self.flush().await;
         let _ = self.stream.shutdown().await;
+    }
+}
+
+/// The reply to a STORE that was stored (`Ok(true)`), refused
+/// (`Ok(false)`) or failed.
+fn commit_reply(committed: &Result<bool, CommitError>) -> Reply<'_> {
+    match committed {
+        Ok(true) => Reply::Stored,
+        Ok(false) => Reply::Rargh,
+        Err(CommitError::Closed) => Reply::SHUTTING_DOWN,
+        Err(CommitError::Storage(reason)) => Reply::ServerError(reason),
     }
 }
 

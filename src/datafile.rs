@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::config::Fsync;
+use crate::protocol::Limits;
 
 pub const MAGIC: &[u8; 8] = b"JNHPDATA";
 pub const VERSION: u32 = 1;
@@ -30,8 +31,8 @@ pub const RECORD_HEADER_LEN: usize = 12;
 
 /// Lengths no valid record can have: the config caps names at 64 KiB and
 /// values at 16 MiB.
-const MAX_NAME_LEN: usize = 1 << 16;
-const MAX_VALUE_LEN: usize = 16 << 20;
+const MAX_NAME_LEN: usize = Limits::WIDEST.max_name_bytes;
+const MAX_VALUE_LEN: usize = Limits::WIDEST.max_value_bytes;
 
 /// Records written per write (and per fsync) at most.
 const MAX_GROUP: usize = 4096;

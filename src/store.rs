@@ -140,22 +140,56 @@ pub enum Op {
 
 /// A run of requests from one connection and the buffer their replies go to.
 ///
-/// The actor processes `ops[next..]` in order, appending replies to `out`. It
-/// stops early, leaving `next` at the first unanswered op, when `out` passes
-/// [`OUT_HIGH_WATER`] or when a STORE cannot be answered at once; in the
-/// latter case `deferred` says what the connection must do for `ops[next]`.
+/// The actor answers the ops in order, appending replies. It stops early
+/// when the replies pass [`OUT_HIGH_WATER`] (the connection writes them,
+/// then sends the batch again) or when a STORE cannot be answered at once;
+/// then [`take_deferred`](Batch::take_deferred) says what the connection
+/// must do, and [`answer_deferred`](Batch::answer_deferred) records the
+/// reply once it is known.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub ops: Vec<Op>,
-    pub next: usize,
-    pub out: BytesMut,
-    pub deferred: Option<DeferredStore>,
+    ops: Vec<Op>,
+    /// The first op not answered yet.
+    next: usize,
+    out: BytesMut,
+    deferred: Option<DeferredStore>,
 }
 
 impl Batch {
+    /// Adds a request, to be answered after those already in the batch.
+    pub fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    /// Whether no request was added since the last [`clear`](Self::clear).
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
     /// Whether every op has been answered.
     pub fn is_done(&self) -> bool {
-        self.next >= self.ops.len()
+        self.next >= self.ops.len() && self.deferred.is_none()
+    }
+
+    /// The replies encoded so far; the connection writes and clears them.
+    pub fn replies(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    /// What the connection must do before the batch can go on.
+    pub fn take_deferred(&mut self) -> Option<DeferredStore> {
+        self.deferred.take()
+    }
+
+    /// Whether the actor stopped at a STORE the connection must finish.
+    pub fn has_deferred(&self) -> bool {
+        self.deferred.is_some()
+    }
+
+    /// The reply to the oldest deferred STORE; the batch moves past it.
+    pub fn answer_deferred(&mut self, reply: Reply<'_>) {
+        reply.encode(&mut self.out);
+        self.next += 1;
     }
 
     /// Empties the batch for reuse, keeping its allocations.
@@ -166,16 +200,35 @@ impl Batch {
     }
 }
 
-/// What the connection must do to finish a STORE the actor could not answer.
+/// What the connection must do to finish STOREs the actor could not
+/// answer at once. Each variant carries what it needs: the connection
+/// never looks back into the batch.
 #[derive(Debug)]
 pub enum DeferredStore {
-    /// The name is reserved for this STORE: validate, then commit or release.
-    Validate(Reservation),
-    /// Another STORE of this name is being validated: await its outcome.
-    Wait(oneshot::Receiver<Turn>),
-    /// `ops[next..]` are STOREs being written to the data file, one
-    /// outcome each, in order: await them.
+    /// One STORE to finish outside the actor.
+    One(PendingStore),
+    /// The next STOREs of the batch are being written to the data file,
+    /// one outcome each, in order: await them.
     Committing(Vec<oneshot::Receiver<Result<(), CommitError>>>),
+}
+
+/// A STORE waiting on something that may take long: its validation, or
+/// another STORE of the same name.
+#[derive(Debug)]
+pub enum PendingStore {
+    /// The name is reserved for this STORE: validate, then commit or release.
+    Validate {
+        reservation: Reservation,
+        name: Bytes,
+        value: Bytes,
+    },
+    /// Another STORE of this name is being validated: await its outcome,
+    /// then validate this one if the name passes to it.
+    Wait {
+        turn: oneshot::Receiver<Turn>,
+        name: Bytes,
+        value: Bytes,
+    },
 }
 
 /// The outcome a waiting STORE receives.
@@ -463,14 +516,22 @@ impl Store {
                     if self.entries.0.contains(&name[..]) {
                         Reply::Rargh.encode(out);
                     } else if let Some(waiters) = self.pending.get_mut(&name[..]) {
-                        let (tx, rx) = oneshot::channel();
+                        let (tx, turn) = oneshot::channel();
                         waiters.push_back(tx);
-                        batch.deferred = Some(DeferredStore::Wait(rx));
+                        batch.deferred = Some(DeferredStore::One(PendingStore::Wait {
+                            turn,
+                            name: name.clone(),
+                            value: value.clone(),
+                        }));
                         return;
                     } else if *validate {
-                        let name: Box<[u8]> = name[..].into();
-                        self.pending.insert(name.clone(), VecDeque::new());
-                        batch.deferred = Some(DeferredStore::Validate(self.reservation(name)));
+                        let key: Box<[u8]> = name[..].into();
+                        self.pending.insert(key.clone(), VecDeque::new());
+                        batch.deferred = Some(DeferredStore::One(PendingStore::Validate {
+                            reservation: self.reservation(key),
+                            name: name.clone(),
+                            value: value.clone(),
+                        }));
                         return;
                     } else if self.appender.is_some() {
                         batch.deferred = Some(DeferredStore::Committing(self.commit_run(batch)));
@@ -645,14 +706,18 @@ mod tests {
             .execute(batch(vec![store("n", "bad")], true))
             .await
             .unwrap();
-        let Some(DeferredStore::Validate(res)) = first.deferred.take() else {
+        let Some(DeferredStore::One(PendingStore::Validate {
+            reservation: res, ..
+        })) = first.deferred.take()
+        else {
             panic!("expected a reservation");
         };
         let mut second = handle
             .execute(batch(vec![store("n", "good")], true))
             .await
             .unwrap();
-        let Some(DeferredStore::Wait(rx)) = second.deferred.take() else {
+        let Some(DeferredStore::One(PendingStore::Wait { turn: rx, .. })) = second.deferred.take()
+        else {
             panic!("expected to wait");
         };
         // Reads do not wait for the pending name.
@@ -681,7 +746,10 @@ mod tests {
             .execute(batch(vec![store("n", "1")], true))
             .await
             .unwrap();
-        let Some(DeferredStore::Validate(res)) = first.deferred.take() else {
+        let Some(DeferredStore::One(PendingStore::Validate {
+            reservation: res, ..
+        })) = first.deferred.take()
+        else {
             panic!("expected a reservation");
         };
         let mut waits = Vec::new();
@@ -690,7 +758,8 @@ mod tests {
                 .execute(batch(vec![store("n", "2")], true))
                 .await
                 .unwrap();
-            let Some(DeferredStore::Wait(rx)) = b.deferred.take() else {
+            let Some(DeferredStore::One(PendingStore::Wait { turn: rx, .. })) = b.deferred.take()
+            else {
                 panic!("expected to wait");
             };
             waits.push(rx);
@@ -708,7 +777,10 @@ mod tests {
             .execute(batch(vec![store("n", "1")], true))
             .await
             .unwrap();
-        let Some(DeferredStore::Validate(res)) = first.deferred.take() else {
+        let Some(DeferredStore::One(PendingStore::Validate {
+            reservation: res, ..
+        })) = first.deferred.take()
+        else {
             panic!("expected a reservation");
         };
         let mut gone = handle
@@ -720,7 +792,8 @@ mod tests {
             .execute(batch(vec![store("n", "3")], true))
             .await
             .unwrap();
-        let Some(DeferredStore::Wait(rx)) = live.deferred.take() else {
+        let Some(DeferredStore::One(PendingStore::Wait { turn: rx, .. })) = live.deferred.take()
+        else {
             panic!("expected to wait");
         };
         res.release();

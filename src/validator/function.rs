@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use regex::bytes::Regex;
 
+use super::spec::Field;
 use super::{Validator, Verdict};
-use crate::config::Field;
 
 /// `function = "max_bytes"`: the value is at most `max` bytes.
 #[derive(Debug)]

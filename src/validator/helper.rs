@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::process::{Group, parse_verdict};
+use super::spec::HelperSpec;
 use super::{Validator, Verdict, reaper};
-use crate::config::HelperSpec;
 
 /// Restart delays for helpers that keep failing before they serve.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);

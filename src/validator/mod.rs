@@ -11,13 +11,14 @@ pub mod function;
 pub mod helper;
 pub mod process;
 pub mod reaper;
+pub mod spec;
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::config::{Check, ValidatorSpec};
+pub use spec::{Check, OnFailure, ValidatorSpec};
 
 /// A validator's answer about one STORE.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,15 +28,6 @@ pub enum Verdict {
     /// The validator could not decide (crash, timeout, malformed answer).
     /// The link's [`OnFailure`] policy turns it into allow or deny.
     Failure(String),
-}
-
-/// What a failed validation counts as (`on_failure` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnFailure {
-    #[default]
-    Reject,
-    Allow,
 }
 
 /// A check every STORE must pass. Library users may implement it.

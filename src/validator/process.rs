@@ -23,8 +23,8 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
+use super::spec::{Input, ProcessSpec};
 use super::{Validator, Verdict, reaper};
-use crate::config::{Input, ProcessSpec};
 
 /// How much of a program's stderr is kept for the failure log.
 const STDERR_KEPT: usize = 4096;

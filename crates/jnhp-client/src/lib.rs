@@ -49,8 +49,8 @@ use jnhp_wire::{self as protocol, Limits, Request};
 pub mod coalesce;
 
 /// The longest reply line accepted: the largest value a server may be
-/// configured to hold (16 MiB) and its line end.
-const MAX_REPLY: u64 = (16 << 20) + 2;
+/// configured to hold and its line end.
+const MAX_REPLY: u64 = Limits::WIDEST.max_value_bytes as u64 + 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ClientError {
@@ -187,11 +187,7 @@ impl Client {
         // Check locally what the server would refuse, so that every request
         // sent gets a reply of its own kind (limits are the protocol's
         // widest; the server may be stricter and answer ERROR).
-        let wide = Limits {
-            max_name_bytes: 1 << 16,
-            max_value_bytes: 16 << 20,
-        };
-        match protocol::parse(&line[..line.len() - 2], &wide) {
+        match protocol::parse(&line[..line.len() - 2], &Limits::WIDEST) {
             Err(e) => return Err(ClientError::Invalid(e.to_string())),
             // The line must read back as the very request: a blank in a
             // name, or at the start of a value, would silently change it.
@@ -300,8 +296,8 @@ fn interpret(kind: Kind, body: &[u8]) -> Result<Answer, ClientError> {
         ));
     }
     match (kind, body) {
-        (Kind::Store, b"W00T!") | (Kind::Exists, b"AWESOME!") => Ok(Answer::Yes),
-        (Kind::Store | Kind::Exists, b"RARGH!") => Ok(Answer::No),
+        (Kind::Store, protocol::STORED) | (Kind::Exists, protocol::AWESOME) => Ok(Answer::Yes),
+        (Kind::Store | Kind::Exists, protocol::RARGH) => Ok(Answer::No),
         (Kind::Store | Kind::Exists, _) => Err(ClientError::Protocol(format!(
             "reply {:?} cannot answer a {kind:?}",
             String::from_utf8_lossy(body)

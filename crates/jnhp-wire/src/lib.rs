@@ -9,7 +9,7 @@ pub mod framer;
 
 pub use framer::{Frame, LineFramer};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 use thiserror::Error;
 
 /// Size limits that make a request invalid (from `[server]` in the config).
@@ -29,6 +29,14 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The largest limits a server may be configured with (config.md's
+    /// ranges for `max_name_bytes` and `max_value_bytes`); clients and the
+    /// data file accept anything within them.
+    pub const WIDEST: Limits = Limits {
+        max_name_bytes: 65_536,
+        max_value_bytes: 16 << 20,
+    };
+
     /// The longest line (line end excluded) the server accepts: longer ones
     /// get `ERROR line too long` and are discarded without being buffered.
     pub fn max_line_bytes(&self) -> usize {
@@ -89,18 +97,27 @@ pub enum Reply<'a> {
     ServerError(&'a str),
 }
 
+/// The reply words, line end excluded (clients compare against them).
+pub const STORED: &[u8] = b"W00T!";
+pub const RARGH: &[u8] = b"RARGH!";
+pub const AWESOME: &[u8] = b"AWESOME!";
+
+impl Reply<'static> {
+    /// After SIGTERM: a request that came too late, or a STORE abandoned at
+    /// the end of the grace period.
+    pub const SHUTTING_DOWN: Reply<'static> = Reply::ServerError("shutting down");
+    /// Sent once to a connection accepted past `max_connections`.
+    pub const TOO_MANY_CONNECTIONS: Reply<'static> = Reply::ServerError("too many connections");
+}
+
 impl Reply<'_> {
     /// Appends the reply line, CRLF included, to `out`.
-    pub fn encode(&self, out: &mut BytesMut) {
+    pub fn encode(&self, out: &mut impl BufMut) {
         match self {
-            Reply::Stored => out.put_slice(b"W00T!\r\n"),
-            Reply::Rargh => out.put_slice(b"RARGH!\r\n"),
-            Reply::Awesome => out.put_slice(b"AWESOME!\r\n"),
-            Reply::Value(v) => {
-                out.reserve(v.len() + 2);
-                out.put_slice(v);
-                out.put_slice(b"\r\n");
-            }
+            Reply::Stored => line(out, STORED),
+            Reply::Rargh => line(out, RARGH),
+            Reply::Awesome => line(out, AWESOME),
+            Reply::Value(v) => line(out, v),
             Reply::Error(e) => {
                 out.put_slice(b"ERROR ");
                 // The reasons are short static strings; format them without
@@ -115,6 +132,11 @@ impl Reply<'_> {
             }
         }
     }
+}
+
+fn line(out: &mut impl BufMut, bytes: &[u8]) {
+    out.put_slice(bytes);
+    out.put_slice(b"\r\n");
 }
 
 impl ProtocolError {
@@ -233,10 +255,9 @@ pub fn parse<'a>(line: &'a [u8], limits: &Limits) -> Result<Option<Request<'a>>,
 
 impl Request<'_> {
     /// Appends the request line, CRLF included, to `out` (client side).
-    pub fn encode(&self, out: &mut BytesMut) {
+    pub fn encode(&self, out: &mut impl BufMut) {
         match self {
             Request::Store { name, value } => {
-                out.reserve(name.len() + value.len() + 9);
                 out.put_slice(b"STORE ");
                 out.put_slice(name);
                 out.put_u8(b' ');
@@ -258,6 +279,7 @@ impl Request<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use proptest::prelude::*;
 
     fn p(line: &[u8]) -> Result<Option<Request<'_>>, ProtocolError> {

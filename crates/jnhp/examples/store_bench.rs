@@ -84,7 +84,11 @@ fn store_request(resp: bool, name: &str, value: &str, out: &mut Vec<u8>) -> &'st
         }
         ":1\r\n"
     } else {
-        out.extend_from_slice(format!("STORE {name} {value}\r\n").as_bytes());
+        jnhp_wire::Request::Store {
+            name: name.as_bytes(),
+            value: value.as_bytes(),
+        }
+        .encode(out);
         "W00T!\r\n"
     }
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use jnhp_wire::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -121,15 +122,19 @@ fn key(i: u64) -> String {
 
 fn encode(protocol: Protocol, op: Op, name: &str, value: &[u8], out: &mut Vec<u8>) {
     match (protocol, op) {
-        (Protocol::Jnhp, Op::Store) => {
-            out.extend_from_slice(format!("STORE {name} ").as_bytes());
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
+        (Protocol::Jnhp, Op::Store) => Request::Store {
+            name: name.as_bytes(),
+            value,
         }
-        (Protocol::Jnhp, Op::Exists) => {
-            out.extend_from_slice(format!("EXISTS {name}\r\n").as_bytes())
+        .encode(out),
+        (Protocol::Jnhp, Op::Exists) => Request::Exists {
+            name: name.as_bytes(),
         }
-        (Protocol::Jnhp, Op::Get) => out.extend_from_slice(format!("GET {name}\r\n").as_bytes()),
+        .encode(out),
+        (Protocol::Jnhp, Op::Get) => Request::Get {
+            name: name.as_bytes(),
+        }
+        .encode(out),
         (Protocol::Resp, Op::Store) => {
             out.extend_from_slice(
                 format!(

@@ -1,0 +1,86 @@
+//! What the config describes for each validator: plain data, checked by
+//! the config loader and turned into running validators by
+//! [`ValidatorChain::from_specs`](super::ValidatorChain::from_specs). The
+//! validators own these types; the config depends on them, not the other
+//! way round.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What a validator looks at (`field`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Field {
+    Name,
+    #[default]
+    Value,
+}
+
+/// How a process validator receives the value (`input`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Input {
+    /// The value is the program's last argument.
+    #[default]
+    Argv,
+    /// The value, then `\n`, on the program's stdin.
+    Stdin,
+}
+
+/// What a failed validation counts as (`on_failure` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    #[default]
+    Reject,
+    Allow,
+}
+
+/// One checked validator of the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatorSpec {
+    pub check: Check,
+    pub on_failure: OnFailure,
+}
+
+/// What a validator runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    /// `kind = "function"`, `function = "max_bytes"`: value at most `max` bytes.
+    MaxBytes { max: u64 },
+    /// `kind = "function"`, `function = "regex"`: `field` must match.
+    Regex { field: Field, pattern: String },
+    /// `kind = "blocking"`, `function = "denylist"`: refuse listed values.
+    Denylist { path: PathBuf },
+    /// `kind = "process"`: one program run per STORE.
+    Process(ProcessSpec),
+    /// `kind = "helper"`: long-running programs answering many STOREs.
+    Helper(HelperSpec),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HelperSpec {
+    /// The program, resolved as for `process`.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Helper processes at most (started as needed).
+    pub children: usize,
+    /// Requests in flight per helper at most.
+    pub concurrency: usize,
+    /// Per request, from when it is written.
+    pub timeout: Duration,
+    /// Retire a helper after this many requests; 0 = never.
+    pub max_requests: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSpec {
+    /// The program, resolved (relative to the config file, or from PATH).
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub input: Input,
+    pub timeout: Duration,
+    pub max_concurrent: usize,
+}
