@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::backend::{Backend, Record, Sink, Start, Written};
 use crate::config::Fsync;
 use crate::protocol::Limits;
 
@@ -279,16 +280,25 @@ impl DataFile {
         fsync: Fsync,
         written: impl Fn(Written<T>) + Send + 'static,
     ) -> io::Result<(Appender<T>, WriterThread)> {
-        let (tx, rx) = mpsc::channel::<Append<T>>();
+        let (tx, rx) = mpsc::channel::<Record<T>>();
         let thread = std::thread::Builder::new()
             .name("jnhpd-datafile".into())
             .spawn(move || self.write_loop(rx, fsync, written))?;
         Ok((Appender { tx }, WriterThread(Some(thread))))
     }
 
+    /// The data file as the store's [`Backend`]: its writer thread starts
+    /// when the store does.
+    pub fn into_backend<T: Send + 'static>(self, fsync: Fsync) -> Start<T> {
+        Box::new(move |sink: Sink<T>| {
+            let (appender, writer) = self.start_writer(fsync, sink)?;
+            Ok(Box::new(DataFileBackend { appender, writer }) as Box<dyn Backend<T>>)
+        })
+    }
+
     fn write_loop<T>(
         mut self,
-        rx: mpsc::Receiver<Append<T>>,
+        rx: mpsc::Receiver<Record<T>>,
         fsync: Fsync,
         written: impl Fn(Written<T>),
     ) {
@@ -334,7 +344,7 @@ impl DataFile {
                     log::error!("{err}; {} STOREs not acknowledged", group.len());
                     err.reason()
                 });
-                for Append { name, value, token } in group.drain(..) {
+                for Record { name, value, token } in group.drain(..) {
                     written(Written {
                         name,
                         value,
@@ -400,34 +410,47 @@ impl DataFile {
     }
 }
 
-struct Append<T> {
-    name: Box<[u8]>,
-    value: Box<[u8]>,
-    token: T,
-}
-
-/// The outcome of one append, handed back with its record's name and value.
-pub struct Written<T> {
-    pub name: Box<[u8]>,
-    pub value: Box<[u8]>,
-    pub token: T,
-    /// On failure, a short reason for the client's `ERROR` line.
-    pub result: Result<(), String>,
-}
-
 /// Queues records for the writer thread. Cheap and non-blocking, so the
 /// store actor never waits on the disk.
 pub struct Appender<T> {
-    tx: mpsc::Sender<Append<T>>,
+    tx: mpsc::Sender<Record<T>>,
 }
 
 impl<T> Appender<T> {
-    /// Queues (name, value); the writer reports the outcome with `token`.
-    /// Returns the token back if the writer has stopped.
-    pub fn append(&self, name: Box<[u8]>, value: Box<[u8]>, token: T) -> Result<(), T> {
+    /// Queues a record; the writer reports its outcome with its token.
+    /// Returns the record back if the writer has stopped.
+    pub fn append(&self, record: Record<T>) -> Result<(), Record<T>> {
         self.tx
-            .send(Append { name, value, token })
-            .map_err(|mpsc::SendError(append)| append.token)
+            .send(record)
+            .map_err(|mpsc::SendError(record)| record)
+    }
+}
+
+/// The data file behind the store's backend seam.
+struct DataFileBackend<T> {
+    appender: Appender<T>,
+    writer: WriterThread,
+}
+
+impl<T: Send> Backend<T> for DataFileBackend<T> {
+    fn append(&mut self, run: Vec<Record<T>>) -> Result<(), Vec<Record<T>>> {
+        let mut records = run.into_iter();
+        while let Some(record) = records.next() {
+            if let Err(record) = self.appender.append(record) {
+                // The writer has stopped: this record and the rest fail.
+                let mut failed = vec![record];
+                failed.extend(records);
+                return Err(failed);
+            }
+        }
+        Ok(())
+    }
+
+    fn close(self: Box<Self>) {
+        let DataFileBackend { appender, writer } = *self;
+        // The writer syncs and stops once its queue is closed.
+        drop(appender);
+        writer.join();
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`store`]: the actor that owns the map, and the handle connections use;
 //! - [`validator`]: the [`validator::Validator`] trait and the chain every
 //!   STORE passes;
+//! - [`backend`]: the seam between the store and durable storage;
 //! - [`datafile`]: the append-only data file (format, replay, group commit);
 //! - [`server`]: binding, and the server's life: start, reload, shut down,
 //!   wait (the accept loop is in `accept`);
@@ -19,6 +20,7 @@
 //! - [`logging`]: the `log` backend (stderr or syslog).
 
 mod accept;
+pub mod backend;
 pub mod config;
 pub mod connection;
 pub mod daemon;

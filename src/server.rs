@@ -299,11 +299,11 @@ async fn open_store(config: &Config) -> Result<(StoreHandle, StoreTask), StartEr
             .map_err(|e| StartError::Storage(e.to_string()))??;
         Some((replayed, config.storage.fsync))
     };
-    let (entries, data) = match data {
-        Some(((entries, file), fsync)) => (entries, Some((file, fsync))),
+    let (entries, backend) = match data {
+        Some(((entries, file), fsync)) => (entries, Some(file.into_backend(fsync))),
         None => (Entries::default(), None),
     };
-    StoreHandle::spawn_with(entries, data)
+    StoreHandle::spawn_with(entries, backend)
         .map_err(|e| StartError::Storage(format!("cannot start the data file writer: {e}")))
 }
 

@@ -28,8 +28,7 @@ use std::hash::{Hash, Hasher};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Fsync;
-use crate::datafile::{Appender, DataFile, WriterThread, Written};
+use crate::backend::{Backend, Record, Start, Written};
 use crate::protocol::{ProtocolError, Reply};
 
 /// Once a batch's encoded replies pass this many bytes, the actor stops and
@@ -253,8 +252,8 @@ enum Settle {
     Release {
         name: Box<[u8]>,
     },
-    /// The data file's writer finished a record.
-    Written(Written<Done>),
+    /// The backend finished a record.
+    Written(Written<Ticket>),
 }
 
 /// Where a commit's outcome goes.
@@ -336,82 +335,66 @@ pub struct StoreHandle {
 /// being validated or written) to settle before it stops regardless.
 const CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The running actor (and the data file's writer thread), for whoever
-/// stops the store: [`StoreTask::close`] ends it even while handles remain.
+/// The running actor, for whoever stops the store: [`StoreTask::close`]
+/// ends it even while handles remain.
 #[derive(Debug)]
 pub struct StoreTask {
     close: tokio_util::sync::CancellationToken,
     actor: tokio::task::JoinHandle<()>,
-    writer: Option<WriterThread>,
 }
 
 impl StoreTask {
     /// Stops taking batches, settles what is in flight (bounded), and
-    /// returns once the data file, if any, is synced and closed.
+    /// returns once the backend, if any, has finished (the data file is
+    /// synced and closed).
     pub async fn close(self) {
         self.close.cancel();
         let _ = self.actor.await;
-        if let Some(writer) = self.writer {
-            // The actor dropped its appender: the writer syncs and stops.
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-        }
     }
 }
+
+/// A commit's outcome, routed back to the STORE that asked for it
+/// (opaque to backends: they hand it back with the record's outcome).
+pub struct Ticket(Done);
 
 impl StoreHandle {
     /// Starts an empty in-memory store on the current tokio runtime. It
     /// stops when the last handle is dropped.
     pub fn spawn() -> StoreHandle {
-        let (batches, batch_rx) = mpsc::channel(QUEUE_DEPTH);
-        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
-        let actor = Store {
-            entries: Entries::default(),
-            pending: Map::default(),
-            settle_tx,
-            appender: None,
-        };
-        let never = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(async move { actor.run(batch_rx, settle_rx, never).await });
-        StoreHandle { batches }
+        let (handle, _task) = StoreHandle::spawn_with(Entries::default(), None)
+            .unwrap_or_else(|_| unreachable!("no backend to start"));
+        handle
     }
 
-    /// Starts a store holding `entries` (replayed from `data`, when given)
-    /// on the current tokio runtime. With a data file, also starts its
-    /// writer thread. Close the returned task to stop it cleanly.
+    /// Starts a store holding `entries` on the current tokio runtime, with
+    /// a durable backend when given (its outcomes come back to the actor).
+    /// Close the returned task to stop it cleanly.
     pub fn spawn_with(
         entries: Entries,
-        data: Option<(DataFile, Fsync)>,
+        backend: Option<Start<Ticket>>,
     ) -> std::io::Result<(StoreHandle, StoreTask)> {
         let (batches, batch_rx) = mpsc::channel(QUEUE_DEPTH);
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
-        let (appender, writer) = match data {
-            Some((file, fsync)) => {
+        let backend = match backend {
+            Some(start) => {
                 let settle = settle_tx.clone();
-                let (appender, writer) = file.start_writer(fsync, move |written| {
-                    // The actor outlives the writer's users; if it is gone,
-                    // so is everyone waiting.
+                Some(start(Box::new(move |written| {
+                    // The actor outlives the backend; if it is gone, so is
+                    // everyone waiting.
                     let _ = settle.send(Settle::Written(written));
-                })?;
-                (Some(appender), Some(writer))
+                }))?)
             }
-            None => (None, None),
+            None => None,
         };
         let actor = Store {
             entries,
             pending: Map::default(),
             settle_tx,
-            appender,
+            backend,
         };
         let close = tokio_util::sync::CancellationToken::new();
         let actor = tokio::spawn(actor.run(batch_rx, settle_rx, close.clone()));
-        Ok((
-            StoreHandle { batches },
-            StoreTask {
-                close,
-                actor,
-                writer,
-            },
-        ))
+        Ok((StoreHandle { batches }, StoreTask { close, actor }))
     }
 
     /// Has the actor answer `batch.ops[batch.next..]` (see [`Batch`]).
@@ -432,8 +415,8 @@ struct Store {
     /// Kept to mint reservations; also keeps the settle channel open for as
     /// long as the actor runs.
     settle_tx: mpsc::UnboundedSender<Settle>,
-    /// The data file's writer, when there is one.
-    appender: Option<Appender<Done>>,
+    /// Where commits are made durable, when anywhere.
+    backend: Option<Box<dyn Backend<Ticket>>>,
 }
 
 impl Store {
@@ -533,7 +516,7 @@ impl Store {
                             value: value.clone(),
                         }));
                         return;
-                    } else if self.appender.is_some() {
+                    } else if self.backend.is_some() {
                         batch.deferred = Some(DeferredStore::Committing(self.commit_run(batch)));
                         return;
                     } else {
@@ -553,7 +536,7 @@ impl Store {
             Settle::Written(Written {
                 name,
                 value,
-                token: done,
+                token: Ticket(done),
                 result,
             }) => match result {
                 Ok(()) => self.store(name, value, done),
@@ -572,6 +555,7 @@ impl Store {
     /// theirs, and what it sees must include their outcome.
     fn commit_run(&mut self, batch: &Batch) -> Vec<oneshot::Receiver<Result<(), CommitError>>> {
         let mut outcomes = Vec::new();
+        let mut run = Vec::new();
         for op in &batch.ops[batch.next..] {
             let Op::Store {
                 name,
@@ -587,24 +571,44 @@ impl Store {
             let name: Box<[u8]> = name[..].into();
             self.pending.insert(name.clone(), VecDeque::new());
             let (done, outcome) = oneshot::channel();
-            self.commit(name, value[..].into(), done);
+            run.push(Record {
+                name,
+                value: value[..].into(),
+                token: Ticket(done),
+            });
             outcomes.push(outcome);
         }
+        self.append(run);
         outcomes
+    }
+
+    /// Hands a run of reserved records to the backend; if it has stopped,
+    /// their STOREs fail and their names are released.
+    fn append(&mut self, run: Vec<Record<Ticket>>) {
+        let Some(backend) = self.backend.as_mut() else {
+            return;
+        };
+        if let Err(failed) = backend.append(run) {
+            for Record { name, token, .. } in failed {
+                let _ = token.0.send(Err(CommitError::Storage(
+                    "storage: the backend has stopped".into(),
+                )));
+                self.release(name);
+            }
+        }
     }
 
     /// Commits a reserved name: with a data file, once its record is
     /// written (the name stays reserved meanwhile); else at once.
     fn commit(&mut self, name: Box<[u8]>, value: Box<[u8]>, done: Done) {
-        let Some(appender) = &self.appender else {
+        if self.backend.is_none() {
             return self.store(name, value, done);
-        };
-        if let Err(done) = appender.append(name.clone(), value, done) {
-            let _ = done.send(Err(CommitError::Storage(
-                "storage: the data file writer has stopped".into(),
-            )));
-            self.release(name);
         }
+        self.append(vec![Record {
+            name,
+            value,
+            token: Ticket(done),
+        }]);
     }
 
     /// Puts a committed value in the map and answers every STORE waiting
