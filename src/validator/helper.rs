@@ -341,15 +341,7 @@ impl Pool {
     /// helper.
     fn reply(&mut self, helper: u64, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let parsed = line.iter().position(|&b| b == b' ').and_then(|space| {
-            let id = std::str::from_utf8(&line[..space])
-                .ok()?
-                .parse::<u64>()
-                .ok()?;
-            let verdict = parse_verdict(&line[space + 1..])?;
-            Some((id, verdict))
-        });
-        let Some((id, verdict)) = parsed else {
+        let Some((id, verdict)) = parse_reply(line) else {
             let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
             return self.broken(
                 helper,
@@ -482,6 +474,21 @@ impl Pool {
         }
         self.helpers.clear();
     }
+}
+
+/// Parses one line a helper wrote (line end removed): `<id> JNHP:<int>`,
+/// the id a decimal number. `None`: not a reply at all (the helper is
+/// broken). A reply whose verdict is malformed (`7 JNHP:abc`) is
+/// `Some((7, Verdict::Failure(..)))`: it fails that request only.
+pub fn parse_reply(line: &[u8]) -> Option<(u64, Verdict)> {
+    let space = line.iter().position(|&b| b == b' ')?;
+    let id = &line[..space];
+    if id.is_empty() || !id.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let id = std::str::from_utf8(id).ok()?.parse::<u64>().ok()?;
+    let verdict = parse_verdict(&line[space + 1..])?;
+    Some((id, verdict))
 }
 
 async fn sleep_until(at: Option<Instant>) {
