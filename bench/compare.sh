@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # jnhpd side by side with Redis, memcached and the Python baselines
-# (../shared/baselines), same workloads through `jnhp bench`:
+# (bench/baselines), same workloads through `jnhp bench`:
 #   mixed-p1   50 connections, pipeline 1, STORE:EXISTS:GET 10:10:80 over 10k prefilled names
 #   mixed-p32  the same with pipeline 32
 #   unique     50 connections, pipeline 1, every request a STORE of a new name
@@ -16,7 +16,7 @@ secs=${1:-5}
 repeats=${2:-3}
 rate=${RATE:-10000}
 root=$PWD
-baselines="$root/../shared/baselines"
+baselines="$root/bench/baselines"
 python=$(command -v /usr/bin/python3 || command -v python3)
 
 need=()

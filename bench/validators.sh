@@ -2,7 +2,7 @@
 # STORE throughput through each kind of validator, side by side in one run:
 #   none | function (max_bytes + regex) | process (allow-all program)
 # against a bare spawn-and-wait loop of the same program and the Twisted
-# spawnProcess baseline from ../shared/baselines; and an allow-all Python
+# spawnProcess baseline from bench/baselines; and an allow-all Python
 # validator as `process` versus as `helper`, with the CPU each STORE costs
 # (jnhpd and the programs it runs). Servers (and the programs
 # they spawn) run on core 0, the load generator on core 1.
@@ -20,7 +20,7 @@ allow_helper="$root/bench/allow-all-helper.py"
 # The system's python3, not a version manager's shim (which would add its
 # own start-up to every spawn).
 python=$(command -v /usr/bin/python3 || command -v python3)
-baselines="$root/../shared/baselines"
+baselines="$root/bench/baselines"
 
 cargo build --release --quiet --bin jnhpd --example store_bench
 jnhpd="$root/target/release/jnhpd"
@@ -143,7 +143,7 @@ echo "| jnhpd, no validator | $none | 1.00x |"
 echo "| jnhpd, function validators (max_bytes + regex) | $function | $(ratio "$function" "$none") of none |"
 echo "| jnhpd, process validator (allow-all.sh, max_concurrent 16) | $process | $(ratio "$process" "$spawn") of bare spawn loop, $(ratio "$process" "$twisted") of Twisted |"
 echo "| bare spawn-and-wait loop of allow-all.sh, 16 workers | $spawn | |"
-echo "| Twisted spawnProcess baseline (../shared/baselines) | $twisted | |"
+echo "| Twisted spawnProcess baseline (bench/baselines) | $twisted | |"
 echo
 echo "| allow-all Python validator | STOREs/s | CPU per STORE (jnhpd + Python) | ratio |"
 echo "|---|---|---|---|"

@@ -1,4 +1,4 @@
-//! Loading and checking the TOML configuration (`../shared/spec/config.md`).
+//! Loading and checking the TOML configuration (`docs/configuration.md`).
 //!
 //! jnhpd never starts on a config it did not fully understand: unknown keys,
 //! wrong types and values outside their allowed set are all errors naming the

@@ -15,7 +15,13 @@ use sd_notify::NotifyState;
 
 /// jnhpd: a write-once key-value daemon speaking JNHP/1.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Signals: SIGTERM/SIGINT drain and stop (a second one stops at once); \
+                  SIGHUP re-reads the config file (validators and log level). \
+                  See /usr/share/doc/jnhpd/ for the protocol and the configuration reference."
+)]
 struct Cli {
     /// The TOML config file. Without it, built-in defaults: in-memory store,
     /// 127.0.0.1:8111, logs to stderr.
@@ -33,6 +39,28 @@ struct Cli {
     /// Replaces `log.level`.
     #[arg(long, value_name = "LEVEL", value_parser = |s: &str| s.parse::<LogLevel>())]
     log_level: Option<LogLevel>,
+    /// Packaging: write the man page jnhpd(8) and shell completions into
+    /// DIR, then exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    write_man_pages: Option<PathBuf>,
+}
+
+/// `--write-man-pages`: jnhpd.8 and completions for bash, zsh and fish,
+/// all generated from the definitions above.
+fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    std::fs::create_dir_all(dir)?;
+    let command = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone())
+        .section("8")
+        .render(&mut page)?;
+    std::fs::write(dir.join("jnhpd.8"), page)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut command.clone(), "jnhpd", dir)?;
+    }
+    Ok(())
 }
 
 impl Cli {
@@ -60,6 +88,15 @@ fn main() -> ExitCode {
     // them may kill jnhpd with the default action during start-up.
     daemon::hold_signals();
     let cli = Cli::parse();
+    if let Some(dir) = &cli.write_man_pages {
+        return match write_man_pages(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("jnhpd: {}: {err}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match cli.load_config() {
         Ok(config) => config,
         Err(err) => {

@@ -1,5 +1,5 @@
 //! External validator programs (`kind = "process"`): one run of a
-//! `jnhp-determine` program per STORE, per `../shared/spec/validators.md`.
+//! `jnhp-determine` program per STORE, per `docs/validators.md`.
 //!
 //! Each run is watched by its own supervisor task, which owns the child and
 //! its `max_concurrent` slot until the program is gone: the STORE gets its

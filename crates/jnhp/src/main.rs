@@ -29,6 +29,36 @@ struct Cli {
     command: Command,
 }
 
+/// The CLI only to print man pages: `jnhp --write-man-pages DIR` is
+/// packaging's, hidden from users, and needs no subcommand.
+#[derive(Parser)]
+#[command(
+    ignore_errors = true,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct ManPages {
+    #[arg(long, value_name = "DIR")]
+    write_man_pages: Option<std::path::PathBuf>,
+}
+
+/// Writes jnhp.1 and completions for bash, zsh and fish into `dir`.
+fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    std::fs::write(dir.join("jnhp.1"), page)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "jnhp", dir)?;
+    }
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Store VALUE under NAME (exit 0 stored, 1 not stored).
@@ -59,6 +89,18 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    if let Ok(ManPages {
+        write_man_pages: Some(dir),
+    }) = ManPages::try_parse()
+    {
+        return match write_man_pages(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("jnhp: {}: {e}", dir.display());
+                ExitCode::from(2)
+            }
+        };
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
