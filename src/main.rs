@@ -318,10 +318,6 @@ impl SignalHandler {
             log::info!("SIGHUP: no config file to reload (running on built-in defaults)");
             return;
         }
-        if self.control.is_draining() {
-            log::info!("SIGHUP while shutting down: ignored");
-            return;
-        }
         let mut reloading = vec![NotifyState::Reloading];
         if let Ok(now) = NotifyState::monotonic_usec_now() {
             reloading.push(now);

@@ -246,7 +246,7 @@ async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -
 }
 
 /// Finds the verdict in a program's stdout as it streams in: the first line
-/// that begins with `JNHP:`. Holds at most one line of [`MAX_OUTPUT_LINE`]
+/// that begins with `JNHP:`. Holds at most one line of `MAX_OUTPUT_LINE`
 /// bytes, whatever the program writes.
 #[derive(Debug, Default)]
 pub struct VerdictScanner {

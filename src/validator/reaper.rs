@@ -9,8 +9,8 @@
 //!
 //! To tell whose orphan it is, every program jnhpd runs gets
 //! `JNHP_RUN=<id>` in its environment, which its descendants inherit. When
-//! a run ends (its program exited or was killed), [`Runs::end`] kills the
-//! orphans carrying its id; orphans without a live run's id (the
+//! a run ends (its program exited or was killed; the [`Run`] is dropped),
+//! the orphans carrying its id are killed; orphans without a live run's id (the
 //! environment cleared, or their run already over) are killed at once, and
 //! all of them when jnhpd stops ([`kill_orphans`]). Every orphan killed is
 //! reaped here by its pid; jnhpd never waits on "any child", which would
