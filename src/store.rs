@@ -461,6 +461,11 @@ impl Store {
         {
             log::warn!("store: stopping with STOREs still unsettled");
         }
+        // The data file syncs and closes (its lock released) before the
+        // store counts as stopped.
+        if let Some(backend) = self.backend.take() {
+            let _ = tokio::task::spawn_blocking(move || backend.close()).await;
+        }
     }
 
     fn reservation(&self, name: Box<[u8]>) -> Reservation {
