@@ -5,13 +5,24 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::connection::{self, Shared};
+use crate::connection::{self, Shared, Stream};
 use crate::protocol::Reply;
+use crate::tls::Acceptor;
+use crate::validator::Peer;
+
+/// A listening socket and, for a TLS port, the acceptor its connections
+/// go through first.
+pub(crate) struct Listener {
+    pub socket: TcpListener,
+    pub tls: Option<Arc<Acceptor>>,
+}
 
 /// Accept errors that concern the process (out of descriptors or memory)
 /// are retried after a pause that doubles up to this.
@@ -21,7 +32,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// waits for open connections to finish (they are bounded by the grace
 /// period, after which `shared.shutdown.expired` fires).
 pub(crate) async fn serve(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     shared: Arc<Shared>,
     max_connections: usize,
 ) -> io::Result<()> {
@@ -54,7 +65,7 @@ pub(crate) async fn serve(
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -63,7 +74,7 @@ async fn accept_loop(
     // Warn once each time the limit is reached, not once per refusal.
     let mut full = false;
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer) = match listener.socket.accept().await {
             Ok(accepted) => accepted,
             Err(err) if is_per_connection(&err) => continue,
             Err(err) => {
@@ -76,23 +87,31 @@ async fn accept_loop(
         backoff = Duration::from_millis(10);
         log::debug!("connection from {peer}");
         let _ = stream.set_nodelay(true);
-        match slots.clone().try_acquire_owned() {
-            Ok(slot) => {
-                full = false;
-                let shared = shared.clone();
-                tracker.spawn(async move {
-                    connection::serve(stream, shared).await;
-                    drop(slot);
-                });
-            }
-            Err(_) => {
-                if !full {
-                    log::warn!("max_connections reached: refusing new connections");
-                    full = true;
-                }
-                tracker.spawn(refuse(stream));
-            }
+        // A handshake in progress is a connection: it holds a slot.
+        let slot = slots.clone().try_acquire_owned();
+        if slot.is_ok() {
+            full = false;
+        } else if !full {
+            log::warn!("max_connections reached: refusing new connections");
+            full = true;
         }
+        let (shared, tls) = (shared.clone(), listener.tls.clone());
+        tracker.spawn(async move {
+            match (slot, tls) {
+                (Ok(_slot), None) => connection::serve(stream, plain_peer(peer), shared).await,
+                (Ok(_slot), Some(tls)) => {
+                    if let Some((stream, peer)) = handshake(stream, peer, &tls, &shared).await {
+                        connection::serve(stream, peer, shared).await;
+                    }
+                }
+                (Err(_), None) => refuse(stream).await,
+                (Err(_), Some(tls)) => {
+                    if let Some((stream, _)) = handshake(stream, peer, &tls, &shared).await {
+                        refuse(stream).await;
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -108,7 +127,51 @@ fn is_per_connection(err: &io::Error) -> bool {
     )
 }
 
-async fn refuse(mut stream: TcpStream) {
+fn plain_peer(addr: SocketAddr) -> Peer {
+    Peer {
+        addr: Some(addr),
+        cert_subject: None,
+    }
+}
+
+/// The TLS handshake, bounded by `handshake_timeout_secs` and abandoned
+/// when the server drains. A client that fails it (plain text, no or a
+/// wrong certificate, an old protocol version) is just disconnected.
+async fn handshake(
+    stream: TcpStream,
+    addr: SocketAddr,
+    tls: &Acceptor,
+    shared: &Shared,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Peer)> {
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(tls.handshake_timeout, tls.get().accept(stream)) => accepted,
+        () = shared.shutdown.draining.cancelled() => return None,
+    };
+    let stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            log::debug!("TLS handshake with {addr} failed: {err}");
+            return None;
+        }
+        Err(_) => {
+            log::debug!("TLS handshake with {addr} timed out");
+            return None;
+        }
+    };
+    let cert_subject = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(crate::tls::subject);
+    let peer = Peer {
+        addr: Some(addr),
+        cert_subject,
+    };
+    Some((stream, peer))
+}
+
+async fn refuse<S: Stream>(mut stream: S) {
     let mut line = Vec::new();
     Reply::TOO_MANY_CONNECTIONS.encode(&mut line);
     let said = async {

@@ -15,6 +15,7 @@ use thiserror::Error;
 use toml::Spanned;
 
 use crate::protocol::Limits;
+use crate::tls::{MinVersion, TlsSettings};
 pub use crate::validator::spec::{
     Check, Field, HelperSpec, Input, OnFailure, ProcessSpec, ValidatorSpec,
 };
@@ -49,6 +50,12 @@ pub struct Config {
     pub storage: StorageConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    /// `[tls]` as written; [`Config::parse`] checks its files into `tls`.
+    #[serde(rename = "tls")]
+    raw_tls: RawTls,
+    /// JNHP/1 over TLS (docs/tls.md), checked.
+    #[serde(skip)]
+    pub tls: TlsSettings,
     /// `[[validator]]` tables as written; [`Config::parse`] resolves them
     /// into `validators`.
     #[serde(rename = "validator")]
@@ -61,7 +68,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    #[serde(deserialize_with = "listen_addrs")]
+    #[serde(deserialize_with = "listen_list")]
     pub listen: Vec<ListenAddr>,
     #[serde(deserialize_with = "ranged::<_, 1, 1_000_000, _>")]
     pub max_connections: usize,
@@ -73,6 +80,33 @@ pub struct ServerConfig {
     pub max_value_bytes: usize,
     #[serde(deserialize_with = "ranged::<_, 0, 3_600, _>")]
     pub shutdown_grace_secs: u64,
+}
+
+/// `[tls]` as written, with the places of its files for error messages.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTls {
+    #[serde(deserialize_with = "listen_list")]
+    listen: Vec<ListenAddr>,
+    cert_file: Option<Spanned<PathBuf>>,
+    key_file: Option<Spanned<PathBuf>>,
+    client_ca_file: Option<Spanned<PathBuf>>,
+    min_version: Option<Spanned<MinVersion>>,
+    #[serde(deserialize_with = "ranged::<_, 1, 3_600, _>")]
+    handshake_timeout_secs: u64,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            listen: Vec::new(),
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            min_version: None,
+            handshake_timeout_secs: 10,
+        }
+    }
 }
 
 /// A `host:port` to listen on: an IP literal or a host name. A name is
@@ -335,6 +369,22 @@ impl Config {
                 key: format!("validator[{}].{}: ", e.index, e.key),
                 message: e.message,
             })?;
+        config.tls = resolve_tls(std::mem::take(&mut config.raw_tls), base).map_err(
+            |(at, key, message)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: at.map_or_else(|| line_of_section(text, "[tls]"), |at| line_of(text, at)),
+                key: format!("tls.{key}: "),
+                message,
+            },
+        )?;
+        if config.server.listen.is_empty() && config.tls.listen.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: line_of_section(text, "[server]"),
+                key: "server.listen: ".into(),
+                message: "at least one address is needed, here or in tls.listen".into(),
+            });
+        }
         config.daemon.workdir = base.join(&config.daemon.workdir);
         if !config.daemon.pidfile.as_os_str().is_empty() {
             config.daemon.pidfile = base.join(&config.daemon.pidfile);
@@ -396,6 +446,73 @@ fn check_data_dir(data: &Path) -> Result<(), String> {
     }
 }
 
+/// Checks `[tls]`: with `listen` set, `cert_file` and `key_file` are
+/// required; whenever files are named they are loaded as a start would
+/// load them. Errors carry the offset of the key they concern.
+fn resolve_tls(
+    raw: RawTls,
+    base: &Path,
+) -> Result<TlsSettings, (Option<usize>, &'static str, String)> {
+    let RawTls {
+        listen,
+        cert_file,
+        key_file,
+        client_ca_file,
+        min_version,
+        handshake_timeout_secs,
+    } = raw;
+    let spans = [
+        ("cert_file", cert_file.as_ref().map(|s| s.span().start)),
+        ("key_file", key_file.as_ref().map(|s| s.span().start)),
+        (
+            "client_ca_file",
+            client_ca_file.as_ref().map(|s| s.span().start),
+        ),
+        ("min_version", min_version.as_ref().map(|s| s.span().start)),
+    ];
+    let file = |f: Option<Spanned<PathBuf>>| {
+        f.map(|f| f.into_inner())
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(PathBuf::new, |p| base.join(p))
+    };
+    let settings = TlsSettings {
+        listen,
+        cert_file: file(cert_file),
+        key_file: file(key_file),
+        client_ca_file: file(client_ca_file),
+        min_version: min_version.map(|v| v.into_inner()).unwrap_or_default(),
+        handshake_timeout: Duration::from_secs(handshake_timeout_secs),
+    };
+    let cert_set = !settings.cert_file.as_os_str().is_empty();
+    let key_set = !settings.key_file.as_os_str().is_empty();
+    if !settings.listen.is_empty() || cert_set || key_set {
+        for (set, key) in [(cert_set, "cert_file"), (key_set, "key_file")] {
+            if !set {
+                return Err((
+                    None,
+                    key,
+                    "required to serve TLS (with listen, cert_file or key_file set)".into(),
+                ));
+            }
+        }
+        crate::tls::server_config(&settings).map_err(|e| {
+            let at = spans
+                .iter()
+                .find(|(k, _)| *k == e.key)
+                .and_then(|(_, at)| *at);
+            (at, e.key, e.to_string())
+        })?;
+    }
+    Ok(settings)
+}
+
+/// The line of a section header (`[tls]`), or 1 when the file has none.
+fn line_of_section(text: &str, header: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim() == header)
+        .map_or(1, |i| i + 1)
+}
+
 /// 1-based line number of byte offset `at` in `text`.
 fn line_of(text: &str, at: usize) -> usize {
     let at = at.min(text.len());
@@ -406,12 +523,11 @@ fn line_of(text: &str, at: usize) -> usize {
         + 1
 }
 
-fn listen_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ListenAddr>, D::Error> {
-    let raw = Vec::<String>::deserialize(d)?;
-    if raw.is_empty() {
-        return Err(D::Error::custom("at least one address is needed"));
-    }
-    raw.iter()
+/// A list of `host:port`. `server.listen` may be empty only when
+/// `tls.listen` is not (checked once the whole file is read).
+fn listen_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ListenAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
         .map(|s| ListenAddr::parse(s).map_err(D::Error::custom))
         .collect()
 }

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +22,7 @@ use crate::store::{
     Batch, CommitError, DeferredStore, OUT_HIGH_WATER, Op, PendingStore, Reservation, StoreHandle,
     Turn,
 };
-use crate::validator::{Inline, ValidatorChain};
+use crate::validator::{Inline, Peer, ValidatorChain};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 32 * 1024;
@@ -80,11 +79,17 @@ pub struct Shared {
     pub shutdown: Shutdown,
 }
 
+/// A client's byte stream: a TCP socket, or TLS over one.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
 /// Serves one client until it closes, times out, or the server shuts down.
-pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<Shared>) {
     let mut conn = Connection {
         framer: LineFramer::new(shared.limits.max_line_bytes()),
         stream,
+        peer,
         buf: BytesMut::with_capacity(READ_CHUNK),
         batch: Batch::default(),
         write_failed: false,
@@ -93,8 +98,10 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     conn.run().await;
 }
 
-struct Connection {
-    stream: TcpStream,
+struct Connection<S> {
+    stream: S,
+    /// Who is on the other end, for validators.
+    peer: Peer,
     framer: LineFramer,
     buf: BytesMut,
     batch: Batch,
@@ -105,7 +112,7 @@ struct Connection {
     shared: Arc<Shared>,
 }
 
-impl Connection {
+impl<S: Stream> Connection<S> {
     async fn run(&mut self) {
         let mut eof = false;
         loop {
@@ -145,6 +152,10 @@ impl Connection {
                 read = self.stream.read_buf(&mut self.buf) => match read {
                     Ok(0) => eof = true,
                     Ok(_) => {}
+                    // A TLS client that closes its side without a
+                    // close_notify (a half-close at the TCP level) has
+                    // still sent complete requests: answer them.
+                    Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => eof = true,
                     Err(err) => {
                         log::debug!("connection read error: {err}");
                         return;
@@ -229,7 +240,10 @@ impl Connection {
                 reservation,
                 name,
                 value,
-            } => Self::validate_and_commit(reservation, &name, &value, chain, expired).await,
+            } => {
+                Self::validate_and_commit(reservation, &name, &value, &self.peer, chain, expired)
+                    .await
+            }
             PendingStore::Wait { turn, name, value } => {
                 let turn = tokio::select! {
                     turn = turn => turn,
@@ -238,7 +252,15 @@ impl Connection {
                 match turn {
                     Ok(Turn::Taken) => Ok(false),
                     Ok(Turn::Yours(reservation)) => {
-                        Self::validate_and_commit(reservation, &name, &value, chain, expired).await
+                        Self::validate_and_commit(
+                            reservation,
+                            &name,
+                            &value,
+                            &self.peer,
+                            chain,
+                            expired,
+                        )
+                        .await
                     }
                     Err(_) => Err(CommitError::Closed),
                 }
@@ -253,11 +275,12 @@ impl Connection {
         reservation: Reservation,
         name: &[u8],
         value: &[u8],
+        peer: &Peer,
         chain: &ValidatorChain,
         expired: &CancellationToken,
     ) -> Result<bool, CommitError> {
         let allowed = tokio::select! {
-            allowed = chain.allows(name, value) => allowed,
+            allowed = chain.allows(name, value, peer) => allowed,
             _ = expired.cancelled() => return Err(CommitError::Closed),
         };
         if !allowed {
@@ -284,13 +307,17 @@ impl Connection {
             // Past the grace period: no more waiting on the client, but the
             // last replies (`ERROR shutting down`) go out if the socket
             // takes them now.
-            let _ = self.stream.try_write(out);
+            let _ = now_or_never(self.stream.write(out));
             self.write_failed = true;
         }
         if !self.write_failed {
             let idle = self.shared.idle_timeout;
             let result = tokio::select! {
-                result = self.stream.write_all(out) => result,
+                result = async {
+                    self.stream.write_all(out).await?;
+                    // TLS: what the session still holds goes out too.
+                    self.stream.flush().await
+                } => result,
                 _ = self.shared.shutdown.expired.cancelled() => Err(std::io::ErrorKind::TimedOut.into()),
                 // A client that reads nothing for the idle timeout is as
                 // good as gone.
@@ -312,8 +339,8 @@ impl Connection {
     async fn refuse_late_requests(&mut self) {
         loop {
             self.buf.reserve(READ_CHUNK);
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(n) if n > 0 => {}
+            match now_or_never(self.stream.read_buf(&mut self.buf)) {
+                Some(Ok(n)) if n > 0 => {}
                 _ => break,
             }
             while let Some(frame) = self.framer.next_frame(&mut self.buf) {
@@ -341,6 +368,17 @@ fn commit_reply(committed: &Result<bool, CommitError>) -> Reply<'_> {
         Ok(false) => Reply::Rargh,
         Err(CommitError::Closed) => Reply::SHUTTING_DOWN,
         Err(CommitError::Storage(reason)) => Reply::ServerError(reason),
+    }
+}
+
+/// Polls `future` once: its output if it is ready now, `None` if it would
+/// have to wait (a non-blocking try on any stream, TLS included).
+fn now_or_never<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
     }
 }
 

@@ -30,4 +30,5 @@ pub mod logging;
 pub use jnhp_wire as protocol;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod validator;

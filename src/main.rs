@@ -9,7 +9,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use jnhpd::config::{Config, ListenAddr, LogLevel, LogTarget};
 use jnhpd::daemon::{self, Pidfile, StartReport};
 use jnhpd::logging;
-use jnhpd::server::{self, Control, Server, Stopping};
+use jnhpd::server::{self, Control, Listeners, Server, Stopping};
 use jnhpd::validator::reaper;
 use sd_notify::NotifyState;
 
@@ -30,6 +30,10 @@ struct Cli {
     /// Listen on ADDR (host:port) instead of `server.listen`; repeatable.
     #[arg(long = "listen", value_name = "ADDR", value_parser = ListenAddr::parse)]
     listen: Vec<ListenAddr>,
+    /// Serve JNHP/1 over TLS on ADDR instead of `tls.listen`; repeatable
+    /// (the certificate and key come from `[tls]` in the config file).
+    #[arg(long = "tls-listen", value_name = "ADDR", value_parser = ListenAddr::parse)]
+    tls_listen: Vec<ListenAddr>,
     /// Fork to the background (forces `daemon.daemonize = true`).
     #[arg(long)]
     daemon: bool,
@@ -72,6 +76,14 @@ impl Cli {
         };
         if !self.listen.is_empty() {
             config.server.listen = self.listen.clone();
+        }
+        if !self.tls_listen.is_empty() {
+            if config.tls.cert_file.as_os_str().is_empty() {
+                return Err(
+                    "--tls-listen needs tls.cert_file and tls.key_file in the config file".into(),
+                );
+            }
+            config.tls.listen = self.tls_listen.clone();
         }
         if let Some(level) = self.log_level {
             config.log.level = level;
@@ -116,8 +128,17 @@ fn main() -> ExitCode {
     // before forking or dropping privileges, so a busy port is reported on
     // the terminal that started jnhpd.
     let listeners = match daemon::inherited_listeners() {
-        Ok(inherited) if !inherited.is_empty() => inherited,
-        Ok(_) => match server::bind(&config.server.listen) {
+        Ok(inherited) if !inherited.is_empty() => match server::bind(&config.tls.listen) {
+            Ok(tls) => Listeners {
+                plain: inherited,
+                tls,
+            },
+            Err(err) => {
+                eprintln!("jnhpd: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Ok(_) => match Listeners::bind(&config) {
             Ok(listeners) => listeners,
             Err(err) => {
                 eprintln!("jnhpd: {err}");
@@ -186,7 +207,7 @@ fn main() -> ExitCode {
 fn start_and_serve(
     cli: Cli,
     config: Config,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Listeners,
     report: &mut StartReport,
 ) -> Result<(), String> {
     let _pidfile = match config.daemon.pidfile.as_os_str().is_empty() {
@@ -215,7 +236,7 @@ fn start_and_serve(
 async fn run(
     cli: Cli,
     config: Config,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Listeners,
     report: &mut StartReport,
 ) -> Result<(), String> {
     let mut signals = Signals::install().map_err(|e| format!("signal handler: {e}"))?;

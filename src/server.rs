@@ -21,6 +21,7 @@ use crate::config::{Config, ListenAddr};
 use crate::connection::{Shared, Shutdown};
 use crate::datafile::DataFile;
 use crate::store::{Entries, StoreHandle, StoreTask};
+use crate::tls::Acceptor;
 use crate::validator::ValidatorChain;
 
 /// The listen backlog: bursts of connections are queued, not dropped.
@@ -67,6 +68,23 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// The bound sockets a server serves on: plain JNHP/1, and JNHP/1 over TLS.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub plain: Vec<std::net::TcpListener>,
+    pub tls: Vec<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `server.listen` and `tls.listen`.
+    pub fn bind(config: &Config) -> Result<Listeners, BindError> {
+        Ok(Listeners {
+            plain: bind(&config.server.listen)?,
+            tls: bind(&config.tls.listen)?,
+        })
+    }
+}
+
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -76,6 +94,8 @@ pub enum StartError {
     Storage(String),
     #[error("cannot serve: {0}")]
     Serve(io::Error),
+    #[error("tls.{key}: {0}", key = .0.key)]
+    Tls(crate::tls::TlsError),
 }
 
 /// A running server. Dropping it does not stop it: call
@@ -83,6 +103,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Server {
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     control: Control,
     serving: tokio::task::JoinHandle<io::Result<()>>,
     store: StoreTask,
@@ -102,6 +123,8 @@ struct ControlInner {
     config: Mutex<Config>,
     chain: watch::Sender<Arc<ValidatorChain>>,
     shutdown: Shutdown,
+    /// The TLS ports' acceptor, when there are any: SIGHUP rotates it.
+    tls: Option<Arc<Acceptor>>,
 }
 
 /// What [`Control::shutdown`] did.
@@ -126,15 +149,24 @@ impl Server {
     /// Opens the store (replaying the data file, if any), builds the
     /// validator chain and starts serving on `listeners`, on the current
     /// tokio runtime.
-    pub async fn start(
-        config: Config,
-        listeners: Vec<std::net::TcpListener>,
-    ) -> Result<Server, StartError> {
-        let addrs: Vec<SocketAddr> = listeners
-            .iter()
-            .map(|l| l.local_addr())
-            .collect::<io::Result<_>>()
-            .map_err(StartError::Serve)?;
+    pub async fn start(config: Config, listeners: Listeners) -> Result<Server, StartError> {
+        let local = |sockets: &[std::net::TcpListener]| {
+            sockets
+                .iter()
+                .map(|l| l.local_addr())
+                .collect::<io::Result<Vec<SocketAddr>>>()
+                .map_err(StartError::Serve)
+        };
+        let (addrs, tls_addrs) = (local(&listeners.plain)?, local(&listeners.tls)?);
+        let tls = if listeners.tls.is_empty() {
+            None
+        } else {
+            let server_config = crate::tls::server_config(&config.tls).map_err(StartError::Tls)?;
+            Some(Arc::new(Acceptor::new(
+                server_config,
+                config.tls.handshake_timeout,
+            )))
+        };
         let chain =
             ValidatorChain::from_specs(&config.validators, None).map_err(StartError::Validators)?;
         let validators = chain.len();
@@ -148,33 +180,44 @@ impl Server {
             validators: chain_rx,
             shutdown: shutdown.clone(),
         });
-        let mut tokio_listeners = Vec::new();
-        for listener in listeners {
-            tokio_listeners
-                .push(tokio::net::TcpListener::from_std(listener).map_err(StartError::Serve)?);
+        let mut sockets = Vec::new();
+        for (listener, tls) in listeners
+            .plain
+            .into_iter()
+            .map(|l| (l, None))
+            .chain(listeners.tls.into_iter().map(|l| (l, tls.clone())))
+        {
+            let socket = tokio::net::TcpListener::from_std(listener).map_err(StartError::Serve)?;
+            sockets.push(accept::Listener { socket, tls });
         }
         let serving = tokio::spawn(accept::serve(
-            tokio_listeners,
+            sockets,
             shared,
             config.server.max_connections,
         ));
+        let list = |addrs: &[SocketAddr], prefix: &str| {
+            addrs
+                .iter()
+                .map(|a| format!("{prefix}{a}"))
+                .collect::<Vec<_>>()
+        };
         log::info!(
             "jnhpd {} listening on {}; store: {}; {validators} validators",
             env!("CARGO_PKG_VERSION"),
-            addrs
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
+            [list(&addrs, ""), list(&tls_addrs, "tls ")]
+                .concat()
                 .join(", "),
             describe_store(&config),
         );
         Ok(Server {
             addrs,
+            tls_addrs,
             control: Control {
                 inner: Arc::new(ControlInner {
                     config: Mutex::new(config),
                     chain: chain_tx,
                     shutdown,
+                    tls,
                 }),
             },
             serving,
@@ -185,6 +228,11 @@ impl Server {
     /// The addresses it listens on (with the ports the system chose).
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The addresses it serves TLS on.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// A handle for reloading and shutting down from another task.
@@ -241,6 +289,16 @@ impl Control {
         let mut config = lock(&self.inner.config);
         let old_chain = self.inner.chain.borrow().clone();
         let chain = ValidatorChain::from_specs(&new.validators, Some(&old_chain))?;
+        // Certificate rotation: new handshakes use the new files.
+        let rotated = match &self.inner.tls {
+            Some(_) => Some(
+                crate::tls::server_config(&new.tls).map_err(|e| format!("tls.{}: {e}", e.key))?,
+            ),
+            None => None,
+        };
+        if let (Some(acceptor), Some(rotated)) = (&self.inner.tls, rotated) {
+            acceptor.replace(rotated);
+        }
         let validators = chain.len();
         self.inner.chain.send_replace(Arc::new(chain));
         let mut need_restart = Vec::new();
@@ -248,6 +306,10 @@ impl Control {
             ("[server]", new.server != config.server),
             ("[storage]", new.storage != config.storage),
             ("[daemon]", new.daemon != config.daemon),
+            ("[tls] (other than its files and min_version)", {
+                new.tls.listen != config.tls.listen
+                    || new.tls.handshake_timeout != config.tls.handshake_timeout
+            }),
             ("[log] (other than level)", {
                 let mut log = new.log.clone();
                 log.level = config.log.level;
@@ -260,6 +322,13 @@ impl Control {
         }
         config.log.level = new.log.level;
         config.validators = new.validators;
+        if self.inner.tls.is_some() {
+            let listen = std::mem::take(&mut config.tls.listen);
+            let timeout = config.tls.handshake_timeout;
+            config.tls = new.tls;
+            config.tls.listen = listen;
+            config.tls.handshake_timeout = timeout;
+        }
         Ok(Reloaded {
             validators,
             need_restart,

@@ -13,8 +13,10 @@ async fn a_server_starts_serves_reloads_and_stops_in_process() {
     let data = dir.path().join("data");
     let text = format!("[storage]\npath = \"{}\"\n", data.display());
     let config = Config::parse(&text, &dir.path().join("jnhp.toml")).unwrap();
-    let listeners =
-        server::bind(&[jnhpd::config::ListenAddr::parse("127.0.0.1:0").unwrap()]).unwrap();
+    let listeners = server::Listeners {
+        plain: server::bind(&[jnhpd::config::ListenAddr::parse("127.0.0.1:0").unwrap()]).unwrap(),
+        tls: Vec::new(),
+    };
     let running = Server::start(config.clone(), listeners).await.unwrap();
     let addr = running.addrs()[0].to_string();
     let client = Client::connect(&addr, Duration::from_secs(30))
@@ -43,8 +45,10 @@ async fn a_server_starts_serves_reloads_and_stops_in_process() {
 
     // Everything acknowledged is in the data file, which is closed: a new
     // server on it starts and has it.
-    let listeners =
-        server::bind(&[jnhpd::config::ListenAddr::parse("127.0.0.1:0").unwrap()]).unwrap();
+    let listeners = server::Listeners {
+        plain: server::bind(&[jnhpd::config::ListenAddr::parse("127.0.0.1:0").unwrap()]).unwrap(),
+        tls: Vec::new(),
+    };
     let again = Server::start(config, listeners).await.unwrap();
     let client = Client::connect(&again.addrs()[0].to_string(), Duration::from_secs(30))
         .await

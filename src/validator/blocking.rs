@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use super::{Validator, Verdict};
+use super::{Peer, Validator, Verdict};
 
 type CheckFn = dyn Fn(&[u8], &[u8]) -> Verdict + Send + Sync;
 
@@ -44,7 +44,7 @@ impl fmt::Debug for Blocking {
 
 #[async_trait]
 impl Validator for Blocking {
-    async fn validate(&self, name: &[u8], value: &[u8]) -> Verdict {
+    async fn validate(&self, name: &[u8], value: &[u8], _peer: &Peer) -> Verdict {
         let check = self.check.clone();
         let (name, value) = (name.to_vec(), value.to_vec());
         match tokio::task::spawn_blocking(move || check(&name, &value)).await {
@@ -259,7 +259,7 @@ mod tests {
     async fn a_panic_is_a_failure_not_a_crash() {
         let v = Blocking::new("panics", |_, _| panic!("boom"));
         assert_eq!(
-            v.validate(b"n", b"v").await,
+            v.validate(b"n", b"v", &Peer::default()).await,
             Verdict::Failure("panicked: boom".into())
         );
         let v = Blocking::new("allows", |_, value| {
@@ -269,7 +269,13 @@ mod tests {
                 Verdict::Deny
             }
         });
-        assert_eq!(v.validate(b"n", b"ok").await, Verdict::Allow);
-        assert_eq!(v.validate(b"n", b"no").await, Verdict::Deny);
+        assert_eq!(
+            v.validate(b"n", b"ok", &Peer::default()).await,
+            Verdict::Allow
+        );
+        assert_eq!(
+            v.validate(b"n", b"no", &Peer::default()).await,
+            Verdict::Deny
+        );
     }
 }

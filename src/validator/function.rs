@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use regex::bytes::Regex;
 
 use super::spec::Field;
-use super::{Validator, Verdict};
+use super::{Peer, Validator, Verdict};
 
 /// `function = "max_bytes"`: the value is at most `max` bytes.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ impl MaxBytes {
 
 #[async_trait]
 impl Validator for MaxBytes {
-    async fn validate(&self, name: &[u8], value: &[u8]) -> Verdict {
+    async fn validate(&self, name: &[u8], value: &[u8], _peer: &Peer) -> Verdict {
         self.judge(name, value)
     }
 
@@ -72,7 +72,7 @@ impl RegexMatch {
 
 #[async_trait]
 impl Validator for RegexMatch {
-    async fn validate(&self, name: &[u8], value: &[u8]) -> Verdict {
+    async fn validate(&self, name: &[u8], value: &[u8], _peer: &Peer) -> Verdict {
         self.judge(name, value)
     }
 
@@ -96,17 +96,35 @@ mod tests {
     #[tokio::test]
     async fn max_bytes_allows_up_to_the_limit() {
         let v = MaxBytes { max: 3 };
-        assert_eq!(v.validate(b"n", b"abc").await, Verdict::Allow);
-        assert_eq!(v.validate(b"n", b"abcd").await, Verdict::Deny);
+        assert_eq!(
+            v.validate(b"n", b"abc", &Peer::default()).await,
+            Verdict::Allow
+        );
+        assert_eq!(
+            v.validate(b"n", b"abcd", &Peer::default()).await,
+            Verdict::Deny
+        );
     }
 
     #[tokio::test]
     async fn regex_matches_the_chosen_field_on_bytes() {
         let v = RegexMatch::new(Field::Name, "^[a-z]+$").unwrap();
-        assert_eq!(v.validate(b"abc", b"ANY").await, Verdict::Allow);
-        assert_eq!(v.validate(b"aBc", b"any").await, Verdict::Deny);
+        assert_eq!(
+            v.validate(b"abc", b"ANY", &Peer::default()).await,
+            Verdict::Allow
+        );
+        assert_eq!(
+            v.validate(b"aBc", b"any", &Peer::default()).await,
+            Verdict::Deny
+        );
         let v = RegexMatch::new(Field::Value, r"(?-u)\xff").unwrap();
-        assert_eq!(v.validate(b"n", b"a\xffb").await, Verdict::Allow);
-        assert_eq!(v.validate(b"\xff", b"ab").await, Verdict::Deny);
+        assert_eq!(
+            v.validate(b"n", b"a\xffb", &Peer::default()).await,
+            Verdict::Allow
+        );
+        assert_eq!(
+            v.validate(b"\xff", b"ab", &Peer::default()).await,
+            Verdict::Deny
+        );
     }
 }

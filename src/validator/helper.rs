@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::process::{Group, parse_verdict};
 use super::spec::HelperSpec;
-use super::{Validator, Verdict, reaper};
+use super::{Peer, Validator, Verdict, reaper};
 
 /// Restart delays for helpers that keep failing before they serve.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -87,7 +87,7 @@ impl HelperPool {
 
 #[async_trait]
 impl Validator for HelperPool {
-    async fn validate(&self, name: &[u8], value: &[u8]) -> Verdict {
+    async fn validate(&self, name: &[u8], value: &[u8], _peer: &Peer) -> Verdict {
         let (reply, verdict) = oneshot::channel();
         let request = Request {
             name: name.to_vec(),

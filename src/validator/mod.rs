@@ -20,6 +20,15 @@ use async_trait::async_trait;
 
 pub use spec::{Check, OnFailure, ValidatorSpec};
 
+/// Who sent a STORE: the client's address and, on a mutual-TLS
+/// connection, its certificate's subject (RFC 4514). Process validators
+/// get them as `JNHP_PEER` and `JNHP_PEER_CERT_SUBJECT`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: Option<std::net::SocketAddr>,
+    pub cert_subject: Option<String>,
+}
+
 /// A validator's answer about one STORE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -33,8 +42,8 @@ pub enum Verdict {
 /// A check every STORE must pass. Library users may implement it.
 #[async_trait]
 pub trait Validator: Send + Sync + fmt::Debug {
-    /// Judges a STORE of `value` under `name`.
-    async fn validate(&self, name: &[u8], value: &[u8]) -> Verdict;
+    /// Judges a STORE of `value` under `name`, sent by `peer`.
+    async fn validate(&self, name: &[u8], value: &[u8], peer: &Peer) -> Verdict;
 
     /// Judges the STORE synchronously, if this validator can do so cheaply
     /// and without side effects (`None`: it cannot). Validators that can are
@@ -202,11 +211,11 @@ impl ValidatorChain {
     /// Whether every validator allows the STORE, running the chain in
     /// order (the first "no" wins). Failures are logged with the validator,
     /// the name and the cause, then decided by `on_failure`.
-    pub async fn allows(&self, name: &[u8], value: &[u8]) -> bool {
+    pub async fn allows(&self, name: &[u8], value: &[u8], peer: &Peer) -> bool {
         for link in &self.links {
             let verdict = match link.validator.check_now(name, value) {
                 Some(verdict) => verdict,
-                None => link.validator.validate(name, value).await,
+                None => link.validator.validate(name, value, peer).await,
             };
             if !link.decide(name, verdict) {
                 return false;

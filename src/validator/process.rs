@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
 use super::spec::{Input, ProcessSpec};
-use super::{Validator, Verdict, reaper};
+use super::{Peer, Validator, Verdict, reaper};
 
 /// How much of a program's stderr is kept for the failure log.
 const STDERR_KEPT: usize = 4096;
@@ -49,7 +49,7 @@ impl Process {
 
 #[async_trait]
 impl Validator for Process {
-    async fn validate(&self, name: &[u8], value: &[u8]) -> Verdict {
+    async fn validate(&self, name: &[u8], value: &[u8], peer: &Peer) -> Verdict {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return Verdict::Failure("validator closed".into());
         };
@@ -58,10 +58,18 @@ impl Validator for Process {
             .args(&self.spec.args)
             .env("JNHP_NAME", OsStr::from_bytes(name))
             .env("JNHP_VALUE_BYTES", value.len().to_string())
+            .env(
+                "JNHP_PEER",
+                peer.addr.map(|a| a.to_string()).unwrap_or_default(),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group, so a timeout kills its children too.
             .process_group(0);
+        match &peer.cert_subject {
+            Some(subject) => command.env("JNHP_PEER_CERT_SUBJECT", subject),
+            None => command.env_remove("JNHP_PEER_CERT_SUBJECT"),
+        };
         let input = match self.spec.input {
             Input::Argv => {
                 command.arg(OsStr::from_bytes(value)).stdin(Stdio::null());

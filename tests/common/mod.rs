@@ -65,6 +65,8 @@ impl Log {
 pub struct Server {
     pub child: Child,
     pub addrs: Vec<SocketAddr>,
+    /// The TLS ports (`tls.listen`).
+    pub tls_addrs: Vec<SocketAddr>,
     pub log: Arc<Log>,
     pub dir: tempfile::TempDir,
     pub config: Option<PathBuf>,
@@ -149,10 +151,17 @@ impl Server {
             .split(';')
             .next()
             .unwrap();
-        let addrs = list.split(", ").map(|a| a.parse().unwrap()).collect();
+        let (mut addrs, mut tls_addrs) = (Vec::new(), Vec::new());
+        for addr in list.split(", ").filter(|a| !a.is_empty()) {
+            match addr.strip_prefix("tls ") {
+                Some(tls) => tls_addrs.push(tls.parse().unwrap()),
+                None => addrs.push(addr.parse().unwrap()),
+            }
+        }
         Server {
             child,
             addrs,
+            tls_addrs,
             log,
             dir,
             config,

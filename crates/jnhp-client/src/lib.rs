@@ -39,9 +39,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use jnhp_wire::{self as protocol, Limits, Request};
@@ -129,21 +128,32 @@ pub struct Client {
 impl Client {
     /// Connects within `timeout`; `timeout` also bounds each request.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
-        let connect_error = |reason: String| ClientError::Connect {
-            addr: addr.to_string(),
-            reason,
-        };
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| connect_error(format!("timed out after {timeout:?}")))?
-            .map_err(|e| connect_error(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
+        let stream = connect_tcp(addr, timeout).await?;
         Ok(Client::from_stream(stream, timeout))
     }
 
-    /// Wraps a connected stream.
-    pub fn from_stream(stream: TcpStream, timeout: Duration) -> Client {
-        let (read, write) = stream.into_split();
+    /// Connects and speaks JNHP/1 over TLS, checking the server's
+    /// certificate for `server_name` against `config`'s roots (and
+    /// presenting a client certificate if `config` has one). The handshake
+    /// is bounded by `timeout` too.
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        addr: &str,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let stream = tls_stream(addr, server_name, config, timeout).await?;
+        Ok(Client::from_stream(stream, timeout))
+    }
+
+    /// Wraps a connected stream (TCP, TLS, or anything that reads and
+    /// writes bytes).
+    pub fn from_stream<S>(stream: S, timeout: Duration) -> Client
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read, write) = tokio::io::split(stream);
         let (writer, lines) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -223,8 +233,46 @@ impl Client {
     }
 }
 
-async fn write_requests(
-    mut write: OwnedWriteHalf,
+/// A TCP connection to `addr` within `timeout`, with Nagle off.
+pub async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
+    let connect_error = |reason: String| ClientError::Connect {
+        addr: addr.to_string(),
+        reason,
+    };
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| connect_error(format!("timed out after {timeout:?}")))?
+        .map_err(|e| connect_error(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// A TLS stream to `addr` for `server_name`, handshake done within
+/// `timeout` (for callers that want the raw stream: `jnhp batch`, the
+/// load generator).
+#[cfg(feature = "tls")]
+pub async fn tls_stream(
+    addr: &str,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+    let connect_error = |reason: String| ClientError::Connect {
+        addr: addr.to_string(),
+        reason,
+    };
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| connect_error(format!("server name {server_name:?}: {e}")))?;
+    let stream = connect_tcp(addr, timeout).await?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    tokio::time::timeout(timeout, connector.connect(name, stream))
+        .await
+        .map_err(|_| connect_error(format!("TLS handshake timed out after {timeout:?}")))?
+        .map_err(|e| connect_error(format!("TLS handshake: {e}")))
+}
+
+async fn write_requests<W: AsyncWrite + Unpin>(
+    mut write: W,
     mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
     shared: Arc<Shared>,
 ) {
@@ -235,7 +283,7 @@ async fn write_requests(
     let _ = write.shutdown().await;
 }
 
-async fn read_replies(read: OwnedReadHalf, shared: Arc<Shared>) {
+async fn read_replies<R: AsyncRead + Unpin>(read: R, shared: Arc<Shared>) {
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
     loop {

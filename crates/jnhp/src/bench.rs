@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use jnhp_wire::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
+
+use crate::tls::{Conn, TlsTarget, connect};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -288,8 +289,8 @@ struct Totals {
     errors: AtomicU64,
 }
 
-pub async fn run(addr: &str, args: BenchArgs) -> u8 {
-    match bench(addr, args).await {
+pub async fn run(addr: &str, args: BenchArgs, tls: Option<TlsTarget>) -> u8 {
+    match bench(addr, args, tls.as_ref()).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("jnhp bench: {e}");
@@ -298,7 +299,10 @@ pub async fn run(addr: &str, args: BenchArgs) -> u8 {
     }
 }
 
-async fn bench(addr: &str, args: BenchArgs) -> Result<(), String> {
+/// How long a connection (and its TLS handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn bench(addr: &str, args: BenchArgs, tls: Option<&TlsTarget>) -> Result<(), String> {
     let weights: Vec<u32> = args
         .mix
         .split(':')
@@ -319,7 +323,7 @@ async fn bench(addr: &str, args: BenchArgs) -> Result<(), String> {
         args.value_size,
     ));
     if !args.unique_stores {
-        prefill(addr, &args, &table).await?;
+        prefill(addr, tls, &args, &table).await?;
     }
     let totals = Arc::new(Totals::default());
     let histogram = Arc::new(Mutex::new(
@@ -329,10 +333,7 @@ async fn bench(addr: &str, args: BenchArgs) -> Result<(), String> {
     let deadline = start + Duration::from_secs_f64(args.seconds);
     let mut tasks = Vec::new();
     for conn in 0..args.connections {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
+        let stream = connect(addr, tls, CONNECT_TIMEOUT).await?;
         let workload = Workload {
             protocol: args.protocol,
             table: table.clone(),
@@ -418,11 +419,14 @@ async fn bench(addr: &str, args: BenchArgs) -> Result<(), String> {
 }
 
 /// Stores every name of the key space (a name already there is fine).
-async fn prefill(addr: &str, args: &BenchArgs, table: &Table) -> Result<(), String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    let (mut read, mut write) = stream.into_split();
+async fn prefill(
+    addr: &str,
+    tls: Option<&TlsTarget>,
+    args: &BenchArgs,
+    table: &Table,
+) -> Result<(), String> {
+    let stream = connect(addr, tls, CONNECT_TIMEOUT).await?;
+    let (mut read, mut write) = tokio::io::split(stream);
     let mut buf = Vec::new();
     let mut expects = VecDeque::new();
     let mut pending = Vec::new();
@@ -455,7 +459,7 @@ async fn prefill(addr: &str, args: &BenchArgs, table: &Table) -> Result<(), Stri
 /// Reads replies until at most `leave` are still expected, calling
 /// `each(matched, sent_at)` per reply.
 async fn read_replies(
-    read: &mut OwnedReadHalf,
+    read: &mut ReadHalf<Conn>,
     protocol: Protocol,
     values: &[Vec<u8>],
     buf: &mut Vec<u8>,
@@ -493,7 +497,7 @@ async fn read_replies(
 }
 
 async fn closed_loop(
-    stream: TcpStream,
+    stream: Conn,
     mut workload: Workload,
     pipeline: usize,
     deadline: Instant,
@@ -501,7 +505,7 @@ async fn closed_loop(
     histogram: Arc<Mutex<Histogram<u64>>>,
 ) -> Result<(), String> {
     let protocol = workload.protocol;
-    let (mut read, mut write) = stream.into_split();
+    let (mut read, mut write) = tokio::io::split(stream);
     let mut local = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
     let (mut out, mut buf, mut expects) = (Vec::new(), Vec::new(), VecDeque::new());
     while Instant::now() < deadline {
@@ -538,7 +542,7 @@ async fn closed_loop(
 }
 
 async fn open_loop(
-    stream: TcpStream,
+    stream: Conn,
     workload: Workload,
     rate: f64,
     deadline: Instant,
@@ -547,7 +551,7 @@ async fn open_loop(
 ) -> Result<(), String> {
     let protocol = workload.protocol;
     let table = workload.table.clone();
-    let (mut read, write) = stream.into_split();
+    let (mut read, write) = tokio::io::split(stream);
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let expects = Arc::new(std::sync::Mutex::new(VecDeque::new()));
     let sender = tokio::spawn(send_on_schedule(
@@ -603,7 +607,7 @@ async fn open_loop(
 /// Sends one request per `interval`, on schedule: a late tick sends every
 /// request that is due (recording each one's scheduled time).
 async fn send_on_schedule(
-    mut write: OwnedWriteHalf,
+    mut write: WriteHalf<Conn>,
     mut workload: Workload,
     interval: Duration,
     deadline: Instant,

@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use jnhp_client::Client;
 
 mod bench;
+mod tls;
 
 #[derive(Parser)]
 #[command(version, about = "A client for jnhpd (JNHP/1)")]
@@ -25,6 +26,8 @@ struct Cli {
     /// at most 86400).
     #[arg(long, default_value = "10", global = true, value_parser = parse_timeout)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -115,10 +118,17 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> u8 {
     let timeout = cli.timeout;
+    let tls = match cli.tls.target(&cli.addr) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("jnhp: {e}");
+            return 2;
+        }
+    };
     let result = match cli.command {
-        Command::Batch => return batch(&cli.addr, timeout).await,
-        Command::Bench(args) => return bench::run(&cli.addr, args).await,
-        command => one_request(&cli.addr, timeout, command).await,
+        Command::Batch => return batch(&cli.addr, tls.as_ref(), timeout).await,
+        Command::Bench(args) => return bench::run(&cli.addr, args, tls).await,
+        command => one_request(&cli.addr, tls.as_ref(), timeout, command).await,
     };
     match result {
         Ok(code) => code,
@@ -131,10 +141,16 @@ async fn run(cli: Cli) -> u8 {
 
 async fn one_request(
     addr: &str,
+    tls: Option<&tls::TlsTarget>,
     timeout: Duration,
     command: Command,
 ) -> Result<u8, jnhp_client::ClientError> {
-    let client = Client::connect(addr, timeout).await?;
+    let client = match tls {
+        None => Client::connect(addr, timeout).await?,
+        Some(tls) => {
+            Client::connect_tls(addr, &tls.server_name, tls.config.clone(), timeout).await?
+        }
+    };
     let yes = match command {
         Command::Store { name, value } => client.store(name.as_bytes(), value.as_bytes()).await?,
         Command::Exists { name } => client.exists(name.as_bytes()).await?,
@@ -158,19 +174,15 @@ async fn one_request(
 /// then closes, which ends the copy of replies. Every request must get its
 /// reply: if the server closes first, or any reply is an `ERROR` line, the
 /// exit status is 2 and stderr says why.
-async fn batch(addr: &str, timeout: Duration) -> u8 {
-    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            eprintln!("jnhp: cannot connect to {addr}: {e}");
-            return 2;
-        }
-        Err(_) => {
-            eprintln!("jnhp: cannot connect to {addr}: timed out");
+async fn batch(addr: &str, tls: Option<&tls::TlsTarget>, timeout: Duration) -> u8 {
+    let stream = match tls::connect(addr, tls, timeout).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            eprintln!("jnhp: {e}");
             return 2;
         }
     };
-    let (mut read, mut write) = stream.into_split();
+    let (mut read, mut write) = tokio::io::split(stream);
     let requests = async {
         let mut stdin = tokio::io::stdin();
         let mut counter = LineCounter::default();

@@ -3,6 +3,8 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+#[path = "../../../tests/common/pki.rs"]
+mod pki;
 
 use common::Server;
 
@@ -174,4 +176,75 @@ fn jnhp_bench_verifies_replies_and_reports_json() {
     assert_eq!(report["errors"], 0);
     assert!(report["requests"].as_u64().unwrap() > 0);
     assert!(report["p999_ms"].as_f64().unwrap() >= report["p50_ms"].as_f64().unwrap());
+}
+
+/// `jnhp --tls` against a mutual-TLS server: the commands, batch and bench
+/// all speak TLS; without a client certificate the server refuses.
+#[test]
+fn jnhp_speaks_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki::Ca::new(dir.path(), "main");
+    let server = ca.server(dir.path(), "server", 1);
+    let client = ca.client(dir.path(), "client", "cli");
+    let s = Server::start_with(
+        &format!(
+            "[server]\nlisten = []\n[tls]\nlisten = [\"127.0.0.1:0\"]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n",
+            server.cert.display(),
+            server.key.display(),
+            ca.pem.display()
+        ),
+        &[],
+    );
+    let addr = s.tls_addrs[0].to_string();
+    let (ca_pem, cert, key) = (
+        ca.pem.display().to_string(),
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+    );
+    let tls = [
+        "--addr",
+        &addr,
+        "--tls",
+        "--ca",
+        &ca_pem,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--server-name",
+        "localhost",
+    ];
+    assert_eq!(jnhp(&[&tls[..], &["store", "a", "over tls"]].concat()).0, 0);
+    assert_eq!(
+        jnhp(&[&tls[..], &["get", "a"]].concat()),
+        (0, "over tls\n".into(), String::new())
+    );
+    let (code, out, _) = jnhp_with_stdin(&[&tls[..], &["batch"]].concat(), b"GET a\nEXISTS b\n");
+    assert_eq!((code, out.as_str()), (0, "over tls\r\nRARGH!\r\n"));
+    let (code, out, err) = jnhp(
+        &[
+            &tls[..],
+            &[
+                "bench",
+                "--seconds",
+                "0.5",
+                "--connections",
+                "2",
+                "--pipeline",
+                "4",
+                "--keys",
+                "50",
+                "--json",
+                "--quiet",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["errors"], 0);
+    assert!(report["requests"].as_u64().unwrap() > 0);
+    // No client certificate: refused, exit 2.
+    let (code, _, err) = jnhp(&["--addr", &addr, "--tls", "--ca", &ca_pem, "get", "a"]);
+    assert_eq!(code, 2, "{err}");
 }
