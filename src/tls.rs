@@ -29,7 +29,7 @@ pub enum MinVersion {
 }
 
 /// The `[tls]` section, checked.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsSettings {
     pub listen: Vec<ListenAddr>,
     pub cert_file: PathBuf,
@@ -38,6 +38,19 @@ pub struct TlsSettings {
     pub client_ca_file: PathBuf,
     pub min_version: MinVersion,
     pub handshake_timeout: std::time::Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            listen: Vec::new(),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            client_ca_file: PathBuf::new(),
+            min_version: MinVersion::default(),
+            handshake_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// A TLS file that cannot be used, and why; `key` is the config key that
