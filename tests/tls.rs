@@ -524,3 +524,27 @@ fn allow_subjects_lets_only_listed_clients_store_protected_names() {
     assert_eq!(ask(&mut b, "STORE misc:1 fine"), "W00T!");
     assert_eq!(ask(&mut b, "GET logs:1"), "real");
 }
+
+/// A handshake holds a connection slot; past max_connections a TLS client
+/// is told so inside TLS, then closed.
+#[test]
+fn max_connections_counts_tls_connections() {
+    let s = setup();
+    let config = tls_config(&s, "").replace("[server]\n", "[server]\nmax_connections = 1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(&path, &config).unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config").arg(&path);
+    let server = Server::spawn(cmd, dir, Some(path));
+    let addr = server.tls_addrs[0];
+    let client = client_config(&s.ca.pem, None, all_versions());
+    let mut first = connect(addr, client.clone()).unwrap();
+    assert_eq!(ask(&mut first, "STORE a 1"), "W00T!");
+    let mut second = connect(addr, client).unwrap();
+    assert_eq!(read_line(&mut second), "ERROR too many connections");
+    let mut rest = Vec::new();
+    let _ = second.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    assert_eq!(ask(&mut first, "GET a"), "1");
+}

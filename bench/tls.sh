@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# JNHP/1 over TLS side by side with Redis over TLS and with plain jnhpd,
+# the compare workloads through `jnhp bench`:
+#   mixed-p1   50 connections, pipeline 1, STORE:EXISTS:GET 10:10:80 over 10k names
+#   mixed-p32  the same with pipeline 32
+# Servers are pinned to core 0, the load generator to core 1. TLS 1.3 with
+# an ECDSA P-256 certificate made here by openssl; no client certificates.
+# Prints one table per workload: ops/s, p999, server CPU per 1M requests.
+#
+#   bench/tls.sh [SECONDS] [REPEATS]     # default 5 s per run, median of 3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-5}
+repeats=${2:-3}
+root=$PWD
+python=$(command -v python3)
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v openssl >/dev/null || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --quiet --bin jnhpd --bin jnhp
+jnhpd="$root/target/release/jnhpd"
+jnhp="$root/target/release/jnhp"
+
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+port=18411
+
+(cd "$work"
+ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
+   -days 2 -subj "/CN=bench CA" 2>/dev/null
+ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
+   -subj "/CN=localhost" 2>/dev/null
+ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >ext
+ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+   -days 1 -extfile ext 2>/dev/null)
+printf '[server]\nlisten = []\n[tls]\nlisten = ["127.0.0.1:%s"]\ncert_file = "server.pem"\nkey_file = "server.key"\nmin_version = "1.3"\n' \
+  "$port" >"$work/tls.toml"
+
+start() { # start NAME: the server NAME on $port, pinned to core 0
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use: refusing to measure some other server" >&2; exit 1
+  fi
+  case $1 in
+    jnhpd) exec taskset -c 0 "$jnhpd" --listen "127.0.0.1:$port" --log-level warn ;;
+    jnhpd-tls) exec taskset -c 0 "$jnhpd" --config "$work/tls.toml" --log-level warn ;;
+    redis-tls) exec taskset -c 0 redis-server --port 0 --tls-port "$port" --tls-cert-file "$work/server.pem" \
+      --tls-key-file "$work/server.key" --tls-ca-cert-file "$work/ca.pem" --tls-auth-clients no \
+      --tls-protocols TLSv1.3 --save '' --appendonly no --daemonize no --logfile /dev/null ;;
+  esac >"$work/$1.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$1 did not start:" >&2; cat "$work/$1.log" >&2; exit 1
+}
+stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tls_flags() { case $1 in *-tls) echo "--tls --ca $work/ca.pem --server-name localhost" ;; esac; }
+protocol() { case $1 in redis*) echo resp ;; *) echo jnhp ;; esac; }
+
+servers=(jnhpd-tls redis-tls jnhpd)
+for r in $(seq "$repeats"); do
+  for w in 1 32; do
+    for s in "${servers[@]}"; do
+      echo "round $r/$repeats: pipeline $w against $s" >&2
+      start "$s"
+      before=$(ticks "$pid")
+      # shellcheck disable=SC2046
+      taskset -c 1 "$jnhp" --addr "127.0.0.1:$port" $(tls_flags "$s") bench --protocol "$(protocol "$s")" \
+        --connections 50 --pipeline "$w" --seconds "$secs" --json --quiet >"$work/out.json"
+      after=$(ticks "$pid")
+      stop
+      "$python" - "$work/out.json" "$((after - before))" "$(getconf CLK_TCK)" "$s" "$w" >>"$work/results.jsonl" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+report["cpu_s_per_million"] = int(sys.argv[2]) / int(sys.argv[3]) / (report["requests"] / 1e6)
+report["server"], report["pipeline"] = sys.argv[4], sys.argv[5]
+print(json.dumps(report))
+PY
+    done
+  done
+done
+
+"$python" - "$work/results.jsonl" "$secs" "$repeats" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+secs, repeats = sys.argv[2], sys.argv[3]
+def cell(server, pipeline, key):
+    return statistics.median(r[key] for r in rows if r["server"] == server and r["pipeline"] == pipeline)
+print(f"median of {repeats} runs of {secs} s; server pinned to core 0, load to core 1; TLS 1.3, ECDSA P-256")
+for p in ("1", "32"):
+    print(f"\nmixed, pipeline {p}: 50 connections, STORE:EXISTS:GET 10:10:80 over 10k names\n")
+    print("| server | ops/s | p999 ms | CPU s per 1M requests | jnhpd-tls ops/s ÷ this |")
+    print("|---|---|---|---|---|")
+    ref = cell("jnhpd-tls", p, "ops_per_sec")
+    for s in ("jnhpd-tls", "redis-tls", "jnhpd"):
+        ops, p999, cpu = (cell(s, p, k) for k in ("ops_per_sec", "p999_ms", "cpu_s_per_million"))
+        ratio = "" if s == "jnhpd-tls" else f"{ref / ops:.2f}×"
+        print(f"| {s} | {ops:,.0f} | {p999:.3f} | {cpu:.2f} | {ratio} |")
+PY
