@@ -177,6 +177,8 @@ fn is_forbidden_in_name(b: u8) -> bool {
 }
 
 /// Bytes a value may not contain. LF cannot occur (it ends the line).
+/// (`parse` searches for the same three bytes with `memchr3`.)
+#[cfg(test)]
 fn is_forbidden_in_value(b: u8) -> bool {
     b == 0 || b == b'\r' || b == b'\n'
 }
@@ -191,6 +193,7 @@ fn skip_blanks(line: &[u8]) -> &[u8] {
 
 /// Splits off the next token (up to a blank); returns (token, rest).
 fn token(line: &[u8]) -> (&[u8], &[u8]) {
+    // Tokens are short: a plain loop beats memchr's call and set-up here.
     let end = line.iter().position(|&b| is_blank(b)).unwrap_or(line.len());
     line.split_at(end)
 }
@@ -202,7 +205,12 @@ fn check_name<'a>(name: &'a [u8], limits: &Limits) -> Result<&'a [u8], ProtocolE
     if name.len() > limits.max_name_bytes {
         return Err(ProtocolError::NameTooLong);
     }
-    if name.iter().any(|&b| is_forbidden_in_name(b)) {
+    // No early exit: the fold compiles to a vectorized scan, cheaper than
+    // a branch per byte for names of any length.
+    if name
+        .iter()
+        .fold(false, |bad, &b| bad | is_forbidden_in_name(b))
+    {
         return Err(ProtocolError::ForbiddenNameByte);
     }
     Ok(name)
@@ -230,7 +238,7 @@ pub fn parse<'a>(line: &'a [u8], limits: &Limits) -> Result<Option<Request<'a>>,
         if value.len() > limits.max_value_bytes {
             return Err(ProtocolError::ValueTooLong);
         }
-        if value.iter().any(|&b| is_forbidden_in_value(b)) {
+        if memchr::memchr3(0, b'\r', b'\n', value).is_some() {
             return Err(ProtocolError::ForbiddenValueByte);
         }
         if value.starts_with(ERROR_PREFIX) {

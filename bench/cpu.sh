@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# CPU per request, jnhpd and Redis 7 side by side in one run (issue "Less
+# CPU per request"): the mixed workload (STORE:EXISTS:GET 10:10:80 over 10k
+# names, 50 connections) at pipeline 1 and 32.
+#   1. requests/s and user/system ns per request from /proc/PID/stat, each
+#      server pinned to core 0, the load generator to core 1, RUNS runs of
+#      SECONDS each (median);
+#   2. user-space instructions per request from valgrind's callgrind, which
+#      counts the same for the same binary and workload however noisy the
+#      machine is: the server runs under callgrind, a warm-up bench runs,
+#      the counters are dumped and zeroed, the measured bench runs, and the
+#      second dump's total is divided by the requests it served. The top of
+#      jnhpd's profile (pipeline 32) is printed too.
+#
+#   bench/cpu.sh [SECONDS] [RUNS]        # default 4 s, 3 runs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-4}
+runs=${2:-3}
+root=$PWD
+command -v redis-server >/dev/null && command -v valgrind >/dev/null ||
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server valgrind >/dev/null; }
+cargo build --profile profiling --quiet --bin jnhpd --bin jnhp
+jnhpd="$root/target/profiling/jnhpd"
+jnhp="$root/target/profiling/jnhp"
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+port=18431
+hz=$(getconf CLK_TCK)
+
+launch() { # launch SERVER [WRAPPER...]: the server on core 0, its pid in $pid
+  local server=$1; shift
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use: refusing to measure some other server" >&2; exit 1
+  fi
+  case $server in
+    jnhpd) taskset -c 0 "$@" "$jnhpd" --listen "127.0.0.1:$port" --log-level warn >"$work/$server.log" 2>&1 & ;;
+    redis) taskset -c 0 "$@" redis-server --port "$port" --save "" --appendonly no --daemonize no \
+             --logfile /dev/null >"$work/$server.log" 2>&1 & ;;
+  esac
+  pid=$!
+  wait_port
+}
+wait_port() {
+  for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0; sleep 0.1; done
+  echo "the server did not start" >&2; exit 1
+}
+protocol() { [ "$1" = redis ] && echo resp || echo jnhp; }
+bench() { # bench SERVER PIPELINE SECONDS: the JSON report
+  taskset -c 1 "$jnhp" --addr "127.0.0.1:$port" bench --protocol "$(protocol "$1")" \
+    --connections 50 --pipeline "$2" --seconds "$3" --json --quiet
+}
+field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+
+echo "| server | pipeline | requests/s | user ns/request | sys ns/request | instructions/request |"
+echo "|---|---|---|---|---|---|"
+for p in 1 32; do
+  for s in jnhpd redis; do
+    rates=(); users=(); syss=()
+    for _ in $(seq "$runs"); do
+      launch "$s"
+      bench "$s" "$p" 1 >/dev/null   # prefill and warm up
+      read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+      bench "$s" "$p" "$secs" >"$work/run.json"
+      read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+      kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+      n=$(field "$work/run.json" requests)
+      rates+=("$(field "$work/run.json" ops_per_sec)")
+      users+=("$(python3 -c "print(($u1-$u0)/$hz*1e9/$n)")")
+      syss+=("$(python3 -c "print(($s1-$s0)/$hz*1e9/$n)")")
+    done
+    median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+    # Instructions: the measured bench under callgrind (fewer requests: it
+    # runs ~50x slower), counters zeroed after the warm-up.
+    launch "$s" valgrind --tool=callgrind --callgrind-out-file="$work/cg.$s.$p.%p.out"
+    bench "$s" "$p" 2 >/dev/null
+    callgrind_control --zero "$pid" >/dev/null 2>&1
+    bench "$s" "$p" "$secs" >"$work/cg.json"
+    callgrind_control --dump "$pid" >/dev/null 2>&1
+    kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+    dump=$(ls -t "$work"/cg."$s"."$p".*.out.* 2>/dev/null | head -1)
+    ir=$(awk '/^summary:/ {print $2}' "$dump")
+    n=$(field "$work/cg.json" requests)
+    printf '| %s | %s | %.0f | %.0f | %.0f | %.0f |\n' "$s" "$p" "$(median "${rates[@]}")" \
+      "$(median "${users[@]}")" "$(median "${syss[@]}")" "$(python3 -c "print($ir/$n)")"
+  done
+done
+# The profile: a whole run of jnhpd at pipeline 32 (warm-up included),
+# written when it exits (a dump of zeroed counters loses the call stacks).
+launch jnhpd valgrind --tool=callgrind --callgrind-out-file="$work/profile.out"
+bench jnhpd 32 "$secs" >/dev/null
+kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+echo
+echo "Where jnhpd's instructions go at pipeline 32 (callgrind; inlined code counted in its caller's file):"
+callgrind_annotate "$work/profile.out" 2>/dev/null | awk '/file:function/ {on=1; next} on && NF' | head -15 |
+  sed -E 's#/root/.cargo/registry/src/[^/]+/##; s#/rustc/[0-9a-f]+/library/##; s# \[.*\]##'
