@@ -22,6 +22,7 @@ use crate::store::{
     Batch, CommitError, DeferredStore, OUT_HIGH_WATER, Op, PendingStore, Reservation, StoreHandle,
     Turn,
 };
+use crate::timer::sleep_until_or_never;
 use crate::validator::{Inline, Peer, ValidatorChain};
 
 /// Bytes asked of the socket per read.
@@ -166,7 +167,7 @@ impl<S: Stream> Connection<S> {
                     self.refuse_late_requests().await;
                     return;
                 }
-                _ = sleep_or_never(idle) => {
+                _ = sleep_until_or_never(idle_deadline(idle)) => {
                     log::debug!("closing a connection idle for {:?}", idle.unwrap_or_default());
                     return;
                 }
@@ -321,7 +322,7 @@ impl<S: Stream> Connection<S> {
                 _ = self.shared.shutdown.expired.cancelled() => Err(std::io::ErrorKind::TimedOut.into()),
                 // A client that reads nothing for the idle timeout is as
                 // good as gone.
-                _ = sleep_or_never(idle) => Err(std::io::ErrorKind::TimedOut.into()),
+                _ = sleep_until_or_never(idle_deadline(idle)) => Err(std::io::ErrorKind::TimedOut.into()),
             };
             if let Err(err) = result {
                 log::debug!("connection write error: {err}");
@@ -382,9 +383,7 @@ fn now_or_never<F: std::future::Future>(future: F) -> Option<F::Output> {
     }
 }
 
-async fn sleep_or_never(duration: Option<Duration>) {
-    match duration {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
-    }
+/// The end of an idle period of `duration` (none: never).
+fn idle_deadline(duration: Option<Duration>) -> Option<tokio::time::Instant> {
+    duration.map(|d| tokio::time::Instant::now() + d)
 }

@@ -30,5 +30,6 @@ pub mod logging;
 pub use jnhp_wire as protocol;
 pub mod server;
 pub mod store;
+mod timer;
 pub mod tls;
 pub mod validator;

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::process::{Group, parse_verdict};
 use super::spec::HelperSpec;
 use super::{Peer, Validator, Verdict, reaper};
+use crate::timer::sleep_until_or_never;
 
 /// Restart delays for helpers that keep failing before they serve.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -172,7 +173,7 @@ impl Pool {
                     None => break,
                 },
                 Some(event) = events.recv() => self.handle(event),
-                () = sleep_until(wake) => self.check_deadlines(),
+                () = sleep_until_or_never(wake) => self.check_deadlines(),
             }
             self.dispatch();
         }
@@ -489,13 +490,6 @@ pub fn parse_reply(line: &[u8]) -> Option<(u64, Verdict)> {
     let id = std::str::from_utf8(id).ok()?.parse::<u64>().ok()?;
     let verdict = parse_verdict(&line[space + 1..])?;
     Some((id, verdict))
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Feeds a helper's stdin until the pool drops the sender (retiring or
