@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::protocol::{self, Frame, Limits, LineFramer, ProtocolError, Reply, Request};
 use crate::store::{
@@ -94,6 +96,8 @@ pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<Shared>) {
         buf: BytesMut::with_capacity(READ_CHUNK),
         batch: Batch::default(),
         write_failed: false,
+        draining: Box::pin(shared.shutdown.draining.clone().cancelled_owned()),
+        expired: Box::pin(shared.shutdown.expired.clone().cancelled_owned()),
         shared,
     };
     conn.run().await;
@@ -110,6 +114,11 @@ struct Connection<S> {
     /// (an acknowledged-or-not STORE must not be half done); their replies
     /// are dropped.
     write_failed: bool,
+    /// `shared.shutdown`'s two events, waited on by every read and write:
+    /// made once per connection, since registering a new waiter on each
+    /// turn of the loop costs a lock and an unlock per request.
+    draining: Pin<Box<WaitForCancellationFutureOwned>>,
+    expired: Pin<Box<WaitForCancellationFutureOwned>>,
     shared: Arc<Shared>,
 }
 
@@ -163,7 +172,7 @@ impl<S: Stream> Connection<S> {
                     }
                 },
                 // Idle (nothing received is unanswered): close at once.
-                _ = self.shared.shutdown.draining.cancelled() => {
+                _ = &mut self.draining => {
                     self.refuse_late_requests().await;
                     return;
                 }
@@ -319,7 +328,7 @@ impl<S: Stream> Connection<S> {
                     // TLS: what the session still holds goes out too.
                     self.stream.flush().await
                 } => result,
-                _ = self.shared.shutdown.expired.cancelled() => Err(std::io::ErrorKind::TimedOut.into()),
+                _ = &mut self.expired => Err(std::io::ErrorKind::TimedOut.into()),
                 // A client that reads nothing for the idle timeout is as
                 // good as gone.
                 _ = sleep_until_or_never(idle_deadline(idle)) => Err(std::io::ErrorKind::TimedOut.into()),
