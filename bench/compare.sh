@@ -41,10 +41,11 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 port=18401
 
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+
 start() { # start NAME: the server NAME on $port, pinned to core 0
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port is already in use: refusing to measure some other server" >&2; exit 1
-  fi
+  refuse_busy_port
   case $1 in
     jnhpd) exec taskset -c 0 "$jnhpd" --listen "127.0.0.1:$port" --log-level warn ;;
     redis) exec taskset -c 0 redis-server --port "$port" --save '' --appendonly no --daemonize no --logfile /dev/null ;;
@@ -53,14 +54,8 @@ start() { # start NAME: the server NAME on $port, pinned to core 0
     threading) exec taskset -c 0 "$python" "$baselines/threading_jnhp.py" --port "$port" ;;
   esac >"$work/$1.log" 2>&1 &
   pid=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "$1 did not start:" >&2; cat "$work/$1.log" >&2; exit 1
+  wait_port "$1"
 }
-stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 protocol() { case $1 in redis) echo resp ;; memcached) echo memcache ;; *) echo jnhp ;; esac; }
 workload() { # workload NAME: jnhp bench flags
@@ -95,13 +90,7 @@ for r in $(seq "$repeats"); do
       fi
       after=$(ticks "$pid")
       stop
-      "$python" - "$work/out.json" "$((after - before))" "$(getconf CLK_TCK)" "$s" "$w" >>"$work/results.jsonl" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-report["cpu_s_per_million"] = int(sys.argv[2]) / int(sys.argv[3]) / (report["requests"] / 1e6)
-report["server"], report["workload"] = sys.argv[4], sys.argv[5]
-print(json.dumps(report))
-PY
+      record "$work/out.json" "$((after - before))" server "$s" workload "$w" >>"$work/results.jsonl"
     done
   done
 done

@@ -12,7 +12,9 @@
 #      second dump's total is divided by the requests it served. The top of
 #      jnhpd's profile (pipeline 32) is printed too.
 #
-#   bench/cpu.sh [SECONDS] [RUNS]        # default 4 s, 3 runs
+#   bench/cpu.sh [SECONDS] [RUNS]        # default 4 s, 3 runs (shorter runs
+#                                        # inflate the instruction counts: the
+#                                        # constant costs weigh more)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-4}
@@ -30,22 +32,19 @@ trap cleanup EXIT
 port=18431
 hz=$(getconf CLK_TCK)
 
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+
 launch() { # launch SERVER [WRAPPER...]: the server on core 0, its pid in $pid
   local server=$1; shift
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port is already in use: refusing to measure some other server" >&2; exit 1
-  fi
+  refuse_busy_port
   case $server in
     jnhpd) taskset -c 0 "$@" "$jnhpd" --listen "127.0.0.1:$port" --log-level warn >"$work/$server.log" 2>&1 & ;;
     redis) taskset -c 0 "$@" redis-server --port "$port" --save "" --appendonly no --daemonize no \
              --logfile /dev/null >"$work/$server.log" 2>&1 & ;;
   esac
   pid=$!
-  wait_port
-}
-wait_port() {
-  for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0; sleep 0.1; done
-  echo "the server did not start" >&2; exit 1
+  wait_port "$server"
 }
 protocol() { [ "$1" = redis ] && echo resp || echo jnhp; }
 bench() { # bench SERVER PIPELINE SECONDS: the JSON report
@@ -65,7 +64,7 @@ for p in 1 32; do
       read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
       bench "$s" "$p" "$secs" >"$work/run.json"
       read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-      kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+      stop
       n=$(field "$work/run.json" requests)
       rates+=("$(field "$work/run.json" ops_per_sec)")
       users+=("$(python3 -c "print(($u1-$u0)/$hz*1e9/$n)")")
@@ -79,7 +78,7 @@ for p in 1 32; do
     callgrind_control --zero "$pid" >/dev/null 2>&1
     bench "$s" "$p" "$secs" >"$work/cg.json"
     callgrind_control --dump "$pid" >/dev/null 2>&1
-    kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+    stop
     dump=$(ls -t "$work"/cg."$s"."$p".*.out.* 2>/dev/null | head -1)
     ir=$(awk '/^summary:/ {print $2}' "$dump")
     n=$(field "$work/cg.json" requests)
@@ -91,7 +90,7 @@ done
 # written when it exits (a dump of zeroed counters loses the call stacks).
 launch jnhpd valgrind --tool=callgrind --callgrind-out-file="$work/profile.out"
 bench jnhpd 32 "$secs" >/dev/null
-kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+stop
 echo
 echo "Where jnhpd's instructions go at pipeline 32 (callgrind; inlined code counted in its caller's file):"
 callgrind_annotate "$work/profile.out" 2>/dev/null | awk '/file:function/ {on=1; next} on && NF' | head -15 |

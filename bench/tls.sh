@@ -42,10 +42,11 @@ port=18411
 printf '[server]\nlisten = []\n[tls]\nlisten = ["127.0.0.1:%s"]\ncert_file = "server.pem"\nkey_file = "server.key"\nmin_version = "1.3"\n' \
   "$port" >"$work/tls.toml"
 
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+
 start() { # start NAME: the server NAME on $port, pinned to core 0
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port is already in use: refusing to measure some other server" >&2; exit 1
-  fi
+  refuse_busy_port
   case $1 in
     jnhpd) exec taskset -c 0 "$jnhpd" --listen "127.0.0.1:$port" --log-level warn ;;
     jnhpd-tls) exec taskset -c 0 "$jnhpd" --config "$work/tls.toml" --log-level warn ;;
@@ -54,14 +55,8 @@ start() { # start NAME: the server NAME on $port, pinned to core 0
       --tls-protocols TLSv1.3 --save '' --appendonly no --daemonize no --logfile /dev/null ;;
   esac >"$work/$1.log" 2>&1 &
   pid=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "$1 did not start:" >&2; cat "$work/$1.log" >&2; exit 1
+  wait_port "$1"
 }
-stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 tls_flags() { case $1 in *-tls) echo "--tls --ca $work/ca.pem --server-name localhost" ;; esac; }
 protocol() { case $1 in redis*) echo resp ;; *) echo jnhp ;; esac; }
 
@@ -77,13 +72,7 @@ for r in $(seq "$repeats"); do
         --connections 50 --pipeline "$w" --seconds "$secs" --json --quiet >"$work/out.json"
       after=$(ticks "$pid")
       stop
-      "$python" - "$work/out.json" "$((after - before))" "$(getconf CLK_TCK)" "$s" "$w" >>"$work/results.jsonl" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-report["cpu_s_per_million"] = int(sys.argv[2]) / int(sys.argv[3]) / (report["requests"] / 1e6)
-report["server"], report["pipeline"] = sys.argv[4], sys.argv[5]
-print(json.dumps(report))
-PY
+      record "$work/out.json" "$((after - before))" server "$s" pipeline "$w" >>"$work/results.jsonl"
     done
   done
 done
