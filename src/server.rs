@@ -276,11 +276,6 @@ impl Control {
         Stopping::Draining(grace)
     }
 
-    /// Whether [`shutdown`](Self::shutdown) was called.
-    pub fn is_draining(&self) -> bool {
-        self.inner.shutdown.draining.is_cancelled()
-    }
-
     /// Swaps in the validator chain of `new` (STOREs in flight keep the
     /// chain they started with; an unchanged `[[validator]]` table keeps
     /// its running validator). Other sections are compared and reported,

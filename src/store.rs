@@ -353,6 +353,13 @@ impl StoreTask {
     }
 }
 
+/// A started backend with the settle channel its outcomes travel on.
+type BackendParts = (
+    Option<Box<dyn Backend<Ticket>>>,
+    mpsc::UnboundedSender<Settle>,
+    mpsc::UnboundedReceiver<Settle>,
+);
+
 /// A commit's outcome, routed back to the STORE that asked for it
 /// (opaque to backends: they hand it back with the record's outcome).
 pub struct Ticket(Done);
@@ -361,8 +368,7 @@ impl StoreHandle {
     /// Starts an empty in-memory store on the current tokio runtime. It
     /// stops when the last handle is dropped.
     pub fn spawn() -> StoreHandle {
-        let (handle, _task) = StoreHandle::spawn_with(Entries::default(), None)
-            .unwrap_or_else(|_| unreachable!("no backend to start"));
+        let (handle, _task) = StoreHandle::start(Entries::default(), None);
         handle
     }
 
@@ -373,7 +379,6 @@ impl StoreHandle {
         entries: Entries,
         backend: Option<Start<Ticket>>,
     ) -> std::io::Result<(StoreHandle, StoreTask)> {
-        let (batches, batch_rx) = mpsc::channel(QUEUE_DEPTH);
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let backend = match backend {
             Some(start) => {
@@ -386,6 +391,22 @@ impl StoreHandle {
             }
             None => None,
         };
+        Ok(StoreHandle::start(
+            entries,
+            Some((backend, settle_tx, settle_rx)),
+        ))
+    }
+
+    /// Spawns the actor over a started backend (or none): cannot fail.
+    fn start(entries: Entries, with: Option<BackendParts>) -> (StoreHandle, StoreTask) {
+        let (batches, batch_rx) = mpsc::channel(QUEUE_DEPTH);
+        let (backend, settle_tx, settle_rx) = match with {
+            Some(parts) => parts,
+            None => {
+                let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+                (None, settle_tx, settle_rx)
+            }
+        };
         let actor = Store {
             entries,
             pending: Map::default(),
@@ -394,7 +415,7 @@ impl StoreHandle {
         };
         let close = tokio_util::sync::CancellationToken::new();
         let actor = tokio::spawn(actor.run(batch_rx, settle_rx, close.clone()));
-        Ok((StoreHandle { batches }, StoreTask { close, actor }))
+        (StoreHandle { batches }, StoreTask { close, actor })
     }
 
     /// Has the actor answer `batch.ops[batch.next..]` (see [`Batch`]).

@@ -530,32 +530,17 @@ fn slow_to_replay(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn start_replaying(dir: &std::path::Path) -> (std::process::Child, Arc<common::Log>) {
-    use std::io::BufRead;
     slow_to_replay(dir);
     let config = dir.join("jnhp.toml");
     std::fs::write(&config, "[storage]\npath = \"data\"\nfsync = \"never\"\n").unwrap();
-    let mut child = std::process::Command::new(common::bin())
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(common::Log::default());
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            sink.push(line);
-        }
-        sink.push("<stderr closed>".into());
-    });
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args([
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let (child, log) = Server::launch(cmd);
     log.wait_for("replaying");
     (child, log)
 }

@@ -564,3 +564,34 @@ fn max_connections_counts_tls_connections() {
     assert!(rest.is_empty());
     assert_eq!(ask(&mut first, "GET a"), "1");
 }
+
+/// TLS connections obey `idle_timeout_secs` like plain ones.
+#[test]
+fn idle_tls_connections_are_closed_after_the_idle_timeout() {
+    let s = setup();
+    let config = tls_config(&s, "").replace("[server]\n", "[server]\nidle_timeout_secs = 1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(&path, &config).unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config").arg(&path);
+    let server = Server::spawn(cmd, dir, Some(path));
+    let mut c = connect(
+        server.tls_addrs[0],
+        client_config(&s.ca.pem, None, all_versions()),
+    )
+    .unwrap();
+    assert_eq!(ask(&mut c, "STORE a 1"), "W00T!");
+    // Idle from here: the server closes it (the read sees EOF or a reset,
+    // not the test's 30 s read timeout).
+    let mut rest = Vec::new();
+    let read = c.read_to_end(&mut rest);
+    let closed = match &read {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(closed && rest.is_empty(), "{read:?} {rest:?}");
+}

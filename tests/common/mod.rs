@@ -116,7 +116,9 @@ impl Server {
         Server::spawn(cmd, dir, Some(path))
     }
 
-    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir, config: Option<PathBuf>) -> Server {
+    /// Starts `cmd` with its stderr collected into `log`, without waiting
+    /// for anything (for tests that watch the start-up itself).
+    pub fn launch(mut cmd: Command) -> (Child, Arc<Log>) {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -129,20 +131,15 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                // A test that panicked while holding the lock poisons it;
-                // the lines are still good.
-                sink.lines
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(line);
-                sink.changed.notify_all();
+                sink.push(line);
             }
-            sink.lines
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push("<stderr closed>".into());
-            sink.changed.notify_all();
+            sink.push("<stderr closed>".into());
         });
+        (child, log)
+    }
+
+    pub fn spawn(cmd: Command, dir: tempfile::TempDir, config: Option<PathBuf>) -> Server {
+        let (child, log) = Server::launch(cmd);
         let started = log.wait_for("listening on");
         let list = started
             .split("listening on ")
