@@ -1,13 +1,22 @@
 //! The seam between the store actor and where acknowledged STOREs are
-//! kept durably: nothing (memory only), the data file, and later a shared
-//! database.
+//! kept: nothing (memory only), the data file, or a namespace shared with
+//! other front-ends in PostgreSQL.
 //!
 //! The actor hands a backend runs of [`Record`]s and learns each one's
-//! outcome later, as a [`Written`] through the [`Sink`] the backend was
+//! outcome later, as an [`Event`] through the [`Sink`] the backend was
 //! started with, so the actor never waits on a disk or a network. Only
 //! once a record's outcome is in does the actor put the value in the map
 //! and acknowledge the STORE. A new backend plugs in here; no connection
 //! code changes.
+//!
+//! A local backend (the data file) is the whole truth: a name missing from
+//! the actor's map is absent. A shared backend ([`Shared`]) is not: other
+//! front-ends store names too, so the map is only a cache of names seen,
+//! a name it lacks must be looked up, and a name must be reserved in the
+//! shared namespace before a validator runs on it.
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
 
 /// One record to make durable, with the token that routes its outcome
 /// back to the STORE that asked for it.
@@ -15,6 +24,26 @@ pub struct Record<T> {
     pub name: Box<[u8]>,
     pub value: Box<[u8]>,
     pub token: T,
+    /// The shared namespace's reservation the STORE was validated under,
+    /// if any: it is stored only while that reservation is still held.
+    pub lease: Option<Lease>,
+}
+
+/// A reservation of one name in a shared namespace, held by this
+/// front-end (an opaque number the backend knows it by).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease(pub i64);
+
+/// What became of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Durable, and the name now has this value.
+    Stored,
+    /// The name already had a value (stored by another front-end).
+    Taken,
+    /// Not stored, or not known to be: a short reason for the client's
+    /// `ERROR` line. Never means the name is taken.
+    Failed(String),
 }
 
 /// The outcome of one record, handed back with its name and value.
@@ -22,23 +51,74 @@ pub struct Written<T> {
     pub name: Box<[u8]>,
     pub value: Box<[u8]>,
     pub token: T,
-    /// On failure, a short reason for the client's `ERROR` line.
-    pub result: Result<(), String>,
+    /// The record's lease, handed back: on [`Outcome::Failed`] it may still
+    /// be held, and the actor decides who gets it next.
+    pub lease: Option<Lease>,
+    pub outcome: Outcome,
+}
+
+/// What became of [`Shared::reserve`].
+#[derive(Debug)]
+pub enum Reserved {
+    /// The name is reserved for this front-end until released (renewed
+    /// by the backend meanwhile).
+    Held(Lease),
+    /// The name already has a value.
+    Taken,
+    /// No answer from the shared namespace in time.
+    Failed(String),
+}
+
+/// What a backend reports, from any thread.
+pub enum Event<T> {
+    Written(Written<T>),
+    /// A name asked for with [`Shared::reserve`].
+    Reserved { name: Box<[u8]>, reserved: Reserved },
+    /// Names and values a lookup found, for the actor's cache.
+    Found(Vec<(Bytes, Bytes)>),
 }
 
 /// Where a backend reports outcomes (called from any thread).
-pub type Sink<T> = Box<dyn Fn(Written<T>) + Send + Sync>;
+pub type Sink<T> = Box<dyn Fn(Event<T>) + Send + Sync>;
 
-/// A durable backend, owned by the store actor.
+/// Values of looked-up names, in the order asked (`None`: absent), or why
+/// the shared namespace could not say.
+pub type Found = Result<Vec<Option<Bytes>>, String>;
+
+/// A backend, owned by the store actor.
 pub trait Backend<T>: Send {
-    /// Takes a run of records (one connection's pipelined STOREs, which
-    /// may share a write and a sync). Returns them if the backend has
+    /// Takes a run of records (STOREs arriving together, which may share a
+    /// write, a sync or a transaction). Returns them if the backend has
     /// stopped; their STOREs then fail.
     fn append(&mut self, run: Vec<Record<T>>) -> Result<(), Vec<Record<T>>>;
+
+    /// The shared half, when the actor's map is only a cache of this
+    /// backend.
+    fn shared(&mut self) -> Option<&mut dyn Shared> {
+        None
+    }
 
     /// Finishes what was handed over (the data file: its final sync) and
     /// stops. Blocking: called off the async threads.
     fn close(self: Box<Self>);
+}
+
+/// A namespace other front-ends store into as well.
+pub trait Shared: Send {
+    /// Reserves `name` for a STORE about to be validated; the answer comes
+    /// as [`Event::Reserved`]. While another front-end holds the name, the
+    /// answer waits for that reservation to end.
+    fn reserve(&mut self, name: Box<[u8]>);
+
+    /// Ends a reservation without storing (the STORE was refused).
+    fn release(&mut self, name: Box<[u8]>, lease: Lease);
+
+    /// Looks names up (each `Some(value)` is also reported as
+    /// [`Event::Found`]).
+    fn look_up(&mut self, names: Vec<Bytes>) -> oneshot::Receiver<Found>;
+
+    /// Bytes the actor may spend on cached names and values.
+    fn cache_bytes(&self) -> usize;
 }
 
 /// Starts a backend once the actor's [`Sink`] exists.

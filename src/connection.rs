@@ -21,7 +21,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::protocol::{self, Frame, Limits, LineFramer, ProtocolError, Reply, Request};
 use crate::store::{
-    Batch, CommitError, DeferredStore, OUT_HIGH_WATER, Op, PendingStore, Reservation, StoreHandle,
+    Batch, CommitError, Deferred, OUT_HIGH_WATER, Op, PendingStore, Reservation, StoreHandle,
     Turn,
 };
 use crate::timer::sleep_until_or_never;
@@ -210,16 +210,24 @@ impl<S: Stream> Connection<S> {
                 self.write_out(batch.replies()).await;
             }
             match batch.take_deferred() {
-                Some(DeferredStore::Committing(outcomes)) => {
+                Some(Deferred::Committing(outcomes)) => {
                     // A write under way is waited for even past the grace
                     // period: its outcome is not known until the disk
                     // answers.
                     for outcome in outcomes {
                         let committed = outcome.await.unwrap_or(Err(CommitError::Closed));
-                        batch.answer_deferred(commit_reply(&committed.map(|()| true)));
+                        batch.answer_deferred(commit_reply(&committed));
                     }
                 }
-                Some(DeferredStore::One(pending)) => {
+                Some(Deferred::Reading { count, lookup }) => {
+                    // A lookup is bounded by the shared namespace's
+                    // request timeout; it is waited for like a write.
+                    let found = lookup
+                        .await
+                        .unwrap_or_else(|_| Err(CommitError::Closed.to_string()));
+                    batch.answer_reads(count, &found);
+                }
+                Some(Deferred::One(pending)) => {
                     let committed = self.finish_store(pending, chain).await;
                     batch.answer_deferred(commit_reply(&committed));
                 }
@@ -261,6 +269,7 @@ impl<S: Stream> Connection<S> {
                 };
                 match turn {
                     Ok(Turn::Taken) => Ok(false),
+                    Ok(Turn::Failed(reason)) => Err(CommitError::Storage(reason)),
                     Ok(Turn::Yours(reservation)) => {
                         Self::validate_and_commit(
                             reservation,
@@ -297,7 +306,7 @@ impl<S: Stream> Connection<S> {
             reservation.release();
             return Ok(false);
         }
-        reservation.commit(value).await.map(|()| true)
+        reservation.commit(value).await
     }
 
     /// Writes `out` (the replies of a batch taken out of `self`) now.

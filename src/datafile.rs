@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::backend::{Backend, Record, Sink, Start, Written};
+use crate::backend::{Backend, Event, Outcome, Record, Sink, Start, Written};
 use crate::config::Fsync;
 use crate::protocol::Limits;
 
@@ -291,7 +291,8 @@ impl DataFile {
     /// when the store does.
     pub fn into_backend<T: Send + 'static>(self, fsync: Fsync) -> Start<T> {
         Box::new(move |sink: Sink<T>| {
-            let (appender, writer) = self.start_writer(fsync, sink)?;
+            let (appender, writer) =
+                self.start_writer(fsync, move |written| sink(Event::Written(written)))?;
             Ok(Box::new(DataFileBackend { appender, writer }) as Box<dyn Backend<T>>)
         })
     }
@@ -344,12 +345,22 @@ impl DataFile {
                     log::error!("{err}; {} STOREs not acknowledged", group.len());
                     err.reason()
                 });
-                for Record { name, value, token } in group.drain(..) {
+                for Record {
+                    name,
+                    value,
+                    token,
+                    lease,
+                } in group.drain(..)
+                {
                     written(Written {
                         name,
                         value,
                         token,
-                        result: result.clone(),
+                        lease,
+                        outcome: match &result {
+                            Ok(()) => Outcome::Stored,
+                            Err(reason) => Outcome::Failed(reason.clone()),
+                        },
                     });
                 }
             }

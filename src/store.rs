@@ -20,6 +20,13 @@
 //! the data file's writer thread, so the disk never blocks the actor); the
 //! writer's result comes back to the actor, which only then puts the value
 //! in the map and acknowledges it. Nothing is visible that is not durable.
+//!
+//! With a shared namespace (PostgreSQL, several front-ends) the map is a
+//! bounded cache of names seen: a GET or EXISTS it cannot answer becomes a
+//! lookup the connection awaits ([`Deferred::Reading`]), and a name is
+//! reserved in the shared namespace too (a lease) before its STORE is
+//! validated. STOREs of one name on this front-end still queue here first,
+//! so a front-end holds at most one reservation per name.
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -28,7 +35,7 @@ use std::hash::{Hash, Hasher};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{Backend, Record, Start, Written};
+use crate::backend::{Backend, Event, Found, Lease, Outcome, Record, Reserved, Start, Written};
 use crate::protocol::{ProtocolError, Reply};
 
 /// Once a batch's encoded replies pass this many bytes, the actor stops and
@@ -39,6 +46,10 @@ pub const OUT_HIGH_WATER: usize = 1 << 20;
 
 /// Batches queued to the actor at most; senders wait beyond it.
 const QUEUE_DEPTH: usize = 4096;
+
+/// Reads of a shared namespace looked up together at most: one query, and
+/// at most this many values encoded before the connection writes.
+const READ_RUN: usize = 64;
 
 type Hasher_ = foldhash::fast::RandomState;
 type Map<V> = HashMap<Box<[u8]>, V, Hasher_>;
@@ -94,26 +105,86 @@ impl PartialEq for Entry {
 
 impl Eq for Entry {}
 
-/// The stored names and values.
+/// The stored names and values: all of them (memory, the data file), or
+/// a bounded cache of a shared namespace.
 #[derive(Default)]
-pub struct Entries(HashSet<Entry, Hasher_>);
+pub struct Entries {
+    set: HashSet<Entry, Hasher_>,
+    /// Set for a cache: what it may hold, and which entry goes first.
+    budget: Option<Budget>,
+}
+
+/// A cache's memory: entries leave oldest first once `used` would pass
+/// `limit`. Names are write-once, so an entry is never stale; eviction
+/// only costs a lookup later.
+struct Budget {
+    limit: usize,
+    used: usize,
+    order: VecDeque<Box<[u8]>>,
+}
+
+/// What an entry costs a cache beyond its bytes: the set's slot, the
+/// allocation and the name's place in the eviction order.
+const ENTRY_OVERHEAD: usize = 64;
 
 impl Entries {
+    /// An empty cache that holds at most `limit` bytes.
+    pub fn cache(limit: usize) -> Entries {
+        Entries {
+            set: HashSet::default(),
+            budget: Some(Budget {
+                limit,
+                used: 0,
+                order: VecDeque::new(),
+            }),
+        }
+    }
+
     /// Adds a replayed entry; a name seen before keeps its first value
     /// (write-once). Returns whether it was added.
     pub fn insert_replayed(&mut self, name: &[u8], value: &[u8]) -> bool {
-        if self.0.contains(name) {
+        if self.set.contains(name) {
             return false;
         }
-        self.0.insert(Entry::new(name, value))
+        self.set.insert(Entry::new(name, value))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.set.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.set.is_empty()
+    }
+
+    fn contains(&self, name: &[u8]) -> bool {
+        self.set.contains(name)
+    }
+
+    fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.set.get(name).map(Entry::value)
+    }
+
+    /// Adds a stored name (once: names are write-once). A cache makes room
+    /// first, and skips an entry larger than all of it.
+    fn insert(&mut self, name: &[u8], value: &[u8]) {
+        if let Some(budget) = &mut self.budget {
+            let cost = 2 * name.len() + value.len() + ENTRY_OVERHEAD;
+            if cost > budget.limit || self.set.contains(name) {
+                return;
+            }
+            while budget.used + cost > budget.limit {
+                let Some(oldest) = budget.order.pop_front() else {
+                    break;
+                };
+                if let Some(entry) = self.set.take(&oldest[..]) {
+                    budget.used -= 2 * entry.name_len() + entry.value().len() + ENTRY_OVERHEAD;
+                }
+            }
+            budget.used += cost;
+            budget.order.push_back(name.into());
+        }
+        self.set.insert(Entry::new(name, value));
     }
 }
 
@@ -151,8 +222,12 @@ pub struct Batch {
     /// The first op not answered yet.
     next: usize,
     out: BytesMut,
-    deferred: Option<DeferredStore>,
+    deferred: Option<Deferred>,
 }
+
+/// The reply to a request that needed a shared namespace it could not
+/// reach.
+pub const STORAGE_UNAVAILABLE: &str = "storage unavailable";
 
 impl Batch {
     /// Adds a request, to be answered after those already in the batch.
@@ -176,7 +251,7 @@ impl Batch {
     }
 
     /// What the connection must do before the batch can go on.
-    pub fn take_deferred(&mut self) -> Option<DeferredStore> {
+    pub fn take_deferred(&mut self) -> Option<Deferred> {
         self.deferred.take()
     }
 
@@ -191,6 +266,25 @@ impl Batch {
         self.next += 1;
     }
 
+    /// Answers the `count` reads of a [`Deferred::Reading`] with what the
+    /// lookup found (or `ERROR storage unavailable` for each).
+    pub fn answer_reads(&mut self, count: usize, found: &Found) {
+        for i in 0..count {
+            let reply = match (&self.ops[self.next], found) {
+                (_, Err(_)) => Reply::ServerError(STORAGE_UNAVAILABLE),
+                (Op::Get(_), Ok(values)) => {
+                    Reply::Value(values.get(i).and_then(Option::as_deref).unwrap_or(b""))
+                }
+                (_, Ok(values)) => match values.get(i) {
+                    Some(Some(_)) => Reply::Awesome,
+                    _ => Reply::Rargh,
+                },
+            };
+            reply.encode(&mut self.out);
+            self.next += 1;
+        }
+    }
+
     /// Empties the batch for reuse, keeping its allocations.
     pub fn clear(&mut self) {
         self.ops.clear();
@@ -199,17 +293,27 @@ impl Batch {
     }
 }
 
-/// What the connection must do to finish STOREs the actor could not
+/// What the connection must do to finish requests the actor could not
 /// answer at once. Each variant carries what it needs: the connection
 /// never looks back into the batch.
 #[derive(Debug)]
-pub enum DeferredStore {
+pub enum Deferred {
     /// One STORE to finish outside the actor.
     One(PendingStore),
-    /// The next STOREs of the batch are being written to the data file,
-    /// one outcome each, in order: await them.
-    Committing(Vec<oneshot::Receiver<Result<(), CommitError>>>),
+    /// The next STOREs of the batch are being written (to the data file or
+    /// the shared namespace), one outcome each, in order: await them.
+    Committing(Vec<oneshot::Receiver<Committed>>),
+    /// The next `count` requests are GET/EXISTS of names the cache lacks:
+    /// await the lookup, then [`Batch::answer_reads`].
+    Reading {
+        count: usize,
+        lookup: oneshot::Receiver<Found>,
+    },
 }
+
+/// A commit's outcome: `Ok(true)` stored, `Ok(false)` the name was taken
+/// meanwhile (by another front-end), or why it failed.
+pub type Committed = Result<bool, CommitError>;
 
 /// A STORE waiting on something that may take long: its validation, or
 /// another STORE of the same name.
@@ -221,8 +325,9 @@ pub enum PendingStore {
         name: Bytes,
         value: Bytes,
     },
-    /// Another STORE of this name is being validated: await its outcome,
-    /// then validate this one if the name passes to it.
+    /// Another STORE of this name is being validated (or the name is being
+    /// reserved in the shared namespace): await the outcome, then validate
+    /// this one if the name passes to it.
     Wait {
         turn: oneshot::Receiver<Turn>,
         name: Bytes,
@@ -237,6 +342,8 @@ pub enum Turn {
     Taken,
     /// The STORE ahead of it was rejected: this one now holds the name.
     Yours(Reservation),
+    /// The shared namespace could not be reached to reserve the name.
+    Failed(String),
 }
 
 /// Messages that settle a reservation. They travel on an unbounded channel
@@ -247,17 +354,19 @@ enum Settle {
     Commit {
         name: Box<[u8]>,
         value: Box<[u8]>,
+        lease: Option<Lease>,
         done: Done,
     },
     Release {
         name: Box<[u8]>,
+        lease: Option<Lease>,
     },
-    /// The backend finished a record.
-    Written(Written<Ticket>),
+    /// The backend reports.
+    Backend(Event<Ticket>),
 }
 
 /// Where a commit's outcome goes.
-type Done = oneshot::Sender<Result<(), CommitError>>;
+type Done = oneshot::Sender<Committed>;
 
 /// The exclusive right to store one name, held while a STORE is validated.
 ///
@@ -267,6 +376,8 @@ type Done = oneshot::Sender<Result<(), CommitError>>;
 #[derive(Debug)]
 pub struct Reservation {
     name: Option<Box<[u8]>>,
+    /// The shared namespace's reservation of the name, with one.
+    lease: Option<Lease>,
     settle: mpsc::UnboundedSender<Settle>,
 }
 
@@ -275,7 +386,7 @@ impl std::fmt::Debug for Settle {
         f.write_str(match self {
             Settle::Commit { .. } => "Commit",
             Settle::Release { .. } => "Release",
-            Settle::Written(_) => "Written",
+            Settle::Backend(_) => "Backend",
         })
     }
 }
@@ -283,14 +394,16 @@ impl std::fmt::Debug for Settle {
 impl Reservation {
     /// Stores `value` under the reserved name. Returns once the value is in
     /// the map (and so visible to every later request) and, with a data
-    /// file, written to it.
-    pub async fn commit(mut self, value: &[u8]) -> Result<(), CommitError> {
+    /// file, written to it; `Ok(false)` if a shared namespace found the
+    /// name taken after all.
+    pub async fn commit(mut self, value: &[u8]) -> Committed {
         let name = self.name.take().ok_or(CommitError::Closed)?;
         let (done, stored) = oneshot::channel();
         self.settle
             .send(Settle::Commit {
                 name,
                 value: value.into(),
+                lease: self.lease,
                 done,
             })
             .map_err(|_| CommitError::Closed)?;
@@ -305,7 +418,10 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(name) = self.name.take() {
             // If the actor is gone there is nobody left to wake.
-            let _ = self.settle.send(Settle::Release { name });
+            let _ = self.settle.send(Settle::Release {
+                name,
+                lease: self.lease,
+            });
         }
     }
 }
@@ -383,10 +499,10 @@ impl StoreHandle {
         let backend = match backend {
             Some(start) => {
                 let settle = settle_tx.clone();
-                Some(start(Box::new(move |written| {
+                Some(start(Box::new(move |event| {
                     // The actor outlives the backend; if it is gone, so is
                     // everyone waiting.
-                    let _ = settle.send(Settle::Written(written));
+                    let _ = settle.send(Settle::Backend(event));
                 }))?)
             }
             None => None,
@@ -398,15 +514,19 @@ impl StoreHandle {
     }
 
     /// Spawns the actor over a started backend (or none): cannot fail.
-    fn start(entries: Entries, with: Option<BackendParts>) -> (StoreHandle, StoreTask) {
+    fn start(mut entries: Entries, with: Option<BackendParts>) -> (StoreHandle, StoreTask) {
         let (batches, batch_rx) = mpsc::channel(QUEUE_DEPTH);
-        let (backend, settle_tx, settle_rx) = match with {
+        let (mut backend, settle_tx, settle_rx) = match with {
             Some(parts) => parts,
             None => {
                 let (settle_tx, settle_rx) = mpsc::unbounded_channel();
                 (None, settle_tx, settle_rx)
             }
         };
+        if let Some(shared) = backend.as_mut().and_then(|b| b.shared()) {
+            // The map is a cache of the shared namespace.
+            entries = Entries::cache(shared.cache_bytes());
+        }
         let actor = Store {
             entries,
             pending: Map::default(),
@@ -492,32 +612,37 @@ impl Store {
         }
     }
 
-    fn reservation(&self, name: Box<[u8]>) -> Reservation {
+    fn reservation(&self, name: Box<[u8]>, lease: Option<Lease>) -> Reservation {
         Reservation {
             name: Some(name),
+            lease,
             settle: self.settle_tx.clone(),
         }
     }
 
+    /// The shared namespace, when the map is only its cache.
+    fn shared(&mut self) -> Option<&mut dyn crate::backend::Shared> {
+        self.backend.as_mut().and_then(|b| b.shared())
+    }
+
     fn process(&mut self, batch: &mut Batch) {
-        let out = &mut batch.out;
+        let shared = self.shared().is_some();
         while batch.next < batch.ops.len() {
+            let out = &mut batch.out;
             if out.len() >= OUT_HIGH_WATER {
                 return;
             }
             match &batch.ops[batch.next] {
-                Op::Get(name) => {
-                    let value = self.entries.0.get(&name[..]).map_or(&b""[..], Entry::value);
-                    Reply::Value(value).encode(out);
-                }
-                Op::Exists(name) => {
-                    let reply = if self.entries.0.contains(&name[..]) {
-                        Reply::Awesome
-                    } else {
-                        Reply::Rargh
-                    };
-                    reply.encode(out);
-                }
+                Op::Get(name) => match self.entries.get(name) {
+                    Some(value) => Reply::Value(value).encode(out),
+                    None if shared => return self.look_up(batch),
+                    None => Reply::Value(b"").encode(out),
+                },
+                Op::Exists(name) => match self.entries.contains(name) {
+                    true => Reply::Awesome.encode(out),
+                    false if shared => return self.look_up(batch),
+                    false => Reply::Rargh.encode(out),
+                },
                 Op::Invalid(err) => Reply::Error(*err).encode(out),
                 Op::Refused => Reply::Rargh.encode(out),
                 Op::Store {
@@ -525,12 +650,28 @@ impl Store {
                     value,
                     validate,
                 } => {
-                    if self.entries.0.contains(&name[..]) {
+                    if self.entries.contains(name) {
                         Reply::Rargh.encode(out);
                     } else if let Some(waiters) = self.pending.get_mut(&name[..]) {
                         let (tx, turn) = oneshot::channel();
                         waiters.push_back(tx);
-                        batch.deferred = Some(DeferredStore::One(PendingStore::Wait {
+                        batch.deferred = Some(Deferred::One(PendingStore::Wait {
+                            turn,
+                            name: name.clone(),
+                            value: value.clone(),
+                        }));
+                        return;
+                    } else if *validate && shared {
+                        // Validate only once the shared namespace has
+                        // reserved the name for this front-end: the STORE
+                        // waits for that like for a STORE ahead of it.
+                        let key: Box<[u8]> = name[..].into();
+                        let (tx, turn) = oneshot::channel();
+                        self.pending.insert(key.clone(), VecDeque::from([tx]));
+                        if let Some(shared) = self.shared() {
+                            shared.reserve(key);
+                        }
+                        batch.deferred = Some(Deferred::One(PendingStore::Wait {
                             turn,
                             name: name.clone(),
                             value: value.clone(),
@@ -539,17 +680,17 @@ impl Store {
                     } else if *validate {
                         let key: Box<[u8]> = name[..].into();
                         self.pending.insert(key.clone(), VecDeque::new());
-                        batch.deferred = Some(DeferredStore::One(PendingStore::Validate {
-                            reservation: self.reservation(key),
+                        batch.deferred = Some(Deferred::One(PendingStore::Validate {
+                            reservation: self.reservation(key, None),
                             name: name.clone(),
                             value: value.clone(),
                         }));
                         return;
                     } else if self.backend.is_some() {
-                        batch.deferred = Some(DeferredStore::Committing(self.commit_run(batch)));
+                        batch.deferred = Some(Deferred::Committing(self.commit_run(batch)));
                         return;
                     } else {
-                        self.entries.0.insert(Entry::new(name, value));
+                        self.entries.insert(name, value);
                         Reply::Stored.encode(out);
                     }
                 }
@@ -558,22 +699,69 @@ impl Store {
         }
     }
 
+    /// Starts one lookup for the GET/EXISTS at `batch.next` and those right
+    /// after it that the cache cannot answer either (a cached one ends the
+    /// run: the actor answers it next time, in order).
+    fn look_up(&mut self, batch: &mut Batch) {
+        let names: Vec<Bytes> = batch.ops[batch.next..]
+            .iter()
+            .map_while(|op| match op {
+                Op::Get(name) | Op::Exists(name) if !self.entries.contains(name) => {
+                    Some(name.clone())
+                }
+                _ => None,
+            })
+            .take(READ_RUN)
+            .collect();
+        let count = names.len();
+        let lookup = match self.shared() {
+            Some(shared) => shared.look_up(names),
+            // Not reached: only a shared store looks names up.
+            None => oneshot::channel().1,
+        };
+        batch.deferred = Some(Deferred::Reading { count, lookup });
+    }
+
     fn settle(&mut self, settle: Settle) {
         match settle {
-            Settle::Commit { name, value, done } => self.commit(name, value, done),
-            Settle::Release { name } => self.release(name),
-            Settle::Written(Written {
+            Settle::Commit {
+                name,
+                value,
+                lease,
+                done,
+            } => self.commit(name, value, lease, done),
+            Settle::Release { name, lease } => self.release(name, lease),
+            Settle::Backend(Event::Written(Written {
                 name,
                 value,
                 token: Ticket(done),
-                result,
-            }) => match result {
-                Ok(()) => self.store(name, value, done),
-                Err(reason) => {
+                lease,
+                outcome,
+            })) => match outcome {
+                Outcome::Stored => self.store(name, value, done),
+                Outcome::Taken => {
+                    self.taken(&name);
+                    let _ = done.send(Ok(false));
+                }
+                Outcome::Failed(reason) => {
                     let _ = done.send(Err(CommitError::Storage(reason)));
-                    self.release(name);
+                    self.release(name, lease);
                 }
             },
+            Settle::Backend(Event::Reserved { name, reserved }) => match reserved {
+                Reserved::Held(lease) => self.release(name, Some(lease)),
+                Reserved::Taken => self.taken(&name),
+                Reserved::Failed(reason) => {
+                    for waiter in self.pending.remove(&name).unwrap_or_default() {
+                        let _ = waiter.send(Turn::Failed(reason.clone()));
+                    }
+                }
+            },
+            Settle::Backend(Event::Found(found)) => {
+                for (name, value) in found {
+                    self.entries.insert(&name, &value);
+                }
+            }
         }
     }
 
@@ -582,7 +770,7 @@ impl Store {
     /// connection's pipelined STOREs share the data file's writes and
     /// syncs. The run stops at any other request: its reply comes after
     /// theirs, and what it sees must include their outcome.
-    fn commit_run(&mut self, batch: &Batch) -> Vec<oneshot::Receiver<Result<(), CommitError>>> {
+    fn commit_run(&mut self, batch: &Batch) -> Vec<oneshot::Receiver<Committed>> {
         let mut outcomes = Vec::new();
         let mut run = Vec::new();
         for op in &batch.ops[batch.next..] {
@@ -594,7 +782,7 @@ impl Store {
             else {
                 break;
             };
-            if self.entries.0.contains(&name[..]) || self.pending.contains_key(&name[..]) {
+            if self.entries.contains(name) || self.pending.contains_key(&name[..]) {
                 break;
             }
             let name: Box<[u8]> = name[..].into();
@@ -604,6 +792,7 @@ impl Store {
                 name,
                 value: value[..].into(),
                 token: Ticket(done),
+                lease: None,
             });
             outcomes.push(outcome);
         }
@@ -618,18 +807,21 @@ impl Store {
             return;
         };
         if let Err(failed) = backend.append(run) {
-            for Record { name, token, .. } in failed {
+            for Record {
+                name, token, lease, ..
+            } in failed
+            {
                 let _ = token.0.send(Err(CommitError::Storage(
                     "storage: the backend has stopped".into(),
                 )));
-                self.release(name);
+                self.release(name, lease);
             }
         }
     }
 
-    /// Commits a reserved name: with a data file, once its record is
-    /// written (the name stays reserved meanwhile); else at once.
-    fn commit(&mut self, name: Box<[u8]>, value: Box<[u8]>, done: Done) {
+    /// Commits a reserved name: with a backend, once it has the record
+    /// (the name stays reserved meanwhile); else at once.
+    fn commit(&mut self, name: Box<[u8]>, value: Box<[u8]>, lease: Option<Lease>, done: Done) {
         if self.backend.is_none() {
             return self.store(name, value, done);
         }
@@ -637,30 +829,44 @@ impl Store {
             name,
             value,
             token: Ticket(done),
+            lease,
         }]);
     }
 
     /// Puts a committed value in the map and answers every STORE waiting
     /// on its name.
     fn store(&mut self, name: Box<[u8]>, value: Box<[u8]>, done: Done) {
-        if let Some(waiters) = self.pending.remove(&name) {
-            for waiter in waiters {
-                let _ = waiter.send(Turn::Taken);
-            }
-        }
-        self.entries.0.insert(Entry::new(&name, &value));
-        let _ = done.send(Ok(()));
+        self.taken(&name);
+        self.entries.insert(&name, &value);
+        let _ = done.send(Ok(true));
     }
 
-    /// Hands a reserved name to the first STORE still waiting for it, or
-    /// frees it.
-    fn release(&mut self, name: Box<[u8]>) {
+    /// The name has a value: every STORE waiting for it is answered.
+    fn taken(&mut self, name: &[u8]) {
+        for waiter in self.pending.remove(name).unwrap_or_default() {
+            let _ = waiter.send(Turn::Taken);
+        }
+    }
+
+    /// Hands a reserved name (and its shared reservation, if any) to the
+    /// first STORE still waiting for it, or frees it. In a shared
+    /// namespace a waiter is handed the name only with a lease: without
+    /// one, the name is reserved there first.
+    fn release(&mut self, name: Box<[u8]>, lease: Option<Lease>) {
+        let shared = self.shared().is_some();
         let Some(waiters) = self.pending.get_mut(&name) else {
             return;
         };
+        if shared && lease.is_none() && !waiters.is_empty() {
+            if let Some(shared) = self.shared() {
+                shared.reserve(name);
+            }
+            return;
+        }
         while let Some(waiter) = waiters.pop_front() {
             let turn = Turn::Yours(Reservation {
                 name: Some(name.clone()),
+                lease,
                 settle: self.settle_tx.clone(),
             });
             match waiter.send(turn) {
@@ -670,10 +876,13 @@ impl Store {
                     // looping a Release through the queue.
                     unused.name = None;
                 }
-                Err(Turn::Taken) => {}
+                Err(_) => {}
             }
         }
         self.pending.remove(&name);
+        if let (Some(lease), Some(shared)) = (lease, self.shared()) {
+            shared.release(name, lease);
+        }
     }
 }
 
@@ -739,7 +948,7 @@ mod tests {
             .execute(batch(vec![store("n", "bad")], true))
             .await
             .unwrap();
-        let Some(DeferredStore::One(PendingStore::Validate {
+        let Some(Deferred::One(PendingStore::Validate {
             reservation: res, ..
         })) = first.deferred.take()
         else {
@@ -749,7 +958,7 @@ mod tests {
             .execute(batch(vec![store("n", "good")], true))
             .await
             .unwrap();
-        let Some(DeferredStore::One(PendingStore::Wait { turn: rx, .. })) = second.deferred.take()
+        let Some(Deferred::One(PendingStore::Wait { turn: rx, .. })) = second.deferred.take()
         else {
             panic!("expected to wait");
         };
@@ -779,7 +988,7 @@ mod tests {
             .execute(batch(vec![store("n", "1")], true))
             .await
             .unwrap();
-        let Some(DeferredStore::One(PendingStore::Validate {
+        let Some(Deferred::One(PendingStore::Validate {
             reservation: res, ..
         })) = first.deferred.take()
         else {
@@ -791,7 +1000,7 @@ mod tests {
                 .execute(batch(vec![store("n", "2")], true))
                 .await
                 .unwrap();
-            let Some(DeferredStore::One(PendingStore::Wait { turn: rx, .. })) = b.deferred.take()
+            let Some(Deferred::One(PendingStore::Wait { turn: rx, .. })) = b.deferred.take()
             else {
                 panic!("expected to wait");
             };
@@ -810,7 +1019,7 @@ mod tests {
             .execute(batch(vec![store("n", "1")], true))
             .await
             .unwrap();
-        let Some(DeferredStore::One(PendingStore::Validate {
+        let Some(Deferred::One(PendingStore::Validate {
             reservation: res, ..
         })) = first.deferred.take()
         else {
@@ -825,7 +1034,7 @@ mod tests {
             .execute(batch(vec![store("n", "3")], true))
             .await
             .unwrap();
-        let Some(DeferredStore::One(PendingStore::Wait { turn: rx, .. })) = live.deferred.take()
+        let Some(Deferred::One(PendingStore::Wait { turn: rx, .. })) = live.deferred.take()
         else {
             panic!("expected to wait");
         };
