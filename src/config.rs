@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, de::Error as _};
 use thiserror::Error;
 use toml::Spanned;
 
+use crate::postgres::PostgresSettings;
 use crate::protocol::Limits;
 use crate::tls::{MinVersion, TlsSettings};
 pub use crate::validator::spec::{
@@ -201,17 +202,113 @@ pub enum Fsync {
     Never,
 }
 
+/// Where names are kept (`storage.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Memory, or the data file at `path`: one daemon.
+    #[default]
+    Local,
+    /// A namespace shared with other front-ends (docs/postgres.md).
+    Postgres,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// As written, with its place in the file for error messages.
+    #[serde(rename = "backend")]
+    raw_backend: Option<Spanned<StorageBackend>>,
+    #[serde(skip)]
+    pub backend: StorageBackend,
     #[serde(rename = "path")]
     raw_path: Option<Spanned<PathBuf>>,
     /// Empty: memory only. Else the data file, resolved against the config
     /// file's directory.
     #[serde(skip)]
     pub path: PathBuf,
+    #[serde(rename = "fsync")]
+    raw_fsync: Option<Spanned<Fsync>>,
+    #[serde(skip)]
     pub fsync: Fsync,
+    #[serde(rename = "postgres")]
+    raw_postgres: Option<Spanned<RawPostgres>>,
+    /// `[storage.postgres]`, checked: set exactly when the backend is
+    /// `postgres`.
+    #[serde(skip)]
+    pub postgres: Option<PostgresSettings>,
+}
+
+/// `[storage.postgres]` as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPostgres {
+    #[serde(deserialize_with = "postgres_url")]
+    url: Option<Spanned<String>>,
+    password_file: Option<Spanned<PathBuf>>,
+    #[serde(deserialize_with = "table_prefix")]
+    table_prefix: String,
+    #[serde(deserialize_with = "ranged::<_, 1, 1_000, _>")]
+    pool_size: usize,
+    #[serde(deserialize_with = "ranged::<_, 1, 86_400, _>")]
+    lease_secs: u64,
+    #[serde(deserialize_with = "ranged::<_, 1, 600_000, _>")]
+    request_timeout_ms: u64,
+    #[serde(deserialize_with = "ranged::<_, 0, 3_600, _>")]
+    connect_timeout_secs: u64,
+    #[serde(deserialize_with = "ranged::<_, 0, { 1 << 40 }, _>")]
+    cache_bytes: usize,
+}
+
+impl Default for RawPostgres {
+    fn default() -> Self {
+        let d = PostgresSettings::default();
+        RawPostgres {
+            url: None,
+            password_file: None,
+            table_prefix: d.table_prefix,
+            pool_size: d.pool_size,
+            lease_secs: d.lease.as_secs(),
+            request_timeout_ms: d.request_timeout.as_millis() as u64,
+            connect_timeout_secs: d.connect_timeout.as_secs(),
+            cache_bytes: d.cache_bytes,
+        }
+    }
+}
+
+/// PostgreSQL's limit on an index entry (about a third of a page) keeps
+/// names to this many bytes in a shared namespace.
+pub const POSTGRES_MAX_NAME_BYTES: usize = 2000;
+
+/// A URL tokio-postgres accepts, with an `sslmode` jnhpd knows; the
+/// message never quotes it (it may hold a password).
+fn postgres_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Spanned<String>>, D::Error> {
+    let url = Spanned::<String>::deserialize(d)?;
+    if !url.get_ref().is_empty() {
+        crate::postgres::Target::parse(url.get_ref()).map_err(|e| {
+            D::Error::custom(match e {
+                crate::postgres::PgError::Url(reason) => reason,
+                other => other.to_string(),
+            })
+        })?;
+    }
+    Ok(Some(url))
+}
+
+/// Part of SQL identifiers, so only `[a-z_][a-z0-9_]*`, at most 40 bytes.
+fn table_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let prefix = String::deserialize(d)?;
+    let mut bytes = prefix.bytes();
+    let first = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
+    let rest = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !first || !rest || prefix.len() > 40 {
+        return Err(D::Error::custom(format!(
+            "{prefix:?} is not [a-z_][a-z0-9_]* of at most 40 bytes"
+        )));
+    }
+    Ok(prefix)
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -345,19 +442,14 @@ impl Config {
             invalid(e.into_inner(), key)
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        if let Some(raw) = config.storage.raw_path.take()
-            && !raw.get_ref().as_os_str().is_empty()
-        {
-            let at = raw.span().start;
-            let data = base.join(raw.into_inner());
-            check_data_dir(&data).map_err(|message| ConfigError::Invalid {
+        resolve_storage(&mut config, text, base).map_err(|(at, key, message)| {
+            ConfigError::Invalid {
                 path: path.to_path_buf(),
-                line: line_of(text, at),
-                key: "storage.path: ".into(),
+                line: at.map_or_else(|| line_of_section(text, "[storage]"), |at| line_of(text, at)),
+                key: format!("{key}: "),
                 message,
-            })?;
-            config.storage.path = data;
-        }
+            }
+        })?;
         config.validators = std::mem::take(&mut config.raw_validators)
             .into_iter()
             .enumerate()
@@ -403,6 +495,115 @@ impl Config {
         })?;
         Config::parse(&text, path)
     }
+}
+
+/// Checks `[storage]` and `[storage.postgres]` against the backend chosen.
+/// Errors carry the offset of the key they concern.
+fn resolve_storage(
+    config: &mut Config,
+    text: &str,
+    base: &Path,
+) -> Result<(), (Option<usize>, &'static str, String)> {
+    let storage = &mut config.storage;
+    let backend_at = storage.raw_backend.as_ref().map(|b| b.span().start);
+    storage.backend = storage
+        .raw_backend
+        .take()
+        .map(Spanned::into_inner)
+        .unwrap_or_default();
+    let raw_path = storage.raw_path.take();
+    let raw_fsync = storage.raw_fsync.take();
+    let raw_postgres = storage.raw_postgres.take();
+    if storage.backend == StorageBackend::Local {
+        if let Some(pg) = &raw_postgres {
+            return Err((
+                Some(pg.span().start),
+                "storage.postgres",
+                "only with storage.backend = \"postgres\"".into(),
+            ));
+        }
+        storage.fsync = raw_fsync.map(Spanned::into_inner).unwrap_or_default();
+        if let Some(raw) = raw_path
+            && !raw.get_ref().as_os_str().is_empty()
+        {
+            let at = raw.span().start;
+            let data = base.join(raw.into_inner());
+            check_data_dir(&data).map_err(|message| (Some(at), "storage.path", message))?;
+            storage.path = data;
+        }
+        return Ok(());
+    }
+    let local_only = "the data file's; not with storage.backend = \"postgres\" (the namespace is in PostgreSQL)";
+    if let Some(raw) = raw_path {
+        return Err((Some(raw.span().start), "storage.path", local_only.into()));
+    }
+    if let Some(raw) = raw_fsync {
+        return Err((Some(raw.span().start), "storage.fsync", local_only.into()));
+    }
+    let table_at = raw_postgres.as_ref().map(|pg| pg.span().start);
+    let raw = raw_postgres.map(Spanned::into_inner).unwrap_or_default();
+    let url = raw
+        .url
+        .filter(|url| !url.get_ref().is_empty())
+        .ok_or_else(|| {
+            (
+                table_at.or(backend_at),
+                "storage.postgres.url",
+                "required with storage.backend = \"postgres\"".to_string(),
+            )
+        })?
+        .into_inner();
+    let password_file = match raw.password_file {
+        Some(file) if !file.get_ref().as_os_str().is_empty() => {
+            let at = file.span().start;
+            let file = base.join(file.into_inner());
+            crate::postgres::target::read_password(&file).map_err(|e| {
+                let reason = match e {
+                    crate::postgres::PgError::Password(reason) => reason,
+                    other => other.to_string(),
+                };
+                (Some(at), "storage.postgres.password_file", reason)
+            })?;
+            file
+        }
+        _ => PathBuf::new(),
+    };
+    if config.server.max_name_bytes > POSTGRES_MAX_NAME_BYTES {
+        return Err((
+            line_start_of_key(text, "max_name_bytes"),
+            "server.max_name_bytes",
+            format!(
+                "{} is above {POSTGRES_MAX_NAME_BYTES}, the most a name can have with storage.backend = \"postgres\" (PostgreSQL's index entry limit)",
+                config.server.max_name_bytes
+            ),
+        ));
+    }
+    storage.postgres = Some(PostgresSettings {
+        url,
+        password_file,
+        table_prefix: raw.table_prefix,
+        pool_size: raw.pool_size,
+        lease: Duration::from_secs(raw.lease_secs),
+        request_timeout: Duration::from_millis(raw.request_timeout_ms),
+        connect_timeout: Duration::from_secs(raw.connect_timeout_secs),
+        cache_bytes: raw.cache_bytes,
+    });
+    Ok(())
+}
+
+/// The offset of the first line that sets `key` (`key =` at its start).
+fn line_start_of_key(text: &str, key: &str) -> Option<usize> {
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(at + line.len() - trimmed.len());
+        }
+        at += line.len();
+    }
+    None
 }
 
 /// The data file's directory must exist and be writable (the file itself

@@ -178,6 +178,45 @@ fn holds_a_record(region: &[u8]) -> bool {
         })
 }
 
+/// Checks a whole file's header: the magic and a version this build reads.
+fn check_header(data: &[u8], path: &Path) -> Result<(), StorageError> {
+    if data.len() < HEADER_LEN || &data[..8] != MAGIC {
+        return Err(StorageError::BadHeader {
+            path: path.to_path_buf(),
+        });
+    }
+    let version = u32_at(data, 8) as u32;
+    if version != VERSION {
+        return Err(StorageError::Version {
+            path: path.to_path_buf(),
+            version,
+        });
+    }
+    Ok(())
+}
+
+/// Reads every good record of a data file without opening it for writing
+/// or taking its lock (`--import-datafile`): a torn tail is left as it is
+/// and not read. Returns the number of records.
+pub fn read_records(path: &Path, each: impl FnMut(&[u8], &[u8])) -> Result<usize, StorageError> {
+    let data = std::fs::read(path).map_err(|source| StorageError::Io {
+        path: path.to_path_buf(),
+        action: "read",
+        source,
+    })?;
+    check_header(&data, path)?;
+    match replay(&data, path, each)? {
+        Replay::Clean { records } => Ok(records),
+        Replay::TornTail { records, good_len } => {
+            log::warn!(
+                "data file {}: incomplete last record at byte offset {good_len} not read",
+                path.display()
+            );
+            Ok(records)
+        }
+    }
+}
+
 /// An open, locked data file, replayed and ready for appends.
 pub struct DataFile {
     path: PathBuf,
@@ -236,18 +275,7 @@ impl DataFile {
                 0,
             ));
         }
-        if data.len() < HEADER_LEN || &data[..8] != MAGIC {
-            return Err(StorageError::BadHeader {
-                path: path.to_path_buf(),
-            });
-        }
-        let version = u32_at(&data, 8) as u32;
-        if version != VERSION {
-            return Err(StorageError::Version {
-                path: path.to_path_buf(),
-                version,
-            });
-        }
+        check_header(&data, path)?;
         let (records, len) = match replay(&data, path, each)? {
             Replay::Clean { records } => (records, data.len() as u64),
             Replay::TornTail { records, good_len } => {

@@ -28,6 +28,7 @@ pub mod datafile;
 pub mod logging;
 /// The wire format and framer (the `jnhp-wire` crate).
 pub use jnhp_wire as protocol;
+pub mod postgres;
 pub mod server;
 pub mod store;
 mod timer;

@@ -40,6 +40,11 @@ struct Cli {
     /// Check the configuration, print what is wrong, and exit 0 or 1.
     #[arg(long)]
     check_config: bool,
+    /// Copy every record of the local data file PATH into the PostgreSQL
+    /// namespace of the config (`storage.backend = "postgres"`), print the
+    /// counts (imported, already present, conflicts) and exit.
+    #[arg(long, value_name = "PATH")]
+    import_datafile: Option<PathBuf>,
     /// Replaces `log.level`.
     #[arg(long, value_name = "LEVEL", value_parser = |s: &str| s.parse::<LogLevel>())]
     log_level: Option<LogLevel>,
@@ -121,8 +126,23 @@ fn main() -> ExitCode {
             .config
             .as_ref()
             .map_or("built-in defaults".to_string(), |p| p.display().to_string());
+        if let Some(pg) = &config.storage.postgres {
+            // A namespace that cannot be reached is as wrong as a bad key.
+            match with_namespace(pg, |namespace| async move {
+                Ok(format!("connected to {}", namespace.server()))
+            }) {
+                Ok(connected) => println!("jnhpd: {source}: PostgreSQL: {connected}"),
+                Err(err) => {
+                    eprintln!("jnhpd: {source}: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         println!("jnhpd: {source}: configuration OK");
         return ExitCode::SUCCESS;
+    }
+    if let Some(path) = &cli.import_datafile {
+        return import_datafile(&config, path);
     }
     // Sockets come from systemd (socket activation) or are bound here,
     // before forking or dropping privileges, so a busy port is reported on
@@ -197,6 +217,59 @@ fn main() -> ExitCode {
         Err(err) => {
             log::error!("{err}");
             report.failed(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Connects to the configured namespace on a runtime of its own and runs
+/// `work` on it (`--check-config`, `--import-datafile`).
+fn with_namespace<F, Fut>(
+    pg: &jnhpd::postgres::PostgresSettings,
+    work: F,
+) -> Result<String, String>
+where
+    F: FnOnce(jnhpd::postgres::Namespace) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let credentials = jnhpd::postgres::Credentials::load(&pg.password_file, &pg.url)
+            .map_err(|e| e.to_string())?;
+        let namespace = jnhpd::postgres::Namespace::connect(pg, credentials)
+            .await
+            .map_err(|e| e.to_string())?;
+        work(namespace).await
+    })
+}
+
+/// `--import-datafile`: exit 0 with the counts, or 1 if anything failed.
+fn import_datafile(config: &Config, path: &std::path::Path) -> ExitCode {
+    let Some(pg) = &config.storage.postgres else {
+        eprintln!("jnhpd: --import-datafile needs storage.backend = \"postgres\" in the config file");
+        return ExitCode::FAILURE;
+    };
+    if let Err(err) = logging::init(logging::Target::Stderr, config.log.level.filter()) {
+        eprintln!("jnhpd: {err}");
+        return ExitCode::FAILURE;
+    }
+    let path = path.to_path_buf();
+    let imported = with_namespace(pg, |namespace| async move {
+        jnhpd::postgres::import::import_datafile(&namespace, &path)
+            .await
+            .map(|counts| format!("{}: {counts}", path.display()))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    });
+    match imported {
+        Ok(counts) => {
+            println!("jnhpd: import: {counts}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("jnhpd: import: {err}");
             ExitCode::FAILURE
         }
     }

@@ -125,6 +125,9 @@ struct ControlInner {
     shutdown: Shutdown,
     /// The TLS ports' acceptor, when there are any: SIGHUP rotates it.
     tls: Option<Arc<Acceptor>>,
+    /// The PostgreSQL password, when the namespace is shared: SIGHUP
+    /// re-reads `password_file`.
+    credentials: Option<crate::postgres::Credentials>,
 }
 
 /// What [`Control::shutdown`] did.
@@ -171,7 +174,7 @@ impl Server {
             ValidatorChain::from_specs(&config.validators, None).map_err(StartError::Validators)?;
         let validators = chain.len();
         let (chain_tx, chain_rx) = watch::channel(Arc::new(chain));
-        let (store, store_task) = open_store(&config).await?;
+        let (store, store_task, credentials) = open_store(&config).await?;
         let shutdown = Shutdown::default();
         let shared = Arc::new(Shared {
             store,
@@ -218,6 +221,7 @@ impl Server {
                     chain: chain_tx,
                     shutdown,
                     tls,
+                    credentials,
                 }),
             },
             serving,
@@ -291,6 +295,11 @@ impl Control {
             ),
             None => None,
         };
+        if let (Some(credentials), Some(pg)) = (&self.inner.credentials, &new.storage.postgres) {
+            credentials
+                .reload(&pg.password_file, &pg.url)
+                .map_err(|e| e.to_string())?;
+        }
         if let (Some(acceptor), Some(rotated)) = (&self.inner.tls, rotated) {
             acceptor.replace(rotated);
         }
@@ -338,7 +347,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn describe_store(config: &Config) -> String {
-    if config.storage.path.as_os_str().is_empty() {
+    if let Some(pg) = &config.storage.postgres {
+        let server = crate::postgres::Target::parse(&pg.url)
+            .map(|t| t.server().to_string())
+            .unwrap_or_default();
+        format!(
+            "postgres {server}, tables {}_*, pool {}, cache {} bytes",
+            pg.table_prefix, pg.pool_size, pg.cache_bytes
+        )
+    } else if config.storage.path.as_os_str().is_empty() {
         "memory".into()
     } else {
         format!(
@@ -352,8 +369,21 @@ fn describe_store(config: &Config) -> String {
 
 /// Starts the store actor, first replaying the data file if there is one
 /// (on the blocking pool: a large file takes a while, and signals must
-/// still be heard meanwhile).
-async fn open_store(config: &Config) -> Result<(StoreHandle, StoreTask), StartError> {
+/// still be heard meanwhile), or connecting to the shared namespace.
+async fn open_store(
+    config: &Config,
+) -> Result<(StoreHandle, StoreTask, Option<crate::postgres::Credentials>), StartError> {
+    if let Some(pg) = &config.storage.postgres {
+        let credentials = crate::postgres::Credentials::load(&pg.password_file, &pg.url)
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let namespace = crate::postgres::Namespace::connect(pg, credentials.clone())
+            .await
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        log::info!("postgres: connected to {} as {}", namespace.server(), namespace.owner());
+        let (store, task) = StoreHandle::spawn_with(Entries::default(), Some(namespace.into_backend()))
+            .map_err(|e| StartError::Storage(format!("cannot start the PostgreSQL engine: {e}")))?;
+        return Ok((store, task, Some(credentials)));
+    }
     let data = if config.storage.path.as_os_str().is_empty() {
         None
     } else {
@@ -367,8 +397,9 @@ async fn open_store(config: &Config) -> Result<(StoreHandle, StoreTask), StartEr
         Some(((entries, file), fsync)) => (entries, Some(file.into_backend(fsync))),
         None => (Entries::default(), None),
     };
-    StoreHandle::spawn_with(entries, backend)
-        .map_err(|e| StartError::Storage(format!("cannot start the data file writer: {e}")))
+    let (store, task) = StoreHandle::spawn_with(entries, backend)
+        .map_err(|e| StartError::Storage(format!("cannot start the data file writer: {e}")))?;
+    Ok((store, task, None))
 }
 
 fn replay(path: &std::path::Path) -> Result<(Entries, DataFile), StartError> {

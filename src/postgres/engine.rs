@@ -1,0 +1,1165 @@
+//! The task between the store actor and PostgreSQL.
+//!
+//! The actor hands it STOREs, reservations, releases and lookups without
+//! waiting; the engine queues them and, whenever a pooled connection is
+//! free, turns everything queued of one kind into one statement: STOREs
+//! from any number of connections share one `INSERT … SELECT FROM
+//! unnest(…)`, reads share one `= ANY($1)` query. So the busier jnhpd is,
+//! the more each round trip carries.
+//!
+//! What the engine owns:
+//! - **Leases** it holds (renewed every third of `lease_secs`, released
+//!   at shutdown).
+//! - **Parked** work: a STORE or reservation of a name another front-end
+//!   has reserved waits for that reservation's end, announced on the
+//!   `<prefix>_released` channel (`LISTEN` on a connection of its own), or
+//!   for its expiry on the database's clock, whichever comes first.
+//! - **Retries**: a statement that failed (server gone, timed out) is
+//!   tried again until the request's `request_timeout_ms` is spent, then
+//!   answered `ERROR storage unavailable`. A STORE's write id makes a
+//!   retry safe after a lost answer: a row already there that carries this
+//!   STORE's own id means it was stored.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::{Duration, Instant};
+use tokio_postgres::AsyncMessage;
+
+use super::pool::{Conn, Manager, Pool, Pooled};
+use super::sql::Sql;
+use super::target::{Credentials, Target};
+use super::{PgError, PostgresSettings, describe};
+use crate::backend::{
+    Backend, Event, Found, Lease, Outcome, Record, Reserved, Shared, Sink, Start, Written,
+};
+use crate::store::STORAGE_UNAVAILABLE;
+use crate::timer::sleep_until_or_never;
+
+/// How long a failed statement waits before it is tried again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long after a blocking reservation's expiry a parked request looks
+/// again (the two clocks, ours and the database's, need not agree).
+const EXPIRY_SLACK: Duration = Duration::from_millis(50);
+
+/// Requests one statement carries at most.
+const MAX_PER_STATEMENT: usize = 2048;
+
+/// A connected namespace, before the store starts on it.
+pub struct Namespace {
+    target: Target,
+    credentials: Credentials,
+    sql: Arc<Sql>,
+    settings: PostgresSettings,
+    owner: Arc<str>,
+    pool: Pool,
+}
+
+impl Namespace {
+    /// Connects (retrying for `connect_timeout_secs`), creates the tables
+    /// when missing and checks their schema version.
+    pub async fn connect(
+        settings: &PostgresSettings,
+        credentials: Credentials,
+    ) -> Result<Namespace, PgError> {
+        let target = Target::parse(&settings.url)?;
+        let sql = Arc::new(Sql::new(&settings.table_prefix));
+        let deadline = Instant::now() + settings.connect_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(
+                left.max(Duration::from_secs(1)),
+                target.connect(&credentials),
+            )
+            .await;
+            let reason = match attempt {
+                Ok(Ok(client)) => {
+                    ensure_schema(&client, &sql, target.server()).await?;
+                    break;
+                }
+                Ok(Err(err)) => describe(&err),
+                Err(_) => "no answer".to_string(),
+            };
+            if Instant::now() + Duration::from_millis(250) >= deadline {
+                return Err(PgError::Unreachable {
+                    server: target.server().to_string(),
+                    secs: settings.connect_timeout.as_secs(),
+                    reason,
+                });
+            }
+            log::info!(
+                "postgres: cannot reach {} yet ({reason}); retrying",
+                target.server()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let manager = Manager {
+            target: target.clone(),
+            credentials: credentials.clone(),
+            sql: sql.clone(),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .build()
+            .map_err(|e| PgError::Query {
+                server: target.server().to_string(),
+                reason: format!("cannot build the pool: {e}"),
+            })?;
+        Ok(Namespace {
+            target,
+            credentials,
+            sql,
+            settings: settings.clone(),
+            owner: owner_id().into(),
+            pool,
+        })
+    }
+
+    /// `host H port P database D`.
+    pub fn server(&self) -> &str {
+        self.target.server()
+    }
+
+    /// The tables' statements.
+    pub fn sql(&self) -> &Sql {
+        &self.sql
+    }
+
+    /// Who this front-end is in `stored_by` and lease rows.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// A pooled connection (for `--import-datafile`).
+    pub async fn connection(&self) -> Result<Pooled, PgError> {
+        self.pool.get().await.map_err(|e| PgError::Query {
+            server: self.server().to_string(),
+            reason: match e {
+                deadpool::managed::PoolError::Backend(e) => describe(&e),
+                other => other.to_string(),
+            },
+        })
+    }
+
+    /// The store's backend: the engine starts with the store.
+    pub fn into_backend<T: Send + 'static>(self) -> Start<T> {
+        Box::new(move |sink: Sink<T>| {
+            let (requests, request_rx) = mpsc::unbounded_channel();
+            let (notices, notice_rx) = mpsc::unbounded_channel();
+            let listener = tokio::spawn(listen(
+                self.target.clone(),
+                self.credentials.clone(),
+                self.sql.channel.clone(),
+                notices,
+            ));
+            let cache_bytes = self.settings.cache_bytes;
+            let engine = Engine {
+                max_writers: (self.settings.pool_size / 2).max(1),
+                settings: self.settings,
+                pool: self.pool,
+                sql: self.sql,
+                owner: self.owner,
+                sink,
+                inserts: VecDeque::new(),
+                acquires: VecDeque::new(),
+                releases: Vec::new(),
+                lookups: VecDeque::new(),
+                parked: HashMap::new(),
+                delayed: Vec::new(),
+                held: HashSet::new(),
+                next_id: 1,
+                jobs: JoinSet::new(),
+                writing: 0,
+                renew_due: false,
+                available: true,
+            };
+            let engine = tokio::spawn(engine.run(request_rx, notice_rx, listener));
+            Ok(Box::new(PgBackend {
+                requests,
+                engine: Some(engine),
+                runtime: tokio::runtime::Handle::current(),
+                cache_bytes,
+            }) as Box<dyn Backend<T>>)
+        })
+    }
+}
+
+/// `host/pid/random`: unique among the front-ends of one namespace.
+fn owner_id() -> String {
+    use std::hash::BuildHasher;
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "?".into());
+    let salt = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    format!("{host}/{}/{:08x}", std::process::id(), salt as u32)
+}
+
+/// Creates the tables when missing; refuses tables of another version.
+async fn ensure_schema(
+    client: &tokio_postgres::Client,
+    sql: &Sql,
+    server: &str,
+) -> Result<(), PgError> {
+    let schema = |reason: String| PgError::Schema {
+        server: server.to_string(),
+        reason,
+    };
+    let query = |e: tokio_postgres::Error| PgError::Query {
+        server: server.to_string(),
+        reason: describe(&e),
+    };
+    let row = client.query_one(&sql.version, &[]).await.map_err(query)?;
+    let (names, pending, comment): (bool, bool, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    if !names {
+        // Several front-ends may start at once: one creates, the others
+        // wait on the lock and find the tables made.
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock(hashtext('{names}')); {create} COMMIT;",
+                names = sql.names,
+                create = sql.create
+            ))
+            .await
+            .map_err(query)?;
+        log::info!("postgres: created tables {} and {}", sql.names, sql.pending);
+        return Ok(());
+    }
+    let want = Sql::version_comment();
+    match comment {
+        Some(comment) if comment == want => {}
+        Some(comment) => {
+            return Err(schema(format!(
+                "table {} is marked {comment:?}; this jnhpd knows {want:?} only",
+                sql.names
+            )));
+        }
+        None => {
+            return Err(schema(format!(
+                "table {} exists but is not marked {want:?}: not a jnhp table, or made by hand",
+                sql.names
+            )));
+        }
+    }
+    if !pending {
+        return Err(schema(format!(
+            "table {} exists but {} does not",
+            sql.names, sql.pending
+        )));
+    }
+    Ok(())
+}
+
+/// The backend the store actor holds: a queue into the engine.
+struct PgBackend<T> {
+    requests: mpsc::UnboundedSender<Request<T>>,
+    engine: Option<tokio::task::JoinHandle<()>>,
+    runtime: tokio::runtime::Handle,
+    cache_bytes: usize,
+}
+
+enum Request<T> {
+    Append(Vec<Record<T>>),
+    Reserve(Box<[u8]>),
+    Release(Box<[u8]>, Lease),
+    LookUp(Vec<Bytes>, oneshot::Sender<Found>),
+    Close,
+}
+
+impl<T: Send + 'static> Backend<T> for PgBackend<T> {
+    fn append(&mut self, run: Vec<Record<T>>) -> Result<(), Vec<Record<T>>> {
+        self.requests
+            .send(Request::Append(run))
+            .map_err(|returned| match returned.0 {
+                Request::Append(run) => run,
+                _ => Vec::new(),
+            })
+    }
+
+    fn shared(&mut self) -> Option<&mut dyn Shared> {
+        Some(self)
+    }
+
+    fn close(mut self: Box<Self>) {
+        let _ = self.requests.send(Request::Close);
+        if let Some(engine) = self.engine.take() {
+            // Called on the blocking pool, never on a runtime thread.
+            let _ = self.runtime.block_on(engine);
+        }
+    }
+}
+
+impl<T: Send + 'static> Shared for PgBackend<T> {
+    fn reserve(&mut self, name: Box<[u8]>) {
+        let _ = self.requests.send(Request::Reserve(name));
+    }
+
+    fn release(&mut self, name: Box<[u8]>, lease: Lease) {
+        let _ = self.requests.send(Request::Release(name, lease));
+    }
+
+    fn look_up(&mut self, names: Vec<Bytes>) -> oneshot::Receiver<Found> {
+        let (tx, rx) = oneshot::channel();
+        // If the engine is gone, the dropped sender answers the read.
+        let _ = self.requests.send(Request::LookUp(names, tx));
+        rx
+    }
+
+    fn cache_bytes(&self) -> usize {
+        self.cache_bytes
+    }
+}
+
+/// A STORE on its way into the names table.
+struct Insert<T> {
+    record: Record<T>,
+    /// Unique per front-end: tells this STORE's own row from another's.
+    write_id: i64,
+    /// Tried before (a lost answer): a conflicting row may be its own.
+    retried: bool,
+    deadline: Instant,
+}
+
+/// A reservation on its way into the pending table.
+struct Acquire {
+    name: Box<[u8]>,
+    lease: i64,
+    deadline: Instant,
+}
+
+struct LookUp {
+    names: Vec<Bytes>,
+    reply: oneshot::Sender<Found>,
+    deadline: Instant,
+}
+
+/// Work waiting for a time: a retry, or the expiry of another front-end's
+/// reservation.
+enum Item<T> {
+    Insert(Insert<T>),
+    Acquire(Acquire),
+    LookUp(LookUp),
+    Release(Vec<i64>, Instant),
+}
+
+/// What the listener tells the engine.
+enum Notice {
+    /// A reservation of this name ended somewhere.
+    Released(Vec<u8>),
+    /// Listening (again): announcements may have been missed meanwhile.
+    Listening,
+}
+
+/// A job's work, handed back with its results.
+enum Done<T> {
+    Write {
+        inserts: Vec<Insert<T>>,
+        acquires: Vec<Acquire>,
+        releases: (Vec<i64>, Instant),
+        result: Result<WriteRows, String>,
+    },
+    Read {
+        lookups: Vec<LookUp>,
+        result: Result<Vec<(Bytes, Bytes)>, String>,
+    },
+    Renewed,
+}
+
+/// One write job's answers, by name.
+#[derive(Default)]
+struct WriteRows {
+    inserts: HashMap<Vec<u8>, InsertRow>,
+    acquires: HashMap<Vec<u8>, AcquireRow>,
+}
+
+struct InsertRow {
+    stored: bool,
+    free: bool,
+    wait_secs: Option<f64>,
+}
+
+struct AcquireRow {
+    held: bool,
+    taken: bool,
+    wait_secs: Option<f64>,
+}
+
+struct Engine<T> {
+    settings: PostgresSettings,
+    pool: Pool,
+    sql: Arc<Sql>,
+    owner: Arc<str>,
+    sink: Sink<T>,
+    inserts: VecDeque<Insert<T>>,
+    acquires: VecDeque<Acquire>,
+    releases: Vec<(i64, Instant)>,
+    lookups: VecDeque<LookUp>,
+    /// Blocked by another front-end's reservation of the name: woken by
+    /// its release or at its expiry.
+    parked: HashMap<Box<[u8]>, (Instant, Item<T>)>,
+    /// Retries, each with its time.
+    delayed: Vec<(Instant, Item<T>)>,
+    /// Leases held, renewed until released or used.
+    held: HashSet<i64>,
+    next_id: i64,
+    jobs: JoinSet<Done<T>>,
+    /// Write jobs in flight, and how many may be.
+    writing: usize,
+    max_writers: usize,
+    renew_due: bool,
+    /// Whether the last statement succeeded (to log changes, not each
+    /// failure).
+    available: bool,
+}
+
+impl<T: Send + 'static> Engine<T> {
+    async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<Request<T>>,
+        mut notices: mpsc::UnboundedReceiver<Notice>,
+        listener: tokio::task::JoinHandle<()>,
+    ) {
+        let mut renew = tokio::time::interval(self.settings.lease / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'serve: loop {
+            self.dispatch();
+            let wake = self.next_wake();
+            tokio::select! {
+                request = requests.recv() => {
+                    let mut next = request;
+                    // Take everything queued: it may share statements.
+                    loop {
+                        match next {
+                            Some(Request::Close) | None => break 'serve,
+                            Some(request) => self.take(request),
+                        }
+                        match requests.try_recv() {
+                            Ok(request) => next = Some(request),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(done) = self.jobs.join_next() => match done {
+                    Ok(done) => self.finish(done),
+                    Err(err) => log::error!("postgres: a job failed: {err}"),
+                },
+                Some(notice) = notices.recv() => self.notice(notice),
+                () = sleep_until_or_never(wake) => self.wake_due(),
+                _ = renew.tick() => self.renew_due = true,
+            }
+        }
+        listener.abort();
+        // The store has settled what it could; finish what is in flight
+        // (each job is bounded by the request timeout) and give up the
+        // leases still held, so other front-ends need not wait them out.
+        while let Some(done) = self.jobs.join_next().await {
+            if let Ok(Done::Write { inserts, .. }) = &done {
+                for insert in inserts {
+                    if let Some(lease) = insert.record.lease {
+                        self.held.remove(&lease.0);
+                    }
+                }
+            }
+        }
+        if !self.held.is_empty() {
+            let leases: Vec<i64> = self.held.drain().collect();
+            let (pool, sql, owner) = (self.pool.clone(), self.sql.clone(), self.owner.clone());
+            let released = with_connection(&pool, self.settings.request_timeout, |conn| async move {
+                conn.client
+                    .query(&conn.release, &[&leases, &&*owner, &sql.channel])
+                    .await
+            })
+            .await;
+            if let Err(reason) = released {
+                log::warn!(
+                    "postgres: could not release reservations at shutdown ({reason}); they lapse in {} s",
+                    self.settings.lease.as_secs()
+                );
+            }
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.settings.request_timeout
+    }
+
+    fn take(&mut self, request: Request<T>) {
+        let deadline = self.deadline();
+        match request {
+            Request::Append(run) => {
+                for record in run {
+                    let write_id = self.next_id();
+                    self.inserts.push_back(Insert {
+                        record,
+                        write_id,
+                        retried: false,
+                        deadline,
+                    });
+                }
+            }
+            Request::Reserve(name) => {
+                let lease = self.next_id();
+                self.acquires.push_back(Acquire {
+                    name,
+                    lease,
+                    deadline,
+                });
+            }
+            Request::Release(_name, lease) => {
+                self.held.remove(&lease.0);
+                self.releases.push((lease.0, deadline));
+            }
+            Request::LookUp(names, reply) => self.lookups.push_back(LookUp {
+                names,
+                reply,
+                deadline,
+            }),
+            Request::Close => {}
+        }
+    }
+
+    fn next_id(&mut self) -> i64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Starts jobs while connections are free: reads first (they are
+    /// cheap and a reader waits on each), then writes (at most half the
+    /// pool, so reads always find a connection), then a renewal.
+    fn dispatch(&mut self) {
+        let size = self.settings.pool_size;
+        loop {
+            let mut started = false;
+            if !self.lookups.is_empty() && self.jobs.len() < size {
+                self.start_read();
+                started = true;
+            }
+            let writes =
+                !self.inserts.is_empty() || !self.acquires.is_empty() || !self.releases.is_empty();
+            if writes && self.writing < self.max_writers && self.jobs.len() < size {
+                self.start_write();
+                started = true;
+            }
+            if self.renew_due && self.jobs.len() < size {
+                self.renew_due = false;
+                if !self.held.is_empty() {
+                    self.start_renew();
+                }
+            }
+            if !started {
+                return;
+            }
+        }
+    }
+
+    fn start_read(&mut self) {
+        let mut lookups = Vec::new();
+        let mut names: Vec<Bytes> = Vec::new();
+        while let Some(lookup) = self.lookups.front() {
+            if !names.is_empty() && names.len() + lookup.names.len() > MAX_PER_STATEMENT {
+                break;
+            }
+            let Some(lookup) = self.lookups.pop_front() else {
+                break;
+            };
+            names.extend(lookup.names.iter().cloned());
+            lookups.push(lookup);
+        }
+        let limit = time_left(lookups.iter().map(|l| l.deadline));
+        let pool = self.pool.clone();
+        self.jobs.spawn(async move {
+            let result = with_connection(&pool, limit, |conn| async move {
+                let names: Vec<&[u8]> = names.iter().map(|n| &n[..]).collect();
+                let rows = conn.client.query(&conn.look_up, &[&names]).await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| {
+                        let name: &[u8] = row.get(0);
+                        let value: &[u8] = row.get(1);
+                        (Bytes::copy_from_slice(name), Bytes::copy_from_slice(value))
+                    })
+                    .collect())
+            })
+            .await;
+            Done::Read { lookups, result }
+        });
+    }
+
+    fn start_write(&mut self) {
+        let take = |n: usize| n.min(MAX_PER_STATEMENT);
+        let inserts: Vec<Insert<T>> = self.inserts.drain(..take(self.inserts.len())).collect();
+        let acquires: Vec<Acquire> = self.acquires.drain(..take(self.acquires.len())).collect();
+        let releases: Vec<(i64, Instant)> =
+            self.releases.drain(..take(self.releases.len())).collect();
+        let release_deadline = releases
+            .iter()
+            .map(|r| r.1)
+            .min()
+            .unwrap_or_else(|| self.deadline());
+        let releases: Vec<i64> = releases.into_iter().map(|r| r.0).collect();
+        let limit = time_left(
+            inserts
+                .iter()
+                .map(|i| i.deadline)
+                .chain(acquires.iter().map(|a| a.deadline))
+                .chain(std::iter::once(release_deadline)),
+        );
+        // What the statements need, copied out so the job owns it.
+        let insert_args = InsertArgs::new(&inserts);
+        let acquire_names: Vec<Vec<u8>> = acquires.iter().map(|a| a.name.to_vec()).collect();
+        let acquire_leases: Vec<i64> = acquires.iter().map(|a| a.lease).collect();
+        let (pool, sql, owner) = (self.pool.clone(), self.sql.clone(), self.owner.clone());
+        let lease_secs = self.settings.lease.as_secs_f64();
+        let release_list = releases.clone();
+        self.writing += 1;
+        self.jobs.spawn(async move {
+            let result = with_connection(&pool, limit, |conn| async move {
+                write(
+                    &conn,
+                    &sql,
+                    &owner,
+                    lease_secs,
+                    &insert_args,
+                    (&acquire_names, &acquire_leases),
+                    &release_list,
+                )
+                .await
+            })
+            .await;
+            Done::Write {
+                inserts,
+                acquires,
+                releases: (releases, release_deadline),
+                result,
+            }
+        });
+    }
+
+    fn start_renew(&mut self) {
+        let leases: Vec<i64> = self.held.iter().copied().collect();
+        let (pool, owner) = (self.pool.clone(), self.owner.clone());
+        let secs = self.settings.lease.as_secs_f64();
+        let limit = self.settings.request_timeout;
+        self.jobs.spawn(async move {
+            let renewed = with_connection(&pool, limit, |conn| async move {
+                conn.client
+                    .execute(&conn.renew, &[&leases, &&*owner, &secs])
+                    .await
+            })
+            .await;
+            if let Err(reason) = renewed {
+                log::debug!("postgres: renewing reservations failed: {reason}");
+            }
+            Done::Renewed
+        });
+    }
+
+    fn finish(&mut self, done: Done<T>) {
+        match done {
+            Done::Read { lookups, result } => self.finish_read(lookups, result),
+            Done::Write {
+                inserts,
+                acquires,
+                releases,
+                result,
+            } => {
+                self.writing -= 1;
+                self.finish_write(inserts, acquires, releases, result);
+            }
+            Done::Renewed => {}
+        }
+    }
+
+    fn note(&mut self, result: Result<(), &str>) {
+        match result {
+            Ok(()) if !self.available => {
+                log::info!("postgres: reachable again");
+                self.available = true;
+            }
+            Err(reason) if self.available => {
+                log::warn!("postgres: {reason}; retrying for up to {} ms per request", self.settings.request_timeout.as_millis());
+                self.available = false;
+            }
+            _ => {}
+        }
+    }
+
+    fn finish_read(&mut self, lookups: Vec<LookUp>, result: Result<Vec<(Bytes, Bytes)>, String>) {
+        let found = match result {
+            Ok(found) => found,
+            Err(reason) => {
+                self.note(Err(&reason));
+                for lookup in lookups {
+                    self.retry(Item::LookUp(lookup));
+                }
+                return;
+            }
+        };
+        self.note(Ok(()));
+        let by_name: HashMap<&[u8], &Bytes> =
+            found.iter().map(|(name, value)| (&name[..], value)).collect();
+        for lookup in lookups {
+            let values = lookup
+                .names
+                .iter()
+                .map(|name| by_name.get(&name[..]).map(|v| (*v).clone()))
+                .collect();
+            let _ = lookup.reply.send(Ok(values));
+        }
+        if !found.is_empty() {
+            (self.sink)(Event::Found(found));
+        }
+    }
+
+    fn finish_write(
+        &mut self,
+        inserts: Vec<Insert<T>>,
+        acquires: Vec<Acquire>,
+        (releases, release_deadline): (Vec<i64>, Instant),
+        result: Result<WriteRows, String>,
+    ) {
+        let mut rows = match result {
+            Ok(rows) => rows,
+            Err(reason) => {
+                self.note(Err(&reason));
+                for mut insert in inserts {
+                    insert.retried = true;
+                    self.retry(Item::Insert(insert));
+                }
+                for acquire in acquires {
+                    self.retry(Item::Acquire(acquire));
+                }
+                if !releases.is_empty() {
+                    self.retry(Item::Release(releases, release_deadline));
+                }
+                return;
+            }
+        };
+        self.note(Ok(()));
+        for insert in inserts {
+            let row = rows.inserts.remove(&insert.record.name[..]);
+            self.inserted(insert, row);
+        }
+        for acquire in acquires {
+            let row = rows.acquires.remove(&acquire.name[..]);
+            self.acquired(acquire, row);
+        }
+    }
+
+    fn inserted(&mut self, mut insert: Insert<T>, row: Option<InsertRow>) {
+        let Some(row) = row else {
+            // Not reached with a sound statement; try again rather than guess.
+            return self.retry(Item::Insert(insert));
+        };
+        if let Some(lease) = insert.record.lease {
+            // Used, or lost: this front-end's reservation ended either way.
+            self.held.remove(&lease.0);
+        }
+        if row.stored {
+            return self.written(insert, Outcome::Stored);
+        }
+        if row.free {
+            // The name has a row; `write` already checked whether a retried
+            // STORE's own (it then counts as stored).
+            return self.written(insert, Outcome::Taken);
+        }
+        // Not allowed: another front-end holds the name, or this STORE's
+        // reservation lapsed. Without a reservation it competes again.
+        insert.record.lease = None;
+        match row.wait_secs {
+            Some(secs) => self.park(Item::Insert(insert), secs),
+            None => self.inserts.push_front(insert),
+        }
+    }
+
+    fn written(&mut self, insert: Insert<T>, outcome: Outcome) {
+        let Record {
+            name,
+            value,
+            token,
+            lease,
+        } = insert.record;
+        (self.sink)(Event::Written(Written {
+            name,
+            value,
+            token,
+            lease,
+            outcome,
+        }));
+    }
+
+    fn acquired(&mut self, acquire: Acquire, row: Option<AcquireRow>) {
+        let Some(row) = row else {
+            return self.retry(Item::Acquire(acquire));
+        };
+        if row.held {
+            self.held.insert(acquire.lease);
+            let reserved = Reserved::Held(Lease(acquire.lease));
+            return (self.sink)(Event::Reserved {
+                name: acquire.name,
+                reserved,
+            });
+        }
+        if row.taken {
+            return (self.sink)(Event::Reserved {
+                name: acquire.name,
+                reserved: Reserved::Taken,
+            });
+        }
+        // The name's reservation row was being changed as we looked: look
+        // again shortly.
+        self.park(Item::Acquire(acquire), row.wait_secs.unwrap_or(0.01));
+    }
+
+    /// Waits for another front-end's reservation: its release (a NOTIFY)
+    /// or its expiry `secs` from now.
+    fn park(&mut self, item: Item<T>, secs: f64) {
+        let name = match &item {
+            Item::Insert(insert) => insert.record.name.clone(),
+            Item::Acquire(acquire) => acquire.name.clone(),
+            // Only STOREs and reservations wait for a name.
+            Item::LookUp(_) | Item::Release(..) => return self.retry(item),
+        };
+        let secs = secs.clamp(0.0, self.settings.lease.as_secs_f64() + 1.0);
+        let at = Instant::now() + Duration::from_secs_f64(secs) + EXPIRY_SLACK;
+        self.parked.insert(name, (at, item));
+    }
+
+    /// Tries `item` again after a pause, or answers it `ERROR storage
+    /// unavailable` if its time is spent.
+    fn retry(&mut self, item: Item<T>) {
+        let now = Instant::now();
+        let deadline = match &item {
+            Item::Insert(insert) => insert.deadline,
+            Item::Acquire(acquire) => acquire.deadline,
+            Item::LookUp(lookup) => lookup.deadline,
+            Item::Release(_, deadline) => *deadline,
+        };
+        if now + RETRY_PAUSE < deadline {
+            self.delayed.push((now + RETRY_PAUSE, item));
+            return;
+        }
+        match item {
+            Item::Insert(insert) => {
+                self.written(insert, Outcome::Failed(STORAGE_UNAVAILABLE.into()));
+            }
+            Item::Acquire(acquire) => (self.sink)(Event::Reserved {
+                name: acquire.name,
+                reserved: Reserved::Failed(STORAGE_UNAVAILABLE.into()),
+            }),
+            Item::LookUp(lookup) => {
+                let _ = lookup.reply.send(Err(STORAGE_UNAVAILABLE.into()));
+            }
+            // The reservations lapse by themselves.
+            Item::Release(..) => {}
+        }
+    }
+
+    /// Puts `item` back in its queue with a fresh deadline (it was waiting,
+    /// not failing).
+    fn requeue(&mut self, item: Item<T>, fresh: bool) {
+        let deadline = self.deadline();
+        match item {
+            Item::Insert(mut insert) => {
+                if fresh {
+                    insert.deadline = deadline;
+                }
+                self.inserts.push_back(insert);
+            }
+            Item::Acquire(mut acquire) => {
+                if fresh {
+                    acquire.deadline = deadline;
+                }
+                self.acquires.push_back(acquire);
+            }
+            Item::LookUp(lookup) => self.lookups.push_back(lookup),
+            Item::Release(leases, deadline) => {
+                self.releases
+                    .extend(leases.into_iter().map(|lease| (lease, deadline)));
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.parked
+            .values()
+            .map(|(at, _)| *at)
+            .chain(self.delayed.iter().map(|(at, _)| *at))
+            .min()
+    }
+
+    fn wake_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Box<[u8]>> = self
+            .parked
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            if let Some((_, item)) = self.parked.remove(&name) {
+                self.requeue(item, true);
+            }
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.delayed = later;
+        for (_, item) in due {
+            self.requeue(item, false);
+        }
+    }
+
+    fn notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Released(name) => {
+                if let Some((_, item)) = self.parked.remove(&name[..]) {
+                    self.requeue(item, true);
+                }
+            }
+            Notice::Listening => {
+                let parked: Vec<_> = self.parked.drain().map(|(_, (_, item))| item).collect();
+                for item in parked {
+                    self.requeue(item, true);
+                }
+            }
+        }
+    }
+}
+
+/// The time until the earliest of `deadlines` (at least a little: a job
+/// must be able to start).
+fn time_left(deadlines: impl Iterator<Item = Instant>) -> Duration {
+    deadlines
+        .min()
+        .map(|at| at.saturating_duration_since(Instant::now()))
+        .unwrap_or(Duration::from_secs(1))
+        .max(Duration::from_millis(20))
+}
+
+/// Runs `work` on a pooled connection within `limit`. A connection whose
+/// work failed or ran out of time is discarded, not returned to the pool:
+/// it may be broken, or still busy with the abandoned statement.
+async fn with_connection<R, F, Fut>(pool: &Pool, limit: Duration, work: F) -> Result<R, String>
+where
+    F: FnOnce(Arc<Pooled>) -> Fut,
+    Fut: std::future::Future<Output = Result<R, tokio_postgres::Error>>,
+{
+    let started = Instant::now();
+    let no_answer = || format!("no answer within {} ms", limit.as_millis());
+    let conn = match tokio::time::timeout(limit, pool.get()).await {
+        Ok(Ok(conn)) => Arc::new(conn),
+        Ok(Err(deadpool::managed::PoolError::Backend(err))) => return Err(describe(&err)),
+        Ok(Err(err)) => return Err(err.to_string()),
+        Err(_) => return Err(no_answer()),
+    };
+    let left = limit.saturating_sub(started.elapsed());
+    let result = match tokio::time::timeout(left, work(conn.clone())).await {
+        Ok(Ok(result)) => return Ok(result),
+        Ok(Err(err)) => Err(describe(&err)),
+        Err(_) => Err(no_answer()),
+    };
+    // The work (and its clone) is gone: this is the only handle left.
+    if let Ok(conn) = Arc::try_unwrap(conn) {
+        drop(Pooled::take(conn));
+    }
+    result
+}
+
+/// The insert statement's arrays.
+struct InsertArgs {
+    names: Vec<Vec<u8>>,
+    values: Vec<Vec<u8>>,
+    leases: Vec<Option<i64>>,
+    write_ids: Vec<i64>,
+    /// Retried STOREs: a conflict may be with their own row.
+    retried: Vec<bool>,
+}
+
+impl InsertArgs {
+    fn new<T>(inserts: &[Insert<T>]) -> InsertArgs {
+        InsertArgs {
+            names: inserts.iter().map(|i| i.record.name.to_vec()).collect(),
+            values: inserts.iter().map(|i| i.record.value.to_vec()).collect(),
+            leases: inserts.iter().map(|i| i.record.lease.map(|l| l.0)).collect(),
+            write_ids: inserts.iter().map(|i| i.write_id).collect(),
+            retried: inserts.iter().map(|i| i.retried).collect(),
+        }
+    }
+}
+
+/// One write job: releases, inserts and reservations as three statements
+/// pipelined on one connection (one round trip), then, only if a retried
+/// STORE met a row, a read-back of whose row it is.
+async fn write(
+    conn: &Conn,
+    sql: &Sql,
+    owner: &str,
+    lease_secs: f64,
+    inserts: &InsertArgs,
+    (acquire_names, acquire_leases): (&[Vec<u8>], &[i64]),
+    releases: &[i64],
+) -> Result<WriteRows, tokio_postgres::Error> {
+    let client = &conn.client;
+    let release = async {
+        if releases.is_empty() {
+            return Ok(Vec::new());
+        }
+        client
+            .query(&conn.release, &[&releases, &owner, &sql.channel])
+            .await
+    };
+    let insert = async {
+        if inserts.names.is_empty() {
+            return Ok(Vec::new());
+        }
+        client
+            .query(
+                &conn.insert,
+                &[
+                    &inserts.names,
+                    &inserts.values,
+                    &inserts.leases,
+                    &inserts.write_ids,
+                    &owner,
+                    &sql.channel,
+                ],
+            )
+            .await
+    };
+    let acquire = async {
+        if acquire_names.is_empty() {
+            return Ok(Vec::new());
+        }
+        client
+            .query(
+                &conn.acquire,
+                &[&acquire_names, &acquire_leases, &owner, &lease_secs],
+            )
+            .await
+    };
+    let (released, inserted, acquired) = tokio::join!(release, insert, acquire);
+    released?;
+    let mut rows = WriteRows::default();
+    for row in inserted? {
+        let name: Vec<u8> = row.get(0);
+        rows.inserts.insert(
+            name,
+            InsertRow {
+                stored: row.get(1),
+                free: row.get(2),
+                wait_secs: row.get(3),
+            },
+        );
+    }
+    for row in acquired? {
+        let name: Vec<u8> = row.get(0);
+        rows.acquires.insert(
+            name,
+            AcquireRow {
+                held: row.get(1),
+                taken: row.get(2),
+                wait_secs: row.get(3),
+            },
+        );
+    }
+    // A retried STORE that met a row: is it the row its lost attempt wrote?
+    let (mut names, mut ids) = (Vec::new(), Vec::new());
+    for (i, name) in inserts.names.iter().enumerate() {
+        let met_a_row = rows
+            .inserts
+            .get(name)
+            .is_some_and(|row| row.free && !row.stored);
+        if inserts.retried[i] && met_a_row {
+            names.push(&name[..]);
+            ids.push(inserts.write_ids[i]);
+        }
+    }
+    if !names.is_empty() {
+        for row in client
+            .query(&conn.read_back, &[&names, &owner, &ids])
+            .await?
+        {
+            let name: Vec<u8> = row.get(0);
+            if let Some(own) = rows.inserts.get_mut(&name) {
+                own.stored = true;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Keeps a connection LISTENing on the channel, telling the engine of
+/// every ended reservation, and reconnecting when it breaks.
+async fn listen(
+    target: Target,
+    credentials: Credentials,
+    channel: String,
+    engine: mpsc::UnboundedSender<Notice>,
+) {
+    loop {
+        if let Ok((client, mut connection)) = target.connect_raw(&credentials).await {
+            let (payloads, mut received) = mpsc::unbounded_channel::<String>();
+            let driver = tokio::spawn(async move {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(Ok(message)) = messages.next().await {
+                    if let AsyncMessage::Notification(n) = message
+                        && payloads.send(n.payload().to_string()).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            if client
+                .batch_execute(&format!("LISTEN {channel}"))
+                .await
+                .is_ok()
+            {
+                if engine.send(Notice::Listening).is_err() {
+                    return;
+                }
+                while let Some(payload) = received.recv().await {
+                    if let Some(name) = from_hex(&payload)
+                        && engine.send(Notice::Released(name)).is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            driver.abort();
+        }
+        if engine.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    bytes
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_names_decode() {
+        assert_eq!(super::from_hex("00ff41"), Some(vec![0, 255, b'A']));
+        assert_eq!(super::from_hex("0"), None);
+        assert_eq!(super::from_hex("zz"), None);
+    }
+}

@@ -1,0 +1,156 @@
+//! The tables and every statement jnhpd runs on them (docs/postgres.md
+//! documents the layout for other tools).
+//!
+//! Each statement takes arrays (`unnest`), so one statement serves a whole
+//! batch of STOREs or reads, whichever connections they came from. Rows
+//! are inserted in name order, so two front-ends' batches that share names
+//! take their locks in the same order and cannot deadlock.
+
+/// The schema version jnhpd writes into its names table's comment and
+/// refuses to start without.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The text of every statement, for one table prefix.
+#[derive(Debug, Clone)]
+pub struct Sql {
+    pub names: String,
+    pub pending: String,
+    /// The NOTIFY channel on which ended reservations are announced.
+    pub channel: String,
+    pub create: String,
+    pub version: String,
+    pub look_up: String,
+    pub insert: String,
+    pub acquire: String,
+    pub release: String,
+    pub renew: String,
+    pub read_back: String,
+}
+
+impl Sql {
+    /// `prefix` is checked by the config (`[a-z_][a-z0-9_]*`), so it can be
+    /// part of an identifier as it is.
+    pub fn new(prefix: &str) -> Sql {
+        let names = format!("{prefix}_names");
+        let pending = format!("{prefix}_pending");
+        let channel = format!("{prefix}_released");
+        Sql {
+            create: format!(
+                "CREATE TABLE IF NOT EXISTS {names} (
+                    name bytea PRIMARY KEY,
+                    value bytea NOT NULL,
+                    stored_by text NOT NULL,
+                    write_id bigint NOT NULL,
+                    stored_at timestamptz NOT NULL DEFAULT now()
+                );
+                CREATE TABLE IF NOT EXISTS {pending} (
+                    name bytea PRIMARY KEY,
+                    owner text NOT NULL,
+                    lease bigint NOT NULL,
+                    expires_at timestamptz NOT NULL
+                );
+                COMMENT ON TABLE {names} IS 'jnhp schema {SCHEMA_VERSION}';"
+            ),
+            version: format!(
+                "SELECT to_regclass('{names}') IS NOT NULL, to_regclass('{pending}') IS NOT NULL,
+                    obj_description(to_regclass('{names}'), 'pg_class')"
+            ),
+            look_up: format!("SELECT name, value FROM {names} WHERE name = ANY($1::bytea[])"),
+            // $1 names, $2 values, $3 leases (NULL: none), $4 write ids,
+            // $5 owner, $6 channel. Per input row: stored; free (the
+            // insert was allowed: with a lease, only while it is still
+            // live; without, while no other front-end's is), so free and
+            // not stored means taken; wait_secs while another front-end's
+            // reservation is live. This front-end's reservations of the
+            // names end (and are announced) either way.
+            insert: format!(
+                "WITH input AS (
+                    SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int8[])
+                        AS i(name, value, lease, write_id)
+                ), checked AS (
+                    SELECT i.*, CASE WHEN i.lease IS NULL
+                        THEN NOT EXISTS (SELECT 1 FROM {pending} p
+                            WHERE p.name = i.name AND p.expires_at > now() AND p.owner <> $5)
+                        ELSE EXISTS (SELECT 1 FROM {pending} p
+                            WHERE p.name = i.name AND p.owner = $5 AND p.lease = i.lease
+                              AND p.expires_at > now())
+                        END AS free
+                    FROM input i
+                ), inserted AS (
+                    INSERT INTO {names} (name, value, stored_by, write_id)
+                    SELECT name, value, $5, write_id FROM checked WHERE free ORDER BY name
+                    ON CONFLICT (name) DO NOTHING
+                    RETURNING name
+                ), released AS (
+                    DELETE FROM {pending} p USING input i
+                    WHERE p.name = i.name AND p.owner = $5
+                    RETURNING p.name
+                )
+                SELECT c.name,
+                    EXISTS (SELECT 1 FROM inserted s WHERE s.name = c.name) AS stored,
+                    c.free,
+                    (SELECT extract(epoch FROM p.expires_at - now())::float8 FROM {pending} p
+                        WHERE p.name = c.name AND p.expires_at > now() AND p.owner <> $5)
+                        AS wait_secs,
+                    (SELECT count(pg_notify($6, encode(r.name, 'hex'))) FROM released r
+                        WHERE r.name = c.name) AS notified
+                FROM checked c"
+            ),
+            // $1 names, $2 leases, $3 owner, $4 lease seconds. A lapsed
+            // reservation is taken over, and so is one of this front-end's
+            // own (left by an attempt whose answer was lost: a front-end
+            // reserves a name once at a time, so it is not in use).
+            acquire: format!(
+                "WITH input AS (
+                    SELECT * FROM unnest($1::bytea[], $2::int8[]) AS i(name, lease)
+                ), checked AS (
+                    SELECT i.*, EXISTS (SELECT 1 FROM {names} n WHERE n.name = i.name) AS taken
+                    FROM input i
+                ), acquired AS (
+                    INSERT INTO {pending} AS p (name, owner, lease, expires_at)
+                    SELECT name, $3, lease, now() + make_interval(secs => $4)
+                    FROM checked WHERE NOT taken ORDER BY name
+                    ON CONFLICT (name) DO UPDATE
+                        SET owner = EXCLUDED.owner, lease = EXCLUDED.lease,
+                            expires_at = EXCLUDED.expires_at
+                        WHERE p.expires_at <= now() OR p.owner = EXCLUDED.owner
+                    RETURNING p.name
+                )
+                SELECT c.name,
+                    EXISTS (SELECT 1 FROM acquired a WHERE a.name = c.name) AS held,
+                    c.taken,
+                    (SELECT extract(epoch FROM p.expires_at - now())::float8 FROM {pending} p
+                        WHERE p.name = c.name) AS wait_secs
+                FROM checked c"
+            ),
+            // $1 leases, $2 owner, $3 channel.
+            release: format!(
+                "WITH released AS (
+                    DELETE FROM {pending} WHERE owner = $2 AND lease = ANY($1::int8[])
+                    RETURNING name
+                )
+                SELECT count(pg_notify($3, encode(name, 'hex'))) FROM released"
+            ),
+            // $1 leases, $2 owner, $3 lease seconds. Only live ones: a
+            // lapsed reservation stays lapsed.
+            renew: format!(
+                "UPDATE {pending} SET expires_at = now() + make_interval(secs => $3)
+                WHERE owner = $2 AND lease = ANY($1::int8[]) AND expires_at > now()"
+            ),
+            // $1 names, $2 owner, $3 write ids: which of these rows are
+            // this front-end's own (a write retried after a lost answer).
+            read_back: format!(
+                "SELECT name FROM {names}
+                WHERE name = ANY($1::bytea[]) AND stored_by = $2 AND write_id = ANY($3::int8[])"
+            ),
+            names,
+            pending,
+            channel,
+        }
+    }
+
+    /// The comment a names table of this version carries.
+    pub fn version_comment() -> String {
+        format!("jnhp schema {SCHEMA_VERSION}")
+    }
+}

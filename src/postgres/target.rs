@@ -1,0 +1,364 @@
+//! Where the shared namespace is: the URL (or keyword string), its
+//! `sslmode`, and the password.
+//!
+//! tokio-postgres parses the URL but knows only `sslmode=disable|prefer|
+//! require` and no `sslrootcert`, so those two are taken out here first and
+//! turned into a rustls configuration ([`super::tls`]). The password comes
+//! from `password_file` (re-read on SIGHUP), the URL, or `PGPASSWORD`, in
+//! that order; it lives only in [`Credentials`] and in the connection
+//! config handed to tokio-postgres, and no message ever shows it.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+
+use tokio_postgres::config::{Host, SslMode as WireSslMode};
+
+use super::PgError;
+use super::tls::{MakeTls, SslMode};
+
+/// A checked URL: the connection config without a password, and how TLS
+/// is used.
+#[derive(Clone)]
+pub struct Target {
+    config: tokio_postgres::Config,
+    tls: MakeTls,
+    /// `host H port P database D`, for messages.
+    server: String,
+}
+
+impl Target {
+    /// Parses `url` (a `postgres://` URL or a keyword string). Errors never
+    /// quote the URL (it may hold a password).
+    pub fn parse(url: &str) -> Result<Target, PgError> {
+        let (rest, ssl) = take_ssl_params(url).map_err(PgError::Url)?;
+        let mode = match ssl.mode.as_deref() {
+            None | Some("prefer") => SslMode::Prefer,
+            Some("disable") => SslMode::Disable,
+            Some("allow") => SslMode::Prefer,
+            Some("require") => SslMode::Require,
+            Some("verify-ca") => SslMode::VerifyCa,
+            Some("verify-full") => SslMode::VerifyFull,
+            Some(other) => {
+                return Err(PgError::Url(format!(
+                    "sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                )));
+            }
+        };
+        let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
+            PgError::Url(format!(
+                "not a PostgreSQL URL or keyword string: {}",
+                super::describe(&e)
+            ))
+        })?;
+        config.ssl_mode(match mode {
+            SslMode::Disable => WireSslMode::Disable,
+            SslMode::Prefer => WireSslMode::Prefer,
+            _ => WireSslMode::Require,
+        });
+        if config.get_hosts().is_empty() {
+            // libpq's default: the local socket directory.
+            config.host_path("/run/postgresql");
+        }
+        if config.get_user().is_none() {
+            // libpq's default: the operating system user.
+            if let Some(user) = nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+            {
+                config.user(user.name);
+            }
+        }
+        let root = ssl.root_cert.map(PathBuf::from);
+        let tls = super::tls::connector(mode, root.as_deref()).map_err(PgError::Url)?;
+        let server = describe_server(&config);
+        Ok(Target {
+            config,
+            tls,
+            server,
+        })
+    }
+
+    /// `host H port P database D`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Opens one connection; its driver runs on a task of its own and
+    /// ends with the client.
+    pub async fn connect(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = self.connect_raw(credentials).await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                log::debug!("postgres: connection ended: {}", super::describe(&err));
+            }
+        });
+        Ok(client)
+    }
+
+    /// Opens one connection and hands back its driver, for a caller that
+    /// wants its notifications.
+    pub async fn connect_raw(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<tokio_postgres::Socket, super::tls::TlsStream>,
+        ),
+        tokio_postgres::Error,
+    > {
+        let mut config = self.config.clone();
+        if let Some(password) = credentials.password() {
+            config.password(password);
+        }
+        config.connect(self.tls.clone()).await
+    }
+}
+
+fn describe_server(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "?".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("?")
+        .to_string();
+    format!("host {host} port {port} database {database}")
+}
+
+/// The password, shared by every connection made: SIGHUP re-reads
+/// `password_file` into it, and new connections use the new one.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    password: Arc<RwLock<Option<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(<not shown>)")
+    }
+}
+
+impl Credentials {
+    /// The password of `password_file` if set, else of the URL (kept in
+    /// the parsed config), else `PGPASSWORD`.
+    pub fn load(password_file: &Path, url: &str) -> Result<Credentials, PgError> {
+        let credentials = Credentials::default();
+        credentials.reload(password_file, url)?;
+        Ok(credentials)
+    }
+
+    /// Reads the password again (SIGHUP). On error the old one stays.
+    pub fn reload(&self, password_file: &Path, url: &str) -> Result<(), PgError> {
+        let password = if password_file.as_os_str().is_empty() {
+            let in_url = take_ssl_params(url)
+                .ok()
+                .and_then(|(rest, _)| tokio_postgres::Config::from_str(&rest).ok())
+                .and_then(|c| c.get_password().map(<[u8]>::to_vec));
+            in_url.or_else(|| std::env::var_os("PGPASSWORD").map(|p| p.into_encoded_bytes()))
+        } else {
+            Some(read_password(password_file)?)
+        };
+        *self.password.write().unwrap_or_else(|e| e.into_inner()) = password;
+        Ok(())
+    }
+
+    fn password(&self) -> Option<Vec<u8>> {
+        self.password
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The first line of `path` (a trailing newline is not part of it).
+pub fn read_password(path: &Path) -> Result<Vec<u8>, PgError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| PgError::Password(format!("{}: cannot read: {e}", path.display())))?;
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return Err(PgError::Password(format!(
+            "{}: the first line is empty",
+            path.display()
+        )));
+    }
+    Ok(line.to_vec())
+}
+
+/// `sslmode` and `sslrootcert` as given.
+#[derive(Debug, Default, PartialEq)]
+pub struct SslParams {
+    pub mode: Option<String>,
+    pub root_cert: Option<String>,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a URL's query or a keyword
+/// string, returning the rest unchanged otherwise.
+pub fn take_ssl_params(url: &str) -> Result<(String, SslParams), String> {
+    let mut ssl = SslParams::default();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok((url.to_string(), ssl));
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "sslmode" => ssl.mode = Some(percent_decode(value)?),
+                "sslrootcert" => ssl.root_cert = Some(percent_decode(value)?),
+                _ => kept.push(pair),
+            }
+        }
+        let rest = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return Ok((rest, ssl));
+    }
+    let mut rest = String::new();
+    for (key, value, raw) in keywords(url)? {
+        match key.as_str() {
+            "sslmode" => ssl.mode = Some(value),
+            "sslrootcert" => ssl.root_cert = Some(value),
+            _ => {
+                rest.push_str(raw);
+                rest.push(' ');
+            }
+        }
+    }
+    Ok((rest.trim_end().to_string(), ssl))
+}
+
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("a bad %-escape in the URL's query")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "the URL's query is not UTF-8".to_string())
+}
+
+/// The `key = value` pairs of a keyword string (values may be quoted with
+/// `'…'` and `\` escapes), each with the text it was written as.
+fn keywords(text: &str) -> Result<Vec<(String, String, &str)>, String> {
+    let mut pairs = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    loop {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == bytes.len() {
+            return Ok(pairs);
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = text[start..i].to_string();
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if bytes.get(i) != Some(&b'=') {
+            return Err(format!("keyword {key:?} has no value"));
+        }
+        i += 1;
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let mut value = Vec::new();
+        if bytes.get(i) == Some(&b'\'') {
+            i += 1;
+            loop {
+                match bytes.get(i) {
+                    None => return Err(format!("the value of {key:?} has no closing quote")),
+                    Some(b'\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\\') if i + 1 < bytes.len() => {
+                        value.push(bytes[i + 1]);
+                        i += 2;
+                    }
+                    Some(&b) => {
+                        value.push(b);
+                        i += 1;
+                    }
+                }
+            }
+        } else {
+            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                value.push(bytes[i]);
+                i += 1;
+            }
+        }
+        let value = String::from_utf8(value).map_err(|_| format!("{key:?} is not UTF-8"))?;
+        pairs.push((key, value, &text[start..i]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssl_params_leave_urls_and_keyword_strings() {
+        let (rest, ssl) = take_ssl_params(
+            "postgres://u:pw@db:5433/names?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Fca.pem",
+        )
+        .unwrap();
+        assert_eq!(rest, "postgres://u:pw@db:5433/names?application_name=x");
+        assert_eq!(ssl.mode.as_deref(), Some("verify-full"));
+        assert_eq!(ssl.root_cert.as_deref(), Some("/etc/ca.pem"));
+
+        let (rest, ssl) =
+            take_ssl_params("host=/run/postgresql sslmode = require password='a b\\'c' dbname=j")
+                .unwrap();
+        assert_eq!(rest, "host=/run/postgresql password='a b\\'c' dbname=j");
+        assert_eq!(ssl.mode.as_deref(), Some("require"));
+        assert!(take_ssl_params("host='unterminated").is_err());
+    }
+
+    #[test]
+    fn errors_never_quote_the_url() {
+        for url in [
+            "postgres://u:s3cret@db/x?sslmode=bogus",
+            "host=db password=s3cret bogus_key=1",
+            "postgres://u:s3cret@db:notaport/x",
+        ] {
+            let Err(err) = Target::parse(url) else {
+                panic!("{url} parsed");
+            };
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn servers_are_described_without_passwords() {
+        let target = Target::parse("postgres://u:s3cret@db.example:5433/names").unwrap();
+        assert_eq!(target.server(), "host db.example port 5433 database names");
+        let target = Target::parse("host=/tmp/pg port=6000 user=jn").unwrap();
+        assert_eq!(target.server(), "host /tmp/pg port 6000 database jn");
+    }
+}
