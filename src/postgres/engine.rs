@@ -85,7 +85,8 @@ impl Namespace {
                 Ok(Err(err)) => describe(&err),
                 Err(_) => "no answer".to_string(),
             };
-            if Instant::now() + Duration::from_millis(250) >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(PgError::Unreachable {
                     server: target.server().to_string(),
                     secs: settings.connect_timeout.as_secs(),
@@ -96,7 +97,7 @@ impl Namespace {
                 "postgres: cannot reach {} yet ({reason}); retrying",
                 target.server()
             );
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(left.min(Duration::from_millis(250))).await;
         }
         let manager = Manager {
             target: target.clone(),
