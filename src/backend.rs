@@ -73,7 +73,10 @@ pub enum Reserved {
 pub enum Event<T> {
     Written(Written<T>),
     /// A name asked for with [`Shared::reserve`].
-    Reserved { name: Box<[u8]>, reserved: Reserved },
+    Reserved {
+        name: Box<[u8]>,
+        reserved: Reserved,
+    },
     /// Names and values a lookup found, for the actor's cache.
     Found(Vec<(Bytes, Bytes)>),
 }

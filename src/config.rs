@@ -445,7 +445,10 @@ impl Config {
         resolve_storage(&mut config, text, base).map_err(|(at, key, message)| {
             ConfigError::Invalid {
                 path: path.to_path_buf(),
-                line: at.map_or_else(|| line_of_section(text, "[storage]"), |at| line_of(text, at)),
+                line: at.map_or_else(
+                    || line_of_section(text, "[storage]"),
+                    |at| line_of(text, at),
+                ),
                 key: format!("{key}: "),
                 message,
             }
@@ -533,7 +536,8 @@ fn resolve_storage(
         }
         return Ok(());
     }
-    let local_only = "the data file's; not with storage.backend = \"postgres\" (the namespace is in PostgreSQL)";
+    let local_only =
+        "the data file's; not with storage.backend = \"postgres\" (the namespace is in PostgreSQL)";
     if let Some(raw) = raw_path {
         return Err((Some(raw.span().start), "storage.path", local_only.into()));
     }
@@ -1605,6 +1609,96 @@ max_concurrent = 2
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_postgres_backend_and_its_keys() {
+        let c = parse(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgres://j@db/names\"\n\
+             pool_size = 3\nlease_secs = 7\nrequest_timeout_ms = 250\ncache_bytes = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.backend, StorageBackend::Postgres);
+        let pg = c.storage.postgres.unwrap();
+        assert_eq!(
+            (pg.pool_size, pg.lease, pg.request_timeout, pg.cache_bytes),
+            (3, Duration::from_secs(7), Duration::from_millis(250), 0)
+        );
+        assert_eq!(pg.table_prefix, "jnhp");
+        assert_eq!(pg.connect_timeout, Duration::from_secs(10));
+        assert!(!format!("{pg:?}").contains("postgres://"), "Debug shows the URL");
+        // The local backend has no postgres settings.
+        assert_eq!(parse("[storage]\nbackend = \"local\"\n").unwrap().storage.postgres, None);
+    }
+
+    #[test]
+    fn postgres_config_errors_name_line_and_key() {
+        let pg = "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"host=/run/postgresql\"\n";
+        let cases: &[(&str, &str)] = &[
+            (
+                "[storage]\nbackend = \"local\"\n[storage.postgres]\nurl = \"postgres://j@db/n\"\n",
+                "/etc/jnhp.toml:3: storage.postgres: only with storage.backend = \"postgres\"",
+            ),
+            (
+                "[storage]\nbackend = \"postgres\"\npath = \"d\"\n",
+                "/etc/jnhp.toml:3: storage.path: the data file's; not with",
+            ),
+            (
+                "[storage]\nbackend = \"postgres\"\nfsync = \"always\"\n[storage.postgres]\nurl = \"postgres://j@db/n\"\n",
+                "/etc/jnhp.toml:3: storage.fsync: the data file's; not with",
+            ),
+            (
+                "[storage]\nbackend = \"postgres\"\n",
+                "/etc/jnhp.toml:2: storage.postgres.url: required with storage.backend",
+            ),
+            (
+                "[storage]\nbackend = \"postgres\"\n[storage.postgres]\npool_size = 2\n",
+                "/etc/jnhp.toml:3: storage.postgres.url: required",
+            ),
+            (
+                "[storage]\nbackend = \"sql\"\n",
+                "/etc/jnhp.toml:2: storage.backend: unknown variant `sql`",
+            ),
+            (
+                &format!("{pg}pool_size = 0\n"),
+                "/etc/jnhp.toml:5: storage.postgres.pool_size: 0 is outside 1..=1000",
+            ),
+            (
+                &format!("{pg}lease_secs = 0\n"),
+                "/etc/jnhp.toml:5: storage.postgres.lease_secs: 0 is outside 1..=86400",
+            ),
+            (
+                &format!("{pg}request_timeout_ms = -5\n"),
+                "/etc/jnhp.toml:5: storage.postgres.request_timeout_ms: -5 is outside",
+            ),
+            (
+                &format!("{pg}table_prefix = \"Jn-hp\"\n"),
+                "/etc/jnhp.toml:5: storage.postgres.table_prefix: \"Jn-hp\" is not [a-z_][a-z0-9_]*",
+            ),
+            (
+                &format!("{pg}colour = \"blue\"\n"),
+                "/etc/jnhp.toml:5: storage.postgres.colour: unknown field `colour`",
+            ),
+            (
+                &format!("{pg}password_file = \"/nonexistent/pw\"\n"),
+                "/etc/jnhp.toml:5: storage.postgres.password_file: /nonexistent/pw: cannot read",
+            ),
+            (
+                "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgres://u:s3cret@h/d?sslmode=maybe\"\n",
+                "/etc/jnhp.toml:4: storage.postgres.url: sslmode \"maybe\" is not one of",
+            ),
+            (
+                &format!("[server]\nmax_name_bytes = 2001\n{pg}"),
+                "/etc/jnhp.toml:2: server.max_name_bytes: 2001 is above 2000",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.starts_with(expected), "{text:?}:\n  got {err}\n  want {expected}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        // 2000 bytes is allowed.
+        parse(&format!("[server]\nmax_name_bytes = 2000\n{pg}")).unwrap();
     }
 
     #[test]

@@ -21,8 +21,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::protocol::{self, Frame, Limits, LineFramer, ProtocolError, Reply, Request};
 use crate::store::{
-    Batch, CommitError, Deferred, OUT_HIGH_WATER, Op, PendingStore, Reservation, StoreHandle,
-    Turn,
+    Batch, CommitError, Deferred, OUT_HIGH_WATER, Op, PendingStore, Reservation, StoreHandle, Turn,
 };
 use crate::timer::sleep_until_or_never;
 use crate::validator::{Inline, Peer, ValidatorChain};

@@ -224,10 +224,7 @@ fn main() -> ExitCode {
 
 /// Connects to the configured namespace on a runtime of its own and runs
 /// `work` on it (`--check-config`, `--import-datafile`).
-fn with_namespace<F, Fut>(
-    pg: &jnhpd::postgres::PostgresSettings,
-    work: F,
-) -> Result<String, String>
+fn with_namespace<F, Fut>(pg: &jnhpd::postgres::PostgresSettings, work: F) -> Result<String, String>
 where
     F: FnOnce(jnhpd::postgres::Namespace) -> Fut,
     Fut: std::future::Future<Output = Result<String, String>>,
@@ -249,7 +246,9 @@ where
 /// `--import-datafile`: exit 0 with the counts, or 1 if anything failed.
 fn import_datafile(config: &Config, path: &std::path::Path) -> ExitCode {
     let Some(pg) = &config.storage.postgres else {
-        eprintln!("jnhpd: --import-datafile needs storage.backend = \"postgres\" in the config file");
+        eprintln!(
+            "jnhpd: --import-datafile needs storage.backend = \"postgres\" in the config file"
+        );
         return ExitCode::FAILURE;
     };
     if let Err(err) = logging::init(logging::Target::Stderr, config.log.level.filter()) {

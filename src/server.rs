@@ -379,9 +379,15 @@ async fn open_store(
         let namespace = crate::postgres::Namespace::connect(pg, credentials.clone())
             .await
             .map_err(|e| StartError::Storage(e.to_string()))?;
-        log::info!("postgres: connected to {} as {}", namespace.server(), namespace.owner());
-        let (store, task) = StoreHandle::spawn_with(Entries::default(), Some(namespace.into_backend()))
-            .map_err(|e| StartError::Storage(format!("cannot start the PostgreSQL engine: {e}")))?;
+        log::info!(
+            "postgres: connected to {} as {}",
+            namespace.server(),
+            namespace.owner()
+        );
+        let (store, task) =
+            StoreHandle::spawn_with(Entries::default(), Some(namespace.into_backend())).map_err(
+                |e| StartError::Storage(format!("cannot start the PostgreSQL engine: {e}")),
+            )?;
         return Ok((store, task, Some(credentials)));
     }
     let data = if config.storage.path.as_os_str().is_empty() {

@@ -49,7 +49,7 @@ const QUEUE_DEPTH: usize = 4096;
 
 /// Reads of a shared namespace looked up together at most: one query, and
 /// at most this many values encoded before the connection writes.
-const READ_RUN: usize = 64;
+const READ_RUN: usize = 16;
 
 type Hasher_ = foldhash::fast::RandomState;
 type Map<V> = HashMap<Box<[u8]>, V, Hasher_>;
@@ -1000,8 +1000,7 @@ mod tests {
                 .execute(batch(vec![store("n", "2")], true))
                 .await
                 .unwrap();
-            let Some(Deferred::One(PendingStore::Wait { turn: rx, .. })) = b.deferred.take()
-            else {
+            let Some(Deferred::One(PendingStore::Wait { turn: rx, .. })) = b.deferred.take() else {
                 panic!("expected to wait");
             };
             waits.push(rx);
@@ -1034,8 +1033,7 @@ mod tests {
             .execute(batch(vec![store("n", "3")], true))
             .await
             .unwrap();
-        let Some(Deferred::One(PendingStore::Wait { turn: rx, .. })) = live.deferred.take()
-        else {
+        let Some(Deferred::One(PendingStore::Wait { turn: rx, .. })) = live.deferred.take() else {
             panic!("expected to wait");
         };
         res.release();

@@ -37,7 +37,11 @@ fn front_end(pg: &Postgres, db: &str) -> Server {
 fn validated_front_end(pg: &Postgres, db: &str, dir: tempfile::TempDir, program: &Path) -> Server {
     Server::start_in(
         dir,
-        &config(&pg.url(db), "", &process_validator(program, "timeout_ms = 60000")),
+        &config(
+            &pg.url(db),
+            "",
+            &process_validator(program, "timeout_ms = 60000"),
+        ),
     )
 }
 
@@ -85,7 +89,10 @@ fn a_store_on_one_front_end_is_read_at_once_on_another() {
     let replies: Vec<String> = (0..5).map(|_| cb.reply()).collect();
     assert_eq!(replies, ["v1", "W00T!", "1", "RARGH!", "v1"]);
     assert_eq!(
-        pg.psql(&db, "SELECT encode(value, 'escape') FROM jnhp_names ORDER BY name"),
+        pg.psql(
+            &db,
+            "SELECT encode(value, 'escape') FROM jnhp_names ORDER BY name"
+        ),
         "1\nv1"
     );
     // Who stored it and when are kept.
@@ -123,11 +130,10 @@ fn racing_front_ends_store_each_name_exactly_once() {
         .collect();
     let replies: Vec<Vec<String>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     for n in 0..names {
-        let winners: Vec<usize> = (0..12).filter(|&t| replies[t][n] == "W00T!").collect();
-        assert_eq!(winners.len(), 1, "name{n}: {winners:?}");
-        for t in 0..12 {
-            assert!(["W00T!", "RARGH!"].contains(&replies[t][n].as_str()));
-        }
+        let of_name: Vec<&str> = replies.iter().map(|r| r[n].as_str()).collect();
+        let winners: Vec<usize> = (0..12).filter(|&t| of_name[t] == "W00T!").collect();
+        assert_eq!(winners.len(), 1, "name{n}: {of_name:?}");
+        assert!(of_name.iter().all(|r| ["W00T!", "RARGH!"].contains(r)));
         for front in &fronts {
             let value = front.connect().ask(&format!("GET name{n}"));
             assert_eq!(value, format!("from-{}", winners[0]));
@@ -268,9 +274,17 @@ fn names_and_values_are_bytes() {
     let mut got = cb.line();
     assert!(got.ends_with(b"\r\n"));
     got.truncate(got.len() - 2);
-    assert!(got == value, "{} bytes back, not the {} stored", got.len(), value.len());
+    assert!(
+        got == value,
+        "{} bytes back, not the {} stored",
+        got.len(),
+        value.len()
+    );
     assert_eq!(
-        pg.psql(&db, "SELECT encode(name, 'hex'), length(value) FROM jnhp_names"),
+        pg.psql(
+            &db,
+            "SELECT encode(name, 'hex'), length(value) FROM jnhp_names"
+        ),
         "fffe6e80c3|65536"
     );
 }
@@ -299,12 +313,15 @@ fn check_write_once(history: &[Event]) {
             .iter()
             .filter(|e| e.op == "STORE" && e.reply == "W00T!")
             .collect();
-        assert!(stores.len() <= 1, "{name}: {} STOREs acknowledged", stores.len());
+        assert!(
+            stores.len() <= 1,
+            "{name}: {} STOREs acknowledged",
+            stores.len()
+        );
         let winner = stores.first();
         for e in &events {
             assert!(
-                ["W00T!", "RARGH!", "AWESOME!", ""].contains(&e.reply.as_str())
-                    || e.op == "GET",
+                ["W00T!", "RARGH!", "AWESOME!", ""].contains(&e.reply.as_str()) || e.op == "GET",
                 "{name}: unexpected reply {e:?}"
             );
             let after_ack = winner.is_some_and(|w| e.sent > w.answered);
@@ -322,7 +339,10 @@ fn check_write_once(history: &[Event]) {
                 "EXISTS" => assert!(!after_ack, "{name}: acknowledged but absent: {e:?}"),
                 "STORE" if e.reply == "RARGH!" => {
                     let w = winner.unwrap_or_else(|| panic!("{name}: RARGH! with no winner"));
-                    assert!(e.answered > w.sent, "{name}: refused before the winner was sent");
+                    assert!(
+                        e.answered > w.sent,
+                        "{name}: refused before the winner was sent"
+                    );
                 }
                 _ => {}
             }
@@ -408,11 +428,17 @@ fn the_history_checker_finds_violations() {
         answered: at(answered),
     };
     let cases = [
-        vec![ev("STORE", "a", "W00T!", 0, 1), ev("STORE", "b", "W00T!", 2, 3)],
+        vec![
+            ev("STORE", "a", "W00T!", 0, 1),
+            ev("STORE", "b", "W00T!", 2, 3),
+        ],
         vec![ev("STORE", "a", "W00T!", 0, 1), ev("GET", "", "b", 2, 3)],
         vec![ev("STORE", "a", "W00T!", 5, 6), ev("GET", "", "a", 1, 2)],
         vec![ev("STORE", "a", "W00T!", 0, 1), ev("GET", "", "", 2, 3)],
-        vec![ev("STORE", "a", "W00T!", 0, 1), ev("EXISTS", "", "RARGH!", 2, 3)],
+        vec![
+            ev("STORE", "a", "W00T!", 0, 1),
+            ev("EXISTS", "", "RARGH!", 2, 3),
+        ],
         vec![ev("STORE", "a", "RARGH!", 0, 1)],
     ];
     for history in cases {
@@ -510,7 +536,10 @@ fn the_database_stopped_and_started_under_load() {
     // Both front-ends serve again, reads and writes.
     for addr in &addrs {
         let mut c = Client::connect(*addr);
-        assert_eq!(c.ask("STORE fresh-after x"), if *addr == addrs[0] { "W00T!" } else { "RARGH!" });
+        assert_eq!(
+            c.ask("STORE fresh-after x"),
+            if *addr == addrs[0] { "W00T!" } else { "RARGH!" }
+        );
         assert_eq!(c.ask("GET early"), "e");
     }
 }
@@ -542,15 +571,16 @@ fn the_password_is_never_shown() {
     let path = dir.path().join("jnhp.toml");
     std::fs::write(
         &path,
-        config(&url, "password_file = \"pw\"\nconnect_timeout_secs = 1", "").replace(
-            "connect_timeout_secs = 10\n",
-            "",
-        ),
+        config(&url, "password_file = \"pw\"\nconnect_timeout_secs = 1", "")
+            .replace("connect_timeout_secs = 10\n", ""),
     )
     .unwrap();
     let (code, out) = common::start_fails(&path);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(&format!("host 127.0.0.1 port {} database owned", pg.port)), "{out}");
+    assert!(
+        out.contains(&format!("host 127.0.0.1 port {} database owned", pg.port)),
+        "{out}"
+    );
     assert!(out.contains("password authentication failed"), "{out}");
     assert!(!out.contains("wrong-Pw"), "{out}");
 
@@ -559,15 +589,24 @@ fn the_password_is_never_shown() {
     let path = dir.path().join("jnhp.toml");
     let in_url = format!("postgres://jnhp:{password}@127.0.0.1:{}/owned", pg.port);
     std::fs::write(&path, config(&in_url, "", "")).unwrap();
-    let (code, out) = run_to_exit(&["--config", path.to_str().unwrap(), "--check-config"], dir.path());
+    let (code, out) = run_to_exit(
+        &["--config", path.to_str().unwrap(), "--check-config"],
+        dir.path(),
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("connected to host 127.0.0.1"), "{out}");
     assert!(!out.contains(password), "{out}");
     let bad = in_url.replace("/owned", "/owned?sslmode=sometimes");
     std::fs::write(&path, config(&bad, "", "")).unwrap();
-    let (code, out) = run_to_exit(&["--config", path.to_str().unwrap(), "--check-config"], dir.path());
+    let (code, out) = run_to_exit(
+        &["--config", path.to_str().unwrap(), "--check-config"],
+        dir.path(),
+    );
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("jnhp.toml:4: storage.postgres.url: sslmode"), "{out}");
+    assert!(
+        out.contains("jnhp.toml:4: storage.postgres.url: sslmode"),
+        "{out}"
+    );
     assert!(!out.contains(password), "{out}");
 }
 
@@ -592,10 +631,17 @@ fn an_unreachable_database_is_refused_at_start() {
     let started = Instant::now();
     let (code, out) = common::start_fails(&path);
     assert_eq!(code, 1, "{out}");
-    assert!(started.elapsed() >= Duration::from_millis(900), "it did not retry");
-    let expected = format!("cannot reach PostgreSQL at host 127.0.0.1 port {port} database names within 1 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "it did not retry"
+    );
+    let expected =
+        format!("cannot reach PostgreSQL at host 127.0.0.1 port {port} database names within 1 s");
     assert!(out.contains(&expected), "{out}");
-    let (code, out) = run_to_exit(&["--config", path.to_str().unwrap(), "--check-config"], dir.path());
+    let (code, out) = run_to_exit(
+        &["--config", path.to_str().unwrap(), "--check-config"],
+        dir.path(),
+    );
     assert_eq!(code, 1);
     assert!(out.contains(&expected), "{out}");
 }
@@ -612,7 +658,10 @@ fn an_unknown_schema_version_is_refused() {
     std::fs::write(&path, config(&pg.url(&db), "", "")).unwrap();
     let (code, out) = common::start_fails(&path);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("table jnhp_names is marked \"jnhp schema 99\""), "{out}");
+    assert!(
+        out.contains("table jnhp_names is marked \"jnhp schema 99\""),
+        "{out}"
+    );
 }
 
 /// --import-datafile: a local data file's records into the namespace,
@@ -652,20 +701,36 @@ fn a_data_file_is_imported() {
         dir.path(),
     );
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("2 imported, 1 already present, 1 conflicts"), "{out}");
+    assert!(
+        out.contains("2 imported, 1 already present, 1 conflicts"),
+        "{out}"
+    );
     assert_eq!(f.ask("GET a"), "1");
     assert_eq!(f.ask("GET c"), "9");
     // Again: everything is present now.
     let (code, out) = run_to_exit(
-        &["--config", path.to_str().unwrap(), "--import-datafile", data.to_str().unwrap()],
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--import-datafile",
+            data.to_str().unwrap(),
+        ],
         dir.path(),
     );
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("0 imported, 3 already present, 1 conflicts"), "{out}");
+    assert!(
+        out.contains("0 imported, 3 already present, 1 conflicts"),
+        "{out}"
+    );
     // Not a data file: exit 1.
     std::fs::write(dir.path().join("junk"), "not a data file").unwrap();
     let (code, out) = run_to_exit(
-        &["--config", path.to_str().unwrap(), "--import-datafile", "junk"],
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--import-datafile",
+            "junk",
+        ],
         dir.path(),
     );
     assert_eq!(code, 1, "{out}");
@@ -680,7 +745,10 @@ fn sslmode_verify_full_checks_the_servers_certificate() {
     let ca = pki::Ca::new(certs.path(), "pg");
     let issued = ca.server(certs.path(), "server", 1);
     let other = pki::Ca::new(certs.path(), "other");
-    let keep = tempfile::Builder::new().prefix("jnhp-pg-certs").tempdir().unwrap();
+    let keep = tempfile::Builder::new()
+        .prefix("jnhp-pg-certs")
+        .tempdir()
+        .unwrap();
     for (from, to) in [(&issued.cert, "server.crt"), (&issued.key, "server.key")] {
         std::fs::copy(from, keep.path().join(to)).unwrap();
     }
@@ -713,7 +781,10 @@ fn sslmode_verify_full_checks_the_servers_certificate() {
     assert_ne!(encrypted, "0");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jnhp.toml");
-    let wrong = url.replace(&ca.pem.display().to_string(), &other.pem.display().to_string());
+    let wrong = url.replace(
+        &ca.pem.display().to_string(),
+        &other.pem.display().to_string(),
+    );
     std::fs::write(
         &path,
         config(&wrong, "", "").replace("connect_timeout_secs = 10", "connect_timeout_secs = 0"),

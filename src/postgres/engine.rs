@@ -196,7 +196,8 @@ fn owner_id() -> String {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "?".into());
-    let salt = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    let salt =
+        std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
     format!("{host}/{}/{:08x}", std::process::id(), salt as u32)
 }
 
@@ -470,12 +471,13 @@ impl<T: Send + 'static> Engine<T> {
         if !self.held.is_empty() {
             let leases: Vec<i64> = self.held.drain().collect();
             let (pool, sql, owner) = (self.pool.clone(), self.sql.clone(), self.owner.clone());
-            let released = with_connection(&pool, self.settings.request_timeout, |conn| async move {
-                conn.client
-                    .query(&conn.release, &[&leases, &&*owner, &sql.channel])
-                    .await
-            })
-            .await;
+            let released =
+                with_connection(&pool, self.settings.request_timeout, |conn| async move {
+                    conn.client
+                        .query(&conn.release, &[&leases, &&*owner, &sql.channel])
+                        .await
+                })
+                .await;
             if let Err(reason) = released {
                 log::warn!(
                     "postgres: could not release reservations at shutdown ({reason}); they lapse in {} s",
@@ -684,7 +686,10 @@ impl<T: Send + 'static> Engine<T> {
                 self.available = true;
             }
             Err(reason) if self.available => {
-                log::warn!("postgres: {reason}; retrying for up to {} ms per request", self.settings.request_timeout.as_millis());
+                log::warn!(
+                    "postgres: {reason}; retrying for up to {} ms per request",
+                    self.settings.request_timeout.as_millis()
+                );
                 self.available = false;
             }
             _ => {}
@@ -703,8 +708,10 @@ impl<T: Send + 'static> Engine<T> {
             }
         };
         self.note(Ok(()));
-        let by_name: HashMap<&[u8], &Bytes> =
-            found.iter().map(|(name, value)| (&name[..], value)).collect();
+        let by_name: HashMap<&[u8], &Bytes> = found
+            .iter()
+            .map(|(name, value)| (&name[..], value))
+            .collect();
         for lookup in lookups {
             let values = lookup
                 .names
@@ -988,7 +995,10 @@ impl InsertArgs {
         InsertArgs {
             names: inserts.iter().map(|i| i.record.name.to_vec()).collect(),
             values: inserts.iter().map(|i| i.record.value.to_vec()).collect(),
-            leases: inserts.iter().map(|i| i.record.lease.map(|l| l.0)).collect(),
+            leases: inserts
+                .iter()
+                .map(|i| i.record.lease.map(|l| l.0))
+                .collect(),
             write_ids: inserts.iter().map(|i| i.write_id).collect(),
             retried: inserts.iter().map(|i| i.retried).collect(),
         }
@@ -1146,7 +1156,7 @@ async fn listen(
 fn from_hex(text: &str) -> Option<Vec<u8>> {
     let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     bytes

@@ -61,7 +61,13 @@ fn chown_postgres(path: &Path) {
 fn template() -> &'static Path {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
-        let version = bindir().parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
+        let version = bindir()
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         let done = PathBuf::from(format!("/tmp/jnhp-pg-template-{version}-v1"));
         if done.join("PG_VERSION").exists() {
             return done;
@@ -71,10 +77,16 @@ fn template() -> &'static Path {
         std::fs::create_dir_all(&data).unwrap();
         chown_postgres(&data);
         let mut initdb = as_postgres(&bindir().join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]);
+        initdb.arg("-D").arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]);
         run(initdb, "initdb");
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).unwrap();
@@ -129,7 +141,9 @@ impl Postgres {
         run(
             {
                 let mut c = Command::new("cp");
-                c.arg("-a").arg(format!("{}/.", template().display())).arg(&dir);
+                c.arg("-a")
+                    .arg(format!("{}/.", template().display()))
+                    .arg(&dir);
                 c
             },
             "cp",
