@@ -1626,9 +1626,18 @@ max_concurrent = 2
         );
         assert_eq!(pg.table_prefix, "jnhp");
         assert_eq!(pg.connect_timeout, Duration::from_secs(10));
-        assert!(!format!("{pg:?}").contains("postgres://"), "Debug shows the URL");
+        assert!(
+            !format!("{pg:?}").contains("postgres://"),
+            "Debug shows the URL"
+        );
         // The local backend has no postgres settings.
-        assert_eq!(parse("[storage]\nbackend = \"local\"\n").unwrap().storage.postgres, None);
+        assert_eq!(
+            parse("[storage]\nbackend = \"local\"\n")
+                .unwrap()
+                .storage
+                .postgres,
+            None
+        );
     }
 
     #[test]
@@ -1694,7 +1703,10 @@ max_concurrent = 2
         ];
         for (text, expected) in cases {
             let err = parse(text).unwrap_err();
-            assert!(err.starts_with(expected), "{text:?}:\n  got {err}\n  want {expected}");
+            assert!(
+                err.starts_with(expected),
+                "{text:?}:\n  got {err}\n  want {expected}"
+            );
             assert!(!err.contains("s3cret"), "{err}");
         }
         // 2000 bytes is allowed.

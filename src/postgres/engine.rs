@@ -614,7 +614,7 @@ impl<T: Send + 'static> Engine<T> {
                 .chain(std::iter::once(release_deadline)),
         );
         // What the statements need, copied out so the job owns it.
-        let insert_args = InsertArgs::new(&inserts);
+        let (plain, leased) = InsertArgs::split(&inserts);
         let acquire_names: Vec<Vec<u8>> = acquires.iter().map(|a| a.name.to_vec()).collect();
         let acquire_leases: Vec<i64> = acquires.iter().map(|a| a.lease).collect();
         let (pool, sql, owner) = (self.pool.clone(), self.sql.clone(), self.owner.clone());
@@ -628,7 +628,7 @@ impl<T: Send + 'static> Engine<T> {
                     &sql,
                     &owner,
                     lease_secs,
-                    &insert_args,
+                    (&plain, &leased),
                     (&acquire_names, &acquire_leases),
                     &release_list,
                 )
@@ -980,7 +980,8 @@ where
     result
 }
 
-/// The insert statement's arrays.
+/// The arrays of a STORE statement.
+#[derive(Default)]
 struct InsertArgs {
     names: Vec<Vec<u8>>,
     values: Vec<Vec<u8>>,
@@ -991,29 +992,35 @@ struct InsertArgs {
 }
 
 impl InsertArgs {
-    fn new<T>(inserts: &[Insert<T>]) -> InsertArgs {
-        InsertArgs {
-            names: inserts.iter().map(|i| i.record.name.to_vec()).collect(),
-            values: inserts.iter().map(|i| i.record.value.to_vec()).collect(),
-            leases: inserts
-                .iter()
-                .map(|i| i.record.lease.map(|l| l.0))
-                .collect(),
-            write_ids: inserts.iter().map(|i| i.write_id).collect(),
-            retried: inserts.iter().map(|i| i.retried).collect(),
+    /// Splits `inserts` into those without a reservation (the lean
+    /// `insert`) and those validated under one (`finalize`).
+    fn split<T>(inserts: &[Insert<T>]) -> (InsertArgs, InsertArgs) {
+        let (mut plain, mut leased) = (InsertArgs::default(), InsertArgs::default());
+        for insert in inserts {
+            let args = match insert.record.lease {
+                None => &mut plain,
+                Some(_) => &mut leased,
+            };
+            args.names.push(insert.record.name.to_vec());
+            args.values.push(insert.record.value.to_vec());
+            args.leases.push(insert.record.lease.map(|l| l.0));
+            args.write_ids.push(insert.write_id);
+            args.retried.push(insert.retried);
         }
+        (plain, leased)
     }
 }
 
-/// One write job: releases, inserts and reservations as three statements
-/// pipelined on one connection (one round trip), then, only if a retried
-/// STORE met a row, a read-back of whose row it is.
+/// One write job: releases, plain STOREs, validated STOREs and
+/// reservations as four statements pipelined on one connection (one round
+/// trip); then, only for STOREs that were not inserted, one more to tell
+/// taken from waiting (and a retried STORE's own row from another's).
 async fn write(
     conn: &Conn,
     sql: &Sql,
     owner: &str,
     lease_secs: f64,
-    inserts: &InsertArgs,
+    (plain, leased): (&InsertArgs, &InsertArgs),
     (acquire_names, acquire_leases): (&[Vec<u8>], &[i64]),
     releases: &[i64],
 ) -> Result<WriteRows, tokio_postgres::Error> {
@@ -1027,17 +1034,28 @@ async fn write(
             .await
     };
     let insert = async {
-        if inserts.names.is_empty() {
+        if plain.names.is_empty() {
             return Ok(Vec::new());
         }
         client
             .query(
                 &conn.insert,
+                &[&plain.names, &plain.values, &plain.write_ids, &owner],
+            )
+            .await
+    };
+    let finalize = async {
+        if leased.names.is_empty() {
+            return Ok(Vec::new());
+        }
+        client
+            .query(
+                &conn.finalize,
                 &[
-                    &inserts.names,
-                    &inserts.values,
-                    &inserts.leases,
-                    &inserts.write_ids,
+                    &leased.names,
+                    &leased.values,
+                    &leased.leases,
+                    &leased.write_ids,
                     &owner,
                     &sql.channel,
                 ],
@@ -1055,10 +1073,20 @@ async fn write(
             )
             .await
     };
-    let (released, inserted, acquired) = tokio::join!(release, insert, acquire);
+    let (released, inserted, finalized, acquired) =
+        tokio::join!(release, insert, finalize, acquire);
     released?;
     let mut rows = WriteRows::default();
     for row in inserted? {
+        let name: Vec<u8> = row.get(0);
+        let stored = InsertRow {
+            stored: true,
+            free: true,
+            wait_secs: None,
+        };
+        rows.inserts.insert(name, stored);
+    }
+    for row in finalized? {
         let name: Vec<u8> = row.get(0);
         rows.inserts.insert(
             name,
@@ -1080,30 +1108,79 @@ async fn write(
             },
         );
     }
-    // A retried STORE that met a row: is it the row its lost attempt wrote?
+    classify(conn, owner, plain, &mut rows).await?;
+    read_back(conn, owner, leased, &mut rows).await?;
+    Ok(rows)
+}
+
+/// Plain STOREs that `insert` did not insert: taken (or this STORE's own
+/// row, after a lost answer), or waiting for a reservation.
+async fn classify(
+    conn: &Conn,
+    owner: &str,
+    plain: &InsertArgs,
+    rows: &mut WriteRows,
+) -> Result<(), tokio_postgres::Error> {
     let (mut names, mut ids) = (Vec::new(), Vec::new());
-    for (i, name) in inserts.names.iter().enumerate() {
+    for (name, id) in plain.names.iter().zip(&plain.write_ids) {
+        if !rows.inserts.contains_key(name) {
+            names.push(&name[..]);
+            ids.push(*id);
+        }
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    for row in conn
+        .client
+        .query(&conn.classify, &[&names, &owner, &ids])
+        .await?
+    {
+        let name: Vec<u8> = row.get(0);
+        let (taken, own): (bool, bool) = (row.get(1), row.get(2));
+        let row = InsertRow {
+            stored: own,
+            free: taken,
+            wait_secs: if taken { None } else { row.get(3) },
+        };
+        rows.inserts.insert(name, row);
+    }
+    Ok(())
+}
+
+/// Validated STOREs retried after a lost answer that met a row: is it the
+/// row their lost attempt wrote?
+async fn read_back(
+    conn: &Conn,
+    owner: &str,
+    leased: &InsertArgs,
+    rows: &mut WriteRows,
+) -> Result<(), tokio_postgres::Error> {
+    let (mut names, mut ids) = (Vec::new(), Vec::new());
+    for (i, name) in leased.names.iter().enumerate() {
         let met_a_row = rows
             .inserts
             .get(name)
             .is_some_and(|row| row.free && !row.stored);
-        if inserts.retried[i] && met_a_row {
+        if leased.retried[i] && met_a_row {
             names.push(&name[..]);
-            ids.push(inserts.write_ids[i]);
+            ids.push(leased.write_ids[i]);
         }
     }
-    if !names.is_empty() {
-        for row in client
-            .query(&conn.read_back, &[&names, &owner, &ids])
-            .await?
-        {
-            let name: Vec<u8> = row.get(0);
-            if let Some(own) = rows.inserts.get_mut(&name) {
-                own.stored = true;
-            }
+    if names.is_empty() {
+        return Ok(());
+    }
+    for row in conn
+        .client
+        .query(&conn.read_back, &[&names, &owner, &ids])
+        .await?
+    {
+        let name: Vec<u8> = row.get(0);
+        if let Some(own) = rows.inserts.get_mut(&name) {
+            own.stored = true;
         }
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// Keeps a connection LISTENing on the channel, telling the engine of

@@ -68,14 +68,12 @@ pub async fn import_datafile(namespace: &Namespace, path: &Path) -> Result<Count
         .await
         .map_err(|e| fail(e.to_string(), &counts))?;
     let owner = namespace.owner();
-    let channel = &namespace.sql().channel;
     let mut write_id = 0i64;
     for chunk in records.chunks(CHUNK) {
         let mut todo: Vec<&(Vec<u8>, Vec<u8>)> = chunk.iter().collect();
         while !todo.is_empty() {
             let names: Vec<&[u8]> = todo.iter().map(|r| &r.0[..]).collect();
             let values: Vec<&[u8]> = todo.iter().map(|r| &r.1[..]).collect();
-            let leases: Vec<Option<i64>> = vec![None; todo.len()];
             let ids: Vec<i64> = todo
                 .iter()
                 .map(|_| {
@@ -83,30 +81,42 @@ pub async fn import_datafile(namespace: &Namespace, path: &Path) -> Result<Count
                     write_id
                 })
                 .collect();
-            let rows = conn
+            let query = |e: tokio_postgres::Error| fail(describe(&e), &counts);
+            let inserted: HashSet<Vec<u8>> = conn
                 .client
-                .query(
-                    &conn.insert,
-                    &[&names, &values, &leases, &ids, &owner, channel],
-                )
+                .query(&conn.insert, &[&names, &values, &ids, &owner])
                 .await
-                .map_err(|e| fail(describe(&e), &counts))?;
+                .map_err(query)?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            counts.imported += inserted.len() as u64;
+            let (rest, rest_ids): (Vec<&[u8]>, Vec<i64>) = names
+                .iter()
+                .zip(&ids)
+                .filter(|(name, _)| !inserted.contains(**name))
+                .map(|(name, id)| (*name, *id))
+                .unzip();
             let mut taken = Vec::new();
             let mut blocked = HashSet::new();
             let mut wait = Duration::from_millis(200);
-            for row in &rows {
-                let name: Vec<u8> = row.get(0);
-                let (stored, free): (bool, bool) = (row.get(1), row.get(2));
-                if stored {
-                    counts.imported += 1;
-                } else if free {
-                    taken.push(name);
-                } else {
-                    // Reserved by a front-end validating a STORE of it.
-                    if let Some(secs) = row.get::<_, Option<f64>>(3) {
-                        wait = wait.min(Duration::from_secs_f64(secs.max(0.01)));
+            if !rest.is_empty() {
+                let rows = conn
+                    .client
+                    .query(&conn.classify, &[&rest, &owner, &rest_ids])
+                    .await
+                    .map_err(|e| fail(describe(&e), &counts))?;
+                for row in &rows {
+                    let name: Vec<u8> = row.get(0);
+                    if row.get::<_, bool>(1) {
+                        taken.push(name);
+                    } else {
+                        // Reserved by a front-end validating a STORE of it.
+                        if let Some(secs) = row.get::<_, Option<f64>>(3) {
+                            wait = wait.min(Duration::from_secs_f64(secs.max(0.01)));
+                        }
+                        blocked.insert(name);
                     }
-                    blocked.insert(name);
                 }
             }
             if !taken.is_empty() {

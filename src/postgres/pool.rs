@@ -18,6 +18,8 @@ pub struct Conn {
     pub client: Client,
     pub look_up: Statement,
     pub insert: Statement,
+    pub classify: Statement,
+    pub finalize: Statement,
     pub acquire: Statement,
     pub release: Statement,
     pub renew: Statement,
@@ -37,10 +39,19 @@ impl managed::Manager for Manager {
 
     async fn create(&self) -> Result<Conn, tokio_postgres::Error> {
         let client = self.target.connect(&self.credentials).await?;
+        // Each statement takes arrays whose length varies with the batch:
+        // planning them anew per execution (PostgreSQL's default for the
+        // first runs, and whenever a custom plan looks cheaper) cost more
+        // than running them. One generic plan serves every batch size.
+        client
+            .batch_execute("SET plan_cache_mode = force_generic_plan")
+            .await?;
         let sql = &self.sql;
-        let (look_up, insert, acquire, release, renew, read_back) = tokio::try_join!(
+        let (look_up, insert, classify, finalize, acquire, release, renew, read_back) = tokio::try_join!(
             client.prepare(&sql.look_up),
             client.prepare(&sql.insert),
+            client.prepare(&sql.classify),
+            client.prepare(&sql.finalize),
             client.prepare(&sql.acquire),
             client.prepare(&sql.release),
             client.prepare(&sql.renew),
@@ -50,6 +61,8 @@ impl managed::Manager for Manager {
             client,
             look_up,
             insert,
+            classify,
+            finalize,
             acquire,
             release,
             renew,

@@ -21,6 +21,8 @@ pub struct Sql {
     pub version: String,
     pub look_up: String,
     pub insert: String,
+    pub classify: String,
+    pub finalize: String,
     pub acquire: String,
     pub release: String,
     pub renew: String,
@@ -56,14 +58,44 @@ impl Sql {
                     obj_description(to_regclass('{names}'), 'pg_class')"
             ),
             look_up: format!("SELECT name, value FROM {names} WHERE name = ANY($1::bytea[])"),
-            // $1 names, $2 values, $3 leases (NULL: none), $4 write ids,
-            // $5 owner, $6 channel. Per input row: stored; free (the
+            // STOREs without a reservation, the common case, kept lean:
+            // $1 names, $2 values, $3 write ids, $4 owner. Returns the
+            // names inserted; each other name was taken, or is reserved by
+            // another front-end (`classify` tells which).
+            insert: format!(
+                "INSERT INTO {names} (name, value, stored_by, write_id)
+                SELECT i.name, i.value, $4, i.write_id
+                FROM unnest($1::bytea[], $2::bytea[], $3::int8[]) AS i(name, value, write_id)
+                WHERE NOT EXISTS (SELECT 1 FROM {pending} p
+                    WHERE p.name = i.name AND p.expires_at > now() AND p.owner <> $4)
+                ORDER BY i.name
+                ON CONFLICT (name) DO NOTHING
+                RETURNING name"
+            ),
+            // The names `insert` did not insert, looked at again (a new
+            // snapshot: a conflicting row is committed by now): $1 names,
+            // $2 owner, $3 write ids. taken; own (the row is this STORE's,
+            // written by an attempt whose answer was lost); wait_secs while
+            // another front-end's reservation is live. None of them: the
+            // reservation ended meanwhile, so try again.
+            classify: format!(
+                "SELECT i.name,
+                    EXISTS (SELECT 1 FROM {names} n WHERE n.name = i.name) AS taken,
+                    EXISTS (SELECT 1 FROM {names} n
+                        WHERE n.name = i.name AND n.stored_by = $2 AND n.write_id = i.write_id) AS own,
+                    (SELECT extract(epoch FROM p.expires_at - now())::float8 FROM {pending} p
+                        WHERE p.name = i.name AND p.expires_at > now() AND p.owner <> $2)
+                        AS wait_secs
+                FROM unnest($1::bytea[], $3::int8[]) AS i(name, write_id)"
+            ),
+            // STOREs validated under a reservation: $1 names, $2 values,
+            // $3 leases (NULL: none), $4 write ids, $5 owner, $6 channel. Per input row: stored; free (the
             // insert was allowed: with a lease, only while it is still
             // live; without, while no other front-end's is), so free and
             // not stored means taken; wait_secs while another front-end's
             // reservation is live. This front-end's reservations of the
             // names end (and are announced) either way.
-            insert: format!(
+            finalize: format!(
                 "WITH input AS (
                     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int8[])
                         AS i(name, value, lease, write_id)

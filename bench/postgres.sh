@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The PostgreSQL backend against PostgreSQL itself, side by side in one run
+# on one PostgreSQL server (default durability: fsync on, synchronous
+# commit), 50 connections, pipeline 1:
+#  1. durable STOREs of unique names through one front-end, vs pgbench
+#     running the same INSERT … ON CONFLICT DO NOTHING with 50 clients;
+#  2. uncached GETs (cache_bytes = 0) vs pgbench selecting by primary key;
+#  3. cached GETs vs the local (memory) backend's;
+#  4. what a second front-end adds: two front-ends, two load generators.
+# Nothing is pinned: PostgreSQL, jnhpd and the load share both cores, as
+# they would on one small box. Data under target/ (a real disk).
+#
+#   bench/postgres.sh [SECONDS]        # default 10 s per run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+root=$PWD
+
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+if [ -z "$pgbin" ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+fi
+cargo build --release --quiet -p jnhpd -p jnhp
+jnhpd="$root/target/release/jnhpd"
+jnhp="$root/target/release/jnhp"
+
+work="$root/target/bench-postgres"
+rm -rf "$work" && mkdir -p "$work/pg"
+chown postgres "$work/pg"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -m fast -w stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+pgport=18411
+runuser -u postgres -- "$pgbin/initdb" -D "$work/pg" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg/server.log" -w \
+  -o "-p $pgport -k $work/pg -c listen_addresses='' -c max_connections=200 -c shared_buffers=256MB" \
+  start >/dev/null
+psql() { "$pgbin/psql" -X -q -v ON_ERROR_STOP=1 -h "$work/pg" -p $pgport -U postgres "$@"; }
+psql -c "CREATE DATABASE bench"
+psql -c "CREATE DATABASE local_cmp"
+# pgbench's table: the same layout as jnhp_names.
+psql -d bench -c "CREATE TABLE pgb_names (name bytea PRIMARY KEY, value bytea NOT NULL,
+  stored_by text NOT NULL, write_id bigint NOT NULL, stored_at timestamptz NOT NULL DEFAULT now())"
+psql -d bench -c "INSERT INTO pgb_names (name, value, stored_by, write_id)
+  SELECT convert_to('k' || i, 'UTF8'), convert_to(repeat('v', 32), 'UTF8'), 'seed', i
+  FROM generate_series(1, 100000) i"
+value_hex=$(printf 'v%.0s' $(seq 32) | od -An -v -tx1 | tr -d ' \n')
+cat >"$work/insert.sql" <<SQL
+\set n random(1, 4000000000000000000)
+INSERT INTO pgb_names (name, value, stored_by, write_id)
+  VALUES (int8send(:client_id) || int8send(:n), '\x$value_hex'::bytea, 'pgbench', :n)
+  ON CONFLICT DO NOTHING;
+SQL
+cat >"$work/select.sql" <<'SQL'
+\set k random(1, 100000)
+SELECT value FROM pgb_names WHERE name = convert_to('k' || :k, 'UTF8');
+SQL
+
+pgbench() { # pgbench SCRIPT: transactions per second, 50 clients
+  "$pgbin/pgbench" -n -h "$work/pg" -p $pgport -U postgres -c 50 -j 2 -T "$secs" -M prepared \
+    -f "$1" bench 2>&1 | awk '/^tps/ {print int($3)}'
+}
+
+front_end() { # front_end NAME PORT CACHE_BYTES [PREFIX]: starts one; its pid in $pid
+  mkdir -p "$work/$1"
+  cat >"$work/$1/jnhp.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$2"]
+[storage]
+backend = "postgres"
+[storage.postgres]
+url = "host=$work/pg port=$pgport user=postgres dbname=bench"
+table_prefix = "${4:-$1}"
+cache_bytes = $3
+[log]
+level = "warn"
+TOML
+  "$jnhpd" --config "$work/$1/jnhp.toml" 2>"$work/$1.log" &
+  pid=$!; pids+=("$pid")
+  for _ in $(seq 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$1 did not start:" >&2; cat "$work/$1.log" >&2; exit 1
+}
+bench() { # bench PORT ARGS...: requests per second
+  local port=$1; shift
+  "$jnhp" bench --addr "127.0.0.1:$port" --connections 50 --pipeline 1 \
+    --seconds "$secs" --json --quiet "$@" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["ops_per_sec"]))'
+}
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+
+# 1. durable STOREs
+front_end store 18421 0
+jnhpd_stores=$(bench 18421 --unique-stores)
+pgbench_inserts=$(pgbench "$work/insert.sql")
+
+# 2. uncached GETs (the bench prefills its 100k names first)
+front_end uncached 18422 0
+jnhpd_uncached=$(bench 18422 --mix 0:0:100 --keys 100000)
+pgbench_selects=$(pgbench "$work/select.sql")
+
+# 3. cached GETs vs the local backend
+front_end cached 18423 268435456
+jnhpd_cached=$(bench 18423 --mix 0:0:100 --keys 100000)
+printf '[server]\nlisten = ["127.0.0.1:18424"]\n[log]\nlevel = "warn"\n' >"$work/local.toml"
+"$jnhpd" --config "$work/local.toml" 2>"$work/local.log" &
+pids+=("$!")
+for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/18424) 2>/dev/null && break; sleep 0.1; done
+local_gets=$(bench 18424 --mix 0:0:100 --keys 100000)
+
+# 4. a second front-end on the same tables as the first (50 connections each)
+front_end second 18425 0 store
+bench 18421 --unique-stores >"$work/two-a" &
+a=$!
+bench 18425 --unique-stores >"$work/two-b"
+wait $a
+two_front_ends=$(( $(cat "$work/two-a") + $(cat "$work/two-b") ))
+
+cat <<EOF
+| workload (50 connections, pipeline 1) | jnhpd | peer | ratio |
+|---|---|---|---|
+| durable STOREs of new names / s | $jnhpd_stores | pgbench INSERT … ON CONFLICT: $pgbench_inserts | $(ratio "$jnhpd_stores" "$pgbench_inserts") |
+| uncached GETs / s | $jnhpd_uncached | pgbench SELECT by key: $pgbench_selects | $(ratio "$jnhpd_uncached" "$pgbench_selects") |
+| cached GETs / s | $jnhpd_cached | local backend: $local_gets | $(ratio "$jnhpd_cached" "$local_gets") |
+| durable STOREs / s, two front-ends | $two_front_ends | one front-end: $jnhpd_stores | $(ratio "$two_front_ends" "$jnhpd_stores") |
+EOF
