@@ -61,11 +61,6 @@ cat >"$work/select.sql" <<'SQL'
 SELECT value FROM pgb_names WHERE name = convert_to('k' || :k, 'UTF8');
 SQL
 
-pgbench() { # pgbench SCRIPT: transactions per second, 50 clients
-  "$pgbin/pgbench" -n -h "$work/pg" -p $pgport -U postgres -c 50 -j 2 -T "$secs" -M prepared \
-    -f "$1" bench 2>&1 | awk '/^tps/ {print int($3)}'
-}
-
 front_end() { # front_end NAME PORT CACHE_BYTES [PREFIX]: starts one; its pid in $pid
   mkdir -p "$work/$1"
   cat >"$work/$1/jnhp.toml" <<TOML
@@ -88,22 +83,51 @@ TOML
   done
   echo "$1 did not start:" >&2; cat "$work/$1.log" >&2; exit 1
 }
-bench() { # bench PORT ARGS...: requests per second
+# CPU ticks used so far by all PostgreSQL processes / by one process.
+pg_ticks() { local s=0 p; for p in $(pgrep -u postgres -x postgres); do s=$((s + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $s; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Busy ticks of the whole machine (every core, every process).
+box_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+hz=$(getconf CLK_TCK)
+us_per() { python3 -c "print(f'{$1 / $hz / $2 * 1e6:.1f}')"; } # us_per TICKS REQUESTS
+
+bench() { # bench PORT ARGS...: requests per second; sets $requests
   local port=$1; shift
   "$jnhp" bench --addr "127.0.0.1:$port" --connections 50 --pipeline 1 \
-    --seconds "$secs" --json --quiet "$@" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["ops_per_sec"]))'
+    --seconds "$secs" --json --quiet "$@" >"$work/last.json"
+  python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["ops_per_sec"]))' "$work/last.json"
+}
+requests() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"])' "$work/last.json"; }
+# measured PORT PID ARGS...: "ops/s pg-µs/req jnhpd-µs/req" of one bench run
+measured() {
+  local port=$1 server=$2; shift 2
+  "$jnhp" bench --addr "127.0.0.1:$port" --connections 50 --seconds 1 --quiet "$@" >/dev/null
+  local p0 j0 b0 ops
+  p0=$(pg_ticks); j0=$(ticks "$server"); b0=$(box_ticks)
+  ops=$(bench "$port" "$@")
+  echo "$ops $(us_per $(( $(pg_ticks) - p0 )) "$(requests)") $(us_per $(( $(ticks "$server") - j0 )) "$(requests)") $(us_per $(( $(box_ticks) - b0 )) "$(requests)")"
+}
+pgbench_measured() { # pgbench_measured SCRIPT: "tps box-µs/tx"
+  local b0 out
+  b0=$(box_ticks)
+  out=$("$pgbin/pgbench" -n -h "$work/pg" -p $pgport -U postgres -c 50 -j 2 -T "$secs" -M prepared \
+    -f "$1" bench 2>&1)
+  local tps tx
+  tps=$(awk '/^tps/ {print int($3)}' <<<"$out")
+  tx=$(awk '/number of transactions actually processed/ {print $NF}' <<<"$out")
+  echo "$tps $(us_per $(( $(box_ticks) - b0 )) "$tx")"
 }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 
 # 1. durable STOREs
 front_end store 18421 0
-jnhpd_stores=$(bench 18421 --unique-stores)
-pgbench_inserts=$(pgbench "$work/insert.sql")
+read -r jnhpd_stores store_pg store_j store_box <<<"$(measured 18421 "$pid" --unique-stores)"
+read -r pgbench_inserts insert_pg <<<"$(pgbench_measured "$work/insert.sql")"
 
 # 2. uncached GETs (the bench prefills its 100k names first)
 front_end uncached 18422 0
-jnhpd_uncached=$(bench 18422 --mix 0:0:100 --keys 100000)
-pgbench_selects=$(pgbench "$work/select.sql")
+read -r jnhpd_uncached get_pg get_j get_box <<<"$(measured 18422 "$pid" --mix 0:0:100 --keys 100000)"
+read -r pgbench_selects select_pg <<<"$(pgbench_measured "$work/select.sql")"
 
 # 3. cached GETs vs the local backend
 front_end cached 18423 268435456
@@ -129,4 +153,11 @@ cat <<EOF
 | uncached GETs / s | $jnhpd_uncached | pgbench SELECT by key: $pgbench_selects | $(ratio "$jnhpd_uncached" "$pgbench_selects") |
 | cached GETs / s | $jnhpd_cached | local backend: $local_gets | $(ratio "$jnhpd_cached" "$local_gets") |
 | durable STOREs / s, two front-ends | $two_front_ends | one front-end: $jnhpd_stores | $(ratio "$two_front_ends" "$jnhpd_stores") |
+
+CPU per request (µs, user + system): PostgreSQL's processes and jnhpd's,
+and the whole machine's (load generator included) for each side
+| workload | PostgreSQL (via jnhpd) | jnhpd | machine, jnhpd side | machine, pgbench side |
+|---|---|---|---|---|
+| durable STOREs | $store_pg | $store_j | $store_box | $insert_pg |
+| uncached GETs | $get_pg | $get_j | $get_box | $select_pg |
 EOF

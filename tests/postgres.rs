@@ -794,3 +794,93 @@ fn sslmode_verify_full_checks_the_servers_certificate() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("certificate"), "{out}");
 }
+
+/// SIGHUP re-reads password_file: after the role's password changes, new
+/// connections fail until the file has the new one and jnhpd reloads.
+#[test]
+fn sighup_rereads_the_password_file() {
+    let pg = Postgres::start();
+    pg.psql("postgres", "CREATE ROLE rot LOGIN PASSWORD 'first-Pw-1'");
+    pg.psql("postgres", "CREATE DATABASE rotdb OWNER rot");
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "first-Pw-1\n").unwrap();
+    let url = pg.tcp_url("rot", "rotdb");
+    let server = Server::start_in(dir, &config(&url, "password_file = \"pw\"", ""));
+    let mut c = server.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    let cut = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'rot'";
+    pg.psql("postgres", "ALTER ROLE rot PASSWORD 'second-Pw-2'");
+    pg.psql("postgres", cut);
+    // Every connection must be made anew, with the old password: refused.
+    assert_eq!(c.ask("STORE b 2"), "ERROR storage unavailable");
+    std::fs::write(&pw, "second-Pw-2\n").unwrap();
+    server.signal(Signal::SIGHUP);
+    server.log.wait_for("SIGHUP: configuration reloaded");
+    assert_eq!(c.ask("STORE b 2"), "W00T!");
+    assert_eq!(c.ask("GET a"), "1");
+    let log = server.log.all();
+    assert!(
+        !log.contains("first-Pw-1") && !log.contains("second-Pw-2"),
+        "{log}"
+    );
+}
+
+/// Readiness: while PostgreSQL cannot be reached at start, jnhpd retries
+/// and tells systemd nothing; READY=1 comes once it is connected, and
+/// then it serves.
+#[test]
+fn ready_only_once_connected() {
+    use std::os::unix::net::UnixDatagram;
+    let pg = Postgres::start();
+    let db = pg.create_db("ready");
+    pg.stop_immediate();
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&notify).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(
+        &path,
+        config(&pg.url(&db), "", "")
+            .replace("connect_timeout_secs = 10", "connect_timeout_secs = 60"),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &notify);
+    let (mut child, log) = Server::launch(cmd);
+    log.wait_for("cannot reach");
+    let mut buf = [0u8; 4096];
+    let early = socket
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    assert!(early.is_err(), "told systemd {early:?} before connecting");
+    pg.start_again();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        assert!(Instant::now() < deadline, "no READY=1");
+        if let Ok(n) = socket.recv(&mut buf)
+            && String::from_utf8_lossy(&buf[..n]).contains("READY=1")
+        {
+            break;
+        }
+    }
+    let started = log.wait_for("listening on");
+    let addr: SocketAddr = started
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(Client::connect(addr).ask("STORE r 1"), "W00T!");
+    let _ = child.kill();
+    let _ = child.wait();
+}
