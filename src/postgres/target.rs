@@ -3,7 +3,7 @@
 //!
 //! tokio-postgres parses the URL but knows only `sslmode=disable|prefer|
 //! require` and no `sslrootcert`, so those two are taken out here first and
-//! turned into a rustls configuration ([`super::tls`]). The password comes
+//! turned into a rustls configuration (the private `tls` module). The password comes
 //! from `password_file` (re-read on SIGHUP), the URL, or `PGPASSWORD`, in
 //! that order; it lives only in [`Credentials`] and in the connection
 //! config handed to tokio-postgres, and no message ever shows it.
