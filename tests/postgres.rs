@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, Server, process_validator, run_to_exit, script, wait_for_file};
+use common::{Client, PATIENCE, Server, gated, process_validator, run_to_exit, wait_for_file};
 use nix::sys::signal::Signal;
 use pg::Postgres;
 
@@ -41,20 +41,6 @@ fn validated_front_end(pg: &Postgres, db: &str, dir: tempfile::TempDir, program:
             &pg.url(db),
             "",
             &process_validator(program, "timeout_ms = 60000"),
-        ),
-    )
-}
-
-/// A validator that announces each run (`started-<name>-<value>`), waits
-/// for a `release` file, then allows values not starting with "bad".
-fn gated(dir: &Path) -> std::path::PathBuf {
-    script(
-        dir,
-        "gated",
-        &format!(
-            "cd {dir}\necho $$ > \"started-$JNHP_NAME-$1\"\nwhile [ ! -e release ]; do sleep 0.02; done\n\
-             case \"$1\" in bad*) echo JNHP:0 ;; *) echo JNHP:1 ;; esac",
-            dir = dir.display()
         ),
     )
 }
@@ -141,23 +127,37 @@ fn racing_front_ends_store_each_name_exactly_once() {
     }
 }
 
-/// The pending rule across front-ends, one way: a slow valid STORE on A, a
-/// fast STORE of the same name on B. B waits for A's outcome (A's lease is
-/// renewed past lease_secs meanwhile) and gets RARGH!.
-#[test]
-fn a_store_waits_for_a_validation_on_another_front_end_that_succeeds() {
+/// A front-end A whose validator is [`gated`] (in the returned directory)
+/// and a front-end B without validators, on one namespace.
+fn gated_and_plain() -> (Postgres, Server, Server, std::path::PathBuf) {
     let pg = Postgres::start();
-    let db = pg.create_db("pend1");
+    let db = pg.create_db("pending");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let program = gated(&root);
     let a = validated_front_end(&pg, &db, dir, &program);
     let b = front_end(&pg, &db);
+    (pg, a, b, root)
+}
+
+/// `STORE n <on_a>` on A, once its validation runs, then `STORE n <on_b>`
+/// on B; returns both connections.
+fn store_on_both(a: &Server, b: &Server, root: &Path, on_a: &str, on_b: &str) -> (Client, Client) {
     let mut ca = a.connect();
-    ca.send(b"STORE n good\r\n");
-    wait_for_file(&root.join("started-n-good"));
+    ca.send(format!("STORE n {on_a}\r\n").as_bytes());
+    wait_for_file(&root.join(format!("started-n-{on_a}")));
     let mut cb = b.connect();
-    cb.send(b"STORE n other\r\n");
+    cb.send(format!("STORE n {on_b}\r\n").as_bytes());
+    (ca, cb)
+}
+
+/// The pending rule across front-ends, one way: a slow valid STORE on A, a
+/// fast STORE of the same name on B. B waits for A's outcome (A's lease is
+/// renewed past lease_secs meanwhile) and gets RARGH!.
+#[test]
+fn a_store_waits_for_a_validation_on_another_front_end_that_succeeds() {
+    let (_pg, a, b, root) = gated_and_plain();
+    let (mut ca, mut cb) = store_on_both(&a, &b, &root, "good", "other");
     // Longer than lease_secs (2 s): renewals keep A's reservation.
     replies_within(&mut cb, Duration::from_millis(3500));
     assert_eq!(b.connect().ask("EXISTS n"), "RARGH!");
@@ -171,18 +171,8 @@ fn a_store_waits_for_a_validation_on_another_front_end_that_succeeds() {
 /// then is stored once A's is refused.
 #[test]
 fn a_store_proceeds_when_the_validation_on_another_front_end_refuses() {
-    let pg = Postgres::start();
-    let db = pg.create_db("pend2");
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let program = gated(&root);
-    let a = validated_front_end(&pg, &db, dir, &program);
-    let b = front_end(&pg, &db);
-    let mut ca = a.connect();
-    ca.send(b"STORE n bad-one\r\n");
-    wait_for_file(&root.join("started-n-bad-one"));
-    let mut cb = b.connect();
-    cb.send(b"STORE n fine\r\n");
+    let (_pg, a, b, root) = gated_and_plain();
+    let (mut ca, mut cb) = store_on_both(&a, &b, &root, "bad-one", "fine");
     replies_within(&mut cb, Duration::from_millis(500));
     std::fs::write(root.join("release"), "").unwrap();
     assert_eq!(ca.reply(), "RARGH!");

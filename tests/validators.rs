@@ -3,13 +3,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, PATIENCE, Server, children_of, is_running, process_validator, script, wait_for_file,
-    wait_until_gone,
+    Client, PATIENCE, Server, children_of, gated, is_running, process_validator, script,
+    wait_for_file, wait_until_gone,
 };
 use nix::sys::signal::Signal;
 
@@ -392,20 +392,6 @@ fn no_zombies_after_a_thousand_stores() {
         assert!(Instant::now() < deadline, "children left: {children:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A script that announces it started, then waits for a release file and
-/// answers: values starting with "bad" are denied.
-fn gated(dir: &Path) -> std::path::PathBuf {
-    script(
-        dir,
-        "gated",
-        &format!(
-            "cd {dir}\necho $$ > \"started-$JNHP_NAME-$1\"\nwhile [ ! -e release ]; do sleep 0.02; done\n\
-             case \"$1\" in bad*) echo JNHP:0 ;; *) echo JNHP:1 ;; esac",
-            dir = dir.display()
-        ),
-    )
 }
 
 /// A server whose one validator is [`gated`]; with the directory its

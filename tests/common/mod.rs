@@ -214,6 +214,21 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// A validator script in `dir` that announces each run
+/// (`started-<name>-<value>`), waits for a `release` file there, then
+/// allows values not starting with "bad".
+pub fn gated(dir: &Path) -> PathBuf {
+    script(
+        dir,
+        "gated",
+        &format!(
+            "cd {dir}\necho $$ > \"started-$JNHP_NAME-$1\"\nwhile [ ! -e release ]; do sleep 0.02; done\n\
+             case \"$1\" in bad*) echo JNHP:0 ;; *) echo JNHP:1 ;; esac",
+            dir = dir.display()
+        ),
+    )
+}
+
 /// A `[[validator]]` table running `program`, plus `extra` keys.
 pub fn process_validator(program: &Path, extra: &str) -> String {
     format!(
