@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use std::net::SocketAddr;
@@ -89,6 +90,8 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         // A handshake in progress is a connection: it holds a slot.
         let slot = slots.clone().try_acquire_owned();
+        let metrics = &shared.metrics;
+        metrics.connections_total[slot.is_err() as usize].fetch_add(1, Relaxed);
         if slot.is_ok() {
             full = false;
         } else if !full {
@@ -104,10 +107,10 @@ async fn accept_loop(
                         connection::serve(stream, peer, shared).await;
                     }
                 }
-                (Err(_), None) => refuse(stream).await,
+                (Err(_), None) => refuse(stream, &shared).await,
                 (Err(_), Some(tls)) => {
                     if let Some((stream, _)) = handshake(stream, peer, &tls, &shared).await {
-                        refuse(stream).await;
+                        refuse(stream, &shared).await;
                     }
                 }
             }
@@ -171,7 +174,10 @@ async fn handshake(
     Some((stream, peer))
 }
 
-async fn refuse<S: Stream>(mut stream: S) {
+async fn refuse<S: Stream>(mut stream: S, shared: &Shared) {
+    let mut tally = crate::metrics::Tally::default();
+    tally.server_error(None, crate::metrics::ServerError::TooManyConnections);
+    shared.metrics.fold(&mut tally, std::time::Instant::now());
     let mut line = Vec::new();
     Reply::TOO_MANY_CONNECTIONS.encode(&mut line);
     let said = async {

@@ -49,6 +49,7 @@ pub enum ConfigError {
 pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
+    pub admin: AdminConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
     /// `[tls]` as written; [`Config::parse`] checks its files into `tls`.
@@ -200,6 +201,16 @@ pub enum Fsync {
     Always,
     Everysec,
     Never,
+}
+
+/// `[admin]`: the HTTP listener for metrics, health and the status page
+/// (docs/observability.md).
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Empty: no admin listener, nothing bound.
+    #[serde(deserialize_with = "listen_list")]
+    pub listen: Vec<ListenAddr>,
 }
 
 /// Where names are kept (`storage.backend`).
@@ -453,17 +464,35 @@ impl Config {
                 message,
             }
         })?;
-        config.validators = std::mem::take(&mut config.raw_validators)
+        let raw_validators = std::mem::take(&mut config.raw_validators);
+        let name_spans: Vec<Option<usize>> = raw_validators
+            .iter()
+            .map(|raw| raw.name.as_ref().map(|n| n.span().start))
+            .collect();
+        config.validators = raw_validators
             .into_iter()
             .enumerate()
             .map(|(i, raw)| raw.resolve(i, base))
-            .collect::<Result<_, _>>()
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ConfigError::Invalid {
                 path: path.to_path_buf(),
                 line: line_of(text, e.at),
                 key: format!("validator[{}].{}: ", e.index, e.key),
                 message: e.message,
             })?;
+        for (i, spec) in config.validators.iter().enumerate() {
+            if let Some(first) = config.validators[..i]
+                .iter()
+                .position(|v| v.name == spec.name)
+            {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: name_spans[i].map_or(1, |at| line_of(text, at)),
+                    key: format!("validator[{i}].name: "),
+                    message: format!("{:?} is already the name of validator[{first}]", spec.name),
+                });
+            }
+        }
         config.tls = resolve_tls(std::mem::take(&mut config.raw_tls), base).map_err(
             |(at, key, message)| ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -810,6 +839,7 @@ enum Kind {
 #[serde(deny_unknown_fields)]
 struct RawValidator {
     kind: Spanned<Kind>,
+    name: Option<Spanned<String>>,
     function: Option<Spanned<String>>,
     max: Option<Spanned<i64>>,
     field: Option<Spanned<Field>>,
@@ -1009,6 +1039,7 @@ impl RawValidator {
     fn resolve(self, index: usize, base: &Path) -> Result<ValidatorSpec, ValidatorError> {
         let RawValidator {
             kind,
+            name,
             function,
             max,
             field,
@@ -1093,7 +1124,32 @@ impl RawValidator {
                 })
             }
         };
-        Ok(ValidatorSpec { check, on_failure })
+        let name = match name {
+            None => format!("{}-{index}", kind_name(r.kind)),
+            Some(name) => {
+                let ok = !name.get_ref().is_empty()
+                    && name.get_ref().len() <= 64
+                    && name.get_ref().bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    });
+                if !ok {
+                    return Err(r.err(
+                        name.span().start,
+                        "name",
+                        format!(
+                            "{:?} is not [a-z0-9_-]+ of at most 64 bytes",
+                            name.get_ref()
+                        ),
+                    ));
+                }
+                name.into_inner()
+            }
+        };
+        Ok(ValidatorSpec {
+            name,
+            check,
+            on_failure,
+        })
     }
 }
 

@@ -10,7 +10,8 @@
 //! message, and every reply of a batch leaves in one write.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use std::pin::Pin;
@@ -19,6 +20,7 @@ use tokio::sync::watch;
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::metrics::{Command, Metrics};
 use crate::protocol::{self, Frame, Limits, LineFramer, ProtocolError, Reply, Request};
 use crate::store::{
     Batch, CommitError, Deferred, OUT_HIGH_WATER, Op, PendingStore, Reservation, StoreHandle, Turn,
@@ -39,7 +41,7 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 fn to_op(frame: Frame, limits: &Limits, chain: &ValidatorChain) -> Option<Op> {
     let line = match frame {
         Frame::Line(line) => line,
-        Frame::TooLong => return Some(Op::Invalid(ProtocolError::LineTooLong)),
+        Frame::TooLong => return Some(Op::Invalid(None, ProtocolError::LineTooLong)),
     };
     Some(match protocol::parse(&line, limits) {
         Ok(None) => return None,
@@ -57,8 +59,21 @@ fn to_op(frame: Frame, limits: &Limits, chain: &ValidatorChain) -> Option<Op> {
         }
         Ok(Some(Request::Exists { name })) => Op::Exists(line.slice_ref(name)),
         Ok(Some(Request::Get { name })) => Op::Get(line.slice_ref(name)),
-        Err(err) => Op::Invalid(err),
+        Err(err) => Op::Invalid(command_of(&line), err),
     })
+}
+
+/// The command a line names, if any (for counting its `ERROR`).
+fn command_of(line: &[u8]) -> Option<Command> {
+    let word = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .find(|w| !w.is_empty())?;
+    match word {
+        b"STORE" => Some(Command::Store),
+        b"EXISTS" => Some(Command::Exists),
+        b"GET" => Some(Command::Get),
+        _ => None,
+    }
 }
 
 /// How the server shuts down, shared by all connections.
@@ -79,6 +94,7 @@ pub struct Shared {
     pub idle_timeout: Option<Duration>,
     pub validators: watch::Receiver<Arc<ValidatorChain>>,
     pub shutdown: Shutdown,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A client's byte stream: a TCP socket, or TLS over one.
@@ -88,7 +104,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
 /// Serves one client until it closes, times out, or the server shuts down.
 pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<Shared>) {
+    shared.metrics.connections.fetch_add(1, Relaxed);
+    let metrics = shared.metrics.clone();
     let mut conn = Connection {
+        read_at: Instant::now(),
         framer: LineFramer::new(shared.limits.max_line_bytes()),
         stream,
         peer,
@@ -100,6 +119,7 @@ pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<Shared>) {
         shared,
     };
     conn.run().await;
+    metrics.connections.fetch_sub(1, Relaxed);
 }
 
 struct Connection<S> {
@@ -119,6 +139,8 @@ struct Connection<S> {
     draining: Pin<Box<WaitForCancellationFutureOwned>>,
     expired: Pin<Box<WaitForCancellationFutureOwned>>,
     shared: Arc<Shared>,
+    /// When the last read completed: a STORE's duration runs from there.
+    read_at: Instant,
 }
 
 impl<S: Stream> Connection<S> {
@@ -160,7 +182,7 @@ impl<S: Stream> Connection<S> {
                 biased;
                 read = self.stream.read_buf(&mut self.buf) => match read {
                     Ok(0) => eof = true,
-                    Ok(_) => {}
+                    Ok(_) => self.read_at = Instant::now(),
                     // A TLS client that closes its side without a
                     // close_notify (a half-close at the TCP level) has
                     // still sent complete requests: answer them.
@@ -195,7 +217,10 @@ impl<S: Stream> Connection<S> {
         let mut batch = std::mem::take(&mut self.batch);
         loop {
             batch = match self.shared.store.execute(batch).await {
-                Ok(batch) => batch,
+                Ok(mut batch) => {
+                    self.shared.metrics.fold(batch.tally(), self.read_at);
+                    batch
+                }
                 Err(_) => {
                     // The store stopped: the server is going away.
                     self.batch = Batch::default();
@@ -232,6 +257,7 @@ impl<S: Stream> Connection<S> {
                 }
                 None => {}
             }
+            self.shared.metrics.fold(batch.tally(), self.read_at);
             if batch.replies().len() >= OUT_HIGH_WATER {
                 self.write_out(batch.replies()).await;
             }
@@ -366,6 +392,12 @@ impl<S: Stream> Connection<S> {
                 // empty lines get none.
                 let empty = matches!(&frame, Frame::Line(line) if line.iter().all(|&b| b == b' ' || b == b'\t'));
                 if !empty {
+                    let command = match &frame {
+                        Frame::Line(line) => command_of(line),
+                        Frame::TooLong => None,
+                    };
+                    let shutting_down = crate::metrics::ServerError::ShuttingDown;
+                    self.batch.tally().server_error(command, shutting_down);
                     Reply::SHUTTING_DOWN.encode(self.batch.replies());
                 }
             }
@@ -373,6 +405,7 @@ impl<S: Stream> Connection<S> {
                 break;
             }
         }
+        self.shared.metrics.fold(self.batch.tally(), self.read_at);
         self.flush().await;
         let _ = self.stream.shutdown().await;
     }

@@ -16,13 +16,15 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use crate::backend::{Backend, Event, Outcome, Record, Sink, Start, Written};
 use crate::config::Fsync;
+use crate::metrics::Metrics;
 use crate::protocol::Limits;
 
 pub const MAGIC: &[u8; 8] = b"JNHPDATA";
@@ -306,21 +308,23 @@ impl DataFile {
     pub fn start_writer<T: Send + 'static>(
         self,
         fsync: Fsync,
+        metrics: Option<Arc<Metrics>>,
         written: impl Fn(Written<T>) + Send + 'static,
     ) -> io::Result<(Appender<T>, WriterThread)> {
         let (tx, rx) = mpsc::channel::<Record<T>>();
         let thread = std::thread::Builder::new()
             .name("jnhpd-datafile".into())
-            .spawn(move || self.write_loop(rx, fsync, written))?;
+            .spawn(move || self.write_loop(rx, fsync, metrics, written))?;
         Ok((Appender { tx }, WriterThread(Some(thread))))
     }
 
     /// The data file as the store's [`Backend`]: its writer thread starts
     /// when the store does.
-    pub fn into_backend<T: Send + 'static>(self, fsync: Fsync) -> Start<T> {
+    pub fn into_backend<T: Send + 'static>(self, fsync: Fsync, metrics: Arc<Metrics>) -> Start<T> {
         Box::new(move |sink: Sink<T>| {
-            let (appender, writer) =
-                self.start_writer(fsync, move |written| sink(Event::Written(written)))?;
+            let (appender, writer) = self.start_writer(fsync, Some(metrics), move |written| {
+                sink(Event::Written(written))
+            })?;
             Ok(Box::new(DataFileBackend { appender, writer }) as Box<dyn Backend<T>>)
         })
     }
@@ -329,8 +333,25 @@ impl DataFile {
         mut self,
         rx: mpsc::Receiver<Record<T>>,
         fsync: Fsync,
+        metrics: Option<Arc<Metrics>>,
         written: impl Fn(Written<T>),
     ) {
+        let stats = metrics.as_ref().and_then(|m| m.datafile.as_ref());
+        if let Some(stats) = stats {
+            stats.bytes.store(self.len, Relaxed);
+        }
+        // Every sync, timed, with the records it made durable.
+        let synced = |this: &mut DataFile, records: usize| {
+            let started = Instant::now();
+            let result = this.sync();
+            if let Some(stats) = stats {
+                stats.syncs.fetch_add(1, Relaxed);
+                stats.sync_duration.observe_duration(started.elapsed(), 1);
+                stats.records_per_sync.observe(records as f64, 1);
+            }
+            result
+        };
+        let mut unsynced_records = 0usize;
         let mut buf = Vec::new();
         let mut group = Vec::new();
         let mut unsynced = false;
@@ -363,11 +384,15 @@ impl DataFile {
                     encode_record(&append.name, &append.value, &mut buf);
                 }
                 let mut result = self.append(&buf);
+                if let Some(stats) = stats {
+                    stats.bytes.store(self.len, Relaxed);
+                }
                 if result.is_ok() && fsync == Fsync::Always {
-                    result = self.sync();
+                    result = synced(&mut self, group.len());
                     last_sync = Instant::now();
                 } else if result.is_ok() {
                     unsynced = true;
+                    unsynced_records += group.len();
                 }
                 let result = result.map_err(|err| {
                     log::error!("{err}; {} STOREs not acknowledged", group.len());
@@ -394,7 +419,8 @@ impl DataFile {
             }
             if fsync == Fsync::Everysec && unsynced && last_sync.elapsed() >= Duration::from_secs(1)
             {
-                if let Err(err) = self.sync() {
+                let records = std::mem::take(&mut unsynced_records);
+                if let Err(err) = synced(&mut self, records) {
                     log::error!("{err}");
                 }
                 unsynced = false;

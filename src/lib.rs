@@ -20,6 +20,7 @@
 //! - [`logging`]: the `log` backend (stderr or syslog).
 
 mod accept;
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod connection;
@@ -28,6 +29,7 @@ pub mod datafile;
 pub mod logging;
 /// The wire format and framer (the `jnhp-wire` crate).
 pub use jnhp_wire as protocol;
+pub mod metrics;
 pub mod postgres;
 pub mod server;
 pub mod store;

@@ -34,6 +34,10 @@ struct Cli {
     /// (the certificate and key come from `[tls]` in the config file).
     #[arg(long = "tls-listen", value_name = "ADDR", value_parser = ListenAddr::parse)]
     tls_listen: Vec<ListenAddr>,
+    /// Serve metrics, health and the status page over HTTP on ADDR instead
+    /// of `admin.listen`; repeatable.
+    #[arg(long = "admin-listen", value_name = "ADDR", value_parser = ListenAddr::parse)]
+    admin_listen: Vec<ListenAddr>,
     /// Fork to the background (forces `daemon.daemonize = true`).
     #[arg(long)]
     daemon: bool,
@@ -81,6 +85,9 @@ impl Cli {
         };
         if !self.listen.is_empty() {
             config.server.listen = self.listen.clone();
+        }
+        if !self.admin_listen.is_empty() {
+            config.admin.listen = self.admin_listen.clone();
         }
         if !self.tls_listen.is_empty() {
             if config.tls.cert_file.as_os_str().is_empty() {
@@ -148,10 +155,13 @@ fn main() -> ExitCode {
     // before forking or dropping privileges, so a busy port is reported on
     // the terminal that started jnhpd.
     let listeners = match daemon::inherited_listeners() {
-        Ok(inherited) if !inherited.is_empty() => match server::bind(&config.tls.listen) {
-            Ok(tls) => Listeners {
+        Ok(inherited) if !inherited.is_empty() => match server::bind(&config.tls.listen)
+            .and_then(|tls| Ok((tls, server::bind(&config.admin.listen)?)))
+        {
+            Ok((tls, admin)) => Listeners {
                 plain: inherited,
                 tls,
+                admin,
             },
             Err(err) => {
                 eprintln!("jnhpd: {err}");
@@ -419,6 +429,7 @@ impl SignalHandler {
         let reloaded =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reload_config()));
         if reloaded.is_err() {
+            self.control.reload_rejected();
             log::error!(
                 "SIGHUP: internal error while reloading; keeping the running configuration"
             );
@@ -427,10 +438,14 @@ impl SignalHandler {
     }
 
     fn reload_config(&self) {
-        let reloaded = self.cli.load_config().and_then(|new| {
-            let level = new.log.level;
-            self.control.reload(new).map(|r| (r, level))
-        });
+        let reloaded = self
+            .cli
+            .load_config()
+            .inspect_err(|_| self.control.reload_rejected())
+            .and_then(|new| {
+                let level = new.log.level;
+                self.control.reload(new).map(|r| (r, level))
+            });
         let (reloaded, level) = match reloaded {
             Ok(done) => done,
             Err(err) => {

@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -20,6 +21,7 @@ use crate::accept;
 use crate::config::{Config, ListenAddr};
 use crate::connection::{Shared, Shutdown};
 use crate::datafile::DataFile;
+use crate::metrics::{Metrics, StoreKind};
 use crate::store::{Entries, StoreHandle, StoreTask};
 use crate::tls::Acceptor;
 use crate::validator::ValidatorChain;
@@ -68,19 +70,22 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// The bound sockets a server serves on: plain JNHP/1, and JNHP/1 over TLS.
+/// The bound sockets a server serves on: plain JNHP/1, JNHP/1 over TLS,
+/// and the admin HTTP listener.
 #[derive(Debug, Default)]
 pub struct Listeners {
     pub plain: Vec<std::net::TcpListener>,
     pub tls: Vec<std::net::TcpListener>,
+    pub admin: Vec<std::net::TcpListener>,
 }
 
 impl Listeners {
-    /// Binds `server.listen` and `tls.listen`.
+    /// Binds `server.listen`, `tls.listen` and `admin.listen`.
     pub fn bind(config: &Config) -> Result<Listeners, BindError> {
         Ok(Listeners {
             plain: bind(&config.server.listen)?,
             tls: bind(&config.tls.listen)?,
+            admin: bind(&config.admin.listen)?,
         })
     }
 }
@@ -104,6 +109,10 @@ pub enum StartError {
 pub struct Server {
     addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
+    admin_addrs: Vec<SocketAddr>,
+    /// Stops the admin listener once the drain is over (it answers
+    /// `/readyz` with 503 meanwhile).
+    admin_stop: tokio_util::sync::CancellationToken,
     control: Control,
     serving: tokio::task::JoinHandle<io::Result<()>>,
     store: StoreTask,
@@ -128,6 +137,7 @@ struct ControlInner {
     /// The PostgreSQL password, when the namespace is shared: SIGHUP
     /// re-reads `password_file`.
     credentials: Option<crate::postgres::Credentials>,
+    metrics: Arc<Metrics>,
 }
 
 /// What [`Control::shutdown`] did.
@@ -161,6 +171,7 @@ impl Server {
                 .map_err(StartError::Serve)
         };
         let (addrs, tls_addrs) = (local(&listeners.plain)?, local(&listeners.tls)?);
+        let admin_addrs = local(&listeners.admin)?;
         let tls = if listeners.tls.is_empty() {
             None
         } else {
@@ -173,8 +184,10 @@ impl Server {
         let chain =
             ValidatorChain::from_specs(&config.validators, None).map_err(StartError::Validators)?;
         let validators = chain.len();
+        let metrics = Metrics::new(store_kind(&config));
+        metrics.set_validators(chain.stats());
         let (chain_tx, chain_rx) = watch::channel(Arc::new(chain));
-        let (store, store_task, credentials) = open_store(&config).await?;
+        let (store, store_task, credentials) = open_store(&config, &metrics).await?;
         let shutdown = Shutdown::default();
         let shared = Arc::new(Shared {
             store,
@@ -182,6 +195,7 @@ impl Server {
             idle_timeout: config.server.idle_timeout(),
             validators: chain_rx,
             shutdown: shutdown.clone(),
+            metrics: metrics.clone(),
         });
         let mut sockets = Vec::new();
         for (listener, tls) in listeners
@@ -198,6 +212,7 @@ impl Server {
             shared,
             config.server.max_connections,
         ));
+        let store_kind = store_kind(&config);
         let list = |addrs: &[SocketAddr], prefix: &str| {
             addrs
                 .iter()
@@ -212,21 +227,42 @@ impl Server {
                 .join(", "),
             describe_store(&config),
         );
+        let listen = [list(&addrs, ""), list(&tls_addrs, "tls ")].concat();
+        let control = Control {
+            inner: Arc::new(ControlInner {
+                config: Mutex::new(config),
+                chain: chain_tx,
+                shutdown,
+                tls,
+                credentials,
+                metrics,
+            }),
+        };
+        let admin_stop = tokio_util::sync::CancellationToken::new();
+        if !listeners.admin.is_empty() {
+            let state = crate::admin::AdminState::new(control.clone(), store_kind, listen);
+            crate::admin::serve(listeners.admin, state, admin_stop.clone())
+                .await
+                .map_err(StartError::Serve)?;
+            log::info!(
+                "admin (metrics, health, status page) on {}",
+                list(&admin_addrs, "http://").join(", ")
+            );
+        }
         Ok(Server {
             addrs,
             tls_addrs,
-            control: Control {
-                inner: Arc::new(ControlInner {
-                    config: Mutex::new(config),
-                    chain: chain_tx,
-                    shutdown,
-                    tls,
-                    credentials,
-                }),
-            },
+            admin_addrs,
+            admin_stop,
+            control,
             serving,
             store: store_task,
         })
+    }
+
+    /// The admin listener's addresses (none when `admin.listen` is empty).
+    pub fn admin_addrs(&self) -> &[SocketAddr] {
+        &self.admin_addrs
     }
 
     /// The addresses it listens on (with the ports the system chose).
@@ -256,6 +292,7 @@ impl Server {
         let chain = self.control.inner.chain.borrow().clone();
         chain.shutdown().await;
         self.store.close().await;
+        self.admin_stop.cancel();
         served
     }
 }
@@ -285,6 +322,28 @@ impl Control {
     /// its running validator). Other sections are compared and reported,
     /// not applied.
     pub fn reload(&self, new: Config) -> Result<Reloaded, String> {
+        let reloaded = self.apply(new);
+        self.inner.metrics.reloads[reloaded.is_err() as usize].fetch_add(1, Relaxed);
+        reloaded
+    }
+
+    /// Counts a reload refused before it reached [`reload`](Self::reload)
+    /// (the file did not parse, or the reload panicked).
+    pub fn reload_rejected(&self) {
+        self.inner.metrics.reloads[1].fetch_add(1, Relaxed);
+    }
+
+    /// Everything the server counts.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.inner.shutdown.draining.is_cancelled()
+    }
+
+    fn apply(&self, new: Config) -> Result<Reloaded, String> {
         let mut config = lock(&self.inner.config);
         let old_chain = self.inner.chain.borrow().clone();
         let chain = ValidatorChain::from_specs(&new.validators, Some(&old_chain))?;
@@ -304,11 +363,13 @@ impl Control {
             acceptor.replace(rotated);
         }
         let validators = chain.len();
+        self.inner.metrics.set_validators(chain.stats());
         self.inner.chain.send_replace(Arc::new(chain));
         let mut need_restart = Vec::new();
         for (section, changed) in [
             ("[server]", new.server != config.server),
             ("[storage]", new.storage != config.storage),
+            ("[admin]", new.admin != config.admin),
             ("[daemon]", new.daemon != config.daemon),
             ("[tls] (other than its files and min_version)", {
                 new.tls.listen != config.tls.listen
@@ -346,6 +407,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn store_kind(config: &Config) -> StoreKind {
+    if config.storage.postgres.is_some() {
+        StoreKind::Postgres
+    } else if config.storage.path.as_os_str().is_empty() {
+        StoreKind::Memory
+    } else {
+        StoreKind::Datafile
+    }
+}
+
 fn describe_store(config: &Config) -> String {
     if let Some(pg) = &config.storage.postgres {
         let server = crate::postgres::Target::parse(&pg.url)
@@ -372,6 +443,7 @@ fn describe_store(config: &Config) -> String {
 /// still be heard meanwhile), or connecting to the shared namespace.
 async fn open_store(
     config: &Config,
+    metrics: &Arc<Metrics>,
 ) -> Result<(StoreHandle, StoreTask, Option<crate::postgres::Credentials>), StartError> {
     if let Some(pg) = &config.storage.postgres {
         let credentials = crate::postgres::Credentials::load(&pg.password_file, &pg.url)
@@ -384,8 +456,9 @@ async fn open_store(
             namespace.server(),
             namespace.owner()
         );
+        let backend = namespace.into_backend(metrics.clone());
         let (store, task) =
-            StoreHandle::spawn_with(Entries::default(), Some(namespace.into_backend())).map_err(
+            StoreHandle::spawn_with(Entries::default(), Some(backend), metrics.clone()).map_err(
                 |e| StartError::Storage(format!("cannot start the PostgreSQL engine: {e}")),
             )?;
         return Ok((store, task, Some(credentials)));
@@ -400,10 +473,12 @@ async fn open_store(
         Some((replayed, config.storage.fsync))
     };
     let (entries, backend) = match data {
-        Some(((entries, file), fsync)) => (entries, Some(file.into_backend(fsync))),
+        Some(((entries, file), fsync)) => {
+            (entries, Some(file.into_backend(fsync, metrics.clone())))
+        }
         None => (Entries::default(), None),
     };
-    let (store, task) = StoreHandle::spawn_with(entries, backend)
+    let (store, task) = StoreHandle::spawn_with(entries, backend, metrics.clone())
         .map_err(|e| StartError::Storage(format!("cannot start the data file writer: {e}")))?;
     Ok((store, task, None))
 }

@@ -31,11 +31,13 @@
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Backend, Event, Found, Lease, Outcome, Record, Reserved, Start, Written};
+use crate::metrics::{Answer, Command, Metrics, Tally, server_error_of};
 use crate::protocol::{ProtocolError, Reply};
 
 /// Once a batch's encoded replies pass this many bytes, the actor stops and
@@ -203,9 +205,9 @@ pub enum Op {
     Refused,
     Exists(Bytes),
     Get(Bytes),
-    /// A line that did not parse: the actor encodes its `ERROR` reply in
-    /// order with the others.
-    Invalid(ProtocolError),
+    /// A line that did not parse (of the command it named, if any): the
+    /// actor encodes its `ERROR` reply in order with the others.
+    Invalid(Option<Command>, ProtocolError),
 }
 
 /// A run of requests from one connection and the buffer their replies go to.
@@ -223,6 +225,9 @@ pub struct Batch {
     next: usize,
     out: BytesMut,
     deferred: Option<Deferred>,
+    /// What was answered, counted in plain integers until the connection
+    /// folds it into the metrics.
+    tally: Tally,
 }
 
 /// The reply to a request that needed a shared namespace it could not
@@ -262,22 +267,58 @@ impl Batch {
 
     /// The reply to the oldest deferred STORE; the batch moves past it.
     pub fn answer_deferred(&mut self, reply: Reply<'_>) {
+        let tally = &mut self.tally;
+        match reply {
+            Reply::Stored => tally.count(Command::Store, Answer::Yes),
+            Reply::ServerError(reason) => {
+                tally.server_error(Some(Command::Store), server_error_of(reason));
+            }
+            _ => tally.count(Command::Store, Answer::No),
+        }
+        // It was absent (or pending) when it arrived.
+        tally.fresh_stores += 1;
         reply.encode(&mut self.out);
         self.next += 1;
+    }
+
+    /// What was answered since the last fold.
+    pub fn tally(&mut self) -> &mut Tally {
+        &mut self.tally
     }
 
     /// Answers the `count` reads of a [`Deferred::Reading`] with what the
     /// lookup found (or `ERROR storage unavailable` for each).
     pub fn answer_reads(&mut self, count: usize, found: &Found) {
         for i in 0..count {
-            let reply = match (&self.ops[self.next], found) {
-                (_, Err(_)) => Reply::ServerError(STORAGE_UNAVAILABLE),
-                (Op::Get(_), Ok(values)) => {
-                    Reply::Value(values.get(i).and_then(Option::as_deref).unwrap_or(b""))
+            let command = match &self.ops[self.next] {
+                Op::Get(_) => Command::Get,
+                _ => Command::Exists,
+            };
+            let reply = match (command, found) {
+                (_, Err(_)) => {
+                    let unavailable = crate::metrics::ServerError::StorageUnavailable;
+                    self.tally.server_error(Some(command), unavailable);
+                    Reply::ServerError(STORAGE_UNAVAILABLE)
+                }
+                (Command::Get, Ok(values)) => {
+                    let value = values.get(i).and_then(Option::as_deref);
+                    let answer = if value.is_some() {
+                        Answer::Yes
+                    } else {
+                        Answer::No
+                    };
+                    self.tally.count(Command::Get, answer);
+                    Reply::Value(value.unwrap_or(b""))
                 }
                 (_, Ok(values)) => match values.get(i) {
-                    Some(Some(_)) => Reply::Awesome,
-                    _ => Reply::Rargh,
+                    Some(Some(_)) => {
+                        self.tally.count(Command::Exists, Answer::Yes);
+                        Reply::Awesome
+                    }
+                    _ => {
+                        self.tally.count(Command::Exists, Answer::No);
+                        Reply::Rargh
+                    }
                 },
             };
             reply.encode(&mut self.out);
@@ -484,7 +525,8 @@ impl StoreHandle {
     /// Starts an empty in-memory store on the current tokio runtime. It
     /// stops when the last handle is dropped.
     pub fn spawn() -> StoreHandle {
-        let (handle, _task) = StoreHandle::start(Entries::default(), None);
+        let metrics = crate::metrics::Metrics::new(crate::metrics::StoreKind::Memory);
+        let (handle, _task) = StoreHandle::start(Entries::default(), None, metrics);
         handle
     }
 
@@ -494,6 +536,7 @@ impl StoreHandle {
     pub fn spawn_with(
         entries: Entries,
         backend: Option<Start<Ticket>>,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<(StoreHandle, StoreTask)> {
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let backend = match backend {
@@ -510,11 +553,16 @@ impl StoreHandle {
         Ok(StoreHandle::start(
             entries,
             Some((backend, settle_tx, settle_rx)),
+            metrics,
         ))
     }
 
     /// Spawns the actor over a started backend (or none): cannot fail.
-    fn start(mut entries: Entries, with: Option<BackendParts>) -> (StoreHandle, StoreTask) {
+    fn start(
+        mut entries: Entries,
+        with: Option<BackendParts>,
+        metrics: Arc<Metrics>,
+    ) -> (StoreHandle, StoreTask) {
         let (batches, batch_rx) = mpsc::channel(QUEUE_DEPTH);
         let (mut backend, settle_tx, settle_rx) = match with {
             Some(parts) => parts,
@@ -529,6 +577,7 @@ impl StoreHandle {
         }
         let actor = Store {
             entries,
+            metrics,
             pending: Map::default(),
             settle_tx,
             backend,
@@ -554,6 +603,8 @@ impl StoreHandle {
 
 struct Store {
     entries: Entries,
+    /// Where the number of names is published (a local store's).
+    metrics: Arc<Metrics>,
     /// Reserved names, each with the STOREs waiting for its outcome.
     pending: Map<VecDeque<oneshot::Sender<Turn>>>,
     /// Kept to mint reservations; also keeps the settle channel open for as
@@ -574,11 +625,15 @@ impl Store {
             tokio::select! {
                 // Settle first: a commit's waiter is blocked on it.
                 biased;
-                Some(settle) = settles.recv() => self.settle(settle),
+                Some(settle) = settles.recv() => {
+                    self.settle(settle);
+                    self.publish();
+                }
                 () = close.cancelled() => break,
                 msg = batches.recv() => match msg {
                     Some((mut batch, reply)) => {
                         self.process(&mut batch);
+                        self.publish();
                         // The connection may have gone; its STOREs are done.
                         let _ = reply.send(batch);
                     }
@@ -612,6 +667,17 @@ impl Store {
         }
     }
 
+    /// Publishes the number of names (one relaxed store: the actor is its
+    /// only writer).
+    fn publish(&self) {
+        if let Some(names) = &self.metrics.names {
+            names.store(
+                self.entries.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+
     fn reservation(&self, name: Box<[u8]>, lease: Option<Lease>) -> Reservation {
         Reservation {
             name: Some(name),
@@ -632,25 +698,47 @@ impl Store {
             if out.len() >= OUT_HIGH_WATER {
                 return;
             }
+            let tally = &mut batch.tally;
             match &batch.ops[batch.next] {
                 Op::Get(name) => match self.entries.get(name) {
-                    Some(value) => Reply::Value(value).encode(out),
+                    Some(value) => {
+                        tally.count(Command::Get, Answer::Yes);
+                        tally.cache_hits += shared as u64;
+                        Reply::Value(value).encode(out);
+                    }
                     None if shared => return self.look_up(batch),
-                    None => Reply::Value(b"").encode(out),
+                    None => {
+                        tally.count(Command::Get, Answer::No);
+                        Reply::Value(b"").encode(out);
+                    }
                 },
                 Op::Exists(name) => match self.entries.contains(name) {
-                    true => Reply::Awesome.encode(out),
+                    true => {
+                        tally.count(Command::Exists, Answer::Yes);
+                        tally.cache_hits += shared as u64;
+                        Reply::Awesome.encode(out);
+                    }
                     false if shared => return self.look_up(batch),
-                    false => Reply::Rargh.encode(out),
+                    false => {
+                        tally.count(Command::Exists, Answer::No);
+                        Reply::Rargh.encode(out);
+                    }
                 },
-                Op::Invalid(err) => Reply::Error(*err).encode(out),
-                Op::Refused => Reply::Rargh.encode(out),
+                Op::Invalid(command, err) => {
+                    tally.protocol_error(*command, *err);
+                    Reply::Error(*err).encode(out);
+                }
+                Op::Refused => {
+                    tally.count(Command::Store, Answer::No);
+                    Reply::Rargh.encode(out);
+                }
                 Op::Store {
                     name,
                     value,
                     validate,
                 } => {
                     if self.entries.contains(name) {
+                        tally.count(Command::Store, Answer::No);
                         Reply::Rargh.encode(out);
                     } else if let Some(waiters) = self.pending.get_mut(&name[..]) {
                         let (tx, turn) = oneshot::channel();
@@ -691,6 +779,8 @@ impl Store {
                         return;
                     } else {
                         self.entries.insert(name, value);
+                        tally.count(Command::Store, Answer::Yes);
+                        tally.fresh_stores += 1;
                         Reply::Stored.encode(out);
                     }
                 }
@@ -714,6 +804,7 @@ impl Store {
             .take(READ_RUN)
             .collect();
         let count = names.len();
+        batch.tally.cache_misses += count as u64;
         let lookup = match self.shared() {
             Some(shared) => shared.look_up(names),
             // Not reached: only a shared store looks names up.
@@ -930,7 +1021,7 @@ mod tests {
             Op::Exists(Bytes::from_static(b"a")),
             store("a", "z"),
             get("a"),
-            Op::Invalid(ProtocolError::MissingName),
+            Op::Invalid(None, ProtocolError::MissingName),
             Op::Refused,
         ];
         let b = handle.execute(batch(ops, false)).await.unwrap();

@@ -16,6 +16,7 @@ async fn a_server_starts_serves_reloads_and_stops_in_process() {
     let listeners = server::Listeners {
         plain: server::bind(&[jnhpd::config::ListenAddr::parse("127.0.0.1:0").unwrap()]).unwrap(),
         tls: Vec::new(),
+        admin: Vec::new(),
     };
     let running = Server::start(config.clone(), listeners).await.unwrap();
     let addr = running.addrs()[0].to_string();
@@ -48,6 +49,7 @@ async fn a_server_starts_serves_reloads_and_stops_in_process() {
     let listeners = server::Listeners {
         plain: server::bind(&[jnhpd::config::ListenAddr::parse("127.0.0.1:0").unwrap()]).unwrap(),
         tls: Vec::new(),
+        admin: Vec::new(),
     };
     let again = Server::start(config, listeners).await.unwrap();
     let client = Client::connect(&again.addrs()[0].to_string(), Duration::from_secs(30))

@@ -3,7 +3,7 @@
 //! reading of the whole output), however the output arrives.
 #![no_main]
 
-use jnhpd::validator::Verdict;
+use jnhpd::validator::{Cause, Verdict};
 use jnhpd::validator::process::{VerdictScanner, parse_verdict};
 use libfuzzer_sys::fuzz_target;
 
@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 fn reference(output: &[u8]) -> Option<Verdict> {
     let line = output.split(|&b| b == b'\n').find(|line| line.starts_with(b"JNHP:"))?;
     if line.len() > 4096 {
-        return Some(Verdict::Failure("too long".into()));
+        return Some(Verdict::Failure(Cause::Malformed, "too long".into()));
     }
     parse_verdict(line)
 }
@@ -22,7 +22,7 @@ fn kind(v: &Option<Verdict>) -> Option<u8> {
     v.as_ref().map(|v| match v {
         Verdict::Allow => 0,
         Verdict::Deny => 1,
-        Verdict::Failure(_) => 2,
+        Verdict::Failure(..) => 2,
     })
 }
 

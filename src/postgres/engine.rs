@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -37,6 +38,7 @@ use super::{PgError, PostgresSettings, describe};
 use crate::backend::{
     Backend, Event, Found, Lease, Outcome, Record, Reserved, Shared, Sink, Start, Written,
 };
+use crate::metrics::Metrics;
 use crate::store::STORAGE_UNAVAILABLE;
 use crate::timer::sleep_until_or_never;
 
@@ -148,7 +150,7 @@ impl Namespace {
     }
 
     /// The store's backend: the engine starts with the store.
-    pub fn into_backend<T: Send + 'static>(self) -> Start<T> {
+    pub fn into_backend<T: Send + 'static>(self, metrics: Arc<Metrics>) -> Start<T> {
         Box::new(move |sink: Sink<T>| {
             let (requests, request_rx) = mpsc::unbounded_channel();
             let (notices, notice_rx) = mpsc::unbounded_channel();
@@ -178,6 +180,7 @@ impl Namespace {
                 writing: 0,
                 renew_due: false,
                 available: true,
+                metrics,
             };
             let engine = tokio::spawn(engine.run(request_rx, notice_rx, listener));
             Ok(Box::new(PgBackend {
@@ -364,12 +367,17 @@ enum Done<T> {
         acquires: Vec<Acquire>,
         releases: (Vec<i64>, Instant),
         result: Result<WriteRows, String>,
+        took: Duration,
     },
     Read {
         lookups: Vec<LookUp>,
         result: Result<Vec<(Bytes, Bytes)>, String>,
+        took: Duration,
     },
-    Renewed,
+    Renewed {
+        ok: bool,
+        took: Duration,
+    },
 }
 
 /// One write job's answers, by name.
@@ -417,6 +425,7 @@ struct Engine<T> {
     /// Whether the last statement succeeded (to log changes, not each
     /// failure).
     available: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl<T: Send + 'static> Engine<T> {
@@ -577,6 +586,7 @@ impl<T: Send + 'static> Engine<T> {
         let limit = time_left(lookups.iter().map(|l| l.deadline));
         let pool = self.pool.clone();
         self.jobs.spawn(async move {
+            let started = Instant::now();
             let result = with_connection(&pool, limit, |conn| async move {
                 let names: Vec<&[u8]> = names.iter().map(|n| &n[..]).collect();
                 let rows = conn.client.query(&conn.look_up, &[&names]).await?;
@@ -590,7 +600,12 @@ impl<T: Send + 'static> Engine<T> {
                     .collect())
             })
             .await;
-            Done::Read { lookups, result }
+            let took = started.elapsed();
+            Done::Read {
+                lookups,
+                result,
+                took,
+            }
         });
     }
 
@@ -622,6 +637,7 @@ impl<T: Send + 'static> Engine<T> {
         let release_list = releases.clone();
         self.writing += 1;
         self.jobs.spawn(async move {
+            let started = Instant::now();
             let result = with_connection(&pool, limit, |conn| async move {
                 write(
                     &conn,
@@ -640,6 +656,7 @@ impl<T: Send + 'static> Engine<T> {
                 acquires,
                 releases: (releases, release_deadline),
                 result,
+                took: started.elapsed(),
             }
         });
     }
@@ -650,32 +667,53 @@ impl<T: Send + 'static> Engine<T> {
         let secs = self.settings.lease.as_secs_f64();
         let limit = self.settings.request_timeout;
         self.jobs.spawn(async move {
+            let started = Instant::now();
             let renewed = with_connection(&pool, limit, |conn| async move {
                 conn.client
                     .execute(&conn.renew, &[&leases, &&*owner, &secs])
                     .await
             })
             .await;
-            if let Err(reason) = renewed {
+            if let Err(reason) = &renewed {
                 log::debug!("postgres: renewing reservations failed: {reason}");
             }
-            Done::Renewed
+            Done::Renewed {
+                ok: renewed.is_ok(),
+                took: started.elapsed(),
+            }
         });
     }
 
     fn finish(&mut self, done: Done<T>) {
         match done {
-            Done::Read { lookups, result } => self.finish_read(lookups, result),
+            Done::Read {
+                lookups,
+                result,
+                took,
+            } => {
+                self.count(0, result.is_ok(), took);
+                self.finish_read(lookups, result);
+            }
             Done::Write {
                 inserts,
                 acquires,
                 releases,
                 result,
+                took,
             } => {
+                self.count(1, result.is_ok(), took);
                 self.writing -= 1;
                 self.finish_write(inserts, acquires, releases, result);
             }
-            Done::Renewed => {}
+            Done::Renewed { ok, took } => self.count(2, ok, took),
+        }
+    }
+
+    /// Counts a job of `op` (an index of `POSTGRES_OPS`).
+    fn count(&self, op: usize, ok: bool, took: Duration) {
+        if let Some(pg) = &self.metrics.postgres {
+            pg.queries[op][!ok as usize].fetch_add(1, Relaxed);
+            pg.durations[op].observe_duration(took, 1);
         }
     }
 
@@ -684,8 +722,14 @@ impl<T: Send + 'static> Engine<T> {
             Ok(()) if !self.available => {
                 log::info!("postgres: reachable again");
                 self.available = true;
+                if let Some(pg) = &self.metrics.postgres {
+                    pg.up.store(1, Relaxed);
+                }
             }
             Err(reason) if self.available => {
+                if let Some(pg) = &self.metrics.postgres {
+                    pg.up.store(0, Relaxed);
+                }
                 log::warn!(
                     "postgres: {reason}; retrying for up to {} ms per request",
                     self.settings.request_timeout.as_millis()

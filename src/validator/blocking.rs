@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use super::{Peer, Validator, Verdict};
+use super::{Cause, Peer, Validator, Verdict};
 
 type CheckFn = dyn Fn(&[u8], &[u8]) -> Verdict + Send + Sync;
 
@@ -56,9 +56,9 @@ impl Validator for Blocking {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "(no message)".into());
-                Verdict::Failure(format!("panicked: {message}"))
+                Verdict::Failure(Cause::NoVerdict, format!("panicked: {message}"))
             }
-            Err(err) => Verdict::Failure(format!("did not run: {err}")),
+            Err(err) => Verdict::Failure(Cause::Spawn, format!("did not run: {err}")),
         }
     }
 
@@ -260,7 +260,7 @@ mod tests {
         let v = Blocking::new("panics", |_, _| panic!("boom"));
         assert_eq!(
             v.validate(b"n", b"v", &Peer::default()).await,
-            Verdict::Failure("panicked: boom".into())
+            Verdict::Failure(Cause::NoVerdict, "panicked: boom".into())
         );
         let v = Blocking::new("allows", |_, value| {
             if value == b"ok" {

@@ -24,8 +24,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::process::{Group, parse_verdict};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::spec::HelperSpec;
-use super::{Peer, Validator, Verdict, reaper};
+use super::{Cause, Peer, Validator, Verdict, reaper};
+use crate::metrics::ValidatorStats;
 use crate::timer::sleep_until_or_never;
 
 /// Restart delays for helpers that keep failing before they serve.
@@ -58,7 +62,7 @@ struct Request {
 
 impl HelperPool {
     /// Starts the pool task (helpers themselves start on demand).
-    pub fn new(spec: HelperSpec) -> HelperPool {
+    pub fn new(spec: HelperSpec, stats: Arc<ValidatorStats>) -> HelperPool {
         let description = std::iter::once(spec.program.display().to_string())
             .chain(spec.args.iter().cloned())
             .collect::<Vec<_>>()
@@ -74,6 +78,7 @@ impl HelperPool {
             events_tx,
             failures_in_a_row: 0,
             backoff_until: None,
+            stats,
         };
         let close = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(pool.run(incoming, events, close.clone()));
@@ -96,11 +101,11 @@ impl Validator for HelperPool {
             reply,
         };
         if self.requests.send(request).is_err() {
-            return Verdict::Failure("the helper pool has stopped".into());
+            return Verdict::Failure(Cause::BrokenHelper, "the helper pool has stopped".into());
         }
-        verdict
-            .await
-            .unwrap_or_else(|_| Verdict::Failure("the helper pool has stopped".into()))
+        verdict.await.unwrap_or_else(|_| {
+            Verdict::Failure(Cause::BrokenHelper, "the helper pool has stopped".into())
+        })
     }
 
     fn describe(&self) -> String {
@@ -155,6 +160,8 @@ struct Pool {
     failures_in_a_row: u32,
     /// No helper may be started before then (crash-loop back-off).
     backoff_until: Option<Instant>,
+    /// Live helpers, waiting requests and restarts, for metrics.
+    stats: Arc<ValidatorStats>,
 }
 
 impl Pool {
@@ -176,8 +183,14 @@ impl Pool {
                 () = sleep_until_or_never(wake) => self.check_deadlines(),
             }
             self.dispatch();
+            self.stats
+                .helper_processes
+                .store(self.helpers.len() as i64, Relaxed);
+            self.stats.queued.store(self.waiting.len() as i64, Relaxed);
         }
+        self.stats.queued.store(0, Relaxed);
         self.shut_down(&mut events).await;
+        self.stats.helper_processes.store(0, Relaxed);
     }
 
     /// The earliest request deadline, retirement kill or back-off end.
@@ -209,17 +222,19 @@ impl Pool {
                         match self.start_helper() {
                             Some(id) => id,
                             None => {
-                                let _ = request
-                                    .reply
-                                    .send(Verdict::Failure("no helper could be started".into()));
+                                let _ = request.reply.send(Verdict::Failure(
+                                    Cause::Spawn,
+                                    "no helper could be started".into(),
+                                ));
                                 continue;
                             }
                         }
                     } else if live == 0 {
                         // Crash-looping: answer now rather than queue.
-                        let _ = request
-                            .reply
-                            .send(Verdict::Failure("no helper available (restarting)".into()));
+                        let _ = request.reply.send(Verdict::Failure(
+                            Cause::BrokenHelper,
+                            "no helper available (restarting)".into(),
+                        ));
                         continue;
                     } else {
                         // All busy: wait for a reply to free room.
@@ -328,6 +343,8 @@ impl Pool {
             Event::Exited { helper, status } => {
                 if let Some(h) = self.helpers.get(&helper) {
                     if h.retiring && h.in_flight.is_empty() {
+                        // Recycled (max_requests): replaced as needed.
+                        self.stats.helper_restarts.fetch_add(1, Relaxed);
                         self.remove(helper);
                     } else {
                         self.broken(helper, &format!("exited ({status})"));
@@ -400,6 +417,7 @@ impl Pool {
         let Some(helper) = self.helpers.remove(&id) else {
             return;
         };
+        self.stats.helper_restarts.fetch_add(1, Relaxed);
         helper.group.kill();
         let failed = helper.in_flight.len();
         log::warn!(
@@ -408,9 +426,14 @@ impl Pool {
             helper.pid
         );
         for (_, request) in helper.in_flight {
-            let _ = request
-                .reply
-                .send(Verdict::Failure(format!("helper {cause}")));
+            let _ = request.reply.send(Verdict::Failure(
+                if cause.contains("timed out") {
+                    Cause::Timeout
+                } else {
+                    Cause::BrokenHelper
+                },
+                format!("helper {cause}"),
+            ));
         }
         self.note_failure(helper.served > 0);
     }
@@ -454,7 +477,9 @@ impl Pool {
         // In-flight requests are answered if their helper replies before
         // it is gone; ones not yet written never will be.
         for request in self.waiting.drain(..) {
-            let _ = request.reply.send(Verdict::Failure("shutting down".into()));
+            let _ = request
+                .reply
+                .send(Verdict::Failure(Cause::NoVerdict, "shutting down".into()));
         }
         for helper in self.helpers.values_mut() {
             helper.stdin = None;

@@ -16,7 +16,11 @@ pub mod spec;
 use std::fmt;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use async_trait::async_trait;
+
+use crate::metrics::ValidatorStats;
 
 pub use spec::{Check, OnFailure, ValidatorSpec};
 
@@ -34,9 +38,26 @@ pub struct Peer {
 pub enum Verdict {
     Allow,
     Deny,
-    /// The validator could not decide (crash, timeout, malformed answer).
-    /// The link's [`OnFailure`] policy turns it into allow or deny.
-    Failure(String),
+    /// The validator could not decide (crash, timeout, malformed answer):
+    /// why, and a message for the log. The link's [`OnFailure`] policy
+    /// turns it into allow or deny.
+    Failure(Cause, String),
+}
+
+/// Why a validator could not decide (the `cause` label of
+/// `jnhpd_validator_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// It did not answer in `timeout_ms`.
+    Timeout = 0,
+    /// It ended (or was ended) without a verdict.
+    NoVerdict = 1,
+    /// Its answer was not a verdict.
+    Malformed = 2,
+    /// It could not be started.
+    Spawn = 3,
+    /// Its helper broke or none was available.
+    BrokenHelper = 4,
 }
 
 /// A check every STORE must pass. Library users may implement it.
@@ -72,29 +93,52 @@ pub struct Link {
     /// that leaves the table unchanged keeps this very validator (and so
     /// its `max_concurrent` slots, its running count and its helpers).
     spec: Option<ValidatorSpec>,
+    /// Its name (for logs and metrics) and figures, kept with it.
+    pub stats: Arc<ValidatorStats>,
 }
 
 impl Link {
-    /// A link for a validator built outside the config (library users).
-    pub fn new(validator: Arc<dyn Validator>, on_failure: OnFailure) -> Link {
+    /// A link for a validator built outside the config (library users),
+    /// called `name` in logs and metrics.
+    pub fn new(name: &str, validator: Arc<dyn Validator>, on_failure: OnFailure) -> Link {
         Link {
             validator,
             on_failure,
             spec: None,
+            stats: ValidatorStats::new(name.to_string(), "library"),
         }
     }
 }
 
 impl Link {
-    /// Whether the verdict lets the STORE go on: failures are logged with
-    /// the validator, the name and the cause, then decided by `on_failure`.
-    fn decide(&self, name: &[u8], verdict: Verdict) -> bool {
+    /// Whether a verdict already counted and logged lets the STORE go on.
+    fn decide_quietly(&self, verdict: Verdict) -> bool {
         match verdict {
             Verdict::Allow => true,
             Verdict::Deny => false,
-            Verdict::Failure(cause) => {
+            Verdict::Failure(..) => self.on_failure == OnFailure::Allow,
+        }
+    }
+
+    /// Whether the verdict lets the STORE go on: failures are logged with
+    /// the validator, the name and the cause, then decided by `on_failure`.
+    fn decide(&self, name: &[u8], verdict: Verdict) -> bool {
+        let counted = match &verdict {
+            Verdict::Allow => 0,
+            Verdict::Deny => 1,
+            Verdict::Failure(cause, _) => {
+                self.stats.failures[*cause as usize].fetch_add(1, Relaxed);
+                2
+            }
+        };
+        self.stats.verdicts[counted].fetch_add(1, Relaxed);
+        match verdict {
+            Verdict::Allow => true,
+            Verdict::Deny => false,
+            Verdict::Failure(_, cause) => {
                 log::warn!(
-                    "validator {} failed for name {:?}: {cause}; {}",
+                    "validator {} ({}) failed for name {:?}: {cause}; {}",
+                    self.stats.name,
                     self.validator.describe(),
                     String::from_utf8_lossy(name),
                     match self.on_failure {
@@ -108,8 +152,9 @@ impl Link {
     }
 }
 
-/// The validator a config table describes.
-fn build(check: &Check) -> Result<Arc<dyn Validator>, String> {
+/// The validator a config table describes; `stats` gets its queue and
+/// helper figures.
+fn build(check: &Check, stats: &Arc<ValidatorStats>) -> Result<Arc<dyn Validator>, String> {
     Ok(match check {
         Check::MaxBytes { max } => Arc::new(function::MaxBytes { max: *max }),
         Check::Regex { field, pattern } => Arc::new(
@@ -124,8 +169,8 @@ fn build(check: &Check) -> Result<Arc<dyn Validator>, String> {
                 move |_name, value| list.judge(value),
             ))
         }
-        Check::Process(spec) => Arc::new(process::Process::new(spec.clone())),
-        Check::Helper(spec) => Arc::new(helper::HelperPool::new(spec.clone())),
+        Check::Process(spec) => Arc::new(process::Process::new(spec.clone(), stats.clone())),
+        Check::Helper(spec) => Arc::new(helper::HelperPool::new(spec.clone(), stats.clone())),
     })
 }
 
@@ -183,10 +228,12 @@ impl ValidatorChain {
                 if let Some(i) = reusable.iter().position(|l| l.spec.as_ref() == Some(spec)) {
                     return Ok(reusable.remove(i).clone());
                 }
+                let stats = ValidatorStats::new(spec.name.clone(), spec.check.kind());
                 Ok(Link {
-                    validator: build(&spec.check)?,
+                    validator: build(&spec.check, &stats)?,
                     on_failure: spec.on_failure,
                     spec: Some(spec.clone()),
+                    stats,
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -208,16 +255,30 @@ impl ValidatorChain {
         self.links.len()
     }
 
+    /// Every validator's figures, in chain order.
+    pub fn stats(&self) -> Vec<Arc<ValidatorStats>> {
+        self.links.iter().map(|l| l.stats.clone()).collect()
+    }
+
     /// Whether every validator allows the STORE, running the chain in
     /// order (the first "no" wins). Failures are logged with the validator,
     /// the name and the cause, then decided by `on_failure`.
     pub async fn allows(&self, name: &[u8], value: &[u8], peer: &Peer) -> bool {
         for link in &self.links {
-            let verdict = match link.validator.check_now(name, value) {
-                Some(verdict) => verdict,
-                None => link.validator.validate(name, value, peer).await,
+            let allowed = match link.validator.check_now(name, value) {
+                // Counted when the request was parsed (check_inline).
+                Some(verdict) => link.decide_quietly(verdict),
+                None => {
+                    let stats = &link.stats;
+                    stats.in_flight.fetch_add(1, Relaxed);
+                    let started = std::time::Instant::now();
+                    let verdict = link.validator.validate(name, value, peer).await;
+                    stats.duration.observe_duration(started.elapsed(), 1);
+                    stats.in_flight.fetch_sub(1, Relaxed);
+                    link.decide(name, verdict)
+                }
             };
-            if !link.decide(name, verdict) {
+            if !allowed {
                 return false;
             }
         }

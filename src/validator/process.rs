@@ -23,8 +23,11 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::spec::{Input, ProcessSpec};
-use super::{Peer, Validator, Verdict, reaper};
+use super::{Cause, Peer, Validator, Verdict, reaper};
+use crate::metrics::ValidatorStats;
 
 /// How much of a program's stderr is kept for the failure log.
 const STDERR_KEPT: usize = 4096;
@@ -38,20 +41,25 @@ const MAX_OUTPUT_LINE: usize = 4096;
 pub struct Process {
     spec: ProcessSpec,
     slots: Arc<Semaphore>,
+    /// Where STOREs waiting for a slot are counted.
+    stats: Arc<ValidatorStats>,
 }
 
 impl Process {
-    pub fn new(spec: ProcessSpec) -> Process {
+    pub fn new(spec: ProcessSpec, stats: Arc<ValidatorStats>) -> Process {
         let slots = Arc::new(Semaphore::new(spec.max_concurrent));
-        Process { spec, slots }
+        Process { spec, slots, stats }
     }
 }
 
 #[async_trait]
 impl Validator for Process {
     async fn validate(&self, name: &[u8], value: &[u8], peer: &Peer) -> Verdict {
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return Verdict::Failure("validator closed".into());
+        self.stats.queued.fetch_add(1, Relaxed);
+        let slot = self.slots.clone().acquire_owned().await;
+        self.stats.queued.fetch_sub(1, Relaxed);
+        let Ok(slot) = slot else {
+            return Verdict::Failure(Cause::NoVerdict, "validator closed".into());
         };
         let mut command = Command::new(&self.spec.program);
         command
@@ -86,7 +94,7 @@ impl Validator for Process {
         let deadline = Instant::now() + self.spec.timeout;
         let (run, child) = match reaper::Run::spawn(&mut command) {
             Ok(spawned) => spawned,
-            Err(err) => return Verdict::Failure(format!("cannot start: {err}")),
+            Err(err) => return Verdict::Failure(Cause::Spawn, format!("cannot start: {err}")),
         };
         let (verdict_tx, verdict_rx) = oneshot::channel();
         let supervisor = Supervisor {
@@ -103,7 +111,7 @@ impl Validator for Process {
         });
         verdict_rx
             .await
-            .unwrap_or_else(|_| Verdict::Failure("the supervisor stopped".into()))
+            .unwrap_or_else(|_| Verdict::Failure(Cause::NoVerdict, "the supervisor stopped".into()))
     }
 
     fn describe(&self) -> String {
@@ -232,7 +240,12 @@ impl Supervisor {
             } else {
                 format!("{cause}; stderr: {stderr}")
             };
-            self.decide(Verdict::Failure(message));
+            let cause = if timed_out {
+                Cause::Timeout
+            } else {
+                Cause::NoVerdict
+            };
+            self.decide(Verdict::Failure(cause, message));
         }
     }
 }
@@ -282,7 +295,10 @@ impl VerdictScanner {
                     // line is skipped.
                     if self.line.starts_with(b"JNHP:") {
                         self.decided = true;
-                        return Some(Verdict::Failure("malformed verdict: line too long".into()));
+                        return Some(Verdict::Failure(
+                            Cause::Malformed,
+                            "malformed verdict: line too long".into(),
+                        ));
                     }
                     self.line.clear();
                     self.skipping = true;
@@ -332,10 +348,10 @@ pub fn parse_verdict(line: &[u8]) -> Option<Verdict> {
         .or_else(|| number.strip_prefix(b"-"))
         .unwrap_or(number);
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Some(Verdict::Failure(format!(
-            "malformed verdict {:?}",
-            String::from_utf8_lossy(line)
-        )));
+        return Some(Verdict::Failure(
+            Cause::Malformed,
+            format!("malformed verdict {:?}", String::from_utf8_lossy(line)),
+        ));
     }
     Some(if digits.iter().any(|&d| d != b'0') {
         Verdict::Allow
@@ -350,7 +366,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn malformed(v: Option<Verdict>) -> bool {
-        matches!(v, Some(Verdict::Failure(_)))
+        matches!(v, Some(Verdict::Failure(..)))
     }
 
     #[test]

@@ -41,8 +41,23 @@ pub enum OnFailure {
 /// One checked validator of the chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatorSpec {
+    /// How metrics and logs call it: the table's `name`, or
+    /// `<kind>-<index>`.
+    pub name: String,
     pub check: Check,
     pub on_failure: OnFailure,
+}
+
+impl Check {
+    /// The config's `kind` of this check.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Check::MaxBytes { .. } | Check::Regex { .. } => "function",
+            Check::Denylist { .. } => "blocking",
+            Check::Process(_) => "process",
+            Check::Helper(_) => "helper",
+        }
+    }
 }
 
 /// What a validator runs.
