@@ -294,10 +294,10 @@ fn page(state: &AdminState) -> String {
         version = doc["version"].as_str().unwrap_or("")
     );
     let ready = doc["ready"].as_bool().unwrap_or(false);
-    let _ = write!(
+    let _ = writeln!(
         html,
         "<h1>jnhpd {version}</h1><div class=\"sub\">{listen} · store: {store} · up {uptime} · \
-         <span id=\"ready\" class=\"{class}\">{ready}</span></div>\n",
+         <span id=\"ready\" class=\"{class}\">{ready}</span></div>",
         version = doc["version"].as_str().unwrap_or(""),
         listen = escape(&state.listen.join(", ")),
         store = state.store.name(),
@@ -307,9 +307,9 @@ fn page(state: &AdminState) -> String {
     );
     html.push_str("<div class=\"figures\">\n");
     let mut figure = |id: &str, label: &str, value: String| {
-        let _ = write!(
+        let _ = writeln!(
             html,
-            "<div class=\"figure\"><span>{label}</span><b id=\"{id}\">{value}</b></div>\n"
+            "<div class=\"figure\"><span>{label}</span><b id=\"{id}\">{value}</b></div>"
         );
     };
     figure("connections", "connections", doc["connections"].to_string());
@@ -367,11 +367,11 @@ fn chart(history: &[[u64; 3]]) -> String {
         .max(1);
     let scale = nice_ceiling(peak);
     let mut svg = String::new();
-    let _ = write!(
+    let _ = writeln!(
         svg,
         "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
          viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"requests per second by command\" \
-         style=\"background:#fff;border:1px solid #ddd;border-radius:6px\">\n"
+         style=\"background:#fff;border:1px solid #ddd;border-radius:6px\">"
     );
     for i in 0..=4 {
         let y = top + plot_h * (1.0 - i as f64 / 4.0);
@@ -385,7 +385,8 @@ fn chart(history: &[[u64; 3]]) -> String {
             ty = y + 4.0,
         );
     }
-    for (minutes, x) in [(5, left), (0, left + plot_w)] {
+    for minutes in 0..=5 {
+        let x = left + plot_w * (1.0 - minutes as f64 / 5.0);
         let label = if minutes == 0 {
             "now".to_string()
         } else {

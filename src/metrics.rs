@@ -199,24 +199,23 @@ impl Histogram {
     }
 
     fn encode(&self, encoder: &mut prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
-        let mut cumulative = 0;
-        let buckets: Vec<(f64, u64)> = self
+        // Per bucket, not cumulative: the encoder adds them up.
+        let count = self.count.load(Relaxed);
+        let mut bounded = 0;
+        let mut buckets: Vec<(f64, u64)> = self
             .bounds
             .iter()
             .zip(&self.buckets)
             .map(|(&bound, n)| {
-                cumulative += n.load(Relaxed);
-                (bound, cumulative)
+                let n = n.load(Relaxed);
+                bounded += n;
+                (bound, n)
             })
-            .chain(std::iter::once((f64::INFINITY, self.count.load(Relaxed))))
             .collect();
+        buckets.push((f64::INFINITY, count.saturating_sub(bounded)));
         let sum = self.sum.load(Relaxed) as f64 / self.scale;
-        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            sum,
-            self.count.load(Relaxed),
-            &buckets,
-            None,
-        )
+        encoder
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
     }
 }
 

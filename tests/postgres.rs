@@ -874,3 +874,50 @@ fn ready_only_once_connected() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// /readyz turns 503 while PostgreSQL is down and 200 once it is back;
+/// jnhpd_postgres_up and the PostgreSQL and cache metrics follow.
+#[test]
+fn readiness_and_metrics_follow_the_database() {
+    use common::{admin_addr, get};
+    let pg = Postgres::start();
+    let db = pg.create_db("obs");
+    let front = Server::start(&config(
+        &pg.url(&db),
+        "",
+        "[admin]\nlisten = [\"127.0.0.1:0\"]\n",
+    ));
+    let admin = admin_addr(&front);
+    let mut c = front.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    assert_eq!(c.ask("GET a"), "1");
+    assert_eq!(c.ask("GET zz"), "");
+    assert_eq!(get(admin, "/readyz").0, 200);
+    let (_, _, metrics) = get(admin, "/metrics");
+    for line in [
+        "jnhpd_postgres_up 1",
+        "jnhpd_cache_requests_total{result=\"hit\"} 1",
+        "jnhpd_cache_requests_total{result=\"miss\"} 1",
+        "jnhpd_postgres_queries_total{op=\"write\",result=\"ok\"} 1",
+        "jnhpd_postgres_queries_total{op=\"look_up\",result=\"ok\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+    assert!(metrics.contains("jnhpd_postgres_query_duration_seconds_bucket"));
+    assert!(
+        !metrics.contains("jnhpd_names "),
+        "no name count for a shared namespace"
+    );
+    pg.stop_immediate();
+    assert_eq!(c.ask("STORE b 2"), "ERROR storage unavailable");
+    let (status, _, body) = get(admin, "/readyz");
+    assert_eq!((status, body.as_str()), (503, "postgres unreachable\n"));
+    assert!(get(admin, "/metrics").2.contains("jnhpd_postgres_up 0"));
+    pg.start_again();
+    let deadline = Instant::now() + PATIENCE;
+    while c.ask("STORE b 2") != "W00T!" {
+        assert!(Instant::now() < deadline, "not back");
+    }
+    assert_eq!(get(admin, "/readyz").0, 200);
+    assert!(get(admin, "/metrics").2.contains("jnhpd_postgres_up 1"));
+}

@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use jnhp_client::Client;
 
 mod bench;
+mod stats;
 mod tls;
 
 #[derive(Parser)]
@@ -74,6 +75,9 @@ enum Command {
     Batch,
     /// Load generator: JNHP, Redis (RESP) or memcached, same workload.
     Bench(bench::BenchArgs),
+    /// A running jnhpd's status from its admin listener (`--watch SECS`:
+    /// a line per interval). Exit 0, or 2 if it cannot be had.
+    Stats(stats::StatsArgs),
 }
 
 /// `--timeout`: a finite number of seconds in (0, 86400]. Anything else
@@ -128,6 +132,7 @@ async fn run(cli: Cli) -> u8 {
     let result = match cli.command {
         Command::Batch => return batch(&cli.addr, tls.as_ref(), timeout).await,
         Command::Bench(args) => return bench::run(&cli.addr, args, tls).await,
+        Command::Stats(args) => return stats::run(args, timeout).await,
         command => one_request(&cli.addr, tls.as_ref(), timeout, command).await,
     };
     match result {
@@ -164,7 +169,7 @@ async fn one_request(
             }
             None => false,
         },
-        Command::Batch | Command::Bench(_) => unreachable!("handled by run"),
+        Command::Batch | Command::Bench(_) | Command::Stats(_) => unreachable!("handled by run"),
     };
     Ok(if yes { 0 } else { 1 })
 }

@@ -248,3 +248,61 @@ fn jnhp_speaks_tls_with_a_client_certificate() {
     let (code, _, err) = jnhp(&["--addr", &addr, "--tls", "--ca", &ca_pem, "get", "a"]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// `jnhp stats` prints the admin listener's status (as a table, or the
+/// /status document with --json); `--watch SECS` prints a line per
+/// interval with the requests per second of live traffic.
+#[test]
+fn jnhp_stats_shows_the_status_and_live_traffic() {
+    use std::io::BufRead;
+    let s = Server::start("[admin]\nlisten = [\"127.0.0.1:0\"]\n");
+    let admin = common::admin_addr(&s).to_string();
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    let (code, out, _) = jnhp(&["stats", "--admin", &admin]);
+    assert_eq!(code, 0);
+    assert!(out.contains("store        memory"), "{out}");
+    assert!(out.contains("names        1"), "{out}");
+    assert!(
+        out.contains("requests     store 1  exists 0  get 0"),
+        "{out}"
+    );
+    let (code, out, _) = jnhp(&["stats", "--admin", &admin, "--json"]);
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["names"], 1);
+    // Live traffic while --watch runs: its lines show GETs per second.
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_jnhp"))
+        .args(["stats", "--admin", &admin, "--watch", "0.5"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(c.ask("GET a"), "1");
+            }
+        })
+    };
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let header = lines.next().unwrap().unwrap();
+    assert!(
+        header.contains("get/s") && header.contains("conns"),
+        "{header}"
+    );
+    let busy = lines.by_ref().take(6).map(|l| l.unwrap()).find(|line| {
+        let get_rate: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        get_rate > 0
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(busy.is_some(), "no line showed the GETs");
+    // No admin listener there: exit 2 with a message.
+    let (code, _, err) = jnhp(&["stats", "--admin", "127.0.0.1:1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot connect"), "{err}");
+}
