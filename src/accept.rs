@@ -177,7 +177,7 @@ async fn handshake(
 async fn refuse<S: Stream>(mut stream: S, shared: &Shared) {
     let mut tally = crate::metrics::Tally::default();
     tally.server_error(None, crate::metrics::ServerError::TooManyConnections);
-    shared.metrics.fold(&mut tally, std::time::Instant::now());
+    shared.metrics.fold(&mut tally, None);
     let mut line = Vec::new();
     Reply::TOO_MANY_CONNECTIONS.encode(&mut line);
     let said = async {

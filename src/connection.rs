@@ -107,7 +107,7 @@ pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<Shared>) {
     shared.metrics.connections.fetch_add(1, Relaxed);
     let metrics = shared.metrics.clone();
     let mut conn = Connection {
-        read_at: Instant::now(),
+        stores_since: None,
         framer: LineFramer::new(shared.limits.max_line_bytes()),
         stream,
         peer,
@@ -139,8 +139,9 @@ struct Connection<S> {
     draining: Pin<Box<WaitForCancellationFutureOwned>>,
     expired: Pin<Box<WaitForCancellationFutureOwned>>,
     shared: Arc<Shared>,
-    /// When the last read completed: a STORE's duration runs from there.
-    read_at: Instant,
+    /// When the batch being answered was read, if it holds a STORE: a
+    /// STORE's duration runs from there (no clock is read otherwise).
+    stores_since: Option<Instant>,
 }
 
 impl<S: Stream> Connection<S> {
@@ -182,7 +183,7 @@ impl<S: Stream> Connection<S> {
                 biased;
                 read = self.stream.read_buf(&mut self.buf) => match read {
                     Ok(0) => eof = true,
-                    Ok(_) => self.read_at = Instant::now(),
+                    Ok(_) => {}
                     // A TLS client that closes its side without a
                     // close_notify (a half-close at the TCP level) has
                     // still sent complete requests: answer them.
@@ -215,12 +216,10 @@ impl<S: Stream> Connection<S> {
     /// high-water mark.
     async fn answer_batch(&mut self, chain: &ValidatorChain) {
         let mut batch = std::mem::take(&mut self.batch);
+        self.stores_since = batch.has_stores().then(Instant::now);
         loop {
             batch = match self.shared.store.execute(batch).await {
-                Ok(mut batch) => {
-                    self.shared.metrics.fold(batch.tally(), self.read_at);
-                    batch
-                }
+                Ok(batch) => batch,
                 Err(_) => {
                     // The store stopped: the server is going away.
                     self.batch = Batch::default();
@@ -257,7 +256,7 @@ impl<S: Stream> Connection<S> {
                 }
                 None => {}
             }
-            self.shared.metrics.fold(batch.tally(), self.read_at);
+            self.shared.metrics.fold(batch.tally(), self.stores_since);
             if batch.replies().len() >= OUT_HIGH_WATER {
                 self.write_out(batch.replies()).await;
             }
@@ -405,7 +404,7 @@ impl<S: Stream> Connection<S> {
                 break;
             }
         }
-        self.shared.metrics.fold(self.batch.tally(), self.read_at);
+        self.shared.metrics.fold(self.batch.tally(), None);
         self.flush().await;
         let _ = self.stream.shutdown().await;
     }

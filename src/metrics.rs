@@ -111,6 +111,9 @@ pub struct Tally {
     pub fresh_stores: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Whether `errors` has anything (errors are rare: the fold skips
+    /// them otherwise).
+    any_errors: bool,
 }
 
 impl Tally {
@@ -123,6 +126,7 @@ impl Tally {
             self.count(command, Answer::Error);
         }
         self.errors[error_index(err)] += 1;
+        self.any_errors = true;
     }
 
     pub fn server_error(&mut self, command: Option<Command>, err: ServerError) {
@@ -130,6 +134,7 @@ impl Tally {
             self.count(command, Answer::Error);
         }
         self.errors[err as usize] += 1;
+        self.any_errors = true;
     }
 }
 
@@ -349,7 +354,7 @@ impl Metrics {
 
     /// Adds a batch's tally; observes its fresh STOREs as answered now,
     /// `since` their lines were read.
-    pub fn fold(&self, tally: &mut Tally, since: Instant) {
+    pub fn fold(&self, tally: &mut Tally, since: Option<Instant>) {
         for (row, counts) in self.requests.iter().zip(&tally.requests) {
             for (atomic, &n) in row.iter().zip(counts) {
                 if n > 0 {
@@ -357,12 +362,14 @@ impl Metrics {
                 }
             }
         }
-        for (atomic, &n) in self.errors.iter().zip(&tally.errors) {
-            if n > 0 {
-                atomic.fetch_add(n, Relaxed);
+        if tally.any_errors {
+            for (atomic, &n) in self.errors.iter().zip(&tally.errors) {
+                if n > 0 {
+                    atomic.fetch_add(n, Relaxed);
+                }
             }
         }
-        if tally.fresh_stores > 0 {
+        if let Some(since) = since.filter(|_| tally.fresh_stores > 0) {
             self.store_duration
                 .observe_duration(since.elapsed(), tally.fresh_stores);
         }
@@ -370,7 +377,12 @@ impl Metrics {
             self.cache[0].fetch_add(tally.cache_hits, Relaxed);
             self.cache[1].fetch_add(tally.cache_misses, Relaxed);
         }
-        *tally = Tally::default();
+        tally.requests = Default::default();
+        if tally.any_errors {
+            tally.errors = Default::default();
+            tally.any_errors = false;
+        }
+        (tally.fresh_stores, tally.cache_hits, tally.cache_misses) = (0, 0, 0);
     }
 
     /// Requests answered, by command, summed over outcomes.

@@ -228,6 +228,7 @@ pub struct Batch {
     /// What was answered, counted in plain integers until the connection
     /// folds it into the metrics.
     tally: Tally,
+    stores: bool,
 }
 
 /// The reply to a request that needed a shared namespace it could not
@@ -237,7 +238,13 @@ pub const STORAGE_UNAVAILABLE: &str = "storage unavailable";
 impl Batch {
     /// Adds a request, to be answered after those already in the batch.
     pub fn push(&mut self, op: Op) {
+        self.stores |= matches!(op, Op::Store { .. });
         self.ops.push(op);
+    }
+
+    /// Whether a STORE was added since the last [`clear`](Self::clear).
+    pub fn has_stores(&self) -> bool {
+        self.stores
     }
 
     /// Whether no request was added since the last [`clear`](Self::clear).
@@ -328,6 +335,7 @@ impl Batch {
 
     /// Empties the batch for reuse, keeping its allocations.
     pub fn clear(&mut self) {
+        self.stores = false;
         self.ops.clear();
         self.next = 0;
         self.deferred = None;

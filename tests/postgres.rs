@@ -912,7 +912,10 @@ fn readiness_and_metrics_follow_the_database() {
     assert_eq!(c.ask("STORE b 2"), "ERROR storage unavailable");
     let (status, _, body) = get(admin, "/readyz");
     assert_eq!((status, body.as_str()), (503, "postgres unreachable\n"));
-    assert!(get(admin, "/metrics").2.contains("jnhpd_postgres_up 0"));
+    let down = get(admin, "/metrics").2;
+    assert!(down.contains("jnhpd_postgres_up 0"), "{down}");
+    assert!(down.contains("jnhpd_protocol_errors_total{reason=\"storage_unavailable\"} 1"));
+    assert!(down.contains("jnhpd_requests_total{command=\"store\",outcome=\"error\"} 1"));
     pg.start_again();
     let deadline = Instant::now() + PATIENCE;
     while c.ask("STORE b 2") != "W00T!" {

@@ -358,6 +358,8 @@ enum Notice {
     Released(Vec<u8>),
     /// Listening (again): announcements may have been missed meanwhile.
     Listening,
+    /// The LISTEN connection broke (PostgreSQL may be gone).
+    Lost(String),
 }
 
 /// A job's work, handed back with its results.
@@ -975,7 +977,11 @@ impl<T: Send + 'static> Engine<T> {
                     self.requeue(item, true);
                 }
             }
+            Notice::Lost(reason) => self.note(Err(&reason)),
             Notice::Listening => {
+                // PostgreSQL answers again (readiness need not wait for
+                // the next request to find out).
+                self.note(Ok(()));
                 let parked: Vec<_> = self.parked.drain().map(|(_, (_, item))| item).collect();
                 for item in parked {
                     self.requeue(item, true);
@@ -1266,6 +1272,10 @@ async fn listen(
                 }
             }
             driver.abort();
+            let lost = Notice::Lost("the LISTEN connection was lost".into());
+            if engine.send(lost).is_err() {
+                return;
+            }
         }
         if engine.is_closed() {
             return;
