@@ -12,7 +12,6 @@ cd "$(dirname "$0")/.."
 secs=${1:-5}
 repeats=${2:-3}
 root=$PWD
-python=$(command -v python3)
 
 command -v redis-server >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
@@ -75,20 +74,4 @@ for r in $(seq "$repeats"); do
   done
 done
 
-"$python" - "$work/results.jsonl" "$secs" "$repeats" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-secs, repeats = sys.argv[2], sys.argv[3]
-def cell(server, pipeline, key):
-    return statistics.median(r[key] for r in rows if r["server"] == server and r["pipeline"] == pipeline)
-print(f"median of {repeats} runs of {secs} s; server pinned to core 0, load and scraper to core 1")
-for p in ("1", "32"):
-    print(f"\nmixed, pipeline {p}: 50 connections, STORE:EXISTS:GET 10:10:80 over 10k names\n")
-    print("| server | ops/s | p999 ms | CPU s per 1M requests | jnhpd-admin ops/s ÷ this |")
-    print("|---|---|---|---|---|")
-    ref = cell("jnhpd-admin", p, "ops_per_sec")
-    for s in ("jnhpd-admin", "jnhpd", "redis"):
-        ops, p999, cpu = (cell(s, p, k) for k in ("ops_per_sec", "p999_ms", "cpu_s_per_million"))
-        ratio = "" if s == "jnhpd-admin" else f"{ref / ops:.2f}×"
-        print(f"| {s} | {ops:,.0f} | {p999:.3f} | {cpu:.2f} | {ratio} |")
-PY
+median_tables "$work/results.jsonl" "$secs" "$repeats" "server pinned to core 0, load and scraper to core 1" jnhpd-admin jnhpd redis

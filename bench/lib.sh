@@ -40,3 +40,27 @@ report.update(zip(pairs[::2], pairs[1::2]))
 print(json.dumps(report))
 PY
 }
+
+# median_tables RESULTS SECS REPEATS SETUP SERVER...: from `record`'s lines
+# (with `server` and `pipeline` keys), one table per pipeline depth of the
+# medians of each server, with the first server's ops/s divided by each
+# other's. SETUP says where things ran.
+median_tables() {
+  python3 - "$@" <<'PY'
+import json, statistics, sys
+path, secs, repeats, setup, *servers = sys.argv[1:]
+rows = [json.loads(l) for l in open(path)]
+def cell(server, pipeline, key):
+    return statistics.median(r[key] for r in rows if r["server"] == server and r["pipeline"] == pipeline)
+print(f"median of {repeats} runs of {secs} s; {setup}")
+for p in sorted({r["pipeline"] for r in rows}, key=int):
+    print(f"\nmixed, pipeline {p}: 50 connections, STORE:EXISTS:GET 10:10:80 over 10k names\n")
+    print(f"| server | ops/s | p999 ms | CPU s per 1M requests | {servers[0]} ops/s ÷ this |")
+    print("|---|---|---|---|---|")
+    ref = cell(servers[0], p, "ops_per_sec")
+    for s in servers:
+        ops, p999, cpu = (cell(s, p, k) for k in ("ops_per_sec", "p999_ms", "cpu_s_per_million"))
+        ratio = "" if s == servers[0] else f"{ref / ops:.2f}×"
+        print(f"| {s} | {ops:,.0f} | {p999:.3f} | {cpu:.2f} | {ratio} |")
+PY
+}

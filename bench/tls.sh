@@ -13,7 +13,6 @@ cd "$(dirname "$0")/.."
 secs=${1:-5}
 repeats=${2:-3}
 root=$PWD
-python=$(command -v python3)
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
@@ -77,20 +76,4 @@ for r in $(seq "$repeats"); do
   done
 done
 
-"$python" - "$work/results.jsonl" "$secs" "$repeats" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-secs, repeats = sys.argv[2], sys.argv[3]
-def cell(server, pipeline, key):
-    return statistics.median(r[key] for r in rows if r["server"] == server and r["pipeline"] == pipeline)
-print(f"median of {repeats} runs of {secs} s; server pinned to core 0, load to core 1; TLS 1.3, ECDSA P-256")
-for p in ("1", "32"):
-    print(f"\nmixed, pipeline {p}: 50 connections, STORE:EXISTS:GET 10:10:80 over 10k names\n")
-    print("| server | ops/s | p999 ms | CPU s per 1M requests | jnhpd-tls ops/s ÷ this |")
-    print("|---|---|---|---|---|")
-    ref = cell("jnhpd-tls", p, "ops_per_sec")
-    for s in ("jnhpd-tls", "redis-tls", "jnhpd"):
-        ops, p999, cpu = (cell(s, p, k) for k in ("ops_per_sec", "p999_ms", "cpu_s_per_million"))
-        ratio = "" if s == "jnhpd-tls" else f"{ref / ops:.2f}×"
-        print(f"| {s} | {ops:,.0f} | {p999:.3f} | {cpu:.2f} | {ratio} |")
-PY
+median_tables "$work/results.jsonl" "$secs" "$repeats" "server pinned to core 0, load to core 1; TLS 1.3, ECDSA P-256" jnhpd-tls redis-tls jnhpd
