@@ -68,12 +68,15 @@ fn command_of(line: &[u8]) -> Option<Command> {
     let word = line
         .split(|&b| b == b' ' || b == b'\t')
         .find(|w| !w.is_empty())?;
-    match word {
-        b"STORE" => Some(Command::Store),
-        b"EXISTS" => Some(Command::Exists),
-        b"GET" => Some(Command::Get),
-        _ => None,
-    }
+    // Commands are case-insensitive, as the parser reads them.
+    [
+        (&b"STORE"[..], Command::Store),
+        (b"EXISTS", Command::Exists),
+        (b"GET", Command::Get),
+    ]
+    .into_iter()
+    .find(|(known, _)| word.eq_ignore_ascii_case(known))
+    .map(|(_, command)| command)
 }
 
 /// How the server shuts down, shared by all connections.

@@ -75,7 +75,7 @@ fn every_counter_has_exactly_the_expected_value() {
         ("FROB", "ERROR unknown command"),
         ("GET", "ERROR missing name"),
         ("STORE x", "ERROR missing value"),
-        ("GET a b", "ERROR too many arguments"),
+        ("get a b", "ERROR too many arguments"),
         ("GET aaaaaaaaaa", "ERROR name too long"),
         ("STORE v 12345678901234567", "ERROR value too long"),
         ("GET a\u{1}", "ERROR forbidden byte in name"),

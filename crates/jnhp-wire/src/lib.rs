@@ -216,10 +216,76 @@ fn check_name<'a>(name: &'a [u8], limits: &Limits) -> Result<&'a [u8], ProtocolE
     Ok(name)
 }
 
+/// Whether any byte of `bytes` may not be in a name (a blank, an ASCII
+/// control character or DEL), eight bytes at a time.
+///
+/// For a word `x`, `(x - 0x21…) & !x & 0x80…` has a byte's high bit set
+/// exactly when some byte is below 0x21 (the classic "has less than"
+/// test: exact as a yes/no for thresholds up to 0x80; bytes of 0x80 and
+/// above never count, so non-UTF-8 names pass), and the same test on
+/// `x ^ 0x7f…` with threshold 1 finds a DEL.
+fn has_name_forbidden(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let word_bad = |x: u64| {
+        let below = x.wrapping_sub(ONES * 0x21) & !x & HIGH;
+        let del = x ^ (ONES * 0x7f);
+        let del = del.wrapping_sub(ONES) & !del & HIGH;
+        below | del != 0
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if word_bad(u64::from_le_bytes(word)) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| is_forbidden_in_name(b))
+}
+
+/// The common shapes, exactly: `GET <name>`, `EXISTS <name>` and
+/// `STORE <name> <value>` in upper case with single spaces and a value
+/// that does not start with a blank. `None` means "not this shape": the
+/// general parser decides (it would give the same answer for these lines;
+/// a property test holds the two to it).
+fn parse_common<'a>(line: &'a [u8], limits: &Limits) -> Option<Request<'a>> {
+    let fits = |name: &[u8]| !name.is_empty() && name.len() <= limits.max_name_bytes;
+    if let Some(name) = line.strip_prefix(b"GET ") {
+        return (fits(name) && !has_name_forbidden(name)).then_some(Request::Get { name });
+    }
+    if let Some(name) = line.strip_prefix(b"EXISTS ") {
+        return (fits(name) && !has_name_forbidden(name)).then_some(Request::Exists { name });
+    }
+    let rest = line.strip_prefix(b"STORE ")?;
+    let space = memchr::memchr(b' ', rest)?;
+    let (name, value) = (&rest[..space], &rest[space + 1..]);
+    let plain_value = value
+        .first()
+        .is_some_and(|&b| !is_blank(b) && value.len() <= limits.max_value_bytes)
+        && memchr::memchr3(0, b'\r', b'\n', value).is_none()
+        && !value.starts_with(ERROR_PREFIX);
+    (plain_value && fits(name) && !has_name_forbidden(name))
+        .then_some(Request::Store { name, value })
+}
+
 /// Parses one request line (line end already removed).
 ///
 /// Returns `Ok(None)` for an empty or all-blank line, which gets no reply.
+/// The common shapes take a fast path ([`parse_common`]); every other
+/// line, and every error, the general one.
 pub fn parse<'a>(line: &'a [u8], limits: &Limits) -> Result<Option<Request<'a>>, ProtocolError> {
+    if let Some(request) = parse_common(line, limits) {
+        return Ok(Some(request));
+    }
+    parse_general(line, limits)
+}
+
+/// The grammar of protocol.md, for any line.
+fn parse_general<'a>(
+    line: &'a [u8],
+    limits: &Limits,
+) -> Result<Option<Request<'a>>, ProtocolError> {
     let line = skip_blanks(line);
     if line.is_empty() {
         return Ok(None);
@@ -468,6 +534,47 @@ mod tests {
     }
 
     proptest! {
+        /// The fast path answers exactly as the general parser, on lines
+        /// built near its shapes (commands, separators, forbidden bytes,
+        /// lengths around the limits) and on arbitrary bytes.
+        #[test]
+        fn the_fast_path_agrees_with_the_grammar(
+            command in prop_oneof![Just(&b"GET "[..]), Just(&b"EXISTS "[..]), Just(&b"STORE "[..]),
+                                   Just(&b"get "[..]), Just(&b"GET  "[..]), Just(&b"STORE\t"[..])],
+            name in proptest::collection::vec(prop_oneof![
+                Just(b'a'), Just(b' '), Just(b'\t'), Just(0x7f), Just(0x00), Just(0x1f),
+                Just(0x20), Just(0x21), Just(0x80), Just(0xff), any::<u8>()], 0..20),
+            sep in prop_oneof![Just(&b" "[..]), Just(&b"  "[..]), Just(&b"\t"[..]), Just(&b""[..])],
+            value in proptest::collection::vec(prop_oneof![
+                Just(b'v'), Just(b' '), Just(0u8), Just(b'\r'), Just(b'E'), any::<u8>()], 0..24),
+            error_prefix in any::<bool>(),
+            raw in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mut line = command.to_vec();
+            line.extend_from_slice(&name);
+            line.extend_from_slice(sep);
+            if error_prefix {
+                line.extend_from_slice(b"ERROR ");
+            }
+            line.extend_from_slice(&value);
+            for limits in [Limits::default(), small()] {
+                if let Some(fast) = parse_common(&line, &limits) {
+                    proptest::prop_assert_eq!(Ok(Some(fast)), parse_general(&line, &limits));
+                }
+                if let Some(fast) = parse_common(&raw, &limits) {
+                    proptest::prop_assert_eq!(Ok(Some(fast)), parse_general(&raw, &limits));
+                }
+            }
+        }
+
+        #[test]
+        fn names_are_checked_like_byte_by_byte(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            proptest::prop_assert_eq!(
+                has_name_forbidden(&bytes),
+                bytes.iter().any(|&b| is_forbidden_in_name(b))
+            );
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(line in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = parse(&line, &Limits::default());
