@@ -199,10 +199,6 @@ impl Histogram {
             .fetch_add((value * self.scale) as u64 * times, Relaxed);
     }
 
-    pub fn count(&self) -> u64 {
-        self.count.load(Relaxed)
-    }
-
     fn encode(&self, encoder: &mut prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
         // Per bucket, not cumulative: the encoder adds them up.
         let count = self.count.load(Relaxed);
@@ -388,10 +384,6 @@ impl Metrics {
     /// Requests answered, by command, summed over outcomes.
     pub fn requests_by_command(&self) -> [u64; 3] {
         std::array::from_fn(|c| self.requests[c].iter().map(|a| a.load(Relaxed)).sum())
-    }
-
-    pub fn request_count(&self, command: Command, answer: Answer) -> u64 {
-        self.requests[command as usize][answer as usize].load(Relaxed)
     }
 
     pub fn errors_total(&self) -> u64 {

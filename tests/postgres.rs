@@ -45,15 +45,14 @@ fn validated_front_end(pg: &Postgres, db: &str, dir: tempfile::TempDir, program:
     )
 }
 
-/// Whether a reply arrives on `client` within `wait` (it should not).
-fn replies_within(client: &mut Client, wait: Duration) -> bool {
+/// Asserts that no reply arrives on `client` within `wait`.
+fn replies_within(client: &mut Client, wait: Duration) {
     let stream = client.stream().try_clone().unwrap();
     stream.set_read_timeout(Some(wait)).unwrap();
     let mut byte = [0u8; 1];
     let got = matches!(std::io::Read::read(&mut &stream, &mut byte), Ok(n) if n > 0);
     stream.set_read_timeout(None).unwrap();
     assert!(!got, "a reply arrived early");
-    got
 }
 
 #[test]
@@ -681,15 +680,16 @@ fn a_data_file_is_imported() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jnhp.toml");
     std::fs::write(&path, config(&pg.url(&db), "", "")).unwrap();
-    let (code, out) = run_to_exit(
-        &[
+    let import = |file: &Path| {
+        let args = [
             "--config",
             path.to_str().unwrap(),
             "--import-datafile",
-            data.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+            file.to_str().unwrap(),
+        ];
+        run_to_exit(&args, dir.path())
+    };
+    let (code, out) = import(&data);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("2 imported, 1 already present, 1 conflicts"),
@@ -698,31 +698,16 @@ fn a_data_file_is_imported() {
     assert_eq!(f.ask("GET a"), "1");
     assert_eq!(f.ask("GET c"), "9");
     // Again: everything is present now.
-    let (code, out) = run_to_exit(
-        &[
-            "--config",
-            path.to_str().unwrap(),
-            "--import-datafile",
-            data.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let (code, out) = import(&data);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("0 imported, 3 already present, 1 conflicts"),
         "{out}"
     );
     // Not a data file: exit 1.
-    std::fs::write(dir.path().join("junk"), "not a data file").unwrap();
-    let (code, out) = run_to_exit(
-        &[
-            "--config",
-            path.to_str().unwrap(),
-            "--import-datafile",
-            "junk",
-        ],
-        dir.path(),
-    );
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, "not a data file").unwrap();
+    let (code, out) = import(&junk);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not a jnhpd data file"), "{out}");
 }

@@ -272,7 +272,7 @@ fn parse_common<'a>(line: &'a [u8], limits: &Limits) -> Option<Request<'a>> {
 /// Parses one request line (line end already removed).
 ///
 /// Returns `Ok(None)` for an empty or all-blank line, which gets no reply.
-/// The common shapes take a fast path ([`parse_common`]); every other
+/// The common shapes take a fast path (`parse_common`); every other
 /// line, and every error, the general one.
 pub fn parse<'a>(line: &'a [u8], limits: &Limits) -> Result<Option<Request<'a>>, ProtocolError> {
     if let Some(request) = parse_common(line, limits) {
