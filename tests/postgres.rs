@@ -889,6 +889,32 @@ fn readiness_and_metrics_follow_the_database() {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     }
     assert!(metrics.contains("jnhpd_postgres_query_duration_seconds_bucket"));
+    // Batching: ten pipelined reads of uncached names share one query, ten
+    // pipelined STOREs one statement (two, should the ten lines arrive in
+    // two reads; never ten).
+    let count = |metrics: &str, key: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(key)).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let look_ups = "jnhpd_postgres_queries_total{op=\"look_up\",result=\"ok\"}";
+    let writes = "jnhpd_postgres_queries_total{op=\"write\",result=\"ok\"}";
+    let reads: String = (0..10).map(|i| format!("GET u{i}\r\n")).collect();
+    c.send(reads.as_bytes());
+    assert!((0..10).all(|_| c.reply().is_empty()));
+    let stores: String = (0..10).map(|i| format!("STORE s{i} v\r\n")).collect();
+    c.send(stores.as_bytes());
+    assert!((0..10).all(|_| c.reply() == "W00T!"));
+    let (_, _, after) = get(admin, "/metrics");
+    assert!(
+        count(&after, look_ups) - count(&metrics, look_ups) <= 2,
+        "{after}"
+    );
+    assert!(
+        count(&after, writes) - count(&metrics, writes) <= 2,
+        "{after}"
+    );
+    let misses = "jnhpd_cache_requests_total{result=\"miss\"}";
+    assert_eq!(count(&after, misses), 11);
     assert!(
         !metrics.contains("jnhpd_names "),
         "no name count for a shared namespace"
