@@ -400,7 +400,10 @@ fn gated_server() -> (Server, PathBuf) {
     let d = dir();
     let prog = gated(d.path());
     let root = d.path().to_path_buf();
-    (Server::start_in(d, &process_validator(&prog, "")), root)
+    // A gated run waits for the test to release it, which on a loaded
+    // machine can take longer than the default 5 s timeout.
+    let config = process_validator(&prog, "timeout_ms = 60000");
+    (Server::start_in(d, &config), root)
 }
 
 /// While a STORE of a name is validated, another STORE of that name waits
