@@ -35,7 +35,7 @@ fn instrumented(max_connections: usize) -> (Server, SocketAddr) {
     let gate = script(
         dir.path(),
         "gate",
-        "case \"$1\" in deny*) echo JNHP:0 ;; slow*) sleep 5 ;; junk*) echo JNHP:what ;; *) echo JNHP:1 ;; esac",
+        "case \"$1\" in deny*) echo JNHP:0 ;; slow*) sleep 30 ;; junk*) echo JNHP:what ;; *) echo JNHP:1 ;; esac",
     );
     let helper = script(
         dir.path(),
@@ -46,7 +46,7 @@ fn instrumented(max_connections: usize) -> (Server, SocketAddr) {
         "[server]\nmax_connections = {max_connections}\nmax_name_bytes = 8\nmax_value_bytes = 16\n\
          [storage]\npath = \"data\"\nfsync = \"always\"\n\
          [admin]\nlisten = [\"127.0.0.1:0\"]\n\
-         [[validator]]\nname = \"gate\"\nkind = \"process\"\ncommand = [\"{}\"]\ntimeout_ms = 500\n\
+         [[validator]]\nname = \"gate\"\nkind = \"process\"\ncommand = [\"{}\"]\ntimeout_ms = 2000\n\
          [[validator]]\nkind = \"helper\"\ncommand = [\"{}\"]\nchildren = 1\n",
         gate.display(),
         helper.display()
