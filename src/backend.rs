@@ -114,7 +114,7 @@ pub trait Shared: Send {
     fn reserve(&mut self, name: Box<[u8]>);
 
     /// Ends a reservation without storing (the STORE was refused).
-    fn release(&mut self, name: Box<[u8]>, lease: Lease);
+    fn release(&mut self, lease: Lease);
 
     /// Looks names up (each `Some(value)` is also reported as
     /// [`Event::Found`]).

@@ -419,11 +419,9 @@ fn store_kind(config: &Config) -> StoreKind {
 
 fn describe_store(config: &Config) -> String {
     if let Some(pg) = &config.storage.postgres {
-        let server = crate::postgres::Target::parse(&pg.url)
-            .map(|t| t.server().to_string())
-            .unwrap_or_default();
+        // The server itself was named when it was connected to.
         format!(
-            "postgres {server}, tables {}_*, pool {}, cache {} bytes",
+            "postgres, tables {}_*, pool {}, cache {} bytes",
             pg.table_prefix, pg.pool_size, pg.cache_bytes
         )
     } else if config.storage.path.as_os_str().is_empty() {

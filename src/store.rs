@@ -980,7 +980,7 @@ impl Store {
         }
         self.pending.remove(&name);
         if let (Some(lease), Some(shared)) = (lease, self.shared()) {
-            shared.release(name, lease);
+            shared.release(lease);
         }
     }
 }

@@ -713,9 +713,10 @@ fn a_data_file_is_imported() {
 }
 
 /// sslmode is honoured: verify-full against the right CA connects over
-/// TLS; against another CA the start is refused.
+/// TLS; against another CA the start is refused; require connects without
+/// checking; verify-ca checks the chain.
 #[test]
-fn sslmode_verify_full_checks_the_servers_certificate() {
+fn sslmode_is_honoured() {
     let certs = tempfile::tempdir().unwrap();
     let ca = pki::Ca::new(certs.path(), "pg");
     let issued = ca.server(certs.path(), "server", 1);
@@ -768,6 +769,33 @@ fn sslmode_verify_full_checks_the_servers_certificate() {
     let (code, out) = common::start_fails(&path);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("certificate"), "{out}");
+    // require: encrypted, certificate not checked (even another CA's);
+    // verify-ca: the chain is checked, not the host name.
+    for mode in [
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-ca&sslrootcert={}", ca.pem.display()),
+    ] {
+        let url = format!("postgres://postgres@localhost:{}/{db}?{mode}", pg.port);
+        std::fs::write(&path, config(&url, "", "")).unwrap();
+        let (code, out) = run_to_exit(
+            &["--config", path.to_str().unwrap(), "--check-config"],
+            dir.path(),
+        );
+        assert_eq!(code, 0, "{mode}: {out}");
+        assert!(out.contains("connected to host localhost"), "{out}");
+    }
+    let wrong_ca = format!("sslmode=verify-ca&sslrootcert={}", other.pem.display());
+    let url = format!("postgres://postgres@localhost:{}/{db}?{wrong_ca}", pg.port);
+    std::fs::write(
+        &path,
+        config(&url, "", "").replace("connect_timeout_secs = 10", "connect_timeout_secs = 0"),
+    )
+    .unwrap();
+    let (code, out) = run_to_exit(
+        &["--config", path.to_str().unwrap(), "--check-config"],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "verify-ca with another CA: {out}");
 }
 
 /// SIGHUP re-reads password_file: after the role's password changes, new

@@ -271,7 +271,7 @@ struct PgBackend<T> {
 enum Request<T> {
     Append(Vec<Record<T>>),
     Reserve(Box<[u8]>),
-    Release(Box<[u8]>, Lease),
+    Release(Lease),
     LookUp(Vec<Bytes>, oneshot::Sender<Found>),
     Close,
 }
@@ -304,8 +304,8 @@ impl<T: Send + 'static> Shared for PgBackend<T> {
         let _ = self.requests.send(Request::Reserve(name));
     }
 
-    fn release(&mut self, name: Box<[u8]>, lease: Lease) {
-        let _ = self.requests.send(Request::Release(name, lease));
+    fn release(&mut self, lease: Lease) {
+        let _ = self.requests.send(Request::Release(lease));
     }
 
     fn look_up(&mut self, names: Vec<Bytes>) -> oneshot::Receiver<Found> {
@@ -524,7 +524,7 @@ impl<T: Send + 'static> Engine<T> {
                     deadline,
                 });
             }
-            Request::Release(_name, lease) => {
+            Request::Release(lease) => {
                 self.held.remove(&lease.0);
                 self.releases.push((lease.0, deadline));
             }
