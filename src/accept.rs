@@ -48,7 +48,7 @@ pub(crate) async fn serve(
             tracker.clone(),
         )));
     }
-    shared.shutdown.draining.cancelled().await;
+    shared.shutdown.draining.raised().await;
     for task in &accepting {
         task.abort();
     }
@@ -58,7 +58,7 @@ pub(crate) async fn serve(
         // Past the grace period connections abandon what they wait on;
         // allow them a moment to say so, then stop regardless.
         _ = async {
-            shared.shutdown.expired.cancelled().await;
+            shared.shutdown.expired.raised().await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         } => log::warn!("{} connections still open after the grace period", tracker.len()),
     }
@@ -148,7 +148,7 @@ async fn handshake(
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Peer)> {
     let accepted = tokio::select! {
         accepted = tokio::time::timeout(tls.handshake_timeout, tls.get().accept(stream)) => accepted,
-        () = shared.shutdown.draining.cancelled() => return None,
+        () = shared.shutdown.draining.raised() => return None,
     };
     let stream = match accepted {
         Ok(Ok(stream)) => stream,

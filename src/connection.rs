@@ -14,14 +14,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-
 use crate::metrics::{Command, Metrics};
 use crate::protocol::{self, Frame, Limits, LineFramer, ProtocolError, Reply, Request};
+use crate::shutdown::{Flag, FlagWatch, Shutdown};
 use crate::store::{
     Batch, CommitError, Deferred, OUT_HIGH_WATER, Op, PendingStore, Reservation, StoreHandle, Turn,
 };
@@ -98,16 +96,6 @@ fn command_of(line: &[u8]) -> Option<Command> {
     .map(|(_, command)| command)
 }
 
-/// How the server shuts down, shared by all connections.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown {
-    /// SIGTERM received: stop accepting, close idle connections, answer what
-    /// was received, refuse what arrives later.
-    pub draining: CancellationToken,
-    /// The grace period is over: abandon validations and blocked writes.
-    pub expired: CancellationToken,
-}
-
 /// What every connection shares.
 #[derive(Debug)]
 pub struct Shared {
@@ -134,10 +122,9 @@ pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<Shared>) {
         stream,
         peer,
         buf: BytesMut::with_capacity(READ_CHUNK),
-        batch: Batch::default(),
         write_failed: false,
-        draining: Box::pin(shared.shutdown.draining.clone().cancelled_owned()),
-        expired: Box::pin(shared.shutdown.expired.clone().cancelled_owned()),
+        draining: shared.shutdown.draining.watch(),
+        expired: shared.shutdown.expired.watch(),
         shared,
     };
     conn.run().await;
@@ -150,16 +137,15 @@ struct Connection<S> {
     peer: Peer,
     framer: LineFramer,
     buf: BytesMut,
-    batch: Batch,
     /// The client is gone. Requests already received are still carried out
     /// (an acknowledged-or-not STORE must not be half done); their replies
     /// are dropped.
     write_failed: bool,
-    /// `shared.shutdown`'s two events, waited on by every read and write:
-    /// made once per connection, since registering a new waiter on each
+    /// `shared.shutdown`'s two flags, waited on by every read and write:
+    /// watched once per connection, since registering a new waiter on each
     /// turn of the loop costs a lock and an unlock per request.
-    draining: Pin<Box<WaitForCancellationFutureOwned>>,
-    expired: Pin<Box<WaitForCancellationFutureOwned>>,
+    draining: FlagWatch,
+    expired: FlagWatch,
     shared: Arc<Shared>,
     /// When the batch being answered was read, if it holds a STORE: a
     /// STORE's duration runs from there (no clock is read otherwise).
@@ -169,6 +155,9 @@ struct Connection<S> {
 impl<S: Stream> Connection<S> {
     async fn run(&mut self) {
         let mut eof = false;
+        // The connection's one batch: its box goes to the actor and comes
+        // back on every round trip, and is reused for the next read.
+        let mut batch = Box::<Batch>::default();
         loop {
             {
                 // A batch is validated by the chain current when it was
@@ -178,22 +167,22 @@ impl<S: Stream> Connection<S> {
                 // helper processes) alive.
                 let chain = self.shared.validators.borrow().clone();
                 while let Some(frame) = self.framer.next_frame(&mut self.buf) {
-                    self.push(frame, &chain);
+                    self.push(frame, &chain, &mut batch);
                 }
                 if eof && let Some(frame) = self.framer.finish(&mut self.buf) {
-                    self.push(frame, &chain);
+                    self.push(frame, &chain, &mut batch);
                 }
-                if !self.batch.is_empty() {
-                    self.answer_batch(&chain).await;
+                if !batch.is_empty() {
+                    batch = self.answer_batch(batch, &chain).await;
                 }
             }
-            self.flush().await;
+            self.flush(batch.replies()).await;
             if eof || self.write_failed {
                 let _ = self.stream.shutdown().await;
                 return;
             }
-            if self.shared.shutdown.draining.is_cancelled() {
-                self.refuse_late_requests().await;
+            if self.shared.shutdown.draining.is_raised() {
+                self.refuse_late_requests(&mut batch).await;
                 return;
             }
             if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
@@ -216,8 +205,8 @@ impl<S: Stream> Connection<S> {
                     }
                 },
                 // Idle (nothing received is unanswered): close at once.
-                _ = &mut self.draining => {
-                    self.refuse_late_requests().await;
+                () = &mut self.draining => {
+                    self.refuse_late_requests(&mut batch).await;
                     return;
                 }
                 _ = sleep_until_or_never(idle_deadline(idle)) => {
@@ -228,31 +217,29 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    fn push(&mut self, frame: Frame, chain: &ValidatorChain) {
+    fn push(&self, frame: Frame, chain: &ValidatorChain, batch: &mut Batch) {
         if let Some(op) = to_op(frame, &self.shared.limits, chain) {
-            self.batch.push(op);
+            batch.push(op);
         }
     }
 
     /// Answers every op of the batch, writing replies whenever they pass the
-    /// high-water mark.
-    async fn answer_batch(&mut self, chain: &ValidatorChain) {
-        let mut batch = std::mem::take(&mut self.batch);
+    /// high-water mark; gives the batch back cleared.
+    async fn answer_batch(&mut self, mut batch: Box<Batch>, chain: &ValidatorChain) -> Box<Batch> {
         self.stores_since = batch.has_stores().then(Instant::now);
         loop {
             batch = match self.shared.store.execute(batch).await {
                 Ok(batch) => batch,
                 Err(_) => {
                     // The store stopped: the server is going away.
-                    self.batch = Batch::default();
                     self.write_failed = true;
-                    return;
+                    return Box::default();
                 }
             };
             if batch.has_deferred() && !batch.replies().is_empty() {
                 // The replies before a waiting STORE are ready: they go out
                 // now, not after its validation or its write.
-                self.write_out(batch.replies()).await;
+                self.flush(batch.replies()).await;
             }
             match batch.take_deferred() {
                 Some(Deferred::Committing(outcomes)) => {
@@ -280,14 +267,14 @@ impl<S: Stream> Connection<S> {
             }
             self.shared.metrics.fold(batch.tally(), self.stores_since);
             if batch.replies().len() >= OUT_HIGH_WATER {
-                self.write_out(batch.replies()).await;
+                self.flush(batch.replies()).await;
             }
             if batch.is_done() {
                 break;
             }
         }
         batch.clear();
-        self.batch = batch;
+        batch
     }
 
     /// Finishes a STORE the actor could not answer at once: validate (or
@@ -311,7 +298,7 @@ impl<S: Stream> Connection<S> {
             PendingStore::Wait { turn, name, value } => {
                 let turn = tokio::select! {
                     turn = turn => turn,
-                    _ = expired.cancelled() => return Err(CommitError::Closed),
+                    () = expired.raised() => return Err(CommitError::Closed),
                 };
                 match turn {
                     Ok(Turn::Taken) => Ok(false),
@@ -342,11 +329,11 @@ impl<S: Stream> Connection<S> {
         value: &[u8],
         peer: &Peer,
         chain: &ValidatorChain,
-        expired: &CancellationToken,
+        expired: &Flag,
     ) -> Result<bool, CommitError> {
         let allowed = tokio::select! {
             allowed = chain.allows(name, value, peer) => allowed,
-            _ = expired.cancelled() => return Err(CommitError::Closed),
+            () = expired.raised() => return Err(CommitError::Closed),
         };
         if !allowed {
             reservation.release();
@@ -355,20 +342,12 @@ impl<S: Stream> Connection<S> {
         reservation.commit(value).await
     }
 
-    /// Writes `out` (the replies of a batch taken out of `self`) now.
-    async fn write_out(&mut self, out: &mut BytesMut) {
-        std::mem::swap(self.batch.replies(), out);
-        self.flush().await;
-        std::mem::swap(self.batch.replies(), out);
-    }
-
-    /// Writes the replies gathered so far in one write.
-    async fn flush(&mut self) {
-        let out = self.batch.replies();
+    /// Writes the replies gathered so far (`out`) in one write.
+    async fn flush(&mut self, out: &mut BytesMut) {
         if out.is_empty() {
             return;
         }
-        if !self.write_failed && self.shared.shutdown.expired.is_cancelled() {
+        if !self.write_failed && self.shared.shutdown.expired.is_raised() {
             // Past the grace period: no more waiting on the client, but the
             // last replies (`ERROR shutting down`) go out if the socket
             // takes them now.
@@ -401,7 +380,7 @@ impl<S: Stream> Connection<S> {
 
     /// After SIGTERM: requests that arrived since are answered
     /// `ERROR shutting down`, then the connection closes.
-    async fn refuse_late_requests(&mut self) {
+    async fn refuse_late_requests(&mut self, batch: &mut Batch) {
         loop {
             self.buf.reserve(READ_CHUNK);
             match now_or_never(self.stream.read_buf(&mut self.buf)) {
@@ -418,16 +397,16 @@ impl<S: Stream> Connection<S> {
                         Frame::TooLong => None,
                     };
                     let shutting_down = crate::metrics::ServerError::ShuttingDown;
-                    self.batch.tally().server_error(command, shutting_down);
-                    Reply::SHUTTING_DOWN.encode(self.batch.replies());
+                    batch.tally().server_error(command, shutting_down);
+                    Reply::SHUTTING_DOWN.encode(batch.replies());
                 }
             }
-            if self.batch.replies().len() >= OUT_HIGH_WATER {
+            if batch.replies().len() >= OUT_HIGH_WATER {
                 break;
             }
         }
-        self.shared.metrics.fold(self.batch.tally(), None);
-        self.flush().await;
+        self.shared.metrics.fold(batch.tally(), None);
+        self.flush(batch.replies()).await;
         let _ = self.stream.shutdown().await;
     }
 }

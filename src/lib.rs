@@ -13,6 +13,7 @@
 //!   STORE passes;
 //! - [`backend`]: the seam between the store and durable storage;
 //! - [`datafile`]: the append-only data file (format, replay, group commit);
+//! - [`shutdown`]: the two flags connections watch while the server stops;
 //! - [`server`]: binding, and the server's life: start, reload, shut down,
 //!   wait (the accept loop is in `accept`);
 //! - [`daemon`]: forking, the pidfile, privileges, systemd notification;
@@ -32,6 +33,7 @@ pub use jnhp_wire as protocol;
 pub mod metrics;
 pub mod postgres;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 mod timer;
 pub mod tls;

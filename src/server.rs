@@ -19,9 +19,10 @@ use tokio::sync::watch;
 
 use crate::accept;
 use crate::config::{Config, ListenAddr};
-use crate::connection::{Shared, Shutdown};
+use crate::connection::Shared;
 use crate::datafile::DataFile;
 use crate::metrics::{Metrics, StoreKind};
+use crate::shutdown::Shutdown;
 use crate::store::{Entries, StoreHandle, StoreTask};
 use crate::tls::Acceptor;
 use crate::validator::ValidatorChain;
@@ -303,16 +304,16 @@ impl Control {
     /// them at once.
     pub fn shutdown(&self) -> Stopping {
         let shutdown = &self.inner.shutdown;
-        if shutdown.draining.is_cancelled() {
-            shutdown.expired.cancel();
+        if shutdown.draining.is_raised() {
+            shutdown.expired.raise();
             return Stopping::Abandoning;
         }
         let grace = lock(&self.inner.config).server.shutdown_grace();
-        shutdown.draining.cancel();
+        shutdown.draining.raise();
         let expired = shutdown.expired.clone();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            expired.cancel();
+            expired.raise();
         });
         Stopping::Draining(grace)
     }
@@ -340,7 +341,7 @@ impl Control {
 
     /// Whether a shutdown has begun.
     pub fn is_draining(&self) -> bool {
-        self.inner.shutdown.draining.is_cancelled()
+        self.inner.shutdown.draining.is_raised()
     }
 
     fn apply(&self, new: Config) -> Result<Reloaded, String> {
