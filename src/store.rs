@@ -47,9 +47,6 @@ use crate::shutdown::Flag;
 /// values and never reads (the protocol's "about 1 MiB").
 pub const OUT_HIGH_WATER: usize = 1 << 20;
 
-/// Batches queued to the actor at most; senders wait beyond it.
-const QUEUE_DEPTH: usize = 4096;
-
 /// Reads of a shared namespace looked up together at most: one query, and
 /// at most this many values encoded before the connection writes.
 const READ_RUN: usize = 16;
@@ -500,7 +497,7 @@ const BATCHES_PER_TURN: usize = 64;
 /// A cloneable handle to the store actor.
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
-    batches: mpsc::Sender<BatchMessage>,
+    batches: mpsc::UnboundedSender<BatchMessage>,
 }
 
 /// How long a closing store waits for reservations still held (STOREs
@@ -578,7 +575,12 @@ impl StoreHandle {
         with: Option<BackendParts>,
         metrics: Arc<Metrics>,
     ) -> (StoreHandle, StoreTask) {
-        let (batches, batch_rx) = mpsc::channel(QUEUE_DEPTH);
+        // Unbounded, since bounded already: a connection has one batch at
+        // the actor at most (it waits for it back), so the queue never holds
+        // more batches than there are connections, and `max_connections`
+        // bounds those. A bounded channel would take a semaphore's lock per
+        // batch for nothing.
+        let (batches, batch_rx) = mpsc::unbounded_channel();
         let (mut backend, settle_tx, settle_rx) = match with {
             Some(parts) => parts,
             None => {
@@ -610,10 +612,7 @@ impl StoreHandle {
     /// a dozen times (a tenth of all instructions at pipeline 1).
     pub async fn execute(&self, batch: Box<Batch>) -> Result<Box<Batch>, StoreClosed> {
         let (tx, rx) = oneshot::channel();
-        self.batches
-            .send((batch, tx))
-            .await
-            .map_err(|_| StoreClosed)?;
+        self.batches.send((batch, tx)).map_err(|_| StoreClosed)?;
         rx.await.map_err(|_| StoreClosed)
     }
 }
@@ -634,7 +633,7 @@ struct Store {
 impl Store {
     async fn run(
         mut self,
-        mut batches: mpsc::Receiver<BatchMessage>,
+        mut batches: mpsc::UnboundedReceiver<BatchMessage>,
         mut settles: mpsc::UnboundedReceiver<Settle>,
         close: Flag,
     ) {
@@ -706,7 +705,7 @@ impl Store {
     fn serve_ready(
         &mut self,
         settles: &mut mpsc::UnboundedReceiver<Settle>,
-        batches: &mut mpsc::Receiver<BatchMessage>,
+        batches: &mut mpsc::UnboundedReceiver<BatchMessage>,
     ) {
         for _ in 1..BATCHES_PER_TURN {
             while let Ok(settle) = settles.try_recv() {
