@@ -17,6 +17,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::handback::Slot;
 use crate::metrics::{Command, Metrics};
 use crate::protocol::{self, Frame, Limits, LineFramer, ProtocolError, Reply, Request};
 use crate::shutdown::{Flag, FlagWatch, Shutdown};
@@ -122,6 +123,7 @@ pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<Shared>) {
         stream,
         peer,
         buf: BytesMut::with_capacity(READ_CHUNK),
+        slot: Slot::default(),
         write_failed: false,
         draining: shared.shutdown.draining.watch(),
         expired: shared.shutdown.expired.watch(),
@@ -137,6 +139,8 @@ struct Connection<S> {
     peer: Peer,
     framer: LineFramer,
     buf: BytesMut,
+    /// Where the store actor hands the batch back, every trip.
+    slot: Slot<Box<Batch>>,
     /// The client is gone. Requests already received are still carried out
     /// (an acknowledged-or-not STORE must not be half done); their replies
     /// are dropped.
@@ -228,7 +232,7 @@ impl<S: Stream> Connection<S> {
     async fn answer_batch(&mut self, mut batch: Box<Batch>, chain: &ValidatorChain) -> Box<Batch> {
         self.stores_since = batch.has_stores().then(Instant::now);
         loop {
-            batch = match self.shared.store.execute(batch).await {
+            batch = match self.shared.store.execute(batch, &self.slot).await {
                 Ok(batch) => batch,
                 Err(_) => {
                     // The store stopped: the server is going away.

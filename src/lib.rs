@@ -12,6 +12,7 @@
 //! - [`validator`]: the [`validator::Validator`] trait and the chain every
 //!   STORE passes;
 //! - [`backend`]: the seam between the store and durable storage;
+//! - `handback`: the reusable channel a batch comes back to its connection by;
 //! - [`datafile`]: the append-only data file (format, replay, group commit);
 //! - [`shutdown`]: the two flags connections watch while the server stops;
 //! - [`server`]: binding, and the server's life: start, reload, shut down,
@@ -27,6 +28,7 @@ pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod datafile;
+mod handback;
 pub mod logging;
 /// The wire format and framer (the `jnhp-wire` crate).
 pub use jnhp_wire as protocol;
