@@ -9,20 +9,22 @@
 //! batching: every complete line of a read goes to the store actor in one
 //! message, and every reply of a batch leaves in one write.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::handback::Slot;
 use crate::metrics::{Command, Metrics};
-use crate::protocol::{self, Frame, Limits, LineFramer, ProtocolError, Reply, Request};
+use crate::protocol::{self, Frame, FrameAt, Limits, LineFramer, ProtocolError, Reply, Request};
 use crate::shutdown::{Flag, FlagWatch, Shutdown};
 use crate::store::{
-    Batch, CommitError, Deferred, OUT_HIGH_WATER, Op, PendingStore, Reservation, StoreHandle, Turn,
+    Batch, CommitError, Deferred, OUT_HIGH_WATER, Op, PendingStore, Reservation, Span, StoreHandle,
+    Turn,
 };
 use crate::timer::sleep_until_or_never;
 use crate::validator::{Inline, Peer, ValidatorChain};
@@ -34,19 +36,24 @@ const READ_CHUNK: usize = 32 * 1024;
 /// small ones once empty, so idle connections stay cheap.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
-/// Turns a frame into the op the store actor answers (`None`: empty line).
+/// Turns a line into the op the store actor answers (`None`: empty line):
+/// the line is bytes `range` of `chunk`, the batch's input number `index`.
 /// A STORE first passes the chain's synchronous validators here, so that
 /// with only those configured it is stored in the same actor round trip.
-fn to_op(frame: Frame, limits: &Limits, chain: &ValidatorChain) -> Option<Op> {
-    let line = match frame {
-        Frame::Line(line) => line,
-        Frame::TooLong => return Some(Op::Invalid(None, ProtocolError::LineTooLong)),
+fn to_op(
+    chunk: &[u8],
+    range: Range<usize>,
+    index: usize,
+    limits: &Limits,
+    chain: &ValidatorChain,
+) -> Option<Op> {
+    let line = &chunk[range];
+    // The parsed parts become spans of the chunk by their offset in it.
+    let span = |part: &[u8]| {
+        let start = part.as_ptr() as usize - chunk.as_ptr() as usize;
+        Span::new(index, start..start + part.len())
     };
-    // The parsed parts are turned back into slices of `line` by offset:
-    // the line's own reference becomes the name's (GET, EXISTS) or the
-    // value's (STORE), so a request costs at most one more reference count.
-    let at = |part: &[u8]| part.as_ptr() as usize - line.as_ptr() as usize;
-    Some(match protocol::parse(&line, limits) {
+    Some(match protocol::parse(line, limits) {
         Ok(None) => return None,
         Ok(Some(Request::Store { name, value })) => {
             let validate = match chain.check_inline(name, value) {
@@ -54,31 +61,16 @@ fn to_op(frame: Frame, limits: &Limits, chain: &ValidatorChain) -> Option<Op> {
                 Inline::Allowed => false,
                 Inline::Pending => true,
             };
-            let (name, value) = ((at(name), name.len()), (at(value), value.len()));
             Op::Store {
-                name: line.slice(name.0..name.0 + name.1),
-                value: narrowed(line, value),
+                name: span(name),
+                value: span(value),
                 validate,
             }
         }
-        Ok(Some(Request::Exists { name })) => {
-            let name = (at(name), name.len());
-            Op::Exists(narrowed(line, name))
-        }
-        Ok(Some(Request::Get { name })) => {
-            let name = (at(name), name.len());
-            Op::Get(narrowed(line, name))
-        }
-        Err(err) => Op::Invalid(command_of(&line), err),
+        Ok(Some(Request::Exists { name })) => Op::Exists(span(name)),
+        Ok(Some(Request::Get { name })) => Op::Get(span(name)),
+        Err(err) => Op::Invalid(command_of(line), err),
     })
-}
-
-/// `bytes` cut down to `len` bytes from `start`, in place (no reference
-/// count taken or given back).
-fn narrowed(mut bytes: Bytes, (start, len): (usize, usize)) -> Bytes {
-    bytes.advance(start);
-    bytes.truncate(len);
-    bytes
 }
 
 /// The command a line names, if any (for counting its `ERROR`).
@@ -170,11 +162,21 @@ impl<S: Stream> Connection<S> {
                 // idle connection must not keep a replaced chain (and its
                 // helper processes) alive.
                 let chain = self.shared.validators.borrow().clone();
-                while let Some(frame) = self.framer.next_frame(&mut self.buf) {
-                    self.push(frame, &chain, &mut batch);
+                while let Some(frame) = self.framer.next_range(&mut self.buf) {
+                    match frame {
+                        FrameAt::Line(range) => {
+                            self.push(self.framer.chunk(), range, &chain, &mut batch);
+                        }
+                        FrameAt::TooLong => {
+                            batch.push(Op::Invalid(None, ProtocolError::LineTooLong))
+                        }
+                    }
                 }
                 if eof && let Some(frame) = self.framer.finish(&mut self.buf) {
-                    self.push(frame, &chain, &mut batch);
+                    match frame {
+                        Frame::Line(line) => self.push(&line, 0..line.len(), &chain, &mut batch),
+                        Frame::TooLong => batch.push(Op::Invalid(None, ProtocolError::LineTooLong)),
+                    }
                 }
                 if !batch.is_empty() {
                     batch = self.answer_batch(batch, &chain).await;
@@ -221,8 +223,10 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    fn push(&self, frame: Frame, chain: &ValidatorChain, batch: &mut Batch) {
-        if let Some(op) = to_op(frame, &self.shared.limits, chain) {
+    /// Adds the request on bytes `range` of `chunk` to the batch.
+    fn push(&self, chunk: &Bytes, range: Range<usize>, chain: &ValidatorChain, batch: &mut Batch) {
+        let index = batch.input_index(chunk);
+        if let Some(op) = to_op(chunk, range, index, &self.shared.limits, chain) {
             batch.push(op);
         }
     }

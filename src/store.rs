@@ -56,16 +56,18 @@ type Hasher_ = foldhash::fast::RandomState;
 type Map<V> = HashMap<Box<[u8]>, V, Hasher_>;
 
 /// A stored name and its value in one allocation:
-/// `name_len (u32 LE) | name | value`. One allocation per entry instead of
-/// two keeps a million small entries close to the bytes they hold.
+/// `name_len (u32 LE) | name | value | \r\n`. One allocation per entry
+/// instead of two keeps a million small entries close to the bytes they
+/// hold; the line end kept after the value makes a GET's reply one copy.
 struct Entry(Box<[u8]>);
 
 impl Entry {
     fn new(name: &[u8], value: &[u8]) -> Entry {
-        let mut bytes = Vec::with_capacity(4 + name.len() + value.len());
+        let mut bytes = Vec::with_capacity(4 + name.len() + value.len() + 2);
         bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
         bytes.extend_from_slice(name);
         bytes.extend_from_slice(value);
+        bytes.extend_from_slice(b"\r\n");
         Entry(bytes.into_boxed_slice())
     }
 
@@ -80,6 +82,12 @@ impl Entry {
     }
 
     fn value(&self) -> &[u8] {
+        let line = self.reply_line();
+        &line[..line.len() - 2]
+    }
+
+    /// The value and its line end: the reply to a GET of the name.
+    fn reply_line(&self) -> &[u8] {
         &self.0[4 + self.name_len()..]
     }
 }
@@ -162,8 +170,9 @@ impl Entries {
         self.set.contains(name)
     }
 
-    fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        self.set.get(name).map(Entry::value)
+    /// The reply line of a GET of `name` (its value and line end).
+    fn reply_line(&self, name: &[u8]) -> Option<&[u8]> {
+        self.set.get(name).map(Entry::reply_line)
     }
 
     /// Adds a stored name (once: names are write-once). A cache makes room
@@ -189,21 +198,56 @@ impl Entries {
     }
 }
 
-/// One request of a batch, owning its bytes (slices of the connection's read
-/// buffer: no copy until a STORE is committed).
+/// Where a request's name or value lies in its batch's input: bytes
+/// `start..end` of received chunk `chunk` (see [`Batch::input_index`]).
+///
+/// A request holds no reference of its own: its batch holds each chunk of
+/// the connection's read buffer once, however many lines it has, and the
+/// bytes are copied only when a STORE is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    chunk: usize,
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    /// Bytes `range` of the batch's chunk `chunk`.
+    pub fn new(chunk: usize, range: std::ops::Range<usize>) -> Span {
+        Span {
+            chunk,
+            start: range.start,
+            end: range.end,
+        }
+    }
+
+    /// The bytes, in the input they were made for.
+    fn of(self, input: &[Bytes]) -> &[u8] {
+        &input[self.chunk][self.start..self.end]
+    }
+
+    /// The bytes as a reference of their own (for requests that outlive
+    /// their batch's round trip).
+    fn to_bytes(self, input: &[Bytes]) -> Bytes {
+        input[self.chunk].slice(self.start..self.end)
+    }
+}
+
+/// One request of a batch, its bytes given as [`Span`]s of the batch's
+/// input.
 #[derive(Debug)]
 pub enum Op {
     /// `validate`: the STORE must still pass validators that cannot answer
     /// inline, so the actor reserves the name instead of storing at once.
     Store {
-        name: Bytes,
-        value: Bytes,
+        name: Span,
+        value: Span,
         validate: bool,
     },
     /// A STORE the inline validators already refused: answered `RARGH!`.
     Refused,
-    Exists(Bytes),
-    Get(Bytes),
+    Exists(Span),
+    Get(Span),
     /// A line that did not parse (of the command it named, if any): the
     /// actor encodes its `ERROR` reply in order with the others.
     Invalid(Option<Command>, ProtocolError),
@@ -219,6 +263,8 @@ pub enum Op {
 /// reply once it is known.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// The received chunks the ops' spans point into (usually one).
+    input: Vec<Bytes>,
     ops: Vec<Op>,
     /// The first op not answered yet.
     next: usize,
@@ -235,6 +281,18 @@ pub struct Batch {
 pub const STORAGE_UNAVAILABLE: &str = "storage unavailable";
 
 impl Batch {
+    /// The index of `chunk` in the batch's input, for the [`Span`]s of the
+    /// requests framed from it: the chunk is added unless it is the one
+    /// added last. (Two chunks alive at once are distinct, disjoint pieces
+    /// of memory, so their start and length tell them apart.)
+    pub fn input_index(&mut self, chunk: &Bytes) -> usize {
+        let same = |last: &Bytes| last.as_ptr() == chunk.as_ptr() && last.len() == chunk.len();
+        if !self.input.last().is_some_and(same) {
+            self.input.push(chunk.clone());
+        }
+        self.input.len() - 1
+    }
+
     /// Adds a request, to be answered after those already in the batch.
     pub fn push(&mut self, op: Op) {
         self.stores |= matches!(op, Op::Store { .. });
@@ -336,6 +394,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.stores = false;
         self.ops.clear();
+        self.input.clear();
         self.next = 0;
         self.deferred = None;
     }
@@ -758,12 +817,14 @@ impl Store {
                 return;
             }
             let tally = &mut batch.tally;
+            let input = &batch.input;
             match &batch.ops[batch.next] {
-                Op::Get(name) => match self.entries.get(name) {
-                    Some(value) => {
+                Op::Get(name) => match self.entries.reply_line(name.of(input)) {
+                    Some(line) => {
                         tally.count(Command::Get, Answer::Yes);
                         tally.cache_hits += shared as u64;
-                        Reply::Value(value).encode(out);
+                        // `Reply::Value(value).encode(out)`, in one copy.
+                        out.extend_from_slice(line);
                     }
                     None if shared => return self.look_up(batch),
                     None => {
@@ -771,7 +832,7 @@ impl Store {
                         Reply::Value(b"").encode(out);
                     }
                 },
-                Op::Exists(name) => match self.entries.contains(name) {
+                Op::Exists(name) => match self.entries.contains(name.of(input)) {
                     true => {
                         tally.count(Command::Exists, Answer::Yes);
                         tally.cache_hits += shared as u64;
@@ -791,28 +852,29 @@ impl Store {
                     tally.count(Command::Store, Answer::No);
                     Reply::Rargh.encode(out);
                 }
-                Op::Store {
-                    name,
-                    value,
+                &Op::Store {
+                    name: name_at,
+                    value: value_at,
                     validate,
                 } => {
+                    let name = name_at.of(input);
                     if self.entries.contains(name) {
                         tally.count(Command::Store, Answer::No);
                         Reply::Rargh.encode(out);
-                    } else if let Some(waiters) = self.pending.get_mut(&name[..]) {
+                    } else if let Some(waiters) = self.pending.get_mut(name) {
                         let (tx, turn) = oneshot::channel();
                         waiters.push_back(tx);
                         batch.deferred = Some(Deferred::One(PendingStore::Wait {
                             turn,
-                            name: name.clone(),
-                            value: value.clone(),
+                            name: name_at.to_bytes(input),
+                            value: value_at.to_bytes(input),
                         }));
                         return;
-                    } else if *validate && shared {
+                    } else if validate && shared {
                         // Validate only once the shared namespace has
                         // reserved the name for this front-end: the STORE
                         // waits for that like for a STORE ahead of it.
-                        let key: Box<[u8]> = name[..].into();
+                        let key: Box<[u8]> = name.into();
                         let (tx, turn) = oneshot::channel();
                         self.pending.insert(key.clone(), VecDeque::from([tx]));
                         if let Some(shared) = self.shared() {
@@ -820,24 +882,24 @@ impl Store {
                         }
                         batch.deferred = Some(Deferred::One(PendingStore::Wait {
                             turn,
-                            name: name.clone(),
-                            value: value.clone(),
+                            name: name_at.to_bytes(input),
+                            value: value_at.to_bytes(input),
                         }));
                         return;
-                    } else if *validate {
-                        let key: Box<[u8]> = name[..].into();
+                    } else if validate {
+                        let key: Box<[u8]> = name.into();
                         self.pending.insert(key.clone(), VecDeque::new());
                         batch.deferred = Some(Deferred::One(PendingStore::Validate {
                             reservation: self.reservation(key, None),
-                            name: name.clone(),
-                            value: value.clone(),
+                            name: name_at.to_bytes(input),
+                            value: value_at.to_bytes(input),
                         }));
                         return;
                     } else if self.backend.is_some() {
                         batch.deferred = Some(Deferred::Committing(self.commit_run(batch)));
                         return;
                     } else {
-                        self.entries.insert(name, value);
+                        self.entries.insert(name, value_at.of(input));
                         tally.count(Command::Store, Answer::Yes);
                         tally.fresh_stores += 1;
                         Reply::Stored.encode(out);
@@ -852,11 +914,12 @@ impl Store {
     /// after it that the cache cannot answer either (a cached one ends the
     /// run: the actor answers it next time, in order).
     fn look_up(&mut self, batch: &mut Batch) {
+        let input = &batch.input;
         let names: Vec<Bytes> = batch.ops[batch.next..]
             .iter()
             .map_while(|op| match op {
-                Op::Get(name) | Op::Exists(name) if !self.entries.contains(name) => {
-                    Some(name.clone())
+                Op::Get(name) | Op::Exists(name) if !self.entries.contains(name.of(input)) => {
+                    Some(name.to_bytes(input))
                 }
                 _ => None,
             })
@@ -924,7 +987,7 @@ impl Store {
         let mut outcomes = Vec::new();
         let mut run = Vec::new();
         for op in &batch.ops[batch.next..] {
-            let Op::Store {
+            let &Op::Store {
                 name,
                 value,
                 validate: false,
@@ -932,15 +995,16 @@ impl Store {
             else {
                 break;
             };
-            if self.entries.contains(name) || self.pending.contains_key(&name[..]) {
+            let name = name.of(&batch.input);
+            if self.entries.contains(name) || self.pending.contains_key(name) {
                 break;
             }
-            let name: Box<[u8]> = name[..].into();
+            let name: Box<[u8]> = name.into();
             self.pending.insert(name.clone(), VecDeque::new());
             let (done, outcome) = oneshot::channel();
             run.push(Record {
                 name,
-                value: value[..].into(),
+                value: value.of(&batch.input).into(),
                 token: Ticket(done),
                 lease: None,
             });
@@ -1045,35 +1109,44 @@ mod tests {
         handle.execute(batch, &Slot::default()).await
     }
 
-    /// A batch whose STOREs do (`validate`) or do not need validation.
-    fn batch(ops: Vec<Op>, validate: bool) -> Box<Batch> {
-        let ops = ops
-            .into_iter()
-            .map(|op| match op {
-                Op::Store { name, value, .. } => Op::Store {
-                    name,
-                    value,
+    /// A request of a test batch, its bytes given as they are.
+    enum Req {
+        Store(&'static str, &'static str),
+        Get(&'static str),
+        Exists(&'static str),
+        Other(Op),
+    }
+
+    /// A batch whose STOREs do (`validate`) or do not need validation;
+    /// each name and value is an input chunk of its own.
+    fn batch(reqs: Vec<Req>, validate: bool) -> Box<Batch> {
+        let mut batch = Box::<Batch>::default();
+        let span = |batch: &mut Batch, s: &'static str| {
+            let index = batch.input_index(&Bytes::from_static(s.as_bytes()));
+            Span::new(index, 0..s.len())
+        };
+        for req in reqs {
+            let op = match req {
+                Req::Store(n, v) => Op::Store {
+                    name: span(&mut batch, n),
+                    value: span(&mut batch, v),
                     validate,
                 },
-                other => other,
-            })
-            .collect();
-        Box::new(Batch {
-            ops,
-            ..Batch::default()
-        })
-    }
-
-    fn store(n: &'static str, v: &'static str) -> Op {
-        Op::Store {
-            name: Bytes::from_static(n.as_bytes()),
-            value: Bytes::from_static(v.as_bytes()),
-            validate: false,
+                Req::Get(n) => Op::Get(span(&mut batch, n)),
+                Req::Exists(n) => Op::Exists(span(&mut batch, n)),
+                Req::Other(op) => op,
+            };
+            batch.push(op);
         }
+        batch
     }
 
-    fn get(n: &'static str) -> Op {
-        Op::Get(Bytes::from_static(n.as_bytes()))
+    fn store(n: &'static str, v: &'static str) -> Req {
+        Req::Store(n, v)
+    }
+
+    fn get(n: &'static str) -> Req {
+        Req::Get(n)
     }
 
     #[tokio::test]
@@ -1082,11 +1155,11 @@ mod tests {
         let ops = vec![
             get("a"),
             store("a", "x y "),
-            Op::Exists(Bytes::from_static(b"a")),
+            Req::Exists("a"),
             store("a", "z"),
             get("a"),
-            Op::Invalid(None, ProtocolError::MissingName),
-            Op::Refused,
+            Req::Other(Op::Invalid(None, ProtocolError::MissingName)),
+            Req::Other(Op::Refused),
         ];
         let b = run(&handle, batch(ops, false)).await.unwrap();
         assert!(b.is_done());
@@ -1116,12 +1189,9 @@ mod tests {
             panic!("expected to wait");
         };
         // Reads do not wait for the pending name.
-        let b = run(
-            &handle,
-            batch(vec![get("n"), Op::Exists(Bytes::from_static(b"n"))], true),
-        )
-        .await
-        .unwrap();
+        let b = run(&handle, batch(vec![get("n"), Req::Exists("n")], true))
+            .await
+            .unwrap();
         assert_eq!(&b.out[..], b"\r\nRARGH!\r\n");
 
         drop(res); // rejected

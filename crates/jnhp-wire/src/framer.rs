@@ -5,6 +5,8 @@
 //! bytes are dropped as they stream in. It does no I/O; the caller reads
 //! into a `BytesMut` and calls [`LineFramer::next_frame`] until `None`.
 
+use std::ops::Range;
+
 use bytes::{Bytes, BytesMut};
 
 /// A framed piece of input.
@@ -14,6 +16,16 @@ pub enum Frame {
     Line(Bytes),
     /// A line longer than the limit. Its bytes have been (or are being)
     /// discarded without ever being buffered whole.
+    TooLong,
+}
+
+/// A framed piece of input, the line given as where it lies in
+/// [`LineFramer::chunk`] (see [`LineFramer::next_range`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameAt {
+    /// One line, its line end removed: `chunk()[range]`.
+    Line(Range<usize>),
+    /// A line longer than the limit (as [`Frame::TooLong`]).
     TooLong,
 }
 
@@ -50,6 +62,17 @@ impl LineFramer {
     /// frozen chunk, and handed out as slices of it: one reference count
     /// per line instead of a split, a freeze and a slice each.
     pub fn next_frame(&mut self, buf: &mut BytesMut) -> Option<Frame> {
+        Some(match self.next_range(buf)? {
+            FrameAt::Line(range) => Frame::Line(self.chunk.slice(range)),
+            FrameAt::TooLong => Frame::TooLong,
+        })
+    }
+
+    /// [`next_frame`](Self::next_frame) without the reference count: a
+    /// line is a range of [`chunk`](Self::chunk), valid until the next
+    /// call. A caller that keeps many lines keeps the chunk once instead
+    /// of a reference per line.
+    pub fn next_range(&mut self, buf: &mut BytesMut) -> Option<FrameAt> {
         loop {
             if let Some(frame) = self.next_in_chunk() {
                 return Some(frame);
@@ -75,7 +98,7 @@ impl LineFramer {
                     buf.clear();
                     self.scanned = 0;
                     self.discarding = true;
-                    return Some(Frame::TooLong);
+                    return Some(FrameAt::TooLong);
                 }
                 None => {
                     self.scanned = buf.len();
@@ -85,8 +108,14 @@ impl LineFramer {
         }
     }
 
+    /// The complete lines split off the buffer that the ranges of
+    /// [`next_range`](Self::next_range) point into.
+    pub fn chunk(&self) -> &Bytes {
+        &self.chunk
+    }
+
     /// The next line of the current chunk (which ends with a `\n`).
-    fn next_in_chunk(&mut self) -> Option<Frame> {
+    fn next_in_chunk(&mut self) -> Option<FrameAt> {
         loop {
             let rest = self.chunk.get(self.pos..).filter(|r| !r.is_empty())?;
             let at = memchr::memchr(b'\n', rest)?;
@@ -102,9 +131,9 @@ impl LineFramer {
                 end -= 1;
             }
             if end - start > self.max_line {
-                return Some(Frame::TooLong);
+                return Some(FrameAt::TooLong);
             }
-            return Some(Frame::Line(self.chunk.slice(start..end)));
+            return Some(FrameAt::Line(start..end));
         }
     }
 

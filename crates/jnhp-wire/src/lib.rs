@@ -7,7 +7,7 @@
 
 pub mod framer;
 
-pub use framer::{Frame, LineFramer};
+pub use framer::{Frame, FrameAt, LineFramer};
 
 use bytes::BufMut;
 use thiserror::Error;
