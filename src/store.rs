@@ -548,6 +548,26 @@ pub enum CommitError {
     Storage(String),
 }
 
+/// Lets the tasks already queued on this worker run first.
+///
+/// Not `tokio::task::yield_now`: that one waits until the scheduler has
+/// also polled the I/O driver, one more `epoll_wait` per actor turn (about
+/// one per request at pipeline 1). A task that wakes itself while it runs
+/// goes to the back of the run queue instead, behind the connections woken
+/// with it, and nothing else happens in between.
+async fn after_queued_tasks() {
+    let mut queued = false;
+    std::future::poll_fn(|cx| {
+        if queued {
+            return std::task::Poll::Ready(());
+        }
+        queued = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// A batch on its way to the actor, with where to send it back.
 type BatchMessage = (Box<Batch>, Giver<Box<Batch>>);
 
@@ -724,7 +744,7 @@ impl Store {
                         // request per connection every batch would cost a
                         // whole actor turn (waiting on both channels again).
                         // Deferred, the actor answers them all in one turn.
-                        tokio::task::yield_now().await;
+                        after_queued_tasks().await;
                         self.serve(first);
                         self.serve_ready(&mut settles, &mut batches);
                         self.publish();
