@@ -1170,6 +1170,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn requests_from_two_chunks_of_input_are_answered_from_their_own_bytes() {
+        let mut b = Box::<Batch>::default();
+        let first = Bytes::from_static(b"STORE a x\nGET a\n");
+        let second = Bytes::from_static(b"GET a\n");
+        let i = b.input_index(&first);
+        assert_eq!(b.input_index(&first), i, "the same chunk is kept once");
+        b.push(Op::Store {
+            name: Span::new(i, 6..7),
+            value: Span::new(i, 8..9),
+            validate: false,
+        });
+        b.push(Op::Get(Span::new(i, 14..15)));
+        let j = b.input_index(&second);
+        assert_ne!(i, j);
+        b.push(Op::Get(Span::new(j, 4..5)));
+        let b = run(&StoreHandle::spawn(), b).await.unwrap();
+        assert_eq!(&b.out[..], b"W00T!\r\nx\r\nx\r\n");
+    }
+
+    #[tokio::test]
     async fn a_batch_is_answered_in_order_and_sees_its_own_stores() {
         let handle = StoreHandle::spawn();
         let ops = vec![
