@@ -4,7 +4,10 @@
 # names, 50 connections) at pipeline 1 and 32.
 #   1. requests/s and user/system ns per request from /proc/PID/stat, each
 #      server pinned to core 0, the load generator to core 1, RUNS runs of
-#      SECONDS each (median);
+#      SECONDS each (median); how busy the server's core was, and the most
+#      it could serve on that core (1 / CPU per request): when the one-core
+#      load generator is what caps requests/s, that ceiling is the
+#      comparison that says something;
 #   2. user-space instructions per request from valgrind's callgrind, which
 #      counts the same for the same binary and workload however noisy the
 #      machine is: the server runs under callgrind, a warm-up bench runs,
@@ -53,8 +56,8 @@ bench() { # bench SERVER PIPELINE SECONDS: the JSON report
 }
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 
-echo "| server | pipeline | requests/s | user ns/request | sys ns/request | instructions/request |"
-echo "|---|---|---|---|---|---|"
+echo "| server | pipeline | requests/s | user ns/request | sys ns/request | core busy | one-core ceiling, requests/s | instructions/request |"
+echo "|---|---|---|---|---|---|---|---|"
 for p in 1 32; do
   for s in jnhpd redis; do
     rates=(); users=(); syss=()
@@ -82,8 +85,10 @@ for p in 1 32; do
     dump=$(ls -t "$work"/cg."$s"."$p".*.out.* 2>/dev/null | head -1)
     ir=$(awk '/^summary:/ {print $2}' "$dump")
     n=$(field "$work/cg.json" requests)
-    printf '| %s | %s | %.0f | %.0f | %.0f | %.0f |\n' "$s" "$p" "$(median "${rates[@]}")" \
-      "$(median "${users[@]}")" "$(median "${syss[@]}")" "$(python3 -c "print($ir/$n)")"
+    rate=$(median "${rates[@]}"); user=$(median "${users[@]}"); sys=$(median "${syss[@]}")
+    printf '| %s | %s | %.0f | %.0f | %.0f | %.0f%% | %.0f | %.0f |\n' "$s" "$p" "$rate" "$user" "$sys" \
+      "$(python3 -c "print($rate*($user+$sys)/1e7)")" "$(python3 -c "print(1e9/($user+$sys))")" \
+      "$(python3 -c "print($ir/$n)")"
   done
 done
 # The profile: a whole run of jnhpd at pipeline 32 (warm-up included),
