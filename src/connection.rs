@@ -45,7 +45,7 @@ fn to_op(
     range: Range<usize>,
     index: usize,
     limits: &Limits,
-    chain: &ValidatorChain,
+    (chain, current): (&mut BatchChain, &watch::Receiver<Arc<ValidatorChain>>),
 ) -> Option<Op> {
     let line = &chunk[range];
     // The parsed parts become spans of the chunk by their offset in it.
@@ -56,7 +56,7 @@ fn to_op(
     Some(match protocol::parse(line, limits) {
         Ok(None) => return None,
         Ok(Some(Request::Store { name, value })) => {
-            let validate = match chain.check_inline(name, value) {
+            let validate = match chain.get(current).check_inline(name, value) {
                 Inline::Denied => return Some(Op::Refused),
                 Inline::Allowed => false,
                 Inline::Pending => true,
@@ -71,6 +71,22 @@ fn to_op(
         Ok(Some(Request::Get { name })) => Op::Get(span(name)),
         Err(err) => Op::Invalid(command_of(line), err),
     })
+}
+
+/// The validator chain of one batch: the one current when the batch was
+/// read, taken from the watch the first time the batch needs it. Most
+/// batches have no STORE and never do (taking it costs a read lock and a
+/// reference count, twice each, per turn of the loop). It ends with the
+/// batch: an idle connection must not keep a replaced chain (and its
+/// helper processes) alive.
+#[derive(Default)]
+struct BatchChain(Option<Arc<ValidatorChain>>);
+
+impl BatchChain {
+    /// The batch's chain: `current`'s, the first time.
+    fn get(&mut self, current: &watch::Receiver<Arc<ValidatorChain>>) -> &ValidatorChain {
+        self.0.get_or_insert_with(|| current.borrow().clone())
+    }
 }
 
 /// The command a line names, if any (for counting its `ERROR`).
@@ -158,14 +174,12 @@ impl<S: Stream> Connection<S> {
             {
                 // A batch is validated by the chain current when it was
                 // read, so a SIGHUP swap never changes the rules under a
-                // request in flight. The snapshot ends with the batch: an
-                // idle connection must not keep a replaced chain (and its
-                // helper processes) alive.
-                let chain = self.shared.validators.borrow().clone();
+                // request in flight.
+                let mut chain = BatchChain::default();
                 while let Some(frame) = self.framer.next_range(&mut self.buf) {
                     match frame {
                         FrameAt::Line(range) => {
-                            self.push(self.framer.chunk(), range, &chain, &mut batch);
+                            self.push(self.framer.chunk(), range, &mut chain, &mut batch);
                         }
                         FrameAt::TooLong => {
                             batch.push(Op::Invalid(None, ProtocolError::LineTooLong))
@@ -174,12 +188,14 @@ impl<S: Stream> Connection<S> {
                 }
                 if eof && let Some(frame) = self.framer.finish(&mut self.buf) {
                     match frame {
-                        Frame::Line(line) => self.push(&line, 0..line.len(), &chain, &mut batch),
+                        Frame::Line(line) => {
+                            self.push(&line, 0..line.len(), &mut chain, &mut batch)
+                        }
                         Frame::TooLong => batch.push(Op::Invalid(None, ProtocolError::LineTooLong)),
                     }
                 }
                 if !batch.is_empty() {
-                    batch = self.answer_batch(batch, &chain).await;
+                    batch = self.answer_batch(batch, &mut chain).await;
                 }
             }
             self.flush(batch.replies()).await;
@@ -224,8 +240,9 @@ impl<S: Stream> Connection<S> {
     }
 
     /// Adds the request on bytes `range` of `chunk` to the batch.
-    fn push(&self, chunk: &Bytes, range: Range<usize>, chain: &ValidatorChain, batch: &mut Batch) {
+    fn push(&self, chunk: &Bytes, range: Range<usize>, chain: &mut BatchChain, batch: &mut Batch) {
         let index = batch.input_index(chunk);
+        let chain = (chain, &self.shared.validators);
         if let Some(op) = to_op(chunk, range, index, &self.shared.limits, chain) {
             batch.push(op);
         }
@@ -233,7 +250,7 @@ impl<S: Stream> Connection<S> {
 
     /// Answers every op of the batch, writing replies whenever they pass the
     /// high-water mark; gives the batch back cleared.
-    async fn answer_batch(&mut self, mut batch: Box<Batch>, chain: &ValidatorChain) -> Box<Batch> {
+    async fn answer_batch(&mut self, mut batch: Box<Batch>, chain: &mut BatchChain) -> Box<Batch> {
         self.stores_since = batch.has_stores().then(Instant::now);
         loop {
             batch = match self.shared.store.execute(batch, &self.slot).await {
@@ -268,6 +285,7 @@ impl<S: Stream> Connection<S> {
                     batch.answer_reads(count, &found);
                 }
                 Some(Deferred::One(pending)) => {
+                    let chain = chain.get(&self.shared.validators);
                     let committed = self.finish_store(pending, chain).await;
                     batch.answer_deferred(commit_reply(&committed));
                 }
