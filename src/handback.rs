@@ -123,6 +123,13 @@ fn lock<T>(shared: &Mutex<State<T>>) -> MutexGuard<'_, State<T>> {
 mod tests {
     use super::*;
 
+    /// A wake-up that never comes fails the test instead of hanging it.
+    async fn within_10s<F: std::future::Future>(future: F) -> F::Output {
+        tokio::time::timeout(std::time::Duration::from_secs(10), future)
+            .await
+            .expect("woken within 10 s")
+    }
+
     #[tokio::test]
     async fn a_slot_carries_one_value_per_trip_across_tasks() {
         let slot = Slot::default();
@@ -132,7 +139,7 @@ mod tests {
                 tokio::task::yield_now().await;
                 giver.give(trip);
             });
-            assert_eq!(slot.receive().await, Ok(trip));
+            assert_eq!(within_10s(slot.receive()).await, Ok(trip));
             task.await.unwrap();
         }
     }
@@ -145,7 +152,7 @@ mod tests {
             tokio::task::yield_now().await;
             drop(giver);
         });
-        assert_eq!(slot.receive().await, Err(Dropped));
+        assert_eq!(within_10s(slot.receive()).await, Err(Dropped));
         task.await.unwrap();
         let giver = slot.giver();
         giver.give(7);

@@ -123,7 +123,8 @@ mod tests {
         assert!(!flag.is_raised());
         flag.raise();
         assert!(flag.is_raised());
-        assert!(task.await.unwrap(), "the waiting task was woken");
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        assert!(woken.expect("the waiting task was woken").unwrap());
         assert!(poll_once(&mut watch).is_ready());
     }
 

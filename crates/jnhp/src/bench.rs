@@ -583,7 +583,6 @@ async fn open_loop(
     ));
     let mut local = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         // Match whole replies in the buffer to the oldest sent requests.
         let mut used = 0;
@@ -608,10 +607,11 @@ async fn open_loop(
         if finished {
             break;
         }
-        let read = tokio::time::timeout(Duration::from_millis(50), read.read(&mut chunk)).await;
+        buf.reserve(READ_CHUNK);
+        let read = tokio::time::timeout(Duration::from_millis(50), read.read_buf(&mut buf)).await;
         match read {
             Ok(Ok(0)) => return Err("the server closed the connection".into()),
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => {}
         }
