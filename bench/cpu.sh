@@ -4,7 +4,8 @@
 # names, 50 connections) at pipeline 1 and 32.
 #   1. requests/s and user/system ns per request from /proc/PID/stat, each
 #      server pinned to core 0, the load generator to core 1, RUNS runs of
-#      SECONDS each (median); how busy the server's core was, and the most
+#      SECONDS each, the two servers taking turns (medians, and the median
+#      of each pair's jnhpd/Redis ratio); how busy the server's core was, and the most
 #      it could serve on that core (1 / CPU per request): when the one-core
 #      load generator is what caps requests/s, that ceiling is the
 #      comparison that says something;
@@ -56,41 +57,71 @@ bench() { # bench SERVER PIPELINE SECONDS: the JSON report
 }
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Both run in this shell (not in $(...)), so the exit trap can stop the
+# server they started.
+measure() { # measure SERVER PIPELINE: "requests/s user-ns sys-ns" of one run, in $work/m
+  launch "$1"
+  bench "$1" "$2" 1 >/dev/null   # prefill and warm up
+  read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+  bench "$1" "$2" "$secs" >"$work/run.json"
+  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+  stop
+  python3 -c "import json; r = json.load(open('$work/run.json')); n = r['requests']
+print(r['ops_per_sec'], ($u1 - $u0) / $hz * 1e9 / n, ($s1 - $s0) / $hz * 1e9 / n)" >"$work/m"
+}
+instructions() { # instructions SERVER PIPELINE: user-space instructions per request, in $work/m
+  # The measured bench under callgrind (fewer requests: it runs ~50x
+  # slower), counters zeroed after the warm-up.
+  launch "$1" valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1.$2.%p.out"
+  bench "$1" "$2" 2 >/dev/null
+  callgrind_control --zero "$pid" >/dev/null 2>&1
+  bench "$1" "$2" "$secs" >"$work/cg.json"
+  callgrind_control --dump "$pid" >/dev/null 2>&1
+  stop
+  local dump ir
+  dump=$(ls -t "$work"/cg."$1"."$2".*.out.* 2>/dev/null | head -1)
+  ir=$(awk '/^summary:/ {print $2}' "$dump")
+  python3 -c "print(round($ir / $(field "$work/cg.json" requests)))" >"$work/m"
+}
+
+# The two servers take turns, run by run, so each pair of runs shares the
+# machine's mood of the moment (its speed drifts by tens of percent over
+# minutes); the ratios are per pair, then the median.
 echo "| server | pipeline | requests/s | user ns/request | sys ns/request | core busy | one-core ceiling, requests/s | instructions/request |"
 echo "|---|---|---|---|---|---|---|---|"
+ratios=()
 for p in 1 32; do
-  for s in jnhpd redis; do
-    rates=(); users=(); syss=()
-    for _ in $(seq "$runs"); do
-      launch "$s"
-      bench "$s" "$p" 1 >/dev/null   # prefill and warm up
-      read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-      bench "$s" "$p" "$secs" >"$work/run.json"
-      read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-      stop
-      n=$(field "$work/run.json" requests)
-      rates+=("$(field "$work/run.json" ops_per_sec)")
-      users+=("$(python3 -c "print(($u1-$u0)/$hz*1e9/$n)")")
-      syss+=("$(python3 -c "print(($s1-$s0)/$hz*1e9/$n)")")
+  declare -A rate=() user=() sys=()
+  rate_ratios=(); cpu_ratios=()
+  for _ in $(seq "$runs"); do
+    declare -A cpu=() now=()
+    for s in jnhpd redis; do
+      measure "$s" "$p"
+      read -r r u y <"$work/m"
+      rate[$s]+=" $r"; user[$s]+=" $u"; sys[$s]+=" $y"
+      now[$s]=$r; cpu[$s]=$(python3 -c "print($u + $y)")
     done
-    median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-    # Instructions: the measured bench under callgrind (fewer requests: it
-    # runs ~50x slower), counters zeroed after the warm-up.
-    launch "$s" valgrind --tool=callgrind --callgrind-out-file="$work/cg.$s.$p.%p.out"
-    bench "$s" "$p" 2 >/dev/null
-    callgrind_control --zero "$pid" >/dev/null 2>&1
-    bench "$s" "$p" "$secs" >"$work/cg.json"
-    callgrind_control --dump "$pid" >/dev/null 2>&1
-    stop
-    dump=$(ls -t "$work"/cg."$s"."$p".*.out.* 2>/dev/null | head -1)
-    ir=$(awk '/^summary:/ {print $2}' "$dump")
-    n=$(field "$work/cg.json" requests)
-    rate=$(median "${rates[@]}"); user=$(median "${users[@]}"); sys=$(median "${syss[@]}")
-    printf '| %s | %s | %.0f | %.0f | %.0f | %.0f%% | %.0f | %.0f |\n' "$s" "$p" "$rate" "$user" "$sys" \
-      "$(python3 -c "print($rate*($user+$sys)/1e7)")" "$(python3 -c "print(1e9/($user+$sys))")" \
-      "$(python3 -c "print($ir/$n)")"
+    rate_ratios+=("$(python3 -c "print(${now[jnhpd]} / ${now[redis]})")")
+    cpu_ratios+=("$(python3 -c "print(${cpu[jnhpd]} / ${cpu[redis]})")")
   done
+  for s in jnhpd redis; do
+    # shellcheck disable=SC2086 # the lists split into their runs
+    r=$(median ${rate[$s]}); u=$(median ${user[$s]}); y=$(median ${sys[$s]})
+    instructions "$s" "$p"
+    printf '| %s | %s | %.0f | %.0f | %.0f | %.0f%% | %.0f | %s |\n' "$s" "$p" "$r" "$u" "$y" \
+      "$(python3 -c "print($r*($u+$y)/1e7)")" "$(python3 -c "print(1e9/($u+$y))")" \
+      "$(cat "$work/m")"
+  done
+  ratios+=("| $p | $(printf '%.2f' "$(median "${rate_ratios[@]}")")x | $(printf '%.2f' "$(median "${cpu_ratios[@]}")")x | $(printf '%s ' "${rate_ratios[@]}" | xargs printf '%.2f ') |")
 done
+echo
+echo "jnhpd / Redis, per pair of runs (median; then each pair's requests/s ratio):"
+echo
+echo "| pipeline | requests/s | CPU per request | requests/s, each pair |"
+echo "|---|---|---|---|"
+printf '%s\n' "${ratios[@]}"
+echo
 # The profile: a whole run of jnhpd at pipeline 32 (warm-up included),
 # written when it exits (a dump of zeroed counters loses the call stacks).
 launch jnhpd valgrind --tool=callgrind --callgrind-out-file="$work/profile.out"

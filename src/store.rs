@@ -1121,6 +1121,44 @@ impl Store {
 }
 
 #[cfg(test)]
+mod entries_tests {
+    use super::*;
+
+    #[test]
+    fn entries_find_what_was_added_and_keep_the_first_value() {
+        let mut entries = Entries::default();
+        let name = |i: usize| format!("{}{i}", "n".repeat(i % 40)).into_bytes();
+        for i in 0..2_000 {
+            assert!(entries.insert_replayed(&name(i), format!("v{i}").as_bytes()));
+        }
+        assert!(!entries.insert_replayed(&name(7), b"other"));
+        entries.insert(&name(8), b"other");
+        assert_eq!(entries.len(), 2_000);
+        for i in 0..2_000 {
+            let line = entries.reply_line(&name(i)).expect("added");
+            assert_eq!(line, format!("v{i}\r\n").as_bytes());
+        }
+        assert!(!entries.contains(b"n"));
+        assert!(!entries.contains(&name(2_000)));
+    }
+
+    #[test]
+    fn a_cache_lets_its_oldest_entries_go_first() {
+        // Room for about three entries of this size.
+        let cost = 2 * 4 + 4 + ENTRY_OVERHEAD;
+        let mut cache = Entries::cache(3 * cost + cost / 2);
+        for name in [b"name1", b"name2", b"name3", b"name4"] {
+            cache.insert(&name[1..], b"vvvv");
+        }
+        assert!(!cache.contains(b"ame1"));
+        for kept in [b"ame2", b"ame3", b"ame4"] {
+            assert_eq!(cache.reply_line(kept), Some(&b"vvvv\r\n"[..]));
+        }
+        assert_eq!(cache.len(), 3);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
