@@ -100,11 +100,15 @@ echo
 echo "Durable STOREs/s (fsync on every acknowledged STORE), unique names, median of $repeats runs of ${secs} s"
 echo "($(nproc) cores: server on core 0, load on core 1; $(redis-server --version | grep -o 'v=[0-9.]*'))"
 echo
-echo "| connections | jnhpd fsync = always | Redis appendfsync always | ratio |"
-echo "|---|---|---|---|"
+# Each jnhpd run sits beside a Redis run of the same round (the disk's
+# speed drifts from minute to minute): the ratio column is the median of
+# the rounds' ratios, each round's listed after it.
+echo "| connections | jnhpd fsync = always | Redis appendfsync always | ratio (median of rounds) | each round |"
+echo "|---|---|---|---|---|"
 for conc in 1 10 50; do
   j=$(med <"$work/j$conc"); r=$(med <"$work/r$conc")
-  echo "| $conc | $j | $r | $(ratio "$j" "$r") |"
+  rounds=$(paste -d' ' "$work/j$conc" "$work/r$conc" | awk '{printf "%.2f\n", $1 / $2}')
+  echo "| $conc | $j | $r | $(med <<<"$rounds")x | $(tr "\n" " " <<<"$rounds")|"
 done
 echo
 echo "| 1M names (16-byte names, 32-byte values) | jnhpd | Redis | ratio |"
