@@ -4,13 +4,16 @@
 //!
 //! Closed loop (default): each connection sends `pipeline` requests, waits
 //! for their replies, and so on; a request's latency is its batch's round
-//! trip. Open loop (`--rate`): requests are sent on a fixed schedule,
+//! trip. Over prefilled names, a connection draws its requests once, a
+//! script of about 4,096, and sends it round and round (see [`Script`]), so
+//! the generator's cost per request stays far below the servers'. Open loop (`--rate`): requests are sent on a fixed schedule,
 //! whatever the replies do, and latency counts from the *scheduled* send
 //! time, so a server that stalls cannot hide the requests it delayed
 //! (coordinated omission). Every reply is checked against what the workload
 //! implies; a wrong reply is an error, counted and reported.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use jnhp_wire::Request;
 use tokio::io::WriteHalf;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::tls::{Conn, TlsTarget, connect};
 use tokio::sync::Mutex;
@@ -117,6 +120,16 @@ impl Table {
             requests,
             values,
             gets,
+        }
+    }
+
+    /// The reply `expect` most likely gets, as it is usually written: a
+    /// STORE of a prefilled name finds it there.
+    fn likely_reply(&self, expect: &Expect) -> &[u8] {
+        let [usual, other] = self.usual_replies(expect);
+        match expect {
+            Expect::StoredOrNot => other,
+            _ => usual,
         }
     }
 
@@ -408,7 +421,7 @@ async fn bench(addr: &str, args: BenchArgs, tls: Option<&TlsTarget>) -> Result<(
     let mut tasks = Vec::new();
     for conn in 0..args.connections {
         let stream = connect(addr, tls, CONNECT_TIMEOUT).await?;
-        let workload = Workload {
+        let mut workload = Workload {
             protocol: args.protocol,
             table: table.clone(),
             weights: [s, e, g],
@@ -423,6 +436,14 @@ async fn bench(addr: &str, args: BenchArgs, tls: Option<&TlsTarget>) -> Result<(
         let per_conn_rate = args.rate.map(|r| r / args.connections as f64);
         tasks.push(tokio::spawn(async move {
             match per_conn_rate {
+                None if workload.unique.is_none() => {
+                    let script = Script::new(&mut workload, pipeline);
+                    let table = workload.table.clone();
+                    let mut recorder = Recorder::new(totals, histogram)?;
+                    scripted_loop(stream, &script, &table, pipeline, deadline, &mut recorder)
+                        .await?;
+                    recorder.finish().await
+                }
                 None => closed_loop(stream, workload, pipeline, deadline, totals, histogram).await,
                 Some(rate) => open_loop(stream, workload, rate, deadline, totals, histogram).await,
             }
@@ -620,7 +641,7 @@ async fn closed_loop(
     // Writes, then reads: no need to split the stream (and lock its
     // halves on every poll).
     let mut stream = stream;
-    let mut local = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    let mut recorder = Recorder::new(totals, histogram)?;
     let (mut out, mut buf, mut expects) = (Vec::new(), Vec::new(), VecDeque::new());
     while Instant::now() < deadline {
         out.clear();
@@ -630,28 +651,170 @@ async fn closed_loop(
             expects.push_back((op, expect, sent));
         }
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
-        let (mut done, mut errors) = (0, 0);
         read_replies(
             &mut stream,
             &workload.table,
             &mut buf,
             &mut expects,
             0,
-            |replies| {
-                done += replies.count;
-                errors += replies.wrong;
-                let _ = local.record_n(replies.latency.as_micros() as u64, replies.count);
-            },
+            |replies| recorder.add(replies),
         )
         .await?;
-        totals.done.fetch_add(done, Ordering::Relaxed);
-        totals.errors.fetch_add(errors, Ordering::Relaxed);
+        recorder.publish();
     }
-    histogram
-        .lock()
-        .await
-        .add(&local)
-        .map_err(|e| e.to_string())
+    recorder.finish().await
+}
+
+/// Requests per connection in a [`Script`] (rounded up to whole batches).
+const SCRIPT_REQUESTS: usize = 4096;
+
+/// A closed loop's requests, drawn from the workload once and encoded back
+/// to back, with the replies they should get: a connection sends slices
+/// of it, batch after batch, round and round. What comes back is compared
+/// with the expected bytes in one comparison per read; only when they
+/// differ are the replies parsed one by one ([`match_reply`]), so every
+/// wrong reply is still found and counted. (Each connection draws its own
+/// script, as it drew its own requests before.)
+struct Script {
+    requests: Vec<u8>,
+    replies: Vec<u8>,
+    /// `ends[i]`: where request `i` and its expected reply end in the two
+    /// buffers.
+    ends: Vec<(usize, usize)>,
+    /// What each request is and expects, for the one-by-one path.
+    expects: Vec<(Op, Expect)>,
+}
+
+impl Script {
+    fn new(workload: &mut Workload, pipeline: usize) -> Script {
+        let len = SCRIPT_REQUESTS.div_ceil(pipeline) * pipeline;
+        let mut script = Script {
+            requests: Vec::new(),
+            replies: Vec::new(),
+            ends: Vec::with_capacity(len),
+            expects: Vec::with_capacity(len),
+        };
+        for _ in 0..len {
+            let (op, expect) = workload.next(&mut script.requests);
+            script
+                .replies
+                .extend_from_slice(workload.table.likely_reply(&expect));
+            script
+                .ends
+                .push((script.requests.len(), script.replies.len()));
+            script.expects.push((op, expect));
+        }
+        script
+    }
+
+    /// Where requests `first..first + count` lie in `requests`, and their
+    /// replies in `replies`.
+    fn batch(&self, first: usize, count: usize) -> (Range<usize>, Range<usize>) {
+        let (start_request, start_reply) = match first {
+            0 => (0, 0),
+            _ => self.ends[first - 1],
+        };
+        let (end_request, end_reply) = self.ends[first + count - 1];
+        (start_request..end_request, start_reply..end_reply)
+    }
+}
+
+/// The closed loop over a [`Script`].
+async fn scripted_loop(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    script: &Script,
+    table: &Table,
+    pipeline: usize,
+    deadline: Instant,
+    recorder: &mut Recorder,
+) -> Result<(), String> {
+    let (mut buf, mut expects) = (Vec::new(), VecDeque::new());
+    let mut first = 0;
+    while Instant::now() < deadline {
+        let (requests, replies) = script.batch(first, pipeline);
+        let want = &script.replies[replies];
+        let sent = Instant::now();
+        stream
+            .write_all(&script.requests[requests])
+            .await
+            .map_err(|e| e.to_string())?;
+        // Read while what came is a strict prefix of what should come.
+        let mut arrived = sent;
+        while buf.len() < want.len() && want.starts_with(&buf) {
+            buf.reserve(READ_CHUNK);
+            let n = stream.read_buf(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the server closed the connection".into());
+            }
+            arrived = Instant::now();
+        }
+        if buf.starts_with(want) {
+            buf.drain(..want.len());
+            recorder.add(Replies {
+                count: pipeline as u64,
+                wrong: 0,
+                latency: arrived.saturating_duration_since(sent),
+            });
+        } else {
+            // Something else came: parse the batch's replies one by one.
+            let batch = &script.expects[first..first + pipeline];
+            expects.extend(batch.iter().map(|(op, expect)| (*op, expect.clone(), sent)));
+            read_replies(&mut stream, table, &mut buf, &mut expects, 0, |replies| {
+                recorder.add(replies)
+            })
+            .await?;
+        }
+        recorder.publish();
+        first = (first + pipeline) % script.expects.len();
+    }
+    Ok(())
+}
+
+/// A connection's count of replies and their latencies: published to the
+/// run's totals after every batch (the progress line reads them), merged
+/// into the run's histogram at the end.
+struct Recorder {
+    local: Histogram<u64>,
+    done: u64,
+    wrong: u64,
+    totals: Arc<Totals>,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl Recorder {
+    fn new(totals: Arc<Totals>, histogram: Arc<Mutex<Histogram<u64>>>) -> Result<Recorder, String> {
+        Ok(Recorder {
+            local: Histogram::<u64>::new(3).map_err(|e| e.to_string())?,
+            done: 0,
+            wrong: 0,
+            totals,
+            histogram,
+        })
+    }
+
+    fn add(&mut self, replies: Replies) {
+        self.done += replies.count;
+        self.wrong += replies.wrong;
+        let _ = self
+            .local
+            .record_n(replies.latency.as_micros() as u64, replies.count);
+    }
+
+    fn publish(&mut self) {
+        let done = std::mem::take(&mut self.done);
+        let wrong = std::mem::take(&mut self.wrong);
+        self.totals.done.fetch_add(done, Ordering::Relaxed);
+        self.totals.errors.fetch_add(wrong, Ordering::Relaxed);
+    }
+
+    async fn finish(mut self) -> Result<(), String> {
+        self.publish();
+        self.histogram
+            .lock()
+            .await
+            .add(&self.local)
+            .map_err(|e| e.to_string())
+    }
 }
 
 async fn open_loop(
@@ -889,6 +1052,80 @@ mod tests {
             match_reply(&jnhp, Op::Store, &Expect::Stored, b"RARGH!\r\n"),
             Some((6 + 2, false))
         );
+    }
+
+    /// A fake server for [`scripted_loop`]: answers each request right,
+    /// except request number `wrong`, which gets an `ERROR`; the first STORE
+    /// from request `other` on is answered "stored", the less usual (but
+    /// right) form.
+    async fn fake_server(
+        stream: tokio::io::DuplexStream,
+        table: Arc<Table>,
+        wrong: usize,
+        mut other: usize,
+    ) -> usize {
+        use tokio::io::AsyncBufReadExt;
+        let (read, mut write) = tokio::io::split(stream);
+        let mut lines = tokio::io::BufReader::new(read).lines();
+        let mut served = 0;
+        while let Ok(Some(line)) = lines.next_line().await {
+            let name = line.split(' ').nth(1).unwrap_or_default();
+            let i: usize = name.trim_start_matches("key:").parse().unwrap();
+            let reply: Vec<u8> = match line.split(' ').next() {
+                _ if served == wrong => b"ERROR nope\r\n".to_vec(),
+                Some("GET") => table.gets[i].clone(),
+                Some("EXISTS") => b"AWESOME!\r\n".to_vec(),
+                _ if served >= other => {
+                    other = usize::MAX;
+                    b"W00T!\r\n".to_vec()
+                }
+                _ => b"RARGH!\r\n".to_vec(),
+            };
+            served += 1;
+            if write.write_all(&reply).await.is_err() {
+                break;
+            }
+        }
+        served
+    }
+
+    #[tokio::test]
+    async fn the_scripted_loop_checks_every_reply() {
+        let table = Arc::new(Table::new(Protocol::Jnhp, 20, 4));
+        let mut workload = Workload {
+            protocol: Protocol::Jnhp,
+            table: table.clone(),
+            weights: [1, 1, 2],
+            total_weight: 4,
+            keys: 20,
+            value_size: 4,
+            unique: None,
+            rng: 12345,
+        };
+        // Few round trips per pass over the script (16), so that it goes
+        // round in the time given on a slow machine too. Batch 1 has the
+        // wrong reply, batch 3 the unusual one; the others match as a whole.
+        let pipeline = 256;
+        let script = Script::new(&mut workload, pipeline);
+        assert_eq!(script.expects.len(), SCRIPT_REQUESTS);
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let served = tokio::spawn(fake_server(server, table.clone(), 300, 800));
+        let totals = Arc::new(Totals::default());
+        let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
+        let mut recorder = Recorder::new(totals.clone(), histogram.clone()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        scripted_loop(client, &script, &table, pipeline, deadline, &mut recorder)
+            .await
+            .unwrap();
+        recorder.finish().await.unwrap();
+        let served = served.await.unwrap();
+        // Every request was answered and counted, the script went round
+        // more than once, and exactly the one wrong reply was caught (the
+        // "stored" replies to STOREs of prefilled names are right too).
+        assert!(served > SCRIPT_REQUESTS, "{served}");
+        assert_eq!(totals.done.load(Ordering::Relaxed), served as u64);
+        assert_eq!(totals.errors.load(Ordering::Relaxed), 1);
+        assert_eq!(histogram.lock().await.len(), served as u64);
     }
 
     #[test]
