@@ -630,6 +630,8 @@ impl Replies {
     }
 }
 
+/// The closed loop that draws each batch as it goes: for unique STOREs,
+/// whose names must not repeat (over prefilled names, [`scripted_loop`]).
 async fn closed_loop(
     stream: Conn,
     mut workload: Workload,
