@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use jnhp_wire::Request;
+use jnhp_wire::{Reply, Request};
 use tokio::io::WriteHalf;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -95,9 +95,6 @@ struct Table {
     /// `requests[op][i]`: the encoded request of `op` for prefilled name `i`.
     requests: [Vec<Vec<u8>>; 3],
     values: Vec<Vec<u8>>,
-    /// `gets[i]`: the expected reply to a GET of name `i`, byte for byte
-    /// (see [`match_reply`]).
-    gets: Vec<Vec<u8>>,
 }
 
 impl Table {
@@ -112,70 +109,41 @@ impl Table {
                 })
                 .collect()
         });
-        let gets = (0..keys)
-            .map(|i| get_reply(protocol, &key(i), &values[i as usize]))
-            .collect();
         Table {
             protocol,
             requests,
             values,
-            gets,
         }
     }
 
-    /// The reply `expect` most likely gets, as it is usually written: a
-    /// STORE of a prefilled name finds it there.
-    fn likely_reply(&self, expect: &Expect) -> &[u8] {
-        let [usual, other] = self.usual_replies(expect);
-        match expect {
-            Expect::StoredOrNot => other,
-            _ => usual,
+    /// Appends the reply `expect` most likely gets, as each server writes
+    /// it (a STORE of a prefilled name finds it there). Any other form
+    /// [`take_reply`] accepts is right too.
+    fn likely_reply(&self, expect: &Expect, out: &mut Vec<u8>) {
+        let value = |i: &u64| &self.values[*i as usize][..];
+        match (self.protocol, expect) {
+            (Protocol::Jnhp, Expect::Stored) => Reply::Stored.encode(out),
+            (Protocol::Jnhp, Expect::StoredOrNot) => Reply::Rargh.encode(out),
+            (Protocol::Jnhp, Expect::Present) => Reply::Awesome.encode(out),
+            (Protocol::Jnhp, Expect::Value(i)) => Reply::Value(value(i)).encode(out),
+            (Protocol::Resp, Expect::Stored | Expect::Present) => out.extend_from_slice(b":1\r\n"),
+            (Protocol::Resp, Expect::StoredOrNot) => out.extend_from_slice(b":0\r\n"),
+            (Protocol::Resp, Expect::Value(i)) => {
+                out.extend_from_slice(format!("${}\r\n", value(i).len()).as_bytes());
+                out.extend_from_slice(value(i));
+                out.extend_from_slice(b"\r\n");
+            }
+            (Protocol::Memcache, Expect::Stored) => out.extend_from_slice(b"STORED\r\n"),
+            (Protocol::Memcache, Expect::StoredOrNot) => out.extend_from_slice(b"NOT_STORED\r\n"),
+            (Protocol::Memcache, Expect::Present) => out.extend_from_slice(b"HD\r\n"),
+            (Protocol::Memcache, Expect::Value(i)) => {
+                let header = format!("VALUE {} 0 {}\r\n", key(*i), value(i).len());
+                out.extend_from_slice(header.as_bytes());
+                out.extend_from_slice(value(i));
+                out.extend_from_slice(b"\r\nEND\r\n");
+            }
         }
     }
-
-    /// The replies that mean what `expect` says, as they are usually
-    /// written (a second form for "stored or not").
-    fn usual_replies(&self, expect: &Expect) -> [&[u8]; 2] {
-        let (stored, not_stored, present): (&[u8], &[u8], &[u8]) = match self.protocol {
-            Protocol::Jnhp => (b"W00T!\r\n", b"RARGH!\r\n", b"AWESOME!\r\n"),
-            Protocol::Resp => (b":1\r\n", b":0\r\n", b":1\r\n"),
-            Protocol::Memcache => (b"STORED\r\n", b"NOT_STORED\r\n", b"HD\r\n"),
-        };
-        match expect {
-            Expect::Stored => [stored, stored],
-            Expect::StoredOrNot => [stored, not_stored],
-            Expect::Present => [present, present],
-            Expect::Value(i) => [&self.gets[*i as usize], &self.gets[*i as usize]],
-        }
-    }
-}
-
-/// The reply to a GET of `name` holding `value`, as each server writes it.
-fn get_reply(protocol: Protocol, name: &str, value: &[u8]) -> Vec<u8> {
-    let mut out = match protocol {
-        Protocol::Jnhp => Vec::new(),
-        Protocol::Resp => format!("${}\r\n", value.len()).into_bytes(),
-        Protocol::Memcache => format!("VALUE {name} 0 {}\r\n", value.len()).into_bytes(),
-    };
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-    if protocol == Protocol::Memcache {
-        out.extend_from_slice(b"END\r\n");
-    }
-    out
-}
-
-/// Splits one whole reply off the front of `buf`, like [`take_reply`], but
-/// first compares it with the reply the workload expects, byte for byte:
-/// the generator's cost per reply is then one comparison, and only a reply
-/// written some other way (or a wrong one) is parsed.
-fn match_reply(table: &Table, op: Op, expect: &Expect, buf: &[u8]) -> Option<(usize, bool)> {
-    for usual in table.usual_replies(expect) {
-        if buf.starts_with(usual) {
-            return Some((usual.len(), true));
-        }
-    }
-    take_reply(table.protocol, op, expect, &table.values, buf)
 }
 
 /// The value stored under prefilled name `i`.
@@ -570,7 +538,9 @@ async fn read_replies(
         let mut used = 0;
         let mut run: Option<(Instant, Replies)> = None;
         while let Some((op, expect, sent)) = expects.front() {
-            let Some((len, ok)) = match_reply(table, *op, expect, &buf[used..]) else {
+            let Some((len, ok)) =
+                take_reply(table.protocol, *op, expect, &table.values, &buf[used..])
+            else {
                 break;
             };
             used += len;
@@ -674,7 +644,7 @@ const SCRIPT_REQUESTS: usize = 4096;
 /// to back, with the replies they should get: a connection sends slices
 /// of it, batch after batch, round and round. What comes back is compared
 /// with the expected bytes in one comparison per read; only when they
-/// differ are the replies parsed one by one ([`match_reply`]), so every
+/// differ are the replies parsed one by one ([`take_reply`]), so every
 /// wrong reply is still found and counted. (Each connection draws its own
 /// script, as it drew its own requests before.)
 struct Script {
@@ -698,9 +668,7 @@ impl Script {
         };
         for _ in 0..len {
             let (op, expect) = workload.next(&mut script.requests);
-            script
-                .replies
-                .extend_from_slice(workload.table.likely_reply(&expect));
+            workload.table.likely_reply(&expect, &mut script.replies);
             script
                 .ends
                 .push((script.requests.len(), script.replies.len()));
@@ -848,7 +816,9 @@ async fn open_loop(
             let Some((op, expect, scheduled)) = queue.front() else {
                 break;
             };
-            let Some((len, ok)) = match_reply(&table, *op, expect, &buf[used..]) else {
+            let Some((len, ok)) =
+                take_reply(table.protocol, *op, expect, &table.values, &buf[used..])
+            else {
                 break;
             };
             let _ = local.record(scheduled.elapsed().as_micros() as u64);
@@ -999,7 +969,7 @@ mod tests {
     }
 
     #[test]
-    fn the_usual_replies_are_what_the_parser_accepts() {
+    fn the_likely_replies_are_what_the_parser_accepts() {
         for protocol in [Protocol::Jnhp, Protocol::Resp, Protocol::Memcache] {
             let table = Table::new(protocol, 3, 8);
             for (op, expect) in [
@@ -1008,10 +978,14 @@ mod tests {
                 (Op::Exists, Expect::Present),
                 (Op::Get, Expect::Value(2)),
             ] {
-                for usual in table.usual_replies(&expect) {
-                    let parsed = take_reply(protocol, op, &expect, &table.values, usual);
-                    assert_eq!(parsed, Some((usual.len(), true)), "{protocol:?} {expect:?}");
-                }
+                let mut likely = Vec::new();
+                table.likely_reply(&expect, &mut likely);
+                let parsed = take_reply(protocol, op, &expect, &table.values, &likely);
+                assert_eq!(
+                    parsed,
+                    Some((likely.len(), true)),
+                    "{protocol:?} {expect:?}"
+                );
             }
         }
     }
@@ -1019,39 +993,35 @@ mod tests {
     #[test]
     fn replies_written_otherwise_are_parsed_and_checked() {
         let table = Table::new(Protocol::Memcache, 3, 3);
+        let take = |table: &Table, op, expect: &Expect, buf: &[u8]| {
+            take_reply(table.protocol, op, expect, &table.values, buf)
+        };
         let v = Expect::Value(1);
-        let usual = table.gets[1].clone();
+        let mut usual = Vec::new();
+        table.likely_reply(&v, &mut usual);
         let mut two = usual.clone();
         two.extend_from_slice(b"HD\r\n");
-        assert_eq!(
-            match_reply(&table, Op::Get, &v, &two),
-            Some((usual.len(), true))
-        );
+        assert_eq!(take(&table, Op::Get, &v, &two), Some((usual.len(), true)));
         // Incomplete: wait for the rest.
-        assert_eq!(
-            match_reply(&table, Op::Get, &v, &usual[..usual.len() - 1]),
-            None
-        );
+        assert_eq!(take(&table, Op::Get, &v, &usual[..usual.len() - 1]), None);
         // Other flags: not the usual bytes, still the right value.
         let other = b"VALUE key:0000000001 7 3\r\nv1-\r\nEND\r\n";
-        assert_eq!(
-            match_reply(&table, Op::Get, &v, other),
-            Some((other.len(), true))
-        );
+        assert_eq!(take(&table, Op::Get, &v, other), Some((other.len(), true)));
         // The value of another name: wrong.
-        let wrong = &table.gets[2];
+        let mut wrong = Vec::new();
+        table.likely_reply(&Expect::Value(2), &mut wrong);
         assert_eq!(
-            match_reply(&table, Op::Get, &v, wrong),
+            take(&table, Op::Get, &v, &wrong),
             Some((wrong.len(), false))
         );
         let jnhp = Table::new(Protocol::Jnhp, 1, 3);
         let either = Expect::StoredOrNot;
         assert_eq!(
-            match_reply(&jnhp, Op::Store, &either, b"RARGH!\r\n"),
+            take(&jnhp, Op::Store, &either, b"RARGH!\r\n"),
             Some((8, true))
         );
         assert_eq!(
-            match_reply(&jnhp, Op::Store, &Expect::Stored, b"RARGH!\r\n"),
+            take(&jnhp, Op::Store, &Expect::Stored, b"RARGH!\r\n"),
             Some((6 + 2, false))
         );
     }
@@ -1075,7 +1045,11 @@ mod tests {
             let i: usize = name.trim_start_matches("key:").parse().unwrap();
             let reply: Vec<u8> = match line.split(' ').next() {
                 _ if served == wrong => b"ERROR nope\r\n".to_vec(),
-                Some("GET") => table.gets[i].clone(),
+                Some("GET") => {
+                    let mut value = Vec::new();
+                    table.likely_reply(&Expect::Value(i as u64), &mut value);
+                    value
+                }
                 Some("EXISTS") => b"AWESOME!\r\n".to_vec(),
                 _ if served >= other => {
                     other = usize::MAX;
