@@ -1121,7 +1121,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod entries_tests {
+mod tests {
     use super::*;
 
     #[test]
@@ -1156,11 +1156,6 @@ mod entries_tests {
         }
         assert_eq!(cache.len(), 3);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     /// One round trip, on a slot of its own.
     async fn run(handle: &StoreHandle, batch: Box<Batch>) -> Result<Box<Batch>, StoreClosed> {
