@@ -75,13 +75,17 @@ pub struct Run {
 }
 
 impl Run {
-    /// Spawns `command` as a new run. The registry lock is held across the
-    /// spawn, so a sweep can never take the new program for an orphan.
+    /// Spawns `command` as a new run, without jnhpd's secrets in its
+    /// environment. The registry lock is held across the spawn, so a sweep
+    /// can never take the new program for an orphan.
     pub fn spawn(
         command: &mut tokio::process::Command,
     ) -> std::io::Result<(Run, tokio::process::Child)> {
         let id = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
         command.env(RUN_VAR, id.to_string());
+        // Every validator program starts here: the one place to keep
+        // jnhpd's secrets from them.
+        super::withhold_secrets(command);
         let mut registry = registry();
         let child = command.spawn()?;
         let pid = child.id().map(|p| p as i32);
