@@ -452,6 +452,69 @@ fn a_helper_closing_its_stdout_backs_off_without_spinning() {
     backing_off_is_idle(&prog, "timeout_ms = 500", d);
 }
 
+/// Waits for `file` (written by a rename, so never half-written) and
+/// returns the pid in it.
+fn pid_in(file: &Path) -> i32 {
+    wait_for_file(file);
+    std::fs::read_to_string(file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A helper detaches a process with a cleared environment through a
+/// subshell that is still alive when the helper exits right after: the
+/// subshell is killed as an orphan, and the process it leaves is an orphan
+/// that arrives during that very sweep. It must not wait for another run
+/// to end (issue 21, item 13).
+#[test]
+fn an_orphan_left_by_a_killed_orphan_is_killed_too() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let prog = script(
+        &root,
+        "h",
+        &format!(
+            "cd {}\nread line\n\
+             (env -i setsid sleep 301 & echo $! > orphan.tmp && mv orphan.tmp orphan; wait) &\n\
+             while [ ! -e orphan ]; do sleep 0.01; done\nexit 0",
+            root.display()
+        ),
+    );
+    let s = Server::start_in(d, &config(&prog, ""));
+    assert_eq!(s.connect().ask("STORE a v"), "RARGH!");
+    let orphan = pid_in(&root.join("orphan"));
+    wait_not_running(orphan);
+    assert!(!s.log.all().contains("panicked"), "{}", s.log.all());
+}
+
+/// A helper that keeps running detaches a process with a cleared
+/// environment whose parent exits at once: the process becomes jnhpd's
+/// orphan while the helper lives on, and is killed without waiting for the
+/// helper (or another run) to end (issue 21, item 13).
+#[test]
+fn an_orphan_of_a_running_helper_is_killed_as_soon_as_it_arrives() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let prog = script(
+        &root,
+        "h",
+        &format!(
+            "cd {}\necho $$ >> starts\nwhile read id name value; do\n\
+             (env -i setsid sleep 301 & echo $! > orphan.tmp && mv orphan.tmp orphan)\n\
+             echo \"$id JNHP:1\"\ndone",
+            root.display()
+        ),
+    );
+    let s = Server::start_in(d, &config(&prog, ""));
+    assert_eq!(s.connect().ask("STORE a v"), "W00T!");
+    let orphan = pid_in(&root.join("orphan"));
+    wait_not_running(orphan);
+    let helper = starts(&root)[0];
+    assert!(common::is_running(helper), "the helper itself lives on");
+}
+
 /// With `children = 2`, two STOREs at once go to two helpers: requests
 /// are spread over the children, not piled on the first (issue 21,
 /// item 16).
