@@ -254,7 +254,7 @@ fn attribute_text(value: &x509_parser::der_parser::asn1_rs::Any) -> Option<Strin
             .then(|| data.iter().map(|&b| char::from(b)).collect()),
         Tag::TeletexString => Some(data.iter().map(|&b| char::from(b)).collect()),
         Tag::BmpString => {
-            if data.len() % 2 != 0 {
+            if !data.len().is_multiple_of(2) {
                 return None;
             }
             let units = data
@@ -265,7 +265,7 @@ fn attribute_text(value: &x509_parser::der_parser::asn1_rs::Any) -> Option<Strin
                 .ok()
         }
         Tag::UniversalString => {
-            if data.len() % 4 != 0 {
+            if !data.len().is_multiple_of(4) {
                 return None;
             }
             data.chunks_exact(4)
