@@ -203,7 +203,13 @@ impl Acceptor {
 }
 
 /// A certificate's subject as an RFC 4514 string (`CN=ingest-1,O=Example`:
-/// the most specific RDN first).
+/// the most specific RDN first), for validators' `JNHP_PEER_CERT_SUBJECT`.
+///
+/// Values of the directory string types are decoded to text first, so a
+/// name reads the same whatever type its issuer chose (see
+/// `attribute_text`); other values are `#` and the hex of their whole DER
+/// encoding. Then RFC 4514's escapes apply, and every control character is
+/// escaped too (`escape`): the string is one line of printable text.
 pub fn subject(cert: &CertificateDer) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let mut rdns: Vec<String> = cert
@@ -214,13 +220,9 @@ pub fn subject(cert: &CertificateDer) -> Option<String> {
                 .map(|atv| {
                     let oid = atv.attr_type().to_id_string();
                     let name = short_name(&oid).map_or(oid, str::to_string);
-                    let value = match atv.as_str() {
-                        Ok(text) => escape(text),
-                        Err(_) => {
-                            let hex: String =
-                                atv.as_slice().iter().map(|b| format!("{b:02x}")).collect();
-                            format!("#{hex}")
-                        }
+                    let value = match attribute_text(atv.attr_value()) {
+                        Some(text) => escape(&text),
+                        None => hex_encoding(atv.attr_value()),
                     };
                     format!("{name}={value}")
                 })
@@ -230,6 +232,97 @@ pub fn subject(cert: &CertificateDer) -> Option<String> {
         .collect();
     rdns.reverse();
     Some(rdns.join(","))
+}
+
+/// The text of a directory string value, decoded by its type: UTF8String
+/// as UTF-8; PrintableString, IA5String, NumericString and VisibleString
+/// as ASCII; TeletexString as Latin-1 (what issuers put there in
+/// practice); BMPString as UTF-16BE; UniversalString as UTF-32BE. `None`
+/// for any other type, and for a value its type cannot hold (invalid
+/// UTF-8, a byte over 0x7F in an ASCII type, an odd length, a lone
+/// surrogate): those are shown as hex, never guessed at.
+fn attribute_text(value: &x509_parser::der_parser::asn1_rs::Any) -> Option<String> {
+    use x509_parser::der_parser::asn1_rs::{Class, Tag};
+    if value.class() != Class::Universal || value.header.is_constructed() {
+        return None;
+    }
+    let data = value.data;
+    match value.tag() {
+        Tag::Utf8String => String::from_utf8(data.to_vec()).ok(),
+        Tag::PrintableString | Tag::Ia5String | Tag::NumericString | Tag::VisibleString => data
+            .is_ascii()
+            .then(|| data.iter().map(|&b| char::from(b)).collect()),
+        Tag::TeletexString => Some(data.iter().map(|&b| char::from(b)).collect()),
+        Tag::BmpString => {
+            if !data.len().is_multiple_of(2) {
+                return None;
+            }
+            let units = data
+                .chunks_exact(2)
+                .map(|u| u16::from_be_bytes([u[0], u[1]]));
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .ok()
+        }
+        Tag::UniversalString => {
+            if !data.len().is_multiple_of(4) {
+                return None;
+            }
+            data.chunks_exact(4)
+                .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+                .collect()
+        }
+        _ => None,
+    }
+}
+
+/// RFC 4514's form of a value that is not shown as text: `#` and the hex
+/// of its whole encoding (identifier, length and contents octets). The
+/// identifier and length are encoded again as DER, which gives back the
+/// certificate's own bytes: certificates are DER.
+fn hex_encoding(value: &x509_parser::der_parser::asn1_rs::Any) -> String {
+    let header = &value.header;
+    let mut bytes = match header.raw_tag() {
+        Some(tag) => tag.to_vec(),
+        None => {
+            let number = header.tag().0;
+            let first = ((header.class() as u8) << 6) | (u8::from(header.is_constructed()) << 5);
+            if number < 31 {
+                vec![first | number as u8]
+            } else {
+                // High tag number: 7 bits a byte, most significant first.
+                let mut tag = vec![first | 0x1f];
+                let groups = (0..5).rev().map(|i| (number >> (7 * i)) & 0x7f);
+                let mut started = false;
+                for (i, group) in groups.enumerate() {
+                    started |= group != 0 || i == 4;
+                    if started {
+                        tag.push(group as u8 | if i < 4 { 0x80 } else { 0 });
+                    }
+                }
+                tag
+            }
+        }
+    };
+    let len = value.data.len();
+    if len < 0x80 {
+        bytes.push(len as u8);
+    } else {
+        let octets: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|&b| b == 0)
+            .collect();
+        bytes.push(0x80 | octets.len() as u8);
+        bytes.extend_from_slice(&octets);
+    }
+    bytes.extend_from_slice(value.data);
+    let mut out = String::with_capacity(1 + 2 * bytes.len());
+    out.push('#');
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// The short names RFC 4514 (and common use) give attribute types.
@@ -248,7 +341,13 @@ fn short_name(oid: &str) -> Option<&'static str> {
     })
 }
 
-/// RFC 4514 escaping of an attribute value.
+/// RFC 4514 escaping of an attribute value, and more: besides the
+/// characters RFC 4514 must escape (`"+,;<>\`, a leading `#` or space, a
+/// trailing space, NUL), every control character (U+0000–U+001F,
+/// U+007F–U+009F) is escaped as `\` and the hex of its UTF-8 bytes
+/// (newline: `\0A`). A program reading the subject from its environment,
+/// or a log line showing it, then never meets a line break, an escape
+/// sequence for a terminal, or a byte that ends a C string.
 fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     let last = value.chars().count().saturating_sub(1);
@@ -260,7 +359,12 @@ fn escape(value: &str) -> String {
             }
             '#' if i == 0 => out.push_str("\\#"),
             ' ' if i == 0 || i == last => out.push_str("\\ "),
-            '\0' => out.push_str("\\00"),
+            c if c.is_control() => {
+                let mut utf8 = [0u8; 4];
+                for b in c.encode_utf8(&mut utf8).bytes() {
+                    out.push_str(&format!("\\{b:02X}"));
+                }
+            }
             c => out.push(c),
         }
     }
@@ -277,6 +381,146 @@ mod tests {
         assert_eq!(escape("a,b+c"), "a\\,b\\+c");
         assert_eq!(escape("#x "), "\\#x\\ ");
         assert_eq!(escape(" lead"), "\\ lead");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_as_hex_pairs() {
+        assert_eq!(escape("a\nb\rc\td"), "a\\0Ab\\0Dc\\09d");
+        assert_eq!(escape("\u{1b}[31m\u{7}"), "\\1B[31m\\07");
+        assert_eq!(escape("nul\0"), "nul\\00");
+        assert_eq!(escape("del\u{7f}"), "del\\7F");
+        // C1 controls: the hex of their two UTF-8 bytes.
+        assert_eq!(escape("nel\u{85}"), "nel\\C2\\85");
+        // Other text, ASCII or not, stays as it is.
+        assert_eq!(escape("Zoë = 東京"), "Zoë = 東京");
+    }
+
+    /// The DER of a self-signed certificate whose subject is `dn`.
+    fn certificate(dn: &[(rcgen::DnType, rcgen::DnValue)]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (ty, value) in dn {
+            params.distinguished_name.push(ty.clone(), value.clone());
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn subject_of(der: &[u8]) -> Option<String> {
+        subject(&CertificateDer::from(der.to_vec()))
+    }
+
+    /// Replaces `from` in the subject of a self-signed `der` by `to` (same
+    /// length), to make values rcgen will not write. The subject follows
+    /// the issuer, which is the same name: the second occurrence. The
+    /// signature no longer matches; `subject` does not look at it.
+    fn patched(mut der: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+        assert_eq!(from.len(), to.len());
+        let at: Vec<usize> = (0..=der.len() - from.len())
+            .filter(|&i| &der[i..i + from.len()] == from)
+            .collect();
+        assert_eq!(at.len(), 2, "{from:02x?} occurs {} times", at.len());
+        der[at[1]..at[1] + to.len()].copy_from_slice(to);
+        der
+    }
+
+    #[test]
+    fn every_string_type_reads_as_the_same_text() {
+        use rcgen::string::{BmpString, Ia5String, PrintableString, UniversalString};
+        use rcgen::{DnType, DnValue};
+        let text = "ingest-1";
+        let values = [
+            DnValue::Utf8String(text.into()),
+            DnValue::PrintableString(PrintableString::try_from(text).unwrap()),
+            DnValue::Ia5String(Ia5String::try_from(text).unwrap()),
+            DnValue::TeletexString(rcgen::string::TeletexString::try_from(text).unwrap()),
+            DnValue::BmpString(BmpString::try_from(text).unwrap()),
+            DnValue::UniversalString(UniversalString::try_from(text).unwrap()),
+        ];
+        for value in values {
+            let der = certificate(&[(DnType::CommonName, value.clone())]);
+            assert_eq!(
+                subject_of(&der).as_deref(),
+                Some("CN=ingest-1"),
+                "{value:?}"
+            );
+        }
+        // Beyond ASCII (beyond the BMP, too, where BMPString cannot go).
+        let text = "Zoë 東京";
+        let wide = "Zoë 東京 \u{1F600}";
+        for (value, text) in [
+            (DnValue::Utf8String(wide.into()), wide),
+            (DnValue::BmpString(BmpString::try_from(text).unwrap()), text),
+            (
+                DnValue::UniversalString(UniversalString::try_from(wide).unwrap()),
+                wide,
+            ),
+        ] {
+            let der = certificate(&[(DnType::CommonName, value.clone())]);
+            assert_eq!(subject_of(&der), Some(format!("CN={text}")), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn teletex_strings_read_as_latin_1() {
+        use rcgen::{DnType, DnValue};
+        let value = DnValue::TeletexString(rcgen::string::TeletexString::try_from("cafe").unwrap());
+        let der = certificate(&[(DnType::CommonName, value)]);
+        let der = patched(der, b"\x14\x04cafe", b"\x14\x04caf\xe9");
+        assert_eq!(subject_of(&der).as_deref(), Some("CN=café"));
+    }
+
+    #[test]
+    fn control_characters_in_subjects_are_escaped() {
+        use rcgen::string::BmpString;
+        use rcgen::{DnType, DnValue};
+        let der = certificate(&[
+            (
+                DnType::OrganizationName,
+                DnValue::BmpString(BmpString::try_from("a\tb").unwrap()),
+            ),
+            (
+                DnType::CommonName,
+                DnValue::Utf8String("x\ny\rz\u{1b}\u{7}".into()),
+            ),
+        ]);
+        assert_eq!(
+            subject_of(&der).as_deref(),
+            Some("CN=x\\0Ay\\0Dz\\1B\\07,O=a\\09b")
+        );
+    }
+
+    #[test]
+    fn values_that_cannot_be_decoded_are_the_hex_of_their_whole_encoding() {
+        use rcgen::{DnType, DnValue};
+        let cert =
+            |text: &str| certificate(&[(DnType::CommonName, DnValue::Utf8String(text.into()))]);
+        // Invalid UTF-8 in a UTF8String.
+        let der = patched(cert("abcd"), b"\x0c\x04abcd", b"\x0c\x04ab\xff\xfe");
+        assert_eq!(subject_of(&der).as_deref(), Some("CN=#0c046162fffe"));
+        // A BMPString of odd length.
+        let der = patched(cert("abc"), b"\x0c\x03abc", b"\x1e\x03abc");
+        assert_eq!(subject_of(&der).as_deref(), Some("CN=#1e03616263"));
+        // A lone surrogate in a BMPString.
+        let der = patched(cert("abcd"), b"\x0c\x04abcd", b"\x1e\x04\xd8\x00\x00a");
+        assert_eq!(subject_of(&der).as_deref(), Some("CN=#1e04d8000061"));
+        // A byte over 0x7F in a PrintableString.
+        let der = patched(cert("abcd"), b"\x0c\x04abcd", b"\x13\x04ab\xc3\xa9");
+        assert_eq!(subject_of(&der).as_deref(), Some("CN=#13046162c3a9"));
+        // Not a string at all: an OCTET STRING.
+        let der = patched(cert("abcd"), b"\x0c\x04abcd", b"\x04\x04abcd");
+        assert_eq!(subject_of(&der).as_deref(), Some("CN=#040461626364"));
+        // A long value: the length in long form.
+        let long = "a".repeat(200);
+        let mut from = vec![0x0c, 0x81, 200];
+        from.extend_from_slice(long.as_bytes());
+        let mut to = vec![0x04, 0x81, 200];
+        to.extend_from_slice(long.as_bytes());
+        let der = patched(cert(&long), &from, &to);
+        assert_eq!(
+            subject_of(&der),
+            Some(format!("CN=#0481c8{}", "61".repeat(200)))
+        );
     }
 
     #[test]

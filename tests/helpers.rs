@@ -391,3 +391,154 @@ fn sigterm_closes_helpers_stdin_and_lets_them_exit() {
         "the helper was killed before it could exit"
     );
 }
+
+/// CPU time (user + system) process `pid` has used so far.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // After the command: state is field 3, utime 14 and stime 15.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_sec = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_sec)
+}
+
+/// Starts jnhpd with helper `prog`, sends STOREs until the pool backs off,
+/// then checks that the idle daemon sleeps through the back-off and after
+/// it rather than spinning.
+fn backing_off_is_idle(prog: &Path, extra: &str, d: tempfile::TempDir) {
+    let s = Server::start_in(d, &config(prog, extra));
+    let mut c = s.connect();
+    for i in 0..3 {
+        assert_eq!(c.ask(&format!("STORE n{i} v")), "RARGH!");
+    }
+    s.log
+        .wait_for("failed 2 times in a row before serving; next start in 100 ms");
+    // The back-off (0.1 s) ends within the window measured.
+    let before = cpu_time(s.pid());
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_time(s.pid()) - before;
+    let share = used.as_secs_f64() / started.elapsed().as_secs_f64();
+    assert!(
+        share < 0.2,
+        "idle jnhpd used {used:?} of CPU in {:?}",
+        started.elapsed()
+    );
+    // And it still serves: the back-off has ended, a helper is tried again.
+    assert_eq!(c.ask("STORE later v"), "RARGH!");
+}
+
+/// A helper answering with ids never sent: broken before serving, again
+/// and again. The back-off must sleep, not spin (issue 21, item 1).
+#[test]
+fn a_helper_replying_with_wrong_ids_backs_off_without_spinning() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = helper(d.path(), "h", "", "reply(int(id_) + 1000, 1)");
+    backing_off_is_idle(&prog, "", d);
+}
+
+/// A helper that closes its stdout can never answer: broken before
+/// serving. The back-off must sleep, not spin (issue 21, item 1).
+#[test]
+fn a_helper_closing_its_stdout_backs_off_without_spinning() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = script(d.path(), "h", "exec >&-\nwhile read line; do :; done");
+    backing_off_is_idle(&prog, "timeout_ms = 500", d);
+}
+
+/// Waits for `file` (written by a rename, so never half-written) and
+/// returns the pid in it.
+fn pid_in(file: &Path) -> i32 {
+    wait_for_file(file);
+    std::fs::read_to_string(file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A helper detaches a process with a cleared environment through a
+/// subshell that is still alive when the helper exits right after: the
+/// subshell is killed as an orphan, and the process it leaves is an orphan
+/// that arrives during that very sweep. It must not wait for another run
+/// to end (issue 21, item 13).
+#[test]
+fn an_orphan_left_by_a_killed_orphan_is_killed_too() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let prog = script(
+        &root,
+        "h",
+        &format!(
+            "cd {}\nread line\n\
+             (env -i setsid sleep 301 & echo $! > orphan.tmp && mv orphan.tmp orphan; wait) &\n\
+             while [ ! -e orphan ]; do sleep 0.01; done\nexit 0",
+            root.display()
+        ),
+    );
+    let s = Server::start_in(d, &config(&prog, ""));
+    assert_eq!(s.connect().ask("STORE a v"), "RARGH!");
+    let orphan = pid_in(&root.join("orphan"));
+    wait_not_running(orphan);
+    assert!(!s.log.all().contains("panicked"), "{}", s.log.all());
+}
+
+/// A helper that keeps running detaches a process with a cleared
+/// environment whose parent exits at once: the process becomes jnhpd's
+/// orphan while the helper lives on, and is killed without waiting for the
+/// helper (or another run) to end (issue 21, item 13).
+#[test]
+fn an_orphan_of_a_running_helper_is_killed_as_soon_as_it_arrives() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let prog = script(
+        &root,
+        "h",
+        &format!(
+            "cd {}\necho $$ >> starts\nwhile read id name value; do\n\
+             (env -i setsid sleep 301 & echo $! > orphan.tmp && mv orphan.tmp orphan)\n\
+             echo \"$id JNHP:1\"\ndone",
+            root.display()
+        ),
+    );
+    let s = Server::start_in(d, &config(&prog, ""));
+    assert_eq!(s.connect().ask("STORE a v"), "W00T!");
+    let orphan = pid_in(&root.join("orphan"));
+    wait_not_running(orphan);
+    let helper = starts(&root)[0];
+    assert!(common::is_running(helper), "the helper itself lives on");
+}
+
+/// With `children = 2`, two STOREs at once go to two helpers: requests
+/// are spread over the children, not piled on the first (issue 21,
+/// item 16).
+#[test]
+fn concurrent_stores_are_spread_over_children() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let prog = helper(
+        d.path(),
+        "gated",
+        "def later(i):\n    while not os.path.exists(os.path.join(D, \"release\")):\n        time.sleep(0.02)\n    reply(i, 1)",
+        "open(os.path.join(D, \"got-\" + name), \"w\").write(str(os.getpid()))\nthreading.Thread(target=later, args=(id_,)).start()",
+    );
+    let s = Server::start_in(d, &config(&prog, "children = 2\nconcurrency = 8"));
+    let mut first = s.connect();
+    first.send(b"STORE a v\r\n");
+    wait_for_file(&root.join("got-a"));
+    let mut second = s.connect();
+    second.send(b"STORE b v\r\n");
+    wait_for_file(&root.join("got-b"));
+    std::fs::write(root.join("release"), "").unwrap();
+    assert_eq!(first.reply(), "W00T!");
+    assert_eq!(second.reply(), "W00T!");
+    let pid = |name: &str| std::fs::read_to_string(root.join(format!("got-{name}"))).unwrap();
+    assert_ne!(pid("a"), pid("b"), "both STOREs went to one helper");
+    assert_eq!(starts(&root).len(), 2);
+}

@@ -446,6 +446,48 @@ fn the_peer_reaches_process_validators() {
     assert_eq!(seen, format!("{local}|CN=ingest-1,O=Example"));
 }
 
+/// A subject with control characters and a BMPString reaches validators
+/// escaped and decoded: one line of text, the BMPString's text as a
+/// UTF8String's would be (issue 21, item 10).
+#[test]
+fn peer_subjects_reach_validators_decoded_and_escaped() {
+    use rcgen::string::BmpString;
+    use rcgen::{DistinguishedName, DnType, DnValue};
+    let s = setup();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::OrganizationName,
+        DnValue::BmpString(BmpString::try_from("Zoë & Co").unwrap()),
+    );
+    dn.push(
+        DnType::CommonName,
+        DnValue::Utf8String("evil\nJNHP:1\r\t\u{1b}[2J\u{7}".into()),
+    );
+    let client = s.ca.client_dn(s.dir.path(), "odd", dn);
+    let record = script(
+        s.dir.path(),
+        "record",
+        &format!(
+            "printf '%s' \"$JNHP_PEER_CERT_SUBJECT\" > {}/subject-$JNHP_NAME\necho JNHP:1",
+            s.dir.path().display()
+        ),
+    );
+    let extra = format!(
+        "client_ca_file = \"{}\"\n{}",
+        s.ca.pem.display(),
+        common::process_validator(&record, "")
+    );
+    let (server, s) = start(s, &extra);
+    let mut c = connect(
+        server.tls_addrs[0],
+        client_config(&s.ca.pem, Some(&client), all_versions()),
+    )
+    .unwrap();
+    assert_eq!(ask(&mut c, "STORE who v"), "W00T!");
+    let seen = std::fs::read_to_string(s.dir.path().join("subject-who")).unwrap();
+    assert_eq!(seen, "CN=evil\\0AJNHP:1\\0D\\09\\1B[2J\\07,O=Zoë & Co");
+}
+
 /// Clients nobody here wrote: `openssl s_client` and `socat`.
 #[test]
 fn openssl_s_client_and_socat_store_and_read() {

@@ -817,3 +817,48 @@ fn max_concurrent_holds_across_reloads() {
     let runs = std::fs::read_to_string(root.join("runs")).unwrap();
     assert_eq!(runs, "start\nend\n".repeat(3), "programs overlapped");
 }
+
+/// Validator programs, per STORE and helpers alike, get jnhpd's
+/// environment without the secrets jnhpd consumed (`PGPASSWORD`); the rest
+/// of it reaches them (issue 21, item 9).
+#[test]
+fn validators_do_not_inherit_the_postgres_password() {
+    let d = dir();
+    let root = d.path().to_path_buf();
+    let process = script(
+        &root,
+        "process",
+        &format!("env > {}/process-env\necho JNHP:1", root.display()),
+    );
+    let helper = script(
+        &root,
+        "helper",
+        &format!(
+            "env > {0}/helper-env.tmp && mv {0}/helper-env.tmp {0}/helper-env\n\
+             while read id name value; do echo \"$id JNHP:1\"; done",
+            root.display()
+        ),
+    );
+    let config = format!(
+        "{}[[validator]]\nkind = \"helper\"\ncommand = [\"{}\"]\n",
+        process_validator(&process, ""),
+        helper.display()
+    );
+    let path = root.join("jnhp.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("PGPASSWORD", "hunter2-secret")
+        .env("JNHP_TEST_KEPT", "kept-value");
+    let s = Server::spawn(cmd, d, Some(path));
+    assert_eq!(s.connect().ask("STORE a v"), "W00T!");
+    for file in ["process-env", "helper-env"] {
+        wait_for_file(&root.join(file));
+        let env = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(!env.contains("hunter2-secret"), "{file}:\n{env}");
+        assert!(!env.contains("PGPASSWORD"), "{file}:\n{env}");
+        assert!(env.contains("JNHP_TEST_KEPT=kept-value"), "{file}:\n{env}");
+    }
+}

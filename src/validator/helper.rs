@@ -193,54 +193,63 @@ impl Pool {
         self.stats.helper_processes.store(0, Relaxed);
     }
 
-    /// The earliest request deadline, retirement kill or back-off end.
+    /// The earliest request deadline, retirement kill, or back-off end
+    /// that requests are waiting for. Never a moment already past that
+    /// nothing will clear: the pool would wake again at once, forever.
     fn next_wake(&self) -> Option<Instant> {
         let helpers = self
             .helpers
             .values()
             .flat_map(|h| h.in_flight.values().map(|r| r.deadline).chain(h.kill_at));
-        helpers.chain(self.backoff_until).min()
+        let backoff = self.backoff_until.filter(|_| !self.waiting.is_empty());
+        helpers.chain(backoff).min()
     }
 
-    /// Hands waiting requests to helpers with room, starting helpers as
-    /// needed; while none can be had, fails them at once.
+    /// Hands waiting requests to helpers, starting helpers as needed;
+    /// while none can be had, fails them at once.
+    ///
+    /// Requests are spread over `children`: an idle helper takes the next
+    /// request; if every live helper is busy and fewer than `children` run
+    /// (and no back-off holds), another is started; only at `children`
+    /// does a busy helper take more, the least loaded first, up to
+    /// `concurrency`.
     fn dispatch(&mut self) {
         while let Some(request) = self.waiting.pop_front() {
             let concurrency = self.spec.concurrency;
-            let ready = self
+            let least_loaded = self
                 .helpers
                 .iter()
                 .filter(|(_, h)| !h.retiring && h.in_flight.len() < concurrency)
                 .min_by_key(|(_, h)| h.in_flight.len())
-                .map(|(id, _)| *id);
-            let helper = match ready {
-                Some(id) => id,
-                None => {
-                    let live = self.helpers.values().filter(|h| !h.retiring).count();
-                    let backing_off = self.backoff_until.is_some_and(|t| Instant::now() < t);
-                    if live < self.spec.children && !backing_off {
-                        match self.start_helper() {
-                            Some(id) => id,
-                            None => {
-                                let _ = request.reply.send(Verdict::Failure(
-                                    Cause::Spawn,
-                                    "no helper could be started".into(),
-                                ));
-                                continue;
-                            }
-                        }
-                    } else if live == 0 {
-                        // Crash-looping: answer now rather than queue.
+                .map(|(id, h)| (*id, h.in_flight.len()));
+            let live = self.helpers.values().filter(|h| !h.retiring).count();
+            let backing_off = self.backoff_until.is_some_and(|t| Instant::now() < t);
+            let may_start = live < self.spec.children && !backing_off;
+            let helper = match least_loaded {
+                Some((id, 0)) => id,
+                Some((id, _)) if !may_start => id,
+                _ if may_start => match self.start_helper().or(least_loaded.map(|(id, _)| id)) {
+                    Some(id) => id,
+                    None => {
                         let _ = request.reply.send(Verdict::Failure(
-                            Cause::BrokenHelper,
-                            "no helper available (restarting)".into(),
+                            Cause::Spawn,
+                            "no helper could be started".into(),
                         ));
                         continue;
-                    } else {
-                        // All busy: wait for a reply to free room.
-                        self.waiting.push_front(request);
-                        return;
                     }
+                },
+                _ if live == 0 => {
+                    // Crash-looping: answer now rather than queue.
+                    let _ = request.reply.send(Verdict::Failure(
+                        Cause::BrokenHelper,
+                        "no helper available (restarting)".into(),
+                    ));
+                    continue;
+                }
+                _ => {
+                    // All busy: wait for a reply to free room.
+                    self.waiting.push_front(request);
+                    return;
                 }
             };
             self.send_to(helper, request);
@@ -393,6 +402,11 @@ impl Pool {
 
     fn check_deadlines(&mut self) {
         let now = Instant::now();
+        // A back-off that is over is no back-off: forget it, so that it is
+        // no wake-up time either.
+        if self.backoff_until.is_some_and(|t| t <= now) {
+            self.backoff_until = None;
+        }
         let late: Vec<(u64, &'static str)> = self
             .helpers
             .iter()

@@ -24,6 +24,21 @@ use crate::metrics::ValidatorStats;
 
 pub use spec::{Check, OnFailure, ValidatorSpec};
 
+/// The environment variables jnhpd takes secrets from (`PGPASSWORD`, the
+/// PostgreSQL password: see `postgres::target`). Validator programs get
+/// jnhpd's environment without them: a validator has no business with the
+/// database password, and a program's environment is easily leaked (`ps e`,
+/// a core dump, a debug log of its own).
+pub const WITHHELD_VARS: &[&str] = &["PGPASSWORD"];
+
+/// Takes the secrets jnhpd consumed out of a validator program's
+/// environment ([`WITHHELD_VARS`]); the rest of jnhpd's environment stays.
+pub(crate) fn withhold_secrets(command: &mut tokio::process::Command) {
+    for var in WITHHELD_VARS {
+        command.env_remove(var);
+    }
+}
+
 /// Who sent a STORE: the client's address and, on a mutual-TLS
 /// connection, its certificate's subject (RFC 4514). Process validators
 /// get them as `JNHP_PEER` and `JNHP_PEER_CERT_SUBJECT`.

@@ -11,18 +11,24 @@
 //! `JNHP_RUN=<id>` in its environment, which its descendants inherit. When
 //! a run ends (its program exited or was killed; the [`Run`] is dropped),
 //! the orphans carrying its id are killed; orphans without a live run's id (the
-//! environment cleared, or their run already over) are killed at once, and
-//! all of them when jnhpd stops ([`kill_orphans`]). Every orphan killed is
-//! reaped here by its pid; jnhpd never waits on "any child", which would
-//! steal the exit status of a program tokio is watching.
+//! environment cleared, or their run already over) are killed as soon as a
+//! sweep sees them, and all of them when jnhpd stops ([`kill_orphans`]).
+//! Nothing tells jnhpd that an orphan has arrived, so it sweeps when a run
+//! ends, again after each orphan it kills (whose children arrive as it
+//! dies), and every second while runs are live (a watcher task). Every
+//! orphan killed is reaped here by its pid; jnhpd never waits on "any
+//! child", which would steal the exit status of a program tokio is
+//! watching.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
+use tokio::sync::Notify;
 
 /// The environment variable naming the run a process descends from.
 pub const RUN_VAR: &str = "JNHP_RUN";
@@ -75,13 +81,17 @@ pub struct Run {
 }
 
 impl Run {
-    /// Spawns `command` as a new run. The registry lock is held across the
-    /// spawn, so a sweep can never take the new program for an orphan.
+    /// Spawns `command` as a new run, without jnhpd's secrets in its
+    /// environment. The registry lock is held across the spawn, so a sweep
+    /// can never take the new program for an orphan.
     pub fn spawn(
         command: &mut tokio::process::Command,
     ) -> std::io::Result<(Run, tokio::process::Child)> {
         let id = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
         command.env(RUN_VAR, id.to_string());
+        // Every validator program starts here: the one place to keep
+        // jnhpd's secrets from them.
+        super::withhold_secrets(command);
         let mut registry = registry();
         let child = command.spawn()?;
         let pid = child.id().map(|p| p as i32);
@@ -89,6 +99,9 @@ impl Run {
         if let Some(pid) = pid {
             registry.spawned.insert(pid);
         }
+        drop(registry);
+        RUN_STARTED.notify_one();
+        start_watching();
         Ok((Run { id, pid }, child))
     }
 }
@@ -106,17 +119,73 @@ impl Drop for Run {
     }
 }
 
+/// How often jnhpd looks for orphans while programs run. Nothing tells
+/// jnhpd when one arrives: the exit that re-parents it is signalled to its
+/// parent (a validator's descendant), not to jnhpd.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether the watcher task runs (started by the first run, in jnhpd).
+static WATCHING: AtomicBool = AtomicBool::new(false);
+
+/// Wakes the watcher when a run starts: it sleeps while none is live.
+static RUN_STARTED: Notify = Notify::const_new();
+
+/// Starts the watcher on the current runtime if it is not running yet.
+fn start_watching() {
+    if !SUBREAPER.load(Ordering::Relaxed) || WATCHING.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(watch())),
+        Err(_) => WATCHING.store(false, Ordering::Relaxed),
+    }
+}
+
+/// Sweeps every [`WATCH_EVERY`] while some run is live, so that an orphan
+/// that arrives while its run goes on (its environment cleared, it is no
+/// run's) is killed within about a second, not when some run ends. With
+/// no run live no orphan can arrive (the last run's end swept them all),
+/// so an idle jnhpd is not woken.
+async fn watch() {
+    loop {
+        let live = !registry().live_runs.is_empty();
+        if live {
+            tokio::time::sleep(WATCH_EVERY).await;
+        } else {
+            RUN_STARTED.notified().await;
+        }
+        sweep(false);
+    }
+}
+
 /// Kills and reaps every orphan, whatever run it belongs to (shutdown).
 pub fn kill_orphans() {
     sweep(true);
 }
 
+/// Passes of one sweep at most; a tree deeper than this (it would take a
+/// process forking as fast as it is killed) is finished by the next sweep.
+const SWEEP_PASSES: usize = 64;
+
 /// Kills and reaps the orphans that belong to no live run (all of them
-/// when `all`). Cheap when there are none: one read of /proc's task list.
+/// when `all`). Killing an orphan re-parents its own children to jnhpd
+/// (they arrive during the sweep), so it looks again until a look finds
+/// nothing to kill. Cheap when there are none: one read of /proc's task
+/// list.
 fn sweep(all: bool) {
     if !SUBREAPER.load(Ordering::Relaxed) {
         return;
     }
+    for _ in 0..SWEEP_PASSES {
+        if sweep_once(all) == 0 {
+            return;
+        }
+    }
+}
+
+/// One look at jnhpd's children: kills and reaps the orphans among them;
+/// returns how many.
+fn sweep_once(all: bool) -> usize {
     let me = std::process::id() as i32;
     let victims: Vec<i32> = {
         let registry = registry();
@@ -126,6 +195,7 @@ fn sweep(all: bool) {
             .filter(|&pid| all || !run_of(pid).is_some_and(|run| registry.live_runs.contains(&run)))
             .collect()
     };
+    let killed = victims.len();
     for pid in victims {
         let pid = Pid::from_raw(pid);
         log::debug!("killing {pid}, left behind by a validator program");
@@ -135,6 +205,7 @@ fn sweep(all: bool) {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
     }
+    killed
 }
 
 /// This process's children, from /proc/self/task/*/children.

@@ -84,6 +84,27 @@ impl Ca {
         )
     }
 
+    /// A client certificate with subject `dn` as given (any string types,
+    /// any characters), valid now.
+    pub fn client_dn(&self, dir: &Path, file: &str, dn: rcgen::DistinguishedName) -> Issued {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = dn;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(30);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let cert_path = dir.join(format!("{file}.pem"));
+        let key_path = dir.join(format!("{file}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        Issued {
+            cert: cert_path,
+            key: key_path,
+            serial: Vec::new(),
+        }
+    }
+
     /// A client certificate with subject `CN=<cn>,O=Example`.
     pub fn client(&self, dir: &Path, file: &str, cn: &str) -> Issued {
         self.issue(

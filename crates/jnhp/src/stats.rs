@@ -175,20 +175,115 @@ pub fn table(s: &Value) -> String {
     );
     row(&mut out, "errors", s["errors"].to_string());
     if let Some(validators) = s["validators"].as_array().filter(|v| !v.is_empty()) {
-        out.push_str(&format!(
-            "\n{:<20} {:<10} {:>10} {:>10} {:>10}\n",
-            "validator", "kind", "allow", "deny", "failure"
-        ));
+        let header = ["validator", "kind", "allow", "deny", "failure"].map(String::from);
+        let mut rows = vec![header.to_vec()];
         for v in validators {
-            out.push_str(&format!(
-                "{:<20} {:<10} {:>10} {:>10} {:>10}\n",
-                v["name"].as_str().unwrap_or("?"),
-                v["kind"].as_str().unwrap_or("?"),
-                v["verdicts"]["allow"],
-                v["verdicts"]["deny"],
-                v["verdicts"]["failure"],
-            ));
+            let count = |verdict: &str| u(&v["verdicts"][verdict]).to_string();
+            rows.push(vec![
+                v["name"].as_str().unwrap_or("?").to_string(),
+                v["kind"].as_str().unwrap_or("?").to_string(),
+                count("allow"),
+                count("deny"),
+                count("failure"),
+            ]);
         }
+        out.push('\n');
+        out.push_str(&aligned(&rows, 2));
     }
     out
+}
+
+/// `rows` as a table: each column as wide as its widest cell (in
+/// characters, so names beyond ASCII line up too), the first `left`
+/// columns aligned left, the others (numbers) right, two spaces between.
+///
+/// Widths come from the cells rather than being fixed: a validator name
+/// longer than a fixed width would push its row's numbers out of line.
+fn aligned(rows: &[Vec<String>], left: usize) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = " ".repeat(widths[i] - cell.chars().count());
+            if i < left {
+                line.push_str(cell);
+                line.push_str(&pad);
+            } else {
+                line.push_str(&pad);
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where each column of `line` ends (the end of each run of
+    /// non-blanks), in characters.
+    fn column_ends(line: &str) -> Vec<usize> {
+        let chars: Vec<char> = line.chars().collect();
+        (0..chars.len())
+            .filter(|&i| chars[i] != ' ' && chars.get(i + 1).is_none_or(|&c| c == ' '))
+            .map(|i| i + 1)
+            .collect()
+    }
+
+    /// Validator rows line up under their header whatever the lengths of
+    /// names and numbers (issue 21, item 16).
+    #[test]
+    fn validator_rows_line_up_under_the_header() {
+        let status = serde_json::json!({
+            "version": "1", "ready": true, "uptime_seconds": 5,
+            "listen": ["127.0.0.1:8111"], "store": "memory",
+            "connections": 1, "requests": {"store": 1, "exists": 0, "get": 0},
+            "errors": 0,
+            "validators": [
+                {"name": "a-validator-with-a-rather-long-name", "kind": "helper",
+                 "verdicts": {"allow": 1234567890123u64, "deny": 0, "failure": 7}},
+                {"name": "re", "kind": "function",
+                 "verdicts": {"allow": 1, "deny": 22, "failure": 333}},
+                {"name": "dénylist-é", "kind": "blocking",
+                 "verdicts": {"allow": 0, "deny": 0, "failure": 0}},
+            ],
+        });
+        let text = table(&status);
+        let lines: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("validator"))
+            .collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        // The numbers are right-aligned: their columns end where the
+        // header's do; names and kinds start where theirs do.
+        let header = column_ends(lines[0]);
+        assert_eq!(header.len(), 5, "{text}");
+        for line in &lines[1..] {
+            let ends = column_ends(line);
+            assert_eq!(ends[ends.len() - 3..], header[2..], "{text}");
+            let starts: Vec<usize> = ["helper", "function", "blocking"]
+                .iter()
+                .filter_map(|kind| line.find(kind).map(|b| line[..b].chars().count()))
+                .collect();
+            let kind_at = lines[0][..lines[0].find("kind").unwrap()].chars().count();
+            assert_eq!(starts, [kind_at], "{text}");
+        }
+        assert!(text.contains("1234567890123"), "{text}");
+    }
 }
