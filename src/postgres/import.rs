@@ -22,9 +22,9 @@ use crate::protocol::Limits;
 const CHUNK: usize = 1000;
 /// Bytes of names and values per statement at most: a chunk of large
 /// values is cut short rather than held (and sent) whole.
-const CHUNK_BYTES: usize = 4 << 20;
+const CHUNK_BYTES: usize = 1 << 20;
 /// Chunks read ahead of the inserts.
-const READ_AHEAD: usize = 2;
+const READ_AHEAD: usize = 1;
 
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
