@@ -136,8 +136,11 @@ async fn connection(
     http.timer(TokioTimer::new())
         .header_read_timeout(IDLE)
         // Heads up to here reach `respond`, which refuses those over
-        // MAX_HEAD with 400; beyond it hyper answers 431.
+        // MAX_HEAD with 400; beyond it hyper answers 431 (max_header_size
+        // counts the parsed head exactly; the buffer limit alone let a
+        // head that arrived whole past it).
         .max_buf_size(8 * MAX_HEAD)
+        .max_header_size(8 * MAX_HEAD)
         // By bytes, not by count: as many header lines as the smallest
         // ones ("a:" and a line end) fill MAX_HEAD with, so every head
         // within MAX_HEAD is served, whatever its headers.
