@@ -162,7 +162,7 @@ fn replay_stream(
     };
     let mut at = HEADER_LEN as u64;
     let mut records = 0;
-    let mut record = Vec::new();
+    let mut record = vec![0; RECORD_HEADER_LEN];
     loop {
         record.resize(RECORD_HEADER_LEN, 0);
         let got = read_full(reader, &mut record).map_err(io)?;
