@@ -19,19 +19,20 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 /// How long one read may take before it is given up.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads still running past their [`TIMEOUT`] (stuck in the kernel) at
-/// most; past this, reads are refused at once rather than adding threads.
+/// Reads given up at their [`TIMEOUT`] and still running (stuck in the
+/// kernel) at most; past this, reads are refused at once rather than
+/// adding threads.
 const MAX_STUCK: usize = 8;
 
-/// Reads running now, stuck ones included.
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// Reads given up and still running.
+static STUCK: AtomicUsize = AtomicUsize::new(0);
 
 /// What a file is for, and so how large it may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,33 +198,53 @@ fn bounded<T: Send + 'static>(
     path: &Path,
     work: impl FnOnce(&Path) -> Result<T, FileError> + Send + 'static,
 ) -> Result<T, FileError> {
+    const RUNNING: u8 = 0;
+    const DONE: u8 = 1;
+    const ABANDONED: u8 = 2;
     let timed_out = || FileError::TimedOut {
         path: path.to_path_buf(),
     };
-    if RUNNING.fetch_add(1, Ordering::AcqRel) >= MAX_STUCK {
-        RUNNING.fetch_sub(1, Ordering::AcqRel);
+    if STUCK.load(Ordering::Acquire) >= MAX_STUCK {
         return Err(timed_out());
     }
+    let state = Arc::new(AtomicU8::new(RUNNING));
     let (tx, rx) = mpsc::sync_channel(1);
     let owned = path.to_path_buf();
+    let worker = state.clone();
     let spawned = std::thread::Builder::new()
         .name("jnhpd-read".into())
         .spawn(move || {
             let result = work(&owned);
-            RUNNING.fetch_sub(1, Ordering::AcqRel);
-            // The caller may have given up waiting; nothing to do then.
-            let _ = tx.send(result);
+            match worker.compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    // The caller waits for it (or is about to take it).
+                    let _ = tx.send(result);
+                }
+                // The caller gave up on this read: it is no longer stuck.
+                Err(_) => {
+                    STUCK.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
         });
     if let Err(e) = spawned {
-        RUNNING.fetch_sub(1, Ordering::AcqRel);
         return Err(FileError::Io {
             path: path.to_path_buf(),
             reason: format!("cannot start a thread to read it: {e}"),
         });
     }
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(result) => result,
-        Err(_) => Err(timed_out()),
+    if let Ok(result) = rx.recv_timeout(TIMEOUT) {
+        return result;
+    }
+    // Counted before it is marked abandoned: the worker uncounts it only
+    // after seeing the mark, so the count never goes below zero.
+    STUCK.fetch_add(1, Ordering::AcqRel);
+    match state.compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Err(timed_out()),
+        // It finished just now: its result is on its way.
+        Err(_) => {
+            STUCK.fetch_sub(1, Ordering::AcqRel);
+            rx.recv().unwrap_or_else(|_| Err(timed_out()))
+        }
     }
 }
 
