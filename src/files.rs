@@ -198,6 +198,14 @@ fn bounded<T: Send + 'static>(
     path: &Path,
     work: impl FnOnce(&Path) -> Result<T, FileError> + Send + 'static,
 ) -> Result<T, FileError> {
+    bounded_for(TIMEOUT, path, work)
+}
+
+fn bounded_for<T: Send + 'static>(
+    timeout: Duration,
+    path: &Path,
+    work: impl FnOnce(&Path) -> Result<T, FileError> + Send + 'static,
+) -> Result<T, FileError> {
     const RUNNING: u8 = 0;
     const DONE: u8 = 1;
     const ABANDONED: u8 = 2;
@@ -232,7 +240,7 @@ fn bounded<T: Send + 'static>(
             reason: format!("cannot start a thread to read it: {e}"),
         });
     }
-    if let Ok(result) = rx.recv_timeout(TIMEOUT) {
+    if let Ok(result) = rx.recv_timeout(timeout) {
         return result;
     }
     // Counted before it is marked abandoned: the worker uncounts it only
@@ -271,6 +279,30 @@ mod tests {
                 "{err}"
             );
             assert!(started.elapsed() < TIMEOUT, "{err}");
+        }
+    }
+
+    /// A read that does not finish in time is given up (the caller goes
+    /// on) and counted as stuck until it does finish.
+    #[test]
+    fn a_read_that_hangs_is_given_up_at_the_timeout() {
+        let (release, wait) = mpsc::channel::<()>();
+        let started = std::time::Instant::now();
+        let result = bounded_for(Duration::from_millis(100), Path::new("slow"), move |_| {
+            let _ = wait.recv();
+            Ok(())
+        });
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            matches!(result, Err(FileError::TimedOut { .. })),
+            "{result:?}"
+        );
+        assert!(STUCK.load(Ordering::Acquire) >= 1);
+        drop(release);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while STUCK.load(Ordering::Acquire) > 0 {
+            assert!(std::time::Instant::now() < deadline, "still counted stuck");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
