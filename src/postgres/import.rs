@@ -76,7 +76,7 @@ type Chunk = Vec<(Vec<u8>, Vec<u8>)>;
 /// Imports every record of the data file at `path` (a name repeated in
 /// the file keeps its first value, as a replay would). The file is read
 /// as a stream on the blocking pool, a chunk at a time (at most
-/// [`CHUNK`] records and [`CHUNK_BYTES`] bytes), never whole; each record
+/// 1,000 records and 1 MiB), never whole; each record
 /// is held to `limits` and the protocol's rules again as it is read.
 pub async fn import_datafile(
     namespace: &Namespace,
