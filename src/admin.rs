@@ -31,6 +31,10 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const IDLE: Duration = Duration::from_secs(30);
 /// Request heads larger than this get 400.
 pub const MAX_HEAD: usize = 8 * 1024;
+/// Header lines a request head may have: as many as the smallest ones
+/// (`a:` and a line end, three bytes) fill [`MAX_HEAD`] with. hyper sizes
+/// its header table by this (about 64 bytes a line, for each parse).
+pub const MAX_HEADERS: usize = MAX_HEAD / 3 + 1;
 /// Seconds of history the status page's chart shows.
 pub const HISTORY: usize = 300;
 
@@ -132,8 +136,15 @@ async fn connection(
     http.timer(TokioTimer::new())
         .header_read_timeout(IDLE)
         // Heads up to here reach `respond`, which refuses those over
-        // MAX_HEAD with 400; beyond it hyper answers 431.
-        .max_buf_size(8 * MAX_HEAD);
+        // MAX_HEAD with 400; beyond it hyper answers 431 (max_header_size
+        // counts the parsed head exactly; the buffer limit alone let a
+        // head that arrived whole past it).
+        .max_buf_size(8 * MAX_HEAD)
+        .max_header_size(8 * MAX_HEAD)
+        // By bytes, not by count: as many header lines as the smallest
+        // ones ("a:" and a line end) fill MAX_HEAD with, so every head
+        // within MAX_HEAD is served, whatever its headers.
+        .max_headers(MAX_HEADERS);
     let conn = http.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {

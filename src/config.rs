@@ -29,11 +29,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8111";
 /// message (`/etc/jnhp.toml:12: server.max_connections: ...`).
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The file itself: missing, not a regular file, too large, too slow.
+    #[error("{0}")]
+    Read(crate::files::FileError),
     #[error("{path}:{line}: {key}{message}")]
     Invalid {
         path: PathBuf,
@@ -521,9 +519,12 @@ impl Config {
 
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+        let bytes = crate::files::read(path, crate::files::CONFIG).map_err(ConfigError::Read)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            ConfigError::Read(crate::files::FileError::Io {
+                path: path.to_path_buf(),
+                reason: format!("not UTF-8 text: {e}"),
+            })
         })?;
         Config::parse(&text, path)
     }
@@ -1000,8 +1001,9 @@ impl Resolver<'_> {
         let path = path.ok_or_else(|| self.required("path"))?;
         let at = path.span().start;
         let path = self.base.join(path.into_inner());
-        if let Err(e) = std::fs::File::open(&path) {
-            return Err(self.err(at, "path", format!("cannot read {}: {e}", path.display())));
+        if let Err(e) = crate::files::check(&path, crate::files::DENYLIST) {
+            let message = format!("cannot read {}: {}", path.display(), e.detail());
+            return Err(self.err(at, "path", message));
         }
         Ok(Check::Denylist { path })
     }
@@ -1585,7 +1587,7 @@ max_concurrent = 2
                 ][..],
             ),
             (
-                "kind = \"blocking\"\nfunction = \"denylist\"\npath = \"/dev/null\"",
+                "kind = \"blocking\"\nfunction = \"denylist\"\npath = \"/etc/passwd\"",
                 &[
                     "max",
                     "field",

@@ -181,22 +181,32 @@ pub struct Pidfile {
     _file: File,
 }
 
+/// A pidfile holds a pid and a newline: no more than this is read of one.
+const PIDFILE_READ_BYTES: u64 = 4096;
+
 impl Pidfile {
     pub fn create(path: &Path) -> Result<Pidfile, DaemonError> {
         let shown = path.display();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .map_err(io(format!("open pidfile {shown}")))?;
+        // A regular file only: a FIFO or a device there would hang or
+        // flood the reads below.
+        let mut file = crate::files::open_regular(
+            path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644),
+            None,
+        )
+        .map_err(|e| io(format!("open pidfile {shown}"))(std::io::Error::other(e.detail())))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
+                let _ = (&mut file)
+                    .take(PIDFILE_READ_BYTES)
+                    .read_to_string(&mut pid);
                 return Err(DaemonError::Live {
                     path: path.to_path_buf(),
                     pid: pid.trim().to_string(),
@@ -207,7 +217,9 @@ impl Pidfile {
             }
         }
         let mut stale = String::new();
-        let _ = file.read_to_string(&mut stale);
+        let _ = (&mut file)
+            .take(PIDFILE_READ_BYTES)
+            .read_to_string(&mut stale);
         if !stale.trim().is_empty() {
             log::info!(
                 "pidfile {shown}: replacing a stale one (pid {})",

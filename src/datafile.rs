@@ -62,6 +62,19 @@ pub enum StorageError {
     Damaged { path: PathBuf, offset: u64 },
     #[error("data file {path} is in use by another jnhpd (it is locked)")]
     Locked { path: PathBuf },
+    /// Not a regular file (a FIFO, a device), or unreadable.
+    #[error("data file {0}")]
+    File(crate::files::FileError),
+    #[error(
+        "data file {path}: the record at byte offset {offset} holds what no STORE may: {reason} \
+         (stored names and values are held to the protocol's rules and to server.max_name_bytes \
+         and server.max_value_bytes)"
+    )]
+    Forbidden {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
 }
 
 impl StorageError {
@@ -124,28 +137,59 @@ pub fn replay(
     path: &Path,
     mut each: impl FnMut(&[u8], &[u8]),
 ) -> Result<Replay, StorageError> {
-    let mut at = HEADER_LEN;
+    let mut body = data.get(HEADER_LEN..).unwrap_or_default();
+    replay_stream(&mut body, path, |_, name, value| {
+        each(name, value);
+        Ok(())
+    })
+    .map(|(replay, _)| replay)
+}
+
+/// [`replay`] over a stream positioned just after the header: only one
+/// record is held at a time (the rest of the file is read into memory
+/// only to tell damage from a torn tail). `each` gets each good record's
+/// offset; an error from it ends the replay. Returns how it ended and the
+/// length of the good part.
+fn replay_stream(
+    reader: &mut impl Read,
+    path: &Path,
+    mut each: impl FnMut(u64, &[u8], &[u8]) -> Result<(), StorageError>,
+) -> Result<(Replay, u64), StorageError> {
+    let io = |source| StorageError::Io {
+        path: path.to_path_buf(),
+        action: "read",
+        source,
+    };
+    let mut at = HEADER_LEN as u64;
     let mut records = 0;
-    while at < data.len() {
-        let rest = &data[at..];
-        let torn = Ok(Replay::TornTail {
-            records,
-            good_len: at as u64,
-        });
-        if rest.len() < RECORD_HEADER_LEN {
-            return torn;
+    let mut record = vec![0; RECORD_HEADER_LEN];
+    loop {
+        record.resize(RECORD_HEADER_LEN, 0);
+        let got = read_full(reader, &mut record).map_err(io)?;
+        if got == 0 {
+            return Ok((Replay::Clean { records }, at));
         }
-        let (name_len, value_len) = (u32_at(rest, 4), u32_at(rest, 8));
-        let sane =
-            (1..=MAX_NAME_LEN).contains(&name_len) && (1..=MAX_VALUE_LEN).contains(&value_len);
-        let end = RECORD_HEADER_LEN + name_len + value_len;
-        if sane && end <= rest.len() && u32_at(rest, 0) as u32 == crc32fast::hash(&rest[4..end]) {
-            each(
-                &rest[RECORD_HEADER_LEN..RECORD_HEADER_LEN + name_len],
-                &rest[RECORD_HEADER_LEN + name_len..end],
-            );
-            records += 1;
-            at += end;
+        let mut good = false;
+        if got == RECORD_HEADER_LEN {
+            let (name_len, value_len) = (u32_at(&record, 4), u32_at(&record, 8));
+            if (1..=MAX_NAME_LEN).contains(&name_len) && (1..=MAX_VALUE_LEN).contains(&value_len) {
+                let end = RECORD_HEADER_LEN + name_len + value_len;
+                record.resize(end, 0);
+                let got = read_full(reader, &mut record[RECORD_HEADER_LEN..]).map_err(io)?;
+                record.truncate(RECORD_HEADER_LEN + got);
+                good = record.len() == end
+                    && u32_at(&record, 0) as u32 == crc32fast::hash(&record[4..end]);
+                if good {
+                    let (name, value) = record[RECORD_HEADER_LEN..].split_at(name_len);
+                    each(at, name, value)?;
+                    records += 1;
+                    at += end as u64;
+                }
+            }
+        } else {
+            record.truncate(got);
+        }
+        if good {
             continue;
         }
         // A crash leaves at most a torn prefix of one record, or bytes that
@@ -154,15 +198,36 @@ pub fn replay(
         // damage, with acknowledged data after it, exactly when a valid
         // record follows it; the lengths read from the bad bytes prove
         // nothing either way.
-        if !holds_a_record(&rest[1..]) {
-            return torn;
+        reader.read_to_end(&mut record).map_err(io)?;
+        if holds_a_record(&record[1..]) {
+            return Err(StorageError::Damaged {
+                path: path.to_path_buf(),
+                offset: at,
+            });
         }
-        return Err(StorageError::Damaged {
-            path: path.to_path_buf(),
-            offset: at as u64,
-        });
+        return Ok((
+            Replay::TornTail {
+                records,
+                good_len: at,
+            },
+            at,
+        ));
     }
-    Ok(Replay::Clean { records })
+}
+
+/// Fills `buf` as far as the stream goes; returns the bytes read (fewer
+/// than `buf.len()` only at the end of the stream).
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Whether a valid record starts anywhere in `region`.
@@ -180,7 +245,8 @@ fn holds_a_record(region: &[u8]) -> bool {
         })
 }
 
-/// Checks a whole file's header: the magic and a version this build reads.
+/// Checks a file's header (its first [`HEADER_LEN`] bytes, or fewer if the
+/// file is shorter): the magic and a version this build reads.
 fn check_header(data: &[u8], path: &Path) -> Result<(), StorageError> {
     if data.len() < HEADER_LEN || &data[..8] != MAGIC {
         return Err(StorageError::BadHeader {
@@ -197,26 +263,105 @@ fn check_header(data: &[u8], path: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Reads every good record of a data file without opening it for writing
-/// or taking its lock (`--import-datafile`): a torn tail is left as it is
-/// and not read. Returns the number of records.
-pub fn read_records(path: &Path, each: impl FnMut(&[u8], &[u8])) -> Result<usize, StorageError> {
-    let data = std::fs::read(path).map_err(|source| StorageError::Io {
+/// Holds a record read from storage to the protocol's rules: it must be a
+/// name and value that a `STORE` line could have carried under `limits`.
+/// The wire parser is the one definition of that: the record's `STORE`
+/// line must parse back to exactly its name and value. Anything else (a
+/// name with a blank or control byte, a value with CR, LF or NUL or
+/// beginning with `ERROR `, either over its limit) would come back out on
+/// the wire as something other than the one value line a GET promises.
+pub struct RecordCheck {
+    limits: Limits,
+    line: Vec<u8>,
+}
+
+impl RecordCheck {
+    pub fn new(limits: Limits) -> RecordCheck {
+        RecordCheck {
+            limits,
+            line: Vec::new(),
+        }
+    }
+
+    /// `Err(reason)` when no STORE could have made (name, value).
+    pub fn check(&mut self, name: &[u8], value: &[u8]) -> Result<(), String> {
+        use crate::protocol::{ProtocolError, Request};
+        self.line.clear();
+        self.line.extend_from_slice(b"STORE ");
+        self.line.extend_from_slice(name);
+        self.line.push(b' ');
+        self.line.extend_from_slice(value);
+        match crate::protocol::parse(&self.line, &self.limits) {
+            Ok(Some(Request::Store { name: n, value: v })) if n == name && v == value => Ok(()),
+            Err(e) => Err(match e {
+                ProtocolError::NameTooLong => {
+                    format!("name too long (over {} bytes)", self.limits.max_name_bytes)
+                }
+                ProtocolError::ValueTooLong => format!(
+                    "value too long (over {} bytes)",
+                    self.limits.max_value_bytes
+                ),
+                other => other.reason().to_string(),
+            }),
+            // The line split elsewhere than between this name and value:
+            // the name holds a blank, or the value begins with one.
+            Ok(Some(Request::Store { name: n, .. })) if n != name => {
+                Err(ProtocolError::ForbiddenNameByte.reason().to_string())
+            }
+            Ok(_) => Err("value begins with a blank".to_string()),
+        }
+    }
+
+    /// [`check`](Self::check) as the error of record `offset` of `path`.
+    fn record(
+        &mut self,
+        path: &Path,
+        offset: u64,
+        name: &[u8],
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        self.check(name, value)
+            .map_err(|reason| StorageError::Forbidden {
+                path: path.to_path_buf(),
+                offset,
+                reason,
+            })
+    }
+}
+
+/// Opens an existing data file for reading and checks its header: a
+/// regular file (a FIFO or a device is refused, not read).
+fn open_for_reading(path: &Path) -> Result<File, StorageError> {
+    let mut file = crate::files::open_regular(path, OpenOptions::new().read(true), None)
+        .map_err(StorageError::File)?;
+    let mut header = [0u8; HEADER_LEN];
+    let got = read_full(&mut file, &mut header).map_err(|source| StorageError::Io {
         path: path.to_path_buf(),
         action: "read",
         source,
     })?;
-    check_header(&data, path)?;
-    match replay(&data, path, each)? {
-        Replay::Clean { records } => Ok(records),
-        Replay::TornTail { records, good_len } => {
-            log::warn!(
-                "data file {}: incomplete last record at byte offset {good_len} not read",
-                path.display()
-            );
-            Ok(records)
-        }
-    }
+    check_header(&header[..got], path)?;
+    Ok(file)
+}
+
+/// Reads every good record of a data file without opening it for writing
+/// or taking its lock (`--import-datafile`), one record at a time: a torn
+/// tail is left as it is and not read. Each record is held to `limits`
+/// and the protocol's rules ([`RecordCheck`]); one that fails them, or an
+/// error from `each`, ends the read.
+pub fn read_records(
+    path: &Path,
+    limits: Limits,
+    mut each: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+) -> Result<Replay, StorageError> {
+    let file = open_for_reading(path)?;
+    let mut check = RecordCheck::new(limits);
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    replay_stream(&mut reader, path, |offset, name, value| {
+        check.record(path, offset, name, value)?;
+        each(name, value)
+    })
+    .map(|(replay, _)| replay)
 }
 
 /// An open, locked data file, replayed and ready for appends.
@@ -228,10 +373,13 @@ pub struct DataFile {
 
 impl DataFile {
     /// Opens (or creates) the data file, takes its lock, and replays it
-    /// through `each`. A torn tail is cut off with a warning.
+    /// through `each`, one record at a time. A torn tail is cut off with a
+    /// warning; a record that `limits` or the protocol's rules refuse
+    /// ([`RecordCheck`]) stops the start, naming its offset.
     pub fn open(
         path: &Path,
-        each: impl FnMut(&[u8], &[u8]),
+        limits: Limits,
+        mut each: impl FnMut(&[u8], &[u8]),
     ) -> Result<(DataFile, usize), StorageError> {
         let io = |action| {
             let path = path.to_path_buf();
@@ -241,13 +389,18 @@ impl DataFile {
                 source,
             }
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io("open"))?;
+        // A regular file only: a FIFO or a device in its place is an error
+        // at start, never a hang or an endless read.
+        let mut file = crate::files::open_regular(
+            path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            None,
+        )
+        .map_err(StorageError::File)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -257,9 +410,8 @@ impl DataFile {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io("lock")(e)),
         }
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(io("read"))?;
-        if data.is_empty() {
+        let size = file.metadata().map_err(io("read"))?.len();
+        if size == 0 {
             file.write_all(&header()).map_err(io("write"))?;
             file.sync_all().map_err(io("sync"))?;
             // The new file's directory entry must be durable too.
@@ -277,15 +429,26 @@ impl DataFile {
                 0,
             ));
         }
-        check_header(&data, path)?;
-        let (records, len) = match replay(&data, path, each)? {
-            Replay::Clean { records } => (records, data.len() as u64),
+        let mut header = [0u8; HEADER_LEN];
+        let got = read_full(&mut file, &mut header).map_err(io("read"))?;
+        check_header(&header[..got], path)?;
+        let mut check = RecordCheck::new(limits);
+        let mut reader = io::BufReader::with_capacity(1 << 20, &file);
+        let (replayed, end) = replay_stream(&mut reader, path, |offset, name, value| {
+            check.record(path, offset, name, value)?;
+            each(name, value);
+            Ok(())
+        })?;
+        drop(reader);
+        let (records, len) = match replayed {
+            Replay::Clean { records } => (records, end),
             Replay::TornTail { records, good_len } => {
+                let file_len = file.metadata().map_err(io("read"))?.len();
                 log::warn!(
                     "data file {}: incomplete or damaged last record at byte offset {good_len} \
                      (a write cut short by a crash); cutting off {} bytes",
                     path.display(),
-                    data.len() as u64 - good_len
+                    file_len.saturating_sub(good_len)
                 );
                 file.set_len(good_len).map_err(io("truncate"))?;
                 file.sync_all().map_err(io("sync"))?;

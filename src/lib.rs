@@ -19,6 +19,8 @@
 //!   wait (the accept loop is in `accept`);
 //! - [`daemon`]: forking, the pidfile, privileges, systemd notification;
 //! - [`config`]: loading and checking the TOML configuration;
+//! - [`files`]: reading the files the config names, bounded in kind,
+//!   size and time;
 //! - [`logging`]: the `log` backend (stderr or syslog).
 
 mod accept;
@@ -28,6 +30,7 @@ pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod datafile;
+pub mod files;
 mod handback;
 pub mod logging;
 /// The wire format and framer (the `jnhp-wire` crate).

@@ -24,9 +24,12 @@ pub enum Target<'a> {
 }
 
 enum Sink {
-    /// Under systemd the journal stamps each line itself.
+    /// Under systemd (`JOURNAL_STREAM` set) the journal stamps each line
+    /// itself, and reads a `<N>` prefix as the line's priority
+    /// (sd-daemon(3)), so `journalctl -p err` finds jnhpd's errors.
     Stderr {
         timestamps: bool,
+        priorities: bool,
     },
     Syslog(Mutex<syslog::Logger<LoggerBackend, Formatter3164>>),
 }
@@ -45,8 +48,19 @@ impl Log for Logger {
             return;
         }
         match &self.sink {
-            Sink::Stderr { timestamps } => {
+            Sink::Stderr {
+                timestamps,
+                priorities,
+            } => {
                 let mut line = String::with_capacity(128);
+                if *priorities {
+                    line.push_str(match record.level() {
+                        Level::Error => "<3>",
+                        Level::Warn => "<4>",
+                        Level::Info => "<6>",
+                        Level::Debug | Level::Trace => "<7>",
+                    });
+                }
                 if *timestamps {
                     line.push_str(
                         &humantime::format_rfc3339_seconds(std::time::SystemTime::now())
@@ -85,36 +99,52 @@ impl Log for Logger {
     }
 }
 
+/// Connects to syslog as [`init`] would, and lets go again: the config
+/// check refuses a socket the start would refuse.
+pub fn probe_syslog(facility: &str, socket: &Path) -> Result<(), String> {
+    syslog_logger(facility, socket).map(drop)
+}
+
+fn syslog_logger(
+    facility: &str,
+    socket: &Path,
+) -> Result<syslog::Logger<LoggerBackend, Formatter3164>, String> {
+    let formatter = Formatter3164 {
+        facility: facility
+            .parse()
+            .map_err(|()| format!("unknown syslog facility {facility:?}"))?,
+        hostname: None,
+        process: "jnhpd".into(),
+        pid: std::process::id(),
+    };
+    let logger = if socket.as_os_str().is_empty() {
+        syslog::unix(formatter)
+    } else {
+        syslog::unix_custom(formatter, socket)
+    };
+    logger.map_err(|e| {
+        let socket = if socket.as_os_str().is_empty() {
+            "the system's syslog socket".to_string()
+        } else {
+            socket.display().to_string()
+        };
+        format!("cannot log to {socket}: {e}")
+    })
+}
+
 /// Installs the logger. Call once, in the process that will run (after
 /// daemonizing: syslog lines carry the pid).
 pub fn init(target: Target, level: LevelFilter) -> Result<(), String> {
     let sink = match target {
-        Target::Stderr => Sink::Stderr {
-            timestamps: std::env::var_os("JOURNAL_STREAM").is_none(),
-        },
+        Target::Stderr => {
+            let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+            Sink::Stderr {
+                timestamps: !journal,
+                priorities: journal,
+            }
+        }
         Target::Syslog { facility, socket } => {
-            let formatter = Formatter3164 {
-                facility: facility
-                    .parse()
-                    .map_err(|()| format!("unknown syslog facility {facility:?}"))?,
-                hostname: None,
-                process: "jnhpd".into(),
-                pid: std::process::id(),
-            };
-            let logger = if socket.as_os_str().is_empty() {
-                syslog::unix(formatter)
-            } else {
-                syslog::unix_custom(formatter, socket)
-            };
-            let logger = logger.map_err(|e| {
-                let socket = if socket.as_os_str().is_empty() {
-                    "the system's syslog socket".to_string()
-                } else {
-                    socket.display().to_string()
-                };
-                format!("cannot log to {socket}: {e}")
-            })?;
-            Sink::Syslog(Mutex::new(logger))
+            Sink::Syslog(Mutex::new(syslog_logger(facility, socket)?))
         }
     };
     // Fails only if a logger is already installed: keep that one.

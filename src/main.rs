@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -111,7 +112,20 @@ fn main() -> ExitCode {
     // Until the handlers exist, SIGTERM, SIGINT and SIGHUP wait: none of
     // them may kill jnhpd with the default action during start-up.
     daemon::hold_signals();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.check_config || cli.import_datafile.is_some() {
+        // These run to completion without signal handlers: SIGTERM and
+        // SIGINT must end them the usual way (an import waiting on an
+        // unreachable server, a check waiting out its connect timeout).
+        daemon::release_signals();
+    }
+    // SIGHUP re-reads the file after `--daemon` has changed directory to
+    // `daemon.workdir`: a relative path must mean what it meant at start.
+    if let Some(path) = &mut cli.config
+        && let Ok(absolute) = std::path::absolute(&*path)
+    {
+        *path = absolute;
+    }
     if let Some(dir) = &cli.write_man_pages {
         return match write_man_pages(dir) {
             Ok(()) => ExitCode::SUCCESS,
@@ -133,6 +147,15 @@ fn main() -> ExitCode {
             .config
             .as_ref()
             .map_or("built-in defaults".to_string(), |p| p.display().to_string());
+        if config.log.target == LogTarget::Syslog {
+            // The start connects to syslog before anything else: a socket
+            // it would refuse is refused here too.
+            let socket = &config.log.syslog_socket;
+            if let Err(err) = logging::probe_syslog(&config.log.syslog_facility, socket) {
+                eprintln!("jnhpd: {source}: log.syslog_socket: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
         if let Some(pg) = &config.storage.postgres {
             // A namespace that cannot be reached is as wrong as a bad key.
             match with_namespace(pg, |namespace| async move {
@@ -265,9 +288,17 @@ fn import_datafile(config: &Config, path: &std::path::Path) -> ExitCode {
         eprintln!("jnhpd: {err}");
         return ExitCode::FAILURE;
     }
+    // The whole file is checked before anything is connected to or
+    // imported: a FIFO, a device, a bad header or a record no STORE could
+    // have made stops the import here, with nothing of it in the namespace.
+    let limits = config.server.limits();
+    if let Err(err) = jnhpd::postgres::import::check_datafile(path, limits) {
+        eprintln!("jnhpd: import: {err}");
+        return ExitCode::FAILURE;
+    }
     let path = path.to_path_buf();
     let imported = with_namespace(pg, |namespace| async move {
-        jnhpd::postgres::import::import_datafile(&namespace, &path)
+        jnhpd::postgres::import::import_datafile(&namespace, &path, limits)
             .await
             .map(|counts| format!("{}: {counts}", path.display()))
             .map_err(|e| format!("{}: {e}", path.display()))
@@ -348,15 +379,17 @@ async fn run(
     let handler = SignalHandler {
         cli,
         control: server.control(),
+        reloading: Mutex::new(()),
     };
+    let handler = Arc::new(handler);
     if reload_pending {
-        handler.reload();
+        handler.reload_in_background();
     }
     tokio::spawn(async move {
         loop {
             match signals.recv().await {
                 Received::Stop(name) => handler.stop(name),
-                Received::Reload => handler.reload(),
+                Received::Reload => handler.reload_in_background(),
             }
         }
     });
@@ -397,6 +430,9 @@ impl Signals {
 struct SignalHandler {
     cli: Cli,
     control: Control,
+    /// Held by the reload running: SIGHUPs in quick succession are applied
+    /// one after the other, the file as it is last.
+    reloading: Mutex<()>,
 }
 
 impl SignalHandler {
@@ -411,6 +447,17 @@ impl SignalHandler {
             }
             Stopping::Abandoning => log::info!("{signal} again: abandoning requests in flight"),
         }
+    }
+
+    /// SIGHUP, on the blocking pool: a reload reads files (the config, the
+    /// certificates, denylists), and no file read may hold up the workers
+    /// that serve connections, `/healthz` and the signals themselves.
+    fn reload_in_background(self: &Arc<Self>) {
+        let handler = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = handler.reloading.lock().unwrap_or_else(|e| e.into_inner());
+            handler.reload();
+        });
     }
 
     /// SIGHUP: re-read the file; swap in the validator chain and log level.

@@ -466,7 +466,8 @@ async fn open_store(
         None
     } else {
         let path = config.storage.path.clone();
-        let replayed = tokio::task::spawn_blocking(move || replay(&path))
+        let limits = config.server.limits();
+        let replayed = tokio::task::spawn_blocking(move || replay(&path, limits))
             .await
             .map_err(|e| StartError::Storage(e.to_string()))??;
         Some((replayed, config.storage.fsync))
@@ -482,12 +483,15 @@ async fn open_store(
     Ok((store, task, None))
 }
 
-fn replay(path: &std::path::Path) -> Result<(Entries, DataFile), StartError> {
+fn replay(
+    path: &std::path::Path,
+    limits: crate::protocol::Limits,
+) -> Result<(Entries, DataFile), StartError> {
     log::info!("data file {}: replaying", path.display());
     let started = std::time::Instant::now();
     let mut entries = Entries::default();
     let mut duplicates = 0usize;
-    let (file, records) = DataFile::open(path, |name, value| {
+    let (file, records) = DataFile::open(path, limits, |name, value| {
         if !entries.insert_replayed(name, value) {
             duplicates += 1;
         }

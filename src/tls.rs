@@ -75,10 +75,26 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads a PEM certificate chain: at least one certificate, none expired.
+/// Reads one of the `[tls]` files: a regular file within `limit`, in
+/// bounded time (see [`crate::files`]).
+fn read_file(
+    key: &'static str,
+    path: &Path,
+    limit: crate::files::Limit,
+) -> Result<Vec<u8>, TlsError> {
+    crate::files::read(path, limit)
+        .map_err(|e| error(key, path, format!("cannot read: {}", e.detail())))
+}
+
+/// Reads a PEM certificate chain (a CA bundle when `key` is
+/// `client_ca_file`): at least one certificate, none expired.
 fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| error(key, path, format!("cannot read: {e}")))?
+    let limit = match key {
+        "client_ca_file" => crate::files::CA_BUNDLE,
+        _ => crate::files::CERTIFICATES,
+    };
+    let pem = read_file(key, path, limit)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| error(key, path, format!("not a PEM certificate file: {e}")))?;
     if chain.is_empty() {
@@ -124,7 +140,8 @@ fn describe_subject(cert: &CertificateDer) -> String {
 pub fn server_config(tls: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let chain = certificates("cert_file", &tls.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|e| {
+    let pem = read_file("key_file", &tls.key_file, crate::files::KEY)?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
         error(
             "key_file",
             &tls.key_file,

@@ -401,3 +401,328 @@ fn garbage_at_the_tail_is_cut_off_with_a_warning() {
     assert_eq!(s.connect().ask("GET four"), "value-four");
     assert!(!s.log.all().contains("cutting off"), "{}", s.log.all());
 }
+
+// --- Files that are not data files, records no STORE could make, and
+// imports that stream (issue 21, items 2 and 3).
+
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::time::{Duration, Instant};
+
+/// How a watched run of jnhpd ended.
+struct Watched {
+    /// The exit code, or `None` when a signal ended it.
+    code: Option<i32>,
+    output: String,
+    /// Peak resident memory (VmHWM, the last seen), KiB.
+    peak_kib: u64,
+    /// Why the watch killed it, if it did.
+    killed: Option<String>,
+}
+
+/// Runs `cmd` to its end, killing it if it passes `max_kib` of resident
+/// memory or runs longer than `limit` (so a broken build fails the test
+/// instead of taking the machine's memory).
+fn run_watched(mut cmd: Command, max_kib: u64, limit: Duration) -> Watched {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    let mut killed = None;
+    // (Not wait4's ru_maxrss: that counts the test process's own memory,
+    // copied by the fork before the exec.)
+    let mut peak_kib = 0;
+    let status = loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let rss = kib("VmRSS:");
+        peak_kib = peak_kib.max(kib("VmHWM:"));
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if killed.is_none() {
+            let why = if rss > max_kib {
+                Some(format!("resident memory {rss} KiB"))
+            } else if Instant::now() > deadline {
+                Some(format!("still running after {limit:?}"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                killed = Some(why);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Watched {
+        code: status.code(),
+        output: out.join().unwrap() + &err.join().unwrap(),
+        peak_kib,
+        killed,
+    }
+}
+
+/// `jnhpd --config CONFIG` plus `args`, run in `dir`.
+fn jnhpd_in(dir: &Path, config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(common::bin());
+    cmd.current_dir(dir).arg("--config").arg(config).args(args);
+    cmd
+}
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+/// A data file holding `records`, written as jnhpd writes one.
+fn data_file_with(path: &Path, records: &[(&[u8], &[u8])]) -> Vec<u64> {
+    use jnhpd::datafile::{HEADER_LEN, MAGIC, VERSION, encode_record};
+    let mut data = MAGIC.to_vec();
+    data.extend_from_slice(&VERSION.to_le_bytes());
+    data.resize(HEADER_LEN, 0);
+    let mut offsets = Vec::new();
+    for (name, value) in records {
+        offsets.push(data.len() as u64);
+        encode_record(name, value, &mut data);
+    }
+    std::fs::write(path, data).unwrap();
+    offsets
+}
+
+/// Records whose name or value no STORE can make, each with the reason
+/// the refusal gives: reply-line injection (CR LF, NUL, `ERROR `), names
+/// with blanks or control bytes, and values over `max_value_bytes` (16
+/// in the configs below).
+fn forbidden_records() -> Vec<(&'static [u8], &'static [u8], &'static str)> {
+    vec![
+        (b"inject", b"1\r\nAWESOME!", "forbidden byte in value"),
+        (b"nul", b"a\x00b", "forbidden byte in value"),
+        (b"err", b"ERROR x", "reserved value"),
+        (b"two words", b"v", "forbidden byte in name"),
+        (b"ctl\x01", b"v", "forbidden byte in name"),
+        (b"blank", b" leading", "value begins with a blank"),
+        (
+            b"long",
+            b"0123456789abcdefX",
+            "value too long (over 16 bytes)",
+        ),
+    ]
+}
+
+/// A data file's replay holds every record to the protocol's rules and
+/// the configured limits: a record no STORE could make (which a GET would
+/// send back as extra reply lines) stops the start, naming the file and
+/// the record's offset, and the file is left as it is.
+#[test]
+fn replay_refuses_a_record_no_store_could_make_naming_file_and_offset() {
+    for (name, value, reason) in forbidden_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data_file(dir.path());
+        let offsets = data_file_with(&data, &[(b"fine", b"value"), (name, value), (b"z", b"1")]);
+        let before = std::fs::read(&data).unwrap();
+        let config = dir.path().join("jnhp.toml");
+        std::fs::write(
+            &config,
+            "[server]\nmax_value_bytes = 16\n[storage]\npath = \"data\"\n",
+        )
+        .unwrap();
+        let run = run_watched(
+            jnhpd_in(dir.path(), &config, &["--listen", "127.0.0.1:0"]),
+            1 << 20,
+            Duration::from_secs(20),
+        );
+        let out = &run.output;
+        assert_eq!(run.killed, None, "{name:?}: it started: {out}");
+        assert_eq!(run.code, Some(1), "{name:?}: {out}");
+        let want = format!(
+            "data file {}: the record at byte offset {} holds what no STORE may: {reason}",
+            data.display(),
+            offsets[1]
+        );
+        assert!(out.contains(&want), "{name:?}:\n got {out}\nwant {want}");
+        assert_eq!(
+            std::fs::read(&data).unwrap(),
+            before,
+            "the file was changed"
+        );
+    }
+    // Within the rules, the same file replays.
+    let dir = tempfile::tempdir().unwrap();
+    data_file_with(&data_file(dir.path()), &[(b"fine", b"value with  blanks ")]);
+    let s = start(
+        dir.path(),
+        "[server]\nmax_value_bytes = 19\n[storage]\npath = \"data\"\n",
+    );
+    assert_eq!(s.connect().ask("GET fine"), "value with  blanks ");
+}
+
+/// `--import-datafile` holds the file to the same rules, before it
+/// connects to anything: the record's offset is named and nothing is
+/// imported. (The URL names a port nobody listens on: the check comes
+/// first, so it is never tried.)
+#[test]
+fn import_refuses_a_record_no_store_could_make_naming_file_and_offset() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    for (name, value, reason) in forbidden_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("names.data");
+        let offsets = data_file_with(&data, &[(b"fine", b"value"), (name, value)]);
+        let config = dir.path().join("jnhp.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nmax_value_bytes = 16\n[storage]\nbackend = \"postgres\"\n\
+                 [storage.postgres]\nurl = \"postgres://jnhp@127.0.0.1:{port}/names\"\n"
+            ),
+        )
+        .unwrap();
+        let run = run_watched(
+            jnhpd_in(dir.path(), &config, &["--import-datafile", "names.data"]),
+            1 << 20,
+            Duration::from_secs(20),
+        );
+        let out = &run.output;
+        assert_eq!((run.code, &run.killed), (Some(1), &None), "{name:?}: {out}");
+        let want = format!(
+            "the record at byte offset {} holds what no STORE may: {reason}",
+            offsets[1]
+        );
+        assert!(
+            out.contains(&want) && out.contains("names.data"),
+            "{name:?}:\n got {out}\nwant {want}"
+        );
+    }
+}
+
+/// `--import-datafile` given `/dev/zero`, a FIFO or a symlink to either:
+/// refused at once, naming what it is, in little memory (it read
+/// `/dev/zero` until memory ran out, and waited on the FIFO forever). A
+/// real file streams: importing 96 MiB of values stays far below 96 MiB
+/// of memory.
+#[test]
+fn import_refuses_what_is_not_a_file_and_streams_a_large_one() {
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("import");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jnhp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n",
+            pg.url(&db)
+        ),
+    )
+    .unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let zero_link = dir.path().join("zero-link");
+    std::os::unix::fs::symlink("/dev/zero", &zero_link).unwrap();
+    let fifo_link = dir.path().join("fifo-link");
+    std::os::unix::fs::symlink(&fifo, &fifo_link).unwrap();
+    for (file, kind) in [
+        (Path::new("/dev/zero"), "a character device"),
+        (&zero_link, "a character device"),
+        (&fifo, "a FIFO"),
+        (&fifo_link, "a FIFO"),
+    ] {
+        let run = run_watched(
+            jnhpd_in(
+                dir.path(),
+                &config,
+                &["--import-datafile", file.to_str().unwrap()],
+            ),
+            256 << 10,
+            Duration::from_secs(20),
+        );
+        let out = &run.output;
+        assert_eq!(run.killed, None, "{}: {out}", file.display());
+        assert_eq!(run.code, Some(1), "{}: {out}", file.display());
+        assert!(
+            out.contains(&format!("{}: cannot read: it is {kind}", file.display())),
+            "{}: {out}",
+            file.display()
+        );
+    }
+    // 1,600 values of 60,000 bytes.
+    let data = dir.path().join("big.data");
+    let value = vec![b'v'; 60_000];
+    let names: Vec<String> = (0..1600).map(|i| format!("name-{i}")).collect();
+    let records: Vec<(&[u8], &[u8])> = names.iter().map(|n| (n.as_bytes(), &value[..])).collect();
+    data_file_with(&data, &records);
+    let size = std::fs::metadata(&data).unwrap().len();
+    assert!(size > 96_000_000, "{size}");
+    let run = run_watched(
+        jnhpd_in(
+            dir.path(),
+            &config,
+            &["--import-datafile", data.to_str().unwrap()],
+        ),
+        1 << 20,
+        Duration::from_secs(300),
+    );
+    let out = &run.output;
+    assert_eq!((run.code, &run.killed), (Some(0), &None), "{out}");
+    assert!(
+        out.contains("1600 imported, 0 already present, 0 conflicts"),
+        "{out}"
+    );
+    assert!(
+        run.peak_kib < 64 * 1024,
+        "importing a {size}-byte file took {} KiB of memory",
+        run.peak_kib
+    );
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*), sum(length(value)) FROM jnhp_names"),
+        "1600|96000000"
+    );
+}
+
+/// The data file itself a FIFO or `/dev/zero` at start (a symlink made
+/// so after the config was written): a clear error naming it, never a
+/// hang or an endless read.
+#[test]
+fn a_data_file_that_is_a_fifo_or_dev_zero_stops_the_start() {
+    for target in ["fifo", "/dev/zero"] {
+        let dir = tempfile::tempdir().unwrap();
+        if target == "fifo" {
+            mkfifo(&dir.path().join("fifo"));
+        }
+        std::os::unix::fs::symlink(target, data_file(dir.path())).unwrap();
+        let config = dir.path().join("jnhp.toml");
+        std::fs::write(&config, durable("always")).unwrap();
+        let run = run_watched(
+            jnhpd_in(dir.path(), &config, &["--listen", "127.0.0.1:0"]),
+            256 << 10,
+            Duration::from_secs(20),
+        );
+        let out = &run.output;
+        assert_eq!((run.code, &run.killed), (Some(1), &None), "{target}: {out}");
+        assert!(out.contains("is not a regular file"), "{target}: {out}");
+    }
+}

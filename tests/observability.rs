@@ -473,3 +473,35 @@ fn the_status_page_renders_in_a_browser() {
         "the chart's GET line is not on the screenshot ({green} pixels)"
     );
 }
+
+/// Request heads are judged by their size in bytes, as
+/// docs/observability.md says (400 past 8 KiB, 431 past 64 KiB), not by
+/// how many headers they have: 99 headers in 1.3 KiB, or 1,300 tiny ones
+/// in under 8 KiB, are served (they got 431).
+#[test]
+fn admin_heads_are_judged_by_bytes_not_by_header_count() {
+    let server = Server::start("[admin]\nlisten = [\"127.0.0.1:0\"]\n");
+    let admin = admin_addr(&server);
+    let head = |headers: &str| {
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n")
+    };
+    let ninety_nine: String = (0..99).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let tiny: String = "a: b\r\n".repeat(1300);
+    for (headers, want) in [
+        (ninety_nine, 200),
+        (tiny, 200),
+        ("a:\r\n".repeat(2300), 400),
+        (format!("X-Big: {}\r\n", "a".repeat(9000)), 400),
+        (format!("X-Big: {}\r\n", "a".repeat(70_000)), 431),
+    ] {
+        let request = head(&headers);
+        let (status, _, _) = http(admin, &request);
+        assert_eq!(
+            status,
+            want,
+            "a head of {} bytes with {} lines",
+            request.len(),
+            request.matches("\r\n").count()
+        );
+    }
+}

@@ -637,3 +637,84 @@ fn idle_tls_connections_are_closed_after_the_idle_timeout() {
     };
     assert!(closed && rest.is_empty(), "{read:?} {rest:?}");
 }
+
+/// Waits until `needle` has been logged `n` times, failing at once if
+/// the server's resident memory passes 256 MiB meanwhile; returns the
+/// n-th such line.
+fn wait_for_nth_watching_memory(server: &Server, needle: &str, n: usize) -> String {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let lines: Vec<String> = server
+            .log
+            .all()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= n {
+            return lines[n - 1].clone();
+        }
+        let rss = server.rss_kib();
+        assert!(rss < 256 << 10, "resident memory {rss} KiB while reloading");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} #{n}; log:\n{}",
+            server.log.all()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGHUP with `tls.key_file` a symlink to `/dev/zero`, then to a FIFO:
+/// each reload is refused at once, naming what the file is, in bounded
+/// memory, and everything keeps answering (`/healthz`, new handshakes
+/// with the old certificate, STOREs). It took gigabytes in seconds, and
+/// the FIFO hung the daemon.
+#[test]
+fn sighup_with_the_key_file_dev_zero_or_a_fifo_is_refused_and_serving_goes_on() {
+    let s = setup();
+    let link = s.dir.path().join("key-link.pem");
+    std::os::unix::fs::symlink(&s.server.key, &link).unwrap();
+    let fifo = s.dir.path().join("key.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = []\n[tls]\nlisten = [\"127.0.0.1:0\"]\ncert_file = \"{}\"\n\
+             key_file = \"{}\"\n[admin]\nlisten = [\"127.0.0.1:0\"]\n",
+            s.server.cert.display(),
+            link.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config").arg(&path);
+    let server = Server::spawn(cmd, dir, Some(path));
+    let admin = common::admin_addr(&server);
+    let config = client_config(&s.ca.pem, None, all_versions());
+    for (n, (target, kind)) in [
+        (Path::new("/dev/zero"), "a character device"),
+        (&fifo, "a FIFO"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(target, &link).unwrap();
+        server.signal(Signal::SIGHUP);
+        let refused =
+            wait_for_nth_watching_memory(&server, "keeping the running configuration", n + 1);
+        assert!(
+            refused.contains("tls.key_file")
+                && refused.contains(&format!("cannot read: it is {kind}, not a regular file")),
+            "{refused}"
+        );
+        assert_eq!(common::get(admin, "/healthz").0, 200);
+        let mut c = connect(server.tls_addrs[0], config.clone()).unwrap();
+        assert_eq!(served_serial(&c), s.server.serial);
+        assert_eq!(ask(&mut c, &format!("STORE after-{n} 1")), "W00T!");
+    }
+    assert!(server.rss_kib() < 256 << 10);
+}

@@ -15,10 +15,16 @@ use std::path::Path;
 use tokio::time::{Duration, Instant};
 
 use super::{Namespace, describe};
-use crate::datafile;
+use crate::datafile::{self, Replay, StorageError};
+use crate::protocol::Limits;
 
-/// Records per statement.
+/// Records per statement at most.
 const CHUNK: usize = 1000;
+/// Bytes of names and values per statement at most: a chunk of large
+/// values is cut short rather than held (and sent) whole.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Chunks read ahead of the inserts.
+const READ_AHEAD: usize = 1;
 
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -46,104 +52,168 @@ pub struct ImportError {
     pub counts: Counts,
 }
 
+/// Reads the whole data file at `path` once, one record at a time,
+/// before anything is imported: a file that is not a data file (a FIFO,
+/// a device, a bad header), or holds a record no STORE under `limits`
+/// could have made, is refused naming the record's offset, and nothing
+/// of it reaches the namespace. Returns the number of good records.
+pub fn check_datafile(path: &Path, limits: Limits) -> Result<usize, StorageError> {
+    let replay = datafile::read_records(path, limits, |_, _| Ok(()))?;
+    Ok(match replay {
+        Replay::Clean { records } => records,
+        Replay::TornTail { records, good_len } => {
+            log::warn!(
+                "data file {}: incomplete last record at byte offset {good_len} not read",
+                path.display()
+            );
+            records
+        }
+    })
+}
+
+type Chunk = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Imports every record of the data file at `path` (a name repeated in
-/// the file keeps its first value, as a replay would).
-pub async fn import_datafile(namespace: &Namespace, path: &Path) -> Result<Counts, ImportError> {
+/// the file keeps its first value, as a replay would). The file is read
+/// as a stream on the blocking pool, a chunk at a time (at most
+/// 1,000 records and 1 MiB), never whole; each record
+/// is held to `limits` and the protocol's rules again as it is read.
+pub async fn import_datafile(
+    namespace: &Namespace,
+    path: &Path,
+    limits: Limits,
+) -> Result<Counts, ImportError> {
     let mut counts = Counts::default();
     let fail = |reason: String, counts: &Counts| ImportError {
         reason,
         counts: counts.clone(),
     };
-    let mut seen = HashSet::new();
-    let mut records = Vec::new();
-    datafile::read_records(path, |name, value| {
-        if seen.insert(name.to_vec()) {
-            records.push((name.to_vec(), value.to_vec()));
+    let (tx, mut chunks) = tokio::sync::mpsc::channel::<Chunk>(READ_AHEAD);
+    let reading = path.to_path_buf();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut chunk = Chunk::new();
+        let mut bytes = 0;
+        let send = |chunk: Chunk| {
+            tx.blocking_send(chunk).map_err(|_| StorageError::Io {
+                path: reading.clone(),
+                action: "read",
+                source: std::io::Error::other("the import stopped"),
+            })
+        };
+        datafile::read_records(&reading, limits, |name, value| {
+            bytes += name.len() + value.len();
+            chunk.push((name.to_vec(), value.to_vec()));
+            if chunk.len() >= CHUNK || bytes >= CHUNK_BYTES {
+                bytes = 0;
+                send(std::mem::take(&mut chunk))?;
+            }
+            Ok(())
+        })?;
+        if !chunk.is_empty() {
+            send(chunk)?;
         }
-    })
-    .map_err(|e| fail(e.to_string(), &counts))?;
-    drop(seen);
+        Ok::<(), StorageError>(())
+    });
     let conn = namespace
         .connection()
         .await
         .map_err(|e| fail(e.to_string(), &counts))?;
     let owner = namespace.owner();
     let mut write_id = 0i64;
-    for chunk in records.chunks(CHUNK) {
-        let mut todo: Vec<&(Vec<u8>, Vec<u8>)> = chunk.iter().collect();
-        while !todo.is_empty() {
-            let names: Vec<&[u8]> = todo.iter().map(|r| &r.0[..]).collect();
-            let values: Vec<&[u8]> = todo.iter().map(|r| &r.1[..]).collect();
-            let ids: Vec<i64> = todo
-                .iter()
-                .map(|_| {
-                    write_id += 1;
-                    write_id
-                })
-                .collect();
-            let query = |e: tokio_postgres::Error| fail(describe(&e), &counts);
-            let inserted: HashSet<Vec<u8>> = conn
+    let mut seen = HashSet::new();
+    while let Some(mut chunk) = chunks.recv().await {
+        chunk.retain(|(name, _)| seen.insert(name.clone()));
+        import_chunk(&conn, owner, &chunk, &mut write_id, &mut counts)
+            .await
+            .map_err(|reason| fail(reason, &counts))?;
+    }
+    match reader.await {
+        Ok(Ok(())) => Ok(counts),
+        Ok(Err(e)) => Err(fail(e.to_string(), &counts)),
+        Err(e) => Err(fail(format!("reading the file failed: {e}"), &counts)),
+    }
+}
+
+/// Inserts one chunk, waiting out names that front-ends hold reserved.
+async fn import_chunk(
+    conn: &super::pool::Conn,
+    owner: &str,
+    chunk: &Chunk,
+    write_id: &mut i64,
+    counts: &mut Counts,
+) -> Result<(), String> {
+    let mut todo: Vec<&(Vec<u8>, Vec<u8>)> = chunk.iter().collect();
+    while !todo.is_empty() {
+        let names: Vec<&[u8]> = todo.iter().map(|r| &r.0[..]).collect();
+        let values: Vec<&[u8]> = todo.iter().map(|r| &r.1[..]).collect();
+        let ids: Vec<i64> = todo
+            .iter()
+            .map(|_| {
+                *write_id += 1;
+                *write_id
+            })
+            .collect();
+        let inserted: HashSet<Vec<u8>> = conn
+            .client
+            .query(&conn.insert, &[&names, &values, &ids, &owner])
+            .await
+            .map_err(|e| describe(&e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        counts.imported += inserted.len() as u64;
+        let (rest, rest_ids): (Vec<&[u8]>, Vec<i64>) = names
+            .iter()
+            .zip(&ids)
+            .filter(|(name, _)| !inserted.contains(**name))
+            .map(|(name, id)| (*name, *id))
+            .unzip();
+        let mut taken = Vec::new();
+        let mut blocked = HashSet::new();
+        let mut wait = Duration::from_millis(200);
+        if !rest.is_empty() {
+            let rows = conn
                 .client
-                .query(&conn.insert, &[&names, &values, &ids, &owner])
+                .query(&conn.classify, &[&rest, &owner, &rest_ids])
                 .await
-                .map_err(query)?
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            counts.imported += inserted.len() as u64;
-            let (rest, rest_ids): (Vec<&[u8]>, Vec<i64>) = names
-                .iter()
-                .zip(&ids)
-                .filter(|(name, _)| !inserted.contains(**name))
-                .map(|(name, id)| (*name, *id))
-                .unzip();
-            let mut taken = Vec::new();
-            let mut blocked = HashSet::new();
-            let mut wait = Duration::from_millis(200);
-            if !rest.is_empty() {
-                let rows = conn
-                    .client
-                    .query(&conn.classify, &[&rest, &owner, &rest_ids])
-                    .await
-                    .map_err(|e| fail(describe(&e), &counts))?;
-                for row in &rows {
-                    let name: Vec<u8> = row.get(0);
-                    if row.get::<_, bool>(1) {
-                        taken.push(name);
-                    } else {
-                        // Reserved by a front-end validating a STORE of it.
-                        if let Some(secs) = row.get::<_, Option<f64>>(3) {
-                            wait = wait.min(Duration::from_secs_f64(secs.max(0.01)));
-                        }
-                        blocked.insert(name);
+                .map_err(|e| describe(&e))?;
+            for row in &rows {
+                let name: Vec<u8> = row.get(0);
+                if row.get::<_, bool>(1) {
+                    taken.push(name);
+                } else {
+                    // Reserved by a front-end validating a STORE of it.
+                    if let Some(secs) = row.get::<_, Option<f64>>(3) {
+                        wait = wait.min(Duration::from_secs_f64(secs.max(0.01)));
                     }
+                    blocked.insert(name);
                 }
-            }
-            if !taken.is_empty() {
-                let rows = conn
-                    .client
-                    .query(&conn.look_up, &[&taken])
-                    .await
-                    .map_err(|e| fail(describe(&e), &counts))?;
-                for row in &rows {
-                    let (name, value): (&[u8], &[u8]) = (row.get(0), row.get(1));
-                    let ours = chunk.iter().find(|r| r.0 == name).map(|r| &r.1[..]);
-                    if ours == Some(value) {
-                        counts.present += 1;
-                    } else {
-                        counts.conflicts += 1;
-                        log::warn!(
-                            "import: {} is stored with another value; the namespace keeps it",
-                            String::from_utf8_lossy(name)
-                        );
-                    }
-                }
-            }
-            todo.retain(|r| blocked.contains(&r.0));
-            if !todo.is_empty() {
-                tokio::time::sleep_until(Instant::now() + wait).await;
             }
         }
+        if !taken.is_empty() {
+            let rows = conn
+                .client
+                .query(&conn.look_up, &[&taken])
+                .await
+                .map_err(|e| describe(&e))?;
+            for row in &rows {
+                let (name, value): (&[u8], &[u8]) = (row.get(0), row.get(1));
+                let ours = chunk.iter().find(|r| r.0 == name).map(|r| &r.1[..]);
+                if ours == Some(value) {
+                    counts.present += 1;
+                } else {
+                    counts.conflicts += 1;
+                    log::warn!(
+                        "import: {} is stored with another value; the namespace keeps it",
+                        String::from_utf8_lossy(name)
+                    );
+                }
+            }
+        }
+        todo.retain(|r| blocked.contains(&r.0));
+        if !todo.is_empty() {
+            tokio::time::sleep_until(Instant::now() + wait).await;
+        }
     }
-    Ok(counts)
+    Ok(())
 }

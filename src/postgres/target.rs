@@ -181,8 +181,8 @@ impl Credentials {
 
 /// The first line of `path` (a trailing newline is not part of it).
 pub fn read_password(path: &Path) -> Result<Vec<u8>, PgError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| PgError::Password(format!("{}: cannot read: {e}", path.display())))?;
+    let bytes = crate::files::read(path, crate::files::PASSWORD)
+        .map_err(|e| PgError::Password(e.to_string()))?;
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.is_empty() {

@@ -65,8 +65,10 @@ fn roots(root_cert: Option<&Path>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     match root_cert {
         Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            let pem = crate::files::read(path, crate::files::CA_BUNDLE)
+                .map_err(|e| format!("sslrootcert {e}"))?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {

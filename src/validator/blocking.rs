@@ -85,6 +85,8 @@ struct DenyState {
     stamp: Option<FileStamp>,
     checked: Instant,
     missing: bool,
+    /// A STORE is re-reading the file: the others use `list` meanwhile.
+    refreshing: bool,
 }
 
 /// What identifies a version of the file without reading it.
@@ -103,6 +105,14 @@ fn stamp(path: &Path) -> std::io::Result<FileStamp> {
         len: meta.len(),
         inode: meta.ino(),
     })
+}
+
+/// Reads the list: a regular file within [`crate::files::DENYLIST`], in
+/// bounded time (a FIFO or `/dev/zero` put in its place is refused).
+fn read_list(path: &Path) -> std::io::Result<DenySet> {
+    let text = crate::files::read(path, crate::files::DENYLIST)
+        .map_err(|e| std::io::Error::other(e.detail()))?;
+    Ok(DenySet::parse(&text))
 }
 
 /// The parsed list: one entry per line; blank lines and lines starting with
@@ -163,7 +173,7 @@ impl Denylist {
     /// Reads the list now; fails if the file cannot be read.
     pub fn open(path: &Path) -> std::io::Result<Denylist> {
         let stamp = stamp(path)?;
-        let list = DenySet::parse(&std::fs::read(path)?);
+        let list = read_list(path)?;
         Ok(Denylist {
             path: path.to_path_buf(),
             state: Mutex::new(DenyState {
@@ -171,21 +181,34 @@ impl Denylist {
                 stamp: Some(stamp),
                 checked: Instant::now(),
                 missing: false,
+                refreshing: false,
             }),
         })
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, DenyState> {
+        // A poisoned lock only means a panic elsewhere mid-refresh; the
+        // state is still a whole list.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Whether the value is allowed, re-reading the file if it changed.
-    /// Blocking (file I/O): run it on the blocking pool.
+    /// Blocking (file I/O): run it on the blocking pool. The file is read
+    /// without the lock held: one STORE re-reads it while the others go
+    /// on with the list read before.
     pub fn judge(&self, value: &[u8]) -> Verdict {
-        let list = {
-            // A poisoned lock only means a panic elsewhere mid-refresh; the
-            // state is still a whole list.
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if state.checked.elapsed() >= RECHECK {
-                self.refresh(&mut state);
+        let (list, refresh) = {
+            let mut state = self.state();
+            let due = state.checked.elapsed() >= RECHECK && !state.refreshing;
+            if due {
+                state.checked = Instant::now();
+                state.refreshing = true;
             }
-            state.list.clone()
+            (state.list.clone(), due.then_some(state.stamp))
+        };
+        let list = match refresh {
+            Some(known) => self.refresh(known).unwrap_or(list),
+            None => list,
         };
         if list.denies(value) {
             Verdict::Deny
@@ -194,22 +217,25 @@ impl Denylist {
         }
     }
 
-    fn refresh(&self, state: &mut DenyState) {
-        state.checked = Instant::now();
+    /// Re-reads the file if its stamp is not `known`; returns the new
+    /// list, if there is one.
+    fn refresh(&self, known: Option<FileStamp>) -> Option<Arc<DenySet>> {
         let result = stamp(&self.path).and_then(|now| {
-            if state.stamp == Some(now) {
+            if known == Some(now) {
                 return Ok(None);
             }
-            Ok(Some((now, std::fs::read(&self.path)?)))
+            Ok(Some((now, read_list(&self.path)?)))
         });
+        let mut state = self.state();
+        state.refreshing = false;
         match result {
-            Ok(None) => {}
-            Ok(Some((now, text))) => {
-                let list = DenySet::parse(&text);
+            Ok(None) => None,
+            Ok(Some((now, list))) => {
                 log::info!("denylist {}: {} entries", self.path.display(), list.len());
                 state.list = Arc::new(list);
                 state.stamp = Some(now);
                 state.missing = false;
+                Some(state.list.clone())
             }
             Err(err) => {
                 if !state.missing {
@@ -221,6 +247,7 @@ impl Denylist {
                     state.missing = true;
                 }
                 state.stamp = None;
+                None
             }
         }
     }
