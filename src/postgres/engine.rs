@@ -19,6 +19,11 @@
 //!   answered `ERROR storage unavailable`. A STORE's write id makes a
 //!   retry safe after a lost answer: a row already there that carries this
 //!   STORE's own id means it was stored.
+//! - **Durability** of what it answers (durability.rs): a job whose commit
+//!   drew a WARNING is retried like one whose answer was lost, and rows
+//!   read rather than written are answered only after a barrier proved
+//!   them as durable as a commit. Values the protocol cannot carry are
+//!   answered `ERROR`, never sent.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
