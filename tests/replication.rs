@@ -397,3 +397,229 @@ fn values_the_protocol_cannot_carry_are_answered_error_never_raw() {
         "logged now and then, not per row"
     );
 }
+
+/// A streaming standby of `primary`, made with pg_basebackup; stopped
+/// (after a SIGCONT, should it be stopped) when dropped.
+struct Standby {
+    dir: PathBuf,
+    port: u16,
+    stopped: Option<i32>,
+}
+
+fn bindir() -> PathBuf {
+    psql_program().parent().unwrap().to_path_buf()
+}
+
+fn as_postgres(program: &str) -> Command {
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "postgres", "--"])
+        .arg(bindir().join(program))
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn succeed(mut cmd: Command, what: &str) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Standby {
+    fn start(primary: &Postgres) -> Standby {
+        // Replication connections over the primary's socket.
+        let hba = primary.dir.join("pg_hba.conf");
+        let mut text = std::fs::read_to_string(&hba).unwrap();
+        text.push_str("local replication all trust\n");
+        std::fs::write(&hba, text).unwrap();
+        primary.psql("postgres", "SELECT pg_reload_conf()");
+        let dir = tempfile::Builder::new()
+            .prefix("jnhp-standby")
+            .tempdir()
+            .unwrap()
+            .keep();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        succeed(
+            {
+                let mut c = Command::new("chown");
+                c.arg("postgres:postgres").arg(&dir);
+                c
+            },
+            "chown",
+        );
+        let mut backup = as_postgres("pg_basebackup");
+        backup
+            .arg("-D")
+            .arg(&dir)
+            .arg("-h")
+            .arg(&primary.dir)
+            .args(["-p", &primary.port.to_string(), "-U", "postgres"])
+            .args(["-R", "-X", "stream", "-c", "fast"]);
+        succeed(backup, "pg_basebackup");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let standby = Standby {
+            dir,
+            port,
+            stopped: None,
+        };
+        let mut ctl = as_postgres("pg_ctl");
+        ctl.arg("-D")
+            .arg(&standby.dir)
+            .arg("-l")
+            .arg(standby.dir.join("server.log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses='' -c cluster_name=standby",
+                standby.dir.display()
+            ))
+            .args(["-w", "-t", "60", "start"]);
+        let started = ctl.output().unwrap();
+        assert!(
+            started.status.success(),
+            "pg_ctl start (standby): {}",
+            std::fs::read_to_string(standby.dir.join("server.log")).unwrap_or_default()
+        );
+        standby
+    }
+
+    /// Stops the standby's WAL receiver (SIGSTOP): it confirms nothing
+    /// more, as a stalled standby.
+    fn stall(&mut self) {
+        let pid = psql_at(&self.dir, self.port, "SELECT pid FROM pg_stat_wal_receiver");
+        let pid: i32 = pid.parse().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+        self.stopped = Some(pid);
+    }
+
+    fn resume(&mut self) {
+        if let Some(pid) = self.stopped.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        self.resume();
+        let mut ctl = as_postgres("pg_ctl");
+        ctl.arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let _ = ctl.status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// psql on the server at `dir`/`port`; its output, trimmed.
+fn psql_at(dir: &std::path::Path, port: u16, sql: &str) -> String {
+    let out = Command::new(psql_program())
+        .args(["-X", "-q", "-A", "-t", "-h"])
+        .arg(dir)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The same against a real synchronous standby whose WAL receiver is
+/// stopped (SIGSTOP): cancelled waits draw PostgreSQL's WARNING, and
+/// neither the STOREs involved nor a row committed on the primary only
+/// are answered as durable; once the standby runs again, they are.
+#[test]
+fn a_stalled_real_standby_confirms_nothing_and_nothing_is_answered_as_durable() {
+    let pg = Arc::new(Postgres::start());
+    let db = pg.create_db("t");
+    let mut standby = Standby::start(&pg);
+    pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+    );
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    let deadline = Instant::now() + PATIENCE;
+    while pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+    ) != "1"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never became synchronous"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let front = front_end(&pg, &db, "");
+    let mut client = front.connect();
+    assert_eq!(client.ask("STORE before v"), "W00T!");
+    assert_eq!(
+        psql_at(
+            &standby.dir,
+            standby.port,
+            "SELECT count(*) FROM pg_database WHERE datname = 't'"
+        ),
+        "1"
+    );
+    standby.stall();
+    let stores: Vec<String> = (0..8).map(|i| format!("STORE s{i} v{i}")).collect();
+    let interrupter = Interrupter::start(&pg, "pg_cancel_backend");
+    let replies = pipelined(&front, 2, &stores);
+    let local = psql(
+        &pg,
+        &db,
+        "INSERT INTO jnhp_names (name, value, stored_by, write_id) \
+         VALUES ('local'::bytea, 'lost'::bytea, 'tool', 0)",
+    )
+    .output()
+    .unwrap();
+    let read = pipelined(&front, 1, &["GET local".into(), "EXISTS local".into()]);
+    assert!(interrupter.stop() > 0);
+    for reply in replies.iter().chain(&read).flatten() {
+        assert_eq!(reply, "ERROR storage unavailable", "{replies:?} {read:?}");
+    }
+    assert!(
+        String::from_utf8_lossy(&local.stderr).contains("committed locally"),
+        "{local:?}"
+    );
+    assert!(front.log.count("synchronous replication") > 0);
+    assert_eq!(client.ask("GET nothere"), "");
+    standby.resume();
+    let deadline = Instant::now() + PATIENCE;
+    while client.ask("GET local") != "lost" {
+        assert!(Instant::now() < deadline, "never served once replicated");
+    }
+    assert_eq!(client.ask("EXISTS local"), "AWESOME!");
+    for i in 0..8 {
+        assert_eq!(client.ask(&format!("GET s{i}")), format!("v{i}"));
+    }
+}
