@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Instant;
 
-use common::{PATIENCE, Server, admin_addr, get};
+use common::{PATIENCE, Server, admin_addr, gated, get, process_validator, wait_for_file};
 use pg::Postgres;
 
 /// Requests bounded by 3 s keep the stalls short.
@@ -207,7 +207,26 @@ fn stores_whose_wait_for_the_standby_ended_early_are_never_acknowledged() {
     let front = front_end(&pg, &db, "");
     let mut client = front.connect();
     assert_eq!(client.ask("STORE before v"), "W00T!");
+    // Validated STOREs, their names reserved before the stall: the insert
+    // that ends the reservation is the commit that waits.
+    let dir = tempfile::tempdir().unwrap();
+    let gate = gated(dir.path());
+    let validated = front_end(&pg, &db, &process_validator(&gate, ""));
+    let waiting_validations: Vec<_> = (0..4)
+        .map(|i| {
+            let mut client = validated.connect();
+            client.send(format!("STORE validated{i} v{i}\r\n").as_bytes());
+            wait_for_file(&dir.path().join(format!("started-validated{i}-v{i}")));
+            client
+        })
+        .collect();
     stall_standby(&pg);
+    let interrupter = Interrupter::start(&pg, "pg_cancel_backend");
+    std::fs::write(dir.path().join("release"), "").unwrap();
+    for mut client in waiting_validations {
+        assert_eq!(client.reply(), "ERROR storage unavailable");
+    }
+    assert!(interrupter.stop() > 0);
     for how in ["pg_cancel_backend", "pg_terminate_backend"] {
         let stores: Vec<String> = (0..20).map(|i| format!("STORE {how}{i} v{i}")).collect();
         let interrupter = Interrupter::start(&pg, how);
@@ -228,7 +247,7 @@ fn stores_whose_wait_for_the_standby_ended_early_are_never_acknowledged() {
     assert_eq!(client.ask("GET nothere"), "");
     unstall_standby(&pg);
     // Now durable as any commit: resolved as stored, by whoever stored it.
-    for how in ["pg_cancel_backend", "pg_terminate_backend"] {
+    for how in ["pg_cancel_backend", "pg_terminate_backend", "validated"] {
         let stored: Vec<String> = pg
             .psql(
                 &db,
