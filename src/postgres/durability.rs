@@ -37,8 +37,9 @@ use tokio_postgres::{AsyncMessage, Client, Statement};
 use super::sql::Sql;
 use super::target::{Credentials, Target};
 
-/// The reason a job whose commit was acknowledged with a warning gives
-/// for being tried again (and, once out of time, its STOREs' `ERROR`).
+/// Why a job whose commit was acknowledged with a warning is tried again
+/// (for the log; once out of time its requests get `ERROR storage
+/// unavailable`, as for any fault).
 pub const UNCONFIRMED: &str = "a commit was not confirmed durable (PostgreSQL warned)";
 
 /// The `WARNING`s one connection has received.

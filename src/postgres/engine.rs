@@ -887,8 +887,7 @@ impl<T: Send + 'static> Engine<T> {
                 // finds this job's own rows, and proves them durable
                 // before they count (`write`).
                 self.count_unconfirmed();
-                let why = UNCONFIRMED;
-                log::debug!("postgres: {why}; trying the job's requests again");
+                log::debug!("postgres: {UNCONFIRMED}; trying the job's requests again");
                 return self.write_failed(inserts, acquires, (releases, release_deadline));
             }
             Ok(rows) => rows,
