@@ -56,15 +56,15 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// again (the two clocks, ours and the database's, need not agree).
 const EXPIRY_SLACK: Duration = Duration::from_millis(50);
 
+/// Requests one statement carries at most.
+const MAX_PER_STATEMENT: usize = 2048;
+
 /// How often a row that cannot be served is logged again.
 const UNSERVABLE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The `ERROR` reason of a GET whose row holds a value the protocol
 /// cannot carry (written by another tool).
 pub const UNSERVABLE: &str = "unservable value in storage";
-
-/// Requests one statement carries at most.
-const MAX_PER_STATEMENT: usize = 2048;
 
 /// A connected namespace, before the store starts on it.
 pub struct Namespace {

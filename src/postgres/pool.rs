@@ -10,9 +10,10 @@ use std::sync::Arc;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use tokio_postgres::{Client, Statement};
 
-use super::durability::{self, Durability};
 use super::sql::Sql;
 use super::target::{Credentials, Target};
+
+use super::durability::{self, Durability};
 
 /// A connection and its prepared statements.
 pub struct Conn {
