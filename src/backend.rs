@@ -84,9 +84,20 @@ pub enum Event<T> {
 /// Where a backend reports outcomes (called from any thread).
 pub type Sink<T> = Box<dyn Fn(Event<T>) + Send + Sync>;
 
-/// Values of looked-up names, in the order asked (`None`: absent), or why
-/// the shared namespace could not say.
-pub type Found = Result<Vec<Option<Bytes>>, String>;
+/// What looked-up names hold, in the order asked, or why the shared
+/// namespace could not say.
+pub type Found = Result<Vec<Looked>, String>;
+
+/// What one looked-up name holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Looked {
+    Absent,
+    Value(Bytes),
+    /// A value the protocol cannot carry (a row another tool wrote):
+    /// EXISTS finds the name, GET answers `ERROR <reason>`, never the
+    /// bytes.
+    Unservable(&'static str),
+}
 
 /// A backend, owned by the store actor.
 pub trait Backend<T>: Send {

@@ -300,6 +300,11 @@ pub struct PostgresStats {
     /// [op][ok, error]
     pub queries: [[AtomicU64; 2]; 3],
     pub durations: [Histogram; 3],
+    /// Jobs whose commit PostgreSQL acknowledged with a WARNING (a wait
+    /// for the synchronous standby cancelled): answered as not known.
+    pub unconfirmed: AtomicU64,
+    /// Rows whose value the protocol cannot carry: answered `ERROR`.
+    pub unservable: AtomicU64,
 }
 
 /// What kind of store a jnhpd has.
@@ -342,6 +347,8 @@ impl Metrics {
                 up: AtomicI64::new(1),
                 queries: Default::default(),
                 durations: std::array::from_fn(|_| Histogram::seconds()),
+                unconfirmed: Default::default(),
+                unservable: Default::default(),
             }),
             reloads: Default::default(),
             validators: Default::default(),
@@ -587,6 +594,18 @@ impl prometheus_client::collector::Collector for Collector {
                 "jnhpd_postgres_query_duration_seconds",
                 "Time of one statement (job) on PostgreSQL.",
                 &durations,
+            )?;
+            counter(
+                &mut e,
+                "jnhpd_postgres_unconfirmed_commits",
+                "Jobs whose commit PostgreSQL acknowledged with a WARNING (not known to be replicated).",
+                &[(vec![], load(&pg.unconfirmed))],
+            )?;
+            counter(
+                &mut e,
+                "jnhpd_postgres_unservable_values",
+                "Rows whose value the protocol cannot carry, answered ERROR.",
+                &[(vec![], load(&pg.unservable))],
             )?;
             counter(
                 &mut e,

@@ -455,7 +455,7 @@ async fn open_store(
             namespace.server(),
             namespace.owner()
         );
-        let backend = namespace.into_backend(metrics.clone());
+        let backend = namespace.into_backend(metrics.clone(), config.server.limits());
         let (store, task) =
             StoreHandle::spawn_with(Entries::default(), Some(backend), metrics.clone()).map_err(
                 |e| StartError::Storage(format!("cannot start the PostgreSQL engine: {e}")),

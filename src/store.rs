@@ -36,7 +36,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{Backend, Event, Found, Lease, Outcome, Record, Reserved, Start, Written};
+use crate::backend::{
+    Backend, Event, Found, Lease, Looked, Outcome, Record, Reserved, Start, Written,
+};
 use crate::handback::{Giver, Slot};
 use crate::metrics::{Answer, Command, Metrics, Tally, server_error_of};
 use crate::protocol::{ProtocolError, Reply};
@@ -364,18 +366,23 @@ impl Batch {
                     self.tally.server_error(Some(command), unavailable);
                     Reply::ServerError(STORAGE_UNAVAILABLE)
                 }
-                (Command::Get, Ok(values)) => {
-                    let value = values.get(i).and_then(Option::as_deref);
-                    let answer = if value.is_some() {
-                        Answer::Yes
-                    } else {
-                        Answer::No
-                    };
-                    self.tally.count(Command::Get, answer);
-                    Reply::Value(value.unwrap_or(b""))
-                }
+                (Command::Get, Ok(values)) => match values.get(i) {
+                    Some(Looked::Value(value)) => {
+                        self.tally.count(Command::Get, Answer::Yes);
+                        Reply::Value(value)
+                    }
+                    Some(Looked::Unservable(reason)) => {
+                        self.tally
+                            .server_error(Some(command), server_error_of(reason));
+                        Reply::ServerError(reason)
+                    }
+                    _ => {
+                        self.tally.count(Command::Get, Answer::No);
+                        Reply::Value(b"")
+                    }
+                },
                 (_, Ok(values)) => match values.get(i) {
-                    Some(Some(_)) => {
+                    Some(Looked::Value(_) | Looked::Unservable(_)) => {
                         self.tally.count(Command::Exists, Answer::Yes);
                         Reply::Awesome
                     }

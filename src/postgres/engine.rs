@@ -19,6 +19,11 @@
 //!   answered `ERROR storage unavailable`. A STORE's write id makes a
 //!   retry safe after a lost answer: a row already there that carries this
 //!   STORE's own id means it was stored.
+//! - **Durability** of what it answers (durability.rs): a job whose commit
+//!   drew a WARNING is retried like one whose answer was lost, and rows
+//!   read rather than written are answered only after a barrier proved
+//!   them as durable as a commit. Values the protocol cannot carry are
+//!   answered `ERROR`, never sent.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -31,14 +36,16 @@ use tokio::task::JoinSet;
 use tokio::time::{Duration, Instant};
 use tokio_postgres::AsyncMessage;
 
+use super::durability::UNCONFIRMED;
 use super::pool::{Conn, Manager, Pool, Pooled};
 use super::sql::Sql;
 use super::target::{Credentials, Target};
 use super::{PgError, PostgresSettings, describe};
 use crate::backend::{
-    Backend, Event, Found, Lease, Outcome, Record, Reserved, Shared, Sink, Start, Written,
+    Backend, Event, Found, Lease, Looked, Outcome, Record, Reserved, Shared, Sink, Start, Written,
 };
 use crate::metrics::Metrics;
+use crate::protocol::Limits;
 use crate::store::STORAGE_UNAVAILABLE;
 use crate::timer::sleep_until_or_never;
 
@@ -51,6 +58,13 @@ const EXPIRY_SLACK: Duration = Duration::from_millis(50);
 
 /// Requests one statement carries at most.
 const MAX_PER_STATEMENT: usize = 2048;
+
+/// How often a row that cannot be served is logged again.
+const UNSERVABLE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The `ERROR` reason of a GET whose row holds a value the protocol
+/// cannot carry (written by another tool).
+pub const UNSERVABLE: &str = "unservable value in storage";
 
 /// A connected namespace, before the store starts on it.
 pub struct Namespace {
@@ -149,8 +163,13 @@ impl Namespace {
         })
     }
 
-    /// The store's backend: the engine starts with the store.
-    pub fn into_backend<T: Send + 'static>(self, metrics: Arc<Metrics>) -> Start<T> {
+    /// The store's backend: the engine starts with the store. `limits`:
+    /// what a value read from the database must meet to be served.
+    pub fn into_backend<T: Send + 'static>(
+        self,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+    ) -> Start<T> {
         Box::new(move |sink: Sink<T>| {
             let (requests, request_rx) = mpsc::unbounded_channel();
             let (notices, notice_rx) = mpsc::unbounded_channel();
@@ -181,6 +200,8 @@ impl Namespace {
                 renew_due: false,
                 available: true,
                 metrics,
+                limits,
+                unservable_logged: None,
             };
             let engine = tokio::spawn(engine.run(request_rx, notice_rx, listener));
             Ok(Box::new(PgBackend {
@@ -373,7 +394,7 @@ enum Done<T> {
     },
     Read {
         lookups: Vec<LookUp>,
-        result: Result<Vec<(Bytes, Bytes)>, String>,
+        result: Result<ReadRows, String>,
         took: Duration,
     },
     Renewed {
@@ -382,11 +403,22 @@ enum Done<T> {
     },
 }
 
+/// One read job's rows: names and values found.
+struct ReadRows {
+    found: Vec<(Bytes, Bytes)>,
+    /// A warning came with the statement's commit, so the rows found are
+    /// not known to be durable (durability.rs).
+    unconfirmed: bool,
+}
+
 /// One write job's answers, by name.
 #[derive(Default)]
 struct WriteRows {
     inserts: HashMap<Vec<u8>, InsertRow>,
     acquires: HashMap<Vec<u8>, AcquireRow>,
+    /// A warning came with a commit: no answer of the job is known to be
+    /// durable (durability.rs).
+    unconfirmed: bool,
 }
 
 struct InsertRow {
@@ -428,6 +460,11 @@ struct Engine<T> {
     /// failure).
     available: bool,
     metrics: Arc<Metrics>,
+    /// The protocol's limits, which a value must meet to be served.
+    limits: Limits,
+    /// When an unservable row was last logged (at most every
+    /// [`UNSERVABLE_LOG_EVERY`]: every GET of it finds it again).
+    unservable_logged: Option<Instant>,
 }
 
 impl<T: Send + 'static> Engine<T> {
@@ -591,15 +628,19 @@ impl<T: Send + 'static> Engine<T> {
             let started = Instant::now();
             let result = with_connection(&pool, limit, |conn| async move {
                 let names: Vec<&[u8]> = names.iter().map(|n| &n[..]).collect();
+                let warnings = conn.durability.warnings.count();
                 let rows = conn.client.query(&conn.look_up, &[&names]).await?;
-                Ok(rows
-                    .iter()
-                    .map(|row| {
-                        let name: &[u8] = row.get(0);
-                        let value: &[u8] = row.get(1);
-                        (Bytes::copy_from_slice(name), Bytes::copy_from_slice(value))
-                    })
-                    .collect())
+                Ok(ReadRows {
+                    found: rows
+                        .iter()
+                        .map(|row| {
+                            let name: &[u8] = row.get(0);
+                            let value: &[u8] = row.get(1);
+                            (Bytes::copy_from_slice(name), Bytes::copy_from_slice(value))
+                        })
+                        .collect(),
+                    unconfirmed: conn.durability.warnings.since(warnings),
+                })
             })
             .await;
             let took = started.elapsed();
@@ -742,9 +783,9 @@ impl<T: Send + 'static> Engine<T> {
         }
     }
 
-    fn finish_read(&mut self, lookups: Vec<LookUp>, result: Result<Vec<(Bytes, Bytes)>, String>) {
-        let found = match result {
-            Ok(found) => found,
+    fn finish_read(&mut self, lookups: Vec<LookUp>, result: Result<ReadRows, String>) {
+        let ReadRows { found, unconfirmed } = match result {
+            Ok(rows) => rows,
             Err(reason) => {
                 self.note(Err(&reason));
                 for lookup in lookups {
@@ -754,20 +795,81 @@ impl<T: Send + 'static> Engine<T> {
             }
         };
         self.note(Ok(()));
-        let by_name: HashMap<&[u8], &Bytes> = found
-            .iter()
-            .map(|(name, value)| (&name[..], value))
-            .collect();
+        if unconfirmed {
+            return self.unconfirmed_read(lookups, &found);
+        }
+        let mut by_name: HashMap<&[u8], Looked> = HashMap::with_capacity(found.len());
+        let mut servable = Vec::with_capacity(found.len());
+        for (name, value) in &found {
+            let looked = match crate::protocol::check_value(value, &self.limits) {
+                Ok(_) => {
+                    servable.push((name.clone(), value.clone()));
+                    Looked::Value(value.clone())
+                }
+                Err(why) => {
+                    self.unservable(name, value, why);
+                    Looked::Unservable(UNSERVABLE)
+                }
+            };
+            by_name.insert(&name[..], looked);
+        }
         for lookup in lookups {
             let values = lookup
                 .names
                 .iter()
-                .map(|name| by_name.get(&name[..]).map(|v| (*v).clone()))
+                .map(|name| by_name.get(&name[..]).cloned().unwrap_or(Looked::Absent))
                 .collect();
             let _ = lookup.reply.send(Ok(values));
         }
-        if !found.is_empty() {
-            (self.sink)(Event::Found(found));
+        // Only what may be served is cached: the cache answers as it is.
+        if !servable.is_empty() {
+            (self.sink)(Event::Found(servable));
+        }
+    }
+
+    /// A read whose commit drew a warning: what it found is not known to
+    /// be durable, so it is neither answered nor cached. Reads that found
+    /// nothing are answered (an absent name promises nothing); the others
+    /// are tried again, and get `ERROR storage unavailable` if that never
+    /// succeeds in time.
+    fn unconfirmed_read(&mut self, lookups: Vec<LookUp>, found: &[(Bytes, Bytes)]) {
+        self.count_unconfirmed();
+        let found: HashSet<&[u8]> = found.iter().map(|(name, _)| &name[..]).collect();
+        for lookup in lookups {
+            if lookup.names.iter().any(|name| found.contains(&name[..])) {
+                self.retry(Item::LookUp(lookup));
+            } else {
+                let absent = vec![Looked::Absent; lookup.names.len()];
+                let _ = lookup.reply.send(Ok(absent));
+            }
+        }
+    }
+
+    fn count_unconfirmed(&self) {
+        if let Some(pg) = &self.metrics.postgres {
+            pg.unconfirmed.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts (and now and then logs) a row whose value the protocol
+    /// cannot carry: sent as it is, it could end a reply line early or
+    /// pass for another reply.
+    fn unservable(&mut self, name: &[u8], value: &[u8], why: crate::protocol::ProtocolError) {
+        if let Some(pg) = &self.metrics.postgres {
+            pg.unservable.fetch_add(1, Relaxed);
+        }
+        if self
+            .unservable_logged
+            .is_none_or(|at| at.elapsed() >= UNSERVABLE_LOG_EVERY)
+        {
+            self.unservable_logged = Some(Instant::now());
+            log::warn!(
+                "postgres: {}: the value of name \"{}\" ({} bytes) cannot be served: {why}; \
+                 GETs of it are answered \"ERROR {UNSERVABLE}\"",
+                self.sql.names,
+                name.escape_ascii(),
+                value.len()
+            );
         }
     }
 
@@ -779,20 +881,19 @@ impl<T: Send + 'static> Engine<T> {
         result: Result<WriteRows, String>,
     ) {
         let mut rows = match result {
+            Ok(rows) if rows.unconfirmed => {
+                // PostgreSQL answered, but a commit is maybe on the
+                // primary only: as unknown as a lost answer. The retry
+                // finds this job's own rows, and proves them durable
+                // before they count (`write`).
+                self.count_unconfirmed();
+                log::debug!("postgres: {UNCONFIRMED}; trying the job's requests again");
+                return self.write_failed(inserts, acquires, (releases, release_deadline));
+            }
             Ok(rows) => rows,
             Err(reason) => {
                 self.note(Err(&reason));
-                for mut insert in inserts {
-                    insert.retried = true;
-                    self.retry(Item::Insert(insert));
-                }
-                for acquire in acquires {
-                    self.retry(Item::Acquire(acquire));
-                }
-                if !releases.is_empty() {
-                    self.retry(Item::Release(releases, release_deadline));
-                }
-                return;
+                return self.write_failed(inserts, acquires, (releases, release_deadline));
             }
         };
         self.note(Ok(()));
@@ -803,6 +904,26 @@ impl<T: Send + 'static> Engine<T> {
         for acquire in acquires {
             let row = rows.acquires.remove(&acquire.name[..]);
             self.acquired(acquire, row);
+        }
+    }
+
+    /// A write job whose outcome is not known: each of its requests is
+    /// tried again (a STORE as a retry: it may meet its own row).
+    fn write_failed(
+        &mut self,
+        inserts: Vec<Insert<T>>,
+        acquires: Vec<Acquire>,
+        (releases, release_deadline): (Vec<i64>, Instant),
+    ) {
+        for mut insert in inserts {
+            insert.retried = true;
+            self.retry(Item::Insert(insert));
+        }
+        for acquire in acquires {
+            self.retry(Item::Acquire(acquire));
+        }
+        if !releases.is_empty() {
+            self.retry(Item::Release(releases, release_deadline));
         }
     }
 
@@ -1063,8 +1184,9 @@ impl InsertArgs {
 
 /// One write job: releases, plain STOREs, validated STOREs and
 /// reservations as four statements pipelined on one connection (one round
-/// trip); then, only for STOREs that were not inserted, one more to tell
-/// taken from waiting (and a retried STORE's own row from another's).
+/// trip); then, only for STOREs that were not inserted or names found
+/// taken, one more to tell taken from waiting (and a retried STORE's own
+/// row from another's) and to prove what was read durable.
 async fn write(
     conn: &Conn,
     sql: &Sql,
@@ -1074,6 +1196,7 @@ async fn write(
     (acquire_names, acquire_leases): (&[Vec<u8>], &[i64]),
     releases: &[i64],
 ) -> Result<WriteRows, tokio_postgres::Error> {
+    let warnings = conn.durability.warnings.count();
     let client = &conn.client;
     let release = async {
         if releases.is_empty() {
@@ -1158,19 +1281,35 @@ async fn write(
             },
         );
     }
-    classify(conn, owner, plain, &mut rows).await?;
-    read_back(conn, owner, leased, &mut rows).await?;
+    let unclassified = unclassified(plain, &rows);
+    let unread = unread(leased, &rows);
+    // Rows this job found rather than wrote: another's (`RARGH!`), or a
+    // retried STORE's own (`W00T!`). Either may be a commit whose wait for
+    // the standby was cancelled: a barrier after reading them proves them
+    // durable before they are answered.
+    let found_rows = rows.inserts.values().any(|row| row.free && !row.stored)
+        || rows.acquires.values().any(|row| row.taken);
+    let proof = found_rows || !unclassified.0.is_empty() || !unread.0.is_empty();
+    let (classified, own, proven) = tokio::join!(
+        classify(conn, owner, unclassified),
+        read_back(conn, owner, unread),
+        conn.durability.barrier(client, proof),
+    );
+    for (name, row) in classified? {
+        rows.inserts.insert(name, row);
+    }
+    for name in own? {
+        if let Some(own) = rows.inserts.get_mut(&name) {
+            own.stored = true;
+        }
+    }
+    proven?;
+    rows.unconfirmed = conn.durability.warnings.since(warnings);
     Ok(rows)
 }
 
-/// Plain STOREs that `insert` did not insert: taken (or this STORE's own
-/// row, after a lost answer), or waiting for a reservation.
-async fn classify(
-    conn: &Conn,
-    owner: &str,
-    plain: &InsertArgs,
-    rows: &mut WriteRows,
-) -> Result<(), tokio_postgres::Error> {
+/// Plain STOREs that `insert` did not insert (names, write ids).
+fn unclassified<'a>(plain: &'a InsertArgs, rows: &WriteRows) -> (Vec<&'a [u8]>, Vec<i64>) {
     let (mut names, mut ids) = (Vec::new(), Vec::new());
     for (name, id) in plain.names.iter().zip(&plain.write_ids) {
         if !rows.inserts.contains_key(name) {
@@ -1178,34 +1317,41 @@ async fn classify(
             ids.push(*id);
         }
     }
-    if names.is_empty() {
-        return Ok(());
-    }
-    for row in conn
-        .client
-        .query(&conn.classify, &[&names, &owner, &ids])
-        .await?
-    {
-        let name: Vec<u8> = row.get(0);
-        let (taken, own): (bool, bool) = (row.get(1), row.get(2));
-        let row = InsertRow {
-            stored: own,
-            free: taken,
-            wait_secs: if taken { None } else { row.get(3) },
-        };
-        rows.inserts.insert(name, row);
-    }
-    Ok(())
+    (names, ids)
 }
 
-/// Validated STOREs retried after a lost answer that met a row: is it the
-/// row their lost attempt wrote?
-async fn read_back(
+/// Plain STOREs that `insert` did not insert: taken (or this STORE's own
+/// row, after a lost answer), or waiting for a reservation.
+async fn classify(
     conn: &Conn,
     owner: &str,
-    leased: &InsertArgs,
-    rows: &mut WriteRows,
-) -> Result<(), tokio_postgres::Error> {
+    (names, ids): (Vec<&[u8]>, Vec<i64>),
+) -> Result<Vec<(Vec<u8>, InsertRow)>, tokio_postgres::Error> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = conn
+        .client
+        .query(&conn.classify, &[&names, &owner, &ids])
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let name: Vec<u8> = row.get(0);
+            let (taken, own): (bool, bool) = (row.get(1), row.get(2));
+            let row = InsertRow {
+                stored: own,
+                free: taken,
+                wait_secs: if taken { None } else { row.get(3) },
+            };
+            (name, row)
+        })
+        .collect())
+}
+
+/// Validated STOREs retried after a lost answer that met a row (names,
+/// write ids).
+fn unread<'a>(leased: &'a InsertArgs, rows: &WriteRows) -> (Vec<&'a [u8]>, Vec<i64>) {
     let (mut names, mut ids) = (Vec::new(), Vec::new());
     for (i, name) in leased.names.iter().enumerate() {
         let met_a_row = rows
@@ -1217,20 +1363,24 @@ async fn read_back(
             ids.push(leased.write_ids[i]);
         }
     }
+    (names, ids)
+}
+
+/// Validated STOREs retried after a lost answer that met a row: the names
+/// whose row is the one their lost attempt wrote.
+async fn read_back(
+    conn: &Conn,
+    owner: &str,
+    (names, ids): (Vec<&[u8]>, Vec<i64>),
+) -> Result<Vec<Vec<u8>>, tokio_postgres::Error> {
     if names.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    for row in conn
+    let rows = conn
         .client
         .query(&conn.read_back, &[&names, &owner, &ids])
-        .await?
-    {
-        let name: Vec<u8> = row.get(0);
-        if let Some(own) = rows.inserts.get_mut(&name) {
-            own.stored = true;
-        }
-    }
-    Ok(())
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// Keeps a connection LISTENing on the channel, telling the engine of

@@ -15,6 +15,7 @@
 //! prepared), [`engine`] (the task that batches requests into statements
 //! and owns leases), [`import`] (`--import-datafile`).
 
+pub mod durability;
 pub mod engine;
 pub mod import;
 pub mod pool;

@@ -13,9 +13,13 @@ use tokio_postgres::{Client, Statement};
 use super::sql::Sql;
 use super::target::{Credentials, Target};
 
+use super::durability::{self, Durability};
+
 /// A connection and its prepared statements.
 pub struct Conn {
     pub client: Client,
+    /// The warnings its commits drew, and its barrier (durability.rs).
+    pub durability: Durability,
     pub look_up: Statement,
     pub insert: Statement,
     pub classify: Statement,
@@ -38,7 +42,7 @@ impl managed::Manager for Manager {
     type Error = tokio_postgres::Error;
 
     async fn create(&self) -> Result<Conn, tokio_postgres::Error> {
-        let client = self.target.connect(&self.credentials).await?;
+        let (client, warnings) = durability::connect(&self.target, &self.credentials).await?;
         // Each statement takes arrays whose length varies with the batch:
         // planning them anew per execution (PostgreSQL's default for the
         // first runs, and whenever a custom plan looks cheaper) cost more
@@ -57,8 +61,10 @@ impl managed::Manager for Manager {
             client.prepare(&sql.renew),
             client.prepare(&sql.read_back),
         )?;
+        let durability = Durability::prepare(&client, warnings, sql).await?;
         Ok(Conn {
             client,
+            durability,
             look_up,
             insert,
             classify,

@@ -27,6 +27,9 @@ pub struct Sql {
     pub release: String,
     pub renew: String,
     pub read_back: String,
+    /// A commit that waits for the synchronous standby, if one is named:
+    /// it proves every commit before it as durable (durability.rs).
+    pub barrier: String,
 }
 
 impl Sql {
@@ -36,6 +39,7 @@ impl Sql {
         let names = format!("{prefix}_names");
         let pending = format!("{prefix}_pending");
         let channel = format!("{prefix}_released");
+        let barrier = barrier(prefix);
         Sql {
             create: format!(
                 "CREATE TABLE IF NOT EXISTS {names} (
@@ -57,7 +61,16 @@ impl Sql {
                 "SELECT to_regclass('{names}') IS NOT NULL, to_regclass('{pending}') IS NOT NULL,
                     obj_description(to_regclass('{names}'), 'pg_class')"
             ),
-            look_up: format!("SELECT name, value FROM {names} WHERE name = ANY($1::bytea[])"),
+            // $1 names. Rows found are answered (and cached) only as
+            // durable as a commit: with a synchronous standby named, the
+            // third column (an InitPlan, run once and only if a row is
+            // found) writes WAL, so this statement's commit waits for the
+            // standby like any commit, and so covers every commit it saw
+            // (durability.rs).
+            look_up: format!(
+                "SELECT name, value, ({barrier}) IS NOT NULL AS barrier
+                FROM {names} WHERE name = ANY($1::bytea[])"
+            ),
             // STOREs without a reservation, the common case, kept lean:
             // $1 names, $2 values, $3 write ids, $4 owner. Returns the
             // names inserted; each other name was taken, or is reserved by
@@ -175,6 +188,7 @@ impl Sql {
                 "SELECT name FROM {names}
                 WHERE name = ANY($1::bytea[]) AND stored_by = $2 AND write_id = ANY($3::int8[])"
             ),
+            barrier,
             names,
             pending,
             channel,
@@ -185,4 +199,17 @@ impl Sql {
     pub fn version_comment() -> String {
         format!("jnhp schema {SCHEMA_VERSION}")
     }
+}
+
+/// One row when a synchronous standby is named (then the statement's
+/// transaction has written WAL: a transactional logical message, which any
+/// role may emit and no table keeps), none otherwise (then nothing is
+/// written and nothing waited for). `txid_current()` would not do: a
+/// transaction that assigned an id but wrote nothing else commits without
+/// waiting for the standby.
+fn barrier(prefix: &str) -> String {
+    format!(
+        "SELECT pg_logical_emit_message(true, '{prefix}_barrier', '')
+        WHERE current_setting('synchronous_standby_names') <> ''"
+    )
 }

@@ -258,6 +258,30 @@ fn has_name_forbidden(bytes: &[u8]) -> bool {
     word_bad(u64::from_le_bytes(word))
 }
 
+/// Checks `value` as a STORE's value: what a STORE can store, and so
+/// what a GET may send back as one line. Also for values that come from
+/// elsewhere (a database row another tool wrote): one that fails here
+/// could end a reply line early, or pass for another reply.
+pub fn check_value<'a>(value: &'a [u8], limits: &Limits) -> Result<&'a [u8], ProtocolError> {
+    if value.is_empty() {
+        return Err(ProtocolError::MissingValue);
+    }
+    if value.len() > limits.max_value_bytes {
+        return Err(ProtocolError::ValueTooLong);
+    }
+    if memchr::memchr3(0, b'\r', b'\n', value).is_some() {
+        return Err(ProtocolError::ForbiddenValueByte);
+    }
+    // A STORE's value starts after the blanks that follow the name.
+    if is_blank(value[0]) {
+        return Err(ProtocolError::ForbiddenValueByte);
+    }
+    if value.starts_with(ERROR_PREFIX) {
+        return Err(ProtocolError::ReservedValue);
+    }
+    Ok(value)
+}
+
 /// The common shapes, exactly: `GET <name>`, `EXISTS <name>` and
 /// `STORE <name> <value>` in upper case with single spaces and a value
 /// that does not start with a blank. `None` means "not this shape": the
@@ -311,19 +335,7 @@ fn parse_general<'a>(
         let name = check_name(name, limits)?;
         // The value starts at the first non-blank byte after the name and
         // runs to the line end, trailing blanks included.
-        let value = skip_blanks(rest);
-        if value.is_empty() {
-            return Err(ProtocolError::MissingValue);
-        }
-        if value.len() > limits.max_value_bytes {
-            return Err(ProtocolError::ValueTooLong);
-        }
-        if memchr::memchr3(0, b'\r', b'\n', value).is_some() {
-            return Err(ProtocolError::ForbiddenValueByte);
-        }
-        if value.starts_with(ERROR_PREFIX) {
-            return Err(ProtocolError::ReservedValue);
-        }
+        let value = check_value(skip_blanks(rest), limits)?;
         Ok(Some(Request::Store { name, value }))
     } else if command.eq_ignore_ascii_case(b"GET") || command.eq_ignore_ascii_case(b"EXISTS") {
         let (name, rest) = token(rest);
@@ -588,6 +600,25 @@ mod tests {
                 if let Some(fast) = parse_common(&raw, &limits) {
                     proptest::prop_assert_eq!(Ok(Some(fast)), parse_general(&raw, &limits));
                 }
+            }
+        }
+
+        /// `check_value` passes exactly the values a STORE line stores as
+        /// they are: a value from elsewhere that passes is one a client
+        /// could have stored.
+        #[test]
+        fn check_value_passes_what_a_store_stores(
+            value in proptest::collection::vec(prop_oneof![
+                Just(b'v'), Just(b' '), Just(b'\t'), Just(0u8), Just(b'\r'), Just(b'\n'),
+                Just(b'E'), any::<u8>()], 0..10),
+            error_prefix in any::<bool>(),
+        ) {
+            let value = if error_prefix { [&b"ERROR "[..], &value].concat() } else { value };
+            let line = [&b"STORE n "[..], &value].concat();
+            for limits in [Limits::default(), small()] {
+                let stored = matches!(parse(&line, &limits),
+                    Ok(Some(Request::Store { value: v, .. })) if v == &value[..]);
+                proptest::prop_assert_eq!(check_value(&value, &limits).is_ok(), stored);
             }
         }
 
