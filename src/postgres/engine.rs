@@ -49,6 +49,13 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// again (the two clocks, ours and the database's, need not agree).
 const EXPIRY_SLACK: Duration = Duration::from_millis(50);
 
+/// How long the engine may take to stop once the store has closed it:
+/// half for statements in flight, the rest for releasing reservations.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Lapsed reservation rows one renewal job deletes at most.
+const SWEEP_ROWS: i64 = 1000;
+
 /// Requests one statement carries at most.
 const MAX_PER_STATEMENT: usize = 2048;
 
@@ -467,34 +474,45 @@ impl<T: Send + 'static> Engine<T> {
             }
         }
         listener.abort();
-        // The store has settled what it could; finish what is in flight
-        // (each job is bounded by the request timeout) and give up the
-        // leases still held, so other front-ends need not wait them out.
-        while let Some(done) = self.jobs.join_next().await {
-            if let Ok(Done::Write { inserts, .. }) = &done {
-                for insert in inserts {
-                    if let Some(lease) = insert.record.lease {
-                        self.held.remove(&lease.0);
-                    }
-                }
-            }
+        self.close().await;
+    }
+
+    /// After the store closed it: lets the jobs in flight finish for a
+    /// moment, then gives up every reservation this front-end still has
+    /// in one statement, so other front-ends need not wait them out. The
+    /// store has settled what it could, so nobody waits for an answer any
+    /// more: queued work is dropped, and the whole close is bounded by
+    /// [`CLOSE_PATIENCE`] (docs/operations.md adds it to the shutdown).
+    async fn close(&mut self) {
+        let until = Instant::now() + CLOSE_PATIENCE;
+        let jobs = &mut self.jobs;
+        let finished = tokio::time::timeout_at(until - CLOSE_PATIENCE / 2, async {
+            while jobs.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            log::warn!(
+                "postgres: abandoning {} statements still running at shutdown",
+                self.jobs.len()
+            );
+            self.jobs.abort_all();
         }
-        if !self.held.is_empty() {
-            let leases: Vec<i64> = self.held.drain().collect();
-            let (pool, sql, owner) = (self.pool.clone(), self.sql.clone(), self.owner.clone());
-            let released =
-                with_connection(&pool, self.settings.request_timeout, |conn| async move {
-                    conn.client
-                        .query(&conn.release, &[&leases, &&*owner, &sql.channel])
-                        .await
-                })
-                .await;
-            if let Err(reason) = released {
-                log::warn!(
-                    "postgres: could not release reservations at shutdown ({reason}); they lapse in {} s",
-                    self.settings.lease.as_secs()
-                );
-            }
+        let left = until.saturating_duration_since(Instant::now());
+        let (sql, owner) = (self.sql.clone(), self.owner.clone());
+        let released = with_connection(&self.pool, left, |conn| async move {
+            conn.client
+                .query_one(&sql.release_all, &[&&*owner, &sql.channel])
+                .await?
+                .try_get::<_, i64>(0)
+        })
+        .await;
+        match released {
+            Ok(0) => {}
+            Ok(count) => log::info!("postgres: released {count} reservations at shutdown"),
+            Err(reason) => log::warn!(
+                "postgres: could not release reservations at shutdown ({reason}); they lapse in {} s",
+                self.settings.lease.as_secs()
+            ),
         }
     }
 
@@ -561,10 +579,9 @@ impl<T: Send + 'static> Engine<T> {
                 started = true;
             }
             if self.renew_due && self.jobs.len() < size {
+                // Even with no lease held: the job also sweeps lapsed rows.
                 self.renew_due = false;
-                if !self.held.is_empty() {
-                    self.start_renew();
-                }
+                self.start_renew();
             }
             if !started {
                 return;
@@ -665,15 +682,18 @@ impl<T: Send + 'static> Engine<T> {
 
     fn start_renew(&mut self) {
         let leases: Vec<i64> = self.held.iter().copied().collect();
-        let (pool, owner) = (self.pool.clone(), self.owner.clone());
+        let (pool, owner, sql) = (self.pool.clone(), self.owner.clone(), self.sql.clone());
         let secs = self.settings.lease.as_secs_f64();
         let limit = self.settings.request_timeout;
         self.jobs.spawn(async move {
             let started = Instant::now();
             let renewed = with_connection(&pool, limit, |conn| async move {
-                conn.client
-                    .execute(&conn.renew, &[&leases, &&*owner, &secs])
-                    .await
+                if !leases.is_empty() {
+                    conn.client
+                        .execute(&conn.renew, &[&leases, &&*owner, &secs])
+                        .await?;
+                }
+                sweep(&conn, &sql).await
             })
             .await;
             if let Err(reason) = &renewed {
@@ -1028,6 +1048,16 @@ where
         drop(Pooled::take(conn));
     }
     result
+}
+
+/// Deletes up to [`SWEEP_ROWS`] lapsed reservations, any front-end's:
+/// nothing else ever deletes the rows of a front-end that was killed.
+async fn sweep(conn: &Conn, sql: &Sql) -> Result<u64, tokio_postgres::Error> {
+    let swept = conn.client.execute(&sql.sweep, &[&SWEEP_ROWS]).await?;
+    if swept > 0 {
+        log::info!("postgres: deleted {swept} lapsed reservations");
+    }
+    Ok(swept)
 }
 
 /// The arrays of a STORE statement.

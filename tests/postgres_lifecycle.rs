@@ -1,0 +1,95 @@
+//! A PostgreSQL front-end's life: start-up before the database answers,
+//! reservations across a shutdown, lapsed rows, lock order under load,
+//! tables changed behind its back. Real PostgreSQL servers
+//! (tests/common/pg.rs), real jnhpd processes, real signals.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Client, PATIENCE, Server, process_validator};
+use nix::sys::signal::Signal;
+use pg::Postgres;
+
+/// A front-end's config on `url` with `lease_secs`, plus `rest`.
+fn config(url: &str, lease_secs: u64, rest: &str) -> String {
+    format!(
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{url}\"\n\
+         lease_secs = {lease_secs}\nrequest_timeout_ms = 3000\nconnect_timeout_secs = 10\n{rest}"
+    )
+}
+
+/// Polls `check` every 20 ms until it holds; panics after [`PATIENCE`].
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pending_rows(pg: &Postgres, db: &str) -> usize {
+    pg.psql(db, "SELECT count(*) FROM jnhp_pending")
+        .parse()
+        .unwrap()
+}
+
+/// A validator that blocks until a `release` file appears in `dir`.
+fn blocking_validator(dir: &Path) -> std::path::PathBuf {
+    common::script(
+        dir,
+        "blocking",
+        &format!(
+            "while [ ! -e {}/release ]; do sleep 0.05; done\necho JNHP:1",
+            dir.display()
+        ),
+    )
+}
+
+/// Issue 21, item 4: SIGTERM while 30 STOREs are being validated under
+/// 15 s leases. Past the grace period the validations are abandoned; every
+/// reservation is released before jnhpd exits (none left in
+/// `jnhp_pending`), and another front-end's STORE of such a name is
+/// answered at once, not after the lease.
+#[test]
+fn sigterm_releases_every_reservation() {
+    let pg = Postgres::start();
+    let db = pg.create_db("leases");
+    let dir = tempfile::tempdir().unwrap();
+    let program = blocking_validator(dir.path());
+    let mut a = Server::start_in(
+        dir,
+        &config(
+            &pg.url(&db),
+            15,
+            &format!(
+                "[server]\nshutdown_grace_secs = 1\n{}",
+                process_validator(&program, "timeout_ms = 60000\nmax_concurrent = 64")
+            ),
+        ),
+    );
+    let clients: Vec<Client> = (0..30)
+        .map(|i| {
+            let mut c = a.connect();
+            c.send(format!("STORE n{i} v\r\n").as_bytes());
+            c
+        })
+        .collect();
+    eventually("30 reservations", || pending_rows(&pg, &db) == 30);
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit().code(), Some(0), "{}", a.log.all());
+    drop(clients);
+    assert_eq!(pending_rows(&pg, &db), 0, "{}", a.log.all());
+    let b = Server::start(&config(&pg.url(&db), 15, ""));
+    let started = Instant::now();
+    assert_eq!(b.connect().ask("STORE n7 from-b"), "W00T!");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited {:?} for a released name",
+        started.elapsed()
+    );
+}
