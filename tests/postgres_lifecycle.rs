@@ -93,3 +93,27 @@ fn sigterm_releases_every_reservation() {
         started.elapsed()
     );
 }
+
+/// Issue 21, item 16: rows of reservations that lapsed (a killed
+/// front-end's) are deleted by any running front-end, a bounded number per
+/// renewal; live reservations stay.
+#[test]
+fn lapsed_reservation_rows_are_deleted() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sweep");
+    let front = Server::start(&config(&pg.url(&db), 1, ""));
+    pg.psql(
+        &db,
+        "INSERT INTO jnhp_pending (name, owner, lease, expires_at)
+         SELECT convert_to('gone' || i, 'UTF8'), 'gone/1/0', i, now() - interval '1 hour'
+         FROM generate_series(1, 3432) AS i;
+         INSERT INTO jnhp_pending VALUES ('live'::bytea, 'other/2/0', 1, now() + interval '1 hour')",
+    );
+    eventually("the lapsed rows are deleted", || pending_rows(&pg, &db) == 1);
+    assert_eq!(
+        pg.psql(&db, "SELECT owner FROM jnhp_pending"),
+        "other/2/0",
+        "a live reservation was deleted"
+    );
+    front.log.wait_for("deleted 1000 lapsed reservations");
+}
