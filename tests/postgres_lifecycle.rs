@@ -199,3 +199,81 @@ fn renewals_and_finalizes_never_deadlock() {
     let log = pg.server_log();
     assert!(!log.contains("deadlock detected"), "{log}");
 }
+
+/// The admin listener's `/readyz` status.
+fn ready(admin: SocketAddr) -> u16 {
+    common::get(admin, "/readyz").0
+}
+
+/// Issue 21, item 11: a column's type changed under a running front-end
+/// (`ALTER TABLE jnhp_names ALTER value TYPE text`). No task panics; reads
+/// of uncached names get `ERROR storage unavailable`, `/readyz` says not
+/// ready, and the log names the column and both types. With the table put
+/// back, it serves again by itself. A new front-end refuses to start on the
+/// changed table with the same words.
+#[test]
+fn a_changed_column_type_is_a_clear_error_not_a_panic() {
+    let pg = Postgres::start();
+    let db = pg.create_db("altered");
+    let front = Server::start(&config(
+        &pg.url(&db),
+        15,
+        "[admin]\nlisten = [\"127.0.0.1:0\"]\n",
+    ));
+    let admin = common::admin_addr(&front);
+    pg.psql(
+        &db,
+        "INSERT INTO jnhp_names (name, value, stored_by, write_id) VALUES ('x', 'vx', 'psql', 1)",
+    );
+    pg.psql(
+        &db,
+        "ALTER TABLE jnhp_names ALTER value TYPE text USING encode(value, 'escape')",
+    );
+    let mut c = front.connect();
+    assert_eq!(c.ask("GET x"), "ERROR storage unavailable");
+    eventually("not ready", || ready(admin) == 503);
+    front
+        .log
+        .wait_for("column jnhp_names.value is text; jnhpd needs bytea");
+    assert!(!front.log.all().contains("panicked"), "{}", front.log.all());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(&path, config(&pg.url(&db), 15, "")).unwrap();
+    let (code, out) = common::start_fails(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("column jnhp_names.value is text; jnhpd needs bytea"),
+        "{out}"
+    );
+
+    pg.psql(
+        &db,
+        "ALTER TABLE jnhp_names ALTER value TYPE bytea USING convert_to(value, 'UTF8')",
+    );
+    eventually("serving again", || c.ask("GET x") == "vx");
+    eventually("ready again", || ready(admin) == 200);
+    assert!(!front.log.all().contains("panicked"), "{}", front.log.all());
+}
+
+/// Issue 21, item 11: the names table dropped under a running front-end:
+/// a clear error in the log, not ready, no panic.
+#[test]
+fn a_dropped_table_is_a_clear_error_not_a_panic() {
+    let pg = Postgres::start();
+    let db = pg.create_db("dropped");
+    let front = Server::start(&config(
+        &pg.url(&db),
+        15,
+        "[admin]\nlisten = [\"127.0.0.1:0\"]\n",
+    ));
+    let admin = common::admin_addr(&front);
+    let mut c = front.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    pg.psql(&db, "DROP TABLE jnhp_names");
+    assert_eq!(c.ask("GET b"), "ERROR storage unavailable");
+    assert_eq!(c.ask("STORE b 2"), "ERROR storage unavailable");
+    eventually("not ready", || ready(admin) == 503);
+    front.log.wait_for("table jnhp_names does not exist");
+    assert!(!front.log.all().contains("panicked"), "{}", front.log.all());
+}

@@ -32,6 +32,7 @@ use tokio::time::{Duration, Instant};
 use tokio_postgres::AsyncMessage;
 
 use super::pool::{Conn, Manager, Pool, Pooled};
+use super::schema::check_columns;
 use super::sql::Sql;
 use super::target::{Credentials, Target};
 use super::{PgError, PostgresSettings, describe};
@@ -89,6 +90,12 @@ impl Namespace {
             let reason = match attempt {
                 Ok(Ok(client)) => {
                     ensure_schema(&client, &sql, target.server()).await?;
+                    check_columns(&client, &sql)
+                        .await
+                        .map_err(|e| PgError::Schema {
+                            server: target.server().to_string(),
+                            reason: e.to_string(),
+                        })?;
                     break;
                 }
                 Ok(Err(err)) => describe(&err),
@@ -112,6 +119,7 @@ impl Namespace {
             target: target.clone(),
             credentials: credentials.clone(),
             sql: sql.clone(),
+            schema_logged: Default::default(),
         };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
@@ -150,7 +158,7 @@ impl Namespace {
         self.pool.get().await.map_err(|e| PgError::Query {
             server: self.server().to_string(),
             reason: match e {
-                deadpool::managed::PoolError::Backend(e) => describe(&e),
+                deadpool::managed::PoolError::Backend(e) => e.to_string(),
                 other => other.to_string(),
             },
         })
@@ -609,14 +617,7 @@ impl<T: Send + 'static> Engine<T> {
             let result = with_connection(&pool, limit, |conn| async move {
                 let names: Vec<&[u8]> = names.iter().map(|n| &n[..]).collect();
                 let rows = conn.client.query(&conn.look_up, &[&names]).await?;
-                Ok(rows
-                    .iter()
-                    .map(|row| {
-                        let name: &[u8] = row.get(0);
-                        let value: &[u8] = row.get(1);
-                        (Bytes::copy_from_slice(name), Bytes::copy_from_slice(value))
-                    })
-                    .collect())
+                rows.iter().map(name_and_value).collect()
             })
             .await;
             let took = started.elapsed();
@@ -1033,7 +1034,7 @@ where
     let no_answer = || format!("no answer within {} ms", limit.as_millis());
     let conn = match tokio::time::timeout(limit, pool.get()).await {
         Ok(Ok(conn)) => Arc::new(conn),
-        Ok(Err(deadpool::managed::PoolError::Backend(err))) => return Err(describe(&err)),
+        Ok(Err(deadpool::managed::PoolError::Backend(err))) => return Err(err.to_string()),
         Ok(Err(err)) => return Err(err.to_string()),
         Err(_) => return Err(no_answer()),
     };
@@ -1048,6 +1049,14 @@ where
         drop(Pooled::take(conn));
     }
     result
+}
+
+/// A looked-up row. `try_get`: a row jnhpd cannot read (a NULL value put
+/// there by hand) fails the read with an error instead of panicking.
+fn name_and_value(row: &tokio_postgres::Row) -> Result<(Bytes, Bytes), tokio_postgres::Error> {
+    let name: &[u8] = row.try_get(0)?;
+    let value: &[u8] = row.try_get(1)?;
+    Ok((Bytes::copy_from_slice(name), Bytes::copy_from_slice(value)))
 }
 
 /// Deletes up to [`SWEEP_ROWS`] lapsed reservations, any front-end's:
