@@ -22,6 +22,7 @@ use crate::config::{Config, ListenAddr};
 use crate::connection::Shared;
 use crate::datafile::DataFile;
 use crate::metrics::{Metrics, StoreKind};
+use crate::not_ready::NotReady;
 use crate::shutdown::Shutdown;
 use crate::store::{Entries, StoreHandle, StoreTask};
 use crate::tls::Acceptor;
@@ -38,9 +39,14 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// Binds one listening socket per address a listen entry resolves to (IPv6
+/// Binds one socket per address a listen entry resolves to (IPv6
 /// sockets are IPv6-only, so `[::]:8111` and `0.0.0.0:8111` can both be
 /// listed, and `localhost:8111` can bind both 127.0.0.1 and ::1).
+///
+/// Bound, not yet listening: [`Server::start`] listens once it can serve,
+/// so a client that connects earlier is refused at once rather than left
+/// waiting for a reply (`crate::not_ready`). A busy port is still found
+/// here, by `bind`.
 pub fn bind(addrs: &[ListenAddr]) -> Result<Vec<std::net::TcpListener>, BindError> {
     let mut listeners = Vec::new();
     for listen in addrs {
@@ -67,7 +73,6 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
     Ok(socket.into())
 }
 
@@ -188,7 +193,13 @@ impl Server {
         let metrics = Metrics::new(store_kind(&config));
         metrics.set_validators(chain.stats());
         let (chain_tx, chain_rx) = watch::channel(Arc::new(chain));
+        // Until the store is open, no client waits unanswered on a port.
+        let not_ready = NotReady::answer(listeners.plain).map_err(StartError::Serve)?;
         let (store, store_task, credentials) = open_store(&config, &metrics).await?;
+        let plain = not_ready.ready().await.map_err(StartError::Serve)?;
+        for socket in listeners.tls.iter().chain(&listeners.admin) {
+            crate::not_ready::listen(socket).map_err(StartError::Serve)?;
+        }
         let shutdown = Shutdown::default();
         let shared = Arc::new(Shared {
             store,
@@ -199,8 +210,7 @@ impl Server {
             metrics: metrics.clone(),
         });
         let mut sockets = Vec::new();
-        for (listener, tls) in listeners
-            .plain
+        for (listener, tls) in plain
             .into_iter()
             .map(|l| (l, None))
             .chain(listeners.tls.into_iter().map(|l| (l, tls.clone())))

@@ -277,3 +277,127 @@ fn a_dropped_table_is_a_clear_error_not_a_panic() {
     front.log.wait_for("table jnhp_names does not exist");
     assert!(!front.log.all().contains("panicked"), "{}", front.log.all());
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config file in `dir` for a database that is down at start (jnhpd
+/// retries for up to a minute).
+fn waiting_config(dir: &Path, pg: &Postgres, db: &str) -> std::path::PathBuf {
+    let path = dir.join("jnhp.toml");
+    std::fs::write(
+        &path,
+        config(&pg.url(db), 15, "")
+            .replace("connect_timeout_secs = 10", "connect_timeout_secs = 60"),
+    )
+    .unwrap();
+    path
+}
+
+/// Issue 21, item 12, a port jnhpd binds itself: while PostgreSQL cannot
+/// be reached at start, connecting to the client port is refused at once
+/// (no client sits connected without a reply), the retries are logged
+/// with back-off (not four lines a second), and once PostgreSQL is there
+/// the port serves.
+#[test]
+fn the_port_refuses_clients_until_the_database_is_reached() {
+    let pg = Postgres::start();
+    let db = pg.create_db("early");
+    pg.stop_immediate();
+    let dir = tempfile::tempdir().unwrap();
+    let path = waiting_config(dir.path(), &pg, &db);
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(&path)
+        .args(["--listen", &addr.to_string()]);
+    let (mut child, log) = Server::launch(cmd);
+    let first = Instant::now();
+    log.wait_for("cannot reach");
+    let refused = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+    assert_eq!(
+        refused.as_ref().map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "connected before jnhpd could serve: {refused:?}"
+    );
+    // Five attempts logged: at 0.25 s, 0.5 s, 1 s, 2 s apart (0.25 s each
+    // before: 1 s for five).
+    eventually("five retry lines", || log.count("cannot reach") >= 5);
+    assert!(
+        first.elapsed() >= Duration::from_millis(3500),
+        "five retry lines within {:?}:\n{}",
+        first.elapsed(),
+        log.all()
+    );
+    pg.start_again();
+    log.wait_for("listening on");
+    assert_eq!(Client::connect(addr).ask("STORE e 1"), "W00T!");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Issue 21, item 12, a socket handed over by systemd (already listening,
+/// its backlog systemd's): while PostgreSQL cannot be reached at start, a
+/// client is answered `ERROR storage unavailable` at once and closed; once
+/// PostgreSQL is there the same socket serves.
+#[test]
+fn a_socket_from_systemd_answers_until_the_database_is_reached() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let pg = Postgres::start();
+    let db = pg.create_db("early2");
+    pg.stop_immediate();
+    let dir = tempfile::tempdir().unwrap();
+    let path = waiting_config(dir.path(), &pg, &db);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = std::process::Command::new("sh");
+    // As systemd does: the socket at fd 3, LISTEN_PID naming the process.
+    cmd.arg("-c")
+        .arg(format!(
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\" {}",
+            if fd == 3 {
+                String::new()
+            } else {
+                format!("3<&{fd} {fd}<&-")
+            }
+        ))
+        .arg(common::bin())
+        .arg("--config")
+        .arg(&path);
+    // SAFETY: fcntl is async-signal-safe; it only lets the listener be
+    // inherited by the shell.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::fcntl::fcntl(
+                std::os::fd::BorrowedFd::borrow_raw(fd),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .map(drop)
+            .map_err(std::io::Error::from)
+        });
+    }
+    let (mut child, log) = Server::launch(cmd);
+    drop(listener);
+    log.wait_for("cannot reach");
+    let mut early = Client::connect(addr);
+    early
+        .stream()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    early.send(b"GET x\r\n");
+    assert_eq!(early.reply(), "ERROR storage unavailable");
+    assert!(early.is_closed_by_server());
+    pg.start_again();
+    log.wait_for("listening on");
+    assert_eq!(Client::connect(addr).ask("STORE s 1"), "W00T!");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -50,6 +50,11 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// again (the two clocks, ours and the database's, need not agree).
 const EXPIRY_SLACK: Duration = Duration::from_millis(50);
 
+/// The pause after the first failed connection attempt at start; it
+/// doubles after each further one, up to [`CONNECT_PAUSE_MAX`].
+const CONNECT_PAUSE_FIRST: Duration = Duration::from_millis(250);
+const CONNECT_PAUSE_MAX: Duration = Duration::from_secs(4);
+
 /// How long the engine may take to stop once the store has closed it:
 /// half for statements in flight, the rest for releasing reservations.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
@@ -80,6 +85,7 @@ impl Namespace {
         let target = Target::parse(&settings.url)?;
         let sql = Arc::new(Sql::new(&settings.table_prefix));
         let deadline = Instant::now() + settings.connect_timeout;
+        let mut pause = CONNECT_PAUSE_FIRST;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let attempt = tokio::time::timeout(
@@ -109,11 +115,16 @@ impl Namespace {
                     reason,
                 });
             }
+            let wait = left.min(pause);
             log::info!(
-                "postgres: cannot reach {} yet ({reason}); retrying",
-                target.server()
+                "postgres: cannot reach {} yet ({reason}); retrying in {} ms",
+                target.server(),
+                wait.as_millis()
             );
-            tokio::time::sleep(left.min(Duration::from_millis(250))).await;
+            tokio::time::sleep(wait).await;
+            // Back-off: a database that stays away costs a line every few
+            // seconds, not four a second.
+            pause = (pause * 2).min(CONNECT_PAUSE_MAX);
         }
         let manager = Manager {
             target: target.clone(),
