@@ -195,12 +195,12 @@ impl Server {
         let (chain_tx, chain_rx) = watch::channel(Arc::new(chain));
         // Until the store is open, no client waits unanswered on a port.
         let not_ready = NotReady::answer(listeners.plain).map_err(StartError::Serve)?;
-        let (store, store_task, credentials) = open_store(&config, &metrics).await?;
+        let shutdown = Shutdown::default();
+        let (store, store_task, credentials) = open_store(&config, &metrics, &shutdown).await?;
         let plain = not_ready.ready().await.map_err(StartError::Serve)?;
         for socket in listeners.tls.iter().chain(&listeners.admin) {
             crate::not_ready::listen(socket).map_err(StartError::Serve)?;
         }
-        let shutdown = Shutdown::default();
         let shared = Arc::new(Shared {
             store,
             limits: config.server.limits(),
@@ -453,6 +453,7 @@ fn describe_store(config: &Config) -> String {
 async fn open_store(
     config: &Config,
     metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
 ) -> Result<(StoreHandle, StoreTask, Option<crate::postgres::Credentials>), StartError> {
     if let Some(pg) = &config.storage.postgres {
         let credentials = crate::postgres::Credentials::load(&pg.password_file, &pg.url)
@@ -465,7 +466,7 @@ async fn open_store(
             namespace.server(),
             namespace.owner()
         );
-        let backend = namespace.into_backend(metrics.clone());
+        let backend = namespace.into_backend(metrics.clone(), shutdown.expired.clone());
         let (store, task) =
             StoreHandle::spawn_with(Entries::default(), Some(backend), metrics.clone()).map_err(
                 |e| StartError::Storage(format!("cannot start the PostgreSQL engine: {e}")),

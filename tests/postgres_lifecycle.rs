@@ -401,3 +401,80 @@ fn a_socket_from_systemd_answers_until_the_database_is_reached() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Issue 21, item 16: a busy front-end whose PostgreSQL stopped answering
+/// (a session holds an exclusive lock on the names table), with
+/// `request_timeout_ms = 30000`, gets SIGTERM with a 1 s grace period. At
+/// the end of the grace its STOREs are answered `ERROR storage
+/// unavailable`, and it exits within the grace plus the 2 s that
+/// operations.md adds for releasing reservations (plus 1 s of slack), not
+/// after the request timeout (30 s before; 9 s while the store still
+/// waited for the engine).
+#[test]
+fn a_busy_front_end_stops_within_the_documented_bound() {
+    let pg = Postgres::start();
+    let db = pg.create_db("stop");
+    let mut front = Server::start(
+        &config(&pg.url(&db), 15, "[server]\nshutdown_grace_secs = 1\n")
+            .replace("request_timeout_ms = 3000", "request_timeout_ms = 30000"),
+    );
+    let mut c = front.connect();
+    assert_eq!(c.ask("STORE warm 1"), "W00T!");
+    // Holds the lock until the test ends (the server is stopped when
+    // dropped, which ends the session).
+    let mut psql = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "(echo 'BEGIN; LOCK TABLE jnhp_names IN ACCESS EXCLUSIVE MODE;'; \
+             echo \"SELECT 'locked';\"; sleep 120) | \
+             $(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/psql -X -q -A -t \
+             -h {} -p {} -U postgres -d {db}",
+            pg.dir.display(),
+            pg.port
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(psql.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    let addr = front.addr();
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                c.send(format!("STORE busy{i} v\r\nGET other{i}\r\n").as_bytes());
+                c.read_to_end_or_reset()
+            })
+        })
+        .collect();
+    eventually("the STOREs wait on the lock", || {
+        pg.psql(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+        )
+        .parse::<u32>()
+        .unwrap()
+            >= 1
+    });
+    let stopping = Instant::now();
+    front.signal(Signal::SIGTERM);
+    assert_eq!(front.wait_exit().code(), Some(0), "{}", front.log.all());
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(1 + 2 + 1),
+        "stopped after {took:?}:\n{}",
+        front.log.all()
+    );
+    for client in clients {
+        let got = client.join().unwrap();
+        assert!(
+            got.starts_with(b"ERROR storage unavailable\r\n"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let _ = psql.kill();
+    let _ = psql.wait();
+}

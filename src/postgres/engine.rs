@@ -40,6 +40,7 @@ use crate::backend::{
     Backend, Event, Found, Lease, Outcome, Record, Reserved, Shared, Sink, Start, Written,
 };
 use crate::metrics::Metrics;
+use crate::shutdown::Flag;
 use crate::store::STORAGE_UNAVAILABLE;
 use crate::timer::sleep_until_or_never;
 
@@ -131,6 +132,7 @@ impl Namespace {
             credentials: credentials.clone(),
             sql: sql.clone(),
             schema_logged: Default::default(),
+            closing: Default::default(),
         };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
@@ -175,8 +177,11 @@ impl Namespace {
         })
     }
 
-    /// The store's backend: the engine starts with the store.
-    pub fn into_backend<T: Send + 'static>(self, metrics: Arc<Metrics>) -> Start<T> {
+    /// The store's backend: the engine starts with the store. Once
+    /// `expired` (the shutdown's grace period is over) is raised, nothing
+    /// waits for PostgreSQL any more: statements running are abandoned and
+    /// every request still open is answered `ERROR storage unavailable`.
+    pub fn into_backend<T: Send + 'static>(self, metrics: Arc<Metrics>, expired: Flag) -> Start<T> {
         Box::new(move |sink: Sink<T>| {
             let (requests, request_rx) = mpsc::unbounded_channel();
             let (notices, notice_rx) = mpsc::unbounded_channel();
@@ -190,6 +195,8 @@ impl Namespace {
             let engine = Engine {
                 max_writers: (self.settings.pool_size / 2).max(1),
                 settings: self.settings,
+                target: self.target,
+                credentials: self.credentials,
                 pool: self.pool,
                 sql: self.sql,
                 owner: self.owner,
@@ -205,10 +212,11 @@ impl Namespace {
                 jobs: JoinSet::new(),
                 writing: 0,
                 renew_due: false,
+                closing: false,
                 available: true,
                 metrics,
             };
-            let engine = tokio::spawn(engine.run(request_rx, notice_rx, listener));
+            let engine = tokio::spawn(engine.run(request_rx, notice_rx, listener, expired));
             Ok(Box::new(PgBackend {
                 requests,
                 engine: Some(engine),
@@ -429,6 +437,9 @@ struct AcquireRow {
 
 struct Engine<T> {
     settings: PostgresSettings,
+    /// For the release at shutdown (see `close`).
+    target: Target,
+    credentials: Credentials,
     pool: Pool,
     sql: Arc<Sql>,
     owner: Arc<str>,
@@ -450,6 +461,8 @@ struct Engine<T> {
     writing: usize,
     max_writers: usize,
     renew_due: bool,
+    /// The grace period is over: no retries, no waiting.
+    closing: bool,
     /// Whether the last statement succeeded (to log changes, not each
     /// failure).
     available: bool,
@@ -462,6 +475,7 @@ impl<T: Send + 'static> Engine<T> {
         mut requests: mpsc::UnboundedReceiver<Request<T>>,
         mut notices: mpsc::UnboundedReceiver<Notice>,
         listener: tokio::task::JoinHandle<()>,
+        expired: Flag,
     ) {
         let mut renew = tokio::time::interval(self.settings.lease / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -489,6 +503,7 @@ impl<T: Send + 'static> Engine<T> {
                 },
                 Some(notice) = notices.recv() => self.notice(notice),
                 () = sleep_until_or_never(wake) => self.wake_due(),
+                () = expired.raised(), if !self.closing => self.expire(),
                 _ = renew.tick() => self.renew_due = true,
             }
         }
@@ -517,14 +532,27 @@ impl<T: Send + 'static> Engine<T> {
             self.jobs.abort_all();
         }
         let left = until.saturating_duration_since(Instant::now());
-        let (sql, owner) = (self.sql.clone(), self.owner.clone());
-        let released = with_connection(&self.pool, left, |conn| async move {
-            conn.client
-                .query_one(&sql.release_all, &[&&*owner, &sql.channel])
-                .await?
-                .try_get::<_, i64>(0)
-        })
-        .await;
+        let (sql, owner) = (&self.sql, &*self.owner);
+        // A connection of its own, not a pooled one: past the grace period
+        // `with_connection` abandons every statement, and a new pooled
+        // connection prepares statements on the names table, which waits
+        // for whatever holds that table.
+        let (target, credentials) = (&self.target, &self.credentials);
+        let release = async {
+            let client = target
+                .connect(credentials)
+                .await
+                .map_err(|e| describe(&e))?;
+            let row = client
+                .query_one(&sql.release_all, &[&owner, &sql.channel])
+                .await
+                .map_err(|e| describe(&e))?;
+            row.try_get::<_, i64>(0).map_err(|e| describe(&e))
+        };
+        let released = match tokio::time::timeout(left, release).await {
+            Ok(released) => released,
+            Err(_) => Err(format!("no answer within {} ms", left.as_millis())),
+        };
         match released {
             Ok(0) => {}
             Ok(count) => log::info!("postgres: released {count} reservations at shutdown"),
@@ -532,6 +560,23 @@ impl<T: Send + 'static> Engine<T> {
                 "postgres: could not release reservations at shutdown ({reason}); they lapse in {} s",
                 self.settings.lease.as_secs()
             ),
+        }
+    }
+
+    /// The grace period is over: abandons the statements running (their
+    /// requests come back failed) and answers everything queued, waiting
+    /// or parked now, so the store settles at once.
+    fn expire(&mut self) {
+        self.closing = true;
+        self.pool.manager().closing.cancel();
+        let mut items: Vec<Item<T>> = Vec::new();
+        items.extend(self.inserts.drain(..).map(Item::Insert));
+        items.extend(self.acquires.drain(..).map(Item::Acquire));
+        items.extend(self.lookups.drain(..).map(Item::LookUp));
+        items.extend(self.delayed.drain(..).map(|(_, item)| item));
+        items.extend(self.parked.drain().map(|(_, (_, item))| item));
+        for item in items {
+            self.retry(item);
         }
     }
 
@@ -752,6 +797,11 @@ impl<T: Send + 'static> Engine<T> {
     }
 
     fn note(&mut self, result: Result<(), &str>) {
+        if self.closing {
+            // Statements fail because they were abandoned, not because
+            // PostgreSQL is away.
+            return;
+        }
         match result {
             Ok(()) if !self.available => {
                 log::info!("postgres: reachable again");
@@ -912,6 +962,9 @@ impl<T: Send + 'static> Engine<T> {
             // Only STOREs and reservations wait for a name.
             Item::LookUp(_) | Item::Release(..) => return self.retry(item),
         };
+        if self.closing {
+            return self.retry(item);
+        }
         let secs = secs.clamp(0.0, self.settings.lease.as_secs_f64() + 1.0);
         let at = Instant::now() + Duration::from_secs_f64(secs) + EXPIRY_SLACK;
         self.parked.insert(name, (at, item));
@@ -927,7 +980,7 @@ impl<T: Send + 'static> Engine<T> {
             Item::LookUp(lookup) => lookup.deadline,
             Item::Release(_, deadline) => *deadline,
         };
-        if now + RETRY_PAUSE < deadline {
+        if now + RETRY_PAUSE < deadline && !self.closing {
             self.delayed.push((now + RETRY_PAUSE, item));
             return;
         }
@@ -1043,17 +1096,29 @@ where
 {
     let started = Instant::now();
     let no_answer = || format!("no answer within {} ms", limit.as_millis());
-    let conn = match tokio::time::timeout(limit, pool.get()).await {
+    // Past the shutdown's grace period nothing waits for PostgreSQL.
+    let closing = pool.manager().closing.clone();
+    let abandoned = || "abandoned at shutdown".to_string();
+    let got = tokio::select! {
+        got = tokio::time::timeout(limit, pool.get()) => got,
+        () = closing.cancelled() => return Err(abandoned()),
+    };
+    let conn = match got {
         Ok(Ok(conn)) => Arc::new(conn),
         Ok(Err(deadpool::managed::PoolError::Backend(err))) => return Err(err.to_string()),
         Ok(Err(err)) => return Err(err.to_string()),
         Err(_) => return Err(no_answer()),
     };
     let left = limit.saturating_sub(started.elapsed());
-    let result = match tokio::time::timeout(left, work(conn.clone())).await {
-        Ok(Ok(result)) => return Ok(result),
-        Ok(Err(err)) => Err(describe(&err)),
-        Err(_) => Err(no_answer()),
+    let worked = tokio::select! {
+        worked = tokio::time::timeout(left, work(conn.clone())) => Some(worked),
+        () = closing.cancelled() => None,
+    };
+    let result = match worked {
+        Some(Ok(Ok(result))) => return Ok(result),
+        Some(Ok(Err(err))) => Err(describe(&err)),
+        Some(Err(_)) => Err(no_answer()),
+        None => Err(abandoned()),
     };
     // The work (and its clone) is gone: this is the only handle left.
     if let Ok(conn) = Arc::try_unwrap(conn) {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use tokio_postgres::{Client, Statement};
+use tokio_util::sync::CancellationToken;
 
 use super::schema::{SchemaError, check_columns};
 use super::sql::Sql;
@@ -36,6 +37,9 @@ pub struct Manager {
     /// When a wrong table was last logged (once per [`SCHEMA_LOG_EVERY`],
     /// not once per connection attempt).
     pub schema_logged: Mutex<Option<Instant>>,
+    /// Cancelled when the shutdown's grace period is over: statements
+    /// still running are then abandoned (`engine::with_connection`).
+    pub closing: CancellationToken,
 }
 
 /// How often a table that changed under a running jnhpd is logged again.
