@@ -77,10 +77,10 @@ impl NotReady {
 
     /// jnhpd can serve: stops answering, listens on the sockets that were
     /// only bound, and hands all of them back in their order.
-    pub async fn ready(self) -> io::Result<Vec<std::net::TcpListener>> {
+    pub async fn ready(mut self) -> io::Result<Vec<std::net::TcpListener>> {
         self.stop.cancel();
         let mut sockets = Vec::new();
-        for waiting in self.sockets {
+        for waiting in std::mem::take(&mut self.sockets) {
             sockets.push(match waiting {
                 Waiting::Bound(socket) => {
                     listen(&socket)?;
@@ -90,6 +90,14 @@ impl NotReady {
             });
         }
         Ok(sockets)
+    }
+}
+
+impl Drop for NotReady {
+    /// A start that failed: the answering tasks stop (and close their
+    /// sockets) rather than answer for a server that will never serve.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
@@ -105,21 +113,24 @@ pub fn listen(socket: &std::net::TcpListener) -> io::Result<()> {
 
 /// Sends `ERROR storage unavailable` and closes, after reading briefly
 /// what the client sent (closing with unread input would reset the
-/// connection, and the reply could be lost).
-fn refuse(stream: tokio::net::TcpStream, slots: &Arc<Semaphore>) {
+/// connection, and the reply could be lost). Bounded: at most
+/// [`LINGERING`] such connections at a time, each for [`LINGER`]; past
+/// that, the reply is tried once without waiting and the connection
+/// closed.
+fn refuse(mut stream: tokio::net::TcpStream, slots: &Arc<Semaphore>) {
     let mut reply = Vec::new();
     Reply::ServerError(STORAGE_UNAVAILABLE).encode(&mut reply);
-    // A fresh socket's send buffer holds one short line.
-    let _ = stream.try_write(&reply);
     let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let _ = stream.try_write(&reply);
         return;
     };
     tokio::spawn(async move {
-        let mut stream = stream;
-        let _ = stream.shutdown().await;
-        let mut sink = [0u8; 4096];
         let _ = tokio::time::timeout(LINGER, async {
-            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            stream.write_all(&reply).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            io::Result::Ok(())
         })
         .await;
         drop(slot);

@@ -34,7 +34,7 @@ pub struct Manager {
     pub target: Target,
     pub credentials: Credentials,
     pub sql: Arc<Sql>,
-    /// When a wrong table was last logged (once per [`SCHEMA_LOG_EVERY`],
+    /// When a wrong table was last logged (once per `SCHEMA_LOG_EVERY`,
     /// not once per connection attempt).
     pub schema_logged: Mutex<Option<Instant>>,
     /// Cancelled when the shutdown's grace period is over: statements
