@@ -36,6 +36,7 @@ pub mod logging;
 /// The wire format and framer (the `jnhp-wire` crate).
 pub use jnhp_wire as protocol;
 pub mod metrics;
+mod not_ready;
 pub mod postgres;
 pub mod server;
 pub mod shutdown;

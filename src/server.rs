@@ -22,6 +22,7 @@ use crate::config::{Config, ListenAddr};
 use crate::connection::Shared;
 use crate::datafile::DataFile;
 use crate::metrics::{Metrics, StoreKind};
+use crate::not_ready::NotReady;
 use crate::shutdown::Shutdown;
 use crate::store::{Entries, StoreHandle, StoreTask};
 use crate::tls::Acceptor;
@@ -38,9 +39,14 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// Binds one listening socket per address a listen entry resolves to (IPv6
+/// Binds one socket per address a listen entry resolves to (IPv6
 /// sockets are IPv6-only, so `[::]:8111` and `0.0.0.0:8111` can both be
 /// listed, and `localhost:8111` can bind both 127.0.0.1 and ::1).
+///
+/// Bound, not yet listening: [`Server::start`] listens once it can serve,
+/// so a client that connects earlier is refused at once rather than left
+/// waiting for a reply (`crate::not_ready`). A busy port is still found
+/// here, by `bind`.
 pub fn bind(addrs: &[ListenAddr]) -> Result<Vec<std::net::TcpListener>, BindError> {
     let mut listeners = Vec::new();
     for listen in addrs {
@@ -67,7 +73,6 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
     Ok(socket.into())
 }
 
@@ -188,8 +193,14 @@ impl Server {
         let metrics = Metrics::new(store_kind(&config));
         metrics.set_validators(chain.stats());
         let (chain_tx, chain_rx) = watch::channel(Arc::new(chain));
-        let (store, store_task, credentials) = open_store(&config, &metrics).await?;
+        // Until the store is open, no client waits unanswered on a port.
+        let not_ready = NotReady::answer(listeners.plain).map_err(StartError::Serve)?;
         let shutdown = Shutdown::default();
+        let (store, store_task, credentials) = open_store(&config, &metrics, &shutdown).await?;
+        let plain = not_ready.ready().await.map_err(StartError::Serve)?;
+        for socket in listeners.tls.iter().chain(&listeners.admin) {
+            crate::not_ready::listen(socket).map_err(StartError::Serve)?;
+        }
         let shared = Arc::new(Shared {
             store,
             limits: config.server.limits(),
@@ -199,8 +210,7 @@ impl Server {
             metrics: metrics.clone(),
         });
         let mut sockets = Vec::new();
-        for (listener, tls) in listeners
-            .plain
+        for (listener, tls) in plain
             .into_iter()
             .map(|l| (l, None))
             .chain(listeners.tls.into_iter().map(|l| (l, tls.clone())))
@@ -443,6 +453,7 @@ fn describe_store(config: &Config) -> String {
 async fn open_store(
     config: &Config,
     metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
 ) -> Result<(StoreHandle, StoreTask, Option<crate::postgres::Credentials>), StartError> {
     if let Some(pg) = &config.storage.postgres {
         let credentials = crate::postgres::Credentials::load(&pg.password_file, &pg.url)
@@ -455,7 +466,11 @@ async fn open_store(
             namespace.server(),
             namespace.owner()
         );
-        let backend = namespace.into_backend(metrics.clone(), config.server.limits());
+        let backend = namespace.into_backend(
+            metrics.clone(),
+            config.server.limits(),
+            shutdown.expired.clone(),
+        );
         let (store, task) =
             StoreHandle::spawn_with(Entries::default(), Some(backend), metrics.clone()).map_err(
                 |e| StartError::Storage(format!("cannot start the PostgreSQL engine: {e}")),

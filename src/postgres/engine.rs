@@ -38,6 +38,7 @@ use tokio_postgres::AsyncMessage;
 
 use super::durability::UNCONFIRMED;
 use super::pool::{Conn, Manager, Pool, Pooled};
+use super::schema::check_columns;
 use super::sql::Sql;
 use super::target::{Credentials, Target};
 use super::{PgError, PostgresSettings, describe};
@@ -46,6 +47,7 @@ use crate::backend::{
 };
 use crate::metrics::Metrics;
 use crate::protocol::Limits;
+use crate::shutdown::Flag;
 use crate::store::STORAGE_UNAVAILABLE;
 use crate::timer::sleep_until_or_never;
 
@@ -55,6 +57,18 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long after a blocking reservation's expiry a parked request looks
 /// again (the two clocks, ours and the database's, need not agree).
 const EXPIRY_SLACK: Duration = Duration::from_millis(50);
+
+/// The pause after the first failed connection attempt at start; it
+/// doubles after each further one, up to [`CONNECT_PAUSE_MAX`].
+const CONNECT_PAUSE_FIRST: Duration = Duration::from_millis(250);
+const CONNECT_PAUSE_MAX: Duration = Duration::from_secs(4);
+
+/// How long the engine may take to stop once the store has closed it:
+/// half for statements in flight, the rest for releasing reservations.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Lapsed reservation rows one renewal job deletes at most.
+const SWEEP_ROWS: i64 = 1000;
 
 /// Requests one statement carries at most.
 const MAX_PER_STATEMENT: usize = 2048;
@@ -86,6 +100,7 @@ impl Namespace {
         let target = Target::parse(&settings.url)?;
         let sql = Arc::new(Sql::new(&settings.table_prefix));
         let deadline = Instant::now() + settings.connect_timeout;
+        let mut pause = CONNECT_PAUSE_FIRST;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let attempt = tokio::time::timeout(
@@ -96,6 +111,12 @@ impl Namespace {
             let reason = match attempt {
                 Ok(Ok(client)) => {
                     ensure_schema(&client, &sql, target.server()).await?;
+                    check_columns(&client, &sql)
+                        .await
+                        .map_err(|e| PgError::Schema {
+                            server: target.server().to_string(),
+                            reason: e.to_string(),
+                        })?;
                     break;
                 }
                 Ok(Err(err)) => describe(&err),
@@ -109,16 +130,23 @@ impl Namespace {
                     reason,
                 });
             }
+            let wait = left.min(pause);
             log::info!(
-                "postgres: cannot reach {} yet ({reason}); retrying",
-                target.server()
+                "postgres: cannot reach {} yet ({reason}); retrying in {} ms",
+                target.server(),
+                wait.as_millis()
             );
-            tokio::time::sleep(left.min(Duration::from_millis(250))).await;
+            tokio::time::sleep(wait).await;
+            // Back-off: a database that stays away costs a line every few
+            // seconds, not four a second.
+            pause = (pause * 2).min(CONNECT_PAUSE_MAX);
         }
         let manager = Manager {
             target: target.clone(),
             credentials: credentials.clone(),
             sql: sql.clone(),
+            schema_logged: Default::default(),
+            closing: Default::default(),
         };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
@@ -157,18 +185,22 @@ impl Namespace {
         self.pool.get().await.map_err(|e| PgError::Query {
             server: self.server().to_string(),
             reason: match e {
-                deadpool::managed::PoolError::Backend(e) => describe(&e),
+                deadpool::managed::PoolError::Backend(e) => e.to_string(),
                 other => other.to_string(),
             },
         })
     }
 
     /// The store's backend: the engine starts with the store. `limits`:
-    /// what a value read from the database must meet to be served.
+    /// what a value read from the database must meet to be served. Once
+    /// `expired` (the shutdown's grace period is over) is raised, nothing
+    /// waits for PostgreSQL any more: statements running are abandoned and
+    /// every request still open is answered `ERROR storage unavailable`.
     pub fn into_backend<T: Send + 'static>(
         self,
         metrics: Arc<Metrics>,
         limits: Limits,
+        expired: Flag,
     ) -> Start<T> {
         Box::new(move |sink: Sink<T>| {
             let (requests, request_rx) = mpsc::unbounded_channel();
@@ -183,6 +215,8 @@ impl Namespace {
             let engine = Engine {
                 max_writers: (self.settings.pool_size / 2).max(1),
                 settings: self.settings,
+                target: self.target,
+                credentials: self.credentials,
                 pool: self.pool,
                 sql: self.sql,
                 owner: self.owner,
@@ -198,12 +232,13 @@ impl Namespace {
                 jobs: JoinSet::new(),
                 writing: 0,
                 renew_due: false,
+                closing: false,
                 available: true,
                 metrics,
                 limits,
                 unservable_logged: None,
             };
-            let engine = tokio::spawn(engine.run(request_rx, notice_rx, listener));
+            let engine = tokio::spawn(engine.run(request_rx, notice_rx, listener, expired));
             Ok(Box::new(PgBackend {
                 requests,
                 engine: Some(engine),
@@ -435,6 +470,9 @@ struct AcquireRow {
 
 struct Engine<T> {
     settings: PostgresSettings,
+    /// For the release at shutdown (see `close`).
+    target: Target,
+    credentials: Credentials,
     pool: Pool,
     sql: Arc<Sql>,
     owner: Arc<str>,
@@ -456,6 +494,8 @@ struct Engine<T> {
     writing: usize,
     max_writers: usize,
     renew_due: bool,
+    /// The grace period is over: no retries, no waiting.
+    closing: bool,
     /// Whether the last statement succeeded (to log changes, not each
     /// failure).
     available: bool,
@@ -473,6 +513,7 @@ impl<T: Send + 'static> Engine<T> {
         mut requests: mpsc::UnboundedReceiver<Request<T>>,
         mut notices: mpsc::UnboundedReceiver<Notice>,
         listener: tokio::task::JoinHandle<()>,
+        expired: Flag,
     ) {
         let mut renew = tokio::time::interval(self.settings.lease / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -500,38 +541,80 @@ impl<T: Send + 'static> Engine<T> {
                 },
                 Some(notice) = notices.recv() => self.notice(notice),
                 () = sleep_until_or_never(wake) => self.wake_due(),
+                () = expired.raised(), if !self.closing => self.expire(),
                 _ = renew.tick() => self.renew_due = true,
             }
         }
         listener.abort();
-        // The store has settled what it could; finish what is in flight
-        // (each job is bounded by the request timeout) and give up the
-        // leases still held, so other front-ends need not wait them out.
-        while let Some(done) = self.jobs.join_next().await {
-            if let Ok(Done::Write { inserts, .. }) = &done {
-                for insert in inserts {
-                    if let Some(lease) = insert.record.lease {
-                        self.held.remove(&lease.0);
-                    }
-                }
-            }
+        self.close().await;
+    }
+
+    /// After the store closed it: lets the jobs in flight finish for a
+    /// moment, then gives up every reservation this front-end still has
+    /// in one statement, so other front-ends need not wait them out. The
+    /// store has settled what it could, so nobody waits for an answer any
+    /// more: queued work is dropped, and the whole close is bounded by
+    /// [`CLOSE_PATIENCE`] (docs/operations.md adds it to the shutdown).
+    async fn close(&mut self) {
+        let until = Instant::now() + CLOSE_PATIENCE;
+        let jobs = &mut self.jobs;
+        let finished = tokio::time::timeout_at(until - CLOSE_PATIENCE / 2, async {
+            while jobs.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            log::warn!(
+                "postgres: abandoning {} statements still running at shutdown",
+                self.jobs.len()
+            );
+            self.jobs.abort_all();
         }
-        if !self.held.is_empty() {
-            let leases: Vec<i64> = self.held.drain().collect();
-            let (pool, sql, owner) = (self.pool.clone(), self.sql.clone(), self.owner.clone());
-            let released =
-                with_connection(&pool, self.settings.request_timeout, |conn| async move {
-                    conn.client
-                        .query(&conn.release, &[&leases, &&*owner, &sql.channel])
-                        .await
-                })
-                .await;
-            if let Err(reason) = released {
-                log::warn!(
-                    "postgres: could not release reservations at shutdown ({reason}); they lapse in {} s",
-                    self.settings.lease.as_secs()
-                );
-            }
+        let left = until.saturating_duration_since(Instant::now());
+        let (sql, owner) = (&self.sql, &*self.owner);
+        // A connection of its own, not a pooled one: past the grace period
+        // `with_connection` abandons every statement, and a new pooled
+        // connection prepares statements on the names table, which waits
+        // for whatever holds that table.
+        let (target, credentials) = (&self.target, &self.credentials);
+        let release = async {
+            let client = target
+                .connect(credentials)
+                .await
+                .map_err(|e| describe(&e))?;
+            let row = client
+                .query_one(&sql.release_all, &[&owner, &sql.channel])
+                .await
+                .map_err(|e| describe(&e))?;
+            row.try_get::<_, i64>(0).map_err(|e| describe(&e))
+        };
+        let released = match tokio::time::timeout(left, release).await {
+            Ok(released) => released,
+            Err(_) => Err(format!("no answer within {} ms", left.as_millis())),
+        };
+        match released {
+            Ok(0) => {}
+            Ok(count) => log::info!("postgres: released {count} reservations at shutdown"),
+            Err(reason) => log::warn!(
+                "postgres: could not release reservations at shutdown ({reason}); they lapse in {} s",
+                self.settings.lease.as_secs()
+            ),
+        }
+    }
+
+    /// The grace period is over: abandons the statements running (their
+    /// requests come back failed) and answers everything queued, waiting
+    /// or parked now, so the store settles at once.
+    fn expire(&mut self) {
+        self.closing = true;
+        self.pool.manager().closing.cancel();
+        let mut items: Vec<Item<T>> = Vec::new();
+        items.extend(self.inserts.drain(..).map(Item::Insert));
+        items.extend(self.acquires.drain(..).map(Item::Acquire));
+        items.extend(self.lookups.drain(..).map(Item::LookUp));
+        items.extend(self.delayed.drain(..).map(|(_, item)| item));
+        items.extend(self.parked.drain().map(|(_, (_, item))| item));
+        for item in items {
+            self.retry(item);
         }
     }
 
@@ -598,10 +681,9 @@ impl<T: Send + 'static> Engine<T> {
                 started = true;
             }
             if self.renew_due && self.jobs.len() < size {
+                // Even with no lease held: the job also sweeps lapsed rows.
                 self.renew_due = false;
-                if !self.held.is_empty() {
-                    self.start_renew();
-                }
+                self.start_renew();
             }
             if !started {
                 return;
@@ -631,14 +713,7 @@ impl<T: Send + 'static> Engine<T> {
                 let warnings = conn.durability.warnings.count();
                 let rows = conn.client.query(&conn.look_up, &[&names]).await?;
                 Ok(ReadRows {
-                    found: rows
-                        .iter()
-                        .map(|row| {
-                            let name: &[u8] = row.get(0);
-                            let value: &[u8] = row.get(1);
-                            (Bytes::copy_from_slice(name), Bytes::copy_from_slice(value))
-                        })
-                        .collect(),
+                    found: rows.iter().map(name_and_value).collect::<Result<_, _>>()?,
                     unconfirmed: conn.durability.warnings.since(warnings),
                 })
             })
@@ -706,15 +781,18 @@ impl<T: Send + 'static> Engine<T> {
 
     fn start_renew(&mut self) {
         let leases: Vec<i64> = self.held.iter().copied().collect();
-        let (pool, owner) = (self.pool.clone(), self.owner.clone());
+        let (pool, owner, sql) = (self.pool.clone(), self.owner.clone(), self.sql.clone());
         let secs = self.settings.lease.as_secs_f64();
         let limit = self.settings.request_timeout;
         self.jobs.spawn(async move {
             let started = Instant::now();
             let renewed = with_connection(&pool, limit, |conn| async move {
-                conn.client
-                    .execute(&conn.renew, &[&leases, &&*owner, &secs])
-                    .await
+                if !leases.is_empty() {
+                    conn.client
+                        .execute(&conn.renew, &[&leases, &&*owner, &secs])
+                        .await?;
+                }
+                sweep(&conn, &sql).await
             })
             .await;
             if let Err(reason) = &renewed {
@@ -761,6 +839,11 @@ impl<T: Send + 'static> Engine<T> {
     }
 
     fn note(&mut self, result: Result<(), &str>) {
+        if self.closing {
+            // Statements fail because they were abandoned, not because
+            // PostgreSQL is away.
+            return;
+        }
         match result {
             Ok(()) if !self.available => {
                 log::info!("postgres: reachable again");
@@ -1001,6 +1084,9 @@ impl<T: Send + 'static> Engine<T> {
             // Only STOREs and reservations wait for a name.
             Item::LookUp(_) | Item::Release(..) => return self.retry(item),
         };
+        if self.closing {
+            return self.retry(item);
+        }
         let secs = secs.clamp(0.0, self.settings.lease.as_secs_f64() + 1.0);
         let at = Instant::now() + Duration::from_secs_f64(secs) + EXPIRY_SLACK;
         self.parked.insert(name, (at, item));
@@ -1016,7 +1102,7 @@ impl<T: Send + 'static> Engine<T> {
             Item::LookUp(lookup) => lookup.deadline,
             Item::Release(_, deadline) => *deadline,
         };
-        if now + RETRY_PAUSE < deadline {
+        if now + RETRY_PAUSE < deadline && !self.closing {
             self.delayed.push((now + RETRY_PAUSE, item));
             return;
         }
@@ -1132,23 +1218,53 @@ where
 {
     let started = Instant::now();
     let no_answer = || format!("no answer within {} ms", limit.as_millis());
-    let conn = match tokio::time::timeout(limit, pool.get()).await {
+    // Past the shutdown's grace period nothing waits for PostgreSQL.
+    let closing = pool.manager().closing.clone();
+    let abandoned = || "abandoned at shutdown".to_string();
+    let got = tokio::select! {
+        got = tokio::time::timeout(limit, pool.get()) => got,
+        () = closing.cancelled() => return Err(abandoned()),
+    };
+    let conn = match got {
         Ok(Ok(conn)) => Arc::new(conn),
-        Ok(Err(deadpool::managed::PoolError::Backend(err))) => return Err(describe(&err)),
+        Ok(Err(deadpool::managed::PoolError::Backend(err))) => return Err(err.to_string()),
         Ok(Err(err)) => return Err(err.to_string()),
         Err(_) => return Err(no_answer()),
     };
     let left = limit.saturating_sub(started.elapsed());
-    let result = match tokio::time::timeout(left, work(conn.clone())).await {
-        Ok(Ok(result)) => return Ok(result),
-        Ok(Err(err)) => Err(describe(&err)),
-        Err(_) => Err(no_answer()),
+    let worked = tokio::select! {
+        worked = tokio::time::timeout(left, work(conn.clone())) => Some(worked),
+        () = closing.cancelled() => None,
+    };
+    let result = match worked {
+        Some(Ok(Ok(result))) => return Ok(result),
+        Some(Ok(Err(err))) => Err(describe(&err)),
+        Some(Err(_)) => Err(no_answer()),
+        None => Err(abandoned()),
     };
     // The work (and its clone) is gone: this is the only handle left.
     if let Ok(conn) = Arc::try_unwrap(conn) {
         drop(Pooled::take(conn));
     }
     result
+}
+
+/// A looked-up row. `try_get`: a row jnhpd cannot read (a NULL value put
+/// there by hand) fails the read with an error instead of panicking.
+fn name_and_value(row: &tokio_postgres::Row) -> Result<(Bytes, Bytes), tokio_postgres::Error> {
+    let name: &[u8] = row.try_get(0)?;
+    let value: &[u8] = row.try_get(1)?;
+    Ok((Bytes::copy_from_slice(name), Bytes::copy_from_slice(value)))
+}
+
+/// Deletes up to [`SWEEP_ROWS`] lapsed reservations, any front-end's:
+/// nothing else ever deletes the rows of a front-end that was killed.
+async fn sweep(conn: &Conn, sql: &Sql) -> Result<u64, tokio_postgres::Error> {
+    let swept = conn.client.execute(&sql.sweep, &[&SWEEP_ROWS]).await?;
+    if swept > 0 {
+        log::info!("postgres: deleted {swept} lapsed reservations");
+    }
+    Ok(swept)
 }
 
 /// The arrays of a STORE statement.

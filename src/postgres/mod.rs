@@ -11,7 +11,8 @@
 //! deleting the lease NOTIFYs front-ends whose STOREs of the name wait.
 //!
 //! The modules: [`target`] (the URL, `sslmode`, the password), [`sql`]
-//! (tables and statements), [`pool`] (connections with their statements
+//! (tables and statements), [`schema`] (the columns jnhpd needs, checked
+//! on every connection), [`pool`] (connections with their statements
 //! prepared), [`engine`] (the task that batches requests into statements
 //! and owns leases), [`import`] (`--import-datafile`).
 
@@ -19,6 +20,7 @@ pub mod durability;
 pub mod engine;
 pub mod import;
 pub mod pool;
+pub mod schema;
 pub mod sql;
 pub mod target;
 mod tls;

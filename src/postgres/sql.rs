@@ -2,9 +2,17 @@
 //! documents the layout for other tools).
 //!
 //! Each statement takes arrays (`unnest`), so one statement serves a whole
-//! batch of STOREs or reads, whichever connections they came from. Rows
-//! are inserted in name order, so two front-ends' batches that share names
-//! take their locks in the same order and cannot deadlock.
+//! batch of STOREs or reads, whichever connections they came from.
+//!
+//! Every statement that locks several rows of one table locks them in
+//! name order: rows are inserted in name order, and rows updated or
+//! deleted are first locked by a `SELECT … ORDER BY name FOR UPDATE`.
+//! Two statements that share rows (two front-ends' batches, or one
+//! front-end's renewal and its finalize on two pooled connections) then
+//! wait for each other at most one way and cannot deadlock. A plain
+//! `UPDATE`/`DELETE … = ANY(…)` would lock in whatever order its plan
+//! visits rows (PostgreSQL logged `deadlock detected` between the renewal
+//! and the finalize before).
 
 /// The schema version jnhpd writes into its names table's comment and
 /// refuses to start without.
@@ -26,6 +34,8 @@ pub struct Sql {
     pub acquire: String,
     pub release: String,
     pub renew: String,
+    pub release_all: String,
+    pub sweep: String,
     pub read_back: String,
     /// A commit that waits for the synchronous standby, if one is named:
     /// it proves every commit before it as durable (durability.rs).
@@ -126,9 +136,13 @@ impl Sql {
                     SELECT name, value, $5, write_id FROM checked WHERE free ORDER BY name
                     ON CONFLICT (name) DO NOTHING
                     RETURNING name
+                ), locked AS (
+                    SELECT p.name FROM {pending} p
+                    WHERE p.name = ANY($1::bytea[]) AND p.owner = $5
+                    ORDER BY p.name FOR UPDATE
                 ), released AS (
-                    DELETE FROM {pending} p USING input i
-                    WHERE p.name = i.name AND p.owner = $5
+                    DELETE FROM {pending} p USING locked l
+                    WHERE p.name = l.name
                     RETURNING p.name
                 )
                 SELECT c.name,
@@ -170,17 +184,52 @@ impl Sql {
             ),
             // $1 leases, $2 owner, $3 channel.
             release: format!(
-                "WITH released AS (
-                    DELETE FROM {pending} WHERE owner = $2 AND lease = ANY($1::int8[])
-                    RETURNING name
+                "WITH locked AS (
+                    SELECT name FROM {pending} WHERE owner = $2 AND lease = ANY($1::int8[])
+                    ORDER BY name FOR UPDATE
+                ), released AS (
+                    DELETE FROM {pending} p USING locked l WHERE p.name = l.name
+                    RETURNING p.name
                 )
                 SELECT count(pg_notify($3, encode(name, 'hex'))) FROM released"
             ),
             // $1 leases, $2 owner, $3 lease seconds. Only live ones: a
             // lapsed reservation stays lapsed.
             renew: format!(
-                "UPDATE {pending} SET expires_at = now() + make_interval(secs => $3)
-                WHERE owner = $2 AND lease = ANY($1::int8[]) AND expires_at > now()"
+                "WITH locked AS (
+                    SELECT name FROM {pending}
+                    WHERE owner = $2 AND lease = ANY($1::int8[]) AND expires_at > now()
+                    ORDER BY name FOR UPDATE
+                )
+                UPDATE {pending} p SET expires_at = now() + make_interval(secs => $3)
+                FROM locked l WHERE p.name = l.name"
+            ),
+            // $1 owner, $2 channel: every reservation this front-end still
+            // has, at shutdown (whatever its engine lost track of: a lease
+            // whose acquiring statement's answer was lost, a release still
+            // queued).
+            release_all: format!(
+                "WITH locked AS (
+                    SELECT name FROM {pending} WHERE owner = $1
+                    ORDER BY name FOR UPDATE
+                ), released AS (
+                    DELETE FROM {pending} p USING locked l WHERE p.name = l.name
+                    RETURNING p.name
+                )
+                SELECT count(pg_notify($2, encode(name, 'hex'))) FROM released"
+            ),
+            // $1 rows at most. Lapsed reservations of any front-end (one
+            // that was killed leaves its rows behind): a lapsed row means
+            // nothing any more (every statement ignores it or takes it
+            // over), so deleting it changes no outcome. Rows another
+            // statement has locked are skipped, not waited for, so the
+            // sweep never takes part in a lock wait, let alone a deadlock.
+            sweep: format!(
+                "WITH lapsed AS (
+                    SELECT name FROM {pending} WHERE expires_at <= now()
+                    ORDER BY name LIMIT $1 FOR UPDATE SKIP LOCKED
+                )
+                DELETE FROM {pending} p USING lapsed l WHERE p.name = l.name"
             ),
             // $1 names, $2 owner, $3 write ids: which of these rows are
             // this front-end's own (a write retried after a lost answer).
