@@ -1,0 +1,250 @@
+//! Hostile validators: helper programs, process validators and client
+//! certificates that misbehave, each test pinned to a promise of
+//! docs/validators.md or docs/tls.md. A test marked `#[ignore = "defect:
+//! ..."]` fails against the current code: it records a defect found by a
+//! hostile tester (run them with `cargo test --test hostile_validators --
+//! --ignored`).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use common::{PATIENCE, Server, script};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+fn helper_config(program: &Path, extra: &str) -> String {
+    format!(
+        "[[validator]]\nkind = \"helper\"\ncommand = [\"{}\"]\n{extra}\n",
+        program.display()
+    )
+}
+
+// ---------------------------------------------------------------------
+// Helpers (`kind = "helper"`)
+// ---------------------------------------------------------------------
+
+/// A helper that answers a request and exits right after (a helper that
+/// recycles itself, or one told to stop): its answer was written, and is
+/// in the pipe, before the exit. validators.md: a helper answers
+/// `<id> JNHP:<integer>`; only requests *in flight* fail when it exits,
+/// and a request whose reply has arrived is no longer in flight (for
+/// `process`, "the verdict counts the moment its line arrives, whatever
+/// the exit status"). jnhpd often sees the exit first and fails the STORE
+/// ("exited ...; killed it, 1 requests in flight fail"), dropping the
+/// reply it was sent.
+#[test]
+#[ignore = "defect: a helper's last reply is dropped when the helper exits right after writing it"]
+fn a_reply_written_before_the_helper_exits_counts() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = script(
+        d.path(),
+        "h",
+        "while read id name value; do\n  echo \"$id JNHP:1\"\n  \
+         case \"$value\" in last) exit 0 ;; esac\ndone",
+    );
+    let s = Server::start_in(d, &helper_config(&prog, "children = 1"));
+    let mut c = s.connect();
+    let mut lost = Vec::new();
+    for i in 0..40 {
+        // A fresh helper serves one ordinary request, then the last one.
+        assert_eq!(c.ask(&format!("STORE first{i} ok")), "W00T!");
+        let reply = c.ask(&format!("STORE last{i} last"));
+        if reply != "W00T!" {
+            lost.push(format!("last{i}: {reply}"));
+        }
+        // Let jnhpd see the exit before the next helper is wanted.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        lost.is_empty(),
+        "replies written before the helper exited were dropped: {lost:?}\nlog:\n{}",
+        s.log.all()
+    );
+}
+
+// ---------------------------------------------------------------------
+// Mutual TLS: JNHP_PEER_CERT_SUBJECT (certificates made with openssl)
+// ---------------------------------------------------------------------
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// With openssl in `dir`: a CA (`ca.pem`), a server certificate for
+/// localhost and 127.0.0.1 (`server.pem`, `server.key`), and a client
+/// certificate (`client.pem`, `client.key`) whose subject is the `[dn]`
+/// section `dn` (with `oids` as an `oid_section`, to name any OID).
+fn openssl_pki(dir: &Path, oids: &str, dn: &str) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=hostile CA",
+    ]);
+    openssl(dir, &ca);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName = DNS:localhost, IP:127.0.0.1\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    let mut server = vec!["req", "-new"];
+    server.extend(ec);
+    server.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    openssl(dir, &server);
+    openssl(
+        dir,
+        &[
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-set_serial", "2", "-days", "30", "-extfile", "server.ext", "-out", "server.pem",
+        ],
+    );
+    std::fs::write(
+        dir.join("client.cnf"),
+        format!(
+            "oid_section = new_oids\n[new_oids]\n{oids}\n[req]\ndistinguished_name = dn\n\
+             prompt = no\nutf8 = yes\n[dn]\n{dn}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage = clientAuth\n").unwrap();
+    let mut client = vec!["req", "-new"];
+    client.extend(ec);
+    client.extend([
+        "-keyout", "client.key", "-out", "client.csr", "-config", "client.cnf",
+    ]);
+    openssl(dir, &client);
+    openssl(
+        dir,
+        &[
+            "x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-set_serial", "3", "-days", "30", "-extfile", "client.ext", "-out", "client.pem",
+        ],
+    );
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls_connect(addr: SocketAddr, dir: &Path) -> TlsStream {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        CertificateDer::pem_file_iter(dir.join("client.pem"))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect(),
+        PrivateKeyDer::from_pem_file(dir.join("client.key")).unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    let conn = rustls::ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).unwrap();
+    }
+    stream
+}
+
+fn tls_ask(stream: &mut TlsStream, request: &str) -> String {
+    stream
+        .write_all(format!("{request}\r\n").as_bytes())
+        .unwrap();
+    stream.flush().unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        let n = stream.read(&mut byte).unwrap();
+        assert!(n == 1, "closed while a reply was expected");
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line[..line.len() - 2]).into_owned()
+}
+
+/// Starts jnhpd serving mutual TLS with the openssl PKI of `dir` and a
+/// process validator that records `JNHP_PEER_CERT_SUBJECT`; stores one
+/// name as the client and returns the subject the validator saw.
+fn subject_seen_by_validator(dir: tempfile::TempDir) -> String {
+    let root: PathBuf = dir.path().to_path_buf();
+    let record = script(
+        &root,
+        "record",
+        &format!(
+            "printf '%s' \"$JNHP_PEER_CERT_SUBJECT\" > {}/subject\necho JNHP:1",
+            root.display()
+        ),
+    );
+    let config = format!(
+        "[server]\nlisten = []\n[tls]\nlisten = [\"127.0.0.1:0\"]\n\
+         cert_file = \"{d}/server.pem\"\nkey_file = \"{d}/server.key\"\n\
+         client_ca_file = \"{d}/ca.pem\"\n{v}",
+        d = root.display(),
+        v = common::process_validator(&record, "")
+    );
+    let path = root.join("jnhp.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("--config").arg(&path);
+    let server = Server::spawn(cmd, dir, Some(path));
+    let mut c = tls_connect(server.tls_addrs[0], &root);
+    assert_eq!(tls_ask(&mut c, "STORE who v"), "W00T!");
+    std::fs::read_to_string(root.join("subject")).unwrap()
+}
+
+/// tls.md: attribute types without a short name are shown "by their
+/// dotted OID". An OID under joint-iso-itu-t (2) whose second arc is 48 or
+/// more takes two bytes for its first subidentifier (2.999.1 is 0x88 0x37
+/// 0x01); jnhpd decodes only the first byte and shows `3.16.55.1=v`, an
+/// OID that cannot exist (first arcs are 0, 1 or 2).
+#[test]
+#[ignore = "defect: OIDs with a second arc >= 48 under 2 are shown with wrong arcs (2.999.1 as 3.16.55.1)"]
+fn a_subject_oid_with_a_large_second_arc_is_shown_dotted() {
+    let d = tempfile::tempdir().unwrap();
+    openssl_pki(d.path(), "wide = 2.999.1", "wide = v");
+    assert_eq!(subject_seen_by_validator(d), "2.999.1=v");
+}
+
+/// tls.md: types without a short name are shown "by their dotted OID".
+/// An OID with an arc beyond 64 bits, as UUID-based OIDs under 2.25 have
+/// (X.667, RFC 4122's example below), is shown as space-separated hex
+/// bytes instead (`69 83 f0 9d ... 76=v`): not dotted, and with blanks in
+/// a string validators are told to compare whole.
+#[test]
+#[ignore = "defect: OIDs with an arc beyond 64 bits are shown as spaced hex bytes, not dotted"]
+fn a_subject_oid_with_a_uuid_arc_is_shown_dotted() {
+    let d = tempfile::tempdir().unwrap();
+    openssl_pki(
+        d.path(),
+        "uuid = 2.25.329800735698586629295641978511506172918",
+        "uuid = v",
+    );
+    assert_eq!(
+        subject_seen_by_validator(d),
+        "2.25.329800735698586629295641978511506172918=v"
+    );
+}
