@@ -300,11 +300,15 @@ fn a_detached_process_holding_stdout_does_not_keep_the_run_alive() {
     let start = std::time::Instant::now();
     let reply = c.ask("STORE b v");
     let waited = start.elapsed();
-    if orphan_alive {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(orphan),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    // Leave nothing behind when the server is killed below.
+    common::wait_for_file(&root.join("orphan-b"));
+    for name in ["orphan-a", "orphan-b"] {
+        if let Ok(pid) = std::fs::read_to_string(root.join(name)).unwrap().trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
     assert!(
         !orphan_alive,
