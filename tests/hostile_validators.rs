@@ -268,7 +268,8 @@ fn a_subject_oid_with_a_uuid_arc_is_shown_dotted() {
 /// detached process still holds the stdout pipe, jnhpd treats the run as
 /// going on: the orphan lives and the slot stays taken until
 /// `timeout_ms`, so with `max_concurrent = 1` the next STORE waits the
-/// whole timeout.
+/// whole timeout. (The same holds, seen by hand, when the detached
+/// process holds only stderr.)
 #[test]
 #[ignore = "defect: a detached process holding stdout keeps a finished run (slot, orphan) alive until timeout_ms"]
 fn a_detached_process_holding_stdout_does_not_keep_the_run_alive() {
