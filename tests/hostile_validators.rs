@@ -565,3 +565,23 @@ fn the_utf8_text_example_refuses_c1_controls() {
     assert_eq!(c.ask("STORE csi a\u{9b}2J"), "RARGH!", "U+009B (CSI) was allowed");
     assert_eq!(c.ask("STORE nel a\u{85}b"), "RARGH!", "U+0085 (NEL) was allowed");
 }
+
+/// validators.md lists `validators/reject-mp3` as "refuses MP3 data, raw
+/// or base64". Base64 without its `=` padding (as many encoders write it)
+/// is not recognised: `base64.b64decode(validate=True)` raises on it and
+/// the value is allowed. Here an ID3-tagged blob whose padded base64 is
+/// refused passes once its trailing `=` is dropped.
+#[test]
+#[ignore = "defect: the shipped reject-mp3 lets MP3 data through as unpadded base64"]
+fn the_reject_mp3_example_refuses_unpadded_base64() {
+    let prog = Path::new(env!("CARGO_MANIFEST_DIR")).join("validators/reject-mp3");
+    let s = Server::start(&common::process_validator(&prog, ""));
+    let mut c = s.connect();
+    // base64 of b"ID3\x03\0\0\0\0\0\0abcd"
+    assert_eq!(c.ask("STORE padded SUQzAwAAAAAAAGFiY2Q="), "RARGH!");
+    assert_eq!(
+        c.ask("STORE unpadded SUQzAwAAAAAAAGFiY2Q"),
+        "RARGH!",
+        "the same MP3 data, base64 without padding, was stored"
+    );
+}
