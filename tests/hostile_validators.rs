@@ -50,7 +50,7 @@ fn a_reply_written_before_the_helper_exits_counts() {
     let s = Server::start_in(d, &helper_config(&prog, "children = 1"));
     let mut c = s.connect();
     let mut lost = Vec::new();
-    for i in 0..40 {
+    for i in 0..100 {
         // A fresh helper serves one ordinary request, then the last one.
         // (Until jnhpd has seen the previous helper exit, a request may
         // still go to it: try again.)
@@ -67,7 +67,7 @@ fn a_reply_written_before_the_helper_exits_counts() {
             lost.push(format!("last{i}: {reply}"));
         }
         // Let jnhpd see the exit before the next helper is wanted.
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(
         lost.is_empty(),
