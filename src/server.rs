@@ -197,6 +197,7 @@ impl Server {
             validators: chain_rx,
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
+            inflight: crate::inflight::InflightBudget::new(config.server.max_inflight_bytes),
         });
         let mut sockets = Vec::new();
         for (listener, tls) in listeners
