@@ -71,8 +71,9 @@ const BURST_BYTES: usize = 8 << 20;
 /// of a server that got through an outage stayed near its peak (610 of
 /// 654 MiB). `footprint` estimates what the work in progress holds (the
 /// budget in use, the connections' buffers); once it has fallen by a burst
-/// from its peak, to half of it or less, the allocator's free memory is
-/// returned. Runs until dropped.
+/// from its peak, to a quarter of it or less (the work has mostly ended,
+/// not just ebbed), the allocator's free memory is returned. Runs until
+/// dropped.
 pub async fn give_back_after_bursts(budget: &InflightBudget, footprint: impl Fn() -> usize) {
     let burst = BURST_BYTES.min(budget.total / 2);
     let mut peak = 0;
@@ -82,7 +83,7 @@ pub async fn give_back_after_bursts(budget: &InflightBudget, footprint: impl Fn(
         tick.tick().await;
         let now = footprint();
         peak = peak.max(now);
-        if peak - now >= burst && now <= peak / 2 {
+        if peak - now >= burst && now <= peak / 4 {
             peak = now;
             // It walks the allocator's free lists: not on a worker.
             let _ = tokio::task::spawn_blocking(trim_allocator).await;
