@@ -66,28 +66,63 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// is less).
 const BURST_BYTES: usize = 8 << 20;
 
-/// Gives memory back to the system after each burst (seen once a second):
-/// freed, glibc's allocator keeps memory for reuse, so the resident memory
-/// of a server that got through an outage stayed near its peak (610 of
-/// 654 MiB). `footprint` estimates what the work in progress holds (the
-/// budget in use, the connections' buffers); once it has fallen by a burst
-/// from its peak, to a quarter of it or less (the work has mostly ended,
-/// not just ebbed), the allocator's free memory is returned. Runs until
-/// dropped.
+/// Gives memory back to the system after each burst (looked at once a
+/// second): freed, glibc's allocator keeps memory for reuse, so the
+/// resident memory of a server that got through an outage stayed near its
+/// peak (610 of 654 MiB). `footprint` estimates what the work in progress
+/// holds (the budget in use, the connections' buffers). Once it has fallen
+/// by a burst from its peak, to a quarter of it or less (the work has
+/// mostly ended, not just ebbed), and stayed there for a second with the
+/// oversize lane free (so that what is freed after the budget is given
+/// back, the last replies and validator copies, is freed too), the
+/// allocator's free memory is returned. Runs until dropped.
 pub async fn give_back_after_bursts(budget: &InflightBudget, footprint: impl Fn() -> usize) {
     let burst = BURST_BYTES.min(budget.total / 2);
     let mut peak = 0;
+    let mut quiet_since_last_look = false;
     let mut tick = tokio::time::interval(LOOK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let now = footprint();
         peak = peak.max(now);
-        if peak - now >= burst && now <= peak / 4 {
+        // A line in the oversize lane is paid for by nobody.
+        let lane_free = budget.oversize.available_permits() > 0;
+        let quiet = peak - now >= burst && now <= peak / 4 && lane_free;
+        if quiet && quiet_since_last_look {
             peak = now;
             // It walks the allocator's free lists: not on a worker.
             let _ = tokio::task::spawn_blocking(trim_allocator).await;
+            log::debug!("a burst ended: free memory returned to the system");
         }
+        quiet_since_last_look = quiet;
+    }
+}
+
+/// Allocations from this size up get pages of their own, returned to the
+/// system when freed (glibc's default starts at 128 KiB and rises to the
+/// largest block freed, up to 32 MiB: after one large value, every later
+/// one came from the heaps, whose tops `malloc_trim` leaves alone). 4 MiB
+/// keeps the reply buffers of a batch (about 1 to 2 MiB) in the heaps.
+const OWN_PAGES_FROM: usize = 4 << 20;
+
+/// Free memory at the top of a heap beyond this is returned when freed.
+const HEAP_TOP_KEEP: usize = 8 << 20;
+
+/// Fixes glibc's thresholds (see [`OWN_PAGES_FROM`]), once per process.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            use nix::libc::{M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, mallopt};
+            // SAFETY: mallopt only sets the allocator's tunables (under its
+            // lock); both values are in the range glibc accepts.
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, OWN_PAGES_FROM as i32);
+                mallopt(M_TRIM_THRESHOLD, HEAP_TOP_KEEP as i32);
+            }
+        });
     }
 }
 
@@ -222,7 +257,7 @@ mod tests {
             second
         });
         tokio::task::yield_now().await;
-        assert_eq!(budget.used(), 800);
+        assert!(!waiting.is_finished(), "200 bytes left cannot pay for 400");
         first.settle(100);
         let second = within_10s(waiting).await.unwrap();
         assert_eq!((second.paid, budget.used()), (400, 500));

@@ -164,6 +164,7 @@ impl Server {
     /// validator chain and starts serving on `listeners`, on the current
     /// tokio runtime.
     pub async fn start(config: Config, listeners: Listeners) -> Result<Server, StartError> {
+        crate::inflight::tune_allocator();
         let local = |sockets: &[std::net::TcpListener]| {
             sockets
                 .iter()

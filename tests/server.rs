@@ -595,13 +595,8 @@ fn signals_during_start_up_are_handled() {
 /// held can be seen coming back. Each request's id goes to `seen` as it
 /// arrives.
 fn held_until_released(dir: &std::path::Path) -> String {
-    let program = common::script(
-        dir,
-        "held",
-        &format!(
-            "exec python3 -c '{}'",
-            format!(
-                r#"import os, select, sys
+    let python = format!(
+        r#"import os, select, sys
 D = "{dir}"
 pending, buf = [], b""
 seen = open(os.path.join(D, "seen"), "ab", buffering=0)
@@ -620,10 +615,9 @@ while True:
         sys.stdout.flush()
         pending = []
 "#,
-                dir = dir.display()
-            )
-        ),
+        dir = dir.display()
     );
+    let program = common::script(dir, "held", &format!("exec python3 -c '{python}'"));
     format!(
         "[[validator]]\nkind = \"helper\"\ncommand = [\"{}\"]\nchildren = 1\n\
          concurrency = 10000\ntimeout_ms = 3600000\n",
