@@ -109,7 +109,10 @@ const OWN_PAGES_FROM: usize = 4 << 20;
 /// Free memory at the top of a heap beyond this is returned when freed.
 const HEAP_TOP_KEEP: usize = 8 << 20;
 
-/// Fixes glibc's thresholds (see [`OWN_PAGES_FROM`]), once per process.
+/// Fixes glibc's thresholds, once per process: blocks of 4 MiB or more get
+/// pages of their own, and a heap keeps at most 8 MiB free at its top
+/// (glibc would otherwise raise both after the first large value, and keep
+/// memory [`give_back_after_bursts`] cannot return).
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
