@@ -8,6 +8,11 @@
 //! from, because the loop is blocked writing its replies. Speed comes from
 //! batching: every complete line of a read goes to the store actor in one
 //! message, and every reply of a batch leaves in one write.
+//!
+//! Every read is paid for from the server's in-flight budget
+//! ([`crate::inflight`]) before its lines are framed, and given back once
+//! they are answered; a client whose socket reports an error, or to which
+//! a reply cannot be written, is gone: nothing more is started for it.
 
 use std::ops::Range;
 use std::sync::Arc;
