@@ -677,6 +677,15 @@ fn rss_falls_under(s: &Server, bound: u64) -> u64 {
     }
 }
 
+/// Waits (up to `PATIENCE`) until the file at `path` has a line.
+fn wait_for_a_line(path: &std::path::Path) {
+    let deadline = Instant::now() + PATIENCE;
+    while lines_in(path) == 0 {
+        assert!(Instant::now() < deadline, "nothing in {}", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn lines_in(path: &std::path::Path) -> usize {
     std::fs::read(path)
         .map(|b| b.iter().filter(|&&c| c == b'\n').count())
@@ -717,7 +726,7 @@ fn large_values_in_flight_stay_within_the_budget_and_memory_comes_back() {
         .collect();
     // The first requests reach the validator; the server then has had
     // three seconds to read the other 300 MiB if nothing held it back.
-    common::wait_for_file(&s.path("seen"));
+    wait_for_a_line(&s.path("seen"));
     std::thread::sleep(Duration::from_secs(3));
     let held = lines_in(&s.path("seen"));
     std::fs::write(s.path("release"), "").unwrap();
@@ -770,7 +779,7 @@ fn pipelined_stores_in_flight_stay_within_the_budget_and_memory_comes_back() {
             c
         })
         .collect();
-    common::wait_for_file(&s.path("seen"));
+    wait_for_a_line(&s.path("seen"));
     std::thread::sleep(Duration::from_secs(2));
     std::fs::write(s.path("release"), "").unwrap();
     for c in &mut clients {
