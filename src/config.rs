@@ -83,7 +83,7 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "ranged::<_, 0, 3_600, _>")]
     pub shutdown_grace_secs: u64,
     /// Bytes that requests read but not yet answered may hold, server-wide
-    /// (each request also counts a fixed cost; `connection`'s budget).
+    /// (their bytes plus 1 KiB each; see `inflight`).
     #[serde(deserialize_with = "ranged::<_, 1_048_576, 1_099_511_627_776, _>")]
     pub max_inflight_bytes: usize,
 }
