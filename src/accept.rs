@@ -48,10 +48,21 @@ pub(crate) async fn serve(
             tracker.clone(),
         )));
     }
+    let give_back = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            let footprint = || {
+                let open = shared.metrics.connections.load(Relaxed).max(0) as usize;
+                shared.inflight.used() + open * connection::READ_CHUNK
+            };
+            crate::inflight::give_back_after_bursts(&shared.inflight, footprint).await
+        }
+    });
     shared.shutdown.draining.raised().await;
     for task in &accepting {
         task.abort();
     }
+    give_back.abort();
     tracker.close();
     tokio::select! {
         _ = tracker.wait() => {}

@@ -80,6 +80,10 @@ pub struct ServerConfig {
     pub max_value_bytes: usize,
     #[serde(deserialize_with = "ranged::<_, 0, 3_600, _>")]
     pub shutdown_grace_secs: u64,
+    /// Bytes that requests read but not yet answered may hold, server-wide
+    /// (their bytes plus 1 KiB each; see `inflight`).
+    #[serde(deserialize_with = "ranged::<_, 1_048_576, 1_099_511_627_776, _>")]
+    pub max_inflight_bytes: usize,
 }
 
 /// `[tls]` as written, with the places of its files for error messages.
@@ -170,6 +174,7 @@ impl Default for ServerConfig {
             max_name_bytes: Limits::default().max_name_bytes,
             max_value_bytes: Limits::default().max_value_bytes,
             shutdown_grace_secs: 10,
+            max_inflight_bytes: 64 << 20,
         }
     }
 }
@@ -1219,6 +1224,7 @@ idle_timeout_secs = 0
 max_name_bytes = 250
 max_value_bytes = 65536
 shutdown_grace_secs = 10
+max_inflight_bytes = 67108864
 
 [storage]
 path = ""
@@ -1503,6 +1509,7 @@ max_concurrent = 2
             ("max_name_bytes", 1, 65_536),
             ("max_value_bytes", 1, 16_777_216),
             ("shutdown_grace_secs", 0, 3_600),
+            ("max_inflight_bytes", 1_048_576, 1_099_511_627_776),
         ];
         let process = "kind = \"process\"\ncommand = [\"true\"]";
         let helper = "kind = \"helper\"\ncommand = [\"true\"]";

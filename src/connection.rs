@@ -8,6 +8,11 @@
 //! from, because the loop is blocked writing its replies. Speed comes from
 //! batching: every complete line of a read goes to the store actor in one
 //! message, and every reply of a batch leaves in one write.
+//!
+//! Every read is paid for from the server's in-flight budget
+//! ([`crate::inflight`]) before its lines are framed, and given back once
+//! they are answered; a client whose socket reports an error, or to which
+//! a reply cannot be written, is gone: nothing more is started for it.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,10 +20,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::handback::Slot;
+use crate::inflight::{InflightBudget, Share};
 use crate::metrics::{Command, Metrics};
 use crate::protocol::{self, Frame, FrameAt, Limits, LineFramer, ProtocolError, Reply, Request};
 use crate::shutdown::{Flag, FlagWatch, Shutdown};
@@ -29,8 +36,9 @@ use crate::store::{
 use crate::timer::sleep_until_or_never;
 use crate::validator::{Inline, Peer, ValidatorChain};
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 32 * 1024;
+/// Bytes asked of the socket per read (and so what an idle connection's
+/// buffer holds).
+pub(crate) const READ_CHUNK: usize = 32 * 1024;
 
 /// Buffers that grew past this (a huge value went through) are replaced by
 /// small ones once empty, so idle connections stay cheap.
@@ -114,12 +122,38 @@ pub struct Shared {
     pub validators: watch::Receiver<Arc<ValidatorChain>>,
     pub shutdown: Shutdown,
     pub metrics: Arc<Metrics>,
+    /// What requests read and not yet answered may hold, all connections
+    /// together (`server.max_inflight_bytes`).
+    pub inflight: Arc<InflightBudget>,
 }
 
 /// A client's byte stream: a TCP socket, or TLS over one.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP socket underneath, watched for the client's departure.
+    fn socket(&self) -> &TcpStream;
+}
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+impl Stream for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Stream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// Returns once the client is known to be gone: its socket reports an
+/// error (the client reset the connection, which is also how a client
+/// that closed answers a reply sent to it). A FIN alone is no error: a
+/// half-closed client still reads its replies.
+async fn gone(socket: &TcpStream) {
+    // Resolves only with the error readiness set (which stays set), or
+    // with the I/O driver shutting down: gone either way.
+    let _ = socket.ready(Interest::ERROR).await;
+}
 
 /// Serves one client until it closes, times out, or the server shuts down.
 pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<Shared>) {
@@ -133,6 +167,7 @@ pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<Shared>) {
         buf: BytesMut::with_capacity(READ_CHUNK),
         slot: Slot::default(),
         write_failed: false,
+        share: Share::new(shared.inflight.clone()),
         draining: shared.shutdown.draining.watch(),
         expired: shared.shutdown.expired.watch(),
         shared,
@@ -149,10 +184,14 @@ struct Connection<S> {
     buf: BytesMut,
     /// Where the store actor hands the batch back, every trip.
     slot: Slot<Box<Batch>>,
-    /// The client is gone. Requests already received are still carried out
-    /// (an acknowledged-or-not STORE must not be half done); their replies
-    /// are dropped.
+    /// The client is gone (a write failed, or its socket reports an error).
+    /// What has started for it finishes (a validation, a commit: a STORE
+    /// must not be half done) and its reply is dropped; requests not
+    /// started yet are dropped, so that the connection's slot is freed.
     write_failed: bool,
+    /// What the requests read and not answered yet hold of the server's
+    /// in-flight budget.
+    share: Share,
     /// `shared.shutdown`'s two flags, waited on by every read and write:
     /// watched once per connection, since registering a new waiter on each
     /// turn of the loop costs a lock and an unlock per request.
@@ -198,6 +237,10 @@ impl<S: Stream> Connection<S> {
                     batch = self.answer_batch(batch, &mut chain).await;
                 }
             }
+            // Answered: only a partial line is still held. Given back
+            // before the replies are written, so that a client slow to read
+            // them holds no budget meanwhile.
+            self.share.settle(self.buf.len());
             self.flush(batch.replies()).await;
             if eof || self.write_failed {
                 let _ = self.stream.shutdown().await;
@@ -212,11 +255,12 @@ impl<S: Stream> Connection<S> {
             }
             self.buf.reserve(READ_CHUNK);
             let idle = self.shared.idle_timeout;
+            let mut fresh = 0;
             tokio::select! {
                 biased;
                 read = self.stream.read_buf(&mut self.buf) => match read {
                     Ok(0) => eof = true,
-                    Ok(_) => {}
+                    Ok(n) => fresh = n,
                     // A TLS client that closes its side without a
                     // close_notify (a half-close at the TCP level) has
                     // still sent complete requests: answer them.
@@ -236,6 +280,27 @@ impl<S: Stream> Connection<S> {
                     return;
                 }
             }
+            if fresh > 0 && !self.pay_for_read(fresh).await {
+                return;
+            }
+        }
+    }
+
+    /// Pays for the `fresh` bytes just read (and their requests) from the
+    /// in-flight budget before any of them is looked at, waiting while the
+    /// budget is spent: meanwhile nothing more is read. `false`: the wait
+    /// ended with the client gone or the grace period over.
+    async fn pay_for_read(&mut self, fresh: usize) -> bool {
+        let cost = InflightBudget::cost_of(&self.buf[self.buf.len() - fresh..]);
+        if self.share.try_pay(cost) {
+            return true;
+        }
+        log::debug!("in-flight budget spent: waiting to pay for {cost} bytes read");
+        tokio::select! {
+            biased;
+            () = self.share.pay(cost) => true,
+            _ = &mut self.expired => false,
+            () = gone(self.stream.socket()) => false,
         }
     }
 
@@ -266,34 +331,52 @@ impl<S: Stream> Connection<S> {
                 // now, not after its validation or its write.
                 self.flush(batch.replies()).await;
             }
+            if self.write_failed {
+                // Nobody will read the replies: what waits has not started
+                // (a validation, another STORE's outcome) or goes on
+                // without this connection (a write, a lookup).
+                drop(batch.take_deferred());
+            }
             match batch.take_deferred() {
                 Some(Deferred::Committing(outcomes)) => {
                     // A write under way is waited for even past the grace
                     // period: its outcome is not known until the disk
-                    // answers.
+                    // answers. A client gone meanwhile is not waited for.
                     for outcome in outcomes {
-                        let committed = outcome.await.unwrap_or(Err(CommitError::Closed));
+                        let Some(committed) = self.unless_gone(outcome).await else {
+                            break;
+                        };
+                        let committed = committed.unwrap_or(Err(CommitError::Closed));
                         batch.answer_deferred(commit_reply(&committed));
                     }
                 }
                 Some(Deferred::Reading { count, lookup }) => {
                     // A lookup is bounded by the shared namespace's
                     // request timeout; it is waited for like a write.
-                    let found = lookup
-                        .await
-                        .unwrap_or_else(|_| Err(CommitError::Closed.to_string()));
-                    batch.answer_reads(count, &found);
+                    if let Some(found) = self.unless_gone(lookup).await {
+                        let found = found.unwrap_or_else(|_| Err(CommitError::Closed.to_string()));
+                        batch.answer_reads(count, &found);
+                    }
                 }
                 Some(Deferred::One(pending)) => {
                     let chain = chain.get(&self.shared.validators);
-                    let committed = self.finish_store(pending, chain).await;
-                    batch.answer_deferred(commit_reply(&committed));
+                    if let Some(committed) = self.finish_store(pending, chain).await {
+                        batch.answer_deferred(commit_reply(&committed));
+                    } else {
+                        self.write_failed = true;
+                    }
                 }
                 None => {}
             }
             self.shared.metrics.fold(batch.tally(), self.stores_since);
             if batch.replies().len() >= OUT_HIGH_WATER {
                 self.flush(batch.replies()).await;
+            }
+            if self.write_failed {
+                // The requests not started yet are dropped: the client
+                // left, and its slot must not wait for their validators.
+                log::debug!("client gone: dropping the requests it left unanswered");
+                break;
             }
             if batch.is_done() {
                 break;
@@ -303,16 +386,31 @@ impl<S: Stream> Connection<S> {
         batch
     }
 
+    /// `future`'s output, or `None` once the client is gone (the future is
+    /// dropped: what it waited for goes on without this connection).
+    async fn unless_gone<F: std::future::Future>(&mut self, future: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            output = future => Some(output),
+            () = gone(self.stream.socket()) => {
+                self.write_failed = true;
+                None
+            }
+        }
+    }
+
     /// Finishes a STORE the actor could not answer at once: validate (or
     /// wait for the STORE ahead of it), then commit or release the name.
-    /// `Ok(true)`: stored; `Ok(false)`: refused.
+    /// `Ok(true)`: stored; `Ok(false)`: refused. `None`: the client left
+    /// while the STORE waited for its turn (a validation, once started, is
+    /// finished).
     async fn finish_store(
         &self,
         pending: PendingStore,
         chain: &ValidatorChain,
-    ) -> Result<bool, CommitError> {
+    ) -> Option<Result<bool, CommitError>> {
         let expired = &self.shared.shutdown.expired;
-        match pending {
+        Some(match pending {
             PendingStore::Validate {
                 reservation,
                 name,
@@ -324,7 +422,8 @@ impl<S: Stream> Connection<S> {
             PendingStore::Wait { turn, name, value } => {
                 let turn = tokio::select! {
                     turn = turn => turn,
-                    () = expired.raised() => return Err(CommitError::Closed),
+                    () = expired.raised() => return Some(Err(CommitError::Closed)),
+                    () = gone(self.stream.socket()) => return None,
                 };
                 match turn {
                     Ok(Turn::Taken) => Ok(false),
@@ -343,7 +442,7 @@ impl<S: Stream> Connection<S> {
                     Err(_) => Err(CommitError::Closed),
                 }
             }
-        }
+        })
     }
 
     /// Runs the chain for a reserved name, then commits (`Ok(true)`) or

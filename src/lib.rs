@@ -13,6 +13,7 @@
 //!   STORE passes;
 //! - [`backend`]: the seam between the store and durable storage;
 //! - `handback`: the reusable channel a batch comes back to its connection by;
+//! - [`inflight`]: the server-wide budget of bytes requests in flight hold;
 //! - [`datafile`]: the append-only data file (format, replay, group commit);
 //! - [`shutdown`]: the two flags connections watch while the server stops;
 //! - [`server`]: binding, and the server's life: start, reload, shut down,
@@ -32,6 +33,7 @@ pub mod daemon;
 pub mod datafile;
 pub mod files;
 mod handback;
+pub mod inflight;
 pub mod logging;
 /// The wire format and framer (the `jnhp-wire` crate).
 pub use jnhp_wire as protocol;

@@ -169,6 +169,7 @@ impl Server {
     /// validator chain and starts serving on `listeners`, on the current
     /// tokio runtime.
     pub async fn start(config: Config, listeners: Listeners) -> Result<Server, StartError> {
+        crate::inflight::tune_allocator();
         let local = |sockets: &[std::net::TcpListener]| {
             sockets
                 .iter()
@@ -208,6 +209,7 @@ impl Server {
             validators: chain_rx,
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
+            inflight: crate::inflight::InflightBudget::new(config.server.max_inflight_bytes),
         });
         let mut sockets = Vec::new();
         for (listener, tls) in plain

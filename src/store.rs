@@ -50,6 +50,10 @@ use crate::shutdown::Flag;
 /// values and never reads (the protocol's "about 1 MiB").
 pub const OUT_HIGH_WATER: usize = 1 << 20;
 
+/// Ops a batch keeps room for between bursts (a read of tiny requests
+/// makes thousands: 56 bytes each).
+const KEEP_OPS: usize = 1024;
+
 /// Reads of a shared namespace looked up together at most: one query, and
 /// at most this many values encoded before the connection writes.
 const READ_RUN: usize = 16;
@@ -397,10 +401,14 @@ impl Batch {
         }
     }
 
-    /// Empties the batch for reuse, keeping its allocations.
+    /// Empties the batch for reuse, keeping its allocations unless a burst
+    /// made them large: an idle connection stays cheap.
     pub fn clear(&mut self) {
         self.stores = false;
         self.ops.clear();
+        if self.ops.capacity() > KEEP_OPS {
+            self.ops = Vec::new();
+        }
         self.input.clear();
         self.next = 0;
         self.deferred = None;

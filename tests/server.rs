@@ -588,3 +588,289 @@ fn signals_during_start_up_are_handled() {
     );
     assert!(!log.all().contains("listening on"), "{}", log.all());
 }
+
+/// A Python helper validator in `dir` that holds every request until a
+/// `release` file appears there, then refuses it (`JNHP:0`): requests pile
+/// up as in a storage outage, and nothing gets stored, so the memory they
+/// held can be seen coming back. Each request's id goes to `seen` as it
+/// arrives.
+fn held_until_released(dir: &std::path::Path) -> String {
+    let python = format!(
+        r#"import os, select, sys
+D = "{dir}"
+pending, buf = [], b""
+seen = open(os.path.join(D, "seen"), "ab", buffering=0)
+while True:
+    if select.select([0], [], [], 0.02)[0]:
+        data = os.read(0, 1 << 20)
+        if not data:
+            break
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        ids = [line.split(b" ", 1)[0] for line in lines]
+        seen.write(b"".join(i + b"\n" for i in ids))
+        pending += ids
+    if pending and os.path.exists(os.path.join(D, "release")):
+        sys.stdout.buffer.write(b"".join(i + b" JNHP:0\n" for i in pending))
+        sys.stdout.flush()
+        pending = []
+"#,
+        dir = dir.display()
+    );
+    let program = common::script(dir, "held", &format!("exec python3 -c '{python}'"));
+    format!(
+        "[[validator]]\nkind = \"helper\"\ncommand = [\"{}\"]\nchildren = 1\n\
+         concurrency = 10000\ntimeout_ms = 3600000\n",
+        program.display()
+    )
+}
+
+/// Samples the server's resident memory every 50 ms on a thread of its
+/// own; `stop` returns the highest sample, in KiB.
+struct RssWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl RssWatch {
+    fn start(s: &Server) -> RssWatch {
+        let pid = s.pid();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_of(pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        });
+        RssWatch { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+fn rss_of(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (up to `PATIENCE`) for the server's resident memory to fall under
+/// `bound` KiB; returns the last sample.
+fn rss_falls_under(s: &Server, bound: u64) -> u64 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let rss = s.rss_kib();
+        if rss < bound || Instant::now() > deadline {
+            return rss;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (up to `PATIENCE`) until the file at `path` has a line.
+fn wait_for_a_line(path: &std::path::Path) {
+    let deadline = Instant::now() + PATIENCE;
+    while lines_in(path) == 0 {
+        assert!(Instant::now() < deadline, "nothing in {}", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn lines_in(path: &std::path::Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// Issue 21, 7: forty 8 MiB STOREs held by a validator that does not
+/// answer (as in an outage) took the server past 750 MiB, and 425 MiB
+/// stayed after they were answered and gone. Now what requests in flight
+/// hold is bounded by `max_inflight_bytes` (plus one line), every request
+/// is still answered once the validator is, and the memory comes back.
+#[test]
+fn large_values_in_flight_stay_within_the_budget_and_memory_comes_back() {
+    const MIB: u64 = 1024;
+    const BUDGET: u64 = 16 * MIB;
+    const VALUE: usize = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\nmax_value_bytes = 16777216\nmax_inflight_bytes = {}\n{}",
+        BUDGET * 1024,
+        held_until_released(dir.path())
+    );
+    let s = Server::start_in(dir, &config);
+    let mut warm = s.connect();
+    assert_eq!(warm.ask("EXISTS x"), "RARGH!");
+    let baseline = s.rss_kib();
+    let watch = RssWatch::start(&s);
+    let line = Arc::new(format!("STORE big {}\r\n", "v".repeat(VALUE)).into_bytes());
+    let senders: Vec<_> = (0..40)
+        .map(|_| {
+            let mut c = s.connect();
+            let line = line.clone();
+            std::thread::spawn(move || {
+                c.send(&line);
+                c
+            })
+        })
+        .collect();
+    // The first requests reach the validator; the server then has had
+    // three seconds to read the other 300 MiB if nothing held it back.
+    wait_for_a_line(&s.path("seen"));
+    std::thread::sleep(Duration::from_secs(3));
+    let held = lines_in(&s.path("seen"));
+    std::fs::write(s.path("release"), "").unwrap();
+    for sender in senders {
+        let mut c = sender.join().unwrap();
+        assert_eq!(c.reply(), "RARGH!");
+    }
+    let peak = watch.stop();
+    eprintln!("baseline {baseline} KiB, peak {peak} KiB, {held} of 40 at the validator");
+    let bound = baseline + 6 * (BUDGET + VALUE as u64 / 1024) + 32 * MIB;
+    assert!(
+        peak < bound,
+        "resident memory reached {peak} KiB (from {baseline} KiB; bound {bound} KiB) \
+         with {held} of 40 STOREs at the validator"
+    );
+    let after = rss_falls_under(&s, baseline + 32 * MIB);
+    eprintln!("after {after} KiB");
+    assert!(
+        after < baseline + 32 * MIB,
+        "resident memory stayed at {after} KiB after the requests were answered (from {baseline} KiB)"
+    );
+}
+
+/// Issue 21, 7: many connections pipelining short STOREs against a
+/// validator that does not answer: the server holds them within its
+/// budget, answers every one once the validator does, and gives the
+/// memory back.
+#[test]
+fn pipelined_stores_in_flight_stay_within_the_budget_and_memory_comes_back() {
+    const MIB: u64 = 1024;
+    const CLIENTS: usize = 800;
+    const PER_CLIENT: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\nmax_inflight_bytes = 8388608\n{}",
+        held_until_released(dir.path())
+    );
+    let s = Server::start_in(dir, &config);
+    let mut warm = s.connect();
+    assert_eq!(warm.ask("EXISTS x"), "RARGH!");
+    let baseline = s.rss_kib();
+    let watch = RssWatch::start(&s);
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|i| {
+            let mut c = s.connect();
+            let stores: String = (0..PER_CLIENT)
+                .map(|j| format!("STORE n{i}-{j} value-{j:08}\r\n"))
+                .collect();
+            c.send(stores.as_bytes());
+            c
+        })
+        .collect();
+    wait_for_a_line(&s.path("seen"));
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(s.path("release"), "").unwrap();
+    for c in &mut clients {
+        for _ in 0..PER_CLIENT {
+            assert_eq!(c.reply(), "RARGH!");
+        }
+    }
+    let peak = watch.stop();
+    eprintln!("baseline {baseline} KiB, peak {peak} KiB");
+    // 8 MiB of budget, and each connection's buffer.
+    let bound = baseline + 4 * 8 * MIB + CLIENTS as u64 * 64 + 16 * MIB;
+    assert!(
+        peak < bound,
+        "resident memory reached {peak} KiB (from {baseline} KiB; bound {bound} KiB)"
+    );
+    drop(clients);
+    let after = rss_falls_under(&s, baseline + 16 * MIB);
+    eprintln!("after {after} KiB");
+    assert!(
+        after < baseline + 16 * MIB,
+        "resident memory stayed at {after} KiB after the requests were answered (from {baseline} KiB)"
+    );
+}
+
+/// Issue 21, 8: four clients (`max_connections = 4`) each pipeline 30
+/// STOREs through a 1 s validator and leave: two close (a FIN; the first
+/// reply sent to them is answered with a reset), two reset with a reply
+/// unread. Their slots used to stay taken for the 30 s their queues took;
+/// now the requests not started are dropped once a reply cannot be
+/// delivered, and new clients are served within seconds. What had started
+/// (the validation of the first STORE) still finishes.
+#[test]
+fn a_client_that_leaves_gives_its_slot_back_without_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = common::script(dir.path(), "slow", "sleep 1\necho JNHP:1");
+    let config = format!(
+        "[server]\nmax_connections = 4\n{}",
+        common::process_validator(&slow, "")
+    );
+    let s = Server::start_in(dir, &config);
+    let queue = |i: usize| -> String { (0..30).map(|j| format!("STORE c{i}-{j} v\r\n")).collect() };
+    for i in 0..4 {
+        let mut c = s.connect();
+        if i < 2 {
+            c.send(queue(i).as_bytes());
+        } else {
+            // A reply left unread makes the close a reset.
+            c.send(format!("EXISTS x\r\n{}", queue(i)).as_bytes());
+            let mut byte = [0u8; 1];
+            assert_eq!(c.stream().peek(&mut byte).unwrap(), 1);
+        }
+        // Dropped: closed at once, the queue unanswered.
+    }
+    let left = Instant::now();
+    // Every slot comes back: four new clients are served together.
+    let deadline = left + Duration::from_secs(10);
+    let mut served = loop {
+        let mut clients: Vec<Client> = (0..4).map(|_| s.connect()).collect();
+        let replies: Vec<String> = clients.iter_mut().map(|c| c.ask("EXISTS x")).collect();
+        if replies.iter().all(|r| r == "RARGH!") {
+            break clients;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slots still taken {:?} after the clients left: {replies:?}",
+            left.elapsed()
+        );
+        drop(clients);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let c = &mut served[0];
+    for i in 0..4 {
+        // Its validation had started: it finished and was stored.
+        assert_eq!(c.ask(&format!("GET c{i}-0")), "v");
+        // Never started: dropped with the client.
+        assert_eq!(c.ask(&format!("GET c{i}-29")), "");
+    }
+}
+
+/// A half-closed client (`nc -N`, `shutdown(SHUT_WR)`) has not left: every
+/// request it sent is carried out and every reply delivered, through a
+/// slow validator too.
+#[test]
+fn a_half_closed_client_gets_every_reply_through_a_slow_validator() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = common::script(dir.path(), "slow", "sleep 0.2\necho JNHP:1");
+    let s = Server::start_in(dir, &common::process_validator(&slow, ""));
+    let mut c = s.connect();
+    let stores: String = (0..5).map(|j| format!("STORE h{j} v{j}\r\n")).collect();
+    c.send(format!("{stores}GET h4\r\n").as_bytes());
+    c.half_close();
+    let replies = String::from_utf8(c.read_to_end()).unwrap();
+    assert_eq!(replies, format!("{}v4\r\n", "W00T!\r\n".repeat(5)));
+}

@@ -22,6 +22,14 @@ pub async fn write_coalesced<W: AsyncWrite + Unpin>(
             buf.extend_from_slice(&more);
         }
         out.write_all(&buf).await?;
+        if buf.capacity() > KEEP_CAPACITY {
+            // A burst of large lines went through: an idle writer keeps
+            // little (jnhpd's helpers saw 8 MiB values).
+            buf = Vec::new();
+        }
     }
     Ok(())
 }
+
+/// What the coalescing buffer keeps between bursts.
+const KEEP_CAPACITY: usize = 64 * 1024;
