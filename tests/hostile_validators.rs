@@ -38,7 +38,6 @@ fn helper_config(program: &Path, extra: &str) -> String {
 /// ("exited ...; killed it, 1 requests in flight fail"), dropping the
 /// reply it was sent.
 #[test]
-#[ignore = "defect: a helper's last reply is dropped when the helper exits right after writing it"]
 fn a_reply_written_before_the_helper_exits_counts() {
     let d = tempfile::tempdir().unwrap();
     let prog = script(
@@ -336,7 +335,6 @@ fn a_subject_oid_with_a_uuid_arc_is_shown_dotted() {
 /// whole timeout. (The same holds, seen by hand, when the detached
 /// process holds only stderr.)
 #[test]
-#[ignore = "defect: a detached process holding stdout keeps a finished run (slot, orphan) alive until timeout_ms"]
 fn a_detached_process_holding_stdout_does_not_keep_the_run_alive() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().to_path_buf();
@@ -404,7 +402,6 @@ fn a_detached_process_holding_stdout_does_not_keep_the_run_alive() {
 /// the detached process to close stdout, i.e. for `timeout_ms`, and
 /// reports a timeout.
 #[test]
-#[ignore = "defect: a program exiting without a verdict fails only at timeout_ms when a detached process holds its stdout"]
 fn a_program_exiting_without_a_verdict_fails_at_once_despite_a_detached_process() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().to_path_buf();
@@ -448,8 +445,12 @@ fn a_program_exiting_without_a_verdict_fails_at_once_despite_a_detached_process(
 /// that process live as long as the helper does, i.e. for ever with
 /// `max_requests = 0`: the program is long gone, its run is over, and the
 /// process it started lives on.
+///
+/// Run tags are now 128 random bits, so the program can only guess: it
+/// tries its own tag minus one (the old counter's neighbour, what it would
+/// be if tags were counted) or, for a hex tag, its tag with the last
+/// digit changed. Either way the guess names no live run.
 #[test]
-#[ignore = "defect: a process validator's orphan that borrows a live helper's JNHP_RUN outlives its program"]
 fn an_orphan_borrowing_a_helpers_run_does_not_outlive_its_program() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().to_path_buf();
@@ -462,7 +463,8 @@ fn an_orphan_borrowing_a_helpers_run_does_not_outlive_its_program() {
         &root,
         "v",
         &format!(
-            "setsid env JNHP_RUN=$((JNHP_RUN - 1)) sh -c 'echo $$ > {r}/orphan.tmp; mv {r}/orphan.tmp {r}/orphan; exec sleep 300' </dev/null >/dev/null 2>&1 &\n\
+            "case \"$JNHP_RUN\" in\n  *[!0-9]*) guess=$(printf %s \"$JNHP_RUN\" | sed 's/.$//')$(case \"$JNHP_RUN\" in *0) echo 1 ;; *) echo 0 ;; esac) ;;\n  *) guess=$((JNHP_RUN - 1)) ;;\nesac\n\
+             setsid env JNHP_RUN=$guess sh -c 'echo $$ > {r}/orphan.tmp; mv {r}/orphan.tmp {r}/orphan; exec sleep 300' </dev/null >/dev/null 2>&1 &\n\
              while [ ! -e {r}/orphan ]; do sleep 0.01; done\necho JNHP:1",
             r = root.display()
         ),

@@ -37,6 +37,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Shutdown: how long helpers get to exit once their stdin is closed.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+/// How long an exited helper's stdout is still read for its last replies.
+const STDOUT_GRACE: Duration = Duration::from_secs(1);
 /// stderr: lines longer than this are cut; at most `STDERR_BURST` lines are
 /// logged at once, then `STDERR_PER_SEC` a second.
 const STDERR_LINE: usize = 1024;
@@ -318,16 +320,17 @@ impl Pool {
         if let Some(stdin) = child.stdin.take() {
             tokio::spawn(write_lines(stdin, stdin_rx));
         }
-        if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(read_lines(id, stdout, self.events_tx.clone()));
-        }
+        let stdout = child
+            .stdout
+            .take()
+            .map(|stdout| tokio::spawn(read_lines(id, stdout, self.events_tx.clone())));
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(log_stderr(
                 format!("helper {} (pid {pid})", self.description),
                 stderr,
             ));
         }
-        tokio::spawn(wait_exit(id, child, run, self.events_tx.clone()));
+        tokio::spawn(wait_exit(id, child, run, stdout, self.events_tx.clone()));
         log::debug!("helper {}: started pid {pid}", self.description);
         self.helpers.insert(
             id,
@@ -573,17 +576,29 @@ async fn read_lines<R: AsyncRead + Unpin>(
 }
 
 /// Reaps helper `helper`; then its run ends (its orphans are killed).
+///
+/// The exit is reported only once its stdout reader has read to end of
+/// file (or [`STDOUT_GRACE`] has passed): replies a helper wrote just before
+/// exiting are in the pipe, and must reach the pool before the exit does,
+/// or the requests they answer would fail as still in flight. The grace
+/// bounds the wait when something else (a process the helper left in its
+/// group) still holds the pipe open.
 async fn wait_exit(
     helper: u64,
     mut child: Child,
     run: reaper::Run,
+    stdout: Option<tokio::task::JoinHandle<()>>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     let status = match child.wait().await {
         Ok(status) => status.to_string(),
         Err(err) => err.to_string(),
     };
+    // Orphans that left the group and hold the pipe are killed here.
     drop(run);
+    if let Some(reader) = stdout {
+        let _ = tokio::time::timeout(STDOUT_GRACE, reader).await;
+    }
     let _ = events.send(Event::Exited { helper, status });
 }
 
