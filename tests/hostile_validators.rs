@@ -565,7 +565,6 @@ fn a_replaced_helper_with_a_hung_request_is_stopped_within_two_seconds() {
 /// newline-less flood becomes a flood of lines, only held back by the
 /// rate limit).
 #[test]
-#[ignore = "defect: a long helper stderr line is split into several log lines instead of cut at 1 KiB"]
 fn a_long_helper_stderr_line_is_logged_once_cut_at_1_kib() {
     let d = tempfile::tempdir().unwrap();
     let prog = script(
@@ -596,6 +595,57 @@ fn a_long_helper_stderr_line_is_logged_once_cut_at_1_kib() {
         "a stderr line logged with {} bytes",
         text.len()
     );
+}
+
+/// What a validator writes cannot forge log lines: a helper's stderr and
+/// a process validator's stderr (quoted in its failure log) with CR, LF,
+/// ESC and NUL in them each stay inside one log line, the control
+/// characters escaped (validators.md: "control characters escaped").
+#[test]
+fn validator_stderr_cannot_forge_log_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let helper = script(
+        d.path(),
+        "h",
+        "printf 'helper-said\\r[2099] ERROR FORGED-BY-HELPER\\033[2J\\000tail\\n' >&2\n\
+         echo helper-marker >&2\n\
+         while read -r id name value; do echo \"$id JNHP:1\"; done",
+    );
+    let prog = script(
+        d.path(),
+        "v",
+        "printf 'first\\n[2099] ERROR FORGED-BY-PROCESS\\r\\033[31m\\000end' >&2\nexit 3",
+    );
+    let config = format!(
+        "{}{}",
+        helper_config(&helper, "children = 1"),
+        common::process_validator(&prog, "")
+    );
+    let s = Server::start_in(d, &config);
+    assert_eq!(s.connect().ask("STORE a v"), "RARGH!");
+    s.log.wait_for("helper-marker");
+    s.log.wait_for("without a verdict");
+    let log = s.log.all();
+    for forged in ["FORGED-BY-HELPER", "FORGED-BY-PROCESS"] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(forged)).collect();
+        assert_eq!(lines.len(), 1, "{forged}: {lines:?}\nlog:\n{log}");
+        let line = lines[0];
+        assert!(
+            !line.contains(['\r', '\x1b', '\0']),
+            "a raw control character reached the log: {line:?}"
+        );
+        assert!(
+            line.contains("\\x1b") && line.contains("\\x00") && line.contains("\\x0d"),
+            "control characters not escaped: {line:?}"
+        );
+        // The forged text is inside the line jnhpd wrote, not a line start.
+        assert!(!line.starts_with("[2099]"), "{line:?}");
+    }
+    let process = log
+        .lines()
+        .find(|l| l.contains("FORGED-BY-PROCESS"))
+        .unwrap();
+    assert!(process.contains("first\\x0a[2099]"), "{process:?}");
 }
 
 // ---------------------------------------------------------------------

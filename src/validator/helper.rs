@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::spec::HelperSpec;
-use super::{Cause, Peer, Validator, Verdict, reaper};
+use super::{Cause, Peer, Validator, Verdict, escape_controls, reaper};
 use crate::metrics::ValidatorStats;
 use crate::timer::sleep_until_or_never;
 
@@ -603,7 +603,10 @@ async fn wait_exit(
 }
 
 /// Logs a helper's stderr line by line, lines cut at [`STDERR_LINE`] bytes
-/// and rate-limited, so a chatty helper cannot flood the log.
+/// and rate-limited, so a chatty helper cannot flood the log. A longer
+/// line is logged once, its first [`STDERR_LINE`] bytes marked as cut, and
+/// the rest of it is skipped; control characters are escaped
+/// ([`escape_controls`]), so one stderr line is always one log line.
 async fn log_stderr<R: AsyncRead + Unpin>(who: String, stderr: R) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::new();
@@ -617,6 +620,16 @@ async fn log_stderr<R: AsyncRead + Unpin>(who: String, stderr: R) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+        let cut = if line.last() == Some(&b'\n') {
+            line.pop();
+            false
+        } else if line.len() < STDERR_LINE {
+            // The last line, without a line end.
+            false
+        } else {
+            // Skip the rest of the line, reading (not keeping) it.
+            skip_line(&mut reader).await
+        };
         let now = Instant::now();
         tokens =
             (tokens + now.duration_since(last).as_secs_f64() * STDERR_PER_SEC).min(STDERR_BURST);
@@ -634,9 +647,37 @@ async fn log_stderr<R: AsyncRead + Unpin>(who: String, stderr: R) {
             dropped = 0;
         }
         let text = String::from_utf8_lossy(&line);
-        log::warn!("{who} stderr: {}", text.trim_end());
+        let text = escape_controls(text.trim_end_matches('\r'));
+        if cut {
+            log::warn!("{who} stderr: {text} [line cut at {STDERR_LINE} bytes]");
+        } else {
+            log::warn!("{who} stderr: {text}");
+        }
     }
     if dropped > 0 {
         log::warn!("{who}: {dropped} stderr lines not logged (too many)");
+    }
+}
+
+/// Reads and drops the rest of a line; whether there was any rest (a line
+/// of exactly [`STDERR_LINE`] bytes ending right at the limit was not cut).
+async fn skip_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> bool {
+    let mut skipped = 0usize;
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => return skipped > 0,
+            Ok(buf) => buf,
+        };
+        match memchr::memchr(b'\n', buf) {
+            Some(at) => {
+                reader.consume(at + 1);
+                return skipped + at > 0;
+            }
+            None => {
+                let n = buf.len();
+                skipped += n;
+                reader.consume(n);
+            }
+        }
     }
 }
