@@ -670,7 +670,6 @@ fn validator_stderr_cannot_forge_log_lines() {
 /// the STORE is refused, and every other STORE in flight on that helper
 /// fails with it. Any client can do it, again and again.
 #[test]
-#[ignore = "defect: the shipped asyncio-helper dies on a value over 1 MiB (max_value_bytes allows 16 MiB)"]
 fn the_asyncio_helper_example_survives_a_large_value() {
     let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("validators/asyncio-helper");
     let s = Server::start(&format!(
@@ -695,7 +694,6 @@ fn the_asyncio_helper_example_survives_a_large_value() {
 /// U+009F (which tls.md counts as control characters too) pass, among
 /// them NEL (U+0085) and CSI (U+009B), the one-character form of ESC [.
 #[test]
-#[ignore = "defect: the shipped utf8-text allows C1 control characters (U+0085 NEL, U+009B CSI)"]
 fn the_utf8_text_example_refuses_c1_controls() {
     let prog = Path::new(env!("CARGO_MANIFEST_DIR")).join("validators/utf8-text");
     let s = Server::start(&common::process_validator(&prog, "input = \"stdin\""));
@@ -720,7 +718,6 @@ fn the_utf8_text_example_refuses_c1_controls() {
 /// the value is allowed. Here an ID3-tagged blob whose padded base64 is
 /// refused passes once its trailing `=` is dropped.
 #[test]
-#[ignore = "defect: the shipped reject-mp3 lets MP3 data through as unpadded base64"]
 fn the_reject_mp3_example_refuses_unpadded_base64() {
     let prog = Path::new(env!("CARGO_MANIFEST_DIR")).join("validators/reject-mp3");
     let s = Server::start(&common::process_validator(&prog, ""));
