@@ -227,28 +227,265 @@ impl Acceptor {
 /// `attribute_text`); other values are `#` and the hex of their whole DER
 /// encoding. Then RFC 4514's escapes apply, and every control character is
 /// escaped too (`escape`): the string is one line of printable text.
+/// Attribute types without a short name are their dotted OID, every arc
+/// in decimal whatever its size.
+///
+/// The subject is read here, strictly, from the certificate's own bytes
+/// (not from a parser that stops at the first RDN it cannot read): a
+/// subject that is not a well-formed DER Name in full (an empty RDN, an
+/// attribute without a value or with an extra element, trailing bytes)
+/// is `#` and the hex of the whole Name's DER. No RFC 4514 string starts
+/// with `#`, so such a subject never reads as, or as part of, a name a
+/// rule trusts; it is never shown shortened.
 pub fn subject(cert: &CertificateDer) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let mut rdns: Vec<String> = cert
-        .subject()
-        .iter()
-        .map(|rdn| {
-            rdn.iter()
-                .map(|atv| {
-                    let oid = atv.attr_type().to_id_string();
-                    let name = short_name(&oid).map_or(oid, str::to_string);
-                    let value = match attribute_text(atv.attr_value()) {
-                        Some(text) => escape(&text),
-                        None => hex_encoding(atv.attr_value()),
-                    };
-                    format!("{name}={value}")
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect();
+    // The certificate must parse as one (as before); the subject is then
+    // taken from its DER: Certificate { TBSCertificate { [0] version
+    // (optional), serial, signature, issuer, validity, subject, .. }, .. }.
+    x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let (certificate, _) = der_tlv(cert.as_ref()).ok()?;
+    let (tbs, _) = der_tlv(certificate.content).ok()?;
+    let mut rest = tbs.content;
+    let mut fields = Vec::new();
+    while !rest.is_empty() && fields.len() < 7 {
+        let (field, after) = der_tlv(rest).ok()?;
+        fields.push(field);
+        rest = after;
+    }
+    let skip = usize::from(fields.first()?.tag == [0xa0]);
+    let name = fields.get(skip + 4)?;
+    Some(rfc4514_name(name).unwrap_or_else(|()| hex(name.whole)))
+}
+
+/// One DER element: its identifier octets, its contents and the whole
+/// encoding.
+struct Tlv<'a> {
+    tag: &'a [u8],
+    content: &'a [u8],
+    whole: &'a [u8],
+}
+
+/// Reads one DER element off the front of `data`: the element and the
+/// bytes after it. `Err` for anything that is not DER (a truncated
+/// element, an indefinite or non-minimal length).
+fn der_tlv(data: &[u8]) -> Result<(Tlv<'_>, &[u8]), ()> {
+    let mut at = 1;
+    if *data.first().ok_or(())? & 0x1f == 0x1f {
+        // High tag number: base-128 octets, the last without bit 8.
+        loop {
+            let b = *data.get(at).ok_or(())?;
+            at += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+    }
+    let tag_end = at;
+    let first = *data.get(at).ok_or(())?;
+    at += 1;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let octets = usize::from(first & 0x7f);
+        if octets == 0 || octets > std::mem::size_of::<usize>() {
+            return Err(()); // indefinite, or longer than memory
+        }
+        let bytes = data.get(at..at + octets).ok_or(())?;
+        at += octets;
+        if bytes[0] == 0 {
+            return Err(()); // not minimal
+        }
+        let len = bytes.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b));
+        if len < 0x80 {
+            return Err(()); // the short form was required
+        }
+        len
+    };
+    let end = at.checked_add(len).ok_or(())?;
+    let content = data.get(at..end).ok_or(())?;
+    Ok((
+        Tlv {
+            tag: &data[..tag_end],
+            content,
+            whole: &data[..end],
+        },
+        &data[end..],
+    ))
+}
+
+/// The elements a constructed DER value holds, each with the tag `tag`;
+/// `Err` if any is not, or the contents do not split into elements.
+fn der_elements<'a>(content: &'a [u8], tag: u8) -> Result<Vec<Tlv<'a>>, ()> {
+    let mut rest = content;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (element, after) = der_tlv(rest)?;
+        if element.tag != [tag] {
+            return Err(());
+        }
+        out.push(element);
+        rest = after;
+    }
+    Ok(out)
+}
+
+/// RFC 4514 string of a DER Name (a SEQUENCE of non-empty SETs of
+/// SEQUENCE { OID, value }), most specific RDN first; `Err` unless all of
+/// it is exactly that.
+fn rfc4514_name(name: &Tlv) -> Result<String, ()> {
+    use x509_parser::der_parser::asn1_rs::{Any, FromDer};
+    if name.tag != [0x30] {
+        return Err(());
+    }
+    let mut rdns = Vec::new();
+    for rdn in der_elements(name.content, 0x31)? {
+        let atvs = der_elements(rdn.content, 0x30)?;
+        if atvs.is_empty() {
+            return Err(());
+        }
+        let mut parts = Vec::with_capacity(atvs.len());
+        for atv in atvs {
+            let (oid, rest) = der_tlv(atv.content)?;
+            let (value, rest) = der_tlv(rest)?;
+            if oid.tag != [0x06] || !rest.is_empty() {
+                return Err(());
+            }
+            let oid = dotted_oid(oid.content)?;
+            let name = short_name(&oid).map_or(oid, str::to_string);
+            let text = Any::from_der(value.whole)
+                .ok()
+                .and_then(|(_, any)| attribute_text(&any));
+            let value = match text {
+                Some(text) => escape(&text),
+                None => hex(value.whole),
+            };
+            parts.push(format!("{name}={value}"));
+        }
+        rdns.push(parts.join("+"));
+    }
     rdns.reverse();
-    Some(rdns.join(","))
+    Ok(rdns.join(","))
+}
+
+/// The dotted form of an OID's DER contents: subidentifiers of 7 bits a
+/// byte, of any size (UUID arcs under 2.25 are 128 bits), the first one
+/// holding the first two arcs (40 × first + second, where the first is 0,
+/// 1 or 2 and only under 2 may the second be 40 or more). `Err` for an
+/// encoding DER forbids (empty, a subidentifier padded with 0x80, one cut
+/// off at the end).
+fn dotted_oid(content: &[u8]) -> Result<String, ()> {
+    let mut arcs: Vec<String> = Vec::new();
+    let mut rest = content;
+    if rest.is_empty() {
+        return Err(());
+    }
+    while !rest.is_empty() {
+        let end = rest.iter().position(|&b| b & 0x80 == 0).ok_or(())?;
+        let (digits, after) = rest.split_at(end + 1);
+        rest = after;
+        if digits[0] == 0x80 {
+            return Err(()); // not minimal
+        }
+        let number = Decimal::from_base128(digits);
+        if arcs.is_empty() {
+            let (first, second) = match number.small() {
+                Some(n) if n < 40 => (0, Decimal::from_u64(n)),
+                Some(n) if n < 80 => (1, Decimal::from_u64(n - 40)),
+                _ => (2, number.minus(80)),
+            };
+            arcs.push(first.to_string());
+            arcs.push(second.to_string());
+        } else {
+            arcs.push(number.to_string());
+        }
+    }
+    Ok(arcs.join("."))
+}
+
+/// A non-negative integer of any size, in base 10^9 limbs (least
+/// significant first), for OID arcs beyond 64 bits.
+struct Decimal(Vec<u32>);
+
+impl Decimal {
+    const BASE: u64 = 1_000_000_000;
+
+    fn from_u64(mut n: u64) -> Decimal {
+        let mut limbs = vec![];
+        loop {
+            limbs.push((n % Self::BASE) as u32);
+            n /= Self::BASE;
+            if n == 0 {
+                return Decimal(limbs);
+            }
+        }
+    }
+
+    /// The value of base-128 digits (bit 8 of each is a continuation flag).
+    fn from_base128(digits: &[u8]) -> Decimal {
+        let mut limbs = vec![0u32];
+        for &d in digits {
+            let mut carry = u64::from(d & 0x7f);
+            for limb in &mut limbs {
+                let v = u64::from(*limb) * 128 + carry;
+                *limb = (v % Self::BASE) as u32;
+                carry = v / Self::BASE;
+            }
+            while carry > 0 {
+                limbs.push((carry % Self::BASE) as u32);
+                carry /= Self::BASE;
+            }
+        }
+        Decimal(limbs)
+    }
+
+    /// The value, if it fits in a u64 below 10^18.
+    fn small(&self) -> Option<u64> {
+        match self.0.as_slice() {
+            [low] => Some(u64::from(*low)),
+            [low, high] => Some(u64::from(*high) * Self::BASE + u64::from(*low)),
+            _ => None,
+        }
+    }
+
+    /// The value minus `n`, for a value of at least `n` (here: at least 80).
+    fn minus(mut self, n: u32) -> Decimal {
+        let mut borrow = u64::from(n);
+        for limb in &mut self.0 {
+            let v = u64::from(*limb);
+            if v >= borrow {
+                *limb = (v - borrow) as u32;
+                break;
+            }
+            *limb = (v + Self::BASE - borrow) as u32;
+            borrow = 1;
+        }
+        while self.0.len() > 1 && self.0.last() == Some(&0) {
+            self.0.pop();
+        }
+        self
+    }
+}
+
+impl std::fmt::Display for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut limbs = self.0.iter().rev();
+        if let Some(top) = limbs.next() {
+            write!(f, "{top}")?;
+        }
+        for limb in limbs {
+            write!(f, "{limb:09}")?;
+        }
+        Ok(())
+    }
+}
+
+/// RFC 4514's `#` form: `#` and the hex of `der`.
+fn hex(der: &[u8]) -> String {
+    let mut out = String::with_capacity(1 + 2 * der.len());
+    out.push('#');
+    for b in der {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// The text of a directory string value, decoded by its type: UTF8String
@@ -291,55 +528,6 @@ fn attribute_text(value: &x509_parser::der_parser::asn1_rs::Any) -> Option<Strin
         }
         _ => None,
     }
-}
-
-/// RFC 4514's form of a value that is not shown as text: `#` and the hex
-/// of its whole encoding (identifier, length and contents octets). The
-/// identifier and length are encoded again as DER, which gives back the
-/// certificate's own bytes: certificates are DER.
-fn hex_encoding(value: &x509_parser::der_parser::asn1_rs::Any) -> String {
-    let header = &value.header;
-    let mut bytes = match header.raw_tag() {
-        Some(tag) => tag.to_vec(),
-        None => {
-            let number = header.tag().0;
-            let first = ((header.class() as u8) << 6) | (u8::from(header.is_constructed()) << 5);
-            if number < 31 {
-                vec![first | number as u8]
-            } else {
-                // High tag number: 7 bits a byte, most significant first.
-                let mut tag = vec![first | 0x1f];
-                let groups = (0..5).rev().map(|i| (number >> (7 * i)) & 0x7f);
-                let mut started = false;
-                for (i, group) in groups.enumerate() {
-                    started |= group != 0 || i == 4;
-                    if started {
-                        tag.push(group as u8 | if i < 4 { 0x80 } else { 0 });
-                    }
-                }
-                tag
-            }
-        }
-    };
-    let len = value.data.len();
-    if len < 0x80 {
-        bytes.push(len as u8);
-    } else {
-        let octets: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|&b| b == 0)
-            .collect();
-        bytes.push(0x80 | octets.len() as u8);
-        bytes.extend_from_slice(&octets);
-    }
-    bytes.extend_from_slice(value.data);
-    let mut out = String::with_capacity(1 + 2 * bytes.len());
-    out.push('#');
-    for b in bytes {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
 }
 
 /// The short names RFC 4514 (and common use) give attribute types.
@@ -538,6 +726,66 @@ mod tests {
             subject_of(&der),
             Some(format!("CN=#0481c8{}", "61".repeat(200)))
         );
+    }
+
+    #[test]
+    fn oids_are_dotted_with_arcs_of_any_size() {
+        assert_eq!(dotted_oid(&[0x55, 0x04, 0x03]).as_deref(), Ok("2.5.4.3"));
+        assert_eq!(dotted_oid(&[0x00]).as_deref(), Ok("0.0"));
+        assert_eq!(dotted_oid(&[0x27]).as_deref(), Ok("0.39"));
+        assert_eq!(dotted_oid(&[0x28]).as_deref(), Ok("1.0"));
+        assert_eq!(dotted_oid(&[0x4f]).as_deref(), Ok("1.39"));
+        assert_eq!(dotted_oid(&[0x50]).as_deref(), Ok("2.0"));
+        assert_eq!(dotted_oid(&[0x7f, 0x05]).as_deref(), Ok("2.47.5"));
+        assert_eq!(dotted_oid(&[0x88, 0x37, 0x01]).as_deref(), Ok("2.999.1"));
+        // 2^64 - 1 and 2^64 as the third arc.
+        let mut max = vec![0x01, 0x81];
+        max.extend([0xff; 8]);
+        max.push(0x7f);
+        assert_eq!(dotted_oid(&max).as_deref(), Ok("0.1.18446744073709551615"));
+        let mut over = vec![0x01, 0x82];
+        over.extend([0x80; 8]);
+        over.push(0x00);
+        assert_eq!(dotted_oid(&over).as_deref(), Ok("0.1.18446744073709551616"));
+        // The first subidentifier beyond 64 bits: 2 and a huge second arc.
+        let mut huge = vec![0x82];
+        huge.extend([0x80; 9]);
+        huge.push(0x00);
+        // 2 * 2^70 = 2^71 = 2361183241434822606848, minus 80.
+        assert_eq!(dotted_oid(&huge).as_deref(), Ok("2.2361183241434822606768"));
+        for bad in [&[][..], &[0x80, 0x01], &[0x55, 0x84]] {
+            assert_eq!(dotted_oid(bad), Err(()), "{bad:02x?}");
+        }
+    }
+
+    #[test]
+    fn a_subject_that_is_not_a_name_in_full_is_the_hex_of_all_of_it() {
+        let atv = |v: &[u8]| {
+            [
+                &[0x30, 5 + v.len() as u8, 0x06, 0x03, 0x55, 0x04, 0x03][..],
+                v,
+            ]
+            .concat()
+        };
+        let set = |c: &[u8]| [&[0x31, c.len() as u8][..], c].concat();
+        let seq = |c: &[u8]| [&[0x30, c.len() as u8][..], c].concat();
+        let name = |der: &[u8]| {
+            let (tlv, rest) = der_tlv(der).unwrap();
+            assert!(rest.is_empty());
+            rfc4514_name(&tlv)
+        };
+        let good = seq(&[set(&atv(b"\x0c\x01a")), set(&atv(b"\x0c\x01b"))].concat());
+        assert_eq!(name(&good).as_deref(), Ok("CN=b,CN=a"));
+        for bad in [
+            seq(&[set(&atv(b"\x0c\x01a")), set(&[])].concat()),
+            seq(&[set(&atv(b"\x0c\x01a")), seq(&[])].concat()),
+            seq(&set(&[0x30, 0x05, 0x06, 0x03, 0x55, 0x04, 0x03])),
+            seq(&set(&atv(b"\x0c\x01a\x05\x00"))),
+            seq(&set(&[0x04, 0x00])),
+        ] {
+            assert_eq!(name(&bad), Err(()), "{bad:02x?}");
+        }
+        assert_eq!(hex(&[0x30, 0x00]), "#3000");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::spec::HelperSpec;
-use super::{Cause, Peer, Validator, Verdict, reaper};
+use super::{Cause, Peer, Validator, Verdict, escape_controls, reaper};
 use crate::metrics::ValidatorStats;
 use crate::timer::sleep_until_or_never;
 
@@ -37,6 +37,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Shutdown: how long helpers get to exit once their stdin is closed.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+/// How long an exited helper's stdout is still read for its last replies.
+const STDOUT_GRACE: Duration = Duration::from_secs(1);
 /// stderr: lines longer than this are cut; at most `STDERR_BURST` lines are
 /// logged at once, then `STDERR_PER_SEC` a second.
 const STDERR_LINE: usize = 1024;
@@ -318,16 +320,17 @@ impl Pool {
         if let Some(stdin) = child.stdin.take() {
             tokio::spawn(write_lines(stdin, stdin_rx));
         }
-        if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(read_lines(id, stdout, self.events_tx.clone()));
-        }
+        let stdout = child
+            .stdout
+            .take()
+            .map(|stdout| tokio::spawn(read_lines(id, stdout, self.events_tx.clone())));
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(log_stderr(
                 format!("helper {} (pid {pid})", self.description),
                 stderr,
             ));
         }
-        tokio::spawn(wait_exit(id, child, run, self.events_tx.clone()));
+        tokio::spawn(wait_exit(id, child, run, stdout, self.events_tx.clone()));
         log::debug!("helper {}: started pid {pid}", self.description);
         self.helpers.insert(
             id,
@@ -573,22 +576,37 @@ async fn read_lines<R: AsyncRead + Unpin>(
 }
 
 /// Reaps helper `helper`; then its run ends (its orphans are killed).
+///
+/// The exit is reported only once its stdout reader has read to end of
+/// file (or [`STDOUT_GRACE`] has passed): replies a helper wrote just before
+/// exiting are in the pipe, and must reach the pool before the exit does,
+/// or the requests they answer would fail as still in flight. The grace
+/// bounds the wait when something else (a process the helper left in its
+/// group) still holds the pipe open.
 async fn wait_exit(
     helper: u64,
     mut child: Child,
     run: reaper::Run,
+    stdout: Option<tokio::task::JoinHandle<()>>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     let status = match child.wait().await {
         Ok(status) => status.to_string(),
         Err(err) => err.to_string(),
     };
+    // Orphans that left the group and hold the pipe are killed here.
     drop(run);
+    if let Some(reader) = stdout {
+        let _ = tokio::time::timeout(STDOUT_GRACE, reader).await;
+    }
     let _ = events.send(Event::Exited { helper, status });
 }
 
 /// Logs a helper's stderr line by line, lines cut at [`STDERR_LINE`] bytes
-/// and rate-limited, so a chatty helper cannot flood the log.
+/// and rate-limited, so a chatty helper cannot flood the log. A longer
+/// line is logged once, its first [`STDERR_LINE`] bytes marked as cut, and
+/// the rest of it is skipped; control characters are escaped
+/// ([`escape_controls`]), so one stderr line is always one log line.
 async fn log_stderr<R: AsyncRead + Unpin>(who: String, stderr: R) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::new();
@@ -602,6 +620,16 @@ async fn log_stderr<R: AsyncRead + Unpin>(who: String, stderr: R) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+        let cut = if line.last() == Some(&b'\n') {
+            line.pop();
+            false
+        } else if line.len() < STDERR_LINE {
+            // The last line, without a line end.
+            false
+        } else {
+            // Skip the rest of the line, reading (not keeping) it.
+            skip_line(&mut reader).await
+        };
         let now = Instant::now();
         tokens =
             (tokens + now.duration_since(last).as_secs_f64() * STDERR_PER_SEC).min(STDERR_BURST);
@@ -619,9 +647,37 @@ async fn log_stderr<R: AsyncRead + Unpin>(who: String, stderr: R) {
             dropped = 0;
         }
         let text = String::from_utf8_lossy(&line);
-        log::warn!("{who} stderr: {}", text.trim_end());
+        let text = escape_controls(text.trim_end_matches('\r'));
+        if cut {
+            log::warn!("{who} stderr: {text} [line cut at {STDERR_LINE} bytes]");
+        } else {
+            log::warn!("{who} stderr: {text}");
+        }
     }
     if dropped > 0 {
         log::warn!("{who}: {dropped} stderr lines not logged (too many)");
+    }
+}
+
+/// Reads and drops the rest of a line; whether there was any rest (a line
+/// of exactly [`STDERR_LINE`] bytes ending right at the limit was not cut).
+async fn skip_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> bool {
+    let mut skipped = 0usize;
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => return skipped > 0,
+            Ok(buf) => buf,
+        };
+        match memchr::memchr(b'\n', buf) {
+            Some(at) => {
+                reader.consume(at + 1);
+                return skipped + at > 0;
+            }
+            None => {
+                let n = buf.len();
+                skipped += n;
+                reader.consume(n);
+            }
+        }
     }
 }

@@ -39,6 +39,31 @@ pub(crate) fn withhold_secrets(command: &mut tokio::process::Command) {
     }
 }
 
+/// `text` with every control character (C0 including CR, LF, ESC and NUL,
+/// DEL, C1) and the Unicode line and paragraph separators written as
+/// `\x0a`-style escapes (`\u{2028}` beyond one byte). What a validator
+/// program writes (its stderr, its bad replies) reaches the log through
+/// this, so that it is always part of one log line and cannot forge
+/// lines of its own or drive a terminal.
+pub(crate) fn escape_controls(text: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            let code = u32::from(c);
+            // Writing to a String cannot fail.
+            let _ = if code < 0x100 {
+                write!(out, "\\x{code:02x}")
+            } else {
+                write!(out, "\\u{{{code:x}}}")
+            };
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Who sent a STORE: the client's address and, on a mutual-TLS
 /// connection, its certificate's subject (RFC 4514). Process validators
 /// get them as `JNHP_PEER` and `JNHP_PEER_CERT_SUBJECT`.
@@ -152,10 +177,11 @@ impl Link {
             Verdict::Deny => false,
             Verdict::Failure(_, cause) => {
                 log::warn!(
-                    "validator {} ({}) failed for name {:?}: {cause}; {}",
+                    "validator {} ({}) failed for name {:?}: {}; {}",
                     self.stats.name,
                     self.validator.describe(),
                     String::from_utf8_lossy(name),
+                    escape_controls(&cause),
                     match self.on_failure {
                         OnFailure::Reject => "rejecting the STORE",
                         OnFailure::Allow => "allowing the STORE (on_failure = \"allow\")",
@@ -317,5 +343,16 @@ impl ValidatorChain {
             }
         }
         Inline::Allowed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            super::escape_controls("a\r\nb\x1b[31m\0c\u{85}d\u{2028}\\é"),
+            "a\\x0d\\x0ab\\x1b[31m\\x00c\\x85d\\u{2028}\\é"
+        );
     }
 }

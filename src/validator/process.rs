@@ -29,6 +29,11 @@ use super::spec::{Input, ProcessSpec};
 use super::{Cause, Peer, Validator, Verdict, reaper};
 use crate::metrics::ValidatorStats;
 
+/// How long a program's stdout and stderr are still read after it exited:
+/// a process it left behind may hold them open (and is killed as an
+/// orphan), and the run must not wait for that process's end.
+const PIPE_GRACE: Duration = Duration::from_millis(500);
+
 /// How much of a program's stderr is kept for the failure log.
 const STDERR_KEPT: usize = 4096;
 
@@ -99,7 +104,7 @@ impl Validator for Process {
         let (verdict_tx, verdict_rx) = oneshot::channel();
         let supervisor = Supervisor {
             group: Group::of(&child),
-            run,
+            run: Some(run),
             child,
             deadline,
             timeout: self.spec.timeout,
@@ -150,9 +155,9 @@ impl Drop for Group {
 struct Supervisor {
     child: Child,
     group: Group,
-    /// Dropped once the program is reaped: its orphans are killed then.
-    #[allow(dead_code)] // held for its Drop
-    run: reaper::Run,
+    /// Taken and dropped once the program is reaped: that ends the run,
+    /// and its orphans are killed then.
+    run: Option<reaper::Run>,
     deadline: Instant,
     timeout: Duration,
     verdict: Option<oneshot::Sender<Verdict>>,
@@ -179,6 +184,8 @@ impl Supervisor {
         let mut out_buf = vec![0u8; 8192];
         let mut err_buf = vec![0u8; 8192];
         let mut timed_out = false;
+        // Once the program is reaped, its pipes are read only until then.
+        let mut pipes_until: Option<Instant> = None;
         while status.is_none() || stdout.is_some() || stderr.is_some() {
             tokio::select! {
                 read = read_some(&mut stdout, &mut out_buf), if stdout.is_some() => match read {
@@ -205,8 +212,22 @@ impl Supervisor {
                 exit = self.child.wait(), if status.is_none() => {
                     status = Some(exit);
                     // The program is gone; whatever it left in its group
-                    // goes too (this also closes pipes they hold open).
+                    // goes too (this also closes pipes they hold open),
+                    // and so does what left the group: the run is over.
                     self.group.kill();
+                    self.run = None;
+                    pipes_until = Some(Instant::now() + PIPE_GRACE);
+                }
+                () = crate::timer::sleep_until_or_never(pipes_until) => {
+                    // Something outside the program still holds its
+                    // pipes open: what is in them by now is all it wrote.
+                    // Stop reading, and catch what has arrived as an
+                    // orphan since the run ended.
+                    if let Some(verdict) = scanner.finish() {
+                        self.decide(verdict);
+                    }
+                    reaper::sweep_now();
+                    break;
                 }
                 () = tokio::time::sleep_until(self.deadline) => {
                     timed_out = true;

@@ -8,7 +8,10 @@
 //! an orphan is then a child of jnhpd that jnhpd never spawned.
 //!
 //! To tell whose orphan it is, every program jnhpd runs gets
-//! `JNHP_RUN=<id>` in its environment, which its descendants inherit. When
+//! `JNHP_RUN=<tag>` in its environment, which its descendants inherit. The
+//! tag is 128 random bits, not a counter: a program cannot name another
+//! run's tag (a helper's that lives for ever, say) to keep what it leaves
+//! behind alive past its own end. When
 //! a run ends (its program exited or was killed; the [`Run`] is dropped),
 //! the orphans carrying its id are killed; orphans without a live run's id (the
 //! environment cleared, or their run already over) are killed as soon as a
@@ -22,7 +25,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -37,15 +40,13 @@ pub const RUN_VAR: &str = "JNHP_RUN";
 struct Registry {
     /// Pids of the programs jnhpd started (not orphans), while they live.
     spawned: BTreeSet<i32>,
-    live_runs: BTreeSet<u64>,
+    live_runs: BTreeSet<u128>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     spawned: BTreeSet::new(),
     live_runs: BTreeSet::new(),
 });
-
-static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
 
 /// Set by [`become_subreaper`]. Without it nothing is swept: in a process
 /// that is not jnhpd (a test harness, a library user's program) other
@@ -76,7 +77,7 @@ pub fn become_subreaper() -> std::io::Result<()> {
 /// Dropping it ends the run: its orphans are killed.
 #[derive(Debug)]
 pub struct Run {
-    id: u64,
+    id: u128,
     pid: Option<i32>,
 }
 
@@ -87,8 +88,8 @@ impl Run {
     pub fn spawn(
         command: &mut tokio::process::Command,
     ) -> std::io::Result<(Run, tokio::process::Child)> {
-        let id = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
-        command.env(RUN_VAR, id.to_string());
+        let id = random_tag()?;
+        command.env(RUN_VAR, format!("{id:032x}"));
         // Every validator program starts here: the one place to keep
         // jnhpd's secrets from them.
         super::withhold_secrets(command);
@@ -156,6 +157,34 @@ async fn watch() {
         }
         sweep(false);
     }
+}
+
+/// A fresh run tag: 128 bits from the kernel's random source, so that no
+/// program can guess the tag of a run it did not start.
+fn random_tag() -> std::io::Result<u128> {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        let rest = &mut bytes[filled..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`,
+        // a live, writable buffer of that length.
+        let n = unsafe { nix::libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        filled += n as usize;
+    }
+    Ok(u128::from_ne_bytes(bytes))
+}
+
+/// Sweeps now for orphans of runs that are over (a process validator whose
+/// program exited looks once more before it stops reading its pipes).
+pub(super) fn sweep_now() {
+    sweep(false);
 }
 
 /// Kills and reaps every orphan, whatever run it belongs to (shutdown).
@@ -228,11 +257,11 @@ fn children_of(me: i32) -> Vec<i32> {
 }
 
 /// The run a process descends from, from its environment.
-fn run_of(pid: i32) -> Option<u64> {
+fn run_of(pid: i32) -> Option<u128> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     let prefix = format!("{RUN_VAR}=");
     environ
         .split(|&b| b == 0)
         .find_map(|var| var.strip_prefix(prefix.as_bytes()))
-        .and_then(|id| std::str::from_utf8(id).ok()?.parse().ok())
+        .and_then(|id| u128::from_str_radix(std::str::from_utf8(id).ok()?, 16).ok())
 }
