@@ -1,0 +1,201 @@
+//! Hostile operations: files that are not what they should be, the admin
+//! listener's head limits, the journal's priorities on start-up errors.
+//! Each test marked `#[ignore = "defect: ..."]` fails today.
+
+mod common;
+#[path = "common/pki.rs"]
+mod pki;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{PATIENCE, Server, admin_addr, run_to_exit};
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+fn config_in(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("jnhp.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// configuration.md, "Files jnhpd reads": "A pidfile must be a regular file
+/// too", refused "at start or in `--check-config` ... (file, line and key
+/// where the config names the file)"; and "A file that `--check-config`
+/// accepts never makes a start fail later for a reason the file could have
+/// shown". Today `--check-config` says "configuration OK" for a pidfile that
+/// is a directory, a FIFO, or in a directory that does not exist, and the
+/// start then fails with a log line naming neither the config nor the key.
+#[test]
+#[ignore = "defect: --check-config accepts a pidfile that is a directory, a FIFO or in a missing directory; the start then fails without file:line:key"]
+fn check_config_refuses_a_pidfile_that_is_not_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("piddir")).unwrap();
+    mkfifo(&dir.path().join("pidfifo"));
+    for (pidfile, what) in [
+        ("piddir", "directory"),
+        ("pidfifo", "FIFO"),
+        ("nowhere/jnhpd.pid", "No such file"),
+    ] {
+        let config = config_in(dir.path(), &format!("[daemon]\npidfile = \"{pidfile}\"\n"));
+        let config = config.to_str().unwrap();
+        let (code, out) = run_to_exit(&["--config", config, "--check-config"], dir.path());
+        assert_eq!(code, 1, "--check-config accepts pidfile {pidfile:?}: {out}");
+        assert!(
+            out.contains(&format!("{config}:2: daemon.pidfile")) && out.contains(what),
+            "file, line, key and what it is, for {pidfile:?}: {out}"
+        );
+        // And the start says the same (file, line, key).
+        let (code, out) = run_to_exit(&["--config", config, "--listen", "127.0.0.1:0"], dir.path());
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!("{config}:2: daemon.pidfile")),
+            "the start names file, line and key for {pidfile:?}: {out}"
+        );
+    }
+}
+
+/// configuration.md: "A file that `--check-config` accepts never makes a
+/// start fail later for a reason the file could have shown", and every file
+/// jnhpd reads is refused "at start or in `--check-config` ... (file, line
+/// and key where the config names the file)". `storage.path` naming a
+/// symlink loop passes `--check-config`; the start then fails on it.
+#[test]
+#[ignore = "defect: --check-config accepts storage.path naming a symlink loop; the start then refuses it without line and key"]
+fn check_config_refuses_a_data_file_that_is_a_symlink_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("loop-b", dir.path().join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", dir.path().join("loop-b")).unwrap();
+    let config = config_in(dir.path(), "[storage]\npath = \"loop-a\"\n");
+    let config = config.to_str().unwrap();
+    let (check_code, check_out) = run_to_exit(&["--config", config, "--check-config"], dir.path());
+    let (start_code, start_out) =
+        run_to_exit(&["--config", config, "--listen", "127.0.0.1:0"], dir.path());
+    assert_eq!(start_code, 1, "the start refuses the loop: {start_out}");
+    assert_eq!(
+        check_code, 1,
+        "--check-config accepted what the start refuses: {check_out}\nstart: {start_out}"
+    );
+    assert!(
+        check_out.contains(&format!("{config}:2: storage.path")),
+        "{check_out}"
+    );
+}
+
+/// One raw HTTP exchange on the admin listener: the whole answer.
+fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// observability.md: "Heads are measured in bytes, not counted in headers:
+/// any head within 8 KiB is served, however many headers it has (up to
+/// 2,731, as many as the smallest, `a:` and a line end, fill 8 KiB with)".
+/// Today a head of 2,000 `a:` headers (8,025 bytes) gets `400 request head
+/// over 8 KiB`; the most served is 1,633 (6,557 bytes).
+#[test]
+#[ignore = "defect: an admin request head of 2,000 one-byte headers (8,025 bytes, under 8 KiB) gets 400 \"request head over 8 KiB\""]
+fn admin_serves_a_head_under_8_kib_however_many_headers_it_has() {
+    let s = Server::start_with(
+        "",
+        &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+    );
+    let admin = admin_addr(&s);
+    for count in [1_000usize, 1_700, 2_000, 2_040] {
+        let mut head = b"GET /healthz HTTP/1.1\r\n".to_vec();
+        for _ in 0..count {
+            head.extend_from_slice(b"a:\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        assert!(head.len() <= 8192, "{} bytes", head.len());
+        let answer = raw_http(admin, &head);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "{count} headers, a head of {} bytes: {}",
+            head.len(),
+            answer.lines().next().unwrap_or("")
+        );
+    }
+}
+
+/// operations.md, "Logs": under the journal (`JOURNAL_STREAM` set) "each
+/// [stderr line] begins with its priority ... `<3>` errors ... so
+/// `journalctl -u jnhpd -p err` shows jnhpd's errors". A start refused for
+/// its config (unreadable file, a value out of range, a TOML syntax error)
+/// writes its error line with no priority: the journal records it at the
+/// stream's default level (info), and `-p err` does not show why the
+/// service failed to start.
+#[test]
+#[ignore = "defect: under JOURNAL_STREAM, a start refused for its config logs its error without the <3> priority"]
+fn a_start_refused_for_its_config_logs_at_error_priority_under_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    mkfifo(&fifo);
+    let range = dir.path().join("range.toml");
+    std::fs::write(&range, "[server]\nmax_connections = 0\n").unwrap();
+    let syntax = dir.path().join("syntax.toml");
+    std::fs::write(&syntax, "[server]\nmax_connections = \"x\n").unwrap();
+    for config in [&fifo, &range, &syntax] {
+        let out = Command::new(common::bin())
+            .arg("--config")
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("JOURNAL_STREAM", "8:12345")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(config.to_str().unwrap()))
+            .unwrap_or_else(|| panic!("no line names {}: {stderr}", config.display()));
+        assert!(
+            line.starts_with("<3>"),
+            "the refusal carries no error priority: {line:?}"
+        );
+    }
+}
+
+/// configuration.md, "Rules": "Relative paths in the file are relative to
+/// the file's own directory." A relative `sslrootcert` in
+/// `storage.postgres.url` is read relative to the directory jnhpd was
+/// started in instead: the same config passes or fails depending on the
+/// caller's working directory (and under `--daemon`, whose workdir is `/`).
+#[test]
+#[ignore = "defect: a relative sslrootcert in storage.postgres.url is resolved against the working directory, not the config file's directory"]
+fn a_relative_sslrootcert_is_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki::Ca::new(dir.path(), "db");
+    let name = ca.pem.file_name().unwrap().to_str().unwrap().to_string();
+    let config = config_in(
+        dir.path(),
+        &format!(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\n\
+             url = \"postgres://jnhp@127.0.0.1:1/jnhp?sslmode=verify-full&sslrootcert={name}\"\n\
+             connect_timeout_secs = 0\n"
+        ),
+    );
+    // Run from elsewhere: the file beside the config must still be found.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, out) = run_to_exit(
+        &["--config", config.to_str().unwrap(), "--check-config"],
+        elsewhere.path(),
+    );
+    // Nothing listens on port 1: the check fails, but on the connection,
+    // not on the CA file.
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        !out.contains("sslrootcert"),
+        "the CA beside the config was looked for elsewhere: {out}"
+    );
+    assert!(out.contains("cannot reach PostgreSQL"), "{out}");
+}
