@@ -199,3 +199,54 @@ fn a_relative_sslrootcert_is_relative_to_the_config_file() {
     );
     assert!(out.contains("cannot reach PostgreSQL"), "{out}");
 }
+
+/// A data file record (operations.md, "Format").
+fn record(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    body.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    body.extend_from_slice(name);
+    body.extend_from_slice(value);
+    let mut out = crc32fast::hash(&body).to_le_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+fn data_header() -> Vec<u8> {
+    let mut out = b"JNHPDATA".to_vec();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out
+}
+
+/// operations.md, "Replay": a crash can leave the end of the file "filled
+/// with bytes that were never written (zeros, or whatever the disk block
+/// held before)"; such a tail is cut with a warning and jnhpd starts. A
+/// 1 GiB tail of zeros is cut in under a minute (debug build), but a tail
+/// whose every offset reads as in-range lengths (here the old block held
+/// `00 00 01 00` repeated: name_len = value_len = 65536) is scanned at a
+/// cost per byte of a whole maximal record: 256 KiB take 6 s, 1 MiB 44 s,
+/// 32 MiB did not finish in 2 minutes. The start, and with it the service,
+/// hangs on a few MiB of old disk content.
+#[test]
+#[ignore = "defect: replay of a torn tail whose bytes read as in-range lengths is superlinear: 4 MiB of `00 00 01 00` keep the start busy for minutes"]
+fn a_torn_tail_of_plausible_lengths_is_cut_as_fast_as_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = data_header();
+    file.extend_from_slice(&record(b"kept", b"value"));
+    let tail: Vec<u8> = [0u8, 0, 1, 0].repeat(1 << 20); // 4 MiB
+    file.extend_from_slice(&tail);
+    std::fs::write(dir.path().join("data"), &file).unwrap();
+    let config = config_in(
+        dir.path(),
+        "[storage]\npath = \"data\"\nfsync = \"never\"\n",
+    );
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"]);
+    // Server::spawn waits PATIENCE (30 s) for "listening on".
+    let s = Server::spawn(cmd, tempfile::tempdir().unwrap(), Some(config));
+    s.log.wait_for("cutting off 4194304 bytes");
+    assert_eq!(s.connect().ask("GET kept"), "value");
+}
