@@ -250,3 +250,68 @@ fn a_torn_tail_of_plausible_lengths_is_cut_as_fast_as_zeros() {
     s.log.wait_for("cutting off 4194304 bytes");
     assert_eq!(s.connect().ask("GET kept"), "value");
 }
+
+/// The value of `metric` (a full name with labels) in a /metrics text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// observability.md: `jnhpd_validator_in_flight` is "validations running
+/// now", beside `jnhpd_validator_queued`, "STOREs waiting for a slot
+/// (`max_concurrent`)". With `max_concurrent = 2` and six STOREs waiting on
+/// the validator, two programs run and four wait; the gauge says 6 running
+/// (it counts the queued ones too), so running + queued adds up to 10 and a
+/// dashboard shows a validator over its own limit.
+#[test]
+#[ignore = "defect: jnhpd_validator_in_flight counts STOREs queued for a max_concurrent slot as running (6 with max_concurrent = 2)"]
+fn validator_in_flight_counts_only_running_programs() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = common::gated(d.path());
+    let s = start_gate_with_admin(d, &prog);
+    let admin = admin_addr(&s);
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let mut c = s.connect();
+        c.send(format!("STORE n{i} v\r\n").as_bytes());
+        clients.push(c);
+    }
+    // Wait until two programs have started and the other four queue.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let text = loop {
+        let (_, _, text) = common::get(admin, "/metrics");
+        if metric(&text, "jnhpd_validator_queued{validator=\"gate\"}") == 4.0 {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let started = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("started-")
+        })
+        .count();
+    assert_eq!(started, 2, "max_concurrent = 2 programs run");
+    let running = metric(&text, "jnhpd_validator_in_flight{validator=\"gate\"}");
+    std::fs::write(s.dir.path().join("release"), "").unwrap();
+    for mut c in clients {
+        assert_eq!(c.reply(), "W00T!");
+    }
+    assert_eq!(running, 2.0, "validations running now, with 4 queued");
+}
+
+/// A server with an admin listener and the process validator `gate`
+/// running `prog`, `max_concurrent = 2`.
+fn start_gate_with_admin(dir: tempfile::TempDir, prog: &Path) -> Server {
+    let config = format!(
+        "[admin]\nlisten = [\"127.0.0.1:0\"]\n{}",
+        common::process_validator(prog, "name = \"gate\"\nmax_concurrent = 2")
+    );
+    Server::start_in(dir, &config)
+}
