@@ -315,3 +315,43 @@ fn start_gate_with_admin(dir: tempfile::TempDir, prog: &Path) -> Server {
     );
     Server::start_in(dir, &config)
 }
+
+/// operations.md, "Logs": under the journal every stderr line "begins with
+/// its priority ... so the journal records each line's priority", and a
+/// validator failure is logged with "the start of its stderr". That stderr
+/// is copied raw, newlines included: a program whose stderr holds a line
+/// break (a shell error, a traceback, or text echoing what the client sent)
+/// splits jnhpd's warning over several stderr lines, the following ones
+/// without jnhpd's priority, and one of them can forge another priority
+/// (`<0>`, emergency) and another process's name for the journal.
+#[test]
+#[ignore = "defect: a validator's stderr is logged with its newlines raw, so under JOURNAL_STREAM it makes lines without jnhpd's priority, or with a forged one"]
+fn validator_stderr_cannot_forge_journal_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let prog = common::script(
+        d.path(),
+        "chatty",
+        "printf 'first\\n<0>jnhpd[1]: EMERG: forged\\n\\033[2Jlast' >&2\nexit 3",
+    );
+    let path = d.path().join("jnhp.toml");
+    std::fs::write(&path, common::process_validator(&prog, "")).unwrap();
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("JOURNAL_STREAM", "8:12345");
+    let mut s = Server::spawn(cmd, d, None);
+    assert_eq!(s.connect().ask("STORE a b"), "RARGH!");
+    s.log.wait_for("rejecting the STORE");
+    s.signal(nix::sys::signal::Signal::SIGTERM);
+    s.wait_exit();
+    s.log.wait_for("<stderr closed>");
+    let all = s.log.all();
+    for line in all.lines().filter(|l| *l != "<stderr closed>") {
+        assert!(
+            line.starts_with(&format!("<4>jnhpd[{}]", s.pid()))
+                || line.starts_with(&format!("<6>jnhpd[{}]", s.pid())),
+            "a line not of jnhpd's making reached the journal: {line:?}\nlog:\n{all}"
+        );
+    }
+}
