@@ -245,10 +245,22 @@ fn a_torn_tail_of_plausible_lengths_is_cut_as_fast_as_zeros() {
     cmd.arg("--config")
         .arg(&config)
         .args(["--listen", "127.0.0.1:0"]);
-    // Server::spawn waits PATIENCE (30 s) for "listening on".
-    let s = Server::spawn(cmd, tempfile::tempdir().unwrap(), Some(config));
-    s.log.wait_for("cutting off 4194304 bytes");
-    assert_eq!(s.connect().ask("GET kept"), "value");
+    // Killed when the test ends, also when it fails while replay runs.
+    let (child, log) = Server::launch(cmd);
+    let _child = KillOnDrop(child);
+    // Log::wait_for waits PATIENCE (30 s).
+    log.wait_for("cutting off 4194304 bytes");
+    let started = log.wait_for("listening on");
+    let addr = started
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(common::Client::connect(addr).ask("GET kept"), "value");
 }
 
 /// The value of `metric` (a full name with labels) in a /metrics text.
@@ -409,20 +421,21 @@ fn a_pidfile_naming_the_config_file_never_destroys_it() {
     cmd.arg("--config")
         .arg(&config)
         .args(["--listen", "127.0.0.1:0"]);
-    let (mut child, log) = Server::launch(cmd);
+    let (child, log) = Server::launch(cmd);
+    let mut child = KillOnDrop(child);
     // It either refuses to start or serves; either way the config stays.
     let deadline = std::time::Instant::now() + PATIENCE;
-    while child.try_wait().unwrap().is_none()
+    while child.0.try_wait().unwrap().is_none()
         && log.count("listening on") == 0
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
-    common::wait_exit(&mut child);
+    common::wait_exit(&mut child.0);
     assert_eq!(
         std::fs::read_to_string(&config).ok().as_deref(),
         Some(text),
