@@ -1,0 +1,539 @@
+//! Hostile tests of the PostgreSQL backend: leases at SIGINT, shutdown
+//! with a frozen database, schema changes beyond a column's type, row
+//! locks across three front-ends, memory during an outage. Real
+//! PostgreSQL servers (tests/common/pg.rs), real jnhpd processes.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Client, PATIENCE, Server, process_validator};
+use nix::sys::signal::Signal;
+use pg::Postgres;
+
+fn config(url: &str, lease_secs: u64, rest: &str) -> String {
+    format!(
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{url}\"\n\
+         lease_secs = {lease_secs}\nrequest_timeout_ms = 3000\nconnect_timeout_secs = 10\n{rest}"
+    )
+}
+
+const ADMIN: &str = "[admin]\nlisten = [\"127.0.0.1:0\"]\n";
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pending_rows(pg: &Postgres, db: &str) -> usize {
+    pg.psql(db, "SELECT count(*) FROM jnhp_pending")
+        .parse()
+        .unwrap()
+}
+
+fn ready(admin: SocketAddr) -> u16 {
+    common::get(admin, "/readyz").0
+}
+
+fn blocking_validator(dir: &Path) -> std::path::PathBuf {
+    common::script(
+        dir,
+        "blocking",
+        &format!(
+            "while [ ! -e {}/release ]; do sleep 0.05; done\necho JNHP:1",
+            dir.display()
+        ),
+    )
+}
+
+/// Every process of the cluster (postmaster and its children).
+fn cluster_pids(pg: &Postgres) -> Vec<i32> {
+    let pidfile = std::fs::read_to_string(pg.dir.join("postmaster.pid")).unwrap();
+    let postmaster: i32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
+    let mut pids = vec![postmaster];
+    pids.extend(common::children_of(postmaster).into_iter().map(|(p, _)| p));
+    pids
+}
+
+/// Freezes the cluster with SIGSTOP; SIGCONT when dropped.
+struct Frozen(Vec<i32>);
+impl Frozen {
+    fn new(pg: &Postgres) -> Frozen {
+        let pids = cluster_pids(pg);
+        for &p in &pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGSTOP);
+        }
+        Frozen(pids)
+    }
+}
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &p in &self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGCONT);
+        }
+    }
+}
+
+/// postgres.md, Faults, SIGTERM ("SIGTERM/SIGINT drain", operations.md):
+/// SIGINT, like SIGTERM, ends with every reservation deleted, so no other
+/// front-end waits them out.
+#[test]
+fn sigint_releases_every_reservation() {
+    let pg = Postgres::start();
+    let db = pg.create_db("sigint");
+    let dir = tempfile::tempdir().unwrap();
+    let program = blocking_validator(dir.path());
+    let mut a = Server::start_in(
+        dir,
+        &config(
+            &pg.url(&db),
+            30,
+            &format!(
+                "[server]\nshutdown_grace_secs = 1\n{}",
+                process_validator(&program, "timeout_ms = 60000\nmax_concurrent = 16")
+            ),
+        ),
+    );
+    let clients: Vec<Client> = (0..5)
+        .map(|i| {
+            let mut c = a.connect();
+            c.send(format!("STORE n{i} v\r\n").as_bytes());
+            c
+        })
+        .collect();
+    eventually("5 leases", || pending_rows(&pg, &db) == 5);
+    let t = Instant::now();
+    a.signal(Signal::SIGINT);
+    assert_eq!(a.wait_exit().code(), Some(0), "{}", a.log.all());
+    assert!(t.elapsed() < Duration::from_secs(1 + 1 + 2 + 2 + 1), "{:?}", t.elapsed());
+    assert_eq!(pending_rows(&pg, &db), 0, "{}", a.log.all());
+    drop(clients);
+}
+
+/// operations.md, Signals and shutdown: "with PostgreSQL, up to 2 s to
+/// give up the reservations still held ... A busy front-end whose
+/// PostgreSQL had stopped answering exits within the grace period and
+/// those 2 s". Here the database is frozen (SIGSTOP: connections open,
+/// nothing answers) while validations hold leases.
+#[test]
+fn a_front_end_with_leases_stops_within_the_bound_when_the_database_is_frozen() {
+    let pg = Postgres::start();
+    let db = pg.create_db("frozen");
+    let dir = tempfile::tempdir().unwrap();
+    let program = blocking_validator(dir.path());
+    let mut a = Server::start_in(
+        dir,
+        &config(
+            &pg.url(&db),
+            30,
+            &format!(
+                "[server]\nshutdown_grace_secs = 1\n{}",
+                process_validator(&program, "timeout_ms = 60000\nmax_concurrent = 16")
+            ),
+        )
+        .replace("request_timeout_ms = 3000", "request_timeout_ms = 30000"),
+    );
+    let mut clients: Vec<Client> = (0..4)
+        .map(|i| {
+            let mut c = a.connect();
+            c.send(format!("STORE n{i} v\r\n").as_bytes());
+            c
+        })
+        .collect();
+    eventually("4 leases", || pending_rows(&pg, &db) == 4);
+    let frozen = Frozen::new(&pg);
+    // Requests that need the database pile up on the frozen server.
+    for i in 0..4 {
+        clients[i].send(format!("GET other{i}\r\nSTORE plain{i} v\r\n").as_bytes());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    a.signal(Signal::SIGTERM);
+    let code = a.wait_exit().code();
+    let took = t.elapsed();
+    drop(frozen);
+    assert_eq!(code, Some(0), "{}", a.log.all());
+    // grace 1 + replies 1 + helpers 2 + reservations 2, + 1 slack
+    assert!(took < Duration::from_secs(7), "stopped after {took:?}\n{}", a.log.all());
+}
+
+/// postgres.md, Tables: "A front-end refuses to start on a <prefix>_names
+/// table ... without its <prefix>_pending" — with a clear error, no panic.
+#[test]
+fn a_missing_pending_table_is_refused_at_start() {
+    let pg = Postgres::start();
+    let db = pg.create_db("nopending");
+    {
+        let front = Server::start(&config(&pg.url(&db), 15, ""));
+        drop(front);
+    }
+    pg.psql(&db, "DROP TABLE jnhp_pending");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(&path, config(&pg.url(&db), 15, "")).unwrap();
+    let (code, out) = common::start_fails(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("jnhp_pending"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+/// postgres.md, Tables: columns checked (types, `name` and `value` NOT
+/// NULL) "at start and on every new pooled connection, so also after a
+/// reconnect"; a changed or missing column: ERROR storage unavailable,
+/// /readyz 503, the log names the column; put back, it serves again by
+/// itself; a new front-end refuses to start with the same words.
+/// `reconnect`: the change raises no error by itself, so jnhpd's
+/// backends are terminated after it (a reconnect, where the check runs).
+/// `reads_need_it`: whether GETs of uncached names use what changed.
+fn schema_change_while_serving(
+    alter: &str,
+    restore: &str,
+    log_word: &str,
+    validated: bool,
+    reconnect: bool,
+    reads_need_it: bool,
+    check_start: bool,
+) {
+    let pg = Postgres::start();
+    let db = pg.create_db("schema");
+    let dir = tempfile::tempdir().unwrap();
+    let program = common::script(dir.path(), "allow", "echo JNHP:1");
+    let rest = if validated {
+        format!("{ADMIN}{}", process_validator(&program, ""))
+    } else {
+        ADMIN.to_string()
+    };
+    let front = Server::start_in(dir, &config(&pg.url(&db), 15, &rest));
+    let admin = common::admin_addr(&front);
+    let mut c = front.connect();
+    assert_eq!(c.ask("STORE before 1"), "W00T!");
+    pg.psql(
+        &db,
+        "INSERT INTO jnhp_names (name, value, stored_by, write_id) \
+         SELECT convert_to('x' || i, 'UTF8'), 'vx', 'psql', i FROM generate_series(0, 9) i",
+    );
+    pg.psql(&db, alter);
+    if reconnect {
+        pg.psql(
+            &db,
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+            ),
+        );
+    }
+    let mut replies = Vec::new();
+    for i in 0..3 {
+        replies.push(c.ask(&format!("STORE during{i} v")));
+        let get = c.ask(&format!("GET x{i}"));
+        if reads_need_it || get != "vx" {
+            replies.push(get);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let wrong: Vec<_> = replies
+        .iter()
+        .filter(|r| *r != "ERROR storage unavailable")
+        .collect();
+    assert!(wrong.is_empty(), "replies during the change: {replies:?}\n{}", front.log.all());
+    eventually("not ready", || ready(admin) == 503);
+    front.log.wait_for(log_word);
+    assert!(!front.log.all().contains("panicked"), "{}", front.log.all());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(&path, config(&pg.url(&db), 15, "")).unwrap();
+    if check_start {
+        let (code, out) = start_within(&path, Duration::from_secs(20));
+        assert_eq!(code, Some(1), "a new front-end on the changed table: {out}");
+        assert!(out.contains(log_word), "{out}");
+        assert!(!out.contains("panicked"), "{out}");
+    }
+
+    pg.psql(&db, restore);
+    eventually("serving again", || c.ask("GET x5") == "vx");
+    eventually("ready again", || ready(admin) == 200);
+    assert_eq!(c.ask("STORE after 1"), "W00T!");
+    assert!(!front.log.all().contains("panicked"), "{}", front.log.all());
+}
+
+#[test]
+fn a_renamed_value_column_is_a_clear_error() {
+    schema_change_while_serving(
+        "ALTER TABLE jnhp_names RENAME value TO value_old",
+        "ALTER TABLE jnhp_names RENAME value_old TO value",
+        "jnhp_names has no column value",
+        false,
+        false,
+        true,
+        true,
+    );
+}
+
+#[test]
+fn a_renamed_names_table_is_a_clear_error() {
+    schema_change_while_serving(
+        "ALTER TABLE jnhp_names RENAME TO jnhp_names_old",
+        "ALTER TABLE jnhp_names_old RENAME TO jnhp_names",
+        "jnhp_names",
+        false,
+        false,
+        true,
+        false,
+    );
+}
+
+#[test]
+fn a_renamed_pending_table_is_a_clear_error() {
+    schema_change_while_serving(
+        "ALTER TABLE jnhp_pending RENAME TO jnhp_pending_old",
+        "ALTER TABLE jnhp_pending_old RENAME TO jnhp_pending",
+        "jnhp_pending",
+        true,
+        false,
+        false,
+        true,
+    );
+}
+
+#[test]
+fn a_value_column_made_nullable_is_found_after_a_reconnect() {
+    schema_change_while_serving(
+        "ALTER TABLE jnhp_names ALTER value DROP NOT NULL",
+        "ALTER TABLE jnhp_names ALTER value SET NOT NULL",
+        "jnhp_names.value",
+        false,
+        true,
+        true,
+        true,
+    );
+}
+
+#[test]
+fn a_pending_expiry_without_time_zone_is_found_after_a_reconnect() {
+    schema_change_while_serving(
+        "ALTER TABLE jnhp_pending ALTER expires_at TYPE timestamp",
+        "ALTER TABLE jnhp_pending ALTER expires_at TYPE timestamptz",
+        "jnhp_pending.expires_at",
+        true,
+        true,
+        false,
+        true,
+    );
+}
+
+#[test]
+fn a_write_id_column_of_another_type_is_found_after_a_reconnect() {
+    schema_change_while_serving(
+        "ALTER TABLE jnhp_names ALTER write_id TYPE numeric",
+        "ALTER TABLE jnhp_names ALTER write_id TYPE bigint",
+        "jnhp_names.write_id",
+        false,
+        true,
+        false,
+        true,
+    );
+}
+
+/// Starts a front-end on `config`; its exit code (None: still running
+/// after `limit`, then killed) and its stderr.
+fn start_within(config: &Path, limit: Duration) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config").arg(config).args(["--listen", "127.0.0.1:0"]);
+    let (mut child, log) = Server::launch(cmd);
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            log.wait_for("<stderr closed>");
+            return (status.code(), log.all());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, log.all());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A helper that allows every value after 0-50 ms, out of order.
+fn shuffling_helper(dir: &Path) -> std::path::PathBuf {
+    common::script(
+        dir,
+        "shuffle",
+        "exec python3 -u -c '
+import random, sys, threading
+lock = threading.Lock()
+def answer(rid):
+    with lock:
+        sys.stdout.write(rid + \" JNHP:1\\n\")
+        sys.stdout.flush()
+for line in sys.stdin:
+    rid = line.split(\" \", 1)[0]
+    threading.Timer(random.random() / 20, answer, [rid]).start()
+'",
+    )
+}
+
+/// postgres.md, How it works: rows locked in name order, so no
+/// `deadlock detected` in PostgreSQL's log when three front-ends race
+/// validated STOREs of shared names (pipelined, in shuffled orders) under
+/// 1 s leases. And the write-once record: at most one W00T! per name,
+/// every W00T!'s value in the table, every later GET agreeing.
+#[test]
+fn three_front_ends_racing_validated_stores_never_deadlock() {
+    let pg = Postgres::start_with(&["deadlock_timeout=20ms"]);
+    let db = pg.create_db("three");
+    let fronts: Vec<Server> = (0..3)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let helper = shuffling_helper(dir.path());
+            Server::start_in(
+                dir,
+                &config(
+                    &pg.url(&db),
+                    1,
+                    &format!(
+                        "[[validator]]\nkind = \"helper\"\ncommand = [\"{}\"]\nchildren = 2\nconcurrency = 64\n",
+                        helper.display()
+                    ),
+                ),
+            )
+        })
+        .collect();
+    let addrs: Vec<SocketAddr> = fronts.iter().map(|f| f.addr()).collect();
+    let threads: Vec<_> = (0..12)
+        .map(|t| {
+            let addr = addrs[t % 3];
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                let mut c = Client::connect(addr);
+                for round in 0..6u64 {
+                    // 40 shared names, in an order of this thread's own.
+                    let mut names: Vec<u64> = (0..40).map(|i| round * 40 + i).collect();
+                    let k = (t as u64 * 7 + round) as usize % 40;
+                    names.rotate_left(k);
+                    if t % 2 == 1 {
+                        names.reverse();
+                    }
+                    let batch: String = names
+                        .iter()
+                        .map(|n| format!("STORE k{n} t{t}\r\n"))
+                        .collect();
+                    c.send(batch.as_bytes());
+                    for n in &names {
+                        out.push((format!("k{n}"), format!("t{t}"), c.reply()));
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut woot: HashMap<String, Vec<String>> = HashMap::new();
+    let mut errors = Vec::new();
+    for th in threads {
+        for (name, value, reply) in th.join().unwrap() {
+            match reply.as_str() {
+                "W00T!" => woot.entry(name).or_default().push(value),
+                "RARGH!" => {}
+                _ => errors.push((name, reply)),
+            }
+        }
+    }
+    let log = pg.server_log();
+    assert!(!log.contains("deadlock detected"), "{log}");
+    for (name, values) in &woot {
+        assert_eq!(values.len(), 1, "{name}: {values:?}");
+        let stored = pg.psql(
+            &db,
+            &format!("SELECT convert_from(value, 'UTF8') FROM jnhp_names WHERE name = '{name}'::bytea"),
+        );
+        assert_eq!(&stored, &values[0], "{name}");
+        for f in &fronts {
+            assert_eq!(f.connect().ask(&format!("GET {name}")), values[0]);
+        }
+    }
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(woot.len(), 240);
+}
+
+/// protocol.md, Bounded memory, and postgres.md, Faults ("PostgreSQL lost
+/// while serving: jnhpd keeps accepting connections"): many connections
+/// pipelining STOREs while PostgreSQL is stopped; memory stays bounded,
+/// every request is answered, and memory is given back afterwards.
+#[test]
+fn memory_stays_bounded_while_the_database_is_stopped() {
+    let pg = Postgres::start();
+    let db = pg.create_db("outage");
+    let front = Server::start(
+        &config(&pg.url(&db), 15, "")
+            .replace("request_timeout_ms = 3000", "request_timeout_ms = 10000"),
+    );
+    let mut c = front.connect();
+    assert_eq!(c.ask("STORE warm 1"), "W00T!");
+    let before = front.rss_kib();
+    pg.stop_immediate();
+    let addr = front.addr();
+    let value = "v".repeat(2000);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let threads: Vec<_> = (0..64)
+        .map(|t| {
+            let value = value.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let n = 2000;
+                let batch: String = (0..n)
+                    .map(|i| format!("STORE o{t}-{i} {value}\r\n"))
+                    .collect();
+                let writer = c.stream().try_clone().unwrap();
+                let w = std::thread::spawn(move || {
+                    use std::io::Write;
+                    let mut writer = writer;
+                    let _ = writer.write_all(batch.as_bytes());
+                });
+                let mut got = 0;
+                for _ in 0..n {
+                    let r = c.reply();
+                    assert!(r.starts_with("ERROR"), "{r}");
+                    got += 1;
+                }
+                let _ = w.join();
+                got
+            })
+        })
+        .collect();
+    let pid = front.pid();
+    let p2 = peak.clone();
+    let watcher = std::thread::spawn(move || {
+        for _ in 0..400 {
+            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if let Some(l) = s.lines().find(|l| l.starts_with("VmRSS:")) {
+                    let kib: u64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+                    p2.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let answered: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(answered, 64 * 2000);
+    pg.start_again();
+    eventually("serving again", || c.ask("STORE back 1") == "W00T!");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = front.rss_kib();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    drop(watcher);
+    eprintln!("rss before {before} KiB, peak {peak} KiB, after {after} KiB");
+    // 64 connections x (1 MiB replies + a line) and the queues of the
+    // engine: far below 512 MiB.
+    assert!(peak < before + 512 * 1024, "peak {peak} KiB");
+    assert!(after < before + 128 * 1024, "after {after} KiB (before {before})");
+}
