@@ -635,3 +635,129 @@ fn a_frozen_database_while_serving_is_answered_in_time_and_recovers() {
     let fresh = c.ask("GET fresh");
     assert!(fresh == "v" || fresh.is_empty(), "{fresh}");
 }
+
+fn waiting_for_standby(pg: &Postgres) -> u64 {
+    pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+    )
+    .parse()
+    .unwrap()
+}
+
+/// postgres.md, What a failover can lose: with a synchronous standby named
+/// that does not exist and every wait for it ended early (`how`, over and
+/// over), validated STOREs (leases) on one front-end and plain STOREs,
+/// GETs and EXISTS of the same names on another never get W00T!, a value,
+/// AWESOME! or RARGH!. Once the setting is lifted, everything agrees: at
+/// most one W00T! per name (none here), GET on both = the table, a STORE
+/// of a name in the table RARGH!.
+fn stalled_standby_with_leases(how: &'static str) {
+    let pg = std::sync::Arc::new(Postgres::start());
+    let db = pg.create_db("durable");
+    let dir = tempfile::tempdir().unwrap();
+    let program = common::script(dir.path(), "allow", "echo JNHP:1");
+    let a = Server::start_in(
+        dir,
+        &config(&pg.url(&db), 2, &process_validator(&program, "max_concurrent = 16")),
+    );
+    let b = Server::start(&config(&pg.url(&db), 2, ""));
+    pg.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(500));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let interrupter = {
+        let (pg, stop) = (pg.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut ended = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ended += pg
+                    .psql(
+                        "postgres",
+                        &format!(
+                            "SELECT count({how}(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+                        ),
+                    )
+                    .parse::<u64>()
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ended
+        })
+    };
+    let addrs = [a.addr(), b.addr()];
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let addr = addrs[t % 2];
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let mut out = Vec::new();
+                for i in 0..6 {
+                    let name = format!("d{}", (t / 2) * 6 + i);
+                    let mut batch = format!("STORE {name} t{t}\r\n");
+                    batch.push_str(&format!("GET {name}\r\nEXISTS {name}\r\n"));
+                    c.send(batch.as_bytes());
+                    for what in ["STORE", "GET", "EXISTS"] {
+                        out.push((name.clone(), what, c.reply()));
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut during = Vec::new();
+    for th in threads {
+        during.extend(th.join().unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ended = interrupter.join().unwrap();
+    let bad: Vec<_> = during
+        .iter()
+        .filter(|(_, what, r)| match *what {
+            "STORE" => r != "ERROR storage unavailable",
+            "GET" => !(r.is_empty() || r == "ERROR storage unavailable"),
+            _ => !(r == "RARGH!" || r == "ERROR storage unavailable"),
+        })
+        .collect();
+    pg.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = ''");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    eventually("no waits", || waiting_for_standby(&pg) == 0);
+    assert!(ended > 0, "no wait was ended");
+    assert!(bad.is_empty(), "answered as durable while the standby was missing: {bad:?}");
+    // Afterwards: everything consistent.
+    std::thread::sleep(Duration::from_millis(500));
+    for n in 0..24 {
+        let name = format!("d{n}");
+        let mut table = pg.psql(
+            &db,
+            &format!("SELECT convert_from(value, 'UTF8') FROM jnhp_names WHERE name = '{name}'::bytea"),
+        );
+        for front in [&a, &b] {
+            let mut c = front.connect();
+            let mut got = c.ask(&format!("GET {name}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while got.starts_with("ERROR") && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                got = c.ask(&format!("GET {name}"));
+            }
+            assert_eq!(got, table, "{name}");
+            let store = c.ask(&format!("STORE {name} later"));
+            if table.is_empty() {
+                assert_eq!(store, "W00T!", "{name}");
+                table = "later".to_string();
+            } else {
+                assert_eq!(store, "RARGH!", "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_standby_wait_never_makes_leased_stores_durable() {
+    stalled_standby_with_leases("pg_cancel_backend");
+}
+
+#[test]
+fn a_terminated_standby_wait_never_makes_leased_stores_durable() {
+    stalled_standby_with_leases("pg_terminate_backend");
+}
