@@ -761,3 +761,87 @@ fn a_cancelled_standby_wait_never_makes_leased_stores_durable() {
 fn a_terminated_standby_wait_never_makes_leased_stores_durable() {
     stalled_standby_with_leases("pg_terminate_backend");
 }
+
+/// postgres.md, Tables: a value must be what a STORE could have stored
+/// (protocol.md: a value cannot begin with a blank, and a blank is a space
+/// or a tab; `ERROR ` reserved). Rows another tool wrote: GET answers
+/// `ERROR unservable value in storage`, one line each, never raw.
+#[test]
+fn more_values_the_protocol_cannot_carry() {
+    let pg = Postgres::start();
+    let db = pg.create_db("unservable");
+    let front = Server::start(&config(&pg.url(&db), 15, ""));
+    let mut c = front.connect();
+    assert_eq!(c.ask("STORE warm v"), "W00T!");
+    let bad = [
+        ("tab", "\tvalue"),
+        ("reserved", "ERROR "),
+        ("cr", "abc\r"),
+        ("lf", "\n"),
+        ("nul", "\u{0}"),
+    ];
+    for (name, value) in bad {
+        let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+        pg.psql(
+            &db,
+            &format!(
+                "INSERT INTO jnhp_names (name, value, stored_by, write_id) \
+                 VALUES ('{name}'::bytea, decode('{hex}', 'hex'), 'tool', 0)"
+            ),
+        );
+    }
+    let all: String = bad.iter().map(|(n, _)| format!("GET {n}\r\n")).collect();
+    for _ in 0..2 {
+        c.send(all.as_bytes());
+        for (name, _) in bad {
+            let line = c.line();
+            assert_eq!(
+                String::from_utf8_lossy(&line),
+                "ERROR unservable value in storage\r\n",
+                "{name}"
+            );
+        }
+        assert_eq!(c.ask("GET warm"), "v");
+    }
+    for (name, _) in bad {
+        assert_eq!(c.ask(&format!("EXISTS {name}")), "AWESOME!");
+        assert_eq!(c.ask(&format!("STORE {name} x")), "RARGH!");
+    }
+}
+
+/// postgres.md, How it works: "all waiting STOREs look again whenever the
+/// LISTEN connection had to reconnect (announcements may have been
+/// missed)". A STORE on B waits for A's validation; B's LISTEN backend is
+/// terminated and A's validation ends at once: B answers RARGH! promptly,
+/// not after the 30 s lease.
+#[test]
+fn a_store_waiting_across_a_lost_listen_connection_wakes() {
+    let pg = Postgres::start();
+    let db = pg.create_db("listen");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let program = blocking_validator(&root);
+    let a = Server::start_in(
+        dir,
+        &config(&pg.url(&db), 30, &process_validator(&program, "timeout_ms = 60000")),
+    );
+    let b = Server::start(&config(&pg.url(&db), 30, ""));
+    let mut ca = a.connect();
+    ca.send(b"STORE n va\r\n");
+    eventually("A's lease", || pending_rows(&pg, &db) == 1);
+    let mut cb = b.connect();
+    cb.send(b"STORE n vb\r\n");
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = pg.psql(
+        &db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE query ILIKE 'LISTEN%'",
+    );
+    assert_ne!(killed, "0");
+    std::fs::write(root.join("release"), "").unwrap();
+    let t = Instant::now();
+    assert_eq!(ca.reply(), "W00T!");
+    assert_eq!(cb.reply(), "RARGH!");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(cb.ask("GET n"), "va");
+}
