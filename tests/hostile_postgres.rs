@@ -845,3 +845,104 @@ fn a_store_waiting_across_a_lost_listen_connection_wakes() {
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert_eq!(cb.ask("GET n"), "va");
 }
+
+/// postgres.md, Faults ("A validator slower than lease_secs: fine, the
+/// lease is renewed while it runs") and Guarantees (pending names across
+/// front-ends): 1 s leases, validators taking 3 s on A; B's STOREs of the
+/// same names, sent after the first lease period, wait and get RARGH!.
+#[test]
+fn a_validator_slower_than_the_lease_keeps_its_names() {
+    let pg = Postgres::start();
+    let db = pg.create_db("slow");
+    let dir = tempfile::tempdir().unwrap();
+    let program = common::script(dir.path(), "slow", "sleep 3\necho JNHP:1");
+    let a = Server::start_in(
+        dir,
+        &config(&pg.url(&db), 1, &process_validator(&program, "max_concurrent = 16")),
+    );
+    let b = Server::start(&config(&pg.url(&db), 1, ""));
+    let mut cas: Vec<Client> = (0..6)
+        .map(|i| {
+            let mut c = a.connect();
+            c.send(format!("STORE s{i} a\r\n").as_bytes());
+            c
+        })
+        .collect();
+    eventually("leases", || pending_rows(&pg, &db) == 6);
+    std::thread::sleep(Duration::from_millis(1600));
+    let mut cbs: Vec<Client> = (0..6)
+        .map(|i| {
+            let mut c = b.connect();
+            c.send(format!("STORE s{i} b\r\n").as_bytes());
+            c
+        })
+        .collect();
+    let ra: Vec<String> = cas.iter_mut().map(|c| c.reply()).collect();
+    let rb: Vec<String> = cbs.iter_mut().map(|c| c.reply()).collect();
+    assert_eq!(ra, vec!["W00T!"; 6], "A: {ra:?} B: {rb:?}");
+    assert_eq!(rb, vec!["RARGH!"; 6], "A: {ra:?} B: {rb:?}");
+}
+
+/// operations.md, Signals and shutdown: the reservations are given up "in
+/// one statement, on a connection of its own" within 2 s past the grace,
+/// even when every pooled connection is stuck (a session holds a lock on
+/// the names table).
+#[test]
+fn reservations_are_released_at_sigterm_while_the_pool_is_stuck() {
+    let pg = Postgres::start();
+    let db = pg.create_db("stuck");
+    let dir = tempfile::tempdir().unwrap();
+    let program = blocking_validator(dir.path());
+    let mut a = Server::start_in(
+        dir,
+        &config(
+            &pg.url(&db),
+            60,
+            &format!(
+                "pool_size = 2\n[server]\nshutdown_grace_secs = 1\n{}",
+                process_validator(&program, "timeout_ms = 60000\nmax_concurrent = 16")
+            ),
+        )
+        .replace("request_timeout_ms = 3000", "request_timeout_ms = 30000"),
+    );
+    let mut held: Vec<Client> = (0..4)
+        .map(|i| {
+            let mut c = a.connect();
+            c.send(format!("STORE held{i} v\r\n").as_bytes());
+            c
+        })
+        .collect();
+    eventually("4 leases", || pending_rows(&pg, &db) == 4);
+    let mut psql = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "(echo 'BEGIN; LOCK TABLE jnhp_names IN ACCESS EXCLUSIVE MODE;'; \
+             echo \"SELECT 'locked';\"; sleep 60) | \
+             /usr/lib/postgresql/15/bin/psql -X -q -A -t -h {} -p {} -U postgres -d {db}",
+            pg.dir.display(),
+            pg.port
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(psql.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    for i in 0..4 {
+        held[i].send(format!("GET g{i}\r\n").as_bytes());
+        let mut c = a.connect();
+        c.send(format!("STORE plain{i} v\r\nGET p{i}\r\n").as_bytes());
+        held.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit().code(), Some(0), "{}", a.log.all());
+    let took = t.elapsed();
+    let left = pending_rows(&pg, &db);
+    let _ = psql.kill();
+    let _ = psql.wait();
+    assert!(took < Duration::from_secs(1 + 1 + 2 + 2 + 1), "{took:?}");
+    assert_eq!(left, 0, "reservations left after SIGTERM\n{}", a.log.all());
+}
