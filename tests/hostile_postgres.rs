@@ -946,3 +946,53 @@ fn reservations_are_released_at_sigterm_while_the_pool_is_stuck() {
     assert!(took < Duration::from_secs(1 + 1 + 2 + 2 + 1), "{took:?}");
     assert_eq!(left, 0, "reservations left after SIGTERM\n{}", a.log.all());
 }
+
+/// postgres.md, Limits and choices: "a front-end whose event loop stalls
+/// for longer than lease_secs (a paused VM) loses its leases, and its
+/// validated STOREs then compete again ...; nothing wrong is stored". A
+/// is paused (SIGSTOP) past its 1 s leases while validating; B stores the
+/// names meanwhile (B validated too, for half of them); A resumes and its
+/// validators allow: A answers RARGH!, and every GET agrees with B.
+#[test]
+fn a_paused_front_end_never_stores_on_a_lapsed_lease() {
+    let pg = Postgres::start();
+    let db = pg.create_db("paused");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let program = blocking_validator(&root);
+    let a = Server::start_in(
+        dir,
+        &config(&pg.url(&db), 1, &process_validator(&program, "timeout_ms = 60000\nmax_concurrent = 16")),
+    );
+    let bdir = tempfile::tempdir().unwrap();
+    let allow = common::script(
+        bdir.path(),
+        "allow",
+        "case \"$JNHP_NAME\" in v*) echo JNHP:1 ;; *) echo JNHP:1 ;; esac",
+    );
+    let b_plain = Server::start(&config(&pg.url(&db), 1, ""));
+    let b_valid = Server::start_in(bdir, &config(&pg.url(&db), 1, &process_validator(&allow, "")));
+    let mut cas: Vec<Client> = (0..6)
+        .map(|i| {
+            let mut c = a.connect();
+            c.send(format!("STORE p{i} a\r\n").as_bytes());
+            c
+        })
+        .collect();
+    eventually("leases", || pending_rows(&pg, &db) == 6);
+    a.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut rb = Vec::new();
+    for i in 0..6 {
+        let front = if i % 2 == 0 { &b_plain } else { &b_valid };
+        rb.push(front.connect().ask(&format!("STORE p{i} b")));
+    }
+    std::fs::write(root.join("release"), "").unwrap();
+    a.signal(Signal::SIGCONT);
+    let ra: Vec<String> = cas.iter_mut().map(|c| c.reply()).collect();
+    assert_eq!(rb, vec!["W00T!"; 6], "B: {rb:?} A: {ra:?}");
+    assert_eq!(ra, vec!["RARGH!"; 6], "A: {ra:?}");
+    for i in 0..6 {
+        assert_eq!(a.connect().ask(&format!("GET p{i}")), "b");
+    }
+}
