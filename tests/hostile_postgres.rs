@@ -996,3 +996,90 @@ fn a_paused_front_end_never_stores_on_a_lapsed_lease() {
         assert_eq!(a.connect().ask(&format!("GET p{i}")), "b");
     }
 }
+
+/// postgres.md, How it works ("rows are inserted in name order ... cannot
+/// deadlock") and Moving in ("It may run while front-ends serve: the
+/// import inserts with the same statement as a STORE"): an import of a
+/// data file written in descending name order, while three front-ends
+/// store the same names in ascending order. No `deadlock detected` in
+/// PostgreSQL's log, the import exits 0, and every name has one value
+/// that every front-end serves.
+#[test]
+fn an_import_racing_front_ends_never_deadlocks() {
+    let pg = Postgres::start_with(&["deadlock_timeout=20ms"]);
+    let db = pg.create_db("importrace");
+    const N: usize = 3000;
+    let local_dir = tempfile::tempdir().unwrap();
+    let data = local_dir.path().join("names.data");
+    let mut local = Server::start_in(
+        local_dir,
+        &format!("[storage]\npath = \"{}\"\nfsync = \"never\"\n", data.display()),
+    );
+    {
+        let mut c = local.connect();
+        let batch: String = (0..N).rev().map(|i| format!("STORE m{i:05} file\r\n")).collect();
+        c.send(batch.as_bytes());
+        for _ in 0..N {
+            assert_eq!(c.reply(), "W00T!");
+        }
+    }
+    local.signal(Signal::SIGTERM);
+    local.wait_exit();
+    let fronts: Vec<Server> = (0..3)
+        .map(|_| Server::start(&config(&pg.url(&db), 15, "")))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(&path, config(&pg.url(&db), 15, "")).unwrap();
+    let addrs: Vec<SocketAddr> = fronts.iter().map(|f| f.addr()).collect();
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let addr = addrs[t % 3];
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let mut out = Vec::new();
+                for chunk in (0..N).collect::<Vec<_>>().chunks(200) {
+                    let batch: String = chunk
+                        .iter()
+                        .map(|i| format!("STORE m{i:05} t{t}\r\n"))
+                        .collect();
+                    c.send(batch.as_bytes());
+                    for i in chunk {
+                        out.push((*i, format!("t{t}"), c.reply()));
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let (code, out) = common::run_to_exit(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--import-datafile",
+            data.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let mut woot: HashMap<usize, String> = HashMap::new();
+    for th in threads {
+        for (i, v, r) in th.join().unwrap() {
+            match r.as_str() {
+                "W00T!" => assert!(woot.insert(i, v).is_none(), "two W00T! for {i}"),
+                "RARGH!" => {}
+                other => panic!("m{i:05}: {other}"),
+            }
+        }
+    }
+    let log = pg.server_log();
+    assert!(!log.contains("deadlock detected"), "{log}");
+    assert_eq!(code, 0, "{out}");
+    let mut c = fronts[1].connect();
+    for i in (0..N).step_by(97) {
+        let got = c.ask(&format!("GET m{i:05}"));
+        match woot.get(&i) {
+            Some(v) => assert_eq!(&got, v),
+            None => assert_eq!(got, "file"),
+        }
+    }
+}
