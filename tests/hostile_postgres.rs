@@ -1083,3 +1083,101 @@ fn an_import_racing_front_ends_never_deadlocks() {
         }
     }
 }
+
+/// postgres.md, How it works ("A commit whose outcome is unknown") and
+/// Guarantees: every backend of two front-ends (validated and plain)
+/// terminated every 30 ms while clients race STOREs of shared names and
+/// GET them. At most one W00T! per name; every W00T! is in the table with
+/// its value; no GET contradicts the table; the front-ends serve again.
+#[test]
+fn terminated_backends_never_break_write_once() {
+    let pg = std::sync::Arc::new(Postgres::start());
+    let db = pg.create_db("killed");
+    let dir = tempfile::tempdir().unwrap();
+    let program = common::script(dir.path(), "allow", "echo JNHP:1");
+    let a = Server::start_in(
+        dir,
+        &config(&pg.url(&db), 2, &process_validator(&program, "max_concurrent = 16")),
+    );
+    let b = Server::start(&config(&pg.url(&db), 2, ""));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (pg, stop, db) = (pg.clone(), stop.clone(), db.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += pg
+                    .psql(
+                        "postgres",
+                        &format!(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                             WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+                        ),
+                    )
+                    .parse::<u64>()
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            n
+        })
+    };
+    let addrs = [a.addr(), b.addr()];
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let addr = addrs[t % 2];
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let mut out = Vec::new();
+                for round in 0..10 {
+                    let batch: String = (0..10)
+                        .map(|i| {
+                            let n = round * 10 + i;
+                            format!("STORE k{n} t{t}\r\nGET k{n}\r\n")
+                        })
+                        .collect();
+                    c.send(batch.as_bytes());
+                    for i in 0..10 {
+                        let n = round * 10 + i;
+                        out.push((n, format!("t{t}"), c.reply(), c.reply()));
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut history = Vec::new();
+    for th in threads {
+        history.extend(th.join().unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let killed = killer.join().unwrap();
+    assert!(killed > 0);
+    let mut woot: HashMap<usize, String> = HashMap::new();
+    for (n, v, store, _) in &history {
+        if store == "W00T!" {
+            assert!(woot.insert(*n, v.clone()).is_none(), "two W00T! for k{n}");
+        } else {
+            assert!(
+                store == "RARGH!" || store == "ERROR storage unavailable",
+                "k{n}: {store}"
+            );
+        }
+    }
+    let mut c = b.connect();
+    eventually("serving again", || c.ask("STORE after v") == "W00T!");
+    for n in 0..100 {
+        let table = pg.psql(
+            &db,
+            &format!("SELECT convert_from(value, 'UTF8') FROM jnhp_names WHERE name = 'k{n}'::bytea"),
+        );
+        if let Some(v) = woot.get(&n) {
+            assert_eq!(&table, v, "k{n}: W00T! for {v}");
+        }
+        for (m, _, _, get) in &history {
+            if *m == n && get != "ERROR storage unavailable" && !get.is_empty() {
+                assert_eq!(get, &table, "k{n}: a GET served {get}");
+            }
+        }
+        assert_eq!(c.ask(&format!("GET k{n}")), table, "k{n}");
+    }
+}
