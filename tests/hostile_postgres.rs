@@ -1238,3 +1238,54 @@ fn repeated_outages_do_not_leak_memory() {
     eprintln!("rss after each round: {after:?} KiB");
     assert!(after[2] < after[0] + 8 * 1024, "{after:?}");
 }
+
+/// postgres.md, Faults, SIGTERM: "every reservation the front-end still
+/// has (held, being released, or whose acquiring statement's answer was
+/// lost) is deleted in one statement". Validated STOREs are sent while the
+/// database is frozen; jnhpd gives up on them (ERROR storage unavailable
+/// after request_timeout_ms); the database thaws and runs the statements
+/// it had been sent. At SIGTERM, none of their reservations is left, and
+/// another front-end's STORE of such a name does not wait out the lease.
+#[test]
+fn reservations_whose_answer_was_lost_are_released_at_sigterm() {
+    let pg = Postgres::start();
+    let db = pg.create_db("lostanswer");
+    let dir = tempfile::tempdir().unwrap();
+    let program = blocking_validator(dir.path());
+    let mut a = Server::start_in(
+        dir,
+        &config(
+            &pg.url(&db),
+            60,
+            &format!(
+                "[server]\nshutdown_grace_secs = 1\n{}",
+                process_validator(&program, "timeout_ms = 60000\nmax_concurrent = 16")
+            ),
+        )
+        .replace("request_timeout_ms = 3000", "request_timeout_ms = 1000"),
+    );
+    let b = Server::start(&config(&pg.url(&db), 60, ""));
+    let mut cb = b.connect();
+    assert_eq!(cb.ask("STORE warm v"), "W00T!");
+    let mut ca = a.connect();
+    assert_eq!(ca.ask("GET nothing"), "");
+    let frozen = Frozen::new(&pg);
+    let replies: Vec<String> = (0..4)
+        .map(|i| {
+            let mut c = a.connect();
+            c.ask(&format!("STORE lost{i} v"))
+        })
+        .collect();
+    drop(frozen);
+    std::thread::sleep(Duration::from_millis(1500));
+    let rows_before = pending_rows(&pg, &db);
+    eprintln!("reservations before SIGTERM: {rows_before}; replies {replies:?}");
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit().code(), Some(0), "{}", a.log.all());
+    let left = pg.psql(&db, "SELECT string_agg(convert_from(name, 'UTF8'), ',') FROM jnhp_pending");
+    let t = Instant::now();
+    let rb = cb.ask("STORE lost0 b");
+    let took = t.elapsed();
+    assert_eq!(left, "", "reservations left: {left} (before SIGTERM: {rows_before}); A's replies {replies:?}\n{}", a.log.all());
+    assert!(took < Duration::from_secs(5), "B waited {took:?}: {rb}");
+}
