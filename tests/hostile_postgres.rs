@@ -1289,3 +1289,43 @@ fn reservations_whose_answer_was_lost_are_released_at_sigterm() {
     assert_eq!(left, "", "reservations left: {left} (before SIGTERM: {rows_before}); A's replies {replies:?}\n{}", a.log.all());
     assert!(took < Duration::from_secs(5), "B waited {took:?}: {rb}");
 }
+
+/// configuration.md (`table_prefix`: `[a-z_][a-z0-9_]*`, tables
+/// `<prefix>_names` and `<prefix>_pending`) and postgres.md (Tables):
+/// PostgreSQL truncates identifiers to 63 bytes. Two front-ends with long
+/// prefixes that differ only past that point must either be refused with
+/// a clear error or keep two namespaces; never share one silently, and
+/// never confuse the names table with the pending table.
+#[test]
+fn long_table_prefixes_are_refused_or_kept_apart() {
+    let pg = Postgres::start();
+    let db = pg.create_db("prefix");
+    let p1 = format!("{}x", "a".repeat(63));
+    let p2 = format!("{}y", "a".repeat(63));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(
+        &path,
+        config(&pg.url(&db), 15, &format!("table_prefix = \"{p1}\"\n")),
+    )
+    .unwrap();
+    let (code, out) = start_within(&path, Duration::from_secs(8));
+    if code == Some(1) || code == Some(2) {
+        // Refused: it must say why, and not with a panic.
+        assert!(!out.contains("panicked"), "{out}");
+        assert!(out.contains("table_prefix"), "refused without naming table_prefix: {out}");
+        return;
+    }
+    assert_eq!(code, None, "exited {code:?}: {out}");
+    let a = Server::start(&config(&pg.url(&db), 15, &format!("table_prefix = \"{p1}\"\n")));
+    let b = Server::start(&config(&pg.url(&db), 15, &format!("table_prefix = \"{p2}\"\n")));
+    let tables = pg.psql(
+        &db,
+        "SELECT string_agg(relname, ',') FROM pg_class WHERE relkind = 'r' AND relname LIKE 'aaa%'",
+    );
+    let mut ca = a.connect();
+    let mut cb = b.connect();
+    assert_eq!(ca.ask("STORE shared va"), "W00T!", "tables: {tables}");
+    assert_eq!(cb.ask("GET shared"), "", "two prefixes share one namespace; tables: {tables}");
+    assert_eq!(cb.ask("STORE shared vb"), "W00T!", "tables: {tables}");
+}
