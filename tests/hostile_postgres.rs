@@ -1329,3 +1329,46 @@ fn long_table_prefixes_are_refused_or_kept_apart() {
     assert_eq!(cb.ask("GET shared"), "", "two prefixes share one namespace; tables: {tables}");
     assert_eq!(cb.ask("STORE shared vb"), "W00T!", "tables: {tables}");
 }
+
+/// postgres.md, Readiness: "Ports jnhpd binds itself (`server.listen`,
+/// `tls.listen`, `admin.listen`) are bound ... but they *listen* only once
+/// it can serve". The database down at start: the admin port refuses too;
+/// once the database is up, both serve and /readyz is 200.
+#[test]
+fn the_admin_port_refuses_until_the_database_is_reached() {
+    let pg = Postgres::start();
+    let db = pg.create_db("adminearly");
+    pg.stop_immediate();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, admin_port) = (free(), free());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(
+        &path,
+        config(&pg.url(&db), 15, &format!("[admin]\nlisten = [\"127.0.0.1:{admin_port}\"]\n"))
+            .replace("connect_timeout_secs = 10", "connect_timeout_secs = 60"),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(&path)
+        .args(["--listen", &format!("127.0.0.1:{port}")]);
+    let (mut child, log) = Server::launch(cmd);
+    std::thread::sleep(Duration::from_millis(1500));
+    let client = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    let admin = std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok();
+    pg.start_again();
+    log.wait_for("listening on");
+    let addr: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    eventually("ready", || ready(addr) == 200);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!client, "the client port accepted before the database was reached");
+    assert!(!admin, "the admin port accepted before the database was reached");
+}
