@@ -1372,3 +1372,53 @@ fn the_admin_port_refuses_until_the_database_is_reached() {
     assert!(!client, "the client port accepted before the database was reached");
     assert!(!admin, "the admin port accepted before the database was reached");
 }
+
+/// postgres.md, What a failover can lose: "Every pooled connection counts
+/// the WARNINGs PostgreSQL sends it (any WARNING ...). A statement job
+/// whose commit drew one has an unknown outcome ...: its STOREs (and
+/// reservations) are tried again with the same write id". A trigger of
+/// another tool that raises a WARNING on every insert into either table:
+/// plain and validated STOREs are still answered W00T! (their own rows,
+/// read back), promptly — a validated STORE does not wait out its own
+/// 30 s reservation — and a second STORE is RARGH!.
+#[test]
+fn warnings_from_a_trigger_do_not_strand_stores() {
+    let pg = Postgres::start();
+    let db = pg.create_db("warned");
+    let dir = tempfile::tempdir().unwrap();
+    let program = common::script(dir.path(), "allow", "echo JNHP:1");
+    let a = Server::start_in(
+        dir,
+        &config(&pg.url(&db), 30, &process_validator(&program, ""))
+            .replace("request_timeout_ms = 3000", "request_timeout_ms = 10000"),
+    );
+    let b = Server::start(
+        &config(&pg.url(&db), 30, "")
+            .replace("request_timeout_ms = 3000", "request_timeout_ms = 10000"),
+    );
+    pg.psql(
+        &db,
+        "CREATE FUNCTION warn_row() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE WARNING 'audit: row inserted'; RETURN NEW; END $$;
+         CREATE TRIGGER warn_names AFTER INSERT ON jnhp_names
+         FOR EACH ROW EXECUTE FUNCTION warn_row();
+         CREATE TRIGGER warn_pending AFTER INSERT ON jnhp_pending
+         FOR EACH ROW EXECUTE FUNCTION warn_row();",
+    );
+    let mut cb = b.connect();
+    let t = Instant::now();
+    let plain = cb.ask("STORE plain v");
+    let took_plain = t.elapsed();
+    let mut ca = a.connect();
+    let t = Instant::now();
+    let validated = ca.ask("STORE checked v");
+    let took_validated = t.elapsed();
+    assert_eq!(plain, "W00T!", "plain STORE after {took_plain:?}\n{}", b.log.all());
+    assert_eq!(validated, "W00T!", "validated STORE after {took_validated:?}\n{}", a.log.all());
+    assert!(took_plain < Duration::from_secs(5), "{took_plain:?}");
+    assert!(took_validated < Duration::from_secs(5), "{took_validated:?}");
+    assert_eq!(cb.ask("STORE checked w"), "RARGH!");
+    assert_eq!(ca.ask("STORE plain w"), "RARGH!");
+    assert_eq!(cb.ask("GET checked"), "v");
+    assert_eq!(pending_rows(&pg, &db), 0);
+}
