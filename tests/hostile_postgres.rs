@@ -1422,3 +1422,37 @@ fn warnings_from_a_trigger_do_not_strand_stores() {
     assert_eq!(cb.ask("GET checked"), "v");
     assert_eq!(pending_rows(&pg, &db), 0);
 }
+
+/// postgres.md, Guarantees: "Per-connection order: each request observes
+/// every earlier request on its connection", with "Pending names, across
+/// front-ends": B's STORE of a name A is validating waits; a GET and an
+/// EXISTS pipelined after it on B's connection must not be answered from
+/// a lookup made before that STORE's outcome: after RARGH! (the name is
+/// taken), never an empty GET or a RARGH! EXISTS.
+#[test]
+fn reads_pipelined_after_a_waiting_store_observe_its_outcome() {
+    let pg = Postgres::start();
+    let db = pg.create_db("inorder");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let program = blocking_validator(&root);
+    let a = Server::start_in(
+        dir,
+        &config(&pg.url(&db), 30, &process_validator(&program, "timeout_ms = 60000"))
+            .replace("request_timeout_ms = 3000", "request_timeout_ms = 20000"),
+    );
+    let b = Server::start(
+        &config(&pg.url(&db), 30, "")
+            .replace("request_timeout_ms = 3000", "request_timeout_ms = 20000"),
+    );
+    let mut ca = a.connect();
+    ca.send(b"STORE n va\r\n");
+    eventually("A's lease", || pending_rows(&pg, &db) == 1);
+    let mut cb = b.connect();
+    cb.send(b"STORE n vb\r\nGET n\r\nEXISTS n\r\n");
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write(root.join("release"), "").unwrap();
+    assert_eq!(ca.reply(), "W00T!");
+    let replies = [cb.reply(), cb.reply(), cb.reply()];
+    assert_eq!(replies, ["RARGH!", "va", "AWESOME!"]);
+}
