@@ -1456,3 +1456,49 @@ fn reads_pipelined_after_a_waiting_store_observe_its_outcome() {
     let replies = [cb.reply(), cb.reply(), cb.reply()];
     assert_eq!(replies, ["RARGH!", "va", "AWESOME!"]);
 }
+
+/// operations.md, Signals and shutdown: "Signals are never fatal, at any
+/// moment of jnhpd's life, start-up included"; SIGTERM/SIGINT drain for
+/// up to shutdown_grace_secs then exit 0. While a front-end waits for a
+/// database that is down (connect_timeout_secs = 60): SIGHUP does not end
+/// it; SIGTERM ends it with status 0 within the grace period and the
+/// documented extras, not after connect_timeout_secs.
+#[test]
+fn signals_while_waiting_for_the_database_at_start() {
+    let pg = Postgres::start();
+    let db = pg.create_db("startsignals");
+    pg.stop_immediate();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(
+        &path,
+        config(&pg.url(&db), 15, "[server]\nshutdown_grace_secs = 1\n")
+            .replace("connect_timeout_secs = 10", "connect_timeout_secs = 60"),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config").arg(&path).args(["--listen", "127.0.0.1:0"]);
+    let (mut child, log) = Server::launch(cmd);
+    std::thread::sleep(Duration::from_millis(1000));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP ended it: {}", log.all());
+    let t = Instant::now();
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let mut code = None;
+    while t.elapsed() < Duration::from_secs(15) {
+        if let Some(status) = child.try_wait().unwrap() {
+            code = Some(status.code());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = t.elapsed();
+    if code.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(code, Some(Some(0)), "after {took:?}: {}", log.all());
+    assert!(took < Duration::from_secs(1 + 1 + 2 + 1), "{took:?}");
+}
