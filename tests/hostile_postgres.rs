@@ -1502,3 +1502,35 @@ fn signals_while_waiting_for_the_database_at_start() {
     assert_eq!(code, Some(Some(0)), "after {took:?}: {}", log.all());
     assert!(took < Duration::from_secs(1 + 1 + 2 + 1), "{took:?}");
 }
+
+/// postgres.md, Tables and Faults: the names table dropped while serving:
+/// not ready, `ERROR storage unavailable`; put back with the documented
+/// `CREATE TABLE` and `COMMENT`, it serves again by itself (and what was
+/// cached of the dropped table is an operator's business, not checked).
+#[test]
+fn a_dropped_names_table_put_back_serves_again() {
+    let pg = Postgres::start();
+    let db = pg.create_db("putback");
+    let front = Server::start(&config(&pg.url(&db), 15, ADMIN));
+    let admin = common::admin_addr(&front);
+    let mut c = front.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    pg.psql(&db, "DROP TABLE jnhp_names");
+    assert_eq!(c.ask("STORE b 2"), "ERROR storage unavailable");
+    eventually("not ready", || ready(admin) == 503);
+    pg.psql(
+        &db,
+        "CREATE TABLE jnhp_names (
+            name       bytea PRIMARY KEY,
+            value      bytea NOT NULL,
+            stored_by  text NOT NULL,
+            write_id   bigint NOT NULL,
+            stored_at  timestamptz NOT NULL DEFAULT now()
+        );
+        COMMENT ON TABLE jnhp_names IS 'jnhp schema 1'",
+    );
+    eventually("serving again", || c.ask("STORE b 2") == "W00T!");
+    eventually("ready again", || ready(admin) == 200);
+    assert_eq!(c.ask("GET b"), "2");
+    assert!(!front.log.all().contains("panicked"), "{}", front.log.all());
+}
