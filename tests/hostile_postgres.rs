@@ -1534,3 +1534,54 @@ fn a_dropped_names_table_put_back_serves_again() {
     assert_eq!(c.ask("GET b"), "2");
     assert!(!front.log.all().contains("panicked"), "{}", front.log.all());
 }
+
+/// operations.md, Signals and shutdown ("Nothing else waits for
+/// PostgreSQL past the grace period"): a stalled synchronous standby
+/// (every commit waits, the release of reservations too) while validated
+/// and plain STOREs are under way. SIGTERM: exit 0 within the grace and
+/// the documented extras; no STORE was acknowledged.
+#[test]
+fn sigterm_with_a_stalled_standby_stops_within_the_bound() {
+    let pg = Postgres::start();
+    let db = pg.create_db("stalledstop");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let program = blocking_validator(&root);
+    let mut a = Server::start_in(
+        dir,
+        &config(
+            &pg.url(&db),
+            30,
+            &format!(
+                "[server]\nshutdown_grace_secs = 1\n{}",
+                process_validator(&program, "timeout_ms = 60000\nmax_concurrent = 16")
+            ),
+        )
+        .replace("request_timeout_ms = 3000", "request_timeout_ms = 30000"),
+    );
+    let mut clients: Vec<Client> = (0..4)
+        .map(|i| {
+            let mut c = a.connect();
+            c.send(format!("STORE v{i} x\r\n").as_bytes());
+            c
+        })
+        .collect();
+    eventually("leases", || pending_rows(&pg, &db) == 4);
+    pg.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(root.join("release"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    a.signal(Signal::SIGTERM);
+    let code = a.wait_exit().code();
+    let took = t.elapsed();
+    let replies: Vec<Vec<u8>> = clients.iter_mut().map(|c| c.read_to_end_or_reset()).collect();
+    pg.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = ''");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    assert_eq!(code, Some(0), "{}", a.log.all());
+    assert!(took < Duration::from_secs(1 + 1 + 2 + 2 + 1), "{took:?}");
+    for r in replies {
+        assert!(!String::from_utf8_lossy(&r).contains("W00T!"), "{}", String::from_utf8_lossy(&r));
+    }
+}
