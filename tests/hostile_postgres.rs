@@ -113,7 +113,11 @@ fn sigint_releases_every_reservation() {
     let t = Instant::now();
     a.signal(Signal::SIGINT);
     assert_eq!(a.wait_exit().code(), Some(0), "{}", a.log.all());
-    assert!(t.elapsed() < Duration::from_secs(1 + 1 + 2 + 2 + 1), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1 + 1 + 2 + 2 + 1),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(pending_rows(&pg, &db), 0, "{}", a.log.all());
     drop(clients);
 }
@@ -151,8 +155,8 @@ fn a_front_end_with_leases_stops_within_the_bound_when_the_database_is_frozen() 
     eventually("4 leases", || pending_rows(&pg, &db) == 4);
     let frozen = Frozen::new(&pg);
     // Requests that need the database pile up on the frozen server.
-    for i in 0..4 {
-        clients[i].send(format!("GET other{i}\r\nSTORE plain{i} v\r\n").as_bytes());
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(format!("GET other{i}\r\nSTORE plain{i} v\r\n").as_bytes());
     }
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
@@ -162,7 +166,11 @@ fn a_front_end_with_leases_stops_within_the_bound_when_the_database_is_frozen() 
     drop(frozen);
     assert_eq!(code, Some(0), "{}", a.log.all());
     // grace 1 + replies 1 + helpers 2 + reservations 2, + 1 slack
-    assert!(took < Duration::from_secs(7), "stopped after {took:?}\n{}", a.log.all());
+    assert!(
+        took < Duration::from_secs(7),
+        "stopped after {took:?}\n{}",
+        a.log.all()
+    );
 }
 
 /// postgres.md, Tables: "A front-end refuses to start on a <prefix>_names
@@ -243,7 +251,11 @@ fn schema_change_while_serving(
         .iter()
         .filter(|r| *r != "ERROR storage unavailable")
         .collect();
-    assert!(wrong.is_empty(), "replies during the change: {replies:?}\n{}", front.log.all());
+    assert!(
+        wrong.is_empty(),
+        "replies during the change: {replies:?}\n{}",
+        front.log.all()
+    );
     eventually("not ready", || ready(admin) == 503);
     front.log.wait_for(log_word);
     assert!(!front.log.all().contains("panicked"), "{}", front.log.all());
@@ -347,7 +359,9 @@ fn a_write_id_column_of_another_type_is_found_after_a_reconnect() {
 /// after `limit`, then killed) and its stderr.
 fn start_within(config: &Path, limit: Duration) -> (Option<i32>, String) {
     let mut cmd = std::process::Command::new(common::bin());
-    cmd.arg("--config").arg(config).args(["--listen", "127.0.0.1:0"]);
+    cmd.arg("--config")
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0"]);
     let (mut child, log) = Server::launch(cmd);
     let deadline = Instant::now() + limit;
     loop {
@@ -454,7 +468,9 @@ fn three_front_ends_racing_validated_stores_never_deadlock() {
         assert_eq!(values.len(), 1, "{name}: {values:?}");
         let stored = pg.psql(
             &db,
-            &format!("SELECT convert_from(value, 'UTF8') FROM jnhp_names WHERE name = '{name}'::bytea"),
+            &format!(
+                "SELECT convert_from(value, 'UTF8') FROM jnhp_names WHERE name = '{name}'::bytea"
+            ),
         );
         assert_eq!(&stored, &values[0], "{name}");
         for f in &fronts {
@@ -517,11 +533,11 @@ fn memory_stays_bounded_while_the_database_is_stopped() {
     let p2 = peak.clone();
     let watcher = std::thread::spawn(move || {
         for _ in 0..400 {
-            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                if let Some(l) = s.lines().find(|l| l.starts_with("VmRSS:")) {
-                    let kib: u64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
-                    p2.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
-                }
+            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                && let Some(l) = s.lines().find(|l| l.starts_with("VmRSS:"))
+            {
+                let kib: u64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+                p2.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -539,7 +555,10 @@ fn memory_stays_bounded_while_the_database_is_stopped() {
     // 64 connections x (1 MiB replies + a line) and the queues of the
     // engine: far below 512 MiB.
     assert!(peak < before + 512 * 1024, "peak {peak} KiB");
-    assert!(after < before + 128 * 1024, "after {after} KiB (before {before})");
+    assert!(
+        after < before + 128 * 1024,
+        "after {after} KiB (before {before})"
+    );
 }
 
 /// postgres.md, Running it (`connect_timeout_secs`: "at start: retry this
@@ -591,7 +610,11 @@ fn a_frozen_database_at_start_is_given_up_after_connect_timeout_secs() {
     drop(frozen);
     assert_eq!(code, Some(1), "after {took:?}: {}", log.all());
     assert!(took < Duration::from_secs(3 + 5), "{took:?}");
-    assert!(log.all().contains("cannot reach PostgreSQL"), "{}", log.all());
+    assert!(
+        log.all().contains("cannot reach PostgreSQL"),
+        "{}",
+        log.all()
+    );
 }
 
 /// postgres.md, Running it (`request_timeout_ms`: "no answer from
@@ -626,8 +649,14 @@ fn a_frozen_database_while_serving_is_answered_in_time_and_recovers() {
     drop(frozen);
     assert_eq!(get, "ERROR storage unavailable");
     assert_eq!(store, "ERROR storage unavailable");
-    assert!(took_get < Duration::from_secs(3 + 2), "GET took {took_get:?}");
-    assert!(took_store < Duration::from_secs(3 + 2), "STORE took {took_store:?}");
+    assert!(
+        took_get < Duration::from_secs(3 + 2),
+        "GET took {took_get:?}"
+    );
+    assert!(
+        took_store < Duration::from_secs(3 + 2),
+        "STORE took {took_store:?}"
+    );
     assert_eq!(readyz, 503, "/readyz while the database is frozen");
     eventually("serving again", || c.ask("STORE after v") == "W00T!");
     eventually("ready again", || ready(admin) == 200);
@@ -659,10 +688,17 @@ fn stalled_standby_with_leases(how: &'static str) {
     let program = common::script(dir.path(), "allow", "echo JNHP:1");
     let a = Server::start_in(
         dir,
-        &config(&pg.url(&db), 2, &process_validator(&program, "max_concurrent = 16")),
+        &config(
+            &pg.url(&db),
+            2,
+            &process_validator(&program, "max_concurrent = 16"),
+        ),
     );
     let b = Server::start(&config(&pg.url(&db), 2, ""));
-    pg.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+    pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = 'nobody'",
+    );
     pg.psql("postgres", "SELECT pg_reload_conf()");
     std::thread::sleep(Duration::from_millis(500));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -719,18 +755,26 @@ fn stalled_standby_with_leases(how: &'static str) {
             _ => !(r == "RARGH!" || r == "ERROR storage unavailable"),
         })
         .collect();
-    pg.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = ''");
+    pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = ''",
+    );
     pg.psql("postgres", "SELECT pg_reload_conf()");
     eventually("no waits", || waiting_for_standby(&pg) == 0);
     assert!(ended > 0, "no wait was ended");
-    assert!(bad.is_empty(), "answered as durable while the standby was missing: {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "answered as durable while the standby was missing: {bad:?}"
+    );
     // Afterwards: everything consistent.
     std::thread::sleep(Duration::from_millis(500));
     for n in 0..24 {
         let name = format!("d{n}");
         let mut table = pg.psql(
             &db,
-            &format!("SELECT convert_from(value, 'UTF8') FROM jnhp_names WHERE name = '{name}'::bytea"),
+            &format!(
+                "SELECT convert_from(value, 'UTF8') FROM jnhp_names WHERE name = '{name}'::bytea"
+            ),
         );
         for front in [&a, &b] {
             let mut c = front.connect();
@@ -823,7 +867,11 @@ fn a_store_waiting_across_a_lost_listen_connection_wakes() {
     let program = blocking_validator(&root);
     let a = Server::start_in(
         dir,
-        &config(&pg.url(&db), 30, &process_validator(&program, "timeout_ms = 60000")),
+        &config(
+            &pg.url(&db),
+            30,
+            &process_validator(&program, "timeout_ms = 60000"),
+        ),
     );
     let b = Server::start(&config(&pg.url(&db), 30, ""));
     let mut ca = a.connect();
@@ -858,7 +906,11 @@ fn a_validator_slower_than_the_lease_keeps_its_names() {
     let program = common::script(dir.path(), "slow", "sleep 3\necho JNHP:1");
     let a = Server::start_in(
         dir,
-        &config(&pg.url(&db), 1, &process_validator(&program, "max_concurrent = 16")),
+        &config(
+            &pg.url(&db),
+            1,
+            &process_validator(&program, "max_concurrent = 16"),
+        ),
     );
     let b = Server::start(&config(&pg.url(&db), 1, ""));
     let mut cas: Vec<Client> = (0..6)
@@ -962,7 +1014,11 @@ fn a_paused_front_end_never_stores_on_a_lapsed_lease() {
     let program = blocking_validator(&root);
     let a = Server::start_in(
         dir,
-        &config(&pg.url(&db), 1, &process_validator(&program, "timeout_ms = 60000\nmax_concurrent = 16")),
+        &config(
+            &pg.url(&db),
+            1,
+            &process_validator(&program, "timeout_ms = 60000\nmax_concurrent = 16"),
+        ),
     );
     let bdir = tempfile::tempdir().unwrap();
     let allow = common::script(
@@ -971,7 +1027,10 @@ fn a_paused_front_end_never_stores_on_a_lapsed_lease() {
         "case \"$JNHP_NAME\" in v*) echo JNHP:1 ;; *) echo JNHP:1 ;; esac",
     );
     let b_plain = Server::start(&config(&pg.url(&db), 1, ""));
-    let b_valid = Server::start_in(bdir, &config(&pg.url(&db), 1, &process_validator(&allow, "")));
+    let b_valid = Server::start_in(
+        bdir,
+        &config(&pg.url(&db), 1, &process_validator(&allow, "")),
+    );
     let mut cas: Vec<Client> = (0..6)
         .map(|i| {
             let mut c = a.connect();
@@ -1013,11 +1072,17 @@ fn an_import_racing_front_ends_never_deadlocks() {
     let data = local_dir.path().join("names.data");
     let mut local = Server::start_in(
         local_dir,
-        &format!("[storage]\npath = \"{}\"\nfsync = \"never\"\n", data.display()),
+        &format!(
+            "[storage]\npath = \"{}\"\nfsync = \"never\"\n",
+            data.display()
+        ),
     );
     {
         let mut c = local.connect();
-        let batch: String = (0..N).rev().map(|i| format!("STORE m{i:05} file\r\n")).collect();
+        let batch: String = (0..N)
+            .rev()
+            .map(|i| format!("STORE m{i:05} file\r\n"))
+            .collect();
         c.send(batch.as_bytes());
         for _ in 0..N {
             assert_eq!(c.reply(), "W00T!");
@@ -1097,7 +1162,11 @@ fn terminated_backends_never_break_write_once() {
     let program = common::script(dir.path(), "allow", "echo JNHP:1");
     let a = Server::start_in(
         dir,
-        &config(&pg.url(&db), 2, &process_validator(&program, "max_concurrent = 16")),
+        &config(
+            &pg.url(&db),
+            2,
+            &process_validator(&program, "max_concurrent = 16"),
+        ),
     );
     let b = Server::start(&config(&pg.url(&db), 2, ""));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1168,7 +1237,9 @@ fn terminated_backends_never_break_write_once() {
     for n in 0..100 {
         let table = pg.psql(
             &db,
-            &format!("SELECT convert_from(value, 'UTF8') FROM jnhp_names WHERE name = 'k{n}'::bytea"),
+            &format!(
+                "SELECT convert_from(value, 'UTF8') FROM jnhp_names WHERE name = 'k{n}'::bytea"
+            ),
         );
         if let Some(v) = woot.get(&n) {
             assert_eq!(&table, v, "k{n}: W00T! for {v}");
@@ -1231,7 +1302,9 @@ fn repeated_outages_do_not_leak_memory() {
             th.join().unwrap();
         }
         pg.start_again();
-        eventually("serving again", || c.ask(&format!("STORE back{round} 1")) == "W00T!");
+        eventually("serving again", || {
+            c.ask(&format!("STORE back{round} 1")) == "W00T!"
+        });
         std::thread::sleep(Duration::from_secs(1));
         after.push(front.rss_kib());
     }
@@ -1282,11 +1355,19 @@ fn reservations_whose_answer_was_lost_are_released_at_sigterm() {
     eprintln!("reservations before SIGTERM: {rows_before}; replies {replies:?}");
     a.signal(Signal::SIGTERM);
     assert_eq!(a.wait_exit().code(), Some(0), "{}", a.log.all());
-    let left = pg.psql(&db, "SELECT string_agg(convert_from(name, 'UTF8'), ',') FROM jnhp_pending");
+    let left = pg.psql(
+        &db,
+        "SELECT string_agg(convert_from(name, 'UTF8'), ',') FROM jnhp_pending",
+    );
     let t = Instant::now();
     let rb = cb.ask("STORE lost0 b");
     let took = t.elapsed();
-    assert_eq!(left, "", "reservations left: {left} (before SIGTERM: {rows_before}); A's replies {replies:?}\n{}", a.log.all());
+    assert_eq!(
+        left,
+        "",
+        "reservations left: {left} (before SIGTERM: {rows_before}); A's replies {replies:?}\n{}",
+        a.log.all()
+    );
     assert!(took < Duration::from_secs(5), "B waited {took:?}: {rb}");
 }
 
@@ -1313,12 +1394,23 @@ fn long_table_prefixes_are_refused_or_kept_apart() {
     if code == Some(1) || code == Some(2) {
         // Refused: it must say why, and not with a panic.
         assert!(!out.contains("panicked"), "{out}");
-        assert!(out.contains("table_prefix"), "refused without naming table_prefix: {out}");
+        assert!(
+            out.contains("table_prefix"),
+            "refused without naming table_prefix: {out}"
+        );
         return;
     }
     assert_eq!(code, None, "exited {code:?}: {out}");
-    let a = Server::start(&config(&pg.url(&db), 15, &format!("table_prefix = \"{p1}\"\n")));
-    let b = Server::start(&config(&pg.url(&db), 15, &format!("table_prefix = \"{p2}\"\n")));
+    let a = Server::start(&config(
+        &pg.url(&db),
+        15,
+        &format!("table_prefix = \"{p1}\"\n"),
+    ));
+    let b = Server::start(&config(
+        &pg.url(&db),
+        15,
+        &format!("table_prefix = \"{p2}\"\n"),
+    ));
     let tables = pg.psql(
         &db,
         "SELECT string_agg(relname, ',') FROM pg_class WHERE relkind = 'r' AND relname LIKE 'aaa%'",
@@ -1326,7 +1418,11 @@ fn long_table_prefixes_are_refused_or_kept_apart() {
     let mut ca = a.connect();
     let mut cb = b.connect();
     assert_eq!(ca.ask("STORE shared va"), "W00T!", "tables: {tables}");
-    assert_eq!(cb.ask("GET shared"), "", "two prefixes share one namespace; tables: {tables}");
+    assert_eq!(
+        cb.ask("GET shared"),
+        "",
+        "two prefixes share one namespace; tables: {tables}"
+    );
     assert_eq!(cb.ask("STORE shared vb"), "W00T!", "tables: {tables}");
 }
 
@@ -1351,8 +1447,12 @@ fn the_admin_port_refuses_until_the_database_is_reached() {
     let path = dir.path().join("jnhp.toml");
     std::fs::write(
         &path,
-        config(&pg.url(&db), 15, &format!("[admin]\nlisten = [\"127.0.0.1:{admin_port}\"]\n"))
-            .replace("connect_timeout_secs = 10", "connect_timeout_secs = 60"),
+        config(
+            &pg.url(&db),
+            15,
+            &format!("[admin]\nlisten = [\"127.0.0.1:{admin_port}\"]\n"),
+        )
+        .replace("connect_timeout_secs = 10", "connect_timeout_secs = 60"),
     )
     .unwrap();
     let mut cmd = std::process::Command::new(common::bin());
@@ -1369,8 +1469,14 @@ fn the_admin_port_refuses_until_the_database_is_reached() {
     eventually("ready", || ready(addr) == 200);
     let _ = child.kill();
     let _ = child.wait();
-    assert!(!client, "the client port accepted before the database was reached");
-    assert!(!admin, "the admin port accepted before the database was reached");
+    assert!(
+        !client,
+        "the client port accepted before the database was reached"
+    );
+    assert!(
+        !admin,
+        "the admin port accepted before the database was reached"
+    );
 }
 
 /// postgres.md, What a failover can lose: "Every pooled connection counts
@@ -1413,10 +1519,23 @@ fn warnings_from_a_trigger_do_not_strand_stores() {
     let t = Instant::now();
     let validated = ca.ask("STORE checked v");
     let took_validated = t.elapsed();
-    assert_eq!(plain, "W00T!", "plain STORE after {took_plain:?}\n{}", b.log.all());
-    assert_eq!(validated, "W00T!", "validated STORE after {took_validated:?}\n{}", a.log.all());
+    assert_eq!(
+        plain,
+        "W00T!",
+        "plain STORE after {took_plain:?}\n{}",
+        b.log.all()
+    );
+    assert_eq!(
+        validated,
+        "W00T!",
+        "validated STORE after {took_validated:?}\n{}",
+        a.log.all()
+    );
     assert!(took_plain < Duration::from_secs(5), "{took_plain:?}");
-    assert!(took_validated < Duration::from_secs(5), "{took_validated:?}");
+    assert!(
+        took_validated < Duration::from_secs(5),
+        "{took_validated:?}"
+    );
     assert_eq!(cb.ask("STORE checked w"), "RARGH!");
     assert_eq!(ca.ask("STORE plain w"), "RARGH!");
     assert_eq!(cb.ask("GET checked"), "v");
@@ -1438,8 +1557,12 @@ fn reads_pipelined_after_a_waiting_store_observe_its_outcome() {
     let program = blocking_validator(&root);
     let a = Server::start_in(
         dir,
-        &config(&pg.url(&db), 30, &process_validator(&program, "timeout_ms = 60000"))
-            .replace("request_timeout_ms = 3000", "request_timeout_ms = 20000"),
+        &config(
+            &pg.url(&db),
+            30,
+            &process_validator(&program, "timeout_ms = 60000"),
+        )
+        .replace("request_timeout_ms = 3000", "request_timeout_ms = 20000"),
     );
     let b = Server::start(
         &config(&pg.url(&db), 30, "")
@@ -1477,13 +1600,19 @@ fn signals_while_waiting_for_the_database_at_start() {
     )
     .unwrap();
     let mut cmd = std::process::Command::new(common::bin());
-    cmd.arg("--config").arg(&path).args(["--listen", "127.0.0.1:0"]);
+    cmd.arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"]);
     let (mut child, log) = Server::launch(cmd);
     std::thread::sleep(Duration::from_millis(1000));
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(child.try_wait().unwrap().is_none(), "SIGHUP ended it: {}", log.all());
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended it: {}",
+        log.all()
+    );
     let t = Instant::now();
     nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
     let mut code = None;
@@ -1567,7 +1696,10 @@ fn sigterm_with_a_stalled_standby_stops_within_the_bound() {
         })
         .collect();
     eventually("leases", || pending_rows(&pg, &db) == 4);
-    pg.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+    pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = 'nobody'",
+    );
     pg.psql("postgres", "SELECT pg_reload_conf()");
     std::thread::sleep(Duration::from_millis(500));
     std::fs::write(root.join("release"), "").unwrap();
@@ -1576,12 +1708,22 @@ fn sigterm_with_a_stalled_standby_stops_within_the_bound() {
     a.signal(Signal::SIGTERM);
     let code = a.wait_exit().code();
     let took = t.elapsed();
-    let replies: Vec<Vec<u8>> = clients.iter_mut().map(|c| c.read_to_end_or_reset()).collect();
-    pg.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = ''");
+    let replies: Vec<Vec<u8>> = clients
+        .iter_mut()
+        .map(|c| c.read_to_end_or_reset())
+        .collect();
+    pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = ''",
+    );
     pg.psql("postgres", "SELECT pg_reload_conf()");
     assert_eq!(code, Some(0), "{}", a.log.all());
     assert!(took < Duration::from_secs(1 + 1 + 2 + 2 + 1), "{took:?}");
     for r in replies {
-        assert!(!String::from_utf8_lossy(&r).contains("W00T!"), "{}", String::from_utf8_lossy(&r));
+        assert!(
+            !String::from_utf8_lossy(&r).contains("W00T!"),
+            "{}",
+            String::from_utf8_lossy(&r)
+        );
     }
 }
