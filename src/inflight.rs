@@ -57,9 +57,25 @@ impl InflightBudget {
 
     /// What reading `fresh` costs: its bytes and its requests.
     pub fn cost_of(fresh: &[u8]) -> usize {
-        fresh.len() + memchr::memchr_iter(b'\n', fresh).count() * REQUEST_COST
+        // Most reads are one or a few short requests (pipeline 1): rather
+        // than count their lines (about a tenth of such a request's
+        // instructions), charge them as if every line were as short as a
+        // request can be, `GET a\n`. Overcharged, the read pays a few KiB
+        // more for the moment it is answered.
+        let lines = if fresh.len() <= SHORT_READ {
+            fresh.len().div_ceil(SHORTEST_REQUEST)
+        } else {
+            memchr::memchr_iter(b'\n', fresh).count()
+        };
+        fresh.len() + lines * REQUEST_COST
     }
 }
+
+/// Reads up to this size are charged by [`SHORTEST_REQUEST`], not counted.
+const SHORT_READ: usize = 64;
+
+/// The shortest line that is a request (`GET a` and its newline).
+const SHORTEST_REQUEST: usize = 6;
 
 /// How often the budget is looked at for a burst that has ended.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -241,11 +257,25 @@ mod tests {
     #[test]
     fn a_read_costs_its_bytes_and_its_lines() {
         assert_eq!(InflightBudget::cost_of(b""), 0);
-        assert_eq!(InflightBudget::cost_of(b"GET a"), 5);
+        // A short read is charged as if made of the shortest requests.
+        assert_eq!(InflightBudget::cost_of(b"GET a"), 5 + REQUEST_COST);
         assert_eq!(
             InflightBudget::cost_of(b"GET a\r\nGET b\n"),
-            13 + 2 * REQUEST_COST
+            13 + 3 * REQUEST_COST
         );
+        // A longer one is charged by its lines, never less than they hold.
+        let long = b"GET a\n".repeat(20);
+        assert_eq!(InflightBudget::cost_of(&long), 120 + 20 * REQUEST_COST);
+        for len in 0..=SHORT_READ {
+            let lines = b"GET a\n".repeat(12)[..len]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            assert!(
+                InflightBudget::cost_of(&b"GET a\n".repeat(12)[..len])
+                    >= len + lines * REQUEST_COST
+            );
+        }
     }
 
     #[tokio::test]
