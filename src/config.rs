@@ -515,6 +515,15 @@ impl Config {
         config.daemon.workdir = base.join(&config.daemon.workdir);
         if !config.daemon.pidfile.as_os_str().is_empty() {
             config.daemon.pidfile = base.join(&config.daemon.pidfile);
+            check_pidfile(&config.daemon.pidfile, path, &config.storage.path).map_err(
+                |message| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: line_start_of_key(text, "pidfile")
+                        .map_or_else(|| line_of_section(text, "[daemon]"), |at| line_of(text, at)),
+                    key: "daemon.pidfile: ".into(),
+                    message,
+                },
+            )?;
         }
         if !config.log.syslog_socket.as_os_str().is_empty() {
             config.log.syslog_socket = base.join(&config.log.syslog_socket);
@@ -668,7 +677,10 @@ fn check_data_dir(data: &Path) -> Result<(), String> {
                 )
             })?;
         }
-        Err(_) => {}
+        // Missing is fine (the start creates it); a symlink loop, a
+        // component that is not a directory, a permission problem are not.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("data file {}: {e}", data.display())),
     }
     let dir = match data.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -683,6 +695,62 @@ fn check_data_dir(data: &Path) -> Result<(), String> {
                 dir.display()
             )
         }),
+    }
+}
+
+/// Whether two paths name the same file: the same path, or (both existing)
+/// the same device and inode (a symlink, a hard link, `..` in a path).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if std::path::absolute(a).ok() == std::path::absolute(b).ok() {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// `daemon.pidfile` is written at start and removed at exit, so everything
+/// that would make that fail, or destroy something, is refused here (and
+/// so in `--check-config`): a directory that does not exist, a path that
+/// is not a regular file, a file holding anything but a PID, and above all
+/// the data file or the config file itself.
+fn check_pidfile(pidfile: &Path, config: &Path, data: &Path) -> Result<(), String> {
+    let shown = pidfile.display();
+    if same_file(pidfile, config) {
+        return Err(format!("{shown} is the config file itself, not a pidfile"));
+    }
+    if !data.as_os_str().is_empty() && same_file(pidfile, data) {
+        return Err(format!(
+            "{shown} is the data file (storage.path), not a pidfile"
+        ));
+    }
+    let dir = match pidfile.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Err(e) => return Err(format!("directory {} of the pidfile: {e}", dir.display())),
+        Ok(meta) if !meta.is_dir() => {
+            return Err(format!("{} is not a directory", dir.display()));
+        }
+        Ok(_) => {}
+    }
+    match std::fs::metadata(pidfile) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{shown}: {e}")),
+        Ok(_) => {
+            let bytes = crate::files::read(pidfile, crate::files::PIDFILE)
+                .map_err(|e| format!("{shown}: {}", e.detail()))?;
+            if crate::daemon::holds_only_a_pid(&bytes) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{shown} holds something other than a PID: not a pidfile jnhpd may overwrite"
+                ))
+            }
+        }
     }
 }
 
@@ -1335,12 +1403,12 @@ syslog_socket = ""
     #[test]
     fn daemon_and_log_keys() {
         let c = parse(
-            "[daemon]\ndaemonize = true\npidfile = \"run/j.pid\"\nuser = \"root\"\ngroup = \"root\"\n\
+            "[daemon]\ndaemonize = true\npidfile = \"j.pid\"\nuser = \"root\"\ngroup = \"root\"\n\
              [log]\ntarget = \"syslog\"\nsyslog_facility = \"local3\"\n",
         )
         .unwrap();
         assert!(c.daemon.daemonize);
-        assert_eq!(c.daemon.pidfile, PathBuf::from("/etc/run/j.pid"));
+        assert_eq!(c.daemon.pidfile, PathBuf::from("/etc/j.pid"));
         assert_eq!(c.log.target, LogTarget::Syslog);
         let err = parse("[daemon]\n\nuser = \"no-such-user-here\"\n").unwrap_err();
         assert!(

@@ -31,7 +31,6 @@ fn config_in(dir: &Path, text: &str) -> std::path::PathBuf {
 /// is a directory, a FIFO, or in a directory that does not exist, and the
 /// start then fails with a log line naming neither the config nor the key.
 #[test]
-#[ignore = "defect: --check-config accepts a pidfile that is a directory, a FIFO or in a missing directory; the start then fails without file:line:key"]
 fn check_config_refuses_a_pidfile_that_is_not_a_regular_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("piddir")).unwrap();
@@ -65,7 +64,6 @@ fn check_config_refuses_a_pidfile_that_is_not_a_regular_file() {
 /// and key where the config names the file)". `storage.path` naming a
 /// symlink loop passes `--check-config`; the start then fails on it.
 #[test]
-#[ignore = "defect: --check-config accepts storage.path naming a symlink loop; the start then refuses it without line and key"]
 fn check_config_refuses_a_data_file_that_is_a_symlink_loop() {
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("loop-b", dir.path().join("loop-a")).unwrap();
@@ -378,7 +376,6 @@ fn validator_stderr_cannot_forge_journal_lines() {
 /// fails on the data file's lock, and on exit removes "the pidfile": the
 /// data file, with every acknowledged STORE in it, is gone.
 #[test]
-#[ignore = "defect: daemon.pidfile naming the data file passes --check-config, and the start overwrites then deletes the data file"]
 fn a_pidfile_naming_the_data_file_never_destroys_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -412,7 +409,6 @@ fn a_pidfile_naming_the_data_file_never_destroys_it() {
 /// removes it: the next start or SIGHUP has no config. A file that does not
 /// hold a PID is not a stale pidfile.
 #[test]
-#[ignore = "defect: daemon.pidfile naming the config file passes --check-config; the start overwrites the config and deletes it at exit"]
 fn a_pidfile_naming_the_config_file_never_destroys_it() {
     let dir = tempfile::tempdir().unwrap();
     let text = "[daemon]\npidfile = \"jnhp.toml\"\n";
@@ -567,7 +563,6 @@ fn a_refused_syslog_socket_names_file_line_and_key() {
 /// is still its own file: the live second jnhpd is left without a pidfile,
 /// and a third start is no longer refused by its lock.
 #[test]
-#[ignore = "defect: a stopping jnhpd removes the pidfile path even when it now holds another live jnhpd's pidfile"]
 fn stopping_removes_only_its_own_pidfile() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path(), "[daemon]\npidfile = \"jnhpd.pid\"\n");
