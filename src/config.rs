@@ -63,6 +63,11 @@ pub struct Config {
     /// The validator chain, in order, checked and resolved.
     #[serde(skip)]
     pub validators: Vec<ValidatorSpec>,
+    /// Where the file sets `log.syslog_socket` (else `log.target`, else
+    /// `[log]`): `path:line`, for the syslog connection errors found at
+    /// start and by `--check-config`. Empty without a file.
+    #[serde(skip)]
+    pub syslog_socket_at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -528,6 +533,10 @@ impl Config {
         if !config.log.syslog_socket.as_os_str().is_empty() {
             config.log.syslog_socket = base.join(&config.log.syslog_socket);
         }
+        let syslog_line = line_start_of_key(text, "syslog_socket")
+            .or_else(|| line_start_of_key(text, "target"))
+            .map_or_else(|| line_of_section(text, "[log]"), |at| line_of(text, at));
+        config.syslog_socket_at = format!("{}:{syslog_line}", path.display());
         Ok(config)
     }
 

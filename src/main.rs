@@ -152,7 +152,7 @@ fn main() -> ExitCode {
             // it would refuse is refused here too.
             let socket = &config.log.syslog_socket;
             if let Err(err) = logging::probe_syslog(&config.log.syslog_facility, socket) {
-                eprintln!("jnhpd: {source}: log.syslog_socket: {err}");
+                eprintln!("jnhpd: {}: {err}", syslog_socket_key(&config));
                 return ExitCode::FAILURE;
             }
         }
@@ -221,6 +221,7 @@ fn main() -> ExitCode {
         },
     };
     if let Err(err) = logging::init(target, config.log.level.filter()) {
+        let err = format!("{}: {err}", syslog_socket_key(&config));
         eprintln!("jnhpd: {err}");
         report.failed(&err);
         return ExitCode::FAILURE;
@@ -252,6 +253,15 @@ fn main() -> ExitCode {
             report.failed(&err);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `file:line: log.syslog_socket` (just the key with built-in defaults),
+/// to begin a syslog connection error with.
+fn syslog_socket_key(config: &Config) -> String {
+    match config.syslog_socket_at.as_str() {
+        "" => "log.syslog_socket".to_string(),
+        at => format!("{at}: log.syslog_socket"),
     }
 }
 

@@ -460,7 +460,6 @@ impl Drop for KillOnDrop {
 /// JNHP clients get no reply, `/healthz` none, and SIGTERM does not stop
 /// the process.
 #[test]
-#[ignore = "defect: a syslog socket nobody reads blocks jnhpd: no replies, no /healthz, SIGTERM ignored"]
 fn a_syslog_socket_nobody_reads_never_stops_the_service() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("log.sock");
@@ -536,7 +535,6 @@ fn a_syslog_socket_nobody_reads_never_stops_the_service() {
 /// the line (`jnhp.toml: log.syslog_socket: ...`), and the start's error
 /// names neither (`jnhpd: cannot log to ...`).
 #[test]
-#[ignore = "defect: a refused log.syslog_socket is reported without the line (check) and without file, line and key (start)"]
 fn a_refused_syslog_socket_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     mkfifo(&dir.path().join("fifo"));
