@@ -334,7 +334,6 @@ fn start_gate_with_admin(dir: tempfile::TempDir, prog: &Path) -> Server {
 /// without jnhpd's priority, and one of them can forge another priority
 /// (`<0>`, emergency) and another process's name for the journal.
 #[test]
-#[ignore = "defect: a validator's stderr is logged with its newlines raw, so under JOURNAL_STREAM it makes lines without jnhpd's priority, or with a forged one"]
 fn validator_stderr_cannot_forge_journal_lines() {
     let d = tempfile::tempdir().unwrap();
     let prog = common::script(
