@@ -139,6 +139,20 @@ impl Log for Logger {
     }
 }
 
+/// Writes an error found before the logger is installed (a config refused,
+/// a port taken, syslog unreachable) to stderr as `jnhpd: message`. Under
+/// the journal (`JOURNAL_STREAM` set) it begins with the `<3>` priority, as
+/// the logger's error lines do, so `journalctl -p err` shows why a start
+/// failed.
+pub fn early_error(message: &str) {
+    let priority = match std::env::var_os("JOURNAL_STREAM") {
+        Some(_) => "<3>",
+        None => "",
+    };
+    let line = format!("{priority}jnhpd: {message}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 /// Connects to syslog as [`init`] would, and lets go again: the config
 /// check refuses a socket the start would refuse.
 pub fn probe_syslog(facility: &str, socket: &Path) -> Result<(), String> {

@@ -132,7 +132,6 @@ fn admin_serves_a_head_under_8_kib_however_many_headers_it_has() {
 /// stream's default level (info), and `-p err` does not show why the
 /// service failed to start.
 #[test]
-#[ignore = "defect: under JOURNAL_STREAM, a start refused for its config logs its error without the <3> priority"]
 fn a_start_refused_for_its_config_logs_at_error_priority_under_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo.toml");
