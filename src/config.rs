@@ -63,9 +63,10 @@ pub struct Config {
     /// The validator chain, in order, checked and resolved.
     #[serde(skip)]
     pub validators: Vec<ValidatorSpec>,
-    /// Where the file sets `log.syslog_socket` (else `log.target`, else
-    /// `[log]`): `path:line`, for the syslog connection errors found at
-    /// start and by `--check-config`. Empty without a file.
+    /// With `log.target = "syslog"`, where the file sets
+    /// `log.syslog_socket` (else `log.target`): `path:line`, for the syslog
+    /// connection errors found at start and by `--check-config`. Else, or
+    /// without a file, empty.
     #[serde(skip)]
     pub syslog_socket_at: String,
 }
@@ -299,19 +300,24 @@ impl Default for RawPostgres {
 /// names to this many bytes in a shared namespace.
 pub const POSTGRES_MAX_NAME_BYTES: usize = 2000;
 
-/// A URL tokio-postgres accepts, with an `sslmode` jnhpd knows; the
-/// message never quotes it (it may hold a password).
+/// The URL as written, with its span; [`resolve_storage`] checks it once
+/// the config file's directory is known (a relative `sslrootcert` is
+/// relative to it).
 fn postgres_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Spanned<String>>, D::Error> {
-    let url = Spanned::<String>::deserialize(d)?;
-    if !url.get_ref().is_empty() {
-        crate::postgres::Target::parse(url.get_ref()).map_err(|e| {
-            D::Error::custom(match e {
-                crate::postgres::PgError::Url(reason) => reason,
-                other => other.to_string(),
-            })
-        })?;
-    }
-    Ok(Some(url))
+    Spanned::<String>::deserialize(d).map(Some)
+}
+
+/// `url` with a relative `sslrootcert` made relative to `base`, checked as
+/// a start would use it: a URL tokio-postgres accepts, an `sslmode` jnhpd
+/// knows, a CA file it can load. The message never quotes the URL (it may
+/// hold a password).
+fn check_postgres_url(url: &str, base: &Path) -> Result<String, String> {
+    let url = crate::postgres::target::root_cert_relative_to(url, base)?;
+    crate::postgres::Target::parse(&url).map_err(|e| match e {
+        crate::postgres::PgError::Url(reason) => reason,
+        other => other.to_string(),
+    })?;
+    Ok(url)
 }
 
 /// Part of SQL identifiers, so only `[a-z_][a-z0-9_]*`, at most 40 bytes.
@@ -533,10 +539,12 @@ impl Config {
         if !config.log.syslog_socket.as_os_str().is_empty() {
             config.log.syslog_socket = base.join(&config.log.syslog_socket);
         }
-        let syslog_line = line_start_of_key(text, "syslog_socket")
-            .or_else(|| line_start_of_key(text, "target"))
-            .map_or_else(|| line_of_section(text, "[log]"), |at| line_of(text, at));
-        config.syslog_socket_at = format!("{}:{syslog_line}", path.display());
+        if config.log.target == LogTarget::Syslog {
+            let syslog_line = line_start_of_key(text, "syslog_socket")
+                .or_else(|| line_start_of_key(text, "target"))
+                .map_or_else(|| line_of_section(text, "[log]"), |at| line_of(text, at));
+            config.syslog_socket_at = format!("{}:{syslog_line}", path.display());
+        }
         Ok(config)
     }
 
@@ -608,8 +616,10 @@ fn resolve_storage(
                 "storage.postgres.url",
                 "required with storage.backend = \"postgres\"".to_string(),
             )
-        })?
-        .into_inner();
+        })?;
+    let url_at = url.span().start;
+    let url = check_postgres_url(url.get_ref(), base)
+        .map_err(|reason| (Some(url_at), "storage.postgres.url", reason))?;
     let password_file = match raw.password_file {
         Some(file) if !file.get_ref().as_os_str().is_empty() => {
             let at = file.span().start;

@@ -174,7 +174,6 @@ fn a_start_refused_for_its_config_logs_at_error_priority_under_the_journal() {
 /// started in instead: the same config passes or fails depending on the
 /// caller's working directory (and under `--daemon`, whose workdir is `/`).
 #[test]
-#[ignore = "defect: a relative sslrootcert in storage.postgres.url is resolved against the working directory, not the config file's directory"]
 fn a_relative_sslrootcert_is_relative_to_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let ca = pki::Ca::new(dir.path(), "db");
