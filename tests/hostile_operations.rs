@@ -278,7 +278,6 @@ fn metric(text: &str, name: &str) -> f64 {
 /// (it counts the queued ones too), so running + queued adds up to 10 and a
 /// dashboard shows a validator over its own limit.
 #[test]
-#[ignore = "defect: jnhpd_validator_in_flight counts STOREs queued for a max_concurrent slot as running (6 with max_concurrent = 2)"]
 fn validator_in_flight_counts_only_running_programs() {
     let d = tempfile::tempdir().unwrap();
     let prog = common::gated(d.path());
