@@ -63,6 +63,12 @@ pub struct Config {
     /// The validator chain, in order, checked and resolved.
     #[serde(skip)]
     pub validators: Vec<ValidatorSpec>,
+    /// With `log.target = "syslog"`, where the file sets
+    /// `log.syslog_socket` (else `log.target`): `path:line`, for the syslog
+    /// connection errors found at start and by `--check-config`. Else, or
+    /// without a file, empty.
+    #[serde(skip)]
+    pub syslog_socket_at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -294,19 +300,24 @@ impl Default for RawPostgres {
 /// names to this many bytes in a shared namespace.
 pub const POSTGRES_MAX_NAME_BYTES: usize = 2000;
 
-/// A URL tokio-postgres accepts, with an `sslmode` jnhpd knows; the
-/// message never quotes it (it may hold a password).
+/// The URL as written, with its span; [`resolve_storage`] checks it once
+/// the config file's directory is known (a relative `sslrootcert` is
+/// relative to it).
 fn postgres_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Spanned<String>>, D::Error> {
-    let url = Spanned::<String>::deserialize(d)?;
-    if !url.get_ref().is_empty() {
-        crate::postgres::Target::parse(url.get_ref()).map_err(|e| {
-            D::Error::custom(match e {
-                crate::postgres::PgError::Url(reason) => reason,
-                other => other.to_string(),
-            })
-        })?;
-    }
-    Ok(Some(url))
+    Spanned::<String>::deserialize(d).map(Some)
+}
+
+/// `url` with a relative `sslrootcert` made relative to `base`, checked as
+/// a start would use it: a URL tokio-postgres accepts, an `sslmode` jnhpd
+/// knows, a CA file it can load. The message never quotes the URL (it may
+/// hold a password).
+fn check_postgres_url(url: &str, base: &Path) -> Result<String, String> {
+    let url = crate::postgres::target::root_cert_relative_to(url, base)?;
+    crate::postgres::Target::parse(&url).map_err(|e| match e {
+        crate::postgres::PgError::Url(reason) => reason,
+        other => other.to_string(),
+    })?;
+    Ok(url)
 }
 
 /// Part of SQL identifiers, so only `[a-z_][a-z0-9_]*`, at most 40 bytes.
@@ -515,9 +526,24 @@ impl Config {
         config.daemon.workdir = base.join(&config.daemon.workdir);
         if !config.daemon.pidfile.as_os_str().is_empty() {
             config.daemon.pidfile = base.join(&config.daemon.pidfile);
+            check_pidfile(&config.daemon.pidfile, path, &config.storage.path).map_err(
+                |message| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: line_start_of_key(text, "pidfile")
+                        .map_or_else(|| line_of_section(text, "[daemon]"), |at| line_of(text, at)),
+                    key: "daemon.pidfile: ".into(),
+                    message,
+                },
+            )?;
         }
         if !config.log.syslog_socket.as_os_str().is_empty() {
             config.log.syslog_socket = base.join(&config.log.syslog_socket);
+        }
+        if config.log.target == LogTarget::Syslog {
+            let syslog_line = line_start_of_key(text, "syslog_socket")
+                .or_else(|| line_start_of_key(text, "target"))
+                .map_or_else(|| line_of_section(text, "[log]"), |at| line_of(text, at));
+            config.syslog_socket_at = format!("{}:{syslog_line}", path.display());
         }
         Ok(config)
     }
@@ -590,8 +616,10 @@ fn resolve_storage(
                 "storage.postgres.url",
                 "required with storage.backend = \"postgres\"".to_string(),
             )
-        })?
-        .into_inner();
+        })?;
+    let url_at = url.span().start;
+    let url = check_postgres_url(url.get_ref(), base)
+        .map_err(|reason| (Some(url_at), "storage.postgres.url", reason))?;
     let password_file = match raw.password_file {
         Some(file) if !file.get_ref().as_os_str().is_empty() => {
             let at = file.span().start;
@@ -668,7 +696,10 @@ fn check_data_dir(data: &Path) -> Result<(), String> {
                 )
             })?;
         }
-        Err(_) => {}
+        // Missing is fine (the start creates it); a symlink loop, a
+        // component that is not a directory, a permission problem are not.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("data file {}: {e}", data.display())),
     }
     let dir = match data.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -683,6 +714,62 @@ fn check_data_dir(data: &Path) -> Result<(), String> {
                 dir.display()
             )
         }),
+    }
+}
+
+/// Whether two paths name the same file: the same path, or (both existing)
+/// the same device and inode (a symlink, a hard link, `..` in a path).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if std::path::absolute(a).ok() == std::path::absolute(b).ok() {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// `daemon.pidfile` is written at start and removed at exit, so everything
+/// that would make that fail, or destroy something, is refused here (and
+/// so in `--check-config`): a directory that does not exist, a path that
+/// is not a regular file, a file holding anything but a PID, and above all
+/// the data file or the config file itself.
+fn check_pidfile(pidfile: &Path, config: &Path, data: &Path) -> Result<(), String> {
+    let shown = pidfile.display();
+    if same_file(pidfile, config) {
+        return Err(format!("{shown} is the config file itself, not a pidfile"));
+    }
+    if !data.as_os_str().is_empty() && same_file(pidfile, data) {
+        return Err(format!(
+            "{shown} is the data file (storage.path), not a pidfile"
+        ));
+    }
+    let dir = match pidfile.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Err(e) => return Err(format!("directory {} of the pidfile: {e}", dir.display())),
+        Ok(meta) if !meta.is_dir() => {
+            return Err(format!("{} is not a directory", dir.display()));
+        }
+        Ok(_) => {}
+    }
+    match std::fs::metadata(pidfile) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{shown}: {e}")),
+        Ok(_) => {
+            let bytes = crate::files::read(pidfile, crate::files::PIDFILE)
+                .map_err(|e| format!("{shown}: {}", e.detail()))?;
+            if crate::daemon::holds_only_a_pid(&bytes) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{shown} holds something other than a PID: not a pidfile jnhpd may overwrite"
+                ))
+            }
+        }
     }
 }
 
@@ -1335,12 +1422,12 @@ syslog_socket = ""
     #[test]
     fn daemon_and_log_keys() {
         let c = parse(
-            "[daemon]\ndaemonize = true\npidfile = \"run/j.pid\"\nuser = \"root\"\ngroup = \"root\"\n\
+            "[daemon]\ndaemonize = true\npidfile = \"j.pid\"\nuser = \"root\"\ngroup = \"root\"\n\
              [log]\ntarget = \"syslog\"\nsyslog_facility = \"local3\"\n",
         )
         .unwrap();
         assert!(c.daemon.daemonize);
-        assert_eq!(c.daemon.pidfile, PathBuf::from("/etc/run/j.pid"));
+        assert_eq!(c.daemon.pidfile, PathBuf::from("/etc/j.pid"));
         assert_eq!(c.log.target, LogTarget::Syslog);
         let err = parse("[daemon]\n\nuser = \"no-such-user-here\"\n").unwrap_err();
         assert!(

@@ -29,6 +29,8 @@ pub enum DaemonError {
         action: String,
         source: std::io::Error,
     },
+    #[error("pidfile {}: holds something other than a PID: refusing to overwrite it", path.display())]
+    NotAPidfile { path: PathBuf },
     #[error("pidfile {path} names a live jnhpd (pid {pid}): refusing to start a second one")]
     Live { path: PathBuf, pid: String },
     #[error("unknown {what} {name:?}")]
@@ -216,10 +218,20 @@ impl Pidfile {
                 return Err(io(format!("lock pidfile {shown}"))(e));
             }
         }
-        let mut stale = String::new();
-        let _ = (&mut file)
-            .take(PIDFILE_READ_BYTES)
-            .read_to_string(&mut stale);
+        let mut stale = Vec::new();
+        (&mut file)
+            .take(PIDFILE_READ_BYTES + 1)
+            .read_to_end(&mut stale)
+            .map_err(io(format!("read pidfile {shown}")))?;
+        // Only a file holding nothing but a PID is a stale pidfile: anything
+        // else (the data file, the config, by an operator's slip) is left
+        // exactly as it is.
+        if !holds_only_a_pid(&stale) {
+            return Err(DaemonError::NotAPidfile {
+                path: path.to_path_buf(),
+            });
+        }
+        let stale = String::from_utf8_lossy(&stale);
         if !stale.trim().is_empty() {
             log::info!(
                 "pidfile {shown}: replacing a stale one (pid {})",
@@ -237,8 +249,39 @@ impl Pidfile {
     }
 }
 
+/// Whether `bytes` are what a pidfile holds: nothing, or a PID (decimal
+/// digits) and white space around it.
+pub fn holds_only_a_pid(bytes: &[u8]) -> bool {
+    bytes.len() as u64 <= PIDFILE_READ_BYTES
+        && bytes.trim_ascii().iter().all(|b| b.is_ascii_digit())
+}
+
+impl Pidfile {
+    /// Whether the path is still this jnhpd's pidfile: the very file it
+    /// created and locked (an operator may have removed it and another
+    /// jnhpd written its own there since), still holding this PID.
+    fn still_ours(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(there), Ok(mine)) = (std::fs::metadata(&self.path), self._file.metadata()) else {
+            return false;
+        };
+        if there.dev() != mine.dev() || there.ino() != mine.ino() {
+            return false;
+        }
+        std::fs::read(&self.path)
+            .is_ok_and(|text| text.trim_ascii() == std::process::id().to_string().as_bytes())
+    }
+}
+
 impl Drop for Pidfile {
     fn drop(&mut self) {
+        if !self.still_ours() {
+            log::warn!(
+                "pidfile {}: no longer this jnhpd's own (replaced or removed): left as it is",
+                self.path.display()
+            );
+            return;
+        }
         if let Err(err) = std::fs::remove_file(&self.path) {
             log::warn!("cannot remove pidfile {}: {err}", self.path.display());
         }

@@ -231,7 +231,19 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Whether a valid record starts anywhere in `region`.
+///
+/// Linear in the region, however its bytes read: a candidate is checked
+/// (its CRC computed) only if its name and value hold no NUL, which no
+/// record jnhpd wrote does (a STORE cannot carry one; see [`RecordCheck`]).
+/// Every candidate has a NUL at offset 7 (the high byte of a name length
+/// of at most 64 KiB), so a NUL-free name and value of one candidate holds
+/// no other candidate's offset 7: the spans searched for a NUL and summed
+/// by CRC overlap at most a few times per byte. Without that, a tail whose
+/// every offset reads as in-range lengths (old disk content) cost a whole
+/// maximal record per byte: minutes for a few MiB.
 fn holds_a_record(region: &[u8]) -> bool {
+    // The argument above needs offset 7 of every candidate to be a NUL.
+    const _: () = assert!(MAX_NAME_LEN < 1 << 24);
     (0..region.len())
         .filter(|at| region.len() - at >= RECORD_HEADER_LEN)
         .any(|at| {
@@ -241,6 +253,7 @@ fn holds_a_record(region: &[u8]) -> bool {
             (1..=MAX_NAME_LEN).contains(&name_len)
                 && (1..=MAX_VALUE_LEN).contains(&value_len)
                 && end <= rest.len()
+                && !rest[RECORD_HEADER_LEN..end].contains(&0)
                 && u32_at(rest, 0) as u32 == crc32fast::hash(&rest[4..end])
         })
 }

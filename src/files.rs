@@ -68,6 +68,12 @@ pub const DENYLIST: Limit = Limit {
     what: "a denylist",
     max_bytes: 128 << 20,
 };
+/// A pidfile (`daemon.pidfile`): a PID and a line end; anything larger is
+/// not a pidfile, and is never overwritten as one.
+pub const PIDFILE: Limit = Limit {
+    what: "a pidfile",
+    max_bytes: 4096,
+};
 /// A password file (`storage.postgres.password_file`).
 pub const PASSWORD: Limit = Limit {
     what: "a password file",

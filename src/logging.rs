@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use syslog::{Formatter3164, LoggerBackend};
@@ -36,6 +37,35 @@ enum Sink {
 
 struct Logger {
     sink: Sink,
+}
+
+/// Log lines that could not be sent to syslog (its socket full: a syslog
+/// daemon hung, or slower than jnhpd), since start. Logging never waits:
+/// a thread that logs may be serving clients or handling SIGTERM.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Lines dropped since the last "log lines dropped" line reached syslog.
+static DROPPED_UNREPORTED: AtomicU64 = AtomicU64::new(0);
+
+/// Log lines dropped since start because the syslog socket was full
+/// (`jnhpd_log_lines_dropped_total`).
+pub fn dropped() -> u64 {
+    DROPPED.load(Relaxed)
+}
+
+/// Sends one line to syslog at `level`, without waiting.
+fn send_syslog(
+    logger: &mut syslog::Logger<LoggerBackend, Formatter3164>,
+    level: Level,
+    message: String,
+) -> bool {
+    match level {
+        Level::Error => logger.err(message),
+        Level::Warn => logger.warning(message),
+        Level::Info => logger.info(message),
+        Level::Debug | Level::Trace => logger.debug(message),
+    }
+    .is_ok()
 }
 
 impl Log for Logger {
@@ -82,14 +112,24 @@ impl Log for Logger {
                 // A poisoned lock only means a panic while logging; the
                 // socket is still usable.
                 let mut logger = logger.lock().unwrap_or_else(|e| e.into_inner());
-                let message = record.args().to_string();
-                // If syslog is gone there is nowhere left to report it.
-                let _ = match record.level() {
-                    Level::Error => logger.err(message),
-                    Level::Warn => logger.warning(message),
-                    Level::Info => logger.info(message),
-                    Level::Debug | Level::Trace => logger.debug(message),
-                };
+                // Lines dropped earlier are reported first, once syslog
+                // takes lines again.
+                let unreported = DROPPED_UNREPORTED.load(Relaxed);
+                if unreported > 0
+                    && send_syslog(
+                        &mut logger,
+                        Level::Warn,
+                        format!("{unreported} log lines dropped (the syslog socket was full)"),
+                    )
+                {
+                    DROPPED_UNREPORTED.fetch_sub(unreported, Relaxed);
+                }
+                // The socket does not block: a line syslog cannot take now
+                // (or if syslog is gone) is counted and dropped.
+                if !send_syslog(&mut logger, record.level(), record.args().to_string()) {
+                    DROPPED.fetch_add(1, Relaxed);
+                    DROPPED_UNREPORTED.fetch_add(1, Relaxed);
+                }
             }
         }
     }
@@ -97,6 +137,20 @@ impl Log for Logger {
     fn flush(&self) {
         let _ = std::io::stderr().flush();
     }
+}
+
+/// Writes an error found before the logger is installed (a config refused,
+/// a port taken, syslog unreachable) to stderr as `jnhpd: message`. Under
+/// the journal (`JOURNAL_STREAM` set) it begins with the `<3>` priority, as
+/// the logger's error lines do, so `journalctl -p err` shows why a start
+/// failed.
+pub fn early_error(message: &str) {
+    let priority = match std::env::var_os("JOURNAL_STREAM") {
+        Some(_) => "<3>",
+        None => "",
+    };
+    let line = format!("{priority}jnhpd: {message}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Connects to syslog as [`init`] would, and lets go again: the config
@@ -122,6 +176,18 @@ fn syslog_logger(
     } else {
         syslog::unix_custom(formatter, socket)
     };
+    let logger = logger.and_then(|logger| {
+        // Never wait on a syslog daemon that does not read: a full socket
+        // drops the line (counted) rather than freezing the thread.
+        match &logger.backend {
+            LoggerBackend::Unix(socket) => socket.set_nonblocking(true),
+            LoggerBackend::UnixStream(socket) => socket.get_ref().set_nonblocking(true),
+            LoggerBackend::Udp(socket, _) => socket.set_nonblocking(true),
+            LoggerBackend::Tcp(socket) => socket.get_ref().set_nonblocking(true),
+        }
+        .map_err(|e| syslog::Error::Initialization(Box::new(e)))?;
+        Ok(logger)
+    });
     logger.map_err(|e| {
         let socket = if socket.as_os_str().is_empty() {
             "the system's syslog socket".to_string()

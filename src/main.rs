@@ -138,7 +138,7 @@ fn main() -> ExitCode {
     let config = match cli.load_config() {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("jnhpd: {err}");
+            logging::early_error(&err.to_string());
             return ExitCode::FAILURE;
         }
     };
@@ -152,7 +152,7 @@ fn main() -> ExitCode {
             // it would refuse is refused here too.
             let socket = &config.log.syslog_socket;
             if let Err(err) = logging::probe_syslog(&config.log.syslog_facility, socket) {
-                eprintln!("jnhpd: {source}: log.syslog_socket: {err}");
+                logging::early_error(&format!("{}: {err}", syslog_socket_key(&config)));
                 return ExitCode::FAILURE;
             }
         }
@@ -163,7 +163,7 @@ fn main() -> ExitCode {
             }) {
                 Ok(connected) => println!("jnhpd: {source}: PostgreSQL: {connected}"),
                 Err(err) => {
-                    eprintln!("jnhpd: {source}: {err}");
+                    logging::early_error(&format!("{source}: {err}"));
                     return ExitCode::FAILURE;
                 }
             }
@@ -187,19 +187,19 @@ fn main() -> ExitCode {
                 admin,
             },
             Err(err) => {
-                eprintln!("jnhpd: {err}");
+                logging::early_error(&err.to_string());
                 return ExitCode::FAILURE;
             }
         },
         Ok(_) => match Listeners::bind(&config) {
             Ok(listeners) => listeners,
             Err(err) => {
-                eprintln!("jnhpd: {err}");
+                logging::early_error(&err.to_string());
                 return ExitCode::FAILURE;
             }
         },
         Err(err) => {
-            eprintln!("jnhpd: sockets from systemd (LISTEN_FDS): {err}");
+            logging::early_error(&format!("sockets from systemd (LISTEN_FDS): {err}"));
             return ExitCode::FAILURE;
         }
     };
@@ -208,7 +208,7 @@ fn main() -> ExitCode {
         match daemon::daemonize(config.daemon.umask, &config.daemon.workdir) {
             Ok(daemon) => report = daemon,
             Err(err) => {
-                eprintln!("jnhpd: {err}");
+                logging::early_error(&err.to_string());
                 return ExitCode::FAILURE;
             }
         }
@@ -221,7 +221,8 @@ fn main() -> ExitCode {
         },
     };
     if let Err(err) = logging::init(target, config.log.level.filter()) {
-        eprintln!("jnhpd: {err}");
+        let err = format!("{}: {err}", syslog_socket_key(&config));
+        logging::early_error(&err.to_string());
         report.failed(&err);
         return ExitCode::FAILURE;
     }
@@ -252,6 +253,15 @@ fn main() -> ExitCode {
             report.failed(&err);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `file:line: log.syslog_socket` (just the key with built-in defaults),
+/// to begin a syslog connection error with.
+fn syslog_socket_key(config: &Config) -> String {
+    match config.syslog_socket_at.as_str() {
+        "" => "log.syslog_socket".to_string(),
+        at => format!("{at}: log.syslog_socket"),
     }
 }
 

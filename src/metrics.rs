@@ -531,6 +531,12 @@ impl prometheus_client::collector::Collector for Collector {
                 (vec![("result", "refused")], load(&m.connections_total[1])),
             ],
         )?;
+        counter(
+            &mut e,
+            "jnhpd_log_lines_dropped",
+            "Log lines dropped because the syslog socket was full.",
+            &[(vec![], crate::logging::dropped())],
+        )?;
         if let Some(names) = &m.names {
             gauge(
                 &mut e,

@@ -239,6 +239,58 @@ pub fn take_ssl_params(url: &str) -> Result<(String, SslParams), String> {
     Ok((rest.trim_end().to_string(), ssl))
 }
 
+/// `url` with a relative `sslrootcert` joined to `base` (the config file's
+/// directory, as every relative path in the config is), so it names the
+/// same file whatever the working directory (`/` under `--daemon`). An
+/// absolute or absent `sslrootcert` leaves `url` as it is.
+pub fn root_cert_relative_to(url: &str, base: &Path) -> Result<String, String> {
+    let (_, ssl) = take_ssl_params(url)?;
+    let Some(root) = ssl.root_cert else {
+        return Ok(url.to_string());
+    };
+    if root.is_empty() || Path::new(&root).is_absolute() {
+        return Ok(url.to_string());
+    }
+    let joined = base.join(&root);
+    let joined = joined
+        .to_str()
+        .ok_or("the config file's directory is not UTF-8: cannot resolve sslrootcert")?;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((start, query)) = url.split_once('?') else {
+            return Ok(url.to_string());
+        };
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some(("sslrootcert", _)) => format!("sslrootcert={}", percent_encode(joined)),
+                _ => pair.to_string(),
+            })
+            .collect();
+        return Ok(format!("{start}?{}", query.join("&")));
+    }
+    let quoted = joined.replace('\\', "\\\\").replace('\'', "\\'");
+    Ok(keywords(url)?
+        .into_iter()
+        .map(|(key, _, raw)| match key.as_str() {
+            "sslrootcert" => format!("sslrootcert='{quoted}'"),
+            _ => raw.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// `%`-escapes all but the bytes a URL query and a path may hold as they are.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn percent_decode(text: &str) -> Result<String, String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -321,6 +373,30 @@ fn keywords(text: &str) -> Result<Vec<(String, String, &str)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_sslrootcert_is_joined_to_the_config_directory() {
+        let base = Path::new("/etc/jnhp dir");
+        assert_eq!(
+            root_cert_relative_to(
+                "postgres://u@h/d?sslmode=verify-ca&sslrootcert=ca.pem&x=1",
+                base
+            )
+            .unwrap(),
+            "postgres://u@h/d?sslmode=verify-ca&sslrootcert=/etc/jnhp%20dir/ca.pem&x=1"
+        );
+        assert_eq!(
+            root_cert_relative_to("host=h sslrootcert=ca.pem user=u", base).unwrap(),
+            "host=h sslrootcert='/etc/jnhp dir/ca.pem' user=u"
+        );
+        for unchanged in ["postgres://u@h/d?sslrootcert=/abs/ca.pem", "host=h user=u"] {
+            assert_eq!(root_cert_relative_to(unchanged, base).unwrap(), unchanged);
+        }
+        // A quote or a backslash in the directory survives the quoting.
+        let url = root_cert_relative_to("host=h sslrootcert=ca.pem", Path::new("/a'b\\c")).unwrap();
+        let (_, ssl) = take_ssl_params(&url).unwrap();
+        assert_eq!(ssl.root_cert.as_deref(), Some("/a'b\\c/ca.pem"));
+    }
 
     #[test]
     fn ssl_params_leave_urls_and_keyword_strings() {

@@ -57,12 +57,34 @@ impl Process {
     }
 }
 
+/// A validation waiting for a `max_concurrent` slot. The chain counts it
+/// in `in_flight` ("validations running now") for the whole call; while it
+/// waits it is queued, not running, so it moves from one gauge to the
+/// other until dropped, however the wait ends (a slot, or the STORE
+/// abandoned).
+struct Waiting<'a>(&'a ValidatorStats);
+
+impl<'a> Waiting<'a> {
+    fn new(stats: &'a ValidatorStats) -> Waiting<'a> {
+        stats.queued.fetch_add(1, Relaxed);
+        stats.in_flight.fetch_sub(1, Relaxed);
+        Waiting(stats)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_add(1, Relaxed);
+        self.0.queued.fetch_sub(1, Relaxed);
+    }
+}
+
 #[async_trait]
 impl Validator for Process {
     async fn validate(&self, name: &[u8], value: &[u8], peer: &Peer) -> Verdict {
-        self.stats.queued.fetch_add(1, Relaxed);
+        let waiting = Waiting::new(&self.stats);
         let slot = self.slots.clone().acquire_owned().await;
-        self.stats.queued.fetch_sub(1, Relaxed);
+        drop(waiting);
         let Ok(slot) = slot else {
             return Verdict::Failure(Cause::NoVerdict, "validator closed".into());
         };
