@@ -1,6 +1,7 @@
 //! Hostile operations: files that are not what they should be, the admin
 //! listener's head limits, the journal's priorities on start-up errors.
-//! Each test marked `#[ignore = "defect: ..."]` fails today.
+//! Each test is a defect a hostile tester found, each pinned to a promise
+//! of docs/; every one failed before its fix.
 
 mod common;
 #[path = "common/pki.rs"]

@@ -1,9 +1,7 @@
 //! Hostile validators: helper programs, process validators and client
 //! certificates that misbehave, each test pinned to a promise of
-//! docs/validators.md or docs/tls.md. A test marked `#[ignore = "defect:
-//! ..."]` fails against the current code: it records a defect found by a
-//! hostile tester (run them with `cargo test --test hostile_validators --
-//! --ignored`).
+//! docs/validators.md or docs/tls.md. Each records a defect a hostile
+//! tester found; every one failed before its fix.
 
 mod common;
 
