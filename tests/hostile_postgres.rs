@@ -4,6 +4,8 @@
 //! PostgreSQL servers (tests/common/pg.rs), real jnhpd processes.
 
 mod common;
+#[path = "common/leases.rs"]
+mod leases;
 #[path = "common/pg.rs"]
 mod pg;
 
@@ -12,47 +14,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, Server, process_validator};
+use common::{Client, Server, process_validator};
+use leases::{blocking_validator, config, eventually, pending_rows, ready, shuffling_helper};
 use nix::sys::signal::Signal;
 use pg::Postgres;
 
-fn config(url: &str, lease_secs: u64, rest: &str) -> String {
-    format!(
-        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{url}\"\n\
-         lease_secs = {lease_secs}\nrequest_timeout_ms = 3000\nconnect_timeout_secs = 10\n{rest}"
-    )
-}
-
 const ADMIN: &str = "[admin]\nlisten = [\"127.0.0.1:0\"]\n";
-
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn pending_rows(pg: &Postgres, db: &str) -> usize {
-    pg.psql(db, "SELECT count(*) FROM jnhp_pending")
-        .parse()
-        .unwrap()
-}
-
-fn ready(admin: SocketAddr) -> u16 {
-    common::get(admin, "/readyz").0
-}
-
-fn blocking_validator(dir: &Path) -> std::path::PathBuf {
-    common::script(
-        dir,
-        "blocking",
-        &format!(
-            "while [ ! -e {}/release ]; do sleep 0.05; done\necho JNHP:1",
-            dir.display()
-        ),
-    )
-}
 
 /// Every process of the cluster (postmaster and its children).
 fn cluster_pids(pg: &Postgres) -> Vec<i32> {
@@ -378,25 +345,6 @@ fn start_within(config: &Path, limit: Duration) -> (Option<i32>, String) {
     }
 }
 
-/// A helper that allows every value after 0-50 ms, out of order.
-fn shuffling_helper(dir: &Path) -> std::path::PathBuf {
-    common::script(
-        dir,
-        "shuffle",
-        "exec python3 -u -c '
-import random, sys, threading
-lock = threading.Lock()
-def answer(rid):
-    with lock:
-        sys.stdout.write(rid + \" JNHP:1\\n\")
-        sys.stdout.flush()
-for line in sys.stdin:
-    rid = line.split(\" \", 1)[0]
-    threading.Timer(random.random() / 20, answer, [rid]).start()
-'",
-    )
-}
-
 /// postgres.md, How it works: rows locked in name order, so no
 /// `deadlock detected` in PostgreSQL's log when three front-ends race
 /// validated STOREs of shared names (pipelined, in shuffled orders) under
@@ -409,7 +357,7 @@ fn three_front_ends_racing_validated_stores_never_deadlock() {
     let fronts: Vec<Server> = (0..3)
         .map(|_| {
             let dir = tempfile::tempdir().unwrap();
-            let helper = shuffling_helper(dir.path());
+            let helper = shuffling_helper(dir.path(), 0.05);
             Server::start_in(
                 dir,
                 &config(

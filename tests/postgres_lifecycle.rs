@@ -4,6 +4,8 @@
 //! (tests/common/pg.rs), real jnhpd processes, real signals.
 
 mod common;
+#[path = "common/leases.rs"]
+mod leases;
 #[path = "common/pg.rs"]
 mod pg;
 
@@ -11,44 +13,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, Server, process_validator};
+use common::{Client, Server, process_validator};
+use leases::{blocking_validator, config, eventually, pending_rows, ready, shuffling_helper};
 use nix::sys::signal::Signal;
 use pg::Postgres;
-
-/// A front-end's config on `url` with `lease_secs`, plus `rest`.
-fn config(url: &str, lease_secs: u64, rest: &str) -> String {
-    format!(
-        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{url}\"\n\
-         lease_secs = {lease_secs}\nrequest_timeout_ms = 3000\nconnect_timeout_secs = 10\n{rest}"
-    )
-}
-
-/// Polls `check` every 20 ms until it holds; panics after [`PATIENCE`].
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn pending_rows(pg: &Postgres, db: &str) -> usize {
-    pg.psql(db, "SELECT count(*) FROM jnhp_pending")
-        .parse()
-        .unwrap()
-}
-
-/// A validator that blocks until a `release` file appears in `dir`.
-fn blocking_validator(dir: &Path) -> std::path::PathBuf {
-    common::script(
-        dir,
-        "blocking",
-        &format!(
-            "while [ ! -e {}/release ]; do sleep 0.05; done\necho JNHP:1",
-            dir.display()
-        ),
-    )
-}
 
 /// Issue 21, item 4: SIGTERM while 30 STOREs are being validated under
 /// 15 s leases. Past the grace period the validations are abandoned; every
@@ -120,27 +88,6 @@ fn lapsed_reservation_rows_are_deleted() {
     front.log.wait_for("deleted 1000 lapsed reservations");
 }
 
-/// A helper validator that allows every value after a random 0-200 ms,
-/// answering out of order (so STOREs finish in another order than they
-/// reserved their names).
-fn shuffling_helper(dir: &Path) -> std::path::PathBuf {
-    common::script(
-        dir,
-        "shuffle",
-        "exec python3 -u -c '
-import random, sys, threading
-lock = threading.Lock()
-def answer(rid):
-    with lock:
-        sys.stdout.write(rid + \" JNHP:1\\n\")
-        sys.stdout.flush()
-for line in sys.stdin:
-    rid = line.split(\" \", 1)[0]
-    threading.Timer(random.random() / 5, answer, [rid]).start()
-'",
-    )
-}
-
 /// Issue 21, item 6: one front-end renewing its leases (every third of a
 /// 1 s lease) while validated STOREs finalize on its other pooled
 /// connections: PostgreSQL never reports a deadlock (`40P01`, "deadlock
@@ -151,7 +98,7 @@ fn renewals_and_finalizes_never_deadlock() {
     let pg = Postgres::start_with(&["deadlock_timeout=50ms"]);
     let db = pg.create_db("locks");
     let dir = tempfile::tempdir().unwrap();
-    let helper = shuffling_helper(dir.path());
+    let helper = shuffling_helper(dir.path(), 0.2);
     let front = Server::start_in(
         dir,
         &config(
@@ -198,11 +145,6 @@ fn renewals_and_finalizes_never_deadlock() {
     assert!(stored > 100, "only {stored} STOREs: no load");
     let log = pg.server_log();
     assert!(!log.contains("deadlock detected"), "{log}");
-}
-
-/// The admin listener's `/readyz` status.
-fn ready(admin: SocketAddr) -> u16 {
-    common::get(admin, "/readyz").0
 }
 
 /// Issue 21, item 11: a column's type changed under a running front-end
