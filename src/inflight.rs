@@ -220,14 +220,29 @@ impl Share {
 
     /// The requests answered, the connection keeps `unanswered` bytes (a
     /// partial line): gives back what it paid beyond them, and leaves the
-    /// oversize lane once it holds no more than it paid for.
+    /// oversize lane once it has paid for all it holds — paying what its
+    /// partial line still lacks if the budget has it now, so that a client
+    /// whose every read ends mid-line cannot keep the lane while the
+    /// budget could carry it.
     pub fn settle(&mut self, unanswered: usize) {
         if self.paid > unanswered {
             self.budget.bytes.add_permits(self.paid - unanswered);
             self.paid = unanswered;
         }
-        if self.oversize.is_some() && self.paid >= unanswered {
-            self.oversize = None;
+        if self.oversize.is_some() {
+            let shortfall = unanswered - self.paid;
+            let paid_up = shortfall == 0
+                || (shortfall <= self.budget.total
+                    && self
+                        .budget
+                        .bytes
+                        .try_acquire_many(self.clamp(shortfall) as u32)
+                        .map(|permits| permits.forget())
+                        .is_ok());
+            if paid_up {
+                self.paid = unanswered;
+                self.oversize = None;
+            }
         }
     }
 
@@ -317,6 +332,28 @@ mod tests {
         assert!(big.oversize.is_none());
         within_10s(other.pay(500)).await;
         assert!(other.oversize.is_some(), "the lane is free again");
+    }
+
+    #[tokio::test]
+    async fn a_share_in_the_lane_leaves_it_once_the_budget_can_carry_its_partial_line() {
+        let budget = InflightBudget::new(1000);
+        let mut holder = Share::new(budget.clone());
+        assert!(holder.try_pay(900));
+        let mut pipelining = Share::new(budget.clone());
+        within_10s(pipelining.pay(500)).await;
+        assert!(pipelining.oversize.is_some());
+        // Its read ended mid-line; while the budget is short it stays.
+        pipelining.settle(300);
+        assert!(pipelining.oversize.is_some() && pipelining.paid == 0);
+        // Once the budget has room, the next settle pays the partial line
+        // and leaves the lane, though a partial line is still held.
+        holder.settle(0);
+        pipelining.settle(300);
+        assert!(pipelining.oversize.is_none());
+        assert_eq!((pipelining.paid, budget.used()), (300, 300));
+        let mut other = Share::new(budget.clone());
+        within_10s(other.pay(5000)).await;
+        assert!(other.oversize.is_some(), "the lane is free for others");
     }
 
     #[tokio::test]
