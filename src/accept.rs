@@ -82,21 +82,10 @@ async fn accept_loop(
     slots: Arc<Semaphore>,
     tracker: TaskTracker,
 ) {
-    let mut backoff = Duration::from_millis(10);
     // Warn once each time the limit is reached, not once per refusal.
     let mut full = false;
     loop {
-        let (stream, peer) = match listener.socket.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) if is_per_connection(&err) => continue,
-            Err(err) => {
-                log::error!("accept failed: {err}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(10);
+        let (stream, peer) = accept(&listener.socket).await;
         log::debug!("connection from {peer}");
         let _ = stream.set_nodelay(true);
         // A handshake in progress is a connection: it holds a slot.
@@ -130,6 +119,25 @@ async fn accept_loop(
 }
 
 /// Errors that end one pending connection but say nothing of the listener.
+/// The next connection on `socket`. An error of one connection is skipped;
+/// any other (out of descriptors: EMFILE, ENFILE, ENOBUFS) would fail
+/// again at once, so it is retried after a pause that doubles up to
+/// [`MAX_ACCEPT_BACKOFF`] instead of spinning.
+pub(crate) async fn accept(socket: &TcpListener) -> (TcpStream, SocketAddr) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match socket.accept().await {
+            Ok(accepted) => return accepted,
+            Err(err) if is_per_connection(&err) => continue,
+            Err(err) => {
+                log::error!("accept failed: {err}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
 fn is_per_connection(err: &io::Error) -> bool {
     matches!(
         err.kind(),

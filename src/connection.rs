@@ -331,24 +331,23 @@ impl<S: Stream> Connection<S> {
                 // now, not after its validation or its write.
                 self.flush(batch.replies()).await;
             }
-            if self.write_failed {
-                // Nobody will read the replies: what waits has not started
-                // (a validation, another STORE's outcome) or goes on
-                // without this connection (a write, a lookup).
-                drop(batch.take_deferred());
-            }
-            match batch.take_deferred() {
+            // With the client gone nobody reads the replies: what waits has
+            // not started (a validation, another STORE's outcome) or goes on
+            // without this connection (a write, a lookup), so it is dropped.
+            let deferred = batch.take_deferred().filter(|_| !self.write_failed);
+            match deferred {
                 Some(Deferred::Committing(outcomes)) => {
                     // A write under way is waited for even past the grace
                     // period: its outcome is not known until the disk
-                    // answers. A client gone meanwhile is not waited for.
-                    for outcome in outcomes {
-                        let Some(committed) = self.unless_gone(outcome).await else {
-                            break;
-                        };
-                        let committed = committed.unwrap_or(Err(CommitError::Closed));
-                        batch.answer_deferred(commit_reply(&committed));
-                    }
+                    // answers. A client gone meanwhile is not waited for
+                    // (one watch of its socket for the whole group).
+                    let answered = async {
+                        for outcome in outcomes {
+                            let committed = outcome.await.unwrap_or(Err(CommitError::Closed));
+                            batch.answer_deferred(commit_reply(&committed));
+                        }
+                    };
+                    self.unless_gone(answered).await;
                 }
                 Some(Deferred::Reading { count, lookup }) => {
                     // A lookup is bounded by the shared namespace's

@@ -60,11 +60,7 @@ impl NotReady {
                 loop {
                     tokio::select! {
                         () = stop.cancelled() => return socket.into_std(),
-                        accepted = socket.accept() => {
-                            if let Ok((stream, _)) = accepted {
-                                refuse(stream, &slots);
-                            }
-                        }
+                        (stream, _) = crate::accept::accept(&socket) => refuse(stream, &slots),
                     }
                 }
             })));

@@ -406,9 +406,9 @@ impl Batch {
     pub fn clear(&mut self) {
         self.stores = false;
         self.ops.clear();
-        if self.ops.capacity() > KEEP_OPS {
-            self.ops = Vec::new();
-        }
+        // Keeps room for the usual batch (a burst's large list would be
+        // regrown from nothing at every batch of a sustained one).
+        self.ops.shrink_to(KEEP_OPS);
         self.input.clear();
         self.next = 0;
         self.deferred = None;

@@ -1221,9 +1221,11 @@ where
     // Past the shutdown's grace period nothing waits for PostgreSQL.
     let closing = pool.manager().closing.clone();
     let abandoned = || "abandoned at shutdown".to_string();
+    // `biased`, closing first: once it is raised, no statement starts.
     let got = tokio::select! {
-        got = tokio::time::timeout(limit, pool.get()) => got,
+        biased;
         () = closing.cancelled() => return Err(abandoned()),
+        got = tokio::time::timeout(limit, pool.get()) => got,
     };
     let conn = match got {
         Ok(Ok(conn)) => Arc::new(conn),
@@ -1233,8 +1235,9 @@ where
     };
     let left = limit.saturating_sub(started.elapsed());
     let worked = tokio::select! {
-        worked = tokio::time::timeout(left, work(conn.clone())) => Some(worked),
+        biased;
         () = closing.cancelled() => None,
+        worked = tokio::time::timeout(left, work(conn.clone())) => Some(worked),
     };
     let result = match worked {
         Some(Ok(Ok(result))) => return Ok(result),
