@@ -155,7 +155,8 @@ async fn watch() {
         } else {
             RUN_STARTED.notified().await;
         }
-        sweep(false);
+        // /proc reads and waits for the killed: not on a runtime worker.
+        let _ = tokio::task::spawn_blocking(|| sweep(false)).await;
     }
 }
 
@@ -216,12 +217,20 @@ fn sweep(all: bool) {
 /// returns how many.
 fn sweep_once(all: bool) -> usize {
     let me = std::process::id() as i32;
+    // /proc is read without the registry's lock, which every spawn takes.
+    // The lock is taken after the listing: a program listed here was
+    // forked before, under the lock, and is in `spawned` once we hold it.
+    let candidates: Vec<(i32, Option<u128>)> = children_of(me)
+        .into_iter()
+        .map(|pid| (pid, if all { None } else { run_of(pid) }))
+        .collect();
     let victims: Vec<i32> = {
         let registry = registry();
-        children_of(me)
+        candidates
             .into_iter()
-            .filter(|pid| !registry.spawned.contains(pid))
-            .filter(|&pid| all || !run_of(pid).is_some_and(|run| registry.live_runs.contains(&run)))
+            .filter(|(pid, _)| !registry.spawned.contains(pid))
+            .filter(|(_, run)| all || !run.is_some_and(|run| registry.live_runs.contains(&run)))
+            .map(|(pid, _)| pid)
             .collect()
     };
     let killed = victims.len();
