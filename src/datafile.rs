@@ -285,28 +285,21 @@ fn check_header(data: &[u8], path: &Path) -> Result<(), StorageError> {
 /// the wire as something other than the one value line a GET promises.
 pub struct RecordCheck {
     limits: Limits,
-    line: Vec<u8>,
 }
 
 impl RecordCheck {
     pub fn new(limits: Limits) -> RecordCheck {
-        RecordCheck {
-            limits,
-            line: Vec::new(),
-        }
+        RecordCheck { limits }
     }
 
-    /// `Err(reason)` when no STORE could have made (name, value).
-    pub fn check(&mut self, name: &[u8], value: &[u8]) -> Result<(), String> {
-        use crate::protocol::{ProtocolError, Request};
-        self.line.clear();
-        self.line.extend_from_slice(b"STORE ");
-        self.line.extend_from_slice(name);
-        self.line.push(b' ');
-        self.line.extend_from_slice(value);
-        match crate::protocol::parse(&self.line, &self.limits) {
-            Ok(Some(Request::Store { name: n, value: v })) if n == name && v == value => Ok(()),
-            Err(e) => Err(match e {
+    /// `Err(reason)` when no STORE could have made (name, value): the wire
+    /// crate's own checks of a request's name and value.
+    pub fn check(&self, name: &[u8], value: &[u8]) -> Result<(), String> {
+        use crate::protocol::{ProtocolError, check_name, check_value};
+        check_name(name, &self.limits)
+            .and_then(|_| check_value(value, &self.limits))
+            .map(drop)
+            .map_err(|e| match e {
                 ProtocolError::NameTooLong => {
                     format!("name too long (over {} bytes)", self.limits.max_name_bytes)
                 }
@@ -314,20 +307,20 @@ impl RecordCheck {
                     "value too long (over {} bytes)",
                     self.limits.max_value_bytes
                 ),
+                // On the wire a leading blank is no byte of the value: say
+                // what is wrong with this one.
+                ProtocolError::ForbiddenValueByte
+                    if value.first().is_some_and(|&b| b == b' ' || b == b'\t') =>
+                {
+                    "value begins with a blank".to_string()
+                }
                 other => other.reason().to_string(),
-            }),
-            // The line split elsewhere than between this name and value:
-            // the name holds a blank, or the value begins with one.
-            Ok(Some(Request::Store { name: n, .. })) if n != name => {
-                Err(ProtocolError::ForbiddenNameByte.reason().to_string())
-            }
-            Ok(_) => Err("value begins with a blank".to_string()),
-        }
+            })
     }
 
     /// [`check`](Self::check) as the error of record `offset` of `path`.
     fn record(
-        &mut self,
+        &self,
         path: &Path,
         offset: u64,
         name: &[u8],
@@ -368,7 +361,7 @@ pub fn read_records(
     mut each: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
 ) -> Result<Replay, StorageError> {
     let file = open_for_reading(path)?;
-    let mut check = RecordCheck::new(limits);
+    let check = RecordCheck::new(limits);
     let mut reader = io::BufReader::with_capacity(1 << 20, file);
     replay_stream(&mut reader, path, |offset, name, value| {
         check.record(path, offset, name, value)?;
@@ -445,7 +438,7 @@ impl DataFile {
         let mut header = [0u8; HEADER_LEN];
         let got = read_full(&mut file, &mut header).map_err(io("read"))?;
         check_header(&header[..got], path)?;
-        let mut check = RecordCheck::new(limits);
+        let check = RecordCheck::new(limits);
         let mut reader = io::BufReader::with_capacity(1 << 20, &file);
         let (replayed, end) = replay_stream(&mut reader, path, |offset, name, value| {
             check.record(path, offset, name, value)?;

@@ -199,7 +199,10 @@ fn token(line: &[u8]) -> (&[u8], &[u8]) {
     line.split_at(end)
 }
 
-fn check_name<'a>(name: &'a [u8], limits: &Limits) -> Result<&'a [u8], ProtocolError> {
+/// Checks `name` as a request's name: what a STORE can store under, and
+/// so what may come back from storage as a name (the companion of
+/// [`check_value`]).
+pub fn check_name<'a>(name: &'a [u8], limits: &Limits) -> Result<&'a [u8], ProtocolError> {
     if name.is_empty() {
         return Err(ProtocolError::MissingName);
     }
