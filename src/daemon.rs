@@ -184,7 +184,7 @@ pub struct Pidfile {
 }
 
 /// A pidfile holds a pid and a newline: no more than this is read of one.
-const PIDFILE_READ_BYTES: u64 = 4096;
+const PIDFILE_READ_BYTES: u64 = crate::files::PIDFILE.max_bytes;
 
 impl Pidfile {
     pub fn create(path: &Path) -> Result<Pidfile, DaemonError> {

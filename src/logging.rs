@@ -29,8 +29,7 @@ enum Sink {
     /// itself, and reads a `<N>` prefix as the line's priority
     /// (sd-daemon(3)), so `journalctl -p err` finds jnhpd's errors.
     Stderr {
-        timestamps: bool,
-        priorities: bool,
+        journal: bool,
     },
     Syslog(Mutex<syslog::Logger<LoggerBackend, Formatter3164>>),
 }
@@ -78,12 +77,9 @@ impl Log for Logger {
             return;
         }
         match &self.sink {
-            Sink::Stderr {
-                timestamps,
-                priorities,
-            } => {
+            Sink::Stderr { journal } => {
                 let mut line = String::with_capacity(128);
-                if *priorities {
+                if *journal {
                     line.push_str(match record.level() {
                         Level::Error => "<3>",
                         Level::Warn => "<4>",
@@ -91,7 +87,7 @@ impl Log for Logger {
                         Level::Debug | Level::Trace => "<7>",
                     });
                 }
-                if *timestamps {
+                if !*journal {
                     line.push_str(
                         &humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                             .to_string(),
@@ -139,16 +135,19 @@ impl Log for Logger {
     }
 }
 
+/// Whether stderr goes to the journal: systemd sets `JOURNAL_STREAM` for a
+/// service whose output it reads.
+fn under_journal() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
 /// Writes an error found before the logger is installed (a config refused,
 /// a port taken, syslog unreachable) to stderr as `jnhpd: message`. Under
 /// the journal (`JOURNAL_STREAM` set) it begins with the `<3>` priority, as
 /// the logger's error lines do, so `journalctl -p err` shows why a start
 /// failed.
 pub fn early_error(message: &str) {
-    let priority = match std::env::var_os("JOURNAL_STREAM") {
-        Some(_) => "<3>",
-        None => "",
-    };
+    let priority = if under_journal() { "<3>" } else { "" };
     let line = format!("{priority}jnhpd: {message}\n");
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
@@ -202,13 +201,9 @@ fn syslog_logger(
 /// daemonizing: syslog lines carry the pid).
 pub fn init(target: Target, level: LevelFilter) -> Result<(), String> {
     let sink = match target {
-        Target::Stderr => {
-            let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-            Sink::Stderr {
-                timestamps: !journal,
-                priorities: journal,
-            }
-        }
+        Target::Stderr => Sink::Stderr {
+            journal: under_journal(),
+        },
         Target::Syslog { facility, socket } => {
             Sink::Syslog(Mutex::new(syslog_logger(facility, socket)?))
         }
