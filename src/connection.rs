@@ -292,13 +292,16 @@ impl<S: Stream> Connection<S> {
     /// ended with the client gone or the grace period over.
     async fn pay_for_read(&mut self, fresh: usize) -> bool {
         let cost = InflightBudget::cost_of(&self.buf[self.buf.len() - fresh..]);
-        if self.share.try_pay(cost) {
+        // A read that ends a line leaves no partial line: it may use the
+        // reserve that stalled long lines cannot hold.
+        let complete = self.buf.last() == Some(&b'\n');
+        if self.share.try_pay(cost, complete) {
             return true;
         }
         log::debug!("in-flight budget spent: waiting to pay for {cost} bytes read");
         tokio::select! {
             biased;
-            () = self.share.pay(cost) => true,
+            () = self.share.pay(cost, complete) => true,
             _ = &mut self.expired => false,
             () = gone(self.stream.socket()) => false,
         }

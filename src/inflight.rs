@@ -16,6 +16,13 @@
 //! therefore go on without paying (the *oversize lane*) until it holds no
 //! more than it paid for. So the memory of requests in flight stays under
 //! the budget plus one maximum-length line and one read.
+//!
+//! Clients that stall in the middle of long lines keep what they paid for
+//! as long as they stay: enough of them would hold the whole budget, and
+//! the lane, and nobody else could be read. So an eighth of the budget is
+//! a *reserve* that only reads of complete lines may use (their requests
+//! are answered and the reserve paid back at once): requests keep being
+//! served however many partial lines are held.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +40,12 @@ pub const REQUEST_COST: usize = 1024;
 /// The budget every connection pays from.
 #[derive(Debug)]
 pub struct InflightBudget {
+    /// What any read may take: the budget less the reserve.
     bytes: Semaphore,
+    /// Its size.
+    general: usize,
+    /// What only reads that end with a complete line may take.
+    reserve: Semaphore,
     total: usize,
     /// One permit: the oversize lane.
     oversize: Arc<Semaphore>,
@@ -43,8 +55,12 @@ impl InflightBudget {
     /// A budget of `total` bytes.
     pub fn new(total: usize) -> Arc<InflightBudget> {
         let total = total.clamp(1, Semaphore::MAX_PERMITS);
+        let reserve = total / 8;
+        let general = total - reserve;
         Arc::new(InflightBudget {
-            bytes: Semaphore::new(total),
+            bytes: Semaphore::new(general),
+            general,
+            reserve: Semaphore::new(reserve),
             total,
             oversize: Arc::new(Semaphore::new(1)),
         })
@@ -52,7 +68,8 @@ impl InflightBudget {
 
     /// Bytes paid for and not given back, by every connection.
     pub fn used(&self) -> usize {
-        self.total - self.bytes.available_permits().min(self.total)
+        let free = self.bytes.available_permits() + self.reserve.available_permits();
+        self.total - free.min(self.total)
     }
 
     /// What reading `fresh` costs: its bytes and its requests.
@@ -165,6 +182,9 @@ pub struct Share {
     /// Permits taken from the budget (forgotten there, added back by
     /// [`settle`](Self::settle) and on drop).
     paid: usize,
+    /// Permits taken from the reserve (for complete lines only: all given
+    /// back at the next settle).
+    paid_reserve: usize,
     /// Held while the connection is in the oversize lane.
     oversize: Option<OwnedSemaphorePermit>,
 }
@@ -174,47 +194,72 @@ impl Share {
         Share {
             budget,
             paid: 0,
+            paid_reserve: 0,
             oversize: None,
         }
     }
 
     /// Pays `cost` if the budget has it now (or the connection is in the
-    /// oversize lane, where reads are not paid for); `false`: call
-    /// [`pay`](Self::pay) and wait.
-    pub fn try_pay(&mut self, cost: usize) -> bool {
+    /// oversize lane, where reads are not paid for); a read that leaves no
+    /// partial line (`complete`) may also pay from the reserve. `false`:
+    /// call [`pay`](Self::pay) and wait.
+    pub fn try_pay(&mut self, cost: usize, complete: bool) -> bool {
         if self.oversize.is_some() || cost == 0 {
             return true;
         }
         let cost = self.clamp(cost);
-        match self.budget.bytes.try_acquire_many(cost as u32) {
+        if let Ok(permits) = self.budget.bytes.try_acquire_many(cost as u32) {
+            permits.forget();
+            self.paid += cost;
+            return true;
+        }
+        complete && self.try_pay_reserve(cost)
+    }
+
+    fn try_pay_reserve(&mut self, cost: usize) -> bool {
+        match self.budget.reserve.try_acquire_many(cost as u32) {
             Ok(permits) => {
                 permits.forget();
-                self.paid += cost;
+                self.paid_reserve += cost;
                 true
             }
             Err(_) => false,
         }
     }
 
-    /// Waits until `cost` is paid, or the oversize lane is free (then the
-    /// connection goes on without paying, as the only one).
-    pub async fn pay(&mut self, cost: usize) {
-        if self.try_pay(cost) {
+    /// Waits until `cost` is paid (from the reserve too, for a
+    /// `complete` read), or the oversize lane is free (then the connection
+    /// goes on without paying, as the only one).
+    pub async fn pay(&mut self, cost: usize, complete: bool) {
+        if self.try_pay(cost, complete) {
             return;
         }
         let cost = self.clamp(cost);
-        let lane = self.budget.oversize.clone();
+        let budget = self.budget.clone();
+        let from_reserve = async {
+            if complete && cost <= budget.total - budget.general {
+                budget.reserve.acquire_many(cost as u32).await
+            } else {
+                std::future::pending().await
+            }
+        };
         tokio::select! {
             // Paying is preferred: the lane is for when nothing else moves.
             biased;
-            permits = self.budget.bytes.acquire_many(cost as u32) => {
+            permits = budget.bytes.acquire_many(cost as u32) => {
                 // The budget is never closed.
                 if let Ok(permits) = permits {
                     permits.forget();
                     self.paid += cost;
                 }
             }
-            token = lane.acquire_owned() => self.oversize = token.ok(),
+            permits = from_reserve => {
+                if let Ok(permits) = permits {
+                    permits.forget();
+                    self.paid_reserve += cost;
+                }
+            }
+            token = budget.oversize.clone().acquire_owned() => self.oversize = token.ok(),
         }
     }
 
@@ -225,6 +270,10 @@ impl Share {
     /// whose every read ends mid-line cannot keep the lane while the
     /// budget could carry it.
     pub fn settle(&mut self, unanswered: usize) {
+        if self.paid_reserve > 0 {
+            self.budget.reserve.add_permits(self.paid_reserve);
+            self.paid_reserve = 0;
+        }
         if self.paid > unanswered {
             self.budget.bytes.add_permits(self.paid - unanswered);
             self.paid = unanswered;
@@ -232,7 +281,7 @@ impl Share {
         if self.oversize.is_some() {
             let shortfall = unanswered - self.paid;
             let paid_up = shortfall == 0
-                || (shortfall <= self.budget.total
+                || (shortfall <= self.budget.general
                     && self
                         .budget
                         .bytes
@@ -249,7 +298,7 @@ impl Share {
     /// A cost the budget can ever have: at most all of it (a read of many
     /// tiny lines into a small budget), and what one acquire can take.
     fn clamp(&self, cost: usize) -> usize {
-        cost.min(self.budget.total).min(u32::MAX as usize)
+        cost.min(self.budget.general.max(1)).min(u32::MAX as usize)
     }
 }
 
@@ -297,13 +346,13 @@ mod tests {
     async fn a_share_waits_for_what_others_give_back() {
         let budget = InflightBudget::new(1000);
         let mut first = Share::new(budget.clone());
-        assert!(first.try_pay(800));
+        assert!(first.try_pay(800, false));
         // The lane is taken, so the second must wait for the budget.
         let lane = budget.oversize.clone().acquire_owned().await.unwrap();
         let mut second = Share::new(budget.clone());
-        assert!(!second.try_pay(400));
+        assert!(!second.try_pay(400, false));
         let waiting = tokio::spawn(async move {
-            second.pay(400).await;
+            second.pay(400, false).await;
             second
         });
         tokio::task::yield_now().await;
@@ -319,18 +368,18 @@ mod tests {
     async fn when_the_budget_is_short_one_share_goes_on_in_the_lane() {
         let budget = InflightBudget::new(1000);
         let mut holder = Share::new(budget.clone());
-        assert!(holder.try_pay(900));
+        assert!(holder.try_pay(800, false));
         let mut big = Share::new(budget.clone());
-        within_10s(big.pay(500)).await;
+        within_10s(big.pay(500, false)).await;
         assert!(big.oversize.is_some() && big.paid == 0);
         // In the lane, reads are not paid for; nobody else gets the lane.
-        assert!(big.try_pay(10_000));
+        assert!(big.try_pay(10_000, false));
         let mut other = Share::new(budget.clone());
-        assert!(!other.try_pay(500));
+        assert!(!other.try_pay(500, false));
         // Its line answered, it leaves the lane.
         big.settle(0);
         assert!(big.oversize.is_none());
-        within_10s(other.pay(500)).await;
+        within_10s(other.pay(500, false)).await;
         assert!(other.oversize.is_some(), "the lane is free again");
     }
 
@@ -338,9 +387,9 @@ mod tests {
     async fn a_share_in_the_lane_leaves_it_once_the_budget_can_carry_its_partial_line() {
         let budget = InflightBudget::new(1000);
         let mut holder = Share::new(budget.clone());
-        assert!(holder.try_pay(900));
+        assert!(holder.try_pay(800, false));
         let mut pipelining = Share::new(budget.clone());
-        within_10s(pipelining.pay(500)).await;
+        within_10s(pipelining.pay(500, false)).await;
         assert!(pipelining.oversize.is_some());
         // Its read ended mid-line; while the budget is short it stays.
         pipelining.settle(300);
@@ -352,16 +401,48 @@ mod tests {
         assert!(pipelining.oversize.is_none());
         assert_eq!((pipelining.paid, budget.used()), (300, 300));
         let mut other = Share::new(budget.clone());
-        within_10s(other.pay(5000)).await;
+        within_10s(other.pay(5000, false)).await;
         assert!(other.oversize.is_some(), "the lane is free for others");
+    }
+
+    #[tokio::test]
+    async fn complete_lines_are_read_from_the_reserve_when_partial_ones_hold_the_rest() {
+        let budget = InflightBudget::new(1000);
+        // Stalled long lines hold all that partial lines may, and the lane.
+        let mut stalled = Share::new(budget.clone());
+        assert!(stalled.try_pay(875, false));
+        let mut in_lane = Share::new(budget.clone());
+        within_10s(in_lane.pay(500, false)).await;
+        assert!(in_lane.oversize.is_some());
+        // A read of complete lines is still paid for, from the reserve.
+        let mut small = Share::new(budget.clone());
+        assert!(!small.try_pay(100, false), "a partial line may not use it");
+        assert!(small.try_pay(100, true));
+        assert_eq!(budget.used(), 975);
+        small.settle(0);
+        assert_eq!(budget.used(), 875);
+        // Waiting for it works too.
+        let mut other = Share::new(budget.clone());
+        assert!(other.try_pay(125, true));
+        let waiting = tokio::spawn(async move {
+            small.pay(100, true).await;
+            small
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        other.settle(0);
+        let small = within_10s(waiting).await.unwrap();
+        assert_eq!(small.paid_reserve, 100);
     }
 
     #[tokio::test]
     async fn a_cost_above_the_whole_budget_is_clamped() {
         let budget = InflightBudget::new(1000);
         let mut share = Share::new(budget.clone());
-        assert!(share.try_pay(5000));
-        assert_eq!(budget.used(), 1000);
+        // At most all of what partial lines may take: the budget less its
+        // reserve.
+        assert!(share.try_pay(5000, false));
+        assert_eq!(budget.used(), 875);
         drop(share);
         assert_eq!(budget.used(), 0);
     }
