@@ -56,8 +56,10 @@ pub enum StorageError {
     Version { path: PathBuf, version: u32 },
     #[error(
         "data file {path}: damaged record at byte offset {offset}, followed by more data; \
-         refusing to start rather than drop acknowledged data (restore the file from a backup, \
-         or cut it at that offset if you accept losing what follows)"
+         refusing to start rather than drop acknowledged data (`jnhpd data verify {path}` \
+         shows the damage; restore the file from a backup taken with `jnhpd data backup`, \
+         or run `jnhpd data repair {path}` to cut it at that offset, keeping what it cuts \
+         in a side file, if you accept losing what follows; see docs/backup.md)"
     )]
     Damaged { path: PathBuf, offset: u64 },
     #[error("data file {path} is in use by another jnhpd (it is locked)")]
@@ -602,9 +604,11 @@ impl DataFile {
         }
     }
 
-    /// Appends `bytes`; on failure cuts the file back to its last good
-    /// length, so a partial write never leaves garbage before later records.
-    fn append(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+    /// Appends `bytes` (whole records); on failure cuts the file back to
+    /// its last good length, so a partial write never leaves garbage
+    /// before later records. Public for `jnhpd data import`, which
+    /// appends to a file it has opened (and locked) the daemon's way.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         match self.file.write_all(bytes) {
             Ok(()) => {
                 self.len += bytes.len() as u64;
@@ -621,7 +625,8 @@ impl DataFile {
         }
     }
 
-    fn sync(&mut self) -> Result<(), StorageError> {
+    /// `fdatasync`s what was appended.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
         self.file.sync_data().map_err(|source| StorageError::Io {
             path: self.path.clone(),
             action: "sync",

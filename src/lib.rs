@@ -15,6 +15,7 @@
 //! - `handback`: the reusable channel a batch comes back to its connection by;
 //! - [`inflight`]: the server-wide budget of bytes requests in flight hold;
 //! - [`datafile`]: the append-only data file (format, replay, group commit);
+//! - [`datatools`]: `jnhpd data` verify, repair, backup, export, import;
 //! - [`shutdown`]: the two flags connections watch while the server stops;
 //! - [`server`]: binding, and the server's life: start, reload, shut down,
 //!   wait (the accept loop is in `accept`);
@@ -31,6 +32,7 @@ pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod datafile;
+pub mod datatools;
 pub mod files;
 mod handback;
 pub mod inflight;

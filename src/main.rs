@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use jnhpd::config::{Config, ListenAddr, LogLevel, LogTarget};
@@ -14,6 +14,8 @@ use jnhpd::server::{self, Control, Listeners, Server, Stopping};
 use jnhpd::validator::reaper;
 use sd_notify::NotifyState;
 
+mod data_command;
+
 /// jnhpd: a write-once key-value daemon speaking JNHP/1.
 #[derive(Debug, Parser)]
 #[command(
@@ -21,9 +23,13 @@ use sd_notify::NotifyState;
     about,
     after_help = "Signals: SIGTERM/SIGINT drain and stop (a second one stops at once); \
                   SIGHUP re-reads the config file (validators and log level). \
-                  See /usr/share/doc/jnhpd/ for the protocol and the configuration reference."
+                  See /usr/share/doc/jnhpd/ for the protocol and the configuration reference.",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Without a command, jnhpd serves.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The TOML config file. Without it, built-in defaults: in-memory store,
     /// 127.0.0.1:8111, logs to stderr.
     #[arg(long, value_name = "PATH")]
@@ -57,6 +63,14 @@ struct Cli {
     /// DIR, then exit.
     #[arg(long, value_name = "DIR", hide = true)]
     write_man_pages: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify, repair, back up, export and import a data file
+    /// (docs/backup.md).
+    #[command(subcommand)]
+    Data(data_command::DataCommand),
 }
 
 /// `--write-man-pages`: jnhpd.8 and completions for bash, zsh and fish,
@@ -113,6 +127,11 @@ fn main() -> ExitCode {
     // them may kill jnhpd with the default action during start-up.
     daemon::hold_signals();
     let mut cli = Cli::parse();
+    if let Some(Command::Data(command)) = cli.command.take() {
+        // A data tool runs to completion: SIGTERM and SIGINT end it.
+        daemon::release_signals();
+        return data_command::run(command);
+    }
     if cli.check_config || cli.import_datafile.is_some() {
         // These run to completion without signal handlers: SIGTERM and
         // SIGINT must end them the usual way (an import waiting on an

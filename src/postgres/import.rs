@@ -83,24 +83,45 @@ pub async fn import_datafile(
     path: &Path,
     limits: Limits,
 ) -> Result<Counts, ImportError> {
+    let reading = path.to_path_buf();
+    import_records(namespace, move |each| {
+        datafile::read_records(&reading, limits, |name, value| {
+            each(name, value).map_err(|reason| StorageError::Io {
+                path: reading.clone(),
+                action: "read",
+                source: std::io::Error::other(reason),
+            })
+        })
+        .map(drop)
+        .map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Imports the records `read` produces (`jnhpd data import`: a data file
+/// or JSON lines), as [`import_datafile`] does: `read` runs on the
+/// blocking pool, a chunk at a time is held (at most 1,000 records and
+/// 1 MiB), a name repeated in the input keeps its first value.
+pub async fn import_records(
+    namespace: &Namespace,
+    read: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> Result<(), String>) -> Result<(), String>
+    + Send
+    + 'static,
+) -> Result<Counts, ImportError> {
     let mut counts = Counts::default();
     let fail = |reason: String, counts: &Counts| ImportError {
         reason,
         counts: counts.clone(),
     };
     let (tx, mut chunks) = tokio::sync::mpsc::channel::<Chunk>(READ_AHEAD);
-    let reading = path.to_path_buf();
     let reader = tokio::task::spawn_blocking(move || {
         let mut chunk = Chunk::new();
         let mut bytes = 0;
         let send = |chunk: Chunk| {
-            tx.blocking_send(chunk).map_err(|_| StorageError::Io {
-                path: reading.clone(),
-                action: "read",
-                source: std::io::Error::other("the import stopped"),
-            })
+            tx.blocking_send(chunk)
+                .map_err(|_| "the import stopped".to_string())
         };
-        datafile::read_records(&reading, limits, |name, value| {
+        read(&mut |name, value| {
             bytes += name.len() + value.len();
             chunk.push((name.to_vec(), value.to_vec()));
             if chunk.len() >= CHUNK || bytes >= CHUNK_BYTES {
@@ -112,7 +133,7 @@ pub async fn import_datafile(
         if !chunk.is_empty() {
             send(chunk)?;
         }
-        Ok::<(), StorageError>(())
+        Ok::<(), String>(())
     });
     let conn = namespace
         .connection()
@@ -129,7 +150,7 @@ pub async fn import_datafile(
     }
     match reader.await {
         Ok(Ok(())) => Ok(counts),
-        Ok(Err(e)) => Err(fail(e.to_string(), &counts)),
+        Ok(Err(e)) => Err(fail(e, &counts)),
         Err(e) => Err(fail(format!("reading the file failed: {e}"), &counts)),
     }
 }

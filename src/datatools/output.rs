@@ -1,0 +1,139 @@
+//! Writing a new file whole or not at all: a temporary file beside the
+//! destination (so the rename stays on one file system, wherever the
+//! destination is), fsynced, renamed into place, and the directory
+//! fsynced. A crash leaves either no destination or the whole of it
+//! (and at worst a stray `.NAME.partial-PID` file).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{DataToolError, sync_parent};
+
+/// A destination being written.
+pub struct Output {
+    dest: PathBuf,
+    temp: PathBuf,
+    force: bool,
+    writer: Option<BufWriter<File>>,
+}
+
+impl Output {
+    /// Starts writing `dest` with permission bits `mode`. Without
+    /// `force`, an existing `dest` is refused now and at the rename (no
+    /// replacing what appeared meanwhile); with it, only a regular file
+    /// is replaced (never a FIFO, a device or a directory).
+    pub fn create(dest: &Path, force: bool, mode: u32) -> Result<Output, DataToolError> {
+        if let Ok(meta) = std::fs::symlink_metadata(dest) {
+            if !force {
+                return Err(DataToolError::Exists {
+                    path: dest.to_path_buf(),
+                });
+            }
+            let kind = meta.file_type();
+            if !kind.is_file() {
+                return Err(DataToolError::NotReplaceable {
+                    path: dest.to_path_buf(),
+                    kind: kind_of(kind),
+                });
+            }
+        }
+        let file_name = dest.file_name().ok_or_else(|| DataToolError::Input {
+            path: dest.to_path_buf(),
+            reason: "names no file".into(),
+        })?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(file_name);
+        temp_name.push(format!(".partial-{}", std::process::id()));
+        let temp = dest.with_file_name(temp_name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)
+            .map_err(DataToolError::io(&temp, "create"))?;
+        Ok(Output {
+            dest: dest.to_path_buf(),
+            temp,
+            force,
+            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), DataToolError> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(self.gone());
+        };
+        writer
+            .write_all(bytes)
+            .map_err(DataToolError::io(&self.temp, "write"))
+    }
+
+    /// Flushes, fsyncs and renames the file into place, then fsyncs the
+    /// directory.
+    pub fn finish(mut self) -> Result<(), DataToolError> {
+        let writer = self.writer.take().ok_or_else(|| self.gone())?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| DataToolError::io(&self.temp, "write")(e.into_error()))?;
+        file.sync_all()
+            .map_err(DataToolError::io(&self.temp, "sync"))?;
+        drop(file);
+        let flags = match self.force {
+            true => nix::fcntl::RenameFlags::empty(),
+            false => nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        };
+        let renamed = nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &self.temp,
+            nix::fcntl::AT_FDCWD,
+            &self.dest,
+            flags,
+        );
+        match renamed {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EEXIST) => {
+                return Err(DataToolError::Exists {
+                    path: self.dest.clone(),
+                });
+            }
+            Err(e) => return Err(DataToolError::io(&self.dest, "rename into")(e.into())),
+        }
+        // Renamed: nothing left to remove.
+        self.temp = PathBuf::new();
+        sync_parent(&self.dest)
+    }
+
+    fn gone(&self) -> DataToolError {
+        DataToolError::io(&self.temp, "write")(std::io::Error::other("already finished"))
+    }
+}
+
+impl Drop for Output {
+    /// Not finished (an error on the way): the temporary file goes.
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// What a file that is not regular is, in words.
+pub(crate) fn kind_of(kind: std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
