@@ -1020,3 +1020,113 @@ fn the_daemon_flags_and_the_data_commands_do_not_mix() {
         ran.all()
     );
 }
+
+/// The newest installed PostgreSQL's bin directory (pg_dump, pg_restore).
+fn pg_bin(program: &str) -> PathBuf {
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
+        .collect();
+    dirs.sort();
+    dirs.pop().unwrap().1.join("bin").join(program)
+}
+
+/// docs/backup.md's PostgreSQL recipes: a pg_dump of the two tables
+/// (without the pending table's rows) restored into a new database
+/// serves every name; the psql query's JSON lines import into a data
+/// file with the same records.
+#[test]
+fn the_postgres_recipes_of_the_backup_page_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = binary_records();
+    let data = written_by_jnhpd(dir.path(), "names.data", &records);
+    let pg = Postgres::start();
+    let db = pg.create_db("source");
+    let pg_config = |db: &str| {
+        format!(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n",
+            pg.url(db)
+        )
+    };
+    let config = dir.path().join("pg.toml");
+    std::fs::write(&config, pg_config(&db)).unwrap();
+    let ran = jnhpd(
+        dir.path(),
+        &["data", "import", "--config", p(&config), p(&data)],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    // A lease in the pending table, which the dump leaves out.
+    pg.psql(
+        &db,
+        "INSERT INTO jnhp_pending VALUES ('pending'::bytea, 'gone', 1, now() + interval '1 hour')",
+    );
+    let dump = dir.path().join("jnhp.dump");
+    let connect = [
+        "-h",
+        p(&pg.dir),
+        "-p",
+        &pg.port.to_string(),
+        "-U",
+        "postgres",
+    ];
+    let status = Command::new(pg_bin("pg_dump"))
+        .args(connect)
+        .args([
+            "--format=custom",
+            "--table=jnhp_names",
+            "--table=jnhp_pending",
+            "--exclude-table-data=jnhp_pending",
+            "--file",
+            p(&dump),
+            &db,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let restored = pg.create_db("restored");
+    let status = Command::new(pg_bin("pg_restore"))
+        .args(connect)
+        .args(["--dbname", &restored, p(&dump)])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(pg.psql(&restored, "SELECT count(*) FROM jnhp_pending"), "0");
+    let front_dir = tempfile::tempdir().unwrap();
+    let server = start(front_dir.path(), &pg_config(&restored));
+    serves(&server, &records);
+    let mut c = server.connect();
+    assert_eq!(c.ask("STORE pending now"), "W00T!");
+    stop(server);
+    // psql's JSON lines into a data file: the same records.
+    let lines = pg.psql(
+        &db,
+        "SELECT json_build_object(
+            'name_base64', translate(encode(name, 'base64'), E'\\n', ''),
+            'value_base64', translate(encode(value, 'base64'), E'\\n', ''))
+         FROM jnhp_names ORDER BY stored_at, write_id",
+    );
+    let jsonl = dir.path().join("from-pg.jsonl");
+    std::fs::write(&jsonl, lines + "\n").unwrap();
+    let target = dir.path().join("from-pg.data");
+    let local = dir.path().join("local.toml");
+    std::fs::write(&local, datafile_config(&target, "always")).unwrap();
+    let ran = jnhpd(
+        dir.path(),
+        &["data", "import", "--config", p(&local), p(&jsonl)],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(
+        ran.out.contains(&format!("{} imported", records.len())),
+        "{}",
+        ran.all()
+    );
+    let exported = |path: &Path| {
+        let ran = jnhpd(dir.path(), &["data", "export", p(path)]);
+        assert_eq!(ran.code, 0, "{}", ran.all());
+        let mut lines: Vec<String> = ran.out.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(exported(&target), exported(&data));
+}
