@@ -200,6 +200,14 @@ fn a_damaged_record_followed_by_good_ones_stops_the_start() {
         "{out}"
     );
     assert!(out.contains("damaged record at byte offset 16"), "{out}");
+    // It names the tools that show, cut or replace the damage.
+    for command in [
+        "jnhpd data verify",
+        "jnhpd data repair",
+        "jnhpd data backup",
+    ] {
+        assert!(out.contains(command), "{command}: {out}");
+    }
     assert_eq!(
         std::fs::read(&path).unwrap(),
         data,

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use super::scan::{self, End};
 use super::{DataToolError, portable};
 use crate::datafile::{DataFile, MAGIC, encode_record};
-use crate::postgres::import::Counts;
+use crate::postgres::import::{Counts, EachRecord};
 use crate::protocol::Limits;
 
 /// What the input is, by its first bytes.
@@ -271,8 +271,7 @@ pub fn source(
     input: &Path,
     kind: InputKind,
     limits: Limits,
-) -> impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> Result<(), String>) -> Result<(), String> + Send + 'static
-{
+) -> impl FnOnce(&mut EachRecord) -> Result<(), String> + Send + 'static {
     let input = input.to_path_buf();
     move |each| {
         read_input(&input, kind, limits, |name, value| {

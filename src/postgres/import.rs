@@ -98,15 +98,17 @@ pub async fn import_datafile(
     .await
 }
 
+/// What a record source passes each record to, in order: an error
+/// stops the source.
+pub type EachRecord<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), String> + 'a;
+
 /// Imports the records `read` produces (`jnhpd data import`: a data file
 /// or JSON lines), as [`import_datafile`] does: `read` runs on the
 /// blocking pool, a chunk at a time is held (at most 1,000 records and
 /// 1 MiB), a name repeated in the input keeps its first value.
 pub async fn import_records(
     namespace: &Namespace,
-    read: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> Result<(), String>) -> Result<(), String>
-    + Send
-    + 'static,
+    read: impl FnOnce(&mut EachRecord) -> Result<(), String> + Send + 'static,
 ) -> Result<Counts, ImportError> {
     let mut counts = Counts::default();
     let fail = |reason: String, counts: &Counts| ImportError {
