@@ -195,6 +195,9 @@ fn verify(path: &Path, config: Option<&Path>) -> ExitCode {
         );
     }
     match &scan.end {
+        End::Clean if scan.bytes == 0 => {
+            println!("{p}: empty (a new data file: jnhpd writes its header when it starts)")
+        }
         End::Clean if !damaged => println!("{p}: clean"),
         End::Clean => {}
         End::TornTail {
@@ -329,11 +332,12 @@ fn export(path: &Path, output: Option<&Path>, force: bool, config: Option<&Path>
     };
     let exported = match output {
         Some(file) => {
-            let mode = match std::fs::metadata(path) {
-                Ok(meta) => std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
-                Err(_) => 0o600,
+            let meta = match std::fs::metadata(path) {
+                Ok(meta) => meta,
+                Err(err) => return fail("export", DataToolError::io(path, "read")(err), 1),
             };
-            datatools::output::Output::create(file, force, mode).and_then(|mut out| {
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+            datatools::output::Output::create(file, force, mode, &meta).and_then(|mut out| {
                 let done = datatools::export::export(path, limits, |line| out.write_all(line))?;
                 out.finish()?;
                 Ok(done)

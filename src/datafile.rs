@@ -70,7 +70,8 @@ pub enum StorageError {
     #[error(
         "data file {path}: the record at byte offset {offset} holds what no STORE may: {reason} \
          (stored names and values are held to the protocol's rules and to server.max_name_bytes \
-         and server.max_value_bytes)"
+         and server.max_value_bytes; `jnhpd data repair --config FILE {path}` cuts the file \
+         there, keeping what it cuts in a side file; see docs/backup.md)"
     )]
     Forbidden {
         path: PathBuf,

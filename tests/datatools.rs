@@ -339,6 +339,10 @@ fn verify_exit_status_tells_clean_torn_damaged_and_unreadable() {
         std::fs::write(&path, bytes).unwrap();
         path
     };
+    // Empty: a new data file before jnhpd wrote its header.
+    let ran = jnhpd(dir.path(), &["data", "verify", p(&write("empty", b""))]);
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(ran.out.contains(": empty"), "{}", ran.all());
     // Torn: the last record cut short.
     let torn = write("torn", &clean[..clean.len() - 3]);
     let ran = jnhpd(dir.path(), &["data", "verify", p(&torn)]);
@@ -830,6 +834,26 @@ fn backup_refuses_fifos_devices_and_directories() {
         );
         assert!(!dest.exists());
     }
+    // Never the file being read, by its name or another link to it:
+    // a jnhpd appending to it would go on in a file no longer there.
+    let link = dir.path().join("link.data");
+    std::fs::hard_link(&data, &link).unwrap();
+    let before = std::fs::read(&data).unwrap();
+    for dest in [&data, &link] {
+        let ran = jnhpd(
+            dir.path(),
+            &["data", "backup", "--force", "--datafile", p(&data), p(dest)],
+        );
+        assert_eq!(ran.code, 1, "{}", ran.all());
+        assert!(ran.err.contains("is the file being read"), "{}", ran.all());
+        let ran = jnhpd(
+            dir.path(),
+            &["data", "export", p(&data), "--force", "-o", p(dest)],
+        );
+        assert_eq!(ran.code, 1, "{}", ran.all());
+        assert!(ran.err.contains("is the file being read"), "{}", ran.all());
+    }
+    assert_eq!(std::fs::read(&data).unwrap(), before);
     // --force replaces a regular file; a damaged source leaves no DEST.
     let dest = dir.path().join("backup.data");
     std::fs::write(&dest, "old").unwrap();

@@ -60,7 +60,7 @@ pub fn backup(
     // Every record wholly within source_len is durable from here on.
     file.sync_data()
         .map_err(DataToolError::io(source, "sync"))?;
-    let mut out = Output::create(dest, force, meta.permissions().mode() & 0o777)?;
+    let mut out = Output::create(dest, force, meta.permissions().mode() & 0o777, &meta)?;
     let mut header = MAGIC.to_vec();
     header.extend_from_slice(&VERSION.to_le_bytes());
     header.extend_from_slice(&[0; 4]);

@@ -66,6 +66,8 @@ pub enum DataToolError {
     },
     #[error("{}: already exists (add --force to replace it)", path.display())]
     Exists { path: PathBuf },
+    #[error("{}: is the file being read; refusing to replace it", path.display())]
+    SameFile { path: PathBuf },
     #[error("{}: is {kind}; only a regular file is replaced", path.display())]
     NotReplaceable { path: PathBuf, kind: &'static str },
     #[error("{}: {reason}", path.display())]

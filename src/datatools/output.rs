@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{DataToolError, sync_parent};
@@ -23,8 +23,24 @@ impl Output {
     /// Starts writing `dest` with permission bits `mode`. Without
     /// `force`, an existing `dest` is refused now and at the rename (no
     /// replacing what appeared meanwhile); with it, only a regular file
-    /// is replaced (never a FIFO, a device or a directory).
-    pub fn create(dest: &Path, force: bool, mode: u32) -> Result<Output, DataToolError> {
+    /// is replaced (never a FIFO, a device or a directory), and never
+    /// the file being read (`source`, opened): replacing a data file a
+    /// jnhpd is appending to would leave its later STOREs in a file no
+    /// longer in any directory.
+    pub fn create(
+        dest: &Path,
+        force: bool,
+        mode: u32,
+        source: &std::fs::Metadata,
+    ) -> Result<Output, DataToolError> {
+        if let Ok(meta) = std::fs::metadata(dest)
+            && meta.dev() == source.dev()
+            && meta.ino() == source.ino()
+        {
+            return Err(DataToolError::SameFile {
+                path: dest.to_path_buf(),
+            });
+        }
         if let Ok(meta) = std::fs::symlink_metadata(dest) {
             if !force {
                 return Err(DataToolError::Exists {

@@ -147,6 +147,11 @@ pub fn scan(
     };
     let mut header = [0u8; HEADER_LEN];
     let got = read_full(reader, &mut header).map_err(io)?;
+    if got == 0 {
+        // An empty file is what a new data file is until jnhpd's start
+        // writes its header: nothing stored, nothing wrong.
+        return Ok(found);
+    }
     if let Err(why) = check_header(&header[..got]) {
         found.bytes = got as u64 + count_rest(reader).map_err(io)?;
         found.end = End::Damaged {
