@@ -752,6 +752,19 @@ fn bad_json_lines_are_reported_by_number_and_nothing_is_imported() {
         assert!(ran.err.contains(want), "{want}: {}", ran.all());
     }
     assert!(!data.exists() || std::fs::metadata(&data).unwrap().len() <= 16);
+    // What is not a regular file is refused before it is read.
+    for input in ["/dev/zero", "/tmp"] {
+        let ran = jnhpd(
+            dir.path(),
+            &["data", "import", "--config", p(&config), input],
+        );
+        assert_eq!(ran.code, 1, "{input}: {}", ran.all());
+        assert!(
+            ran.err.contains("not a regular file"),
+            "{input}: {}",
+            ran.all()
+        );
+    }
 }
 
 /// A JSON line of 1 GiB (a sparse file: no newline in it) is read
