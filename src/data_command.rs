@@ -27,7 +27,7 @@ pub enum DataCommand {
     /// (a torn tail, the unfinished last write a crash leaves and the
     /// next start cuts, is reported but is not damage), 1 damaged,
     /// 2 usage or I/O error. Reads only; safe while jnhpd serves.
-    #[command(after_help = "See docs/backup.md (\"Verify\").")]
+    #[command(after_help = "See /usr/share/doc/jnhpd/backup.md (\"Verify\").")]
     Verify {
         /// The data file.
         path: PathBuf,
@@ -42,7 +42,7 @@ pub enum DataCommand {
     /// (written and fsynced before the file is cut). Refused while a
     /// jnhpd holds the file. A clean file is left as it is. Exit status:
     /// 0 clean or repaired, 1 not repaired (locked, not a data file, I/O).
-    #[command(after_help = "See docs/backup.md (\"Repair\").")]
+    #[command(after_help = "See /usr/share/doc/jnhpd/backup.md (\"Repair\").")]
     Repair {
         /// The data file.
         path: PathBuf,
@@ -56,7 +56,7 @@ pub enum DataCommand {
     /// acknowledged before the backup began is in it, and it is written
     /// to a temporary file, fsynced and renamed to DEST. Exit status:
     /// 0 done, 1 failed (nothing is left at DEST).
-    #[command(after_help = "See docs/backup.md (\"Backup\").")]
+    #[command(after_help = "See /usr/share/doc/jnhpd/backup.md (\"Backup\").")]
     Backup {
         /// The config of the jnhpd to back up (its storage.path and limits).
         #[arg(
@@ -80,7 +80,7 @@ pub enum DataCommand {
     /// One object a line: {"name":..,"value":..},
     /// with "name_base64"/"value_base64" (padded standard base64) for
     /// bytes that are not UTF-8. Exit status: 0 done, 1 failed.
-    #[command(after_help = "See docs/backup.md (\"Export and import\").")]
+    #[command(after_help = "See /usr/share/doc/jnhpd/backup.md (\"Export and import\").")]
     Export {
         /// The data file.
         path: PathBuf,
@@ -103,7 +103,7 @@ pub enum DataCommand {
     /// Prints the counts: imported, already present, conflicts (a name
     /// stored with another value; the stored value stays). Exit status:
     /// 0 imported without conflicts, 1 conflicts or failed.
-    #[command(after_help = "See docs/backup.md (\"Export and import\").")]
+    #[command(after_help = "See /usr/share/doc/jnhpd/backup.md (\"Export and import\").")]
     Import {
         /// The config naming the storage to import into.
         #[arg(long, value_name = "FILE")]
@@ -279,7 +279,7 @@ fn backup(config: Option<&Path>, datafile: Option<&Path>, dest: &Path, force: bo
                     "backup",
                     format!(
                         "{}: the storage is PostgreSQL: back it up with PostgreSQL's own tools \
-                         (pg_dump; see docs/backup.md)",
+                         (pg_dump; see /usr/share/doc/jnhpd/backup.md)",
                         config.display()
                     ),
                     1,

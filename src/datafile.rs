@@ -59,7 +59,7 @@ pub enum StorageError {
          refusing to start rather than drop acknowledged data (`jnhpd data verify {path}` \
          shows the damage; restore the file from a backup taken with `jnhpd data backup`, \
          or run `jnhpd data repair {path}` to cut it at that offset, keeping what it cuts \
-         in a side file, if you accept losing what follows; see docs/backup.md)"
+         in a side file, if you accept losing what follows; see /usr/share/doc/jnhpd/backup.md)"
     )]
     Damaged { path: PathBuf, offset: u64 },
     #[error("data file {path} is in use by another jnhpd (it is locked)")]
@@ -71,7 +71,7 @@ pub enum StorageError {
         "data file {path}: the record at byte offset {offset} holds what no STORE may: {reason} \
          (stored names and values are held to the protocol's rules and to server.max_name_bytes \
          and server.max_value_bytes; `jnhpd data repair --config FILE {path}` cuts the file \
-         there, keeping what it cuts in a side file; see docs/backup.md)"
+         there, keeping what it cuts in a side file; see /usr/share/doc/jnhpd/backup.md)"
     )]
     Forbidden {
         path: PathBuf,

@@ -68,7 +68,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Verify, repair, back up, export and import a data file
-    /// (docs/backup.md).
+    /// (/usr/share/doc/jnhpd/backup.md).
     #[command(subcommand)]
     Data(data_command::DataCommand),
 }
