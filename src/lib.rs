@@ -34,6 +34,7 @@ pub mod datafile;
 pub mod files;
 mod handback;
 pub mod inflight;
+pub mod listing;
 pub mod logging;
 /// The wire format and framer (the `jnhp-wire` crate).
 pub use jnhp_wire as protocol;
