@@ -54,6 +54,8 @@ pub const MAX_WAITING: usize = 32;
 /// Pages read at once (each holds up to [`PAGE_BYTES`] and a read
 /// buffer); more requests queue for a turn.
 pub const MAX_READING: usize = 4;
+/// How long a request waits for the writer's first sync after a start.
+const FIRST_SYNC: Duration = Duration::from_secs(10);
 /// Bytes read at once while checking a record's CRC.
 const CHUNK: usize = 64 * 1024;
 
@@ -540,8 +542,17 @@ impl Lister {
         let deadline = tokio::time::Instant::now() + query.wait;
         let prefix = Arc::new(query.prefix);
         let mut waiting = None;
+        // Zero until the writer's first sync at start: wait for it a
+        // little (a request may come first), never list unsynced bytes.
+        if *durable.borrow() == 0 {
+            let synced = durable.wait_for(|len| *len > 0);
+            if tokio::time::timeout(FIRST_SYNC, synced).await.is_err() {
+                return Err(ListError::Unavailable(
+                    "the data file has not been synced since the start yet".into(),
+                ));
+            }
+        }
         loop {
-            // Zero until the writer has published: nothing is listed yet.
             let length = (*durable.borrow_and_update()).max(HEADER_LEN as u64);
             let page = {
                 let _turn = self.reading.acquire().await.map_err(closed)?;
