@@ -432,7 +432,7 @@ enum Source {
     },
     /// The data file could not be opened for reading.
     Broken(String),
-    Postgres(crate::postgres::listing::PgLister),
+    Postgres(Box<crate::postgres::listing::PgLister>),
 }
 
 /// What `/names` answers from, with its bounds.
@@ -459,7 +459,7 @@ impl Lister {
             Source::Off
         } else if let Some(pg) = &config.storage.postgres {
             match crate::postgres::listing::PgLister::new(pg, credentials.unwrap_or_default()) {
-                Ok(lister) => Source::Postgres(lister),
+                Ok(lister) => Source::Postgres(Box::new(lister)),
                 Err(e) => Source::Broken(e.to_string()),
             }
         } else if let Some(stats) = &metrics.datafile {
