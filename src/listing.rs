@@ -232,7 +232,11 @@ impl FileCursor {
             return Err(bad());
         }
         let crc = u32::from_str_radix(crc, 16).map_err(|_| bad())?;
-        if len < RECORD_HEADER_LEN as u64 + 2 || offset < HEADER_LEN as u64 + len {
+        let widest = Limits::WIDEST;
+        let longest = (RECORD_HEADER_LEN + widest.max_name_bytes + widest.max_value_bytes) as u64;
+        if !(RECORD_HEADER_LEN as u64 + 2..=longest).contains(&len)
+            || offset < HEADER_LEN as u64 + len
+        {
             return Err(bad());
         }
         Ok(FileCursor {
@@ -653,6 +657,7 @@ mod tests {
             "+100-40-00000000",
             "100-40-00000000-1",
             "99999999999999999999-40-00000000",
+            "18446744073709551615-18446744073709551615-00000000",
         ] {
             assert!(FileCursor::parse(junk).is_err(), "{junk}");
         }

@@ -273,6 +273,11 @@ fn bad_parameters_get_400_with_a_clear_message() {
         ("after=garbage", "cursor"),
         ("after=16-14-zzzzzzzz", "cursor"),
         ("after=k6161", "cursor"),
+        (
+            "after=18446744073709551615-18446744073709551615-00000000",
+            "cursor",
+        ),
+        ("after=18446744073709551615-14-00000000", "past the end"),
         ("colour=blue", "unknown parameter"),
         ("limit=1&limit=2", "twice"),
     ] {
@@ -472,6 +477,7 @@ fn a_thousand_long_polls_stay_bounded_and_do_not_hold_up_shutdown() {
         }
     }
     assert!(answers[0] >= 1 && answers[0] <= 32, "{answers:?}");
+    assert!(answers[1] >= 1, "none over the waiting limit: {answers:?}");
     let end = page(admin, &format!("after={end}")).next;
     let mut waiting = long_polls(admin, &format!("after={end}&wait=60"), 1000);
     std::thread::sleep(Duration::from_secs(2));
