@@ -572,3 +572,44 @@ fn postgres_lists_in_name_order_across_front_ends() {
     // The other front-end has it off.
     assert_eq!(get(admin_addr(&two), "/names").0, 403);
 }
+
+#[test]
+fn a_postgres_page_is_bounded_by_bytes_and_paging_still_sees_every_name() {
+    let pg = pg::Postgres::start();
+    let url = pg.url(&pg.create_db("listing_bytes"));
+    let server = Server::start(&format!(
+        "[server]\nmax_name_bytes = 2000\n\
+         [storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{url}\"\n\
+         [admin]\nlisten = [\"127.0.0.1:0\"]\nlist_names = true\n"
+    ));
+    let admin = admin_addr(&server);
+    // 600 names of 1,900 bytes: 1.1 MB of names, more than one page holds.
+    let stored: Vec<(Vec<u8>, Vec<u8>)> = (0..600)
+        .map(|i| {
+            (
+                format!("{i:04}{}", "n".repeat(1896)).into_bytes(),
+                b"v".to_vec(),
+            )
+        })
+        .collect();
+    store_all(&server, &stored);
+    let first = page(admin, "limit=1000");
+    assert!(
+        !first.end && !first.names.is_empty() && first.names.len() < 600,
+        "{} names, end {}",
+        first.names.len(),
+        first.end
+    );
+    let mut listed = first.names;
+    let mut cursor = first.next;
+    for _ in 0..20 {
+        let p = page(admin, &format!("after={cursor}&limit=1000"));
+        listed.extend(p.names);
+        cursor = p.next;
+        if p.end {
+            break;
+        }
+    }
+    let names: Vec<Vec<u8>> = stored.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(listed, names);
+}
