@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status` and a
-//! status page at `/`, over HTTP/1.1 (docs/observability.md).
+//! status page at `/`, over HTTP/1.1 (docs/observability.md), and, when
+//! `admin.list_names` is on, the stored names at `/names` (src/listing.rs).
 //!
 //! hyper does the HTTP; this module only routes and renders. It is
 //! read-only and kept away from the JNHP listeners: at most
@@ -16,7 +17,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{
+    ACCEPT, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
@@ -46,11 +49,19 @@ pub struct AdminState {
     listen: Vec<String>,
     /// Requests per second by command, one entry a second, newest last.
     history: Mutex<VecDeque<[u64; 3]>>,
+    /// `/names` (src/listing.rs).
+    lister: crate::listing::Lister,
 }
 
 impl AdminState {
-    pub fn new(control: Control, store: StoreKind, listen: Vec<String>) -> Arc<AdminState> {
+    pub fn new(
+        control: Control,
+        store: StoreKind,
+        listen: Vec<String>,
+        lister: crate::listing::Lister,
+    ) -> Arc<AdminState> {
         Arc::new(AdminState {
+            lister,
             metrics: control.metrics().clone(),
             control,
             store,
@@ -130,7 +141,15 @@ async fn connection(
 ) {
     let service = hyper::service::service_fn(move |request| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(respond(&state, &request)) }
+        async move {
+            if request.uri().path() == "/names"
+                && head_size(&request) <= MAX_HEAD
+                && (request.method() == Method::GET || request.method() == Method::HEAD)
+            {
+                return Ok::<_, Infallible>(names(&state, &request).await);
+            }
+            Ok::<_, Infallible>(respond(&state, &request))
+        }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -192,7 +211,10 @@ fn respond(state: &AdminState, request: &Request<Incoming>) -> Reply {
         return refused;
     }
     let path = request.uri().path();
-    let known = matches!(path, "/" | "/metrics" | "/healthz" | "/readyz" | "/status");
+    let known = matches!(
+        path,
+        "/" | "/metrics" | "/healthz" | "/readyz" | "/status" | "/names"
+    );
     if !known {
         return reply(StatusCode::NOT_FOUND, TEXT, "not found\n");
     }
@@ -233,6 +255,26 @@ fn respond(state: &AdminState, request: &Request<Incoming>) -> Reply {
         ),
         _ => reply(StatusCode::OK, "text/html; charset=utf-8", page(state)),
     }
+}
+
+/// `GET /names`: a page of stored names as JSON lines, or why not.
+async fn names(state: &AdminState, request: &Request<Incoming>) -> Reply {
+    let (status, body) = state
+        .lister
+        .answer(request.uri().query(), state.control.draining())
+        .await;
+    let content_type = if status == StatusCode::OK {
+        "application/x-ndjson"
+    } else {
+        TEXT
+    };
+    let mut response = reply(status, content_type, body);
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// Why jnhpd does not serve requests now, if it does not.

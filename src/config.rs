@@ -220,6 +220,10 @@ pub struct AdminConfig {
     /// Empty: no admin listener, nothing bound.
     #[serde(deserialize_with = "listen_list")]
     pub listen: Vec<ListenAddr>,
+    /// `GET /names` lists stored names (docs/observability.md, "Listing
+    /// names"). Off by default: the admin listener has no authentication,
+    /// and names may be sensitive.
+    pub list_names: bool,
 }
 
 /// Where names are kept (`storage.backend`).

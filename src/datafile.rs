@@ -511,12 +511,21 @@ impl DataFile {
         let stats = metrics.as_ref().and_then(|m| m.datafile.as_ref());
         if let Some(stats) = stats {
             stats.bytes.store(self.len, Relaxed);
+            // What replay kept may be in the page cache only (a killed
+            // jnhpd under everysec or never): synced, it may be listed.
+            match self.sync() {
+                Ok(()) => stats.durable.publish(self.len),
+                Err(err) => log::error!("{err}"),
+            }
         }
         // Every sync, timed, with the records it made durable.
         let synced = |this: &mut DataFile, records: usize| {
             let started = Instant::now();
             let result = this.sync();
             if let Some(stats) = stats {
+                if result.is_ok() {
+                    stats.durable.publish(this.len);
+                }
                 stats.syncs.fetch_add(1, Relaxed);
                 stats.sync_duration.observe_duration(started.elapsed(), 1);
                 stats.records_per_sync.observe(records as f64, 1);

@@ -36,6 +36,7 @@ pub mod datatools;
 pub mod files;
 mod handback;
 pub mod inflight;
+pub mod listing;
 pub mod logging;
 /// The wire format and framer (the `jnhp-wire` crate).
 pub use jnhp_wire as protocol;

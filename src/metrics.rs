@@ -289,6 +289,8 @@ pub struct DatafileStats {
     pub syncs: AtomicU64,
     pub records_per_sync: Histogram,
     pub sync_duration: Histogram,
+    /// How much of the file is synced: what `GET /names` may list.
+    pub durable: crate::listing::DurableLength,
 }
 
 /// The statements the PostgreSQL engine runs, for `op` labels.
@@ -342,6 +344,7 @@ impl Metrics {
                 syncs: AtomicU64::new(0),
                 records_per_sync: Histogram::counts(),
                 sync_duration: Histogram::seconds(),
+                durable: Default::default(),
             }),
             postgres: (store == StoreKind::Postgres).then(|| PostgresStats {
                 up: AtomicI64::new(1),

@@ -241,6 +241,7 @@ impl Server {
             describe_store(&config),
         );
         let listen = [list(&addrs, ""), list(&tls_addrs, "tls ")].concat();
+        let lister = crate::listing::Lister::new(&config, &metrics, credentials.clone());
         let control = Control {
             inner: Arc::new(ControlInner {
                 config: Mutex::new(config),
@@ -253,7 +254,7 @@ impl Server {
         };
         let admin_stop = tokio_util::sync::CancellationToken::new();
         if !listeners.admin.is_empty() {
-            let state = crate::admin::AdminState::new(control.clone(), store_kind, listen);
+            let state = crate::admin::AdminState::new(control.clone(), store_kind, listen, lister);
             crate::admin::serve(listeners.admin, state, admin_stop.clone())
                 .await
                 .map_err(StartError::Serve)?;
@@ -349,6 +350,11 @@ impl Control {
     /// Everything the server counts.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// Raised when the drain begins (long polls on `/names` end then).
+    pub fn draining(&self) -> &crate::shutdown::Flag {
+        &self.inner.shutdown.draining
     }
 
     /// Whether a shutdown has begun.

@@ -19,6 +19,7 @@
 pub mod durability;
 pub mod engine;
 pub mod import;
+pub mod listing;
 pub mod pool;
 pub mod schema;
 pub mod sql;

@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use jnhp_client::Client;
 
 mod bench;
+mod names;
 mod stats;
 mod tls;
 
@@ -78,6 +79,9 @@ enum Command {
     /// A running jnhpd's status from its admin listener (`--watch SECS`:
     /// a line per interval). Exit 0, or 2 if it cannot be had.
     Stats(stats::StatsArgs),
+    /// List stored names from the admin listener, in order of storing
+    /// (`--follow`: then wait for new ones). Exit 0, or 2 on an error.
+    Names(names::NamesArgs),
 }
 
 /// `--timeout`: a finite number of seconds in (0, 86400]. Anything else
@@ -133,6 +137,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Batch => return batch(&cli.addr, tls.as_ref(), timeout).await,
         Command::Bench(args) => return bench::run(&cli.addr, args, tls).await,
         Command::Stats(args) => return stats::run(args, timeout).await,
+        Command::Names(args) => return names::run(args, timeout).await,
         command => one_request(&cli.addr, tls.as_ref(), timeout, command).await,
     };
     match result {
@@ -169,7 +174,9 @@ async fn one_request(
             }
             None => false,
         },
-        Command::Batch | Command::Bench(_) | Command::Stats(_) => unreachable!("handled by run"),
+        Command::Batch | Command::Bench(_) | Command::Stats(_) | Command::Names(_) => {
+            unreachable!("handled by run")
+        }
     };
     Ok(if yes { 0 } else { 1 })
 }

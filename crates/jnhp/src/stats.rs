@@ -34,8 +34,13 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Fetches `/status` over HTTP/1.1.
-async fn fetch(admin: &str, timeout: Duration) -> Result<Value, String> {
+/// `GET path` from the admin listener over HTTP/1.1: the status and the
+/// body (`jnhp stats`, `jnhp names`).
+pub async fn get(
+    admin: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(hyper::StatusCode, Bytes), String> {
     let get = async {
         let stream = tokio::net::TcpStream::connect(admin)
             .await
@@ -44,7 +49,7 @@ async fn fetch(admin: &str, timeout: Duration) -> Result<Value, String> {
             .await
             .map_err(|e| format!("{admin}: {e}"))?;
         tokio::spawn(conn);
-        let request = hyper::Request::get("/status")
+        let request = hyper::Request::get(path)
             .header(hyper::header::HOST, admin)
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
@@ -59,14 +64,20 @@ async fn fetch(admin: &str, timeout: Duration) -> Result<Value, String> {
             .await
             .map_err(|e| format!("{admin}: {e}"))?
             .to_bytes();
-        if !status.is_success() {
-            return Err(format!("{admin}/status answered {status}"));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("{admin}/status is not JSON: {e}"))
+        Ok((status, body))
     };
     tokio::time::timeout(timeout, get)
         .await
         .map_err(|_| format!("{admin}: no answer within {timeout:?}"))?
+}
+
+/// Fetches `/status`.
+async fn fetch(admin: &str, timeout: Duration) -> Result<Value, String> {
+    let (status, body) = get(admin, "/status", timeout).await?;
+    if !status.is_success() {
+        return Err(format!("{admin}/status answered {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{admin}/status is not JSON: {e}"))
 }
 
 pub async fn run(args: StatsArgs, timeout: Duration) -> u8 {
