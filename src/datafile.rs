@@ -378,7 +378,14 @@ pub struct DataFile {
     path: PathBuf,
     file: File,
     len: u64,
+    /// Set when a failed write or sync could not be undone: the reason
+    /// every later STORE gets.
+    unusable: Option<String>,
 }
+
+/// The `ERROR` reason of every STORE after the data file was given up.
+pub const UNUSABLE: &str =
+    "storage: the data file is in an unknown state after a failed write or sync (restart jnhpd)";
 
 impl DataFile {
     /// Opens (or creates) the data file, takes its lock, and replays it
@@ -434,6 +441,7 @@ impl DataFile {
                     path: path.to_path_buf(),
                     file,
                     len: HEADER_LEN as u64,
+                    unusable: None,
                 },
                 0,
             ));
@@ -470,6 +478,7 @@ impl DataFile {
                 path: path.to_path_buf(),
                 file,
                 len,
+                unusable: None,
             },
             records,
         ))
@@ -564,21 +573,32 @@ impl DataFile {
                 for append in &group {
                     encode_record(&append.name, &append.value, &mut buf);
                 }
-                let mut result = self.append(&buf);
+                let result = match &self.unusable {
+                    // A file in an unknown state takes nothing more: no
+                    // later STORE may be acknowledged on top of it.
+                    Some(reason) => Err(reason.clone()),
+                    None => {
+                        let durable = self.len;
+                        let mut result = self.append(&buf);
+                        if result.is_ok() && fsync == Fsync::Always {
+                            result = synced(&mut self, group.len());
+                            last_sync = Instant::now();
+                            if result.is_err() {
+                                self.cut_back_after_failed_sync(durable);
+                            }
+                        } else if result.is_ok() {
+                            unsynced = true;
+                            unsynced_records += group.len();
+                        }
+                        result.map_err(|err| {
+                            log::error!("{err}; {} STOREs not acknowledged", group.len());
+                            err.reason()
+                        })
+                    }
+                };
                 if let Some(stats) = stats {
                     stats.bytes.store(self.len, Relaxed);
                 }
-                if result.is_ok() && fsync == Fsync::Always {
-                    result = synced(&mut self, group.len());
-                    last_sync = Instant::now();
-                } else if result.is_ok() {
-                    unsynced = true;
-                    unsynced_records += group.len();
-                }
-                let result = result.map_err(|err| {
-                    log::error!("{err}; {} STOREs not acknowledged", group.len());
-                    err.reason()
-                });
                 for Record {
                     name,
                     value,
@@ -655,7 +675,45 @@ impl DataFile {
                 "data file {}: cannot cut back to {good} bytes after a failed write: {err}",
                 self.path.display()
             );
+            self.give_up();
         }
+    }
+
+    /// After a failed `fdatasync` (`fsync = "always"`), the group's records
+    /// are in the file but were answered `ERROR` and their names left free:
+    /// they must not be found by the next replay (it would keep a value
+    /// never acknowledged, over one acknowledged later). Cut them off and
+    /// make the cut durable; if that fails too, the file's state is
+    /// unknown and it takes no more writes ([`DataFile::give_up`]).
+    fn cut_back_after_failed_sync(&mut self, durable: u64) {
+        let cut = self
+            .file
+            .set_len(durable)
+            .and_then(|()| self.file.seek(SeekFrom::Start(durable)).map(drop))
+            .and_then(|()| self.file.sync_all());
+        match cut {
+            Ok(()) => self.len = durable,
+            Err(err) => {
+                log::error!(
+                    "data file {}: cannot cut back to {durable} bytes after a failed sync: {err}",
+                    self.path.display()
+                );
+                self.give_up();
+            }
+        }
+    }
+
+    /// The file may now hold records answered `ERROR`, or garbage before
+    /// the next record: every later STORE is refused until a restart,
+    /// whose replay (or `jnhpd data verify` and `repair`) sorts it out.
+    /// Reads go on from memory.
+    fn give_up(&mut self) {
+        log::error!(
+            "data file {}: in an unknown state after a failed write or sync; refusing every \
+             STORE until jnhpd is restarted (check the disk, then `jnhpd data verify`)",
+            self.path.display()
+        );
+        self.unusable = Some(UNUSABLE.to_string());
     }
 }
 

@@ -1,0 +1,184 @@
+//! A disk that fails `fdatasync`: faults injected into the real daemon
+//! with an `LD_PRELOAD` shim (built here with the C compiler) that makes
+//! `fdatasync`, and on request `fsync` and `ftruncate`, fail with `EIO`
+//! while a trigger file exists.
+//!
+//! What must hold: a STORE answered `ERROR` is never found stored later
+//! (not after the disk recovers, not after a restart), and a name stored
+//! again after such an `ERROR` keeps the value that was acknowledged.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Server;
+use nix::sys::signal::Signal;
+
+const SHIM: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+static int triggered(const char *var) {
+    const char *path = getenv(var);
+    struct stat st;
+    return path != NULL && stat(path, &st) == 0;
+}
+
+#define REAL(name, type) ((type)dlsym(RTLD_NEXT, name))
+
+int fdatasync(int fd) {
+    if (triggered("JNHP_TEST_FAIL_SYNC")) { errno = EIO; return -1; }
+    return REAL("fdatasync", int (*)(int))(fd);
+}
+int fsync(int fd) {
+    if (triggered("JNHP_TEST_FAIL_CUT")) { errno = EIO; return -1; }
+    return REAL("fsync", int (*)(int))(fd);
+}
+int ftruncate(int fd, off_t len) {
+    if (triggered("JNHP_TEST_FAIL_CUT")) { errno = EIO; return -1; }
+    return REAL("ftruncate", int (*)(int, off_t))(fd, len);
+}
+int ftruncate64(int fd, off_t len) {
+    if (triggered("JNHP_TEST_FAIL_CUT")) { errno = EIO; return -1; }
+    return REAL("ftruncate64", int (*)(int, off_t))(fd, len);
+}
+"#;
+
+/// Builds the shim into `dir`.
+fn shim(dir: &Path) -> PathBuf {
+    let source = dir.join("failsync.c");
+    let lib = dir.join("failsync.so");
+    std::fs::write(&source, SHIM).unwrap();
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("a C compiler (cc) builds the fault-injection shim");
+    assert!(status.success(), "cc failed to build the shim");
+    lib
+}
+
+struct Disk {
+    dir: tempfile::TempDir,
+    lib: PathBuf,
+}
+
+impl Disk {
+    fn new() -> Disk {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = shim(dir.path());
+        std::fs::write(
+            dir.path().join("jnhp.toml"),
+            "[storage]\npath = \"data\"\nfsync = \"always\"\n",
+        )
+        .unwrap();
+        Disk { dir, lib }
+    }
+
+    fn trigger(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Makes `fdatasync` (and with `cut`, also `fsync` and `ftruncate`)
+    /// fail from now on, or work again.
+    fn fail(&self, sync: bool, cut: bool) {
+        for (file, on) in [("fail-sync", sync), ("fail-cut", cut)] {
+            if on {
+                std::fs::write(self.trigger(file), "").unwrap();
+            } else {
+                let _ = std::fs::remove_file(self.trigger(file));
+            }
+        }
+    }
+
+    fn start(&self) -> Server {
+        let mut cmd = Command::new(common::bin());
+        cmd.arg("--config")
+            .arg(self.dir.path().join("jnhp.toml"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("LD_PRELOAD", &self.lib)
+            .env("JNHP_TEST_FAIL_SYNC", self.trigger("fail-sync"))
+            .env("JNHP_TEST_FAIL_CUT", self.trigger("fail-cut"));
+        Server::spawn(cmd, tempfile::tempdir().unwrap(), None)
+    }
+}
+
+fn stop(mut server: Server) {
+    server.signal(Signal::SIGTERM);
+    server.wait_exit();
+}
+
+#[test]
+fn a_store_answered_error_after_a_failed_sync_is_never_found_later() {
+    let disk = Disk::new();
+    let server = disk.start();
+    let mut c = server.connect();
+    assert_eq!(c.ask("STORE before 1"), "W00T!");
+
+    disk.fail(true, false);
+    let reply = c.ask("STORE name failed-value");
+    assert!(reply.starts_with("ERROR storage: cannot sync"), "{reply}");
+    assert_eq!(c.ask("EXISTS name"), "RARGH!");
+
+    // The disk works again: the name is free, and its next STORE is the
+    // one that counts.
+    disk.fail(false, false);
+    assert_eq!(c.ask("STORE name acknowledged"), "W00T!");
+    assert_eq!(c.ask("GET name"), "acknowledged");
+    stop(server);
+
+    let server = disk.start();
+    let mut c = server.connect();
+    assert_eq!(c.ask("GET before"), "1");
+    assert_eq!(
+        c.ask("GET name"),
+        "acknowledged",
+        "the replay kept the value answered ERROR"
+    );
+    stop(server);
+}
+
+#[test]
+fn a_failed_sync_that_cannot_be_undone_refuses_every_later_store() {
+    let disk = Disk::new();
+    let server = disk.start();
+    let mut c = server.connect();
+    assert_eq!(c.ask("STORE before 1"), "W00T!");
+
+    // Neither the sync nor the cut that would undo the write works.
+    disk.fail(true, true);
+    let reply = c.ask("STORE lost value");
+    assert!(reply.starts_with("ERROR storage: cannot sync"), "{reply}");
+    server.log.wait_for("in an unknown state");
+
+    // Even with a working disk again, nothing more is acknowledged on top
+    // of a file in an unknown state; reads go on.
+    disk.fail(false, false);
+    let reply = c.ask("STORE later value");
+    assert_eq!(
+        reply,
+        "ERROR storage: the data file is in an unknown state after a failed write or sync \
+         (restart jnhpd)"
+    );
+    let reply = c.ask("STORE lost other-value");
+    assert!(reply.starts_with("ERROR storage"), "{reply}");
+    assert_eq!(c.ask("GET before"), "1");
+    stop(server);
+
+    // A restart sorts it out: what the file holds is served, and nothing
+    // answered ERROR since the failure was written.
+    let server = disk.start();
+    let mut c = server.connect();
+    assert_eq!(c.ask("GET before"), "1");
+    assert_eq!(c.ask("EXISTS later"), "RARGH!");
+    let lost = c.ask("GET lost");
+    assert!(lost == "value" || lost.is_empty(), "{lost:?}");
+    stop(server);
+}
