@@ -256,10 +256,14 @@ pub async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Cli
                 Err(e) => failures.push(format!("{candidate}: {e}")),
             }
         }
-        Err(connect_error(if failures.is_empty() {
-            "the name resolves to no address".to_string()
-        } else {
-            failures.join("; ")
+        Err(connect_error(match failures.len() {
+            0 => "the name resolves to no address".to_string(),
+            // One address: it is `addr` or what its name resolved to.
+            1 => failures
+                .remove(0)
+                .split_once(": ")
+                .map_or_else(String::new, |(_, e)| e.to_string()),
+            _ => failures.join("; "),
         }))
     };
     let stream = tokio::time::timeout(timeout, attempt)
