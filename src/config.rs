@@ -573,6 +573,33 @@ impl Config {
             // it: `--daemon` changes directory, and SIGHUP reopens the file
             // by this path.
             config.log.file = base.join(&config.log.file);
+            // Log lines appended to one of jnhpd's own files would damage
+            // it: the data file above all.
+            let log_file = &config.log.file;
+            let clash = [
+                (path, "the config file itself"),
+                (
+                    config.storage.path.as_path(),
+                    "the data file (storage.path)",
+                ),
+                (
+                    config.daemon.pidfile.as_path(),
+                    "the pidfile (daemon.pidfile)",
+                ),
+            ]
+            .into_iter()
+            .find(|(other, _)| !other.as_os_str().is_empty() && same_file(log_file, other));
+            if let Some((_, what)) = clash {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: file_line,
+                    key: "log.file: ".into(),
+                    message: format!(
+                        "{} is {what}: log lines appended there would damage it",
+                        log_file.display()
+                    ),
+                });
+            }
             config.log_file_at = format!("{}:{file_line}", path.display());
         }
         Ok(config)

@@ -272,6 +272,40 @@ fn start_refuses_a_log_file_it_cannot_append_to() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(!dir.path().join("new.log").exists());
+    // One of jnhpd's own files: refused before anything is appended.
+    let data = dir.path().join("data");
+    std::fs::write(&data, b"").unwrap();
+    for (file, what) in [
+        ("data", "the data file (storage.path)"),
+        ("jnhp.toml", "the config file itself"),
+        ("./jnhpd.pid", "the pidfile (daemon.pidfile)"),
+    ] {
+        std::fs::write(
+            &config,
+            format!(
+                "[storage]\npath = \"data\"\n[daemon]\npidfile = \"jnhpd.pid\"\n\
+                 [log]\ntarget = \"file\"\nfile = \"{file}\"\n"
+            ),
+        )
+        .unwrap();
+        let before = std::fs::read(&config).unwrap();
+        // The check parses the file as a start does, and always exits
+        // (a start that wrongly accepted it would serve on).
+        let (code, out) = run_to_exit(
+            &["--check-config", "--config", config.to_str().unwrap()],
+            dir.path(),
+        );
+        assert_eq!(code, 1, "{file}: {out}");
+        assert!(
+            out.contains(&format!("{}:7: log.file: ", config.display()))
+                && out.contains(&format!(
+                    "is {what}: log lines appended there would damage it"
+                )),
+            "{file}: {out}"
+        );
+        assert_eq!(std::fs::read(&data).unwrap(), b"", "{file}");
+        assert_eq!(std::fs::read(&config).unwrap(), before, "{file}");
+    }
     // target = "file" without a file.
     std::fs::write(&config, "[log]\ntarget = \"file\"\n").unwrap();
     let (code, out) = start_fails(&config);
