@@ -318,3 +318,55 @@ fn start_refuses_a_log_file_it_cannot_append_to() {
         "{out}"
     );
 }
+
+/// A file the user jnhpd runs as may not append to (or a directory it may
+/// not create files in) is refused at start and by the check. Root is
+/// needed to be another user; root itself may write anywhere.
+#[test]
+fn a_log_file_the_user_may_not_write_is_refused() {
+    require!(Root);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let owned_by_root = dir.path().join("root.log");
+    std::fs::write(&owned_by_root, b"").unwrap();
+    std::fs::set_permissions(&owned_by_root, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for (file, says) in [
+        ("root.log", "cannot append to"),
+        ("new.log", "is not a directory jnhpd can create files in"),
+    ] {
+        let config = dir.path().join(format!("{file}.toml"));
+        std::fs::write(
+            &config,
+            format!("[log]\ntarget = \"file\"\nfile = \"{file}\"\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let as_nobody = |args: &[&str]| {
+            let out = Command::new("runuser")
+                .args(["-u", "nobody", "--", &common::bin(), "--config"])
+                .arg(&config)
+                .args(args)
+                .current_dir("/")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (code, err) = as_nobody(&["--check-config"]);
+        assert_eq!(code, Some(1), "{file}: {err}");
+        assert!(
+            err.contains(":3: log.file: ") && err.contains(says),
+            "{file}: {err}"
+        );
+        let (code, err) = as_nobody(&["--listen", "127.0.0.1:0"]);
+        assert_eq!(code, Some(1), "{file}: {err}");
+        assert!(
+            err.contains(":3: log.file: cannot append to") && err.contains("Permission denied"),
+            "{file}: {err}"
+        );
+    }
+    assert!(!dir.path().join("new.log").exists());
+}
