@@ -24,7 +24,7 @@ mod tls;
 struct Cli {
     /// The server's host:port: a host name (each of its addresses is
     /// tried in turn), an IPv4 address, or an IPv6 address in brackets
-    /// ([::1]:8111). The flag wins over the environment.
+    /// (`[::1]:8111`). The flag wins over the environment.
     #[arg(
         long,
         env = "JNHP_ADDR",

@@ -12,7 +12,7 @@ use serde_json::Value;
 #[derive(clap::Args)]
 pub struct StatsArgs {
     /// The admin listener's host:port (a host name, an IPv4 address, or an
-    /// IPv6 address in brackets: [::1]:9111).
+    /// IPv6 address in brackets: `[::1]:9111`).
     #[arg(
         long,
         value_name = "ADDR",
