@@ -69,6 +69,10 @@ pub struct Config {
     /// without a file, empty.
     #[serde(skip)]
     pub syslog_socket_at: String,
+    /// With `log.target = "file"`, where the file sets `log.file`:
+    /// `path:line`, for errors opening it at start and `--check-config`.
+    #[serde(skip)]
+    pub log_file_at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -380,6 +384,8 @@ pub enum LogTarget {
     #[default]
     Stderr,
     Syslog,
+    /// Appended to `log.file`, reopened on SIGHUP (logrotate's way).
+    File,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -429,6 +435,9 @@ pub struct LogConfig {
     #[serde(deserialize_with = "facility")]
     pub syslog_facility: String,
     pub syslog_socket: PathBuf,
+    /// With `target = "file"`: the file lines are appended to (relative:
+    /// to the config file's directory). Unused with other targets.
+    pub file: PathBuf,
 }
 
 impl Default for LogConfig {
@@ -438,6 +447,7 @@ impl Default for LogConfig {
             level: LogLevel::Info,
             syslog_facility: "daemon".into(),
             syslog_socket: PathBuf::new(),
+            file: PathBuf::new(),
         }
     }
 }
@@ -548,6 +558,53 @@ impl Config {
                 .or_else(|| line_start_of_key(text, "target"))
                 .map_or_else(|| line_of_section(text, "[log]"), |at| line_of(text, at));
             config.syslog_socket_at = format!("{}:{syslog_line}", path.display());
+        }
+        if config.log.target == LogTarget::File {
+            let file_line = line_start_of_key(text, "file")
+                .or_else(|| line_start_of_key(text, "target"))
+                .map_or_else(|| line_of_section(text, "[log]"), |at| line_of(text, at));
+            if config.log.file.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: file_line,
+                    key: "log.file: ".into(),
+                    message: "log.target = \"file\" needs log.file, the file to append log \
+                              lines to"
+                        .into(),
+                });
+            }
+            // Relative to the config file's directory, like every path in
+            // it: `--daemon` changes directory, and SIGHUP reopens the file
+            // by this path.
+            config.log.file = base.join(&config.log.file);
+            // Log lines appended to one of jnhpd's own files would damage
+            // it: the data file above all.
+            let log_file = &config.log.file;
+            let clash = [
+                (path, "the config file itself"),
+                (
+                    config.storage.path.as_path(),
+                    "the data file (storage.path)",
+                ),
+                (
+                    config.daemon.pidfile.as_path(),
+                    "the pidfile (daemon.pidfile)",
+                ),
+            ]
+            .into_iter()
+            .find(|(other, _)| !other.as_os_str().is_empty() && same_file(log_file, other));
+            if let Some((_, what)) = clash {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: file_line,
+                    key: "log.file: ".into(),
+                    message: format!(
+                        "{} is {what}: log lines appended there would damage it",
+                        log_file.display()
+                    ),
+                });
+            }
+            config.log_file_at = format!("{}:{file_line}", path.display());
         }
         Ok(config)
     }

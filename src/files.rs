@@ -109,7 +109,7 @@ impl FileError {
 }
 
 /// What a file that is not regular is, in words.
-fn kind(file_type: std::fs::FileType) -> &'static str {
+pub(crate) fn kind(file_type: std::fs::FileType) -> &'static str {
     if file_type.is_dir() {
         "a directory"
     } else if file_type.is_fifo() {

@@ -1,14 +1,18 @@
-//! The `log` backend: stderr or syslog, one line per record.
+//! The `log` backend: stderr, syslog or a file, one line per record.
 //!
-//! Everything logs through the `log` facade, so stderr and syslog get the
-//! same lines and no call site knows which is in use. The level lives in the
+//! Everything logs through the `log` facade, so every sink gets the same
+//! lines and no call site knows which is in use. The level lives in the
 //! facade's global max level, so a SIGHUP reload can change it at run time;
-//! the sink is chosen once at start (a `log` logger cannot be replaced).
+//! the sink is chosen once at start (a `log` logger cannot be replaced),
+//! but a file sink's file is reopened on SIGHUP ([`reopen`]) so logrotate
+//! can rename it away.
 
+use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
-use std::sync::Mutex;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use syslog::{Formatter3164, LoggerBackend};
@@ -22,6 +26,98 @@ pub enum Target<'a> {
         facility: &'a str,
         socket: &'a Path,
     },
+    /// Appended to `path` (absolute: the config's paths are resolved).
+    File {
+        path: &'a Path,
+    },
+}
+
+/// The log file and its path, shared by the logger and [`reopen`].
+struct LogFile {
+    path: PathBuf,
+    /// Each line is one `write` under this lock, and [`reopen`] swaps the
+    /// file under it too: a line goes whole to the old file or whole to
+    /// the new one, never split between them.
+    file: Mutex<File>,
+}
+
+/// The file sink's state, when `log.target = "file"`.
+static LOG_FILE: OnceLock<Arc<LogFile>> = OnceLock::new();
+
+/// Refuses an existing `path` that is not a regular file, saying what it
+/// is: opening a FIFO without a reader for writing would fail with "No
+/// such device or address", which names nothing an operator can act on.
+/// (`open_regular` checks the opened file again.)
+fn not_regular(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(format!(
+            "cannot append to {}: it is {}, not a regular file",
+            path.display(),
+            crate::files::kind(meta.file_type())
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Opens `path` for appending, creating it with mode 0640 (less the
+/// umask). Only a regular file will do: a directory, a FIFO (which would
+/// block every thread that logs once its reader stops) or a device is
+/// refused.
+fn open_log_file(path: &Path) -> Result<File, String> {
+    not_regular(path)?;
+    let mut options = OpenOptions::new();
+    options.append(true).create(true).mode(0o640);
+    crate::files::open_regular(path, &mut options, None)
+        .map_err(|e| format!("cannot append to {}: {}", path.display(), e.detail()))
+}
+
+/// What `--check-config` can tell without creating anything: an existing
+/// `path` must be a regular file jnhpd can append to; a missing one needs
+/// a directory it can create files in.
+pub fn check_log_file(path: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => {
+            not_regular(path)?;
+            let mut options = OpenOptions::new();
+            options.append(true);
+            crate::files::open_regular(path, &mut options, None)
+                .map(drop)
+                .map_err(|e| format!("cannot append to {}: {}", path.display(), e.detail()))
+        }
+        Err(_) => {
+            let dir = path.parent().unwrap_or(Path::new("/"));
+            let dir_ok = std::fs::metadata(dir).is_ok_and(|m| m.is_dir());
+            let access = nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK;
+            if dir_ok && nix::unistd::access(dir, access).is_ok() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cannot create {}: {} is not a directory jnhpd can create files in",
+                    path.display(),
+                    dir.display()
+                ))
+            }
+        }
+    }
+}
+
+/// SIGHUP: opens the log file's path again and writes there from now on
+/// (logrotate renames the file, then sends SIGHUP). If it cannot be
+/// opened, the file opened before keeps every line and the error is
+/// logged there. Does nothing with other targets.
+pub fn reopen() {
+    let Some(log_file) = LOG_FILE.get() else {
+        return;
+    };
+    match open_log_file(&log_file.path) {
+        Ok(new) => {
+            *log_file.file.lock().unwrap_or_else(|e| e.into_inner()) = new;
+            log::info!("SIGHUP: log file {} reopened", log_file.path.display());
+        }
+        Err(err) => {
+            log::error!("SIGHUP: {err}; still writing to the log file opened before (log.file)")
+        }
+    }
 }
 
 enum Sink {
@@ -32,6 +128,31 @@ enum Sink {
         journal: bool,
     },
     Syslog(Mutex<syslog::Logger<LoggerBackend, Formatter3164>>),
+    File(Arc<LogFile>),
+}
+
+/// A stderr or file line: `<N>` under the journal, else a timestamp; then
+/// `jnhpd[pid]: LEVEL: message` and the line end.
+fn line_of(record: &Record, journal: bool) -> String {
+    let mut line = String::with_capacity(128);
+    if journal {
+        line.push_str(match record.level() {
+            Level::Error => "<3>",
+            Level::Warn => "<4>",
+            Level::Info => "<6>",
+            Level::Debug | Level::Trace => "<7>",
+        });
+    } else {
+        line.push_str(&humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+        line.push(' ');
+    }
+    line.push_str(&format!(
+        "jnhpd[{}]: {}: {}\n",
+        std::process::id(),
+        record.level(),
+        record.args()
+    ));
+    line
 }
 
 struct Logger {
@@ -78,31 +199,17 @@ impl Log for Logger {
         }
         match &self.sink {
             Sink::Stderr { journal } => {
-                let mut line = String::with_capacity(128);
-                if *journal {
-                    line.push_str(match record.level() {
-                        Level::Error => "<3>",
-                        Level::Warn => "<4>",
-                        Level::Info => "<6>",
-                        Level::Debug | Level::Trace => "<7>",
-                    });
-                }
-                if !*journal {
-                    line.push_str(
-                        &humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                            .to_string(),
-                    );
-                    line.push(' ');
-                }
-                line.push_str(&format!(
-                    "jnhpd[{}]: {}: {}\n",
-                    std::process::id(),
-                    record.level(),
-                    record.args()
-                ));
+                let line = line_of(record, *journal);
                 // One write per line, so lines from several threads never
                 // interleave.
                 let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+            Sink::File(log_file) => {
+                let line = line_of(record, false);
+                // A full disk loses the line, as on stderr: logging never
+                // stops the service.
+                let mut file = log_file.file.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = file.write_all(line.as_bytes());
             }
             Sink::Syslog(logger) => {
                 // A poisoned lock only means a panic while logging; the
@@ -206,6 +313,15 @@ pub fn init(target: Target, level: LevelFilter) -> Result<(), String> {
         },
         Target::Syslog { facility, socket } => {
             Sink::Syslog(Mutex::new(syslog_logger(facility, socket)?))
+        }
+        Target::File { path } => {
+            let log_file = Arc::new(LogFile {
+                path: path.to_path_buf(),
+                file: Mutex::new(open_log_file(path)?),
+            });
+            // Set once: init runs once per process.
+            let _ = LOG_FILE.set(log_file.clone());
+            Sink::File(log_file)
         }
     };
     // Fails only if a logger is already installed: keep that one.

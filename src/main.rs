@@ -175,6 +175,12 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        if config.log.target == LogTarget::File
+            && let Err(err) = logging::check_log_file(&config.log.file)
+        {
+            logging::early_error(&format!("{}: log.file: {err}", config.log_file_at));
+            return ExitCode::FAILURE;
+        }
         if let Some(pg) = &config.storage.postgres {
             // A namespace that cannot be reached is as wrong as a bad key.
             match with_namespace(pg, |namespace| async move {
@@ -238,9 +244,16 @@ fn main() -> ExitCode {
             facility: &config.log.syslog_facility,
             socket: &config.log.syslog_socket,
         },
+        LogTarget::File => logging::Target::File {
+            path: &config.log.file,
+        },
     };
     if let Err(err) = logging::init(target, config.log.level.filter()) {
-        let err = format!("{}: {err}", syslog_socket_key(&config));
+        let key = match config.log.target {
+            LogTarget::File => format!("{}: log.file", config.log_file_at),
+            _ => syslog_socket_key(&config),
+        };
+        let err = format!("{key}: {err}");
         logging::early_error(&err.to_string());
         report.failed(&err);
         return ExitCode::FAILURE;
@@ -493,6 +506,8 @@ impl SignalHandler {
     /// Whatever goes wrong, a panic included, the running configuration
     /// stays and signals are still heard.
     fn reload(&self) {
+        // First, so what the reload logs lands in the new file.
+        logging::reopen();
         if self.cli.config.is_none() {
             log::info!("SIGHUP: no config file to reload (running on built-in defaults)");
             return;

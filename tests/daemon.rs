@@ -279,10 +279,7 @@ fn socket_activation_serves_on_the_inherited_listener() {
 
 #[test]
 fn privileges_are_dropped_after_binding() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require!(Root);
     let nobody = nix::unistd::User::from_name("nobody")
         .unwrap()
         .expect("user nobody");

@@ -635,6 +635,7 @@ fn import_refuses_a_record_no_store_could_make_naming_file_and_offset() {
 /// of memory.
 #[test]
 fn import_refuses_what_is_not_a_file_and_streams_a_large_one() {
+    require!(Postgres);
     let pg = pg::Postgres::start();
     let db = pg.create_db("import");
     let dir = tempfile::tempdir().unwrap();

@@ -32,6 +32,7 @@ fn the_jnhp_determine_template_allows_all_but_its_example_rule() {
 
 #[test]
 fn reject_mp3_refuses_mp3_data_and_its_base64() {
+    require!(Python3);
     let s = serve(&format!(
         "[[validator]]\nkind = \"process\"\ncommand = [\"{}\"]\n",
         example("reject-mp3").display()
@@ -55,6 +56,7 @@ fn reject_mp3_refuses_mp3_data_and_its_base64() {
 
 #[test]
 fn check_signature_looks_signers_up_in_sqlite() {
+    require!(Python3);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("signers.sqlite");
     let tool = example("check-signature");
@@ -102,6 +104,7 @@ fn check_signature_looks_signers_up_in_sqlite() {
 
 #[test]
 fn utf8_text_reads_its_value_on_stdin() {
+    require!(Python3);
     let s = serve(&format!(
         "[[validator]]\nkind = \"process\"\ncommand = [\"{}\"]\ninput = \"stdin\"\n",
         example("utf8-text").display()
@@ -136,6 +139,7 @@ fn the_jnhp_helper_template_answers_like_its_process_twin() {
 
 #[test]
 fn the_asyncio_helper_answers_concurrent_stores() {
+    require!(Python3);
     let s = serve(&helper_config("asyncio-helper"));
     let addr = s.addr();
     let workers: Vec<_> = (0..16)

@@ -61,6 +61,7 @@ const ALLOW_UNLESS_BAD: &str = "reply(id_, 0 if value.startswith(\"bad\") else 1
 
 #[test]
 fn a_helper_answers_many_stores() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     let prog = helper(d.path(), "h", "", ALLOW_UNLESS_BAD);
     let root = d.path().to_path_buf();
@@ -76,6 +77,7 @@ fn a_helper_answers_many_stores() {
 /// Replies may come in any order: each is matched to its request by id.
 #[test]
 fn replies_out_of_order_are_matched_by_id() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     // Answers in pairs, the second request first.
     let prog = helper(
@@ -106,6 +108,7 @@ fn replies_out_of_order_are_matched_by_id() {
 
 #[test]
 fn a_helper_that_crashes_fails_its_requests_and_is_replaced() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     let prog = helper(
         d.path(),
@@ -140,6 +143,7 @@ fn a_helper_that_crashes_fails_its_requests_and_is_replaced() {
 
 #[test]
 fn on_failure_allow_applies_to_helper_failures() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     let prog = helper(
         d.path(),
@@ -155,6 +159,7 @@ fn on_failure_allow_applies_to_helper_failures() {
 
 #[test]
 fn a_hung_helper_times_out_and_is_replaced() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     let prog = helper(
         d.path(),
@@ -175,6 +180,7 @@ fn a_hung_helper_times_out_and_is_replaced() {
 
 #[test]
 fn garbage_or_an_unknown_id_breaks_the_helper_a_malformed_verdict_fails_one_request() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     let prog = helper(
         d.path(),
@@ -212,6 +218,7 @@ fn garbage_or_an_unknown_id_breaks_the_helper_a_malformed_verdict_fails_one_requ
 
 #[test]
 fn a_helper_flooding_stderr_is_logged_capped_and_keeps_serving() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     let prog = helper(
         d.path(),
@@ -228,6 +235,7 @@ fn a_helper_flooding_stderr_is_logged_capped_and_keeps_serving() {
 
 #[test]
 fn a_helper_is_recycled_after_max_requests() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     let prog = helper(d.path(), "h", "", "reply(id_, 1)");
     let root = d.path().to_path_buf();
@@ -245,6 +253,7 @@ fn a_helper_is_recycled_after_max_requests() {
 
 #[test]
 fn children_and_concurrency_are_never_exceeded() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     // Each request is answered 0.3 s later from its own thread; the helper
     // records how many it had in flight at most.
@@ -322,6 +331,7 @@ fn gated(dir: &Path) -> PathBuf {
 
 #[test]
 fn sighup_swaps_pools_without_failing_requests_in_flight() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     let prog = gated(d.path());
     let root = d.path().to_path_buf();
@@ -350,6 +360,7 @@ fn sighup_swaps_pools_without_failing_requests_in_flight() {
 
 #[test]
 fn helpers_exit_when_jnhpd_stops() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     // Ignores the closing of its stdin: must be killed after 2 s.
     let prog = helper(
@@ -371,6 +382,7 @@ fn helpers_exit_when_jnhpd_stops() {
 /// own (they used to be killed at once with the runtime).
 #[test]
 fn sigterm_closes_helpers_stdin_and_lets_them_exit() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     // After its input ends it takes a moment to clean up, then says so.
     let prog = helper(
@@ -438,6 +450,7 @@ fn backing_off_is_idle(prog: &Path, extra: &str, d: tempfile::TempDir) {
 /// and again. The back-off must sleep, not spin (issue 21, item 1).
 #[test]
 fn a_helper_replying_with_wrong_ids_backs_off_without_spinning() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     let prog = helper(d.path(), "h", "", "reply(int(id_) + 1000, 1)");
     backing_off_is_idle(&prog, "", d);
@@ -520,6 +533,7 @@ fn an_orphan_of_a_running_helper_is_killed_as_soon_as_it_arrives() {
 /// item 16).
 #[test]
 fn concurrent_stores_are_spread_over_children() {
+    require!(Python3);
     let d = tempfile::tempdir().unwrap();
     let root = d.path().to_path_buf();
     let prog = helper(

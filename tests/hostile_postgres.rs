@@ -54,6 +54,7 @@ impl Drop for Frozen {
 /// front-end waits them out.
 #[test]
 fn sigint_releases_every_reservation() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("sigint");
     let dir = tempfile::tempdir().unwrap();
@@ -96,6 +97,7 @@ fn sigint_releases_every_reservation() {
 /// nothing answers) while validations hold leases.
 #[test]
 fn a_front_end_with_leases_stops_within_the_bound_when_the_database_is_frozen() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("frozen");
     let dir = tempfile::tempdir().unwrap();
@@ -144,6 +146,7 @@ fn a_front_end_with_leases_stops_within_the_bound_when_the_database_is_frozen() 
 /// table ... without its <prefix>_pending" — with a clear error, no panic.
 #[test]
 fn a_missing_pending_table_is_refused_at_start() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("nopending");
     {
@@ -246,6 +249,7 @@ fn schema_change_while_serving(
 
 #[test]
 fn a_renamed_value_column_is_a_clear_error() {
+    require!(Postgres);
     schema_change_while_serving(
         "ALTER TABLE jnhp_names RENAME value TO value_old",
         "ALTER TABLE jnhp_names RENAME value_old TO value",
@@ -259,6 +263,7 @@ fn a_renamed_value_column_is_a_clear_error() {
 
 #[test]
 fn a_renamed_names_table_is_a_clear_error() {
+    require!(Postgres);
     schema_change_while_serving(
         "ALTER TABLE jnhp_names RENAME TO jnhp_names_old",
         "ALTER TABLE jnhp_names_old RENAME TO jnhp_names",
@@ -272,6 +277,7 @@ fn a_renamed_names_table_is_a_clear_error() {
 
 #[test]
 fn a_renamed_pending_table_is_a_clear_error() {
+    require!(Postgres);
     schema_change_while_serving(
         "ALTER TABLE jnhp_pending RENAME TO jnhp_pending_old",
         "ALTER TABLE jnhp_pending_old RENAME TO jnhp_pending",
@@ -285,6 +291,7 @@ fn a_renamed_pending_table_is_a_clear_error() {
 
 #[test]
 fn a_value_column_made_nullable_is_found_after_a_reconnect() {
+    require!(Postgres);
     schema_change_while_serving(
         "ALTER TABLE jnhp_names ALTER value DROP NOT NULL",
         "ALTER TABLE jnhp_names ALTER value SET NOT NULL",
@@ -298,6 +305,7 @@ fn a_value_column_made_nullable_is_found_after_a_reconnect() {
 
 #[test]
 fn a_pending_expiry_without_time_zone_is_found_after_a_reconnect() {
+    require!(Postgres);
     schema_change_while_serving(
         "ALTER TABLE jnhp_pending ALTER expires_at TYPE timestamp",
         "ALTER TABLE jnhp_pending ALTER expires_at TYPE timestamptz",
@@ -311,6 +319,7 @@ fn a_pending_expiry_without_time_zone_is_found_after_a_reconnect() {
 
 #[test]
 fn a_write_id_column_of_another_type_is_found_after_a_reconnect() {
+    require!(Postgres);
     schema_change_while_serving(
         "ALTER TABLE jnhp_names ALTER write_id TYPE numeric",
         "ALTER TABLE jnhp_names ALTER write_id TYPE bigint",
@@ -352,6 +361,7 @@ fn start_within(config: &Path, limit: Duration) -> (Option<i32>, String) {
 /// every W00T!'s value in the table, every later GET agreeing.
 #[test]
 fn three_front_ends_racing_validated_stores_never_deadlock() {
+    require!(Postgres, Python3);
     let pg = Postgres::start_with(&["deadlock_timeout=20ms"]);
     let db = pg.create_db("three");
     let fronts: Vec<Server> = (0..3)
@@ -435,6 +445,7 @@ fn three_front_ends_racing_validated_stores_never_deadlock() {
 /// every request is answered, and memory is given back afterwards.
 #[test]
 fn memory_stays_bounded_while_the_database_is_stopped() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("outage");
     let front = Server::start(
@@ -516,6 +527,7 @@ fn memory_stays_bounded_while_the_database_is_stopped() {
 /// message once `connect_timeout_secs` is spent.
 #[test]
 fn a_frozen_database_at_start_is_given_up_after_connect_timeout_secs() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("frozenstart");
     let frozen = Frozen::new(&pg);
@@ -571,6 +583,7 @@ fn a_frozen_database_at_start_is_given_up_after_connect_timeout_secs() {
 /// database frozen while serving, then thawed.
 #[test]
 fn a_frozen_database_while_serving_is_answered_in_time_and_recovers() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("frozenserve");
     let front = Server::start(&config(&pg.tcp_url("postgres", &db), 15, ADMIN));
@@ -746,11 +759,13 @@ fn stalled_standby_with_leases(how: &'static str) {
 
 #[test]
 fn a_cancelled_standby_wait_never_makes_leased_stores_durable() {
+    require!(Postgres);
     stalled_standby_with_leases("pg_cancel_backend");
 }
 
 #[test]
 fn a_terminated_standby_wait_never_makes_leased_stores_durable() {
+    require!(Postgres);
     stalled_standby_with_leases("pg_terminate_backend");
 }
 
@@ -760,6 +775,7 @@ fn a_terminated_standby_wait_never_makes_leased_stores_durable() {
 /// `ERROR unservable value in storage`, one line each, never raw.
 #[test]
 fn more_values_the_protocol_cannot_carry() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("unservable");
     let front = Server::start(&config(&pg.url(&db), 15, ""));
@@ -808,6 +824,7 @@ fn more_values_the_protocol_cannot_carry() {
 /// not after the 30 s lease.
 #[test]
 fn a_store_waiting_across_a_lost_listen_connection_wakes() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("listen");
     let dir = tempfile::tempdir().unwrap();
@@ -848,6 +865,7 @@ fn a_store_waiting_across_a_lost_listen_connection_wakes() {
 /// same names, sent after the first lease period, wait and get RARGH!.
 #[test]
 fn a_validator_slower_than_the_lease_keeps_its_names() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("slow");
     let dir = tempfile::tempdir().unwrap();
@@ -889,6 +907,7 @@ fn a_validator_slower_than_the_lease_keeps_its_names() {
 /// the names table).
 #[test]
 fn reservations_are_released_at_sigterm_while_the_pool_is_stuck() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("stuck");
     let dir = tempfile::tempdir().unwrap();
@@ -955,6 +974,7 @@ fn reservations_are_released_at_sigterm_while_the_pool_is_stuck() {
 /// validators allow: A answers RARGH!, and every GET agrees with B.
 #[test]
 fn a_paused_front_end_never_stores_on_a_lapsed_lease() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("paused");
     let dir = tempfile::tempdir().unwrap();
@@ -1013,6 +1033,7 @@ fn a_paused_front_end_never_stores_on_a_lapsed_lease() {
 /// that every front-end serves.
 #[test]
 fn an_import_racing_front_ends_never_deadlocks() {
+    require!(Postgres);
     let pg = Postgres::start_with(&["deadlock_timeout=20ms"]);
     let db = pg.create_db("importrace");
     const N: usize = 3000;
@@ -1104,6 +1125,7 @@ fn an_import_racing_front_ends_never_deadlocks() {
 /// its value; no GET contradicts the table; the front-ends serve again.
 #[test]
 fn terminated_backends_never_break_write_once() {
+    require!(Postgres);
     let pg = std::sync::Arc::new(Postgres::start());
     let db = pg.create_db("killed");
     let dir = tempfile::tempdir().unwrap();
@@ -1208,6 +1230,7 @@ fn terminated_backends_never_break_write_once() {
 /// above the first round's by more than a few MiB.
 #[test]
 fn repeated_outages_do_not_leak_memory() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("leak");
     let front = Server::start(
@@ -1269,6 +1292,7 @@ fn repeated_outages_do_not_leak_memory() {
 /// another front-end's STORE of such a name does not wait out the lease.
 #[test]
 fn reservations_whose_answer_was_lost_are_released_at_sigterm() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("lostanswer");
     let dir = tempfile::tempdir().unwrap();
@@ -1327,6 +1351,7 @@ fn reservations_whose_answer_was_lost_are_released_at_sigterm() {
 /// never confuse the names table with the pending table.
 #[test]
 fn long_table_prefixes_are_refused_or_kept_apart() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("prefix");
     let p1 = format!("{}x", "a".repeat(63));
@@ -1380,6 +1405,7 @@ fn long_table_prefixes_are_refused_or_kept_apart() {
 /// once the database is up, both serve and /readyz is 200.
 #[test]
 fn the_admin_port_refuses_until_the_database_is_reached() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("adminearly");
     pg.stop_immediate();
@@ -1437,6 +1463,7 @@ fn the_admin_port_refuses_until_the_database_is_reached() {
 /// 30 s reservation — and a second STORE is RARGH!.
 #[test]
 fn warnings_from_a_trigger_do_not_strand_stores() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("warned");
     let dir = tempfile::tempdir().unwrap();
@@ -1498,6 +1525,7 @@ fn warnings_from_a_trigger_do_not_strand_stores() {
 /// taken), never an empty GET or a RARGH! EXISTS.
 #[test]
 fn reads_pipelined_after_a_waiting_store_observe_its_outcome() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("inorder");
     let dir = tempfile::tempdir().unwrap();
@@ -1536,6 +1564,7 @@ fn reads_pipelined_after_a_waiting_store_observe_its_outcome() {
 /// documented extras, not after connect_timeout_secs.
 #[test]
 fn signals_while_waiting_for_the_database_at_start() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("startsignals");
     pg.stop_immediate();
@@ -1586,6 +1615,7 @@ fn signals_while_waiting_for_the_database_at_start() {
 /// cached of the dropped table is an operator's business, not checked).
 #[test]
 fn a_dropped_names_table_put_back_serves_again() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("putback");
     let front = Server::start(&config(&pg.url(&db), 15, ADMIN));
@@ -1619,6 +1649,7 @@ fn a_dropped_names_table_put_back_serves_again() {
 /// the documented extras; no STORE was acknowledged.
 #[test]
 fn sigterm_with_a_stalled_standby_stops_within_the_bound() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("stalledstop");
     let dir = tempfile::tempdir().unwrap();

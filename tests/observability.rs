@@ -188,6 +188,7 @@ fn every_counter_has_exactly_the_expected_value() {
 /// formats' default, and the alert rules.
 #[test]
 fn promtool_accepts_the_metrics_and_the_alert_rules() {
+    require!(Promtool);
     let (server, admin) = instrumented(10);
     assert_eq!(server.connect().ask("STORE a 1"), "W00T!");
     let (_, head, body) = get(admin, "/metrics");
@@ -405,6 +406,7 @@ fn no_admin_port_is_bound_when_listen_is_empty() {
 /// are those of /status.
 #[test]
 fn the_status_page_renders_in_a_browser() {
+    require!(Chromium);
     let (server, admin) = instrumented(10);
     let mut c = server.connect();
     // Traffic over a few seconds, so the chart has points to draw.

@@ -57,6 +57,7 @@ fn replies_within(client: &mut Client, wait: Duration) {
 
 #[test]
 fn a_store_on_one_front_end_is_read_at_once_on_another() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("t");
     let a = front_end(&pg, &db);
@@ -90,6 +91,7 @@ fn a_store_on_one_front_end_is_read_at_once_on_another() {
 /// winner's value.
 #[test]
 fn racing_front_ends_store_each_name_exactly_once() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("race");
     let fronts: Vec<Server> = (0..3).map(|_| front_end(&pg, &db)).collect();
@@ -155,6 +157,7 @@ fn store_on_both(a: &Server, b: &Server, root: &Path, on_a: &str, on_b: &str) ->
 /// renewed past lease_secs meanwhile) and gets RARGH!.
 #[test]
 fn a_store_waits_for_a_validation_on_another_front_end_that_succeeds() {
+    require!(Postgres);
     let (_pg, a, b, root) = gated_and_plain();
     let (mut ca, mut cb) = store_on_both(&a, &b, &root, "good", "other");
     // Longer than lease_secs (2 s): renewals keep A's reservation.
@@ -170,6 +173,7 @@ fn a_store_waits_for_a_validation_on_another_front_end_that_succeeds() {
 /// then is stored once A's is refused.
 #[test]
 fn a_store_proceeds_when_the_validation_on_another_front_end_refuses() {
+    require!(Postgres);
     let (_pg, a, b, root) = gated_and_plain();
     let (mut ca, mut cb) = store_on_both(&a, &b, &root, "bad-one", "fine");
     replies_within(&mut cb, Duration::from_millis(500));
@@ -183,6 +187,7 @@ fn a_store_proceeds_when_the_validation_on_another_front_end_refuses() {
 /// name does not even start its validator.
 #[test]
 fn a_validation_waits_for_another_front_ends_validation() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("pend3");
     let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -209,6 +214,7 @@ fn a_validation_waits_for_another_front_ends_validation() {
 /// the name is stored.
 #[test]
 fn a_killed_front_ends_reservation_lapses() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("kill");
     let dir = tempfile::tempdir().unwrap();
@@ -235,6 +241,7 @@ fn a_killed_front_ends_reservation_lapses() {
 /// front-end and in the table.
 #[test]
 fn names_and_values_are_bytes() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("bytes");
     let a = front_end(&pg, &db);
@@ -391,6 +398,7 @@ fn record_history(addrs: &[SocketAddr], clients: usize, ops: usize, names: u64) 
 /// A concurrent history from three front-ends is a write-once register's.
 #[test]
 fn a_concurrent_history_is_linearizable_as_write_once_registers() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("hist");
     let fronts: Vec<Server> = (0..3).map(|_| front_end(&pg, &db)).collect();
@@ -448,6 +456,7 @@ fn the_history_checker_finds_violations() {
 /// service back without restarting jnhpd.
 #[test]
 fn the_database_stopped_and_started_under_load() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("outage");
     let fronts: Vec<Server> = (0..2).map(|_| front_end(&pg, &db)).collect();
@@ -537,6 +546,7 @@ fn the_database_stopped_and_started_under_load() {
 /// the log of a start, nor in the errors of a wrong one.
 #[test]
 fn the_password_is_never_shown() {
+    require!(Postgres);
     let pg = Postgres::start();
     let password = "Pw-0f-jnhp-4711";
     pg.psql(
@@ -638,6 +648,7 @@ fn an_unreachable_database_is_refused_at_start() {
 /// Tables of a schema version jnhpd does not know are refused.
 #[test]
 fn an_unknown_schema_version_is_refused() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("schema");
     drop(front_end(&pg, &db));
@@ -657,6 +668,7 @@ fn an_unknown_schema_version_is_refused() {
 /// with the counts (imported, present, conflicts).
 #[test]
 fn a_data_file_is_imported() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("import");
     // A local daemon writes the data file.
@@ -717,6 +729,7 @@ fn a_data_file_is_imported() {
 /// checking; verify-ca checks the chain.
 #[test]
 fn sslmode_is_honoured() {
+    require!(Postgres);
     let certs = tempfile::tempdir().unwrap();
     let ca = pki::Ca::new(certs.path(), "pg");
     let issued = ca.server(certs.path(), "server", 1);
@@ -802,6 +815,7 @@ fn sslmode_is_honoured() {
 /// connections fail until the file has the new one and jnhpd reloads.
 #[test]
 fn sighup_rereads_the_password_file() {
+    require!(Postgres);
     let pg = Postgres::start();
     pg.psql("postgres", "CREATE ROLE rot LOGIN PASSWORD 'first-Pw-1'");
     pg.psql("postgres", "CREATE DATABASE rotdb OWNER rot");
@@ -858,6 +872,7 @@ fn sighup_rereads_the_password_file() {
 /// then it serves.
 #[test]
 fn ready_only_once_connected() {
+    require!(Postgres);
     use std::os::unix::net::UnixDatagram;
     let pg = Postgres::start();
     let db = pg.create_db("ready");
@@ -916,6 +931,7 @@ fn ready_only_once_connected() {
 /// jnhpd_postgres_up and the PostgreSQL and cache metrics follow.
 #[test]
 fn readiness_and_metrics_follow_the_database() {
+    require!(Postgres);
     use common::{admin_addr, get};
     let pg = Postgres::start();
     let db = pg.create_db("obs");

@@ -25,6 +25,7 @@ use pg::Postgres;
 /// answered at once, not after the lease.
 #[test]
 fn sigterm_releases_every_reservation() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("leases");
     let dir = tempfile::tempdir().unwrap();
@@ -67,6 +68,7 @@ fn sigterm_releases_every_reservation() {
 /// renewal; live reservations stay.
 #[test]
 fn lapsed_reservation_rows_are_deleted() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("sweep");
     let front = Server::start(&config(&pg.url(&db), 1, ""));
@@ -95,6 +97,7 @@ fn lapsed_reservation_rows_are_deleted() {
 /// finalize's `DELETE … USING` locked shared rows in different orders.
 #[test]
 fn renewals_and_finalizes_never_deadlock() {
+    require!(Postgres, Python3);
     let pg = Postgres::start_with(&["deadlock_timeout=50ms"]);
     let db = pg.create_db("locks");
     let dir = tempfile::tempdir().unwrap();
@@ -155,6 +158,7 @@ fn renewals_and_finalizes_never_deadlock() {
 /// changed table with the same words.
 #[test]
 fn a_changed_column_type_is_a_clear_error_not_a_panic() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("altered");
     let front = Server::start(&config(
@@ -202,6 +206,7 @@ fn a_changed_column_type_is_a_clear_error_not_a_panic() {
 /// a clear error in the log, not ready, no panic.
 #[test]
 fn a_dropped_table_is_a_clear_error_not_a_panic() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("dropped");
     let front = Server::start(&config(
@@ -248,6 +253,7 @@ fn waiting_config(dir: &Path, pg: &Postgres, db: &str) -> std::path::PathBuf {
 /// the port serves.
 #[test]
 fn the_port_refuses_clients_until_the_database_is_reached() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("early");
     pg.stop_immediate();
@@ -290,6 +296,7 @@ fn the_port_refuses_clients_until_the_database_is_reached() {
 /// PostgreSQL is there the same socket serves.
 #[test]
 fn a_socket_from_systemd_answers_until_the_database_is_reached() {
+    require!(Postgres);
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let pg = Postgres::start();
@@ -354,6 +361,7 @@ fn a_socket_from_systemd_answers_until_the_database_is_reached() {
 /// waited for the engine).
 #[test]
 fn a_busy_front_end_stops_within_the_documented_bound() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("stop");
     let mut front = Server::start(

@@ -202,6 +202,7 @@ fn metric(front: &Server, key: &str) -> u64 {
 /// GET serves them and a STORE of the name is `RARGH!`.
 #[test]
 fn stores_whose_wait_for_the_standby_ended_early_are_never_acknowledged() {
+    require!(Postgres);
     let pg = Arc::new(Postgres::start());
     let db = pg.create_db("t");
     let front = front_end(&pg, &db, "");
@@ -278,6 +279,7 @@ fn stores_whose_wait_for_the_standby_ended_early_are_never_acknowledged() {
 /// answered at once. Once the standby setting is lifted, all three see it.
 #[test]
 fn rows_committed_on_the_primary_only_are_not_served_until_durable() {
+    require!(Postgres);
     let pg = Arc::new(Postgres::start());
     let db = pg.create_db("t");
     let front = front_end(&pg, &db, "");
@@ -347,6 +349,7 @@ fn rows_committed_on_the_primary_only_are_not_served_until_durable() {
 /// name is taken), and nothing of them is cached.
 #[test]
 fn values_the_protocol_cannot_carry_are_answered_error_never_raw() {
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("t");
     let front = front_end(&pg, &db, "[server]\nmax_value_bytes = 16\n");
@@ -578,6 +581,7 @@ fn psql_at(dir: &std::path::Path, port: u16, sql: &str) -> String {
 /// are answered as durable; once the standby runs again, they are.
 #[test]
 fn a_stalled_real_standby_confirms_nothing_and_nothing_is_answered_as_durable() {
+    require!(Postgres);
     let pg = Arc::new(Postgres::start());
     let db = pg.create_db("t");
     let mut standby = Standby::start(&pg);

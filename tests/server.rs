@@ -699,6 +699,7 @@ fn lines_in(path: &std::path::Path) -> usize {
 /// is still answered once the validator is, and the memory comes back.
 #[test]
 fn large_values_in_flight_stay_within_the_budget_and_memory_comes_back() {
+    require!(Python3);
     const MIB: u64 = 1024;
     const BUDGET: u64 = 16 * MIB;
     const VALUE: usize = 8 << 20;
@@ -756,6 +757,7 @@ fn large_values_in_flight_stay_within_the_budget_and_memory_comes_back() {
 /// memory back.
 #[test]
 fn pipelined_stores_in_flight_stay_within_the_budget_and_memory_comes_back() {
+    require!(Python3);
     const MIB: u64 = 1024;
     const CLIENTS: usize = 800;
     const PER_CLIENT: usize = 300;

@@ -491,6 +491,7 @@ fn peer_subjects_reach_validators_decoded_and_escaped() {
 /// Clients nobody here wrote: `openssl s_client` and `socat`.
 #[test]
 fn openssl_s_client_and_socat_store_and_read() {
+    require!(Openssl, Socat);
     let (server, s) = start(setup(), "");
     let addr = server.tls_addrs[0];
     // Each tool gets the requests on stdin, which stays open until the

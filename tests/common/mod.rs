@@ -2,6 +2,8 @@
 //! blocking line client.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod need;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

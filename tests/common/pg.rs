@@ -11,20 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-/// The newest installed server's binaries.
+/// The newest installed server's binaries (tests call `require!(Postgres)`
+/// first, which checks with the same function).
 fn bindir() -> PathBuf {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("postgres").exists().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin).expect(
+    crate::common::need::postgres_bindir().expect(
         "PostgreSQL server binaries not found under /usr/lib/postgresql: \
          install Debian's postgresql package (.ci/run does)",
     )

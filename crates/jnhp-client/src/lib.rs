@@ -234,17 +234,57 @@ impl Client {
 }
 
 /// A TCP connection to `addr` within `timeout`, with Nagle off.
+///
+/// `addr` is `host:port`: an IPv4 address, an IPv6 address in brackets
+/// (`[::1]:8111`) or a host name, which is resolved (tokio's lookup, the
+/// system resolver) and each of its addresses tried in turn until one
+/// connects; `timeout` bounds the lookup and every attempt together.
 pub async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
     let connect_error = |reason: String| ClientError::Connect {
         addr: addr.to_string(),
         reason,
     };
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let attempt = async {
+        let candidates: Vec<std::net::SocketAddr> = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| connect_error(lookup_failure(addr, &e)))?
+            .collect();
+        let mut failures = Vec::new();
+        for candidate in &candidates {
+            match TcpStream::connect(candidate).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => failures.push(format!("{candidate}: {e}")),
+            }
+        }
+        Err(connect_error(match failures.len() {
+            0 => "the name resolves to no address".to_string(),
+            // One address: it is `addr` or what its name resolved to.
+            1 => failures
+                .remove(0)
+                .split_once(": ")
+                .map_or_else(String::new, |(_, e)| e.to_string()),
+            _ => failures.join("; "),
+        }))
+    };
+    let stream = tokio::time::timeout(timeout, attempt)
         .await
-        .map_err(|_| connect_error(format!("timed out after {timeout:?}")))?
-        .map_err(|e| connect_error(e.to_string()))?;
+        .map_err(|_| connect_error(format!("timed out after {timeout:?}")))??;
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// Why `addr` gave no address to connect to, in words an operator can act
+/// on: not of the form `host:port` at all, or a host the resolver does not
+/// know.
+fn lookup_failure(addr: &str, error: &std::io::Error) -> String {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            format!("cannot resolve the host name {host}: {error}")
+        }
+        _ => {
+            "not host:port (for example 127.0.0.1:8111, [::1]:8111 or db.example:8111)".to_string()
+        }
+    }
 }
 
 /// A TLS stream to `addr` for `server_name`, handshake done within

@@ -31,6 +31,7 @@ pub struct BenchArgs {
     /// jnhp | resp | memcache
     #[arg(long, default_value = "jnhp")]
     pub protocol: Protocol,
+    /// Connections opened at once.
     #[arg(long, default_value_t = 50)]
     pub connections: usize,
     /// Requests in flight per connection (closed loop).
@@ -39,14 +40,16 @@ pub struct BenchArgs {
     /// STORE:EXISTS:GET weights.
     #[arg(long, default_value = "10:10:80")]
     pub mix: String,
-    /// Names the workload uses (prefilled before measuring).
+    /// How many names the workload uses (prefilled before measuring).
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
+    /// Bytes in each value stored.
     #[arg(long, default_value_t = 32)]
     pub value_size: usize,
     /// Every request is a STORE of a new name (expects every one stored).
     #[arg(long)]
     pub unique_stores: bool,
+    /// How long to measure, in seconds (after the prefill).
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
     /// Open loop: this many requests per second in all, on a schedule.

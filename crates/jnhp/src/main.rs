@@ -4,6 +4,7 @@
 //! absent, 2 = an error (the message is on stderr).
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,13 +17,21 @@ use jnhp_client::Client;
 mod bench;
 mod names;
 mod stats;
+mod stdin_value;
 mod tls;
 
 #[derive(Parser)]
 #[command(version, about = "A client for jnhpd (JNHP/1)")]
 struct Cli {
-    /// The server's host:port.
-    #[arg(long, default_value = "127.0.0.1:8111", global = true)]
+    /// The server's host:port: a host name (each of its addresses is
+    /// tried in turn), an IPv4 address, or an IPv6 address in brackets
+    /// (`[::1]:8111`). The flag wins over the environment.
+    #[arg(
+        long,
+        env = "JNHP_ADDR",
+        default_value = "127.0.0.1:8111",
+        global = true
+    )]
     addr: String,
     /// Seconds to wait for the connection and for each reply (more than 0,
     /// at most 86400).
@@ -67,11 +76,25 @@ fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
 #[derive(Subcommand)]
 enum Command {
     /// Store VALUE under NAME (exit 0 stored, 1 not stored).
-    Store { name: OsString, value: OsString },
+    Store {
+        /// The name (no blanks).
+        name: OsString,
+        /// The value (one line), or `-` to read it from standard input to
+        /// its end (at most 16 MiB; exactly one trailing newline, "\n" or
+        /// "\r\n", is removed, as `echo` adds one; a line break anywhere
+        /// else is refused, exit 2).
+        value: OsString,
+    },
     /// Is NAME stored? (exit 0 yes, 1 no)
-    Exists { name: OsString },
+    Exists {
+        /// The name.
+        name: OsString,
+    },
     /// Print NAME's value (exit 0 found, 1 absent).
-    Get { name: OsString },
+    Get {
+        /// The name.
+        name: OsString,
+    },
     /// Send request lines from stdin (pipelined), print the replies.
     Batch,
     /// Load generator: JNHP, Redis (RESP) or memcached, same workload.
@@ -133,14 +156,25 @@ async fn run(cli: Cli) -> u8 {
             return 2;
         }
     };
-    let result = match cli.command {
+    let request = match cli.command {
         Command::Batch => return batch(&cli.addr, tls.as_ref(), timeout).await,
         Command::Bench(args) => return bench::run(&cli.addr, args, tls).await,
         Command::Stats(args) => return stats::run(args, timeout).await,
         Command::Names(args) => return names::run(args, timeout).await,
-        command => one_request(&cli.addr, tls.as_ref(), timeout, command).await,
+        Command::Store { name, value } if value == "-" => {
+            match stdin_value::read(tokio::io::stdin()).await {
+                Ok(value) => Request::Store(name, value),
+                Err(e) => {
+                    eprintln!("jnhp: {e}");
+                    return 2;
+                }
+            }
+        }
+        Command::Store { name, value } => Request::Store(name, value.as_bytes().to_vec()),
+        Command::Exists { name } => Request::Exists(name),
+        Command::Get { name } => Request::Get(name),
     };
-    match result {
+    match one_request(&cli.addr, tls.as_ref(), timeout, request).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("jnhp: {e}");
@@ -149,11 +183,18 @@ async fn run(cli: Cli) -> u8 {
     }
 }
 
+/// The commands that send one request and exit with its answer.
+enum Request {
+    Store(OsString, Vec<u8>),
+    Exists(OsString),
+    Get(OsString),
+}
+
 async fn one_request(
     addr: &str,
     tls: Option<&tls::TlsTarget>,
     timeout: Duration,
-    command: Command,
+    request: Request,
 ) -> Result<u8, jnhp_client::ClientError> {
     let client = match tls {
         None => Client::connect(addr, timeout).await?,
@@ -161,23 +202,30 @@ async fn one_request(
             Client::connect_tls(addr, &tls.server_name, tls.config.clone(), timeout).await?
         }
     };
-    let yes = match command {
-        Command::Store { name, value } => client.store(name.as_bytes(), value.as_bytes()).await?,
-        Command::Exists { name } => client.exists(name.as_bytes()).await?,
-        Command::Get { name } => match client.get(name.as_bytes()).await? {
+    let (yes, name, miss) = match request {
+        Request::Store(name, value) => (
+            client.store(name.as_bytes(), &value).await?,
+            name,
+            "not stored (RARGH!: the name is taken, or a validator said no)",
+        ),
+        Request::Exists(name) => (client.exists(name.as_bytes()).await?, name, "absent"),
+        Request::Get(name) => match client.get(name.as_bytes()).await? {
             Some(value) => {
                 let mut out = tokio::io::stdout();
                 let _ = out.write_all(&value).await;
                 let _ = out.write_all(b"\n").await;
                 let _ = out.flush().await;
-                true
+                (true, name, "")
             }
-            None => false,
+            None => (false, name, "absent"),
         },
-        Command::Batch | Command::Bench(_) | Command::Stats(_) | Command::Names(_) => {
-            unreachable!("handled by run")
-        }
     };
+    // A person at a terminal sees why nothing happened; a script (stderr
+    // not a terminal) gets the exit status alone, as before.
+    if !yes && std::io::stderr().is_terminal() {
+        let name = String::from_utf8_lossy(name.as_bytes());
+        eprintln!("jnhp: {}: {miss}", name.escape_debug());
+    }
     Ok(if yes { 0 } else { 1 })
 }
 
@@ -304,5 +352,37 @@ impl ReplyCounter {
                 self.head.push(b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand and every option or argument a user can see says
+    /// what it is for (`jnhp --help`, `jnhp bench --help`, the man page).
+    #[test]
+    fn every_option_and_subcommand_has_help_text() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    missing.push(name.clone());
+                }
+                walk(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "jnhp", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

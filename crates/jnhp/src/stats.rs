@@ -11,8 +11,14 @@ use serde_json::Value;
 
 #[derive(clap::Args)]
 pub struct StatsArgs {
-    /// The admin listener's host:port.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9111")]
+    /// The admin listener's host:port (a host name, an IPv4 address, or an
+    /// IPv6 address in brackets: `[::1]:9111`).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "JNHP_ADMIN_ADDR",
+        default_value = "127.0.0.1:9111"
+    )]
     admin: String,
     /// Print the `/status` document as it is.
     #[arg(long, conflicts_with = "watch")]
@@ -42,9 +48,10 @@ pub async fn get(
     timeout: Duration,
 ) -> Result<(hyper::StatusCode, Bytes), String> {
     let get = async {
-        let stream = tokio::net::TcpStream::connect(admin)
+        // The same address rules as the JNHP port's: host names, [v6]:port.
+        let stream = jnhp_client::connect_tcp(admin, timeout)
             .await
-            .map_err(|e| format!("cannot connect to {admin}: {e}"))?;
+            .map_err(|e| e.to_string())?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("{admin}: {e}"))?;

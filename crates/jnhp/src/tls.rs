@@ -1,6 +1,13 @@
-//! `--tls`, `--ca`, `--cert`, `--key`, `--server-name`: the client side
-//! of JNHP/1 over TLS, for every subcommand.
+//! `--tls`, `--ca`, `--tls-client-cert`, `--tls-client-key`,
+//! `--server-name`: the client side of JNHP/1 over TLS, for every
+//! subcommand.
+//!
+//! The client certificate options carry `tls-client-` so that, next to
+//! `bench --keys N` (the size of the key space), nobody reads the private
+//! key's option as a count; `--cert` and `--key` still work (hidden
+//! aliases, for scripts written before).
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +27,23 @@ pub struct TlsArgs {
     #[arg(long, value_name = "FILE", global = true, requires = "tls")]
     pub ca: Option<PathBuf>,
     /// Client certificate chain (PEM), for servers that ask (mutual TLS).
-    #[arg(long, value_name = "FILE", global = true, requires_all = ["tls", "key"])]
-    pub cert: Option<PathBuf>,
+    #[arg(
+        long = "tls-client-cert",
+        alias = "cert",
+        value_name = "FILE",
+        global = true,
+        requires_all = ["tls", "client_key"]
+    )]
+    pub client_cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, value_name = "FILE", global = true, requires_all = ["tls", "cert"])]
-    pub key: Option<PathBuf>,
+    #[arg(
+        long = "tls-client-key",
+        alias = "key",
+        value_name = "FILE",
+        global = true,
+        requires_all = ["tls", "client_cert"]
+    )]
+    pub client_key: Option<PathBuf>,
     /// The name the server's certificate must carry; default: the host of
     /// --addr.
     #[arg(long, value_name = "NAME", global = true, requires = "tls")]
@@ -55,9 +74,8 @@ impl TlsArgs {
         let mut roots = rustls::RootCertStore::empty();
         match &self.ca {
             Some(ca) => {
-                for cert in CertificateDer::pem_file_iter(ca)
-                    .map_err(|e| format!("--ca {}: {e}", ca.display()))?
-                {
+                let pem = read_pem_file(ca).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+                for cert in CertificateDer::pem_slice_iter(&pem) {
                     let cert = cert.map_err(|e| format!("--ca {}: {e}", ca.display()))?;
                     roots
                         .add(cert)
@@ -73,16 +91,19 @@ impl TlsArgs {
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots);
-        let config = match (&self.cert, &self.key) {
+        let config = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => {
-                let chain = CertificateDer::pem_file_iter(cert)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("--cert {}: {e}", cert.display()))?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("--key {}: {e}", key.display()))?;
+                let cert_error = |e: String| format!("--tls-client-cert {}: {e}", cert.display());
+                let key_error = |e: String| format!("--tls-client-key {}: {e}", key.display());
+                let chain =
+                    CertificateDer::pem_slice_iter(&read_pem_file(cert).map_err(cert_error)?)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| cert_error(e.to_string()))?;
+                let key = PrivateKeyDer::from_pem_slice(&read_pem_file(key).map_err(key_error)?)
+                    .map_err(|e| key_error(e.to_string()))?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("--cert/--key: {e}"))?
+                    .map_err(|e| format!("--tls-client-cert/--tls-client-key: {e}"))?
             }
             _ => builder.with_no_client_auth(),
         };
@@ -95,6 +116,40 @@ impl TlsArgs {
             server_name,
         }))
     }
+}
+
+/// The most a PEM file given to `jnhp` may hold: far more than any
+/// certificate chain, key or CA bundle (a system's whole bundle is a few
+/// hundred KiB), far less than would hurt.
+pub const MAX_PEM_BYTES: u64 = 4 << 20;
+
+/// A PEM file's bytes: a regular file (a FIFO or a device such as
+/// /dev/zero would block or never end) of at most `MAX_PEM_BYTES`.
+pub fn read_pem_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    // Checked on the opened file, so what is read is what was checked;
+    // opening a FIFO without a writer would block, hence O_NONBLOCK (the
+    // flag does not change reads of a regular file).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_PEM_BYTES {
+        return Err(format!("larger than {MAX_PEM_BYTES} bytes"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(format!("larger than {MAX_PEM_BYTES} bytes"));
+    }
+    Ok(bytes)
 }
 
 /// The host part of `host:port` (`[::1]:8112` → `::1`).

@@ -207,9 +207,9 @@ fn jnhp_speaks_tls_with_a_client_certificate() {
         "--tls",
         "--ca",
         &ca_pem,
-        "--cert",
+        "--tls-client-cert",
         &cert,
-        "--key",
+        "--tls-client-key",
         &key,
         "--server-name",
         "localhost",
@@ -244,6 +244,23 @@ fn jnhp_speaks_tls_with_a_client_certificate() {
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["errors"], 0);
     assert!(report["requests"].as_u64().unwrap() > 0);
+    // The spellings from before the rename still work.
+    let (code, out, err) = jnhp(&[
+        "--addr",
+        &addr,
+        "--tls",
+        "--ca",
+        &ca_pem,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--server-name",
+        "localhost",
+        "get",
+        "a",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "over tls\n"), "{err}");
     // No client certificate: refused, exit 2.
     let (code, _, err) = jnhp(&["--addr", &addr, "--tls", "--ca", &ca_pem, "get", "a"]);
     assert_eq!(code, 2, "{err}");
@@ -305,4 +322,285 @@ fn jnhp_stats_shows_the_status_and_live_traffic() {
     let (code, _, err) = jnhp(&["stats", "--admin", "127.0.0.1:1"]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot connect"), "{err}");
+}
+
+/// `jnhp` with `env` set (and `JNHP_ADDR` only if `env` sets it), stdin
+/// from `stdin`, stderr to `stderr` (piped when `None`); fails the test
+/// unless it exits within `common::PATIENCE`.
+fn jnhp_in(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: std::process::Stdio,
+    stderr: Option<std::process::Stdio>,
+) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jnhp"));
+    cmd.args(args)
+        .env_remove("JNHP_ADDR")
+        .env_remove("JNHP_ADMIN_ADDR")
+        .envs(env.iter().copied())
+        .stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr.unwrap_or_else(std::process::Stdio::piped));
+    let child = cmd.spawn().unwrap();
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let out = wait
+        .recv_timeout(common::PATIENCE)
+        .unwrap_or_else(|_| panic!("jnhp {args:?} did not exit within {:?}", common::PATIENCE))
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn null() -> std::process::Stdio {
+    std::process::Stdio::null()
+}
+
+/// An address nothing listens on (bound, then closed).
+fn dead_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn the_server_comes_from_jnhp_addr_and_the_flag_wins() {
+    let s = Server::start("");
+    let addr = s.addr().to_string();
+    let dead = dead_addr();
+    let env = [("JNHP_ADDR", addr.as_str())];
+    assert_eq!(jnhp_in(&["store", "a", "1"], &env, null(), None).0, 0);
+    assert_eq!(
+        jnhp_in(&["get", "a"], &env, null(), None),
+        (0, "1\n".into(), String::new())
+    );
+    // --addr wins over the environment, both ways.
+    let env_dead = [("JNHP_ADDR", dead.as_str())];
+    assert_eq!(
+        jnhp_in(&["--addr", &addr, "exists", "a"], &env_dead, null(), None).0,
+        0
+    );
+    let (code, _, err) = jnhp_in(&["--addr", &dead, "exists", "a"], &env, null(), None);
+    assert_eq!(code, 2);
+    assert!(err.contains(&format!("cannot connect to {dead}")), "{err}");
+}
+
+#[test]
+fn host_names_and_ipv6_addresses_are_resolved_and_bad_ones_explained() {
+    let s = Server::start("[admin]\nlisten = [\"127.0.0.1:0\"]\n");
+    let port = s.addr().port();
+    let by_name = format!("localhost:{port}");
+    let (code, _, err) = jnhp_in(&["--addr", &by_name, "store", "n", "v"], &[], null(), None);
+    assert_eq!(code, 0, "{err}");
+    let env = [("JNHP_ADDR", by_name.as_str())];
+    assert_eq!(
+        jnhp_in(&["get", "n"], &env, null(), None),
+        (0, "v\n".into(), String::new())
+    );
+    // bench takes the same addresses.
+    let (code, out, err) = jnhp_in(
+        &[
+            "--addr",
+            &by_name,
+            "bench",
+            "--seconds",
+            "0.3",
+            "--connections",
+            "1",
+            "--keys",
+            "10",
+            "--json",
+            "--quiet",
+        ],
+        &[],
+        null(),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["errors"], 0);
+    // So does stats, for the admin listener.
+    let admin = common::admin_addr(&s);
+    let admin_by_name = format!("localhost:{}", admin.port());
+    let (code, out, err) = jnhp_in(
+        &["stats", "--admin", &admin_by_name, "--json"],
+        &[],
+        null(),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"names\""), "{out}");
+    // A name nobody knows, and no port at all: exit 2, saying which.
+    let (code, _, err) = jnhp_in(
+        &["--addr", "no-such-host.invalid:8111", "get", "n"],
+        &[],
+        null(),
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cannot resolve the host name no-such-host.invalid"),
+        "{err}"
+    );
+    let (code, _, err) = jnhp_in(&["--addr", "localhost", "get", "n"], &[], null(), None);
+    assert_eq!(code, 2);
+    assert!(err.contains("not host:port"), "{err}");
+    let (code, _, err) = jnhp_in(
+        &["stats", "--admin", "no-such-host.invalid:9111"],
+        &[],
+        null(),
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cannot resolve the host name no-such-host.invalid"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_ipv6_address_in_brackets_is_a_server_address() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    }
+    let s = Server::start_with("", &["--listen", "[::1]:0"]);
+    let addr = s.addr().to_string();
+    assert!(addr.starts_with("[::1]:"), "{addr}");
+    assert_eq!(
+        jnhp_in(&["--addr", &addr, "store", "six", "yes"], &[], null(), None).0,
+        0
+    );
+    assert_eq!(
+        jnhp_in(&["--addr", &addr, "get", "six"], &[], null(), None),
+        (0, "yes\n".into(), String::new())
+    );
+}
+
+#[test]
+fn store_dash_reads_the_value_from_stdin() {
+    let s = Server::start("");
+    let addr = s.addr().to_string();
+    let store =
+        |name: &str, input: &[u8]| jnhp_with_stdin(&["--addr", &addr, "store", name, "-"], input);
+    let get = |name: &str| jnhp(&["--addr", &addr, "get", name]);
+    // As `echo` writes it: one line end, removed.
+    assert_eq!(store("echoed", b"hello,  world\n").0, 0);
+    assert_eq!(get("echoed").1, "hello,  world\n");
+    assert_eq!(store("crlf", b"windows\r\n").0, 0);
+    assert_eq!(get("crlf").1, "windows\n");
+    assert_eq!(store("bare", b"no line end").0, 0);
+    assert_eq!(get("bare").1, "no line end\n");
+    // Stored once, like any other STORE.
+    assert_eq!(store("echoed", b"again\n").0, 1);
+    // A line break inside (or two at the end) is refused before sending.
+    for (name, input) in [
+        ("inner", &b"one\ntwo\n"[..]),
+        ("two-ends", b"one\n\n"),
+        ("cr", b"one\rtwo"),
+    ] {
+        let (code, _, err) = store(name, input);
+        assert_eq!(code, 2, "{name}");
+        assert!(err.contains("line break"), "{name}: {err}");
+        assert_eq!(jnhp(&["--addr", &addr, "exists", name]).0, 1, "{name}");
+    }
+    // An endless input stops at the bound with a clear message.
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let (code, _, err) = jnhp_in(
+        &["--addr", &addr, "store", "endless", "-"],
+        &[],
+        zero.into(),
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("longer than 16777216 bytes"), "{err}");
+    assert_eq!(jnhp(&["--addr", &addr, "exists", "endless"]).0, 1);
+    // The help says so.
+    let (_, help, _) = jnhp(&["store", "--help"]);
+    assert!(help.contains("standard input"), "{help}");
+}
+
+/// stderr on a real terminal (a pseudo-terminal): a miss is said there; a
+/// script's stderr (a pipe) stays empty and the exit status tells.
+#[test]
+fn a_miss_on_a_terminal_says_so_and_scripts_keep_silent() {
+    use std::io::Read;
+    let s = Server::start("");
+    let addr = s.addr().to_string();
+    assert_eq!(jnhp(&["--addr", &addr, "store", "taken", "v"]).0, 0);
+    let on_terminal = |args: &[&str]| -> (i32, String) {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let (code, _, _) = jnhp_in(args, &[], null(), Some(pty.slave.into()));
+        // The child is gone and the parent's copy of the terminal side was
+        // moved into it: reading the other side ends (EIO) after its text.
+        let mut master = std::fs::File::from(pty.master);
+        let mut text = Vec::new();
+        let _ = master.read_to_end(&mut text);
+        (code, String::from_utf8_lossy(&text).into_owned())
+    };
+    let (code, text) = on_terminal(&["--addr", &addr, "get", "nobody"]);
+    assert_eq!((code, text.trim_end()), (1, "jnhp: nobody: absent"));
+    let (code, text) = on_terminal(&["--addr", &addr, "exists", "nobody"]);
+    assert_eq!((code, text.trim_end()), (1, "jnhp: nobody: absent"));
+    let (code, text) = on_terminal(&["--addr", &addr, "store", "taken", "w"]);
+    assert_eq!(code, 1);
+    assert!(text.starts_with("jnhp: taken: not stored"), "{text}");
+    let (code, text) = on_terminal(&["--addr", &addr, "get", "taken"]);
+    assert_eq!((code, text.as_str()), (0, ""));
+    // Not a terminal: the exit status alone.
+    for args in [["get", "nobody"], ["exists", "nobody"], ["store", "taken"]] {
+        let mut args = args.to_vec();
+        if args[0] == "store" {
+            args.push("w");
+        }
+        let (code, out, err) = jnhp(&[&["--addr", addr.as_str()][..], &args].concat());
+        assert_eq!((code, out.as_str(), err.as_str()), (1, "", ""), "{args:?}");
+    }
+}
+
+/// The files `--tls` reads are bounded and must be regular files: a FIFO
+/// nobody writes, /dev/zero or a huge file is refused at once, exit 2.
+#[test]
+fn tls_files_that_are_not_regular_or_too_large_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let huge = dir.path().join("huge.pem");
+    std::fs::write(&huge, vec![b'A'; 5 << 20]).unwrap();
+    let ca = pki::Ca::new(dir.path(), "main");
+    let client = ca.client(dir.path(), "client", "cli");
+    let dead = dead_addr();
+    let (fifo, huge, cert, key) = (
+        fifo.display().to_string(),
+        huge.display().to_string(),
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+    );
+    for (args, says) in [
+        (vec!["--ca", fifo.as_str()], "not a regular file"),
+        (vec!["--ca", "/dev/zero"], "not a regular file"),
+        (vec!["--ca", huge.as_str()], "larger than"),
+        (
+            vec!["--tls-client-cert", &cert, "--tls-client-key", &fifo],
+            "not a regular file",
+        ),
+        (
+            vec!["--tls-client-cert", &huge, "--tls-client-key", &key],
+            "larger than",
+        ),
+    ] {
+        let all = [
+            &["--addr", dead.as_str(), "--tls"][..],
+            &args,
+            &["get", "a"],
+        ]
+        .concat();
+        let (code, _, err) = jnhp_in(&all, &[], null(), None);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }
