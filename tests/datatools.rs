@@ -610,6 +610,7 @@ fn export_import_round_trip_into_postgres_is_byte_for_byte() {
     let export = dir.path().join("export.jsonl");
     let ran = jnhpd(dir.path(), &["data", "export", p(&data), "-o", p(&export)]);
     assert_eq!(ran.code, 0, "{}", ran.all());
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("datatools");
     let pg_config = format!(
@@ -1060,13 +1061,9 @@ fn the_daemon_flags_and_the_data_commands_do_not_mix() {
 
 /// The newest installed PostgreSQL's bin directory (pg_dump, pg_restore).
 fn pg_bin(program: &str) -> PathBuf {
-    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
-        .collect();
-    dirs.sort();
-    dirs.pop().unwrap().1.join("bin").join(program)
+    common::need::postgres_bindir()
+        .expect("require!(Postgres) checked it")
+        .join(program)
 }
 
 /// docs/backup.md's PostgreSQL recipes: a pg_dump of the two tables
@@ -1078,6 +1075,7 @@ fn the_postgres_recipes_of_the_backup_page_work() {
     let dir = tempfile::tempdir().unwrap();
     let records = binary_records();
     let data = written_by_jnhpd(dir.path(), "names.data", &records);
+    require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("source");
     let pg_config = |db: &str| {

@@ -509,6 +509,7 @@ fn a_thousand_long_polls_stay_bounded_and_do_not_hold_up_shutdown() {
 
 #[test]
 fn postgres_lists_in_name_order_across_front_ends() {
+    require!(Postgres);
     let pg = pg::Postgres::start();
     let url = pg.url(&pg.create_db("listing"));
     let front = |list: bool| {
@@ -575,6 +576,7 @@ fn postgres_lists_in_name_order_across_front_ends() {
 
 #[test]
 fn a_postgres_page_is_bounded_by_bytes_and_paging_still_sees_every_name() {
+    require!(Postgres);
     let pg = pg::Postgres::start();
     let url = pg.url(&pg.create_db("listing_bytes"));
     let server = Server::start(&format!(
