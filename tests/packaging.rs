@@ -153,3 +153,72 @@ fn the_packaged_config_is_valid() {
     );
     assert_eq!(code, 0, "{out}");
 }
+
+/// The sections of a man page, and every `name(section)` it refers to.
+fn man_page(path: &Path) -> (Vec<String>, Vec<String>) {
+    let roff = std::fs::read_to_string(path).unwrap();
+    let sections = roff
+        .lines()
+        .filter_map(|l| l.strip_prefix(".SH "))
+        .map(|s| s.trim_matches('"').to_string())
+        .collect();
+    // Font changes and escaped hyphens out: `\fBjnhp\fR(1)`, `jnhp\-store(1)`,
+    // `.BR jnhp (1)`.
+    let text = roff
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "")
+        .replace("\\-", "-")
+        .replace(".BR ", "")
+        .replace(" (", "(");
+    let mut references = Vec::new();
+    for (at, _) in text.match_indices('(') {
+        let digit = text[at + 1..].chars().next();
+        if !(digit.is_some_and(|d| d.is_ascii_digit()) && text[at + 2..].starts_with(')')) {
+            continue;
+        }
+        let start = text[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            .map_or(0, |i| i + 1);
+        if start < at {
+            references.push(text[start..at + 3].to_string());
+        }
+    }
+    (sections, references)
+}
+
+/// jnhpd(8) has the sections an operator looks for, and names no page the
+/// package does not ship (clap_mangen's own rendering named one page per
+/// subcommand, `jnhpd-data(8)`, none of which exists).
+#[test]
+fn the_man_page_has_the_operator_sections_and_names_only_shipped_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = run_to_exit(
+        &["--write-man-pages", dir.path().to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}");
+    let (sections, references) = man_page(&dir.path().join("jnhpd.8"));
+    for wanted in [
+        "NAME",
+        "SYNOPSIS",
+        "OPTIONS",
+        "FILES",
+        "ENVIRONMENT",
+        "SIGNALS",
+        "EXIT STATUS",
+        "SEE ALSO",
+    ] {
+        assert!(
+            sections.iter().any(|s| s == wanted),
+            "no {wanted} in {sections:?}"
+        );
+    }
+    assert!(references.iter().any(|r| r == "jnhp(1)"), "{references:?}");
+    for reference in references {
+        assert!(
+            ["jnhpd(8)", "jnhp(1)"].contains(&reference.as_str()),
+            "jnhpd.8 names {reference}, which the package does not ship"
+        );
+    }
+}
