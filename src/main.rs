@@ -15,6 +15,7 @@ use jnhpd::validator::reaper;
 use sd_notify::NotifyState;
 
 mod data_command;
+mod man_page;
 
 /// jnhpd: a write-once key-value daemon speaking JNHP/1.
 #[derive(Debug, Parser)]
@@ -81,9 +82,7 @@ fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let command = Cli::command();
     let mut page = Vec::new();
-    clap_mangen::Man::new(command.clone())
-        .section("8")
-        .render(&mut page)?;
+    man_page::render(command.clone(), &mut page)?;
     std::fs::write(dir.join("jnhpd.8"), page)?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut command.clone(), "jnhpd", dir)?;

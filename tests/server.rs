@@ -293,14 +293,6 @@ fn check_config_reports_and_exits_without_serving() {
 }
 
 #[test]
-fn the_packaged_config_is_valid() {
-    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/config/jnhp.toml");
-    let dir = tempfile::tempdir().unwrap();
-    let (code, out) = run_to_exit(&["--check-config", "--config", packaged], dir.path());
-    assert_eq!(code, 0, "{out}");
-}
-
-#[test]
 fn a_busy_port_is_a_clear_start_up_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use jnhp_client::Client;
 
 mod bench;
+mod man_page;
 mod names;
 mod stats;
 mod stdin_value;
@@ -61,7 +62,7 @@ fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
     use clap::CommandFactory;
     std::fs::create_dir_all(dir)?;
     let mut page = Vec::new();
-    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    man_page::render(Cli::command(), &mut page)?;
     std::fs::write(dir.join("jnhp.1"), page)?;
     for shell in [
         clap_complete::Shell::Bash,
