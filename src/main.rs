@@ -73,6 +73,77 @@ enum Command {
     Data(data_command::DataCommand),
 }
 
+/// The sections of jnhpd(8) that clap cannot derive, in roff. Every page
+/// named is one the package ships.
+const MAN_SECTIONS: &str = r#".SH SIGNALS
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop accepting, answer the requests in flight for up to \fBserver.shutdown_grace_secs\fR, sync the data file, remove the pidfile, exit 0. A second one abandons the requests in flight.
+.TP
+\fBSIGHUP\fR
+Reopen the log file (\fBlog.target = "file"\fR), then re\-read the config file: validators, log level, TLS certificate and key; changes to other sections need a restart. A file with a mistake is refused and the running configuration stays.
+.SH EXIT STATUS
+.TP
+\fB0\fR
+Stopped by SIGTERM or SIGINT; \fB\-\-check\-config\fR found nothing wrong; \fB\-\-import\-datafile\fR imported without failing.
+.TP
+\fB1\fR
+The start failed (a mistake in the config file, a port in use, a damaged data file, PostgreSQL unreachable: one line on stderr says why); \fB\-\-check\-config\fR found a problem; \fB\-\-import\-datafile\fR failed.
+.TP
+\fB2\fR
+A mistake on the command line.
+.PP
+The \fBjnhpd data\fR commands: 0 done (verify: the file is clean), 1 damaged, failed or (import) conflicts, 2 a mistake on the command line (and an I/O error of verify).
+.SH ENVIRONMENT
+.TP
+\fBPGPASSWORD\fR
+The PostgreSQL password, when neither \fBstorage.postgres.password_file\fR nor the URL has one. Removed from the environment of validator programs; prefer the password file.
+.TP
+\fBNOTIFY_SOCKET\fR, \fBLISTEN_FDS\fR, \fBLISTEN_PID\fR, \fBJOURNAL_STREAM\fR
+Set by systemd: readiness notification, sockets of \fBjnhpd.socket\fR, logging to the journal with priority prefixes.
+.PP
+Validator programs get \fBJNHP_RUN\fR, \fBJNHP_NAME\fR, \fBJNHP_VALUE_BYTES\fR, \fBJNHP_PEER\fR and \fBJNHP_PEER_CERT_SUBJECT\fR (validators.md).
+.SH FILES
+.TP
+\fI/etc/jnhp.toml\fR
+The config file of the packaged unit (\fB\-\-config\fR); every key is in configuration.md.
+.TP
+\fI/var/lib/jnhpd/\fR
+The unit's state directory (\fBStateDirectory=jnhpd\fR): where \fBstorage.path\fR keeps the data file.
+.TP
+\fI/lib/systemd/system/jnhpd.service\fR, \fI/lib/systemd/system/jnhpd.socket\fR
+The systemd units.
+.TP
+\fI/usr/lib/jnhp/validators/\fR
+The example validators.
+.TP
+\fI/usr/share/doc/jnhpd/\fR
+The protocol, configuration, operations, security, troubleshooting, backup and upgrading pages (*.md).
+.SH SEE ALSO
+\fBjnhp\fR(1)
+"#;
+
+/// A COMMANDS section: each subcommand of `command` with its one-line
+/// help, in roff, naming no page of its own (none is shipped).
+fn man_commands(prefix: &str, command: &clap::Command) -> String {
+    let roff = |text: &str| text.replace('\\', "\\e").replace('-', "\\-");
+    let mut section = String::from(".SH COMMANDS\n");
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        section += &format!(
+            ".TP\n\\fB{} {}\\fR\n\\&{}\n",
+            roff(prefix),
+            roff(sub.get_name()),
+            roff(&about)
+        );
+    }
+    section += &format!(
+        ".PP\n\\fB{} \\fICOMMAND\\fB \\-\\-help\\fR has the options of each.\n",
+        roff(prefix)
+    );
+    section
+}
+
 /// `--write-man-pages`: jnhpd.8 and completions for bash, zsh and fish,
 /// all generated from the definitions above.
 fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
@@ -80,10 +151,21 @@ fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
     use clap_complete::Shell;
     std::fs::create_dir_all(dir)?;
     let command = Cli::command();
+    let man = clap_mangen::Man::new(command.clone()).section("8");
     let mut page = Vec::new();
-    clap_mangen::Man::new(command.clone())
-        .section("8")
-        .render(&mut page)?;
+    // clap_mangen's own SUBCOMMANDS section names a page per subcommand
+    // (jnhpd-data(8), jnhpd-help(8)) that nothing ships: the commands are
+    // listed here instead, with the sections a daemon's page needs.
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    if let Some(data) = command.find_subcommand("data") {
+        page.extend_from_slice(man_commands("jnhpd data", data).as_bytes());
+    }
+    page.extend_from_slice(MAN_SECTIONS.as_bytes());
+    man.render_version_section(&mut page)?;
     std::fs::write(dir.join("jnhpd.8"), page)?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut command.clone(), "jnhpd", dir)?;

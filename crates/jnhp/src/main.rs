@@ -56,12 +56,74 @@ struct ManPages {
     write_man_pages: Option<std::path::PathBuf>,
 }
 
+/// The sections of jnhp(1) that clap cannot derive, in roff. Every page
+/// named is one the package ships.
+const MAN_SECTIONS: &str = r#".SH EXIT STATUS
+.TP
+\fB0\fR
+Stored (\fBW00T!\fR), present (\fBAWESOME!\fR), found; \fBbatch\fR, \fBbench\fR, \fBstats\fR and \fBnames\fR: done.
+.TP
+\fB1\fR
+Not stored (\fBRARGH!\fR), absent.
+.TP
+\fB2\fR
+An error: an \fBERROR\fR reply (in \fBbatch\fR: any, or requests left unanswered), the server unreachable or silent past \fB\-\-timeout\fR, a name with a blank, a mistake on the command line. The message is on stderr.
+.PP
+On a terminal a miss also says so on stderr; scripts get the exit status alone.
+.SH ENVIRONMENT
+.TP
+\fBJNHP_ADDR\fR
+The server's host:port when \fB\-\-addr\fR is not given (default 127.0.0.1:8111).
+.TP
+\fBJNHP_ADMIN_ADDR\fR
+The admin listener's host:port for \fBstats\fR and \fBnames\fR when \fB\-\-admin\fR is not given (default 127.0.0.1:9111).
+.SH FILES
+jnhp reads no configuration file. With \fB\-\-tls\fR, \fB\-\-ca\fR, \fB\-\-tls\-client\-cert\fR and \fB\-\-tls\-client\-key\fR name PEM files. The protocol and the admin listener are described in \fI/usr/share/doc/jnhpd/\fR (protocol.md, observability.md).
+.SH SIGNALS
+SIGINT (Ctrl\-C) ends \fBnames \-\-follow\fR with status 0, after printing on stderr the cursor to go on from; otherwise jnhp keeps the default actions.
+.SH SEE ALSO
+\fBjnhpd\fR(8)
+"#;
+
+/// A COMMANDS section: each subcommand of `command` with its one-line
+/// help, in roff, naming no page of its own (none is shipped).
+fn man_commands(prefix: &str, command: &clap::Command) -> String {
+    let roff = |text: &str| text.replace('\\', "\\e").replace('-', "\\-");
+    let mut section = String::from(".SH COMMANDS\n");
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        section += &format!(
+            ".TP\n\\fB{} {}\\fR\n\\&{}\n",
+            roff(prefix),
+            roff(sub.get_name()),
+            roff(&about)
+        );
+    }
+    section += &format!(
+        ".PP\n\\fB{} \\fICOMMAND\\fB \\-\\-help\\fR has the options of each.\n",
+        roff(prefix)
+    );
+    section
+}
+
 /// Writes jnhp.1 and completions for bash, zsh and fish into `dir`.
 fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
     use clap::CommandFactory;
     std::fs::create_dir_all(dir)?;
+    let command = Cli::command();
+    let man = clap_mangen::Man::new(command.clone());
     let mut page = Vec::new();
-    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    // clap_mangen's own SUBCOMMANDS section names a page per subcommand
+    // (jnhp-store(1) ...) that nothing ships: the commands are listed
+    // here instead, with the sections a command's page needs.
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    page.extend_from_slice(man_commands("jnhp", &command).as_bytes());
+    page.extend_from_slice(MAN_SECTIONS.as_bytes());
+    man.render_version_section(&mut page)?;
     std::fs::write(dir.join("jnhp.1"), page)?;
     for shell in [
         clap_complete::Shell::Bash,
