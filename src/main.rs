@@ -108,8 +108,8 @@ Validator programs get \fBJNHP_RUN\fR, \fBJNHP_NAME\fR, \fBJNHP_VALUE_BYTES\fR, 
 \fI/etc/jnhp.toml\fR
 The config file of the packaged unit (\fB\-\-config\fR); every key is in configuration.md.
 .TP
-\fI/var/lib/jnhpd/\fR
-The unit's state directory (\fBStateDirectory=jnhpd\fR): where \fBstorage.path\fR keeps the data file.
+\fI/var/lib/jnhpd/data\fR
+The data file of the packaged config (\fBstorage.path\fR), in the unit's state directory (\fBStateDirectory=jnhpd\fR).
 .TP
 \fI/lib/systemd/system/jnhpd.service\fR, \fI/lib/systemd/system/jnhpd.socket\fR
 The systemd units.
