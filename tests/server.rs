@@ -203,10 +203,7 @@ fn a_second_sigterm_stops_at_once() {
 
 #[test]
 fn serves_several_addresses_ipv4_and_ipv6() {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipped: no IPv6 loopback here");
-        return;
-    }
+    require!(Ipv6);
     let s = Server::start_with("", &["--listen", "127.0.0.1:0", "--listen", "[::1]:0"]);
     assert_eq!(s.addrs.len(), 2);
     assert!(s.addrs[1].is_ipv6());

@@ -1,8 +1,8 @@
 //! What a test needs beyond Rust and a C compiler, checked in one place.
 //!
 //! `cargo test` must pass on a fresh machine (the README's second
-//! command), so a test that needs PostgreSQL, root, a browser or another
-//! outside tool starts with `require!(Postgres)` (or `Root`, `Chromium`,
+//! command), so a test that needs PostgreSQL, root, a browser, another
+//! outside tool or an IPv6 loopback starts with `require!(Postgres)` (or `Root`, `Chromium`,
 //! ...): where the need is unmet it prints one line saying why and returns
 //! (passes). Under `CI=true` an unmet need fails the test instead, so CI,
 //! which installs everything (`.ci/run`), still runs every test.
@@ -29,6 +29,9 @@ pub enum Need {
     Openssl,
     /// `socat` on PATH (another TLS client).
     Socat,
+    /// An IPv6 loopback address (`::1`) to listen on: containers and
+    /// hosts with IPv6 turned off have none.
+    Ipv6,
 }
 
 /// The newest installed PostgreSQL server's binary directory
@@ -98,6 +101,9 @@ pub fn unmet(need: Need) -> Option<String> {
         Need::Python3 => tool("python3", "python3"),
         Need::Openssl => tool("openssl", "openssl"),
         Need::Socat => tool("socat", "socat"),
+        Need::Ipv6 => std::net::TcpListener::bind("[::1]:0")
+            .is_err()
+            .then(|| "needs an IPv6 loopback (::1); enable IPv6 or run in CI".into()),
     }
 }
 

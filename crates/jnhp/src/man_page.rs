@@ -44,9 +44,17 @@ What \fBjnhp bench\fR measures, and figures to compare with.
 The server's host:port when \fB\-\-addr\fR is not given (default
 127.0.0.1:8111).
 .TP
+.B JNHP_ADMIN_ADDR
+The admin listener's host:port for \fBstats\fR and \fBnames\fR when
+\fB\-\-admin\fR is not given (default 127.0.0.1:9111).
+.TP
 .BR SSL_CERT_FILE ", " SSL_CERT_DIR
 With \fB\-\-tls\fR and no \fB\-\-ca\fR: the CA certificates to check the
 server against (default: the system's).
+.SH SIGNALS
+SIGINT (Ctrl\-C) ends \fBnames \-\-follow\fR with status 0, after printing
+on stderr the cursor to go on from; otherwise jnhp keeps the default
+actions.
 .SH EXIT STATUS
 .TP
 .B 0

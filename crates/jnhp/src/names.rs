@@ -21,7 +21,12 @@ const WAIT_SECS: u64 = 60;
 #[derive(clap::Args)]
 pub struct NamesArgs {
     /// The admin listener's host:port (jnhpd needs `admin.list_names = true`).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9111")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "JNHP_ADMIN_ADDR",
+        default_value = "127.0.0.1:9111"
+    )]
     admin: String,
     /// Only names that begin with these bytes.
     #[arg(long, value_name = "P")]

@@ -464,10 +464,7 @@ fn host_names_and_ipv6_addresses_are_resolved_and_bad_ones_explained() {
 
 #[test]
 fn an_ipv6_address_in_brackets_is_a_server_address() {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipped: no IPv6 loopback on this machine");
-        return;
-    }
+    require!(Ipv6);
     let s = Server::start_with("", &["--listen", "[::1]:0"]);
     let addr = s.addr().to_string();
     assert!(addr.starts_with("[::1]:"), "{addr}");
