@@ -527,14 +527,20 @@ impl DataFile {
                 Err(err) => log::error!("{err}"),
             }
         }
-        // Every sync, timed, with the records it made durable.
+        let publish = |len: u64| {
+            if let Some(stats) = stats {
+                stats.durable.publish(len);
+            }
+        };
+        // Every sync, timed, with the records it made durable. It does not
+        // publish the durable length: a listing that saw a name before the
+        // store has it in its map would show a name a GET misses. Published
+        // only once the records are handed back (`written`): a GET sent
+        // after a listing then finds the store's settle queued first.
         let synced = |this: &mut DataFile, records: usize| {
             let started = Instant::now();
             let result = this.sync();
             if let Some(stats) = stats {
-                if result.is_ok() {
-                    stats.durable.publish(this.len);
-                }
                 stats.syncs.fetch_add(1, Relaxed);
                 stats.sync_duration.observe_duration(started.elapsed(), 1);
                 stats.records_per_sync.observe(records as f64, 1);
@@ -599,6 +605,7 @@ impl DataFile {
                 if let Some(stats) = stats {
                     stats.bytes.store(self.len, Relaxed);
                 }
+                let synced_now = result.is_ok() && fsync == Fsync::Always;
                 for Record {
                     name,
                     value,
@@ -617,12 +624,17 @@ impl DataFile {
                         },
                     });
                 }
+                if synced_now {
+                    publish(self.len);
+                }
             }
             if fsync == Fsync::Everysec && unsynced && last_sync.elapsed() >= Duration::from_secs(1)
             {
                 let records = std::mem::take(&mut unsynced_records);
-                if let Err(err) = synced(&mut self, records) {
-                    log::error!("{err}");
+                match synced(&mut self, records) {
+                    // Each record was handed back when it was written.
+                    Ok(()) => publish(self.len),
+                    Err(err) => log::error!("{err}"),
                 }
                 unsynced = false;
                 last_sync = Instant::now();
