@@ -97,13 +97,23 @@ pub async fn run(args: StatsArgs, timeout: Duration) -> u8 {
     }
 }
 
+/// Writes `text` to stdout: a failed write (a full disk, a closed pipe)
+/// is an error (exit 2), never a panic as `println!` would make it.
+fn emit(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing to standard output: {e}"))
+}
+
 async fn stats(args: StatsArgs, timeout: Duration) -> Result<(), String> {
     let Some(every) = args.watch else {
         let status = fetch(&args.admin, timeout).await?;
         if args.json {
-            println!("{status}");
+            emit(&format!("{status}\n"))?;
         } else {
-            print!("{}", table(&status));
+            emit(&table(&status))?;
         }
         return Ok(());
     };
@@ -116,10 +126,10 @@ async fn stats(args: StatsArgs, timeout: Duration) -> Result<(), String> {
         let secs = last_at.elapsed().as_secs_f64();
         last_at = std::time::Instant::now();
         if lines % 20 == 0 {
-            println!(
-                "{:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}",
+            emit(&format!(
+                "{:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}\n",
                 "store/s", "exists/s", "get/s", "conns", "names", "errors", "vfail"
-            );
+            ))?;
         }
         lines += 1;
         let rate = |cmd: &str| {
@@ -127,8 +137,8 @@ async fn stats(args: StatsArgs, timeout: Duration) -> Result<(), String> {
             format!("{:.0}", delta as f64 / secs)
         };
         let names = now.get("names").map_or("-".to_string(), |n| n.to_string());
-        println!(
-            "{:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}",
+        emit(&format!(
+            "{:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}\n",
             rate("store"),
             rate("exists"),
             rate("get"),
@@ -136,7 +146,7 @@ async fn stats(args: StatsArgs, timeout: Duration) -> Result<(), String> {
             names,
             u(&now["errors"]).saturating_sub(u(&last["errors"])),
             failures(&now).saturating_sub(failures(&last)),
-        );
+        ))?;
         last = now;
     }
 }
