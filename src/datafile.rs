@@ -534,9 +534,11 @@ impl DataFile {
         };
         // Every sync, timed, with the records it made durable. It does not
         // publish the durable length: a listing that saw a name before the
-        // store has it in its map would show a name a GET misses. Published
-        // only once the records are handed back (`written`): a GET sent
-        // after a listing then finds the store's settle queued first.
+        // store has it in its map would show a name a GET misses. Under
+        // `always` each record's end is handed back with it
+        // (`Written::durable_end`) and the store publishes it; under
+        // `everysec` the records were handed back when written, before
+        // the sync that publishes them.
         let synced = |this: &mut DataFile, records: usize| {
             let started = Instant::now();
             let result = this.sync();
@@ -579,6 +581,7 @@ impl DataFile {
                 for append in &group {
                     encode_record(&append.name, &append.value, &mut buf);
                 }
+                let group_start = self.len;
                 let result = match &self.unusable {
                     // A file in an unknown state takes nothing more: no
                     // later STORE may be acknowledged on top of it.
@@ -606,6 +609,7 @@ impl DataFile {
                     stats.bytes.store(self.len, Relaxed);
                 }
                 let synced_now = result.is_ok() && fsync == Fsync::Always;
+                let mut end = group_start;
                 for Record {
                     name,
                     value,
@@ -613,6 +617,7 @@ impl DataFile {
                     lease,
                 } in group.drain(..)
                 {
+                    end += (RECORD_HEADER_LEN + name.len() + value.len()) as u64;
                     written(Written {
                         name,
                         value,
@@ -622,10 +627,8 @@ impl DataFile {
                             Ok(()) => Outcome::Stored,
                             Err(reason) => Outcome::Failed(reason.clone()),
                         },
+                        durable_end: synced_now.then_some(end),
                     });
-                }
-                if synced_now {
-                    publish(self.len);
                 }
             }
             if fsync == Fsync::Everysec && unsynced && last_sync.elapsed() >= Duration::from_secs(1)

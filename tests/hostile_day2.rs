@@ -107,7 +107,8 @@ fn shim(dir: &Path, name: &str, source: &str) -> PathBuf {
 /// durable ... a consumer following the feed never sees a name that later
 /// disappears". A consumer that lists a name and GETs it at once must
 /// find it: the writer announced the sync (waking the long poll) before
-/// the store put the name in its map, so the GET missed.
+/// the store put the name in its map, so the GET missed. And a name
+/// answered `W00T!` must be listed at once (`fsync = "always"`).
 #[test]
 fn a_name_listed_by_a_long_poll_is_found_by_a_get_at_once() {
     let shims = tempfile::tempdir().unwrap();
@@ -157,6 +158,140 @@ fn a_name_listed_by_a_long_poll_is_found_by_a_get_at_once() {
         cursor = next;
     }
     std::fs::remove_file(&trigger).unwrap();
+    // And the other way round, as the doc promises it: a name answered
+    // W00T! is listed at once.
+    for i in 0..100 {
+        let name = format!("acked{i}");
+        assert_eq!(storer.ask(&format!("STORE {name} v")), "W00T!");
+        let (names, next, _) = names_page(admin, &format!("after={cursor}"));
+        assert_eq!(names, vec![name], "answered W00T!, not listed");
+        cursor = next;
+    }
     server.signal(Signal::SIGTERM);
     server.wait_exit();
+}
+
+/// Waits until `path` holds `needle`, reading it as it grows.
+fn wait_for_text(path: &Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} has no {needle:?}:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Kills the daemon when the test ends, whatever happens.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// docs/operations.md: "A line that cannot be written (a full disk) is
+/// lost" and no line is ever split. On a full file system a line's write
+/// is often short (the part that fit in the file's last page), and the
+/// rest failed: the part stayed in the file without its line end, and
+/// the first line written once there was room again was glued to it.
+/// The daemon runs in a mount namespace of its own on a 64 KiB tmpfs
+/// (`unshare -m`, as root), seen from here through /proc/PID/root.
+#[test]
+fn a_full_disk_loses_log_lines_whole_and_never_glues_two_together() {
+    require!(Root);
+    let mount = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jnhp.toml");
+    let log_path = mount.path().join("jnhpd.log");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\ntarget = \"file\"\nfile = \"{}\"\nlevel = \"debug\"\n",
+            log_path.display()
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=64k tmpfs \"$1\" && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(mount.path())
+        .arg(common::bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare (util-linux)");
+    let pid = child.id();
+    let _reap = Reap(child);
+    // The daemon's view of the tmpfs.
+    let inside = PathBuf::from(format!("/proc/{pid}/root")).join(
+        mount
+            .path()
+            .strip_prefix("/")
+            .expect("an absolute temporary directory"),
+    );
+    let log = inside.join("jnhpd.log");
+    wait_for_text(&log, "listening on");
+    // Fill the file system to the last page.
+    let filler = inside.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let page = [b'f'; 4096];
+        while file.write_all(&page).is_ok() {}
+        while file.write_all(b"f").is_ok() {}
+    }
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let connect = |n: usize| {
+        for _ in 0..n {
+            let mut c = common::Client::connect(addr);
+            assert_eq!(c.ask("EXISTS x"), "RARGH!");
+        }
+    };
+    // Lines until the log file's last page is full, and some lost.
+    let before = std::fs::metadata(&log).unwrap().len();
+    connect(150);
+    let full = std::fs::metadata(&log).unwrap().len();
+    assert!(full > before, "no line fitted at all");
+    let logged = |text: &str| text.matches("connection from").count();
+    let read = || String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    let at_full = logged(&read());
+    // Room again: later lines are whole, each on its own line.
+    std::fs::remove_file(&filler).unwrap();
+    connect(6);
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let mut text = read();
+    while logged(&text) < at_full + 6 {
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        text = read();
+    }
+    for line in text.lines() {
+        let (stamp, rest) = line.split_once(' ').unwrap_or(("", ""));
+        assert!(
+            stamp.len() == 20 && stamp.ends_with('Z'),
+            "a line without its timestamp: {line:?}"
+        );
+        assert!(
+            rest.starts_with(&format!("jnhpd[{pid}]: ")) && rest.matches("jnhpd[").count() == 1,
+            "a line cut short or glued to the next: {line:?}"
+        );
+    }
+    assert!(text.ends_with('\n'), "{text}");
 }
