@@ -295,3 +295,63 @@ fn a_full_disk_loses_log_lines_whole_and_never_glues_two_together() {
     }
     assert!(text.ends_with('\n'), "{text}");
 }
+
+/// docs/observability.md: "At SIGTERM every waiting long poll is answered
+/// at once (an empty page with its cursor)". With no JNHP client to wait
+/// for, the drain ended at once and the admin listener's connections were
+/// dropped with their answers unwritten: a third of the polls got the
+/// connection closed without a reply.
+#[test]
+fn every_waiting_long_poll_is_answered_at_sigterm() {
+    let config = "[server]\nshutdown_grace_secs = 5\n\
+         [storage]\npath = \"data\"\nfsync = \"always\"\n\
+         [admin]\nlisten = [\"127.0.0.1:0\"]\nlist_names = true\n";
+    // The race is narrow: several rounds, each with a large last record.
+    for round in 0..4 {
+        sigterm_round(config, round);
+    }
+}
+
+fn sigterm_round(config: &str, round: usize) {
+    use std::io::{Read, Write};
+    let mut server = Server::start(config);
+    let admin = admin_addr(&server);
+    let big = "v".repeat(60_000);
+    assert_eq!(
+        server.connect().ask(&format!("STORE only{round} {big}")),
+        "W00T!"
+    );
+    let (_, cursor, end) = names_page(admin, "");
+    assert!(end);
+    let request = format!(
+        "GET /names?after={cursor}&wait=60 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    // 33 polls: one is refused at once (32 wait at most), which tells
+    // that the other 32 wait.
+    let (done, answers) = std::sync::mpsc::channel();
+    for _ in 0..33 {
+        let mut s = std::net::TcpStream::connect(admin).unwrap();
+        s.set_read_timeout(Some(common::PATIENCE)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut raw = Vec::new();
+            let _ = s.read_to_end(&mut raw);
+            let _ = done.send(String::from_utf8_lossy(&raw).into_owned());
+        });
+    }
+    drop(done);
+    let refused = answers.recv_timeout(common::PATIENCE).unwrap();
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    server.signal(Signal::SIGTERM);
+    let answers: Vec<String> = answers.iter().collect();
+    assert_eq!(answers.len(), 32);
+    server.wait_exit();
+    let unanswered = answers
+        .iter()
+        .filter(|a| {
+            !(a.starts_with("HTTP/1.1 200") && a.contains(&format!("\"next\":\"{cursor}\"")))
+        })
+        .count();
+    assert_eq!(unanswered, 0, "of 32 waiting polls: {answers:?}");
+}
