@@ -355,3 +355,47 @@ fn sigterm_round(config: &str, round: usize) {
         .count();
     assert_eq!(unanswered, 0, "of 32 waiting polls: {answers:?}");
 }
+
+/// While jnhpd drains after SIGTERM, a new long poll was answered at once
+/// with an empty page, so a follower (`jnhp names --follow`) asked again
+/// at once, and again: a busy loop of requests for the whole drain (up
+/// to `shutdown_grace_secs`). A poll that would wait is refused with 503
+/// and `Retry-After` instead, as `/readyz` is.
+#[test]
+fn a_new_long_poll_during_the_drain_is_refused_not_answered_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = common::gated(dir.path());
+    let config = format!(
+        "[server]\nshutdown_grace_secs = 30\n\
+         [storage]\npath = \"data\"\nfsync = \"always\"\n\
+         [admin]\nlisten = [\"127.0.0.1:0\"]\nlist_names = true\n{}",
+        common::process_validator(&gate, "")
+    );
+    let release = dir.path().join("release");
+    std::fs::write(&release, "").unwrap();
+    let gates = dir.path().to_path_buf();
+    let mut server = Server::start_in(dir, &config);
+    let admin = admin_addr(&server);
+    assert_eq!(server.connect().ask("STORE first v"), "W00T!");
+    std::fs::remove_file(&release).unwrap();
+    // A STORE in flight holds the drain.
+    let mut held = server.connect();
+    held.send(b"STORE second v\r\n");
+    common::wait_for_file(&gates.join("started-second-v"));
+    let (_, cursor, end) = names_page(admin, "");
+    assert!(end);
+    server.signal(Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while get(admin, "/readyz").0 != 503 {
+        assert!(std::time::Instant::now() < deadline, "never draining");
+    }
+    let (status, head, body) = get(admin, &format!("/names?after={cursor}&wait=30"));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("shutting down"), "{body}");
+    assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+    // Without wait, a page is still served.
+    assert_eq!(names_page(admin, &format!("after={cursor}")).0.len(), 0);
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(held.reply(), "W00T!");
+    server.wait_exit();
+}

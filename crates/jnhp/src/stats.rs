@@ -60,10 +60,14 @@ pub async fn get(
             .header(hyper::header::HOST, admin)
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("{admin}: {e}"))?;
+        let response = sender.send_request(request).await.map_err(|e| {
+            if e.is_canceled() || e.is_incomplete_message() {
+                // hyper says "operation was canceled": say what happened.
+                format!("{admin}: the connection closed before an answer (jnhpd stopping?)")
+            } else {
+                format!("{admin}: {e}")
+            }
+        })?;
         let status = response.status();
         let body = response
             .into_body()
