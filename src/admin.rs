@@ -107,7 +107,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Stops the admin listener once the drain is over. Connections still
 /// open finish the answer they are on (a long poll answered at SIGTERM
 /// gets its last page, docs/observability.md) before the process exits,
-/// for up to [`CLOSE_GRACE`]: dropped at once, they were closed with
+/// for up to 2 s (`CLOSE_GRACE`): dropped at once, they were closed with
 /// their answers unwritten.
 #[derive(Debug, Clone, Default)]
 pub struct Stop {
