@@ -100,17 +100,45 @@ async fn sample(state: Arc<AdminState>, stop: CancellationToken) {
     }
 }
 
+/// How long [`Stop::stop`] lets open connections finish the answers they
+/// are writing.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Stops the admin listener once the drain is over. Connections still
+/// open finish the answer they are on (a long poll answered at SIGTERM
+/// gets its last page, docs/observability.md) before the process exits,
+/// for up to 2 s (`CLOSE_GRACE`): dropped at once, they were closed with
+/// their answers unwritten.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    token: CancellationToken,
+    connections: tokio_util::task::TaskTracker,
+}
+
+impl Stop {
+    pub async fn stop(&self) {
+        self.token.cancel();
+        self.connections.close();
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.connections.wait()).await;
+    }
+}
+
 /// Serves the admin endpoints on `listeners` until `stop`.
 pub async fn serve(
     listeners: Vec<std::net::TcpListener>,
     state: Arc<AdminState>,
-    stop: CancellationToken,
+    stop: Stop,
 ) -> std::io::Result<()> {
+    let Stop {
+        token: stop,
+        connections,
+    } = stop;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(sample(state.clone(), stop.clone()));
     for listener in listeners {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let (state, slots, stop) = (state.clone(), slots.clone(), stop.clone());
+        let connections = connections.clone();
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -126,7 +154,7 @@ pub async fn serve(
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     continue;
                 };
-                tokio::spawn(connection(stream, state.clone(), stop.clone(), slot));
+                connections.spawn(connection(stream, state.clone(), stop.clone(), slot));
             }
         });
     }
@@ -167,9 +195,11 @@ async fn connection(
     let conn = http.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
-        _ = conn.as_mut() => {}
+        _ = conn.as_mut() => return,
         () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
     }
+    // An answer being written is finished (bounded by Stop::stop).
+    let _ = conn.await;
 }
 
 type Reply = Response<Full<Bytes>>;

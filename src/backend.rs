@@ -55,6 +55,12 @@ pub struct Written<T> {
     /// be held, and the actor decides who gets it next.
     pub lease: Option<Lease>,
     pub outcome: Outcome,
+    /// A data file's length just after this record, when the record is
+    /// synced as it is handed back (`fsync = "always"`). The store
+    /// publishes it for listings (`GET /names`) after putting the name in
+    /// its map and before answering the STORE: a listed name is found by
+    /// a GET, and a name answered `W00T!` is listed.
+    pub durable_end: Option<u64>,
 }
 
 /// What became of [`Shared::reserve`].

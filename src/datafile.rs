@@ -527,14 +527,22 @@ impl DataFile {
                 Err(err) => log::error!("{err}"),
             }
         }
-        // Every sync, timed, with the records it made durable.
+        let publish = |len: u64| {
+            if let Some(stats) = stats {
+                stats.durable.publish(len);
+            }
+        };
+        // Every sync, timed, with the records it made durable. It does not
+        // publish the durable length: a listing that saw a name before the
+        // store has it in its map would show a name a GET misses. Under
+        // `always` each record's end is handed back with it
+        // (`Written::durable_end`) and the store publishes it; under
+        // `everysec` the records were handed back when written, before
+        // the sync that publishes them.
         let synced = |this: &mut DataFile, records: usize| {
             let started = Instant::now();
             let result = this.sync();
             if let Some(stats) = stats {
-                if result.is_ok() {
-                    stats.durable.publish(this.len);
-                }
                 stats.syncs.fetch_add(1, Relaxed);
                 stats.sync_duration.observe_duration(started.elapsed(), 1);
                 stats.records_per_sync.observe(records as f64, 1);
@@ -573,6 +581,7 @@ impl DataFile {
                 for append in &group {
                     encode_record(&append.name, &append.value, &mut buf);
                 }
+                let group_start = self.len;
                 let result = match &self.unusable {
                     // A file in an unknown state takes nothing more: no
                     // later STORE may be acknowledged on top of it.
@@ -599,6 +608,8 @@ impl DataFile {
                 if let Some(stats) = stats {
                     stats.bytes.store(self.len, Relaxed);
                 }
+                let synced_now = result.is_ok() && fsync == Fsync::Always;
+                let mut end = group_start;
                 for Record {
                     name,
                     value,
@@ -606,6 +617,7 @@ impl DataFile {
                     lease,
                 } in group.drain(..)
                 {
+                    end += (RECORD_HEADER_LEN + name.len() + value.len()) as u64;
                     written(Written {
                         name,
                         value,
@@ -615,14 +627,17 @@ impl DataFile {
                             Ok(()) => Outcome::Stored,
                             Err(reason) => Outcome::Failed(reason.clone()),
                         },
+                        durable_end: synced_now.then_some(end),
                     });
                 }
             }
             if fsync == Fsync::Everysec && unsynced && last_sync.elapsed() >= Duration::from_secs(1)
             {
                 let records = std::mem::take(&mut unsynced_records);
-                if let Err(err) = synced(&mut self, records) {
-                    log::error!("{err}");
+                match synced(&mut self, records) {
+                    // Each record was handed back when it was written.
+                    Ok(()) => publish(self.len),
+                    Err(err) => log::error!("{err}"),
                 }
                 unsynced = false;
                 last_sync = Instant::now();

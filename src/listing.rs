@@ -569,8 +569,20 @@ impl Lister {
                 .map_err(|e| ListError::Unavailable(e.to_string()))??
             };
             let now = tokio::time::Instant::now();
-            if page.names > 0 || !page.end || now >= deadline || draining.is_raised() {
+            if page.names > 0 || !page.end || now >= deadline {
                 return Ok(page);
+            }
+            if draining.is_raised() {
+                // A poll that waited gets its page (answered at SIGTERM);
+                // a new one is refused: answered at once with an empty
+                // page, a follower would ask again at once, and again, for
+                // the whole drain.
+                if waiting.is_some() {
+                    return Ok(page);
+                }
+                return Err(ListError::Unavailable(
+                    "jnhpd is shutting down: no long poll waits now".into(),
+                ));
             }
             // At the end with nothing to show: wait for the writer's
             // next sync, the deadline, or the drain.

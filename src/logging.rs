@@ -120,6 +120,31 @@ pub fn reopen() {
     }
 }
 
+/// Appends `line` to the log file, whole or not at all. A full disk loses
+/// the line, as on stderr: logging never stops the service. But a write
+/// on a full file system is often short (the part that fit in the file's
+/// last block), the rest failing: that part is cut off again, else the
+/// next line written once there is room would be glued to it.
+fn append_whole(file: &mut File, line: &[u8]) {
+    use std::io::{Seek, SeekFrom};
+    let mut written = 0;
+    while written < line.len() {
+        match file.write(&line[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if written > 0 && written < line.len() {
+        // Only this process appends, under the lock held here: the end of
+        // the file is the end of this line's part.
+        if let Ok(end) = file.seek(SeekFrom::End(0)) {
+            let _ = file.set_len(end.saturating_sub(written as u64));
+        }
+    }
+}
+
 enum Sink {
     /// Under systemd (`JOURNAL_STREAM` set) the journal stamps each line
     /// itself, and reads a `<N>` prefix as the line's priority
@@ -206,10 +231,8 @@ impl Log for Logger {
             }
             Sink::File(log_file) => {
                 let line = line_of(record, false);
-                // A full disk loses the line, as on stderr: logging never
-                // stops the service.
                 let mut file = log_file.file.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = file.write_all(line.as_bytes());
+                append_whole(&mut file, line.as_bytes());
             }
             Sink::Syslog(logger) => {
                 // A poisoned lock only means a panic while logging; the

@@ -118,7 +118,7 @@ pub struct Server {
     admin_addrs: Vec<SocketAddr>,
     /// Stops the admin listener once the drain is over (it answers
     /// `/readyz` with 503 meanwhile).
-    admin_stop: tokio_util::sync::CancellationToken,
+    admin_stop: crate::admin::Stop,
     control: Control,
     serving: tokio::task::JoinHandle<io::Result<()>>,
     store: StoreTask,
@@ -252,7 +252,7 @@ impl Server {
                 metrics,
             }),
         };
-        let admin_stop = tokio_util::sync::CancellationToken::new();
+        let admin_stop = crate::admin::Stop::default();
         if !listeners.admin.is_empty() {
             let state = crate::admin::AdminState::new(control.clone(), store_kind, listen, lister);
             crate::admin::serve(listeners.admin, state, admin_stop.clone())
@@ -306,7 +306,7 @@ impl Server {
         let chain = self.control.inner.chain.borrow().clone();
         chain.shutdown().await;
         self.store.close().await;
-        self.admin_stop.cancel();
+        self.admin_stop.stop().await;
         served
     }
 }

@@ -985,8 +985,18 @@ impl Store {
                 token: Ticket(done),
                 lease,
                 outcome,
+                durable_end,
             })) => match outcome {
-                Outcome::Stored => self.store(name, value, done),
+                Outcome::Stored => {
+                    self.taken(&name);
+                    self.entries.insert(&name, &value);
+                    // Listings see the name once the map has it, and
+                    // before its STORE is answered (Written::durable_end).
+                    if let (Some(end), Some(datafile)) = (durable_end, &self.metrics.datafile) {
+                        datafile.durable.publish(end);
+                    }
+                    let _ = done.send(Ok(true));
+                }
                 Outcome::Taken => {
                     self.taken(&name);
                     let _ = done.send(Ok(false));

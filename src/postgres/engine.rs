@@ -1049,6 +1049,7 @@ impl<T: Send + 'static> Engine<T> {
             token,
             lease,
             outcome,
+            durable_end: None,
         }));
     }
 

@@ -238,22 +238,30 @@ impl Client {
 /// `addr` is `host:port`: an IPv4 address, an IPv6 address in brackets
 /// (`[::1]:8111`) or a host name, which is resolved (tokio's lookup, the
 /// system resolver) and each of its addresses tried in turn until one
-/// connects; `timeout` bounds the lookup and every attempt together.
+/// connects; `timeout` bounds the lookup and every attempt together. Each
+/// address gets an equal share of the time left, so one that never
+/// answers (a dead host, a firewall that drops) cannot use up the time of
+/// the addresses after it.
 pub async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
     let connect_error = |reason: String| ClientError::Connect {
         addr: addr.to_string(),
         reason,
     };
+    let deadline = tokio::time::Instant::now() + timeout;
     let attempt = async {
         let candidates: Vec<std::net::SocketAddr> = tokio::net::lookup_host(addr)
             .await
             .map_err(|e| connect_error(lookup_failure(addr, &e)))?
             .collect();
         let mut failures = Vec::new();
-        for candidate in &candidates {
-            match TcpStream::connect(candidate).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => failures.push(format!("{candidate}: {e}")),
+        for (i, candidate) in candidates.iter().enumerate() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // At least 1: `i` counts up to the last candidate.
+            let share = left / (candidates.len() - i) as u32;
+            match tokio::time::timeout(share, TcpStream::connect(candidate)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => failures.push(format!("{candidate}: {e}")),
+                Err(_) => failures.push(format!("{candidate}: timed out after {share:?}")),
             }
         }
         Err(connect_error(match failures.len() {
@@ -266,7 +274,9 @@ pub async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Cli
             _ => failures.join("; "),
         }))
     };
-    let stream = tokio::time::timeout(timeout, attempt)
+    // The last attempt ends at the deadline itself: a moment later, so
+    // its own message (naming every address) wins.
+    let stream = tokio::time::timeout_at(deadline + Duration::from_millis(100), attempt)
         .await
         .map_err(|_| connect_error(format!("timed out after {timeout:?}")))??;
     let _ = stream.set_nodelay(true);

@@ -25,7 +25,7 @@ mod tls;
 #[command(version, about = "A client for jnhpd (JNHP/1)")]
 struct Cli {
     /// The server's host:port: a host name (each of its addresses is
-    /// tried in turn), an IPv4 address, or an IPv6 address in brackets
+    /// tried in turn, with an equal share of the time left), an IPv4 address, or an IPv6 address in brackets
     /// (`[::1]:8111`). The flag wins over the environment.
     #[arg(
         long,
@@ -213,9 +213,17 @@ async fn one_request(
         Request::Get(name) => match client.get(name.as_bytes()).await? {
             Some(value) => {
                 let mut out = tokio::io::stdout();
-                let _ = out.write_all(&value).await;
-                let _ = out.write_all(b"\n").await;
-                let _ = out.flush().await;
+                let wrote = async {
+                    out.write_all(&value).await?;
+                    out.write_all(b"\n").await?;
+                    out.flush().await
+                };
+                // A value that could not be written out (a full disk) is
+                // no success: a script would take the cut file for it.
+                if let Err(e) = wrote.await {
+                    eprintln!("jnhp: writing the value to standard output: {e}");
+                    return Ok(2);
+                }
                 (true, name, "")
             }
             None => (false, name, "absent"),

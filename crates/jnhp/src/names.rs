@@ -20,7 +20,8 @@ const WAIT_SECS: u64 = 60;
 
 #[derive(clap::Args)]
 pub struct NamesArgs {
-    /// The admin listener's host:port (jnhpd needs `admin.list_names = true`).
+    /// The admin listener's host:port, as for `jnhp stats` (jnhpd needs
+    /// `admin.list_names = true`).
     #[arg(
         long,
         value_name = "ADDR",
@@ -78,6 +79,17 @@ fn encode(bytes: &[u8]) -> String {
     })
 }
 
+/// A write to stdout failed: a closed pipe (`| head`) means the reader
+/// has enough, a normal end; anything else (a full disk) is an error, so
+/// a script never takes a cut listing for a whole one.
+fn written(e: std::io::Error) -> Result<(), String> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(format!("writing to standard output: {e}"))
+    }
+}
+
 async fn names(args: &NamesArgs, cursor: &mut String, timeout: Duration) -> Result<(), String> {
     let prefix = args.prefix.as_ref().map(|p| encode(p.as_bytes()));
     let mut left = args.limit;
@@ -129,13 +141,8 @@ async fn names(args: &NamesArgs, cursor: &mut String, timeout: Duration) -> Resu
             } else {
                 return Err(format!("{}/names: unexpected line: {line}", args.admin));
             };
-            if out
-                .write_all(&name)
-                .and_then(|()| out.write_all(b"\n"))
-                .is_err()
-            {
-                // stdout is closed (`| head`): the reader has enough.
-                return Ok(());
+            if let Err(e) = out.write_all(&name).and_then(|()| out.write_all(b"\n")) {
+                return written(e);
             }
             printed += 1;
         }
@@ -145,8 +152,8 @@ async fn names(args: &NamesArgs, cursor: &mut String, timeout: Duration) -> Resu
                 args.admin
             ));
         };
-        if out.flush().is_err() {
-            return Ok(());
+        if let Err(e) = out.flush() {
+            return written(e);
         }
         *cursor = next;
         if let Some(left) = left.as_mut() {

@@ -60,10 +60,14 @@ pub async fn get(
             .header(hyper::header::HOST, admin)
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("{admin}: {e}"))?;
+        let response = sender.send_request(request).await.map_err(|e| {
+            if e.is_canceled() || e.is_incomplete_message() {
+                // hyper says "operation was canceled": say what happened.
+                format!("{admin}: the connection closed before an answer (jnhpd stopping?)")
+            } else {
+                format!("{admin}: {e}")
+            }
+        })?;
         let status = response.status();
         let body = response
             .into_body()
@@ -97,13 +101,23 @@ pub async fn run(args: StatsArgs, timeout: Duration) -> u8 {
     }
 }
 
+/// Writes `text` to stdout: a failed write (a full disk, a closed pipe)
+/// is an error (exit 2), never a panic as `println!` would make it.
+fn emit(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing to standard output: {e}"))
+}
+
 async fn stats(args: StatsArgs, timeout: Duration) -> Result<(), String> {
     let Some(every) = args.watch else {
         let status = fetch(&args.admin, timeout).await?;
         if args.json {
-            println!("{status}");
+            emit(&format!("{status}\n"))?;
         } else {
-            print!("{}", table(&status));
+            emit(&table(&status))?;
         }
         return Ok(());
     };
@@ -116,10 +130,10 @@ async fn stats(args: StatsArgs, timeout: Duration) -> Result<(), String> {
         let secs = last_at.elapsed().as_secs_f64();
         last_at = std::time::Instant::now();
         if lines % 20 == 0 {
-            println!(
-                "{:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}",
+            emit(&format!(
+                "{:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}\n",
                 "store/s", "exists/s", "get/s", "conns", "names", "errors", "vfail"
-            );
+            ))?;
         }
         lines += 1;
         let rate = |cmd: &str| {
@@ -127,8 +141,8 @@ async fn stats(args: StatsArgs, timeout: Duration) -> Result<(), String> {
             format!("{:.0}", delta as f64 / secs)
         };
         let names = now.get("names").map_or("-".to_string(), |n| n.to_string());
-        println!(
-            "{:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}",
+        emit(&format!(
+            "{:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}\n",
             rate("store"),
             rate("exists"),
             rate("get"),
@@ -136,7 +150,7 @@ async fn stats(args: StatsArgs, timeout: Duration) -> Result<(), String> {
             names,
             u(&now["errors"]).saturating_sub(u(&last["errors"])),
             failures(&now).saturating_sub(failures(&last)),
-        );
+        ))?;
         last = now;
     }
 }
