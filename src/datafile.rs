@@ -637,7 +637,14 @@ impl DataFile {
                 match synced(&mut self, records) {
                     // Each record was handed back when it was written.
                     Ok(()) => publish(self.len),
-                    Err(err) => log::error!("{err}"),
+                    // Acknowledged records may be lost, and after a failed
+                    // fdatasync a later one can succeed without writing
+                    // them (the kernel may have dropped the pages): nothing
+                    // more is acknowledged or listed on top of that.
+                    Err(err) => {
+                        log::error!("{err}; {records} acknowledged STOREs may not be on disk");
+                        self.give_up();
+                    }
                 }
                 unsynced = false;
                 last_sync = Instant::now();

@@ -72,11 +72,15 @@ struct Disk {
 
 impl Disk {
     fn new() -> Disk {
+        Disk::with_fsync("always")
+    }
+
+    fn with_fsync(fsync: &str) -> Disk {
         let dir = tempfile::tempdir().unwrap();
         let lib = shim(dir.path());
         std::fs::write(
             dir.path().join("jnhp.toml"),
-            "[storage]\npath = \"data\"\nfsync = \"always\"\n",
+            format!("[storage]\npath = \"data\"\nfsync = \"{fsync}\"\n"),
         )
         .unwrap();
         Disk { dir, lib }
@@ -180,5 +184,28 @@ fn a_failed_sync_that_cannot_be_undone_refuses_every_later_store() {
     assert_eq!(c.ask("EXISTS later"), "RARGH!");
     let lost = c.ask("GET lost");
     assert!(lost == "value" || lost.is_empty(), "{lost:?}");
+    stop(server);
+}
+
+/// With `everysec`, a STORE is acknowledged before its sync; when that sync
+/// fails, acknowledged records may be lost and a later sync may succeed
+/// without writing them: jnhpd says so and acknowledges nothing more.
+#[test]
+fn a_failed_background_sync_stops_acknowledging_stores() {
+    let disk = Disk::with_fsync("everysec");
+    let server = disk.start();
+    let mut c = server.connect();
+    disk.fail(true, false);
+    assert_eq!(c.ask("STORE acked value"), "W00T!");
+    server
+        .log
+        .wait_for("acknowledged STOREs may not be on disk");
+    disk.fail(false, false);
+    let reply = c.ask("STORE later value");
+    assert!(
+        reply.starts_with("ERROR storage: the data file is in an unknown state"),
+        "{reply}"
+    );
+    assert_eq!(c.ask("GET acked"), "value");
     stop(server);
 }
