@@ -227,6 +227,10 @@ pub fn into_datafile(
     })
     .map_err(|e| failed(e.into(), &counts))?;
     let mut batch = Vec::new();
+    // Records in `batch`: counted as imported only once appended (a
+    // failed append cuts them off again, and "so far" must not count
+    // them).
+    let mut batched = 0u64;
     let read = read_input(input, kind, limits, |name, value| {
         let digest: [u8; 32] = Sha256::digest(value).into();
         match index.get(name) {
@@ -241,10 +245,11 @@ pub fn into_datafile(
             None => {
                 index.insert(name.into(), digest);
                 encode_record(name, value, &mut batch);
-                counts.imported += 1;
+                batched += 1;
                 if batch.len() >= BATCH_BYTES {
                     file.append(&batch)?;
                     batch.clear();
+                    counts.imported += std::mem::take(&mut batched);
                 }
             }
         }
@@ -252,6 +257,7 @@ pub fn into_datafile(
     });
     let appended = read.and_then(|_| {
         file.append(&batch)?;
+        counts.imported += batched;
         file.sync()?;
         Ok(())
     });
