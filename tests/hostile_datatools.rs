@@ -5,6 +5,8 @@
 //! packaged unit's `DynamicUser` layout. Real processes, real files.
 
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -450,5 +452,73 @@ fn an_import_stopped_by_a_full_disk_counts_only_what_it_left_in_the_file() {
         held,
         "{}",
         ran.all()
+    );
+}
+
+/// The same JSON lines, with a name repeated (once with its first value,
+/// once with another), into a data file and into PostgreSQL: the data
+/// file counted the repeats (present, conflict: exit 1), PostgreSQL
+/// dropped them uncounted and exited 0, so a script checking the status
+/// saw a contradictory input only on one backend. Both count alike now.
+#[test]
+fn a_name_repeated_in_the_input_counts_alike_into_a_data_file_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"name\":\"a\",\"value\":\"1\"}\n{\"name\":\"b\",\"value\":\"2\"}\n\
+         {\"name\":\"a\",\"value\":\"1\"}\n{\"name\":\"b\",\"value\":\"other\"}\n",
+    )
+    .unwrap();
+    let file_config = dir.path().join("file.toml");
+    std::fs::write(
+        &file_config,
+        datafile_config(&dir.path().join("names.data")),
+    )
+    .unwrap();
+    let into_file = jnhpd(
+        dir.path(),
+        &["data", "import", "--config", p(&file_config), p(&input)],
+    );
+    assert_eq!(into_file.code, 1, "{}", into_file.all());
+    assert!(
+        into_file
+            .out
+            .contains("2 imported, 1 already present, 1 conflicts"),
+        "{}",
+        into_file.all()
+    );
+    require!(Postgres);
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("repeats");
+    let pg_config = dir.path().join("pg.toml");
+    std::fs::write(
+        &pg_config,
+        format!(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n",
+            pg.url(&db)
+        ),
+    )
+    .unwrap();
+    let into_pg = jnhpd(
+        dir.path(),
+        &["data", "import", "--config", p(&pg_config), p(&input)],
+    );
+    assert_eq!(
+        (into_pg.code, into_pg.out.replace(p(&input), "")),
+        (into_file.code, into_file.out.replace(p(&input), "")),
+        "into PostgreSQL:\n{}\ninto a data file:\n{}",
+        into_pg.all(),
+        into_file.all()
+    );
+    assert!(
+        into_pg.err.contains("b is stored with another value"),
+        "{}",
+        into_pg.all()
+    );
+    assert_eq!(
+        pg.psql(&db, "SELECT value FROM jnhp_names WHERE name = 'b'")
+            .trim(),
+        "\\x32"
     );
 }
