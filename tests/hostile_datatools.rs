@@ -522,3 +522,56 @@ fn a_name_repeated_in_the_input_counts_alike_into_a_data_file_and_postgres() {
         "\\x32"
     );
 }
+
+/// JSON lines saved by an editor: a UTF-8 byte order mark first (RFC
+/// 8259 lets a parser ignore it) made line 1 "not a JSON object:
+/// expected value at line 1 column 1", and nothing was imported; CR-only
+/// line ends made the file one long line, "trailing characters". The
+/// mark is skipped now; the bare CR is named in the report.
+#[test]
+fn json_lines_from_an_editor_a_bom_is_skipped_and_a_bare_cr_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jnhp.toml");
+    std::fs::write(&config, datafile_config(&dir.path().join("names.data"))).unwrap();
+    let bom = dir.path().join("bom.jsonl");
+    std::fs::write(
+        &bom,
+        b"\xef\xbb\xbf{\"name\":\"a\",\"value\":\"1\"}\r\n{\"name\":\"b\",\"value\":\"2\"}\r\n",
+    )
+    .unwrap();
+    let ran = jnhpd(
+        dir.path(),
+        &["data", "import", "--config", p(&config), p(&bom)],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(ran.out.contains("2 imported"), "{}", ran.all());
+    let cr = dir.path().join("cr.jsonl");
+    std::fs::write(
+        &cr,
+        "{\"name\":\"c\",\"value\":\"3\"}\r{\"name\":\"d\",\"value\":\"4\"}\r",
+    )
+    .unwrap();
+    let ran = jnhpd(
+        dir.path(),
+        &["data", "import", "--config", p(&config), p(&cr)],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    assert!(
+        ran.err.contains("line 1:") && ran.err.contains("bare CR"),
+        "{}",
+        ran.all()
+    );
+    // A mark anywhere but first is not skipped.
+    let late = dir.path().join("late.jsonl");
+    std::fs::write(
+        &late,
+        b"{\"name\":\"e\",\"value\":\"5\"}\n\xef\xbb\xbf{\"name\":\"f\",\"value\":\"6\"}\n",
+    )
+    .unwrap();
+    let ran = jnhpd(
+        dir.path(),
+        &["data", "import", "--config", p(&config), p(&late)],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    assert!(ran.err.contains("line 2:"), "{}", ran.all());
+}

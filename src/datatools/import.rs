@@ -120,8 +120,20 @@ fn read_lines(
                 "{len} bytes, longer than any record within the limits can need ({max} bytes)"
             )),
             Got::Line if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Got::Line => portable::decode_line(&line)
-                .and_then(|(name, value)| check.check(&name, &value).map(|()| (name, value))),
+            Got::Line => {
+                // A UTF-8 byte order mark, which some editors put first,
+                // is skipped (RFC 8259 lets a parser ignore it).
+                let text = match number {
+                    1 => line.strip_prefix(BOM).unwrap_or(&line),
+                    _ => &line[..],
+                };
+                portable::decode_line(text)
+                    .map_err(|why| match has_bare_cr(text) {
+                        true => format!("{why} (lines end with LF or CR LF, not a bare CR)"),
+                        false => why,
+                    })
+                    .and_then(|(name, value)| check.check(&name, &value).map(|()| (name, value)))
+            }
         };
         match record {
             Ok((name, value)) => {
@@ -146,6 +158,20 @@ fn read_lines(
         });
     }
     Ok(records)
+}
+
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// Whether `line` holds a CR that does not end it (before its LF): a file
+/// with CR-only line ends (old Mac) reads as one long line.
+fn has_bare_cr(line: &[u8]) -> bool {
+    let body = line
+        .strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))
+        .or_else(|| line.strip_suffix(b"\r"))
+        .unwrap_or(line);
+    body.contains(&b'\r')
 }
 
 enum Got {
