@@ -575,3 +575,112 @@ fn json_lines_from_an_editor_a_bom_is_skipped_and_a_bare_cr_is_named() {
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(ran.err.contains("line 2:"), "{}", ran.all());
 }
+
+/// An `LD_PRELOAD` shim (as tests/failed_sync.rs builds) making
+/// `fdatasync`, `fsync` and `ftruncate` fail with EIO while the file
+/// named by `JNHP_TEST_FAIL` exists.
+const FAILING_DISK: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+static int failing(void) {
+    const char *path = getenv("JNHP_TEST_FAIL");
+    struct stat st;
+    return path != NULL && stat(path, &st) == 0;
+}
+#define REAL(name, type) ((type)dlsym(RTLD_NEXT, name))
+int fdatasync(int fd) {
+    if (failing()) { errno = EIO; return -1; }
+    return REAL("fdatasync", int (*)(int))(fd);
+}
+int fsync(int fd) {
+    if (failing()) { errno = EIO; return -1; }
+    return REAL("fsync", int (*)(int))(fd);
+}
+int ftruncate(int fd, off_t len) {
+    if (failing()) { errno = EIO; return -1; }
+    return REAL("ftruncate", int (*)(int, off_t))(fd, len);
+}
+int ftruncate64(int fd, off_t len) {
+    if (failing()) { errno = EIO; return -1; }
+    return REAL("ftruncate64", int (*)(int, off_t))(fd, len);
+}
+"#;
+
+/// docs/troubleshooting.md, "A failed sync" whose cut fails too: the
+/// page said to stop jnhpd, check the disk and verify the file; but the
+/// STORE answered `ERROR` left a whole, valid record that verify calls
+/// clean and the restart served. The page now says how to cut it off
+/// (`truncate -s N`, N from the log line); done as written, the STORE
+/// answered ERROR is not found after the restart.
+#[test]
+fn after_a_failed_sync_and_cut_the_documented_truncate_drops_the_store_answered_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("failing.c");
+    let lib = dir.path().join("failing.so");
+    std::fs::write(&source, FAILING_DISK).unwrap();
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("a C compiler (cc) builds the fault-injection shim");
+    assert!(built.success());
+    let trigger = dir.path().join("fail-now");
+    let data = dir.path().join("data");
+    let config = dir.path().join("jnhp.toml");
+    std::fs::write(&config, datafile_config(&data)).unwrap();
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("LD_PRELOAD", &lib)
+        .env("JNHP_TEST_FAIL", &trigger);
+    let server = Server::spawn(cmd, tempfile::tempdir().unwrap(), Some(config.clone()));
+    let mut c = server.connect();
+    assert_eq!(c.ask("STORE before 1"), "W00T!");
+    std::fs::write(&trigger, "").unwrap();
+    let reply = c.ask("STORE lost value");
+    assert!(reply.starts_with("ERROR storage: cannot sync"), "{reply}");
+    let line = server.log.wait_for("cannot cut back to");
+    std::fs::remove_file(&trigger).unwrap();
+    drop(c);
+    stop(server);
+    // What the page says: N from the log line, `truncate -s N PATH`.
+    let n: u64 = line
+        .split("cannot cut back to ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {line:?}"));
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/troubleshooting.md"
+    ))
+    .unwrap();
+    let section = page.split("#### A failed sync").nth(1).unwrap();
+    let section = section.split("\n#").next().unwrap();
+    let command = section
+        .split('`')
+        .find(|code| code.starts_with("truncate "))
+        .unwrap_or_else(|| panic!("the page names no truncate command:\n{section}"));
+    let command = command
+        .replace('N', &n.to_string())
+        .replace("PATH", p(&data));
+    let status = Command::new("sh").args(["-c", &command]).status().unwrap();
+    assert!(status.success(), "{command}");
+    let server = start(dir.path(), &datafile_config(&data));
+    let mut c = server.connect();
+    assert_eq!(c.ask("GET before"), "1");
+    assert_eq!(
+        c.ask("EXISTS lost"),
+        "RARGH!",
+        "the STORE answered ERROR is served"
+    );
+    drop(c);
+    stop(server);
+}
