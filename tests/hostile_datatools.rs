@@ -684,3 +684,48 @@ fn after_a_failed_sync_and_cut_the_documented_truncate_drops_the_store_answered_
     drop(c);
     stop(server);
 }
+
+/// Moving to a new host under the packaged unit: the state directory
+/// exists (systemd made it, the service's user owns it), the data file
+/// not yet, and `jnhpd data import` is run as root, as the page shows.
+/// The import created the file root's, and jnhpd, as the service's user,
+/// could not open it: it refused to start. The import now gives a file
+/// it creates to the directory's owner.
+#[test]
+fn an_import_run_as_root_creates_a_data_file_jnhpd_can_open() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root (files owned by another user)");
+        return;
+    }
+    const SERVICE: u32 = 65534;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = root.path().join("jnhpd");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    nix::unistd::chown(&state, Some(SERVICE.into()), Some(SERVICE.into())).unwrap();
+    let data = state.join("data");
+    let config = root.path().join("jnhp.toml");
+    std::fs::write(&config, datafile_config(&data)).unwrap();
+    let input = root.path().join("names.jsonl");
+    std::fs::write(&input, "{\"name\":\"moved\",\"value\":\"in\"}\n").unwrap();
+    let ran = jnhpd(
+        root.path(),
+        &["data", "import", "--config", p(&config), p(&input)],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_eq!(std::fs::metadata(&data).unwrap().uid(), SERVICE);
+    let (started, log) = starts_as(SERVICE, root.path(), &data);
+    assert!(
+        started,
+        "jnhpd as the directory's owner after the import: {log}"
+    );
+    // Into a file that exists, its owner is left as it is.
+    std::fs::write(&input, "{\"name\":\"more\",\"value\":\"in\"}\n").unwrap();
+    let ran = jnhpd(
+        root.path(),
+        &["data", "import", "--config", p(&config), p(&input)],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_eq!(std::fs::metadata(&data).unwrap().uid(), SERVICE);
+}

@@ -246,12 +246,16 @@ pub fn into_datafile(
         counts: counts.clone(),
     };
     let mut index: HashMap<Box<[u8]>, [u8; 32]> = HashMap::new();
+    let existed = std::fs::symlink_metadata(target).is_ok();
     let (mut file, _) = DataFile::open(target, limits, |name, value| {
         index
             .entry(name.into())
             .or_insert_with(|| Sha256::digest(value).into());
     })
     .map_err(|e| failed(e.into(), &counts))?;
+    if !existed {
+        give_to_the_directory_owner(target).map_err(|e| failed(e, &counts))?;
+    }
     let mut batch = Vec::new();
     // Records in `batch`: counted as imported only once appended (a
     // failed append cuts them off again, and "so far" must not count
@@ -295,6 +299,26 @@ pub fn into_datafile(
             Err(failed(error, &counts))
         }
     }
+}
+
+/// Gives a data file the import created to the owner of its directory,
+/// when the import runs as root: jnhpd runs as that user (under the
+/// packaged unit, its `DynamicUser`, which owns the state directory), and
+/// a root-owned file in its place would stop it from starting (it opens
+/// the file for writing). Run as anyone else, the file is already the
+/// runner's, as a file jnhpd creates is jnhpd's.
+fn give_to_the_directory_owner(target: &Path) -> Result<(), DataToolError> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(());
+    }
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let owner = std::fs::metadata(dir).map_err(DataToolError::io(dir, "read"))?;
+    use std::os::unix::fs::MetadataExt;
+    std::os::unix::fs::chown(target, Some(owner.uid()), Some(owner.gid()))
+        .map_err(DataToolError::io(target, "give to the directory's owner"))
 }
 
 /// The records of the input as a [`crate::postgres::import::import_records`]
