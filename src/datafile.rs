@@ -149,8 +149,8 @@ pub fn replay(
 }
 
 /// [`replay`] over a stream positioned just after the header: only one
-/// record is held at a time (the rest of the file is read into memory
-/// only to tell damage from a torn tail). `each` gets each good record's
+/// record is held at a time (and, to tell damage from a torn tail, a
+/// bounded window of what follows a bad region). `each` gets each good record's
 /// offset; an error from it ends the replay. Returns how it ended and the
 /// length of the good part.
 fn replay_stream(
@@ -201,8 +201,13 @@ fn replay_stream(
         // damage, with acknowledged data after it, exactly when a valid
         // record follows it; the lengths read from the bad bytes prove
         // nothing either way.
-        reader.read_to_end(&mut record).map_err(io)?;
-        if holds_a_record(&record[1..]) {
+        // Searched through a bounded window, never the rest of the file
+        // read into memory: damage near the start of a large file (a
+        // failing disk) must not cost its size in memory at start.
+        let after = record.get(1..).unwrap_or_default().to_vec();
+        let (next_valid, _) =
+            crate::datatools::scan::find_record(after, at + 1, reader).map_err(io)?;
+        if next_valid.is_some() {
             return Err(StorageError::Damaged {
                 path: path.to_path_buf(),
                 offset: at,
@@ -231,34 +236,6 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-/// Whether a valid record starts anywhere in `region`.
-///
-/// Linear in the region, however its bytes read: a candidate is checked
-/// (its CRC computed) only if its name and value hold no NUL, which no
-/// record jnhpd wrote does (a STORE cannot carry one; see [`RecordCheck`]).
-/// Every candidate has a NUL at offset 7 (the high byte of a name length
-/// of at most 64 KiB), so a NUL-free name and value of one candidate holds
-/// no other candidate's offset 7: the spans searched for a NUL and summed
-/// by CRC overlap at most a few times per byte. Without that, a tail whose
-/// every offset reads as in-range lengths (old disk content) cost a whole
-/// maximal record per byte: minutes for a few MiB.
-fn holds_a_record(region: &[u8]) -> bool {
-    // The argument above needs offset 7 of every candidate to be a NUL.
-    const _: () = assert!(MAX_NAME_LEN < 1 << 24);
-    (0..region.len())
-        .filter(|at| region.len() - at >= RECORD_HEADER_LEN)
-        .any(|at| {
-            let rest = &region[at..];
-            let (name_len, value_len) = (u32_at(rest, 4), u32_at(rest, 8));
-            let end = RECORD_HEADER_LEN + name_len + value_len;
-            (1..=MAX_NAME_LEN).contains(&name_len)
-                && (1..=MAX_VALUE_LEN).contains(&value_len)
-                && end <= rest.len()
-                && !rest[RECORD_HEADER_LEN..end].contains(&0)
-                && u32_at(rest, 0) as u32 == crc32fast::hash(&rest[4..end])
-        })
 }
 
 /// Checks a file's header (its first [`HEADER_LEN`] bytes, or fewer if the

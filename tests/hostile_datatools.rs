@@ -729,3 +729,41 @@ fn an_import_run_as_root_creates_a_data_file_jnhpd_can_open() {
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert_eq!(std::fs::metadata(&data).unwrap().uid(), SERVICE);
 }
+
+/// Peak resident memory of a process, in KiB.
+fn peak_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A failing disk that leaves a long bad region (here 200 MiB of
+/// zeros, as a block allocated and never written reads) after the last
+/// good record: a start read all of it into memory to look for a valid
+/// record after it, so a bad region near the start of a large file cost
+/// the file's size in memory (the data tools searched through a bounded
+/// window already). The start now uses that window: it cuts the tail as
+/// before, with its peak memory far below the region's size.
+#[test]
+fn a_start_after_a_long_bad_region_keeps_its_memory_bounded() {
+    const REGION: u64 = 200 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let data = written_by_jnhpd(dir.path(), "names.data", 3);
+    let good = std::fs::metadata(&data).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+    file.set_len(good + REGION).unwrap(); // sparse: zeros, no disk space
+    drop(file);
+    let server = start(dir.path(), &datafile_config(&data));
+    server.log.wait_for("cutting off");
+    let peak = peak_kib(server.pid());
+    let mut c = server.connect();
+    assert_eq!(c.ask("GET name2"), "value 2");
+    drop(c);
+    stop(server);
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), good);
+    assert!(
+        peak < (REGION >> 10) / 2,
+        "peak memory {peak} KiB at start, for a bad region of {} KiB",
+        REGION >> 10
+    );
+}
