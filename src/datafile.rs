@@ -238,6 +238,19 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// Whether `start`, a whole file no longer than a header, is what a
+/// crash while jnhpd created the file can leave: a prefix of the header,
+/// or zeros (a block allocated, its data never written). It holds no
+/// record, and jnhpd serves only after the header is synced, so nothing
+/// was ever acknowledged from it: a start writes it again, and the data
+/// tools call it a torn tail, not another program's file.
+pub fn is_torn_header(start: &[u8]) -> bool {
+    // A whole header is no torn one: an empty data file is that.
+    start.len() <= HEADER_LEN
+        && (start.iter().all(|&b| b == 0)
+            || (start.len() < HEADER_LEN && header().starts_with(start)))
+}
+
 /// Checks a file's header (its first [`HEADER_LEN`] bytes, or fewer if the
 /// file is shorter): the magic and a version this build reads.
 fn check_header(data: &[u8], path: &Path) -> Result<(), StorageError> {
@@ -403,7 +416,20 @@ impl DataFile {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io("lock")(e)),
         }
-        let size = file.metadata().map_err(io("read"))?.len();
+        let mut size = file.metadata().map_err(io("read"))?.len();
+        if size > 0 && size <= HEADER_LEN as u64 {
+            let mut start = [0u8; HEADER_LEN];
+            let got = read_full(&mut file, &mut start).map_err(io("read"))?;
+            file.seek(SeekFrom::Start(0)).map_err(io("seek"))?;
+            if is_torn_header(&start[..got]) {
+                log::warn!(
+                    "data file {}: its header was cut short by a crash while jnhpd created                      it ({got} bytes, nothing stored); writing it again",
+                    path.display()
+                );
+                file.set_len(0).map_err(io("truncate"))?;
+                size = 0;
+            }
+        }
         if size == 0 {
             file.write_all(&header()).map_err(io("write"))?;
             file.sync_all().map_err(io("sync"))?;

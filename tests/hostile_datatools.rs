@@ -767,3 +767,52 @@ fn a_start_after_a_long_bad_region_keeps_its_memory_bounded() {
         REGION >> 10
     );
 }
+
+/// A crash while jnhpd creates its data file (before the header it
+/// writes is on disk) can leave the header cut short, or zeros (a file
+/// system that logged the size before the data). Nothing was ever
+/// stored in it (jnhpd serves only once the header is synced), yet the
+/// start refused it as "not a jnhpd data file", under systemd at every
+/// restart, and repair refused to touch a bad header: the operator had
+/// to delete the file by hand. The start now writes the header again;
+/// verify calls it a torn tail (exit 0), repair cuts it. Another
+/// program's file (other bytes, or anything after them) is still refused.
+#[test]
+fn a_header_cut_short_by_a_crash_at_creation_is_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("names.data");
+    let mut header = b"JNHPDATA".to_vec();
+    header.extend_from_slice(&1u32.to_le_bytes());
+    header.extend_from_slice(&[0; 4]);
+    for torn in [vec![0u8; 16], vec![0u8; 7], header[..11].to_vec()] {
+        std::fs::write(&data, &torn).unwrap();
+        let ran = jnhpd(dir.path(), &["data", "verify", p(&data)]);
+        assert_eq!(ran.code, 0, "{torn:?}: {}", ran.all());
+        assert!(ran.out.contains("torn bytes"), "{torn:?}: {}", ran.all());
+        let server = start(dir.path(), &datafile_config(&data));
+        server.log.wait_for("cut short by a crash");
+        let mut c = server.connect();
+        assert_eq!(c.ask("STORE after crash"), "W00T!");
+        drop(c);
+        stop(server);
+        let server = start(dir.path(), &datafile_config(&data));
+        let mut c = server.connect();
+        assert_eq!(c.ask("GET after"), "crash");
+        drop(c);
+        stop(server);
+        std::fs::write(&data, &torn).unwrap();
+        let ran = jnhpd(dir.path(), &["data", "repair", p(&data)]);
+        assert_eq!(ran.code, 0, "{torn:?}: {}", ran.all());
+        assert_eq!(std::fs::metadata(&data).unwrap().len(), 0);
+    }
+    // Not a torn header: other bytes, or zeros with more after them.
+    for other in [b"#!/bin/sh\n".to_vec(), vec![0u8; 17]] {
+        std::fs::write(&data, &other).unwrap();
+        let (code, out) = common::start_fails(&dir.path().join("jnhp.toml"));
+        assert_ne!(code, 0, "{out}");
+        assert!(out.contains("not a jnhpd data file"), "{out}");
+        assert_eq!(std::fs::read(&data).unwrap(), other);
+        let ran = jnhpd(dir.path(), &["data", "verify", p(&data)]);
+        assert_eq!(ran.code, 1, "{}", ran.all());
+    }
+}

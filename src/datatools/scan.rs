@@ -153,11 +153,23 @@ pub fn scan(
         return Ok(found);
     }
     if let Err(why) = check_header(&header[..got]) {
-        found.bytes = got as u64 + count_rest(reader).map_err(io)?;
-        found.end = End::Damaged {
-            offset: 0,
-            damage: Damage::BadHeader(why),
-            next_valid: None,
+        let rest = count_rest(reader).map_err(io)?;
+        found.bytes = got as u64 + rest;
+        found.end = match rest == 0 && crate::datafile::is_torn_header(&header[..got]) {
+            // What a crash while jnhpd created the file leaves; the next
+            // start writes the header again.
+            true => End::TornTail {
+                offset: 0,
+                bytes: got as u64,
+                damage: Damage::BadHeader(format!(
+                    "{why} (a header cut short by a crash as jnhpd created the file)"
+                )),
+            },
+            false => End::Damaged {
+                offset: 0,
+                damage: Damage::BadHeader(why),
+                next_valid: None,
+            },
         };
         return Ok(found);
     }
