@@ -816,3 +816,76 @@ fn a_header_cut_short_by_a_crash_at_creation_is_written_again() {
         assert_eq!(ran.code, 1, "{}", ran.all());
     }
 }
+
+/// An import into PostgreSQL killed midway, then run again (what
+/// docs/backup.md promises: committed chunks stay, the rerun counts them
+/// present and imports the rest, exactly once each).
+#[test]
+fn an_import_into_postgres_killed_midway_completes_when_run_again() {
+    require!(Postgres);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("names.jsonl");
+    let lines: String = (0..50_000)
+        .map(|i| format!("{{\"name\":\"n{i}\",\"value\":\"value {i}\"}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("killed");
+    let config = dir.path().join("pg.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n",
+            pg.url(&db)
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(common::bin())
+        .args(["data", "import", "--config", p(&config), p(&input)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once some chunks are committed (or at its end, if faster).
+    let deadline = Instant::now() + PATIENCE;
+    let rows = || -> u64 {
+        // The import creates the table once connected.
+        if pg
+            .psql(&db, "SELECT to_regclass('jnhp_names') IS NOT NULL")
+            .trim()
+            != "t"
+        {
+            return 0;
+        }
+        pg.psql(&db, "SELECT count(*) FROM jnhp_names")
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    while rows() == 0 && child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the import committed nothing");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let first = rows();
+    eprintln!("killed with {first} of 50000 names committed");
+    let ran = jnhpd(
+        dir.path(),
+        &["data", "import", "--config", p(&config), p(&input)],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_eq!(
+        count_before(&ran.out, "imported"),
+        50_000 - first,
+        "{}",
+        ran.all()
+    );
+    assert_eq!(
+        count_before(&ran.out, "already present"),
+        first,
+        "{}",
+        ran.all()
+    );
+    assert_eq!(rows(), 50_000);
+}
