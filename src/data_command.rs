@@ -135,8 +135,59 @@ pub fn run(command: DataCommand) -> ExitCode {
 }
 
 fn fail(verb: &str, err: impl std::fmt::Display, status: u8) -> ExitCode {
-    eprintln!("jnhpd: data {verb}: {err}");
+    // Not eprintln!: it panics when stderr cannot be written (2>/dev/full),
+    // and the status must still be this one.
+    let _ = writeln!(std::io::stderr(), "jnhpd: data {verb}: {err}");
     ExitCode::from(status)
+}
+
+/// A command's report on standard output. Not `println!`: it panics when
+/// standard output cannot be written (a closed pipe, `>/dev/full`); here
+/// that is an I/O error, said on stderr, and the exit status says it too
+/// ([`Report::finish`]), even though the work was done.
+struct Report {
+    verb: &'static str,
+    failed: Option<std::io::Error>,
+}
+
+impl Report {
+    fn new(verb: &'static str) -> Report {
+        Report { verb, failed: None }
+    }
+
+    fn line(&mut self, text: std::fmt::Arguments) {
+        if self.failed.is_none() {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_fmt(text).and_then(|()| out.write_all(b"\n")) {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    /// `status`, unless the report could not be written (line-buffered
+    /// standard output is flushed here): then `io_status`.
+    fn finish(mut self, status: ExitCode, io_status: u8) -> ExitCode {
+        if self.failed.is_none()
+            && let Err(e) = std::io::stdout().lock().flush()
+        {
+            self.failed = Some(e);
+        }
+        match self.failed {
+            None => status,
+            Some(e) => fail(
+                self.verb,
+                format!("standard output: cannot write the report: {e}"),
+                io_status,
+            ),
+        }
+    }
+}
+
+/// `println!` into a [`Report`].
+macro_rules! say {
+    ($report:expr, $($arg:tt)*) => {
+        $report.line(format_args!($($arg)*))
+    };
 }
 
 fn load(config: &Path) -> Result<Config, String> {
@@ -168,16 +219,19 @@ fn verify(path: &Path, config: Option<&Path>) -> ExitCode {
         Err(err) => return fail("verify", err, TROUBLE),
     };
     let p = path.display();
+    let mut report = Report::new("verify");
     let damaged = datatools::verify::is_damaged(&scan);
     match &scan.end {
-        End::Damaged { .. } => println!(
+        End::Damaged { .. } => say!(
+            report,
             "{p}: {} bytes; before the damage: {} records{}, {} bytes",
             scan.bytes,
             scan.records,
             names(&scan),
             scan.good_len
         ),
-        _ => println!(
+        _ => say!(
+            report,
             "{p}: {} records{}, {} bytes",
             scan.records,
             names(&scan),
@@ -187,7 +241,8 @@ fn verify(path: &Path, config: Option<&Path>) -> ExitCode {
     if scan.duplicates > 0
         && let Some((offset, first)) = scan.first_duplicate
     {
-        println!(
+        say!(
+            report,
             "{p}: damaged: {} records repeat a name; the first at byte offset {offset}: {} \
              (jnhpd keeps the first value and starts; repair does not cut there)",
             scan.duplicates,
@@ -196,15 +251,19 @@ fn verify(path: &Path, config: Option<&Path>) -> ExitCode {
     }
     match &scan.end {
         End::Clean if scan.bytes == 0 => {
-            println!("{p}: empty (a new data file: jnhpd writes its header when it starts)")
+            say!(
+                report,
+                "{p}: empty (a new data file: jnhpd writes its header when it starts)"
+            )
         }
-        End::Clean if !damaged => println!("{p}: clean"),
+        End::Clean if !damaged => say!(report, "{p}: clean"),
         End::Clean => {}
         End::TornTail {
             offset,
             bytes,
             damage,
-        } => println!(
+        } => say!(
+            report,
             "{p}: {}, then {bytes} torn bytes at the end (byte offset {offset}: {damage}): \
              an unfinished last write, as a crash leaves; no acknowledged STORE is in it, \
              and the next start of jnhpd cuts it (as does `jnhpd data repair`)",
@@ -219,17 +278,29 @@ fn verify(path: &Path, config: Option<&Path>) -> ExitCode {
                 Some(next) => format!("; a valid record follows at byte offset {next}"),
                 None => String::new(),
             };
-            println!(
+            // A bad header is not repaired (the file may be another
+            // program's): promising a cut there would send the operator to
+            // a command that refuses.
+            let what_next = match damage {
+                Damage::BadHeader(_) => {
+                    "not a data file jnhpd reads; `jnhpd data repair` \
+                                         does not change it"
+                }
+                _ => "`jnhpd data repair` cuts there, keeping the rest in a side file",
+            };
+            say!(
+                report,
                 "{p}: damaged at byte offset {offset}: {damage}{after}; {} good records before it \
-                 (`jnhpd data repair` cuts there, keeping the rest in a side file)",
+                 ({what_next})",
                 scan.records
             );
         }
     }
-    match damaged {
+    let status = match damaged {
         true => ExitCode::from(DAMAGED),
         false => ExitCode::SUCCESS,
-    }
+    };
+    report.finish(status, TROUBLE)
 }
 
 fn repair(path: &Path, config: Option<&Path>) -> ExitCode {
@@ -242,15 +313,18 @@ fn repair(path: &Path, config: Option<&Path>) -> ExitCode {
         Err(err) => return fail("repair", err, 1),
     };
     let p = path.display();
+    let mut report = Report::new("repair");
     let scan = &repaired.scan;
     match &repaired.cut {
-        None => println!(
+        None => say!(
+            report,
             "{p}: clean ({} records{}, {} bytes); nothing changed",
             scan.records,
             names(scan),
             scan.bytes
         ),
-        Some(cut) => println!(
+        Some(cut) => say!(
+            report,
             "{p}: cut at byte offset {}: {}; kept {} records{}, {} bytes; cut {} bytes, \
              kept in {}",
             cut.offset,
@@ -263,12 +337,13 @@ fn repair(path: &Path, config: Option<&Path>) -> ExitCode {
         ),
     }
     if scan.duplicates > 0 {
-        println!(
+        say!(
+            report,
             "{p}: {} records repeat a name stored before: not cut (jnhpd keeps the first value)",
             scan.duplicates
         );
     }
-    ExitCode::SUCCESS
+    report.finish(ExitCode::SUCCESS, 1)
 }
 
 fn backup(config: Option<&Path>, datafile: Option<&Path>, dest: &Path, force: bool) -> ExitCode {
@@ -305,7 +380,9 @@ fn backup(config: Option<&Path>, datafile: Option<&Path>, dest: &Path, force: bo
     };
     match datatools::backup::backup(&source, dest, force, limits) {
         Ok(done) => {
-            println!(
+            let mut report = Report::new("backup");
+            say!(
+                report,
                 "{}: backed up {} records, {} bytes, to {}; stopped at byte offset {} \
                  (the file had {} bytes{})",
                 source.display(),
@@ -319,7 +396,7 @@ fn backup(config: Option<&Path>, datafile: Option<&Path>, dest: &Path, force: bo
                     n => format!("; the last {n}, a group being written, were left out"),
                 }
             );
-            ExitCode::SUCCESS
+            report.finish(ExitCode::SUCCESS, 1)
         }
         Err(err) => fail("backup", err, 1),
     }
@@ -364,7 +441,8 @@ fn export(path: &Path, output: Option<&Path>, force: bool, config: Option<&Path>
                 0 => String::new(),
                 n => format!(" ({n} torn bytes at the end left out)"),
             };
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "jnhpd: data export: {}: {} records exported{torn}",
                 path.display(),
                 done.records
@@ -429,11 +507,17 @@ fn import(config_path: &Path, input: &Path) -> ExitCode {
     };
     match counts {
         Ok(counts) => {
-            println!("jnhpd: data import: {} ({what}): {counts}", input.display());
-            match counts.conflicts {
+            let mut report = Report::new("import");
+            say!(
+                report,
+                "jnhpd: data import: {} ({what}): {counts}",
+                input.display()
+            );
+            let status = match counts.conflicts {
                 0 => ExitCode::SUCCESS,
                 _ => ExitCode::from(1),
-            }
+            };
+            report.finish(status, 1)
         }
         Err(err) => fail("import", format!("{} ({what}): {err}", input.display()), 1),
     }

@@ -149,8 +149,8 @@ pub fn replay(
 }
 
 /// [`replay`] over a stream positioned just after the header: only one
-/// record is held at a time (the rest of the file is read into memory
-/// only to tell damage from a torn tail). `each` gets each good record's
+/// record is held at a time (and, to tell damage from a torn tail, a
+/// bounded window of what follows a bad region). `each` gets each good record's
 /// offset; an error from it ends the replay. Returns how it ended and the
 /// length of the good part.
 fn replay_stream(
@@ -201,8 +201,13 @@ fn replay_stream(
         // damage, with acknowledged data after it, exactly when a valid
         // record follows it; the lengths read from the bad bytes prove
         // nothing either way.
-        reader.read_to_end(&mut record).map_err(io)?;
-        if holds_a_record(&record[1..]) {
+        // Searched through a bounded window, never the rest of the file
+        // read into memory: damage near the start of a large file (a
+        // failing disk) must not cost its size in memory at start.
+        let after = record.get(1..).unwrap_or_default().to_vec();
+        let (next_valid, _) =
+            crate::datatools::scan::find_record(after, at + 1, reader).map_err(io)?;
+        if next_valid.is_some() {
             return Err(StorageError::Damaged {
                 path: path.to_path_buf(),
                 offset: at,
@@ -233,32 +238,17 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Whether a valid record starts anywhere in `region`.
-///
-/// Linear in the region, however its bytes read: a candidate is checked
-/// (its CRC computed) only if its name and value hold no NUL, which no
-/// record jnhpd wrote does (a STORE cannot carry one; see [`RecordCheck`]).
-/// Every candidate has a NUL at offset 7 (the high byte of a name length
-/// of at most 64 KiB), so a NUL-free name and value of one candidate holds
-/// no other candidate's offset 7: the spans searched for a NUL and summed
-/// by CRC overlap at most a few times per byte. Without that, a tail whose
-/// every offset reads as in-range lengths (old disk content) cost a whole
-/// maximal record per byte: minutes for a few MiB.
-fn holds_a_record(region: &[u8]) -> bool {
-    // The argument above needs offset 7 of every candidate to be a NUL.
-    const _: () = assert!(MAX_NAME_LEN < 1 << 24);
-    (0..region.len())
-        .filter(|at| region.len() - at >= RECORD_HEADER_LEN)
-        .any(|at| {
-            let rest = &region[at..];
-            let (name_len, value_len) = (u32_at(rest, 4), u32_at(rest, 8));
-            let end = RECORD_HEADER_LEN + name_len + value_len;
-            (1..=MAX_NAME_LEN).contains(&name_len)
-                && (1..=MAX_VALUE_LEN).contains(&value_len)
-                && end <= rest.len()
-                && !rest[RECORD_HEADER_LEN..end].contains(&0)
-                && u32_at(rest, 0) as u32 == crc32fast::hash(&rest[4..end])
-        })
+/// Whether `start`, a whole file no longer than a header, is what a
+/// crash while jnhpd created the file can leave: a prefix of the header,
+/// or zeros (a block allocated, its data never written). It holds no
+/// record, and jnhpd serves only after the header is synced, so nothing
+/// was ever acknowledged from it: a start writes it again, and the data
+/// tools call it a torn tail, not another program's file.
+pub fn is_torn_header(start: &[u8]) -> bool {
+    // A whole header is no torn one: an empty data file is that.
+    start.len() <= HEADER_LEN
+        && (start.iter().all(|&b| b == 0)
+            || (start.len() < HEADER_LEN && header().starts_with(start)))
 }
 
 /// Checks a file's header (its first [`HEADER_LEN`] bytes, or fewer if the
@@ -426,7 +416,20 @@ impl DataFile {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io("lock")(e)),
         }
-        let size = file.metadata().map_err(io("read"))?.len();
+        let mut size = file.metadata().map_err(io("read"))?.len();
+        if size > 0 && size <= HEADER_LEN as u64 {
+            let mut start = [0u8; HEADER_LEN];
+            let got = read_full(&mut file, &mut start).map_err(io("read"))?;
+            file.seek(SeekFrom::Start(0)).map_err(io("seek"))?;
+            if is_torn_header(&start[..got]) {
+                log::warn!(
+                    "data file {}: its header was cut short by a crash while jnhpd created                      it ({got} bytes, nothing stored); writing it again",
+                    path.display()
+                );
+                file.set_len(0).map_err(io("truncate"))?;
+                size = 0;
+            }
+        }
         if size == 0 {
             file.write_all(&header()).map_err(io("write"))?;
             file.sync_all().map_err(io("sync"))?;

@@ -120,8 +120,20 @@ fn read_lines(
                 "{len} bytes, longer than any record within the limits can need ({max} bytes)"
             )),
             Got::Line if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Got::Line => portable::decode_line(&line)
-                .and_then(|(name, value)| check.check(&name, &value).map(|()| (name, value))),
+            Got::Line => {
+                // A UTF-8 byte order mark, which some editors put first,
+                // is skipped (RFC 8259 lets a parser ignore it).
+                let text = match number {
+                    1 => line.strip_prefix(BOM).unwrap_or(&line),
+                    _ => &line[..],
+                };
+                portable::decode_line(text)
+                    .map_err(|why| match has_bare_cr(text) {
+                        true => format!("{why} (lines end with LF or CR LF, not a bare CR)"),
+                        false => why,
+                    })
+                    .and_then(|(name, value)| check.check(&name, &value).map(|()| (name, value)))
+            }
         };
         match record {
             Ok((name, value)) => {
@@ -146,6 +158,20 @@ fn read_lines(
         });
     }
     Ok(records)
+}
+
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// Whether `line` holds a CR that does not end it (before its LF): a file
+/// with CR-only line ends (old Mac) reads as one long line.
+fn has_bare_cr(line: &[u8]) -> bool {
+    let body = line
+        .strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))
+        .or_else(|| line.strip_suffix(b"\r"))
+        .unwrap_or(line);
+    body.contains(&b'\r')
 }
 
 enum Got {
@@ -220,13 +246,21 @@ pub fn into_datafile(
         counts: counts.clone(),
     };
     let mut index: HashMap<Box<[u8]>, [u8; 32]> = HashMap::new();
+    let existed = std::fs::symlink_metadata(target).is_ok();
     let (mut file, _) = DataFile::open(target, limits, |name, value| {
         index
             .entry(name.into())
             .or_insert_with(|| Sha256::digest(value).into());
     })
     .map_err(|e| failed(e.into(), &counts))?;
+    if !existed {
+        give_to_the_directory_owner(target).map_err(|e| failed(e, &counts))?;
+    }
     let mut batch = Vec::new();
+    // Records in `batch`: counted as imported only once appended (a
+    // failed append cuts them off again, and "so far" must not count
+    // them).
+    let mut batched = 0u64;
     let read = read_input(input, kind, limits, |name, value| {
         let digest: [u8; 32] = Sha256::digest(value).into();
         match index.get(name) {
@@ -241,10 +275,11 @@ pub fn into_datafile(
             None => {
                 index.insert(name.into(), digest);
                 encode_record(name, value, &mut batch);
-                counts.imported += 1;
+                batched += 1;
                 if batch.len() >= BATCH_BYTES {
                     file.append(&batch)?;
                     batch.clear();
+                    counts.imported += std::mem::take(&mut batched);
                 }
             }
         }
@@ -252,6 +287,7 @@ pub fn into_datafile(
     });
     let appended = read.and_then(|_| {
         file.append(&batch)?;
+        counts.imported += batched;
         file.sync()?;
         Ok(())
     });
@@ -263,6 +299,26 @@ pub fn into_datafile(
             Err(failed(error, &counts))
         }
     }
+}
+
+/// Gives a data file the import created to the owner of its directory,
+/// when the import runs as root: jnhpd runs as that user (under the
+/// packaged unit, its `DynamicUser`, which owns the state directory), and
+/// a root-owned file in its place would stop it from starting (it opens
+/// the file for writing). Run as anyone else, the file is already the
+/// runner's, as a file jnhpd creates is jnhpd's.
+fn give_to_the_directory_owner(target: &Path) -> Result<(), DataToolError> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(());
+    }
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let owner = std::fs::metadata(dir).map_err(DataToolError::io(dir, "read"))?;
+    use std::os::unix::fs::MetadataExt;
+    std::os::unix::fs::chown(target, Some(owner.uid()), Some(owner.gid()))
+        .map_err(DataToolError::io(target, "give to the directory's owner"))
 }
 
 /// The records of the input as a [`crate::postgres::import::import_records`]

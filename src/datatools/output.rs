@@ -54,6 +54,7 @@ impl Output {
                     kind: kind_of(kind),
                 });
             }
+            refuse_a_held_data_file(dest)?;
         }
         let file_name = dest.file_name().ok_or_else(|| DataToolError::Input {
             path: dest.to_path_buf(),
@@ -132,6 +133,32 @@ impl Drop for Output {
         if !self.temp.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.temp);
         }
+    }
+}
+
+/// Refuses to replace a data file a jnhpd holds (its lock, `flock`):
+/// a restore done as `backup --force BACKUP LIVE_FILE` while the daemon
+/// runs would leave every later STORE in a file no longer in any
+/// directory, lost at the next start. Only taken for a moment: a
+/// shared lock, released when the descriptor is dropped.
+fn refuse_a_held_data_file(dest: &Path) -> Result<(), DataToolError> {
+    let file = match OpenOptions::new()
+        .read(true)
+        // Never blocks on a FIFO put there since it was checked.
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(dest)
+    {
+        Ok(file) => file,
+        // Unreadable or gone: nothing holds it that we could see; the
+        // rename decides.
+        Err(_) => return Ok(()),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DataToolError::Locked {
+            path: dest.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(DataToolError::io(dest, "lock")(e)),
     }
 }
 

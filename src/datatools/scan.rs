@@ -153,11 +153,23 @@ pub fn scan(
         return Ok(found);
     }
     if let Err(why) = check_header(&header[..got]) {
-        found.bytes = got as u64 + count_rest(reader).map_err(io)?;
-        found.end = End::Damaged {
-            offset: 0,
-            damage: Damage::BadHeader(why),
-            next_valid: None,
+        let rest = count_rest(reader).map_err(io)?;
+        found.bytes = got as u64 + rest;
+        found.end = match rest == 0 && crate::datafile::is_torn_header(&header[..got]) {
+            // What a crash while jnhpd created the file leaves; the next
+            // start writes the header again.
+            true => End::TornTail {
+                offset: 0,
+                bytes: got as u64,
+                damage: Damage::BadHeader(format!(
+                    "{why} (a header cut short by a crash as jnhpd created the file)"
+                )),
+            },
+            false => End::Damaged {
+                offset: 0,
+                damage: Damage::BadHeader(why),
+                next_valid: None,
+            },
         };
         return Ok(found);
     }
@@ -278,7 +290,7 @@ fn check_header(header: &[u8]) -> Result<(), String> {
 /// if any, and the offset of the end of the stream (read to its end). Holds at most a window of about two maximal
 /// records; linear in the bytes, as [`crate::datafile`]'s own search is
 /// (a candidate's bytes are summed only if they hold no NUL).
-fn find_record(
+pub(crate) fn find_record(
     mut buf: Vec<u8>,
     mut base: u64,
     reader: &mut impl Read,
@@ -319,7 +331,18 @@ fn find_record(
 
 /// Whether a valid record (one jnhpd could have written: no NUL in its
 /// name or value) begins at the start of `rest`.
+///
+/// Checking every offset stays linear however the bytes read: a
+/// candidate's CRC is computed only if its name and value hold no NUL,
+/// and every candidate has a NUL at offset 7 (the high byte of a name
+/// length of at most 64 KiB), so a NUL-free name and value of one
+/// candidate holds no other candidate's offset 7: the spans searched and
+/// summed overlap at most a few times per byte. (Without that, a tail
+/// whose every offset reads as in-range lengths cost a whole maximal
+/// record per byte.)
 fn record_at(rest: &[u8]) -> bool {
+    // The argument above needs offset 7 of every candidate to be a NUL.
+    const _: () = assert!(MAX_NAME_LEN < 1 << 24);
     if rest.len() < RECORD_HEADER_LEN {
         return false;
     }

@@ -9,7 +9,9 @@
 //! same value, as a *conflict* with another (the namespace keeps its
 //! value: names are write-once).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
 use std::path::Path;
 
 use tokio::time::{Duration, Instant};
@@ -143,9 +145,29 @@ pub async fn import_records(
         .map_err(|e| fail(e.to_string(), &counts))?;
     let owner = namespace.owner();
     let mut write_id = 0i64;
-    let mut seen = HashSet::new();
+    // A name repeated in the input keeps its first value and counts as
+    // an import into a data file counts it: present with the same value,
+    // a conflict with another (it was dropped here, uncounted).
+    let mut seen: HashMap<Vec<u8>, [u8; 32]> = HashMap::new();
     while let Some(mut chunk) = chunks.recv().await {
-        chunk.retain(|(name, _)| seen.insert(name.clone()));
+        chunk.retain(|(name, value)| {
+            let digest: [u8; 32] = Sha256::digest(value).into();
+            match seen.get(name) {
+                None => {
+                    seen.insert(name.clone(), digest);
+                    return true;
+                }
+                Some(first) if *first == digest => counts.present += 1,
+                Some(_) => {
+                    counts.conflicts += 1;
+                    log::warn!(
+                        "import: {} is stored with another value; the namespace keeps it",
+                        String::from_utf8_lossy(name)
+                    );
+                }
+            }
+            false
+        });
         import_chunk(&conn, owner, &chunk, &mut write_id, &mut counts)
             .await
             .map_err(|reason| fail(reason, &counts))?;
