@@ -2,6 +2,7 @@
 //! blocking line client.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod man_page;
 pub mod need;
 
 use std::io::{BufRead, BufReader, Read, Write};
