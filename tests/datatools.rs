@@ -12,80 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::datafile::{self, jnhpd, start, stop};
 use common::{Client, PATIENCE, Server};
 use nix::sys::signal::Signal;
 use pg::Postgres;
 
-/// What a finished command left: exit code, stdout, stderr.
-struct Ran {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-impl Ran {
-    fn all(&self) -> String {
-        format!(
-            "exit {}\nstdout: {}\nstderr: {}",
-            self.code, self.out, self.err
-        )
-    }
-}
-
-/// Runs `jnhpd ARGS` to its exit (within PATIENCE) in `dir`.
-fn jnhpd(dir: &Path, args: &[&str]) -> Ran {
-    jnhpd_cmd(Command::new(common::bin()).args(args).current_dir(dir))
-}
-
-fn jnhpd_cmd(cmd: &mut Command) -> Ran {
-    let out_file = tempfile::tempfile().unwrap();
-    let err_file = tempfile::tempfile().unwrap();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out_file.try_clone().unwrap())
-        .stderr(err_file.try_clone().unwrap())
-        .spawn()
-        .unwrap();
-    let status = common::wait_exit(&mut child);
-    let read = |mut f: std::fs::File| {
-        use std::io::{Read, Seek};
-        f.seek(std::io::SeekFrom::Start(0)).unwrap();
-        let mut s = Vec::new();
-        f.read_to_end(&mut s).unwrap();
-        String::from_utf8_lossy(&s).into_owned()
-    };
-    Ran {
-        code: status.code().unwrap_or(-1),
-        out: read(out_file),
-        err: read(err_file),
-    }
-}
-
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-/// Starts jnhpd with `config` written in `dir` (the data stays there).
-fn start(dir: &Path, config: &str) -> Server {
-    let path = dir.join("jnhp.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut cmd = Command::new(common::bin());
-    cmd.arg("--config")
-        .arg(&path)
-        .args(["--listen", "127.0.0.1:0"]);
-    Server::spawn(cmd, tempfile::tempdir().unwrap(), Some(path))
-}
-
-fn datafile_config(path: &Path, fsync: &str) -> String {
-    format!(
-        "[storage]\npath = \"{}\"\nfsync = \"{fsync}\"\n",
-        path.display()
-    )
-}
-
-fn stop(mut server: Server) {
-    server.signal(Signal::SIGTERM);
-    assert!(server.wait_exit().success());
 }
 
 /// STORE over the wire with raw bytes; returns the reply.
@@ -113,7 +46,7 @@ fn get(c: &mut Client, name: &[u8]) -> Vec<u8> {
 /// A data file holding `records`, written by a real jnhpd.
 fn written_by_jnhpd(dir: &Path, file: &str, records: &[(Vec<u8>, Vec<u8>)]) -> PathBuf {
     let path = dir.join(file);
-    let server = start(dir, &datafile_config(&path, "always"));
+    let server = start(dir, &datafile::config(&path, "always"));
     let mut c = server.connect();
     for (name, value) in records {
         assert_eq!(store(&mut c, name, value), "W00T!");
@@ -154,7 +87,7 @@ fn record_offsets(data: &[u8]) -> Vec<usize> {
 fn backup_under_load(fsync: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("names.data");
-    let config = datafile_config(&data, fsync);
+    let config = datafile::config(&data, fsync);
     let server = start(dir.path(), &config);
     let config_path = dir.path().join("jnhp.toml");
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -210,7 +143,7 @@ fn backup_under_load(fsync: &str) {
     let restored_dir = tempfile::tempdir().unwrap();
     let restored = restored_dir.path().join("restored.data");
     std::fs::copy(&dest, &restored).unwrap();
-    let server = start(restored_dir.path(), &datafile_config(&restored, "always"));
+    let server = start(restored_dir.path(), &datafile::config(&restored, "always"));
     let mut c = server.connect();
     for (name, value) in &before {
         assert_eq!(c.ask(&format!("GET {name}")), *value, "{name}");
@@ -287,7 +220,7 @@ fn repair_cuts_damage_in_the_middle_and_keeps_the_rest_in_a_side_file() {
     // The repaired file verifies clean and serves its first four names.
     let verified = jnhpd(dir.path(), &["data", "verify", p(&data)]);
     assert_eq!(verified.code, 0, "{}", verified.all());
-    let server = start(dir.path(), &datafile_config(&data, "always"));
+    let server = start(dir.path(), &datafile::config(&data, "always"));
     let mut c = server.connect();
     for (i, (name, value)) in records.iter().enumerate() {
         let want = if i < 4 { value.clone() } else { Vec::new() };
@@ -469,7 +402,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 fn repair_and_import_are_refused_while_a_daemon_holds_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("names.data");
-    let server = start(dir.path(), &datafile_config(&data, "always"));
+    let server = start(dir.path(), &datafile::config(&data, "always"));
     let mut c = server.connect();
     assert_eq!(c.ask("STORE a 1"), "W00T!");
     let before = std::fs::read(&data).unwrap();
@@ -563,7 +496,7 @@ fn export_import_round_trip_into_a_data_file_is_byte_for_byte() {
     let target_dir = tempfile::tempdir().unwrap();
     let target = target_dir.path().join("imported.data");
     let config = target_dir.path().join("jnhp.toml");
-    std::fs::write(&config, datafile_config(&target, "always")).unwrap();
+    std::fs::write(&config, datafile::config(&target, "always")).unwrap();
     let ran = jnhpd(
         dir.path(),
         &["data", "import", "--config", p(&config), p(&export)],
@@ -595,7 +528,7 @@ fn export_import_round_trip_into_a_data_file_is_byte_for_byte() {
         "{}",
         ran.all()
     );
-    let server = start(target_dir.path(), &datafile_config(&target, "always"));
+    let server = start(target_dir.path(), &datafile::config(&target, "always"));
     serves(&server, &records);
     stop(server);
 }
@@ -705,7 +638,7 @@ fn import_conflicts_are_counted_and_keep_the_stored_value() {
         "{}",
         ran.all()
     );
-    let server = start(dir.path(), &datafile_config(&data, "always"));
+    let server = start(dir.path(), &datafile::config(&data, "always"));
     let mut c = server.connect();
     assert_eq!(c.ask("GET a"), "1");
     assert_eq!(c.ask("GET c"), "3");
@@ -724,7 +657,7 @@ fn bad_json_lines_are_reported_by_number_and_nothing_is_imported() {
         &config,
         format!(
             "[server]\nmax_name_bytes = 8\n{}",
-            datafile_config(&data, "always")
+            datafile::config(&data, "always")
         ),
     )
     .unwrap();
@@ -777,7 +710,7 @@ fn a_one_gigabyte_json_line_is_reported_with_bounded_memory() {
     let config = dir.path().join("jnhp.toml");
     std::fs::write(
         &config,
-        datafile_config(&dir.path().join("names.data"), "always"),
+        datafile::config(&dir.path().join("names.data"), "always"),
     )
     .unwrap();
     let input = dir.path().join("huge.jsonl");
@@ -786,7 +719,7 @@ fn a_one_gigabyte_json_line_is_reported_with_bounded_memory() {
         .unwrap();
     file.set_len(1 << 30).unwrap();
     drop(file);
-    let ran = jnhpd_cmd(
+    let ran = datafile::run(
         Command::new("sh")
             .arg("-c")
             .arg("ulimit -v 400000 && exec \"$0\" data import --config \"$1\" \"$2\"")
@@ -1145,7 +1078,7 @@ fn the_postgres_recipes_of_the_backup_page_work() {
     std::fs::write(&jsonl, lines + "\n").unwrap();
     let target = dir.path().join("from-pg.data");
     let local = dir.path().join("local.toml");
-    std::fs::write(&local, datafile_config(&target, "always")).unwrap();
+    std::fs::write(&local, datafile::config(&target, "always")).unwrap();
     let ran = jnhpd(
         dir.path(),
         &["data", "import", "--config", p(&local), p(&jsonl)],

@@ -5,7 +5,6 @@
 #[path = "../../../tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{Server, admin_addr};
@@ -97,21 +96,6 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
 }
 "#;
 
-fn shim(dir: &Path) -> PathBuf {
-    let c = dir.join("resolver.c");
-    let lib = dir.join("resolver.so");
-    std::fs::write(&c, RESOLVER_SHIM).unwrap();
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&c)
-        .arg("-ldl")
-        .status()
-        .expect("a C compiler (cc) builds the shim");
-    assert!(status.success(), "cc failed to build the shim");
-    lib
-}
-
 /// README: "a host name (each of its addresses is tried in turn)". An
 /// address that drops SYNs (a dead host, a firewall) made the first
 /// attempt take the whole `--timeout`, so the live second address was
@@ -142,7 +126,7 @@ fn a_host_name_whose_first_address_is_a_black_hole_reaches_the_second() {
     assert!(probe.is_err(), "127.0.0.2:{port} is not a black hole");
 
     let shims = tempfile::tempdir().unwrap();
-    let lib = shim(shims.path());
+    let lib = common::shim::build(shims.path(), "resolver", RESOLVER_SHIM);
     let addr = format!("multi.jnhp.test:{port}");
     let env = [("LD_PRELOAD", lib.to_str().unwrap())];
     let (code, _, err) = jnhp(
