@@ -12,14 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::datafile::{self, jnhpd, start, stop};
+use common::datafile::{self, import, jnhpd, p, start, stop};
 use common::{Client, PATIENCE, Server};
 use nix::sys::signal::Signal;
 use pg::Postgres;
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 /// STORE over the wire with raw bytes; returns the reply.
 fn store(c: &mut Client, name: &[u8], value: &[u8]) -> String {
@@ -416,10 +412,7 @@ fn repair_and_import_are_refused_while_a_daemon_holds_the_file() {
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "{\"name\":\"b\",\"value\":\"2\"}\n").unwrap();
     let config = dir.path().join("jnhp.toml");
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(ran.err.contains("locked"), "{}", ran.all());
     assert_eq!(std::fs::read(&data).unwrap(), before);
@@ -497,10 +490,7 @@ fn export_import_round_trip_into_a_data_file_is_byte_for_byte() {
     let target = target_dir.path().join("imported.data");
     let config = target_dir.path().join("jnhp.toml");
     std::fs::write(&config, datafile::config(&target, "always")).unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&export)],
-    );
+    let ran = import(dir.path(), p(&config), p(&export));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(
         ran.out.contains(&format!(
@@ -515,10 +505,7 @@ fn export_import_round_trip_into_a_data_file_is_byte_for_byte() {
         std::fs::read(&data).unwrap()
     );
     // The data file itself imports as present.
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&data)],
-    );
+    let ran = import(dir.path(), p(&config), p(&data));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(
         ran.out.contains(&format!(
@@ -552,10 +539,7 @@ fn export_import_round_trip_into_postgres_is_byte_for_byte() {
     );
     let config = dir.path().join("pg.toml");
     std::fs::write(&config, &pg_config).unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&export)],
-    );
+    let ran = import(dir.path(), p(&config), p(&export));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(
         ran.out.contains(&format!(
@@ -566,10 +550,7 @@ fn export_import_round_trip_into_postgres_is_byte_for_byte() {
         ran.all()
     );
     // The binary data file imports too: all present.
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&data)],
-    );
+    let ran = import(dir.path(), p(&config), p(&data));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(
         ran.out
@@ -587,10 +568,7 @@ fn export_import_round_trip_into_postgres_is_byte_for_byte() {
         "{\"name\":\"n0-!\\\"#$%&'()*+,-./01234\",\"value\":\"other\"}\n",
     )
     .unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&conflict)],
-    );
+    let ran = import(dir.path(), p(&config), p(&conflict));
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(
         ran.out
@@ -622,10 +600,7 @@ fn import_conflicts_are_counted_and_keep_the_stored_value() {
         "{\"name\":\"a\",\"value\":\"other\"}\r\n\n{\"name\":\"b\",\"value\":\"2\"}\n{\"name\":\"c\",\"value\":\"3\"}\n{\"name\":\"c\",\"value\":\"4\"}",
     )
     .unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(
         ran.out
@@ -671,10 +646,7 @@ fn bad_json_lines_are_reported_by_number_and_nothing_is_imported() {
          {\"name_base64\":\"!!\",\"value\":\"1\"}\n",
     )
     .unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 1, "{}", ran.all());
     for want in [
         "4 bad lines, nothing imported",
@@ -688,10 +660,7 @@ fn bad_json_lines_are_reported_by_number_and_nothing_is_imported() {
     assert!(!data.exists() || std::fs::metadata(&data).unwrap().len() <= 16);
     // What is not a regular file is refused before it is read.
     for input in ["/dev/zero", "/tmp"] {
-        let ran = jnhpd(
-            dir.path(),
-            &["data", "import", "--config", p(&config), input],
-        );
+        let ran = import(dir.path(), p(&config), input);
         assert_eq!(ran.code, 1, "{input}: {}", ran.all());
         assert!(
             ran.err.contains("not a regular file"),
@@ -1019,10 +988,7 @@ fn the_postgres_recipes_of_the_backup_page_work() {
     };
     let config = dir.path().join("pg.toml");
     std::fs::write(&config, pg_config(&db)).unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&data)],
-    );
+    let ran = import(dir.path(), p(&config), p(&data));
     assert_eq!(ran.code, 0, "{}", ran.all());
     // A lease in the pending table, which the dump leaves out.
     pg.psql(
@@ -1079,10 +1045,7 @@ fn the_postgres_recipes_of_the_backup_page_work() {
     let target = dir.path().join("from-pg.data");
     let local = dir.path().join("local.toml");
     std::fs::write(&local, datafile::config(&target, "always")).unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&local), p(&jsonl)],
-    );
+    let ran = import(dir.path(), p(&local), p(&jsonl));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(
         ran.out.contains(&format!("{} imported", records.len())),

@@ -15,13 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::datafile::{self, jnhpd, start, stop};
+use common::datafile::{self, import, jnhpd, p, start, stop};
 use common::{PATIENCE, Server};
 use nix::sys::signal::Signal;
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 /// A data file holding `n` names, written by a real jnhpd.
 fn written_by_jnhpd(dir: &Path, file: &str, n: usize) -> PathBuf {
@@ -344,10 +340,7 @@ fn an_import_stopped_by_a_full_disk_counts_only_what_it_left_in_the_file() {
     let data = disk.path().join("data");
     let config = dir.path().join("import.toml");
     std::fs::write(&config, datafile::config(&data, "always")).unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(ran.err.contains("No space left"), "{}", ran.all());
     let said = count_before(&ran.err, "imported");
@@ -366,10 +359,7 @@ fn an_import_stopped_by_a_full_disk_counts_only_what_it_left_in_the_file() {
     let roomy = dir.path().join("data");
     std::fs::copy(&data, &roomy).unwrap();
     std::fs::write(&config, datafile::config(&roomy, "always")).unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert_eq!(
         count_before(&ran.out, "imported"),
@@ -406,10 +396,7 @@ fn a_name_repeated_in_the_input_counts_alike_into_a_data_file_and_postgres() {
         datafile::config(&dir.path().join("names.data"), "always"),
     )
     .unwrap();
-    let into_file = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&file_config), p(&input)],
-    );
+    let into_file = import(dir.path(), p(&file_config), p(&input));
     assert_eq!(into_file.code, 1, "{}", into_file.all());
     assert!(
         into_file
@@ -430,10 +417,7 @@ fn a_name_repeated_in_the_input_counts_alike_into_a_data_file_and_postgres() {
         ),
     )
     .unwrap();
-    let into_pg = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&pg_config), p(&input)],
-    );
+    let into_pg = import(dir.path(), p(&pg_config), p(&input));
     assert_eq!(
         (into_pg.code, into_pg.out.replace(p(&input), "")),
         (into_file.code, into_file.out.replace(p(&input), "")),
@@ -473,10 +457,7 @@ fn json_lines_from_an_editor_a_bom_is_skipped_and_a_bare_cr_is_named() {
         b"\xef\xbb\xbf{\"name\":\"a\",\"value\":\"1\"}\r\n{\"name\":\"b\",\"value\":\"2\"}\r\n",
     )
     .unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&bom)],
-    );
+    let ran = import(dir.path(), p(&config), p(&bom));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(ran.out.contains("2 imported"), "{}", ran.all());
     let cr = dir.path().join("cr.jsonl");
@@ -485,10 +466,7 @@ fn json_lines_from_an_editor_a_bom_is_skipped_and_a_bare_cr_is_named() {
         "{\"name\":\"c\",\"value\":\"3\"}\r{\"name\":\"d\",\"value\":\"4\"}\r",
     )
     .unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&cr)],
-    );
+    let ran = import(dir.path(), p(&config), p(&cr));
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(
         ran.err.contains("line 1:") && ran.err.contains("bare CR"),
@@ -502,10 +480,7 @@ fn json_lines_from_an_editor_a_bom_is_skipped_and_a_bare_cr_is_named() {
         b"{\"name\":\"e\",\"value\":\"5\"}\n\xef\xbb\xbf{\"name\":\"f\",\"value\":\"6\"}\n",
     )
     .unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&late)],
-    );
+    let ran = import(dir.path(), p(&config), p(&late));
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(ran.err.contains("line 2:"), "{}", ran.all());
 }
@@ -633,10 +608,7 @@ fn an_import_run_as_root_creates_a_data_file_jnhpd_can_open() {
     std::fs::write(&config, datafile::config(&data, "always")).unwrap();
     let input = root.path().join("names.jsonl");
     std::fs::write(&input, "{\"name\":\"moved\",\"value\":\"in\"}\n").unwrap();
-    let ran = jnhpd(
-        root.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(root.path(), p(&config), p(&input));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert_eq!(std::fs::metadata(&data).unwrap().uid(), SERVICE);
     let (started, log) = starts_as(SERVICE, root.path(), &data);
@@ -646,10 +618,7 @@ fn an_import_run_as_root_creates_a_data_file_jnhpd_can_open() {
     );
     // Into a file that exists, its owner is left as it is.
     std::fs::write(&input, "{\"name\":\"more\",\"value\":\"in\"}\n").unwrap();
-    let ran = jnhpd(
-        root.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(root.path(), p(&config), p(&input));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert_eq!(std::fs::metadata(&data).unwrap().uid(), SERVICE);
 }
@@ -794,10 +763,7 @@ fn an_import_into_postgres_killed_midway_completes_when_run_again() {
     let _ = child.wait();
     let first = rows();
     eprintln!("killed with {first} of 50000 names committed");
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert_eq!(
         count_before(&ran.out, "imported"),

@@ -30,6 +30,11 @@ pub fn jnhpd(dir: &Path, args: &[&str]) -> Ran {
     run(Command::new(super::bin()).args(args).current_dir(dir))
 }
 
+/// Runs `jnhpd data import --config CONFIG INPUT` in `dir` to its exit.
+pub fn import(dir: &Path, config: &str, input: &str) -> Ran {
+    jnhpd(dir, &["data", "import", "--config", config, input])
+}
+
 /// Runs `jnhpd ARGS` in `dir` to its exit (within PATIENCE), its
 /// standard output going to `stdout` (None: a file read back).
 pub fn jnhpd_to(dir: &Path, args: &[&str], stdout: Option<Stdio>) -> Ran {
@@ -68,6 +73,11 @@ pub fn run_to(cmd: &mut Command, stdout: Option<Stdio>) -> Ran {
         out: read(out_file),
         err: read(err_file),
     }
+}
+
+/// A path as a command line argument (the tests' paths are UTF-8).
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
 }
 
 /// A `[storage]` section for the data file at `path`.
