@@ -4,8 +4,9 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+mod run;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::{Server, admin_addr};
 
@@ -13,29 +14,7 @@ use common::{Server, admin_addr};
 /// unless `env` sets it), stdout to `stdout`; fails the test unless it
 /// exits within `common::PATIENCE`.
 fn jnhp(args: &[&str], env: &[(&str, &str)], stdout: Stdio) -> (i32, String, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_jnhp"))
-        .args(args)
-        .env_remove("JNHP_ADDR")
-        .env_remove("JNHP_ADMIN_ADDR")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (done, wait) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    let out = wait
-        .recv_timeout(common::PATIENCE)
-        .unwrap_or_else(|_| panic!("jnhp {args:?} did not exit within {:?}", common::PATIENCE))
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run::jnhp(args, env, Stdio::null(), stdout, Stdio::piped())
 }
 
 fn listing() -> (Server, String) {
