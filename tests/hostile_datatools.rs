@@ -306,6 +306,24 @@ impl Drop for SmallDisk {
     }
 }
 
+/// The import's report says `imported` imported and `present` already
+/// present.
+#[track_caller]
+fn assert_imported(ran: &datafile::Ran, imported: u64, present: u64) {
+    assert_eq!(
+        count_before(&ran.out, "imported"),
+        imported,
+        "{}",
+        ran.all()
+    );
+    assert_eq!(
+        count_before(&ran.out, "already present"),
+        present,
+        "{}",
+        ran.all()
+    );
+}
+
 /// The number after `word` in `text` ("... 12 imported ...": `12`).
 fn count_before(text: &str, word: &str) -> u64 {
     let at = text
@@ -361,18 +379,7 @@ fn an_import_stopped_by_a_full_disk_counts_only_what_it_left_in_the_file() {
     std::fs::write(&config, datafile::config(&roomy, "always")).unwrap();
     let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 0, "{}", ran.all());
-    assert_eq!(
-        count_before(&ran.out, "imported"),
-        3000 - held,
-        "{}",
-        ran.all()
-    );
-    assert_eq!(
-        count_before(&ran.out, "already present"),
-        held,
-        "{}",
-        ran.all()
-    );
+    assert_imported(&ran, 3000 - held, held);
 }
 
 /// The same JSON lines, with a name repeated (once with its first value,
@@ -765,17 +772,6 @@ fn an_import_into_postgres_killed_midway_completes_when_run_again() {
     eprintln!("killed with {first} of 50000 names committed");
     let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 0, "{}", ran.all());
-    assert_eq!(
-        count_before(&ran.out, "imported"),
-        50_000 - first,
-        "{}",
-        ran.all()
-    );
-    assert_eq!(
-        count_before(&ran.out, "already present"),
-        first,
-        "{}",
-        ran.all()
-    );
+    assert_imported(&ran, 50_000 - first, first);
     assert_eq!(rows(), 50_000);
 }
