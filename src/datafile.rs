@@ -224,8 +224,9 @@ fn replay_stream(
 }
 
 /// Fills `buf` as far as the stream goes; returns the bytes read (fewer
-/// than `buf.len()` only at the end of the stream).
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+/// than `buf.len()` only at the end of the stream). The data tools read
+/// with it too (`datatools::scan`).
+pub(crate) fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {

@@ -16,6 +16,7 @@ use sd_notify::NotifyState;
 
 mod data_command;
 mod man_page;
+mod man_roff;
 
 /// jnhpd: a write-once key-value daemon speaking JNHP/1.
 #[derive(Debug, Parser)]

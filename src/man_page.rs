@@ -1,30 +1,12 @@
-//! jnhpd(8): clap_mangen renders what the command line definitions know
-//! (name, synopsis, options, subcommands); the sections an operator needs
-//! beyond them (files, environment, signals, exit status, see also) are
-//! written here. Subcommands are described on this page rather than on
-//! pages of their own, so the page names no page the package does not ship.
+//! jnhpd(8): the sections an operator needs beyond what the command line
+//! definitions know (files, environment, signals, exit status, see also).
+//! The rendering, shared with jnhp(1), is [`crate::man_roff`].
 
 use std::io::{self, Write};
 
-use clap_mangen::Man;
-
 /// Writes the whole page for `command` (jnhpd's `Cli::command()`).
-pub fn render(mut command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
-    command.build();
-    let man = Man::new(command.clone()).section("8");
-    let mut page = String::from(PREAMBLE);
-    page += &piece(|w| man.render_title(w))?;
-    page += &piece(|w| man.render_name_section(w))?;
-    page += &piece(|w| man.render_synopsis_section(w))?;
-    page += &piece(|w| man.render_description_section(w))?;
-    page += &piece(|w| man.render_options_section(w))?;
-    if visible_subcommands(&command).next().is_some() {
-        page += ".SH COMMANDS\n";
-        commands(&command, &mut page)?;
-    }
-    page += SECTIONS;
-    page += &piece(|w| man.render_version_section(w))?;
-    out.write_all(page.as_bytes())
+pub fn render(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
+    crate::man_roff::render(command, "8", SECTIONS, out)
 }
 
 const SECTIONS: &str = r#".SH FILES
@@ -118,55 +100,3 @@ The command line could not be parsed.
 data file), /usr/share/doc/jnhpd/configuration.md (every key, signals),
 /usr/share/doc/jnhpd/protocol.md (JNHP/1).
 "#;
-
-/// What roff needs once, at the top: clap_mangen repeats it in every piece.
-const PREAMBLE: &str = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
-
-/// One piece rendered by clap_mangen, without its copy of [`PREAMBLE`].
-fn piece(render: impl Fn(&mut dyn Write) -> io::Result<()>) -> io::Result<String> {
-    let mut buf = Vec::new();
-    render(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    Ok(text
-        .lines()
-        .filter(|line| !PREAMBLE.lines().any(|p| p == *line))
-        .map(|line| format!("{line}\n"))
-        .collect())
-}
-
-fn visible_subcommands(command: &clap::Command) -> impl Iterator<Item = &clap::Command> {
-    command
-        .get_subcommands()
-        .filter(|sub| !sub.is_hide_set() && sub.get_name() != "help")
-}
-
-/// Each subcommand (and each of theirs) under its full name, with its
-/// synopsis, description and own options (the global ones are described
-/// once, above).
-fn commands(command: &clap::Command, page: &mut String) -> io::Result<()> {
-    for sub in visible_subcommands(command) {
-        let own = sub.clone().mut_args(|arg| {
-            let inherited =
-                arg.is_global_set() || ["help", "version"].contains(&arg.get_id().as_str());
-            // Positionals stay in the synopsis, which shows hidden ones too.
-            let positional = arg.is_positional();
-            arg.hide(inherited || positional)
-        });
-        let man = Man::new(own.clone());
-        let name = sub.get_bin_name().unwrap_or(sub.get_name());
-        *page += &format!(".SS \"{}\"\n", name.replace('-', "\\-"));
-        let body = |render: &dyn Fn(&mut dyn Write) -> io::Result<()>| -> io::Result<String> {
-            Ok(piece(render)?
-                .lines()
-                .filter(|line| !line.starts_with(".SH "))
-                .map(|line| format!("{line}\n"))
-                .collect())
-        };
-        *page += &body(&|w| man.render_synopsis_section(w))?;
-        *page += ".PP\n";
-        *page += &body(&|w| man.render_description_section(w))?;
-        *page += &body(&|w| man.render_options_section(w))?;
-        commands(sub, page)?;
-    }
-    Ok(())
-}

@@ -12,81 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::datafile::{self, import, jnhpd, p, start, stop};
 use common::{Client, PATIENCE, Server};
 use nix::sys::signal::Signal;
 use pg::Postgres;
-
-/// What a finished command left: exit code, stdout, stderr.
-struct Ran {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-impl Ran {
-    fn all(&self) -> String {
-        format!(
-            "exit {}\nstdout: {}\nstderr: {}",
-            self.code, self.out, self.err
-        )
-    }
-}
-
-/// Runs `jnhpd ARGS` to its exit (within PATIENCE) in `dir`.
-fn jnhpd(dir: &Path, args: &[&str]) -> Ran {
-    jnhpd_cmd(Command::new(common::bin()).args(args).current_dir(dir))
-}
-
-fn jnhpd_cmd(cmd: &mut Command) -> Ran {
-    let out_file = tempfile::tempfile().unwrap();
-    let err_file = tempfile::tempfile().unwrap();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out_file.try_clone().unwrap())
-        .stderr(err_file.try_clone().unwrap())
-        .spawn()
-        .unwrap();
-    let status = common::wait_exit(&mut child);
-    let read = |mut f: std::fs::File| {
-        use std::io::{Read, Seek};
-        f.seek(std::io::SeekFrom::Start(0)).unwrap();
-        let mut s = Vec::new();
-        f.read_to_end(&mut s).unwrap();
-        String::from_utf8_lossy(&s).into_owned()
-    };
-    Ran {
-        code: status.code().unwrap_or(-1),
-        out: read(out_file),
-        err: read(err_file),
-    }
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-/// Starts jnhpd with `config` written in `dir` (the data stays there).
-fn start(dir: &Path, config: &str) -> Server {
-    let path = dir.join("jnhp.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut cmd = Command::new(common::bin());
-    cmd.arg("--config")
-        .arg(&path)
-        .args(["--listen", "127.0.0.1:0"]);
-    Server::spawn(cmd, tempfile::tempdir().unwrap(), Some(path))
-}
-
-fn datafile_config(path: &Path, fsync: &str) -> String {
-    format!(
-        "[storage]\npath = \"{}\"\nfsync = \"{fsync}\"\n",
-        path.display()
-    )
-}
-
-fn stop(mut server: Server) {
-    server.signal(Signal::SIGTERM);
-    assert!(server.wait_exit().success());
-}
 
 /// STORE over the wire with raw bytes; returns the reply.
 fn store(c: &mut Client, name: &[u8], value: &[u8]) -> String {
@@ -113,7 +42,7 @@ fn get(c: &mut Client, name: &[u8]) -> Vec<u8> {
 /// A data file holding `records`, written by a real jnhpd.
 fn written_by_jnhpd(dir: &Path, file: &str, records: &[(Vec<u8>, Vec<u8>)]) -> PathBuf {
     let path = dir.join(file);
-    let server = start(dir, &datafile_config(&path, "always"));
+    let server = start(dir, &datafile::config(&path, "always"));
     let mut c = server.connect();
     for (name, value) in records {
         assert_eq!(store(&mut c, name, value), "W00T!");
@@ -154,7 +83,7 @@ fn record_offsets(data: &[u8]) -> Vec<usize> {
 fn backup_under_load(fsync: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("names.data");
-    let config = datafile_config(&data, fsync);
+    let config = datafile::config(&data, fsync);
     let server = start(dir.path(), &config);
     let config_path = dir.path().join("jnhp.toml");
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -210,7 +139,7 @@ fn backup_under_load(fsync: &str) {
     let restored_dir = tempfile::tempdir().unwrap();
     let restored = restored_dir.path().join("restored.data");
     std::fs::copy(&dest, &restored).unwrap();
-    let server = start(restored_dir.path(), &datafile_config(&restored, "always"));
+    let server = start(restored_dir.path(), &datafile::config(&restored, "always"));
     let mut c = server.connect();
     for (name, value) in &before {
         assert_eq!(c.ask(&format!("GET {name}")), *value, "{name}");
@@ -287,7 +216,7 @@ fn repair_cuts_damage_in_the_middle_and_keeps_the_rest_in_a_side_file() {
     // The repaired file verifies clean and serves its first four names.
     let verified = jnhpd(dir.path(), &["data", "verify", p(&data)]);
     assert_eq!(verified.code, 0, "{}", verified.all());
-    let server = start(dir.path(), &datafile_config(&data, "always"));
+    let server = start(dir.path(), &datafile::config(&data, "always"));
     let mut c = server.connect();
     for (i, (name, value)) in records.iter().enumerate() {
         let want = if i < 4 { value.clone() } else { Vec::new() };
@@ -469,7 +398,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 fn repair_and_import_are_refused_while_a_daemon_holds_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("names.data");
-    let server = start(dir.path(), &datafile_config(&data, "always"));
+    let server = start(dir.path(), &datafile::config(&data, "always"));
     let mut c = server.connect();
     assert_eq!(c.ask("STORE a 1"), "W00T!");
     let before = std::fs::read(&data).unwrap();
@@ -483,10 +412,7 @@ fn repair_and_import_are_refused_while_a_daemon_holds_the_file() {
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "{\"name\":\"b\",\"value\":\"2\"}\n").unwrap();
     let config = dir.path().join("jnhp.toml");
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(ran.err.contains("locked"), "{}", ran.all());
     assert_eq!(std::fs::read(&data).unwrap(), before);
@@ -563,11 +489,8 @@ fn export_import_round_trip_into_a_data_file_is_byte_for_byte() {
     let target_dir = tempfile::tempdir().unwrap();
     let target = target_dir.path().join("imported.data");
     let config = target_dir.path().join("jnhp.toml");
-    std::fs::write(&config, datafile_config(&target, "always")).unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&export)],
-    );
+    std::fs::write(&config, datafile::config(&target, "always")).unwrap();
+    let ran = import(dir.path(), p(&config), p(&export));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(
         ran.out.contains(&format!(
@@ -582,10 +505,7 @@ fn export_import_round_trip_into_a_data_file_is_byte_for_byte() {
         std::fs::read(&data).unwrap()
     );
     // The data file itself imports as present.
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&data)],
-    );
+    let ran = import(dir.path(), p(&config), p(&data));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(
         ran.out.contains(&format!(
@@ -595,7 +515,7 @@ fn export_import_round_trip_into_a_data_file_is_byte_for_byte() {
         "{}",
         ran.all()
     );
-    let server = start(target_dir.path(), &datafile_config(&target, "always"));
+    let server = start(target_dir.path(), &datafile::config(&target, "always"));
     serves(&server, &records);
     stop(server);
 }
@@ -619,10 +539,7 @@ fn export_import_round_trip_into_postgres_is_byte_for_byte() {
     );
     let config = dir.path().join("pg.toml");
     std::fs::write(&config, &pg_config).unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&export)],
-    );
+    let ran = import(dir.path(), p(&config), p(&export));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(
         ran.out.contains(&format!(
@@ -633,10 +550,7 @@ fn export_import_round_trip_into_postgres_is_byte_for_byte() {
         ran.all()
     );
     // The binary data file imports too: all present.
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&data)],
-    );
+    let ran = import(dir.path(), p(&config), p(&data));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(
         ran.out
@@ -654,10 +568,7 @@ fn export_import_round_trip_into_postgres_is_byte_for_byte() {
         "{\"name\":\"n0-!\\\"#$%&'()*+,-./01234\",\"value\":\"other\"}\n",
     )
     .unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&conflict)],
-    );
+    let ran = import(dir.path(), p(&config), p(&conflict));
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(
         ran.out
@@ -689,10 +600,7 @@ fn import_conflicts_are_counted_and_keep_the_stored_value() {
         "{\"name\":\"a\",\"value\":\"other\"}\r\n\n{\"name\":\"b\",\"value\":\"2\"}\n{\"name\":\"c\",\"value\":\"3\"}\n{\"name\":\"c\",\"value\":\"4\"}",
     )
     .unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(
         ran.out
@@ -705,7 +613,7 @@ fn import_conflicts_are_counted_and_keep_the_stored_value() {
         "{}",
         ran.all()
     );
-    let server = start(dir.path(), &datafile_config(&data, "always"));
+    let server = start(dir.path(), &datafile::config(&data, "always"));
     let mut c = server.connect();
     assert_eq!(c.ask("GET a"), "1");
     assert_eq!(c.ask("GET c"), "3");
@@ -724,7 +632,7 @@ fn bad_json_lines_are_reported_by_number_and_nothing_is_imported() {
         &config,
         format!(
             "[server]\nmax_name_bytes = 8\n{}",
-            datafile_config(&data, "always")
+            datafile::config(&data, "always")
         ),
     )
     .unwrap();
@@ -738,10 +646,7 @@ fn bad_json_lines_are_reported_by_number_and_nothing_is_imported() {
          {\"name_base64\":\"!!\",\"value\":\"1\"}\n",
     )
     .unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 1, "{}", ran.all());
     for want in [
         "4 bad lines, nothing imported",
@@ -755,10 +660,7 @@ fn bad_json_lines_are_reported_by_number_and_nothing_is_imported() {
     assert!(!data.exists() || std::fs::metadata(&data).unwrap().len() <= 16);
     // What is not a regular file is refused before it is read.
     for input in ["/dev/zero", "/tmp"] {
-        let ran = jnhpd(
-            dir.path(),
-            &["data", "import", "--config", p(&config), input],
-        );
+        let ran = import(dir.path(), p(&config), input);
         assert_eq!(ran.code, 1, "{input}: {}", ran.all());
         assert!(
             ran.err.contains("not a regular file"),
@@ -777,7 +679,7 @@ fn a_one_gigabyte_json_line_is_reported_with_bounded_memory() {
     let config = dir.path().join("jnhp.toml");
     std::fs::write(
         &config,
-        datafile_config(&dir.path().join("names.data"), "always"),
+        datafile::config(&dir.path().join("names.data"), "always"),
     )
     .unwrap();
     let input = dir.path().join("huge.jsonl");
@@ -786,7 +688,7 @@ fn a_one_gigabyte_json_line_is_reported_with_bounded_memory() {
         .unwrap();
     file.set_len(1 << 30).unwrap();
     drop(file);
-    let ran = jnhpd_cmd(
+    let ran = datafile::run(
         Command::new("sh")
             .arg("-c")
             .arg("ulimit -v 400000 && exec \"$0\" data import --config \"$1\" \"$2\"")
@@ -1086,10 +988,7 @@ fn the_postgres_recipes_of_the_backup_page_work() {
     };
     let config = dir.path().join("pg.toml");
     std::fs::write(&config, pg_config(&db)).unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&data)],
-    );
+    let ran = import(dir.path(), p(&config), p(&data));
     assert_eq!(ran.code, 0, "{}", ran.all());
     // A lease in the pending table, which the dump leaves out.
     pg.psql(
@@ -1145,11 +1044,8 @@ fn the_postgres_recipes_of_the_backup_page_work() {
     std::fs::write(&jsonl, lines + "\n").unwrap();
     let target = dir.path().join("from-pg.data");
     let local = dir.path().join("local.toml");
-    std::fs::write(&local, datafile_config(&target, "always")).unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&local), p(&jsonl)],
-    );
+    std::fs::write(&local, datafile::config(&target, "always")).unwrap();
+    let ran = import(dir.path(), p(&local), p(&jsonl));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(
         ran.out.contains(&format!("{} imported", records.len())),

@@ -8,23 +8,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use common::datafile::start;
 use common::{Client, Server, run_to_exit, start_fails};
 use nix::sys::signal::Signal;
 
 fn durable(fsync: &str) -> String {
     format!("[storage]\npath = \"data\"\nfsync = \"{fsync}\"\n")
-}
-
-/// Starts jnhpd on the data file in `dir` (kept across restarts).
-fn start(dir: &Path, config: &str) -> Server {
-    let path = dir.join("jnhp.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut cmd = Command::new(common::bin());
-    cmd.arg("--config")
-        .arg(&path)
-        .args(["--listen", "127.0.0.1:0"]);
-    // The server's own temp dir is unused; the data lives in `dir`.
-    Server::spawn(cmd, tempfile::tempdir().unwrap(), Some(path))
 }
 
 fn kill9(mut s: Server) {

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::Server;
@@ -49,22 +49,6 @@ int ftruncate64(int fd, off_t len) {
 }
 "#;
 
-/// Builds the shim into `dir`.
-fn shim(dir: &Path) -> PathBuf {
-    let source = dir.join("failsync.c");
-    let lib = dir.join("failsync.so");
-    std::fs::write(&source, SHIM).unwrap();
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&source)
-        .arg("-ldl")
-        .status()
-        .expect("a C compiler (cc) builds the fault-injection shim");
-    assert!(status.success(), "cc failed to build the shim");
-    lib
-}
-
 struct Disk {
     dir: tempfile::TempDir,
     lib: PathBuf,
@@ -77,7 +61,7 @@ impl Disk {
 
     fn with_fsync(fsync: &str) -> Disk {
         let dir = tempfile::tempdir().unwrap();
-        let lib = shim(dir.path());
+        let lib = common::shim::build(dir.path(), "failsync", SHIM);
         std::fs::write(
             dir.path().join("jnhp.toml"),
             format!("[storage]\npath = \"data\"\nfsync = \"{fsync}\"\n"),

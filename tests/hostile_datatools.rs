@@ -15,88 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use common::datafile::{self, import, jnhpd, p, start, stop};
 use common::{PATIENCE, Server};
 use nix::sys::signal::Signal;
-
-/// What a finished command left: exit code, stdout, stderr.
-struct Ran {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-impl Ran {
-    fn all(&self) -> String {
-        format!(
-            "exit {}\nstdout: {}\nstderr: {}",
-            self.code, self.out, self.err
-        )
-    }
-}
-
-/// Runs `jnhpd ARGS` in `dir` to its exit (within PATIENCE), its
-/// standard output going to `stdout` (None: a file read back).
-fn jnhpd_to(dir: &Path, args: &[&str], stdout: Option<Stdio>) -> Ran {
-    let out_file = tempfile::tempfile().unwrap();
-    let err_file = tempfile::tempfile().unwrap();
-    let mut child = Command::new(common::bin())
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(stdout.unwrap_or_else(|| out_file.try_clone().unwrap().into()))
-        .stderr(err_file.try_clone().unwrap())
-        .spawn()
-        .unwrap();
-    let status = common::wait_exit(&mut child);
-    let read = |mut f: std::fs::File| {
-        use std::io::{Read, Seek};
-        f.seek(std::io::SeekFrom::Start(0)).unwrap();
-        let mut s = Vec::new();
-        f.read_to_end(&mut s).unwrap();
-        String::from_utf8_lossy(&s).into_owned()
-    };
-    Ran {
-        code: status.code().unwrap_or(-1),
-        out: read(out_file),
-        err: read(err_file),
-    }
-}
-
-fn jnhpd(dir: &Path, args: &[&str]) -> Ran {
-    jnhpd_to(dir, args, None)
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn datafile_config(path: &Path) -> String {
-    format!(
-        "[storage]\npath = \"{}\"\nfsync = \"always\"\n",
-        path.display()
-    )
-}
-
-/// Starts jnhpd with `config` written in `dir`.
-fn start(dir: &Path, config: &str) -> Server {
-    let path = dir.join("jnhp.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut cmd = Command::new(common::bin());
-    cmd.arg("--config")
-        .arg(&path)
-        .args(["--listen", "127.0.0.1:0"]);
-    Server::spawn(cmd, tempfile::tempdir().unwrap(), Some(path))
-}
-
-fn stop(mut server: Server) {
-    server.signal(Signal::SIGTERM);
-    assert!(server.wait_exit().success());
-}
 
 /// A data file holding `n` names, written by a real jnhpd.
 fn written_by_jnhpd(dir: &Path, file: &str, n: usize) -> PathBuf {
     let path = dir.join(file);
-    let server = start(dir, &datafile_config(&path));
+    let server = start(dir, &datafile::config(&path, "always"));
     let mut c = server.connect();
     for i in 0..n {
         assert_eq!(c.ask(&format!("STORE name{i} value {i}")), "W00T!");
@@ -153,7 +79,7 @@ fn a_report_to_a_full_disk_or_a_closed_pipe_is_an_error_not_a_panic() {
             (&["data", "export", p(&data)], 1),
         ];
         for (args, status) in commands {
-            let ran = jnhpd_to(dir.path(), args, Some(open()));
+            let ran = datafile::jnhpd_to(dir.path(), args, Some(open()));
             assert!(
                 !ran.err.contains("panicked"),
                 "{args:?} to {sink}: {}",
@@ -187,7 +113,7 @@ fn force_never_replaces_a_data_file_a_running_jnhpd_holds() {
     let dir = tempfile::tempdir().unwrap();
     let backup_source = written_by_jnhpd(dir.path(), "old.data", 2);
     let live = dir.path().join("live.data");
-    let server = start(dir.path(), &datafile_config(&live));
+    let server = start(dir.path(), &datafile::config(&live, "always"));
     let mut c = server.connect();
     assert_eq!(c.ask("STORE before yes"), "W00T!");
     let before = std::fs::metadata(&live).unwrap();
@@ -218,7 +144,7 @@ fn force_never_replaces_a_data_file_a_running_jnhpd_holds() {
     assert_eq!(c.ask("STORE after yes"), "W00T!");
     drop(c);
     stop(server);
-    let server = start(dir.path(), &datafile_config(&live));
+    let server = start(dir.path(), &datafile::config(&live, "always"));
     let mut c = server.connect();
     assert_eq!(c.ask("EXISTS before"), "AWESOME!");
     assert_eq!(c.ask("EXISTS after"), "AWESOME!");
@@ -268,7 +194,7 @@ fn restore_commands(state: &Path, backup: &Path) -> Vec<String> {
 /// its state directory; returns whether it started, and its log.
 fn starts_as(uid: u32, dir: &Path, data: &Path) -> (bool, String) {
     let config = dir.join("jnhp.toml");
-    std::fs::write(&config, datafile_config(data)).unwrap();
+    std::fs::write(&config, datafile::config(data, "always")).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut cmd = Command::new(common::bin());
     cmd.arg("--config")
@@ -380,6 +306,24 @@ impl Drop for SmallDisk {
     }
 }
 
+/// The import's report says `imported` imported and `present` already
+/// present.
+#[track_caller]
+fn assert_imported(ran: &datafile::Ran, imported: u64, present: u64) {
+    assert_eq!(
+        count_before(&ran.out, "imported"),
+        imported,
+        "{}",
+        ran.all()
+    );
+    assert_eq!(
+        count_before(&ran.out, "already present"),
+        present,
+        "{}",
+        ran.all()
+    );
+}
+
 /// The number after `word` in `text` ("... 12 imported ...": `12`).
 fn count_before(text: &str, word: &str) -> u64 {
     let at = text
@@ -413,11 +357,8 @@ fn an_import_stopped_by_a_full_disk_counts_only_what_it_left_in_the_file() {
     std::fs::write(&input, lines).unwrap();
     let data = disk.path().join("data");
     let config = dir.path().join("import.toml");
-    std::fs::write(&config, datafile_config(&data)).unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    std::fs::write(&config, datafile::config(&data, "always")).unwrap();
+    let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(ran.err.contains("No space left"), "{}", ran.all());
     let said = count_before(&ran.err, "imported");
@@ -435,24 +376,10 @@ fn an_import_stopped_by_a_full_disk_counts_only_what_it_left_in_the_file() {
     // With room (the file moved to a larger disk), a rerun completes it.
     let roomy = dir.path().join("data");
     std::fs::copy(&data, &roomy).unwrap();
-    std::fs::write(&config, datafile_config(&roomy)).unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    std::fs::write(&config, datafile::config(&roomy, "always")).unwrap();
+    let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 0, "{}", ran.all());
-    assert_eq!(
-        count_before(&ran.out, "imported"),
-        3000 - held,
-        "{}",
-        ran.all()
-    );
-    assert_eq!(
-        count_before(&ran.out, "already present"),
-        held,
-        "{}",
-        ran.all()
-    );
+    assert_imported(&ran, 3000 - held, held);
 }
 
 /// The same JSON lines, with a name repeated (once with its first value,
@@ -473,13 +400,10 @@ fn a_name_repeated_in_the_input_counts_alike_into_a_data_file_and_postgres() {
     let file_config = dir.path().join("file.toml");
     std::fs::write(
         &file_config,
-        datafile_config(&dir.path().join("names.data")),
+        datafile::config(&dir.path().join("names.data"), "always"),
     )
     .unwrap();
-    let into_file = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&file_config), p(&input)],
-    );
+    let into_file = import(dir.path(), p(&file_config), p(&input));
     assert_eq!(into_file.code, 1, "{}", into_file.all());
     assert!(
         into_file
@@ -500,10 +424,7 @@ fn a_name_repeated_in_the_input_counts_alike_into_a_data_file_and_postgres() {
         ),
     )
     .unwrap();
-    let into_pg = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&pg_config), p(&input)],
-    );
+    let into_pg = import(dir.path(), p(&pg_config), p(&input));
     assert_eq!(
         (into_pg.code, into_pg.out.replace(p(&input), "")),
         (into_file.code, into_file.out.replace(p(&input), "")),
@@ -532,17 +453,18 @@ fn a_name_repeated_in_the_input_counts_alike_into_a_data_file_and_postgres() {
 fn json_lines_from_an_editor_a_bom_is_skipped_and_a_bare_cr_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("jnhp.toml");
-    std::fs::write(&config, datafile_config(&dir.path().join("names.data"))).unwrap();
+    std::fs::write(
+        &config,
+        datafile::config(&dir.path().join("names.data"), "always"),
+    )
+    .unwrap();
     let bom = dir.path().join("bom.jsonl");
     std::fs::write(
         &bom,
         b"\xef\xbb\xbf{\"name\":\"a\",\"value\":\"1\"}\r\n{\"name\":\"b\",\"value\":\"2\"}\r\n",
     )
     .unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&bom)],
-    );
+    let ran = import(dir.path(), p(&config), p(&bom));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(ran.out.contains("2 imported"), "{}", ran.all());
     let cr = dir.path().join("cr.jsonl");
@@ -551,10 +473,7 @@ fn json_lines_from_an_editor_a_bom_is_skipped_and_a_bare_cr_is_named() {
         "{\"name\":\"c\",\"value\":\"3\"}\r{\"name\":\"d\",\"value\":\"4\"}\r",
     )
     .unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&cr)],
-    );
+    let ran = import(dir.path(), p(&config), p(&cr));
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(
         ran.err.contains("line 1:") && ran.err.contains("bare CR"),
@@ -568,10 +487,7 @@ fn json_lines_from_an_editor_a_bom_is_skipped_and_a_bare_cr_is_named() {
         b"{\"name\":\"e\",\"value\":\"5\"}\n\xef\xbb\xbf{\"name\":\"f\",\"value\":\"6\"}\n",
     )
     .unwrap();
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&late)],
-    );
+    let ran = import(dir.path(), p(&config), p(&late));
     assert_eq!(ran.code, 1, "{}", ran.all());
     assert!(ran.err.contains("line 2:"), "{}", ran.all());
 }
@@ -619,21 +535,11 @@ int ftruncate64(int fd, off_t len) {
 #[test]
 fn after_a_failed_sync_and_cut_the_documented_truncate_drops_the_store_answered_error() {
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("failing.c");
-    let lib = dir.path().join("failing.so");
-    std::fs::write(&source, FAILING_DISK).unwrap();
-    let built = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&source)
-        .arg("-ldl")
-        .status()
-        .expect("a C compiler (cc) builds the fault-injection shim");
-    assert!(built.success());
+    let lib = common::shim::build(dir.path(), "failing", FAILING_DISK);
     let trigger = dir.path().join("fail-now");
     let data = dir.path().join("data");
     let config = dir.path().join("jnhp.toml");
-    std::fs::write(&config, datafile_config(&data)).unwrap();
+    std::fs::write(&config, datafile::config(&data, "always")).unwrap();
     let mut cmd = Command::new(common::bin());
     cmd.arg("--config")
         .arg(&config)
@@ -673,7 +579,7 @@ fn after_a_failed_sync_and_cut_the_documented_truncate_drops_the_store_answered_
         .replace("PATH", p(&data));
     let status = Command::new("sh").args(["-c", &command]).status().unwrap();
     assert!(status.success(), "{command}");
-    let server = start(dir.path(), &datafile_config(&data));
+    let server = start(dir.path(), &datafile::config(&data, "always"));
     let mut c = server.connect();
     assert_eq!(c.ask("GET before"), "1");
     assert_eq!(
@@ -706,13 +612,10 @@ fn an_import_run_as_root_creates_a_data_file_jnhpd_can_open() {
     nix::unistd::chown(&state, Some(SERVICE.into()), Some(SERVICE.into())).unwrap();
     let data = state.join("data");
     let config = root.path().join("jnhp.toml");
-    std::fs::write(&config, datafile_config(&data)).unwrap();
+    std::fs::write(&config, datafile::config(&data, "always")).unwrap();
     let input = root.path().join("names.jsonl");
     std::fs::write(&input, "{\"name\":\"moved\",\"value\":\"in\"}\n").unwrap();
-    let ran = jnhpd(
-        root.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(root.path(), p(&config), p(&input));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert_eq!(std::fs::metadata(&data).unwrap().uid(), SERVICE);
     let (started, log) = starts_as(SERVICE, root.path(), &data);
@@ -722,10 +625,7 @@ fn an_import_run_as_root_creates_a_data_file_jnhpd_can_open() {
     );
     // Into a file that exists, its owner is left as it is.
     std::fs::write(&input, "{\"name\":\"more\",\"value\":\"in\"}\n").unwrap();
-    let ran = jnhpd(
-        root.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(root.path(), p(&config), p(&input));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert_eq!(std::fs::metadata(&data).unwrap().uid(), SERVICE);
 }
@@ -753,7 +653,7 @@ fn a_start_after_a_long_bad_region_keeps_its_memory_bounded() {
     let file = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
     file.set_len(good + REGION).unwrap(); // sparse: zeros, no disk space
     drop(file);
-    let server = start(dir.path(), &datafile_config(&data));
+    let server = start(dir.path(), &datafile::config(&data, "always"));
     server.log.wait_for("cutting off");
     let peak = peak_kib(server.pid());
     let mut c = server.connect();
@@ -789,13 +689,13 @@ fn a_header_cut_short_by_a_crash_at_creation_is_written_again() {
         let ran = jnhpd(dir.path(), &["data", "verify", p(&data)]);
         assert_eq!(ran.code, 0, "{torn:?}: {}", ran.all());
         assert!(ran.out.contains("torn bytes"), "{torn:?}: {}", ran.all());
-        let server = start(dir.path(), &datafile_config(&data));
+        let server = start(dir.path(), &datafile::config(&data, "always"));
         server.log.wait_for("cut short by a crash");
         let mut c = server.connect();
         assert_eq!(c.ask("STORE after crash"), "W00T!");
         drop(c);
         stop(server);
-        let server = start(dir.path(), &datafile_config(&data));
+        let server = start(dir.path(), &datafile::config(&data, "always"));
         let mut c = server.connect();
         assert_eq!(c.ask("GET after"), "crash");
         drop(c);
@@ -870,22 +770,8 @@ fn an_import_into_postgres_killed_midway_completes_when_run_again() {
     let _ = child.wait();
     let first = rows();
     eprintln!("killed with {first} of 50000 names committed");
-    let ran = jnhpd(
-        dir.path(),
-        &["data", "import", "--config", p(&config), p(&input)],
-    );
+    let ran = import(dir.path(), p(&config), p(&input));
     assert_eq!(ran.code, 0, "{}", ran.all());
-    assert_eq!(
-        count_before(&ran.out, "imported"),
-        50_000 - first,
-        "{}",
-        ran.all()
-    );
-    assert_eq!(
-        count_before(&ran.out, "already present"),
-        first,
-        "{}",
-        ran.all()
-    );
+    assert_imported(&ran, 50_000 - first, first);
     assert_eq!(rows(), 50_000);
 }

@@ -87,22 +87,6 @@ long syscall(long number, ...) {
 }
 "#;
 
-/// Builds a C shim into `dir`.
-fn shim(dir: &Path, name: &str, source: &str) -> PathBuf {
-    let c = dir.join(format!("{name}.c"));
-    let lib = dir.join(format!("{name}.so"));
-    std::fs::write(&c, source).unwrap();
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&c)
-        .arg("-ldl")
-        .status()
-        .expect("a C compiler (cc) builds the shim");
-    assert!(status.success(), "cc failed to build the shim");
-    lib
-}
-
 /// docs/observability.md: "A listing shows a name only once it is
 /// durable ... a consumer following the feed never sees a name that later
 /// disappears". A consumer that lists a name and GETs it at once must
@@ -112,7 +96,7 @@ fn shim(dir: &Path, name: &str, source: &str) -> PathBuf {
 #[test]
 fn a_name_listed_by_a_long_poll_is_found_by_a_get_at_once() {
     let shims = tempfile::tempdir().unwrap();
-    let lib = shim(shims.path(), "slowwriter", SLOW_WRITER_SHIM);
+    let lib = common::shim::build(shims.path(), "slowwriter", SLOW_WRITER_SHIM);
     let trigger = shims.path().join("slow");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("jnhp.toml");

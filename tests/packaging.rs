@@ -154,39 +154,6 @@ fn the_packaged_config_is_valid() {
     assert_eq!(code, 0, "{out}");
 }
 
-/// The sections of a man page, and every `name(section)` it refers to.
-fn man_page(path: &Path) -> (Vec<String>, Vec<String>) {
-    let roff = std::fs::read_to_string(path).unwrap();
-    let sections = roff
-        .lines()
-        .filter_map(|l| l.strip_prefix(".SH "))
-        .map(|s| s.trim_matches('"').to_string())
-        .collect();
-    // Font changes and escaped hyphens out: `\fBjnhp\fR(1)`, `jnhp\-store(1)`,
-    // `.BR jnhp (1)`.
-    let text = roff
-        .replace("\\fB", "")
-        .replace("\\fI", "")
-        .replace("\\fR", "")
-        .replace("\\-", "-")
-        .replace(".BR ", "")
-        .replace(" (", "(");
-    let mut references = Vec::new();
-    for (at, _) in text.match_indices('(') {
-        let digit = text[at + 1..].chars().next();
-        if !(digit.is_some_and(|d| d.is_ascii_digit()) && text[at + 2..].starts_with(')')) {
-            continue;
-        }
-        let start = text[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
-            .map_or(0, |i| i + 1);
-        if start < at {
-            references.push(text[start..at + 3].to_string());
-        }
-    }
-    (sections, references)
-}
-
 /// jnhpd(8) has the sections an operator looks for, and names no page the
 /// package does not ship (clap_mangen's own rendering named one page per
 /// subcommand, `jnhpd-data(8)`, none of which exists).
@@ -198,7 +165,7 @@ fn the_man_page_has_the_operator_sections_and_names_only_shipped_pages() {
         dir.path(),
     );
     assert_eq!(code, 0, "{out}");
-    let (sections, references) = man_page(&dir.path().join("jnhpd.8"));
+    let (sections, references) = common::man_page::read(&dir.path().join("jnhpd.8"));
     for wanted in [
         "NAME",
         "SYNOPSIS",

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use super::scan::{self, End};
 use super::{DataToolError, portable};
-use crate::datafile::{DataFile, MAGIC, encode_record};
+use crate::datafile::{DataFile, MAGIC, encode_record, read_full};
 use crate::postgres::import::{Counts, EachRecord};
 use crate::protocol::Limits;
 
@@ -58,7 +58,7 @@ fn open_input(path: &Path) -> Result<std::fs::File, DataToolError> {
 pub fn input_kind(path: &Path) -> Result<InputKind, DataToolError> {
     let mut file = open_input(path)?;
     let mut magic = [0u8; 8];
-    let got = scan::read_full(&mut file, &mut magic).map_err(DataToolError::io(path, "read"))?;
+    let got = read_full(&mut file, &mut magic).map_err(DataToolError::io(path, "read"))?;
     Ok(match &magic[..got] == MAGIC {
         true => InputKind::DataFile,
         false => InputKind::JsonLines,

@@ -14,7 +14,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use super::DataToolError;
-use crate::datafile::{HEADER_LEN, MAGIC, RECORD_HEADER_LEN, RecordCheck, VERSION};
+use crate::datafile::{HEADER_LEN, MAGIC, RECORD_HEADER_LEN, RecordCheck, VERSION, read_full};
 use crate::protocol::Limits;
 
 const MAX_NAME_LEN: usize = Limits::WIDEST.max_name_bytes;
@@ -364,20 +364,6 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 /// Bytes left in the stream, read and dropped a chunk at a time.
 fn count_rest(reader: &mut impl Read) -> io::Result<u64> {
     io::copy(reader, &mut io::sink())
-}
-
-/// Fills `buf` as far as the stream goes; returns the bytes read.
-pub(crate) fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //! blocking line client.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod datafile;
+pub mod man_page;
 pub mod need;
+pub mod shim;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

@@ -16,6 +16,9 @@ use jnhp_client::Client;
 
 mod bench;
 mod man_page;
+/// Shared with jnhpd, which jnhp does not depend on: see the file's head.
+#[path = "../../../src/man_roff.rs"]
+mod man_roff;
 mod names;
 mod stats;
 mod stdin_value;

@@ -5,6 +5,7 @@
 mod common;
 #[path = "../../../tests/common/pki.rs"]
 mod pki;
+mod run;
 
 use common::Server;
 
@@ -333,27 +334,12 @@ fn jnhp_in(
     stdin: std::process::Stdio,
     stderr: Option<std::process::Stdio>,
 ) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jnhp"));
-    cmd.args(args)
-        .env_remove("JNHP_ADDR")
-        .env_remove("JNHP_ADMIN_ADDR")
-        .envs(env.iter().copied())
-        .stdin(stdin)
-        .stdout(std::process::Stdio::piped())
-        .stderr(stderr.unwrap_or_else(std::process::Stdio::piped));
-    let child = cmd.spawn().unwrap();
-    let (done, wait) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    let out = wait
-        .recv_timeout(common::PATIENCE)
-        .unwrap_or_else(|_| panic!("jnhp {args:?} did not exit within {:?}", common::PATIENCE))
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    run::jnhp(
+        args,
+        env,
+        stdin,
+        std::process::Stdio::piped(),
+        stderr.unwrap_or_else(std::process::Stdio::piped),
     )
 }
 

@@ -4,9 +4,9 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+mod run;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::{Server, admin_addr};
 
@@ -14,29 +14,7 @@ use common::{Server, admin_addr};
 /// unless `env` sets it), stdout to `stdout`; fails the test unless it
 /// exits within `common::PATIENCE`.
 fn jnhp(args: &[&str], env: &[(&str, &str)], stdout: Stdio) -> (i32, String, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_jnhp"))
-        .args(args)
-        .env_remove("JNHP_ADDR")
-        .env_remove("JNHP_ADMIN_ADDR")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (done, wait) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    let out = wait
-        .recv_timeout(common::PATIENCE)
-        .unwrap_or_else(|_| panic!("jnhp {args:?} did not exit within {:?}", common::PATIENCE))
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run::jnhp(args, env, Stdio::null(), stdout, Stdio::piped())
 }
 
 fn listing() -> (Server, String) {
@@ -97,21 +75,6 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
 }
 "#;
 
-fn shim(dir: &Path) -> PathBuf {
-    let c = dir.join("resolver.c");
-    let lib = dir.join("resolver.so");
-    std::fs::write(&c, RESOLVER_SHIM).unwrap();
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&c)
-        .arg("-ldl")
-        .status()
-        .expect("a C compiler (cc) builds the shim");
-    assert!(status.success(), "cc failed to build the shim");
-    lib
-}
-
 /// README: "a host name (each of its addresses is tried in turn)". An
 /// address that drops SYNs (a dead host, a firewall) made the first
 /// attempt take the whole `--timeout`, so the live second address was
@@ -142,7 +105,7 @@ fn a_host_name_whose_first_address_is_a_black_hole_reaches_the_second() {
     assert!(probe.is_err(), "127.0.0.2:{port} is not a black hole");
 
     let shims = tempfile::tempdir().unwrap();
-    let lib = shim(shims.path());
+    let lib = common::shim::build(shims.path(), "resolver", RESOLVER_SHIM);
     let addr = format!("multi.jnhp.test:{port}");
     let env = [("LD_PRELOAD", lib.to_str().unwrap())];
     let (code, _, err) = jnhp(
