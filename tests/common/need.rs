@@ -29,6 +29,9 @@ pub enum Need {
     Openssl,
     /// `socat` on PATH (another TLS client).
     Socat,
+    /// `pg_autoctl` on PATH (pg_auto_failover, a failover manager), with
+    /// PostgreSQL and root as for `Postgres`.
+    AutoFailover,
 }
 
 /// The newest installed PostgreSQL server's binary directory
@@ -98,6 +101,12 @@ pub fn unmet(need: Need) -> Option<String> {
         Need::Python3 => tool("python3", "python3"),
         Need::Openssl => tool("openssl", "openssl"),
         Need::Socat => tool("socat", "socat"),
+        Need::AutoFailover => unmet(Need::Postgres).or_else(|| {
+            tool(
+                "pg_autoctl",
+                "pg-auto-failover-cli and postgresql-<version>-auto-failover",
+            )
+        }),
     }
 }
 

@@ -1,0 +1,362 @@
+//! Front-ends on a highly available PostgreSQL lose nothing through a
+//! failover (issue 22, item 3): a pg_auto_failover formation
+//! (tests/common/autofailover.rs), two front-ends with multi-host URLs
+//! (`target_session_attrs=read-write`, the hosts in opposite orders),
+//! recording clients racing on shared names through a planned switchover
+//! and an unplanned failover (the primary's node killed), then the
+//! write-once history checker (tests/common/history.rs).
+//!
+//! Run with `--nocapture` to see each front-end's unavailability (from the
+//! fault to its first `W00T!` of a STORE sent after it).
+
+#[path = "common/autofailover.rs"]
+mod autofailover;
+mod common;
+#[path = "common/history.rs"]
+mod history;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use autofailover::Formation;
+use common::{Server, process_validator, script};
+use history::{Event, Op};
+
+/// Each request's bound in jnhpd.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(3000);
+
+/// What a reply may take beyond `REQUEST_TIMEOUT` (a busy machine, a
+/// validator run, a batch's round trip) before it counts as a hang.
+const SLACK: Duration = Duration::from_secs(5);
+
+/// How long a front-end may take to serve writes again after a fault.
+const RECOVERY: Duration = Duration::from_secs(90);
+
+/// Recording clients per front-end.
+const CLIENTS: usize = 3;
+
+/// One formation at a time: each takes three PostgreSQL servers and most
+/// of a small machine's CPU while it fails over.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn front_end(url: &str, rest: &str) -> Server {
+    Server::start(&format!(
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{url}\"\n\
+         lease_secs = 2\nrequest_timeout_ms = {}\nconnect_timeout_secs = 30\n{rest}",
+        REQUEST_TIMEOUT.as_millis()
+    ))
+}
+
+/// A multi-host URL listing the nodes in the order given.
+fn url(formation: &Formation, order: [usize; 2]) -> String {
+    format!(
+        "postgres://jnhp@127.0.0.1:{},127.0.0.1:{}/jnhp?target_session_attrs=read-write&sslmode=disable",
+        formation.nodes[order[0]].port, formation.nodes[order[1]].port
+    )
+}
+
+/// A tiny deterministic generator (no dependency for it).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Clients sending STORE/GET/EXISTS mixes on a window of names that
+/// slides with time (each name is raced for a moment by every client of
+/// both front-ends, then left), recording every request.
+struct Recorder {
+    stop: Arc<AtomicBool>,
+    events: Arc<Mutex<Vec<(usize, Event)>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    fn start(fronts: &[SocketAddr], start: Instant) -> Recorder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for (front, addr) in fronts.iter().enumerate() {
+            for c in 0..CLIENTS {
+                let (stop, events, addr) = (stop.clone(), events.clone(), *addr);
+                let client = format!("f{front}c{c}");
+                let seed = (front * CLIENTS + c + 1) as u64;
+                threads.push(thread::spawn(move || {
+                    record(front, &client, seed, addr, start, &stop, &events)
+                }));
+            }
+        }
+        Recorder {
+            stop,
+            events,
+            threads,
+        }
+    }
+
+    /// The first `W00T!` of `front` for a STORE sent after `since`.
+    fn first_woot(&self, front: usize, since: Instant) -> Option<Instant> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(f, e)| {
+                *f == front && e.sent >= since && e.reply == "W00T!" && matches!(e.op, Op::Store(_))
+            })
+            .map(|(_, e)| e.replied)
+            .min()
+    }
+
+    /// Waits until `front` has stored something sent after `since`;
+    /// returns how long after `since` that was answered.
+    fn wait_woot(&self, front: usize, since: Instant, formation: &Formation) -> Duration {
+        loop {
+            if let Some(at) = self.first_woot(front, since) {
+                return at - since;
+            }
+            assert!(
+                since.elapsed() < RECOVERY,
+                "front-end {front} served no write within {RECOVERY:?} of the fault\n{}",
+                formation.logs()
+            );
+            assert!(
+                !self.stop.load(Ordering::Relaxed),
+                "the clients stopped (a hang?)"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The longest time between `from` and `to` in which `front`
+    /// answered no `W00T!`.
+    fn longest_pause(&self, front: usize, from: Instant, to: Instant) -> Duration {
+        let mut woots: Vec<Instant> = self
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(f, e)| *f == front && e.reply == "W00T!" && e.replied > from)
+            .map(|(_, e)| e.replied.min(to))
+            .collect();
+        woots.push(from);
+        woots.push(to);
+        woots.sort();
+        woots
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn finish(self) -> Vec<(usize, Event)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        std::mem::take(&mut *self.events.lock().unwrap())
+    }
+}
+
+/// One client's loop. A reply that takes longer than the request timeout
+/// and the slack is recorded as a hang (the checker rejects it) and ends
+/// the client.
+fn record(
+    front: usize,
+    client: &str,
+    seed: u64,
+    addr: SocketAddr,
+    start: Instant,
+    stop: &AtomicBool,
+    events: &Mutex<Vec<(usize, Event)>>,
+) {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(REQUEST_TIMEOUT + SLACK))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0x1000_0001));
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        seq += 1;
+        // A new name every 40 ms, each raced over ~6 windows.
+        let window = start.elapsed().as_millis() as u64 / 40;
+        let name = format!("k{}", window + rng.below(6));
+        let op = match rng.below(10) {
+            0..=3 => Op::Store(format!("{client}-{seq}")),
+            4..=7 => Op::Get,
+            _ => Op::Exists,
+        };
+        let line = match &op {
+            Op::Store(value) => format!("STORE {name} {value}\r\n"),
+            Op::Get => format!("GET {name}\r\n"),
+            Op::Exists => format!("EXISTS {name}\r\n"),
+        };
+        let sent = Instant::now();
+        writer.write_all(line.as_bytes()).unwrap();
+        let mut reply = String::new();
+        let hung = match reader.read_line(&mut reply) {
+            Ok(0) => {
+                reply = "CLOSED (the front-end closed the connection)".into();
+                true
+            }
+            Ok(_) => {
+                reply = reply.trim_end_matches("\r\n").to_string();
+                false
+            }
+            Err(_) => {
+                reply = format!("HANG (no reply within {:?})", REQUEST_TIMEOUT + SLACK);
+                true
+            }
+        };
+        let event = Event {
+            client: client.to_string(),
+            name,
+            op,
+            sent,
+            replied: Instant::now(),
+            reply,
+        };
+        events.lock().unwrap().push((front, event));
+        if hung {
+            stop.store(true, Ordering::Relaxed);
+            return;
+        }
+        // Pacing, not waiting for anything: six clients at full speed
+        // would starve the failover itself of the machine's two cores.
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// One scenario: a switchover, then the primary's node killed, with the
+/// clients running throughout; then the history checked.
+fn scenario(validator: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let began = Instant::now();
+    let mut formation = Formation::start();
+    let setup = began.elapsed();
+    let dir = tempfile::tempdir().unwrap();
+    let rest = if validator {
+        // Each STORE holds a lease while the validator runs.
+        let allow = script(dir.path(), "allow", "sleep 0.05\necho JNHP:1");
+        process_validator(&allow, "")
+    } else {
+        String::new()
+    };
+    let fronts = [
+        front_end(&url(&formation, [0, 1]), &rest),
+        front_end(&url(&formation, [1, 0]), &rest),
+    ];
+    let start = Instant::now();
+    let recorder = Recorder::start(&[fronts[0].addr(), fronts[1].addr()], start);
+    for front in 0..2 {
+        recorder.wait_woot(front, start, &formation);
+    }
+
+    let mut figures = Vec::new();
+    for fault in ["switchover", "node killed"] {
+        let at = Instant::now();
+        let faulted = if fault == "switchover" {
+            formation.switchover();
+            Instant::now() - at
+        } else {
+            let killed = formation.kill_primary();
+            formation.wait_writable(1 - killed);
+            Duration::ZERO
+        };
+        for front in 0..2 {
+            // A STORE sent once the fault is over (the switchover done, or
+            // at once after the kill) must be stored within RECOVERY.
+            let took = recorder.wait_woot(front, at + faulted, &formation);
+            let paused = recorder.longest_pause(front, at, at + faulted + took);
+            figures.push(format!(
+                "{fault}: front-end {front}: fault to first W00T! {:.1?}, writes paused {paused:.1?}",
+                faulted + took
+            ));
+        }
+        if fault == "switchover" {
+            formation.wait_stable();
+        }
+    }
+    // A moment of normal service on the new primary.
+    let after = Instant::now();
+    while after.elapsed() < Duration::from_secs(1) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let events = recorder.finish();
+
+    let primary = formation.primary();
+    let at_end: HashMap<String, String> = formation.names(primary).into_iter().collect();
+    let (summary, violations) = history::check(
+        &events.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+        &at_end,
+    );
+    let mut by_time: Vec<&(usize, Event)> = events.iter().collect();
+    by_time.sort_by_key(|(_, e)| std::cmp::Reverse(e.replied - e.sent));
+    let slowest = by_time
+        .first()
+        .map(|(_, e)| e.replied - e.sent)
+        .unwrap_or_default();
+    for (front, e) in by_time.iter().take(5) {
+        eprintln!(
+            "  slow: front-end {front}: sent at {:.1?}, took {:.1?}: {e}",
+            e.sent - start,
+            e.replied - e.sent
+        );
+    }
+    eprintln!(
+        "failover scenario ({}): set-up {setup:.1?}, run {:.1?}; {} requests, {} W00T!, {} ERROR {:?}; slowest reply {slowest:.1?}\n  {}",
+        if validator {
+            "with a validator"
+        } else {
+            "no validator"
+        },
+        start.elapsed(),
+        summary.requests,
+        summary.woots,
+        summary.errors,
+        summary.error_kinds,
+        figures.join("\n  ")
+    );
+    assert!(
+        violations.is_empty(),
+        "{} violations, first ones: {:#?}\nfront-end 0 log:\n{}\nfront-end 1 log:\n{}",
+        violations.len(),
+        &violations[..violations.len().min(10)],
+        fronts[0].log.all(),
+        fronts[1].log.all()
+    );
+    assert!(summary.woots > 0);
+    for (_, event) in &events {
+        assert!(
+            !event.reply.starts_with("ERROR") || event.reply == "ERROR storage unavailable",
+            "{event}"
+        );
+        assert!(
+            event.replied - event.sent <= REQUEST_TIMEOUT + SLACK,
+            "took {:?}: {event}",
+            event.replied - event.sent
+        );
+    }
+}
+
+#[test]
+fn a_switchover_and_a_node_crash_lose_nothing() {
+    require!(AutoFailover);
+    scenario(false);
+}
+
+#[test]
+fn a_switchover_and_a_node_crash_lose_nothing_with_a_validator_holding_leases() {
+    require!(AutoFailover);
+    scenario(true);
+}
