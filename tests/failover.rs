@@ -14,10 +14,12 @@ mod autofailover;
 mod common;
 #[path = "common/history.rs"]
 mod history;
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -44,12 +46,18 @@ const CLIENTS: usize = 3;
 /// of a small machine's CPU while it fails over.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn front_end(url: &str, rest: &str) -> Server {
+/// A front-end on `url`; `pg` adds keys to `[storage.postgres]`, `rest`
+/// more tables.
+fn front_end_with(url: &str, pg: &str, rest: &str) -> Server {
     Server::start(&format!(
         "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{url}\"\n\
-         lease_secs = 2\nrequest_timeout_ms = {}\nconnect_timeout_secs = 30\n{rest}",
+         lease_secs = 2\nrequest_timeout_ms = {}\n{pg}\n{rest}",
         REQUEST_TIMEOUT.as_millis()
     ))
+}
+
+fn front_end(url: &str, rest: &str) -> Server {
+    front_end_with(url, "connect_timeout_secs = 30", rest)
 }
 
 /// A multi-host URL listing the nodes in the order given.
@@ -359,4 +367,127 @@ fn a_switchover_and_a_node_crash_lose_nothing() {
 fn a_switchover_and_a_node_crash_lose_nothing_with_a_validator_holding_leases() {
     require!(AutoFailover);
     scenario(true);
+}
+
+/// A "server" that accepts TCP connections and never answers (a frozen
+/// PostgreSQL: SIGSTOPped, or its machine hung with the kernel still up).
+/// Counts the connections; holds them open until dropped.
+struct HungHost {
+    port: u16,
+    accepted: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl HungHost {
+    fn start() -> HungHost {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let held = accepted.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                held.lock().unwrap().push(stream);
+            }
+        });
+        HungHost { port, accepted }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.lock().unwrap().len()
+    }
+}
+
+/// Issue 22, item 2: a host that accepts TCP but never answers, first in
+/// a multi-host URL, stalled the front-end: tokio-postgres tries hosts in
+/// order and its `connect_timeout` covers only the TCP connect, so every
+/// connection attempt hung there (the start gave up after
+/// `connect_timeout_secs`). Now it costs one bounded handshake: the next
+/// host is tried, and the host connected to is tried first from then on;
+/// the start-up log names it.
+#[test]
+fn a_hung_host_first_in_the_url_costs_one_bounded_handshake() {
+    require!(Postgres);
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("t");
+    let hung = HungHost::start();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{db}?sslmode=disable&target_session_attrs=read-write",
+        hung.port, pg.port
+    );
+    let started = Instant::now();
+    let front = front_end_with(&url, "connect_timeout_secs = 20", "");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    front.log.wait_for(&format!(
+        "postgres: connected to host 127.0.0.1 port {} database {db}",
+        pg.port
+    ));
+    // Several connections at once: the pool opens more, each straight
+    // to the host that answered.
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let mut client = front.connect();
+            thread::spawn(move || {
+                let sent = Instant::now();
+                let stored = client.ask(&format!("STORE hung{i} v{i}"));
+                let read = client.ask(&format!("GET hung{i}"));
+                (stored, read, sent.elapsed())
+            })
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let (stored, read, took) = client.join().unwrap();
+        assert_eq!((stored.as_str(), read), ("W00T!", format!("v{i}")));
+        assert!(took <= REQUEST_TIMEOUT * 2 + SLACK, "{took:?}");
+    }
+    assert_eq!(hung.connections(), 1, "{}", front.log.all());
+}
+
+/// Makes every commit on `pg` wait for a synchronous standby that does not
+/// exist (as while a real one is stalled); returns once new sessions have
+/// the setting.
+fn stall_commits(pg: &pg::Postgres) {
+    pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = 'nobody'",
+    );
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    let deadline = Instant::now() + common::PATIENCE;
+    while pg.psql("postgres", "SHOW synchronous_standby_names") != "nobody" {
+        assert!(Instant::now() < deadline, "the setting never took");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 22, item 2: a request during a switch gets `ERROR storage
+/// unavailable` within `request_timeout_ms`. A STORE queued behind
+/// another STORE of its name on the same front-end (racing clients do
+/// that all the time) was answered only after the first one's whole
+/// timeout and then one of its own (a reservation, then its commit): 6 s
+/// and more for a 3 s timeout, seen in the failover scenario. Now, when
+/// the first fails for want of storage, those queued behind it fail with
+/// it.
+#[test]
+fn a_store_queued_behind_one_of_its_name_fails_within_the_request_timeout() {
+    require!(Postgres);
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("t");
+    let front = front_end_with(&pg.url(&db), "", "");
+    let mut first = front.connect();
+    assert_eq!(first.ask("STORE warm v"), "W00T!");
+    stall_commits(&pg);
+    let mut queued: Vec<_> = (0..3).map(|_| front.connect()).collect();
+    let sent = Instant::now();
+    first.send(b"STORE same a\r\n");
+    for (i, client) in queued.iter_mut().enumerate() {
+        client.send(format!("STORE same q{i}\r\n").as_bytes());
+    }
+    assert_eq!(first.reply(), "ERROR storage unavailable");
+    for client in &mut queued {
+        assert_eq!(client.reply(), "ERROR storage unavailable");
+    }
+    let took = sent.elapsed();
+    assert!(took < REQUEST_TIMEOUT + SLACK / 2, "{took:?}");
 }
