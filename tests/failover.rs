@@ -32,9 +32,19 @@ use history::{Event, Op};
 /// Each request's bound in jnhpd.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(3000);
 
-/// What a reply may take beyond `REQUEST_TIMEOUT` (a busy machine, a
-/// validator run, a batch's round trip) before it counts as a hang.
-const SLACK: Duration = Duration::from_secs(5);
+/// What a reply may take beyond its bound (a busy machine's scheduling,
+/// a batch's last round trip).
+const SLACK: Duration = Duration::from_millis(2500);
+
+/// The longest a reply may take: a request's timeout, or two for a
+/// validated STORE in a shared namespace (its reservation, then its
+/// commit: docs/postgres.md), plus the slack.
+fn bound(event: &Event, validator: bool) -> Duration {
+    match event.op {
+        Op::Store(_) if validator => REQUEST_TIMEOUT * 2 + SLACK,
+        _ => REQUEST_TIMEOUT + SLACK,
+    }
+}
 
 /// How long a front-end may take to serve writes again after a fault.
 const RECOVERY: Duration = Duration::from_secs(90);
@@ -188,7 +198,7 @@ fn record(
 ) {
     let stream = TcpStream::connect(addr).unwrap();
     stream
-        .set_read_timeout(Some(REQUEST_TIMEOUT + SLACK))
+        .set_read_timeout(Some(REQUEST_TIMEOUT * 2 + SLACK))
         .unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
@@ -222,7 +232,7 @@ fn record(
                 false
             }
             Err(_) => {
-                reply = format!("HANG (no reply within {:?})", REQUEST_TIMEOUT + SLACK);
+                reply = format!("HANG (no reply within {:?})", REQUEST_TIMEOUT * 2 + SLACK);
                 true
             }
         };
@@ -350,7 +360,7 @@ fn scenario(validator: bool) {
             "{event}"
         );
         assert!(
-            event.replied - event.sent <= REQUEST_TIMEOUT + SLACK,
+            event.replied - event.sent <= bound(event, validator),
             "took {:?}: {event}",
             event.replied - event.sent
         );
@@ -489,5 +499,5 @@ fn a_store_queued_behind_one_of_its_name_fails_within_the_request_timeout() {
         assert_eq!(client.reply(), "ERROR storage unavailable");
     }
     let took = sent.elapsed();
-    assert!(took < REQUEST_TIMEOUT + SLACK / 2, "{took:?}");
+    assert!(took < REQUEST_TIMEOUT + SLACK, "{took:?}");
 }
