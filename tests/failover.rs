@@ -501,3 +501,114 @@ fn a_store_queued_behind_one_of_its_name_fails_within_the_request_timeout() {
     let took = sent.elapsed();
     assert!(took < REQUEST_TIMEOUT + SLACK, "{took:?}");
 }
+
+/// Backends of node `i` waiting for the synchronous standby.
+fn waiting_for_standby(formation: &Formation, i: usize) -> u64 {
+    formation
+        .try_psql(
+            i,
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+        )
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 22, item 3, the hazard: the synchronous standby frozen (SIGSTOP:
+/// its keeper, postmaster and walreceiver; the monitor frozen too, so it
+/// does not give up on the standby and let the primary commit alone), its
+/// socket buffers filled so commits really wait; racing clients meanwhile
+/// get `ERROR storage unavailable` while commits pile up on the primary
+/// only; then the primary's node is killed and the standby, thawed, is
+/// promoted — losing those commits. Nothing acknowledged or served may be
+/// missing from the new primary (item 1: a commit whose wait for the
+/// standby never ended is never `W00T!`, and a row read is served only
+/// once a barrier proved it replicated).
+#[test]
+fn a_failover_to_a_standby_that_stalled_loses_nothing_acknowledged_or_served() {
+    use nix::sys::signal::Signal;
+    require!(AutoFailover);
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let began = Instant::now();
+    let mut formation = Formation::start();
+    let setup = began.elapsed();
+    let fronts = [
+        front_end(&url(&formation, [0, 1]), ""),
+        front_end(&url(&formation, [1, 0]), ""),
+    ];
+    let start = Instant::now();
+    let recorder = Recorder::start(&[fronts[0].addr(), fronts[1].addr()], start);
+    for front in 0..2 {
+        recorder.wait_woot(front, start, &formation);
+    }
+    let primary = formation.primary();
+    let standby = 1 - primary;
+    formation.monitor.signal(Signal::SIGSTOP);
+    formation.nodes[standby].signal(Signal::SIGSTOP);
+    let frozen = Instant::now();
+    formation.fill_wal_until_stalled(primary, 8 << 20);
+    // Commits wait for the standby; the clients' requests time out (more
+    // than a request timeout, so retries meet their own rows too).
+    let deadline = Instant::now() + common::PATIENCE;
+    while waiting_for_standby(&formation, primary) == 0 {
+        assert!(Instant::now() < deadline, "no commit waits for the standby");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let waiting_since = Instant::now();
+    while waiting_since.elapsed() < REQUEST_TIMEOUT * 2 {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let waiting = waiting_for_standby(&formation, primary);
+    let killed = Instant::now();
+    formation.kill_node(primary);
+    formation.nodes[standby].signal(Signal::SIGCONT);
+    formation.monitor.signal(Signal::SIGCONT);
+    formation.wait_writable(standby);
+    let mut figures = Vec::new();
+    for front in 0..2 {
+        let took = recorder.wait_woot(front, killed, &formation);
+        figures.push(format!("front-end {front}: kill to first W00T! {took:.1?}"));
+    }
+    let events = recorder.finish();
+    let at_end: HashMap<String, String> = formation.names(standby).into_iter().collect();
+    let all: Vec<Event> = events.iter().map(|(_, e)| e.clone()).collect();
+    let (summary, violations) = history::check(&all, &at_end);
+    let frozen_errors = events
+        .iter()
+        .filter(|(_, e)| e.sent >= frozen && e.replied <= killed && e.reply.starts_with("ERROR"))
+        .count();
+    eprintln!(
+        "stalled standby: set-up {setup:.1?}, run {:.1?}, frozen {:.1?} ({waiting} commits waiting at the kill); \
+         {} requests, {} W00T!, {} ERROR ({frozen_errors} while frozen)\n  {}",
+        start.elapsed(),
+        killed - frozen,
+        summary.requests,
+        summary.woots,
+        summary.errors,
+        figures.join("\n  ")
+    );
+    assert!(
+        violations.is_empty(),
+        "{} violations, first ones: {:#?}\nfront-end 0 log:\n{}\nfront-end 1 log:\n{}",
+        violations.len(),
+        &violations[..violations.len().min(10)],
+        fronts[0].log.all(),
+        fronts[1].log.all()
+    );
+    assert!(
+        frozen_errors > 0,
+        "no request timed out while the standby was frozen"
+    );
+    for (_, event) in &events {
+        assert!(
+            !event.reply.starts_with("ERROR") || event.reply == "ERROR storage unavailable",
+            "{event}"
+        );
+        assert!(
+            event.replied - event.sent <= bound(event, false),
+            "took {:?}: {event}",
+            event.replied - event.sent
+        );
+    }
+}

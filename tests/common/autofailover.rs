@@ -45,8 +45,20 @@ impl Keeper {
         self.child.is_some()
     }
 
-    /// SIGKILL to the whole process group: keeper, postmaster, backends.
+    /// SIGKILL to the whole process group (keeper, postmaster) and the
+    /// postmaster's children.
     fn kill(&mut self) {
+        if self.child.is_some() {
+            // The backends first: their sessions are their own.
+            if let Some(postmaster) = self.postmaster_pid() {
+                for (child, _) in crate::common::children_of(postmaster) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(child),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
         if let Some(mut child) = self.child.take() {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(child.id() as i32),
@@ -54,6 +66,24 @@ impl Keeper {
             );
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` to the keeper's process group and to every child of
+    /// the postmaster (PostgreSQL's children start sessions of their own,
+    /// so the group does not reach them): SIGSTOP freezes the node
+    /// (keeper, postmaster, walreceiver, backends; the postmaster first,
+    /// so it starts no new child meanwhile), SIGCONT thaws it.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        use nix::sys::signal::{kill, killpg};
+        use nix::unistd::Pid;
+        if let Some(pgid) = self.pgid() {
+            let _ = killpg(Pid::from_raw(pgid), signal);
+        }
+        if let Some(postmaster) = self.postmaster_pid() {
+            for (child, _) in crate::common::children_of(postmaster) {
+                let _ = kill(Pid::from_raw(child), signal);
+            }
         }
     }
 
@@ -423,6 +453,55 @@ impl Formation {
         let old = self.primary();
         self.nodes[old].kill();
         old
+    }
+
+    /// SIGKILL of node `i`'s keeper, postmaster and backends.
+    pub fn kill_node(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Writes WAL on node `i` (the primary) without waiting for the
+    /// standby (`synchronous_commit = local`) until its walsender has
+    /// `behind` bytes it could not send: a frozen standby's socket buffers
+    /// take about a megabyte before the walsender stalls, and until then
+    /// commits seem replicated that are not.
+    pub fn fill_wal_until_stalled(&self, i: usize, behind: u64) {
+        self.psql(
+            i,
+            "postgres",
+            "SET synchronous_commit = local; \
+             CREATE TABLE IF NOT EXISTS filler (x text) WITH (autovacuum_enabled = off)",
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.psql(
+                i,
+                "postgres",
+                "SET synchronous_commit = local; \
+                 INSERT INTO filler SELECT repeat(md5(g::text), 32) FROM generate_series(1, 1000) g",
+            );
+            let lag = self.psql(
+                i,
+                "postgres",
+                "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), sent_lsn)), 0)::bigint \
+                 FROM pg_stat_replication",
+            );
+            if lag.parse::<u64>().unwrap_or(0) >= behind {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the walsender never stalled ({lag} bytes behind): {}\n{}",
+                self.psql(i, "postgres", "SELECT * FROM pg_stat_replication"),
+                String::from_utf8_lossy(
+                    &Command::new("ps")
+                        .args(["-eo", "pid,pgid,stat,args"])
+                        .output()
+                        .unwrap()
+                        .stdout
+                )
+            );
+        }
     }
 
     /// The names table on node `i`: (name, value) pairs, escaped as
