@@ -518,9 +518,9 @@ fn waiting_for_standby(formation: &Formation, i: usize) -> u64 {
 /// Issue 22, item 3, the hazard: the synchronous standby frozen (SIGSTOP:
 /// its keeper, postmaster and walreceiver; the monitor frozen too, so it
 /// does not give up on the standby and let the primary commit alone), its
-/// socket buffers filled so commits really wait; racing clients meanwhile
-/// get `ERROR storage unavailable` while commits pile up on the primary
-/// only; then the primary's node is killed and the standby, thawed, is
+/// socket buffers filled so commits really wait; waits ended early
+/// (cancelled, terminated) so those commits are visible on the primary
+/// only; racing clients meanwhile get `ERROR storage unavailable`; then the primary's node is killed and the standby, thawed, is
 /// promoted — losing those commits. Nothing acknowledged or served may be
 /// missing from the new primary (item 1: a commit whose wait for the
 /// standby never ended is never `W00T!`, and a row read is served only
@@ -555,9 +555,28 @@ fn a_failover_to_a_standby_that_stalled_loses_nothing_acknowledged_or_served() {
         assert!(Instant::now() < deadline, "no commit waits for the standby");
         thread::sleep(Duration::from_millis(50));
     }
+    // Waits ended early, as a statement timeout, an operator or a
+    // failover tool ends them: cancelled (the client is told success with
+    // a WARNING) or terminated (the connection cut). Either way the
+    // commit is on the primary only, and visible there.
+    let mut ended = 0u64;
     let waiting_since = Instant::now();
+    let mut round = 0;
     while waiting_since.elapsed() < REQUEST_TIMEOUT * 2 {
-        thread::sleep(Duration::from_millis(50));
+        let how = ["pg_cancel_backend", "pg_terminate_backend"][round % 2];
+        round += 1;
+        ended += formation
+            .try_psql(
+                primary,
+                "postgres",
+                &format!(
+                    "SELECT count({how}(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+                ),
+            )
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        thread::sleep(Duration::from_millis(100));
     }
     let waiting = waiting_for_standby(&formation, primary);
     let killed = Instant::now();
@@ -579,7 +598,7 @@ fn a_failover_to_a_standby_that_stalled_loses_nothing_acknowledged_or_served() {
         .filter(|(_, e)| e.sent >= frozen && e.replied <= killed && e.reply.starts_with("ERROR"))
         .count();
     eprintln!(
-        "stalled standby: set-up {setup:.1?}, run {:.1?}, frozen {:.1?} ({waiting} commits waiting at the kill); \
+        "stalled standby: set-up {setup:.1?}, run {:.1?}, frozen {:.1?} ({ended} waits ended early, {waiting} commits waiting at the kill); \
          {} requests, {} W00T!, {} ERROR ({frozen_errors} while frozen)\n  {}",
         start.elapsed(),
         killed - frozen,

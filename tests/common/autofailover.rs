@@ -10,8 +10,11 @@
 //! memory (set to 128 MB here, in `postgresql.auto.conf`, which is read
 //! last and which pg_autoctl does not rewrite); killing only a postmaster
 //! makes its keeper restart it in place, so an unplanned failover kills
-//! the node's whole process group (keeper, its services, postmaster and
-//! backends). The monitor's timeouts are shortened (a node unhealthy after
+//! the node's whole process group (keeper, its services, postmaster) and
+//! the postmaster's children (backends, walsenders: each in a session of
+//! its own); a SIGSTOPped standby's socket buffers still take about a
+//! megabyte of WAL, so a test of waiting commits first writes filler WAL
+//! until the walsender stalls. The monitor's timeouts are shortened (a node unhealthy after
 //! 6 s instead of 20 s, a lost primary demoted after 10 s instead of 30 s)
 //! so that a failover fits a CI run.
 
