@@ -167,21 +167,19 @@ pub fn check(events: &[Event], at_end: &HashMap<String, String>) -> (Summary, Ve
                         });
                     }
                 }
-                (Op::Get, served) if !served.is_empty() => {
-                    if final_value.map(String::as_str) != Some(served) {
-                        violations.push(Violation::ValueContradicted {
-                            name: name.to_string(),
-                            served: served.to_string(),
-                            at_end: final_value.cloned(),
-                        });
-                    }
+                (Op::Get, served)
+                    if !served.is_empty() && final_value.map(String::as_str) != Some(served) =>
+                {
+                    violations.push(Violation::ValueContradicted {
+                        name: name.to_string(),
+                        served: served.to_string(),
+                        at_end: final_value.cloned(),
+                    });
                 }
-                (Op::Exists, "AWESOME!") | (Op::Store(_), "RARGH!") => {
-                    if final_value.is_none() {
-                        violations.push(Violation::PresenceContradicted {
-                            request: event.to_string(),
-                        });
-                    }
+                (Op::Exists, "AWESOME!") | (Op::Store(_), "RARGH!") if final_value.is_none() => {
+                    violations.push(Violation::PresenceContradicted {
+                        request: event.to_string(),
+                    });
                 }
                 _ => {}
             }
