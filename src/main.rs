@@ -184,7 +184,7 @@ fn main() -> ExitCode {
         if let Some(pg) = &config.storage.postgres {
             // A namespace that cannot be reached is as wrong as a bad key.
             match with_namespace(pg, |namespace| async move {
-                Ok(format!("connected to {}", namespace.server()))
+                Ok(format!("connected to {}", namespace.connected()))
             }) {
                 Ok(connected) => println!("jnhpd: {source}: PostgreSQL: {connected}"),
                 Err(err) => {

@@ -471,7 +471,7 @@ async fn open_store(
             .map_err(|e| StartError::Storage(e.to_string()))?;
         log::info!(
             "postgres: connected to {} as {}",
-            namespace.server(),
+            namespace.connected(),
             namespace.owner()
         );
         let backend = namespace.into_backend(

@@ -1001,6 +1001,21 @@ impl Store {
                     self.taken(&name);
                     let _ = done.send(Ok(false));
                 }
+                Outcome::Failed(reason) if self.shared().is_some() => {
+                    // The shared namespace was unavailable for this STORE's
+                    // whole request timeout: the STOREs of the name queued
+                    // behind it fail with it, as a reservation's failure
+                    // fails them. Handing them the name would make each
+                    // wait one more timeout (or two: a reservation, then
+                    // a commit) past its own.
+                    for waiter in self.pending.remove(&name).unwrap_or_default() {
+                        let _ = waiter.send(Turn::Failed(reason.clone()));
+                    }
+                    let _ = done.send(Err(CommitError::Storage(reason)));
+                    if let (Some(lease), Some(shared)) = (lease, self.shared()) {
+                        shared.release(lease);
+                    }
+                }
                 Outcome::Failed(reason) => {
                     let _ = done.send(Err(CommitError::Storage(reason)));
                     self.release(name, lease);

@@ -63,6 +63,10 @@ const EXPIRY_SLACK: Duration = Duration::from_millis(50);
 const CONNECT_PAUSE_FIRST: Duration = Duration::from_millis(250);
 const CONNECT_PAUSE_MAX: Duration = Duration::from_secs(4);
 
+/// The least a host's connection attempt gets, however short
+/// `request_timeout_ms` is (`Target::limit_handshake`).
+const HANDSHAKE_LIMIT_MIN: Duration = Duration::from_millis(500);
+
 /// How long the engine may take to stop once the store has closed it:
 /// half for statements in flight, the rest for releasing reservations.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
@@ -97,7 +101,10 @@ impl Namespace {
         settings: &PostgresSettings,
         credentials: Credentials,
     ) -> Result<Namespace, PgError> {
-        let target = Target::parse(&settings.url)?;
+        let mut target = Target::parse(&settings.url)?;
+        // A host that never answers costs at most half a request: the
+        // next host is tried within the same request.
+        target.limit_handshake((settings.request_timeout / 2).max(HANDSHAKE_LIMIT_MIN));
         let sql = Arc::new(Sql::new(&settings.table_prefix));
         let deadline = Instant::now() + settings.connect_timeout;
         let mut pause = CONNECT_PAUSE_FIRST;
@@ -168,6 +175,12 @@ impl Namespace {
     /// `host H port P database D`.
     pub fn server(&self) -> &str {
         self.target.server()
+    }
+
+    /// `host H port P database D` of the host connected to (with several
+    /// hosts in the URL, the one found writable).
+    pub fn connected(&self) -> String {
+        self.target.connected()
     }
 
     /// The tables' statements.
@@ -846,7 +859,7 @@ impl<T: Send + 'static> Engine<T> {
         }
         match result {
             Ok(()) if !self.available => {
-                log::info!("postgres: reachable again");
+                log::info!("postgres: reachable again ({})", self.target.connected());
                 self.available = true;
                 if let Some(pg) = &self.metrics.postgres {
                     pg.up.store(1, Relaxed);

@@ -10,7 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use tokio_postgres::config::{Host, SslMode as WireSslMode};
 
@@ -21,10 +22,107 @@ use super::tls::{MakeTls, SslMode};
 /// is used.
 #[derive(Clone)]
 pub struct Target {
-    config: tokio_postgres::Config,
+    /// One config per host of the URL, each tried on its own
+    /// ([`Target::connect_raw`]).
+    hosts: Arc<[Endpoint]>,
+    /// Indexes into `hosts` in the order the next connection tries them:
+    /// the host last connected to first, a host that just failed last.
+    order: Arc<Mutex<Vec<usize>>>,
+    /// What one host's connection attempt (TCP, TLS, start-up, the
+    /// `target_session_attrs` check) may take when the URL lists several.
+    handshake_limit: Option<Duration>,
+    /// `host H port P`: where the last connection went, for logs.
+    connected: Arc<Mutex<String>>,
     tls: MakeTls,
     /// `host H port P database D`, for messages.
     server: String,
+    database: String,
+}
+
+/// One host of a multi-host URL.
+struct Endpoint {
+    config: tokio_postgres::Config,
+    /// `host H port P`.
+    name: String,
+}
+
+/// What one host's connection attempt may take, by default, when the
+/// URL lists several hosts and sets no `connect_timeout`: a host that
+/// accepts TCP connections but never answers (a frozen server) would
+/// otherwise hold every connection attempt, and tokio-postgres's own
+/// `connect_timeout` covers only the TCP connect.
+pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
+
+/// The host of index `i` alone, with every other setting of `config`.
+fn single_host(config: &tokio_postgres::Config, i: usize) -> tokio_postgres::Config {
+    let mut one = tokio_postgres::Config::new();
+    if let Some(user) = config.get_user() {
+        one.user(user);
+    }
+    if let Some(password) = config.get_password() {
+        one.password(password);
+    }
+    if let Some(dbname) = config.get_dbname() {
+        one.dbname(dbname);
+    }
+    if let Some(options) = config.get_options() {
+        one.options(options);
+    }
+    if let Some(name) = config.get_application_name() {
+        one.application_name(name);
+    }
+    one.ssl_mode(config.get_ssl_mode())
+        .ssl_negotiation(config.get_ssl_negotiation());
+    match config.get_hosts().get(i) {
+        Some(Host::Tcp(host)) => {
+            one.host(host);
+        }
+        Some(Host::Unix(path)) => {
+            one.host_path(path);
+        }
+        None => {}
+    }
+    if let Some(addr) = config.get_hostaddrs().get(i) {
+        one.hostaddr(*addr);
+    }
+    let ports = config.get_ports();
+    if let Some(port) = ports.get(i).or(ports.first()) {
+        one.port(*port);
+    }
+    if let Some(timeout) = config.get_connect_timeout() {
+        one.connect_timeout(*timeout);
+    }
+    if let Some(timeout) = config.get_tcp_user_timeout() {
+        one.tcp_user_timeout(*timeout);
+    }
+    one.keepalives(config.get_keepalives())
+        .keepalives_idle(config.get_keepalives_idle());
+    if let Some(interval) = config.get_keepalives_interval() {
+        one.keepalives_interval(interval);
+    }
+    if let Some(retries) = config.get_keepalives_retries() {
+        one.keepalives_retries(retries);
+    }
+    one.target_session_attrs(config.get_target_session_attrs())
+        .channel_binding(config.get_channel_binding())
+        .load_balance_hosts(config.get_load_balance_hosts());
+    one
+}
+
+/// `host H port P` of the host of index `i`.
+fn describe_host(config: &tokio_postgres::Config, i: usize) -> String {
+    let host = match config.get_hosts().get(i) {
+        Some(Host::Tcp(host)) => host.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => config
+            .get_hostaddrs()
+            .get(i)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "?".into()),
+    };
+    let ports = config.get_ports();
+    let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    format!("host {host} port {port}")
 }
 
 impl Target {
@@ -72,11 +170,50 @@ impl Target {
         let root = ssl.root_cert.map(PathBuf::from);
         let tls = super::tls::connector(mode, root.as_deref()).map_err(PgError::Url)?;
         let server = describe_server(&config);
+        let count = config.get_hosts().len().max(config.get_hostaddrs().len());
+        let hosts: Arc<[Endpoint]> = (0..count)
+            .map(|i| Endpoint {
+                config: single_host(&config, i),
+                name: describe_host(&config, i),
+            })
+            .collect();
+        // libpq's `connect_timeout` is per host and covers the whole
+        // attempt: so is it here.
+        let handshake_limit = match config.get_connect_timeout() {
+            Some(timeout) => Some(*timeout),
+            None if count > 1 => Some(HANDSHAKE_LIMIT),
+            None => None,
+        };
         Ok(Target {
-            config,
+            order: Arc::new(Mutex::new((0..count).collect())),
+            connected: Arc::new(Mutex::new(describe_host(&config, 0))),
+            hosts,
+            handshake_limit,
+            database: database(&config),
             tls,
             server,
         })
+    }
+
+    /// Bounds each host's connection attempt by `limit` as well (the
+    /// engine passes a share of `request_timeout_ms`, so a host that never
+    /// answers leaves time to try the next within one request).
+    pub fn limit_handshake(&mut self, limit: Duration) {
+        if self.hosts.len() > 1 {
+            self.handshake_limit = Some(self.handshake_limit.map_or(limit, |l| l.min(limit)));
+        }
+    }
+
+    /// `host H port P database D` of the host last connected to (of the
+    /// first host before any connection): with several hosts, the one a
+    /// front-end is on.
+    pub fn connected(&self) -> String {
+        let host = self
+            .connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        format!("{host} database {}", self.database)
     }
 
     /// `host H port P database D`.
@@ -111,27 +248,81 @@ impl Target {
         ),
         tokio_postgres::Error,
     > {
-        let mut config = self.config.clone();
-        if let Some(password) = credentials.password() {
-            config.password(password);
+        let password = credentials.password();
+        let order = self.order.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut last_error = None;
+        for i in order {
+            let host = &self.hosts[i];
+            let mut config = host.config.clone();
+            if let Some(password) = &password {
+                config.password(password);
+            }
+            let attempt = config.connect(self.tls.clone());
+            let result = match self.handshake_limit {
+                Some(limit) => match tokio::time::timeout(limit, attempt).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        log::warn!(
+                            "postgres: {} did not answer within {} ms; trying the next host",
+                            host.name,
+                            limit.as_millis()
+                        );
+                        self.tried(i, false);
+                        continue;
+                    }
+                },
+                None => attempt.await,
+            };
+            match result {
+                Ok(connected) => {
+                    self.tried(i, true);
+                    *self.connected.lock().unwrap_or_else(|e| e.into_inner()) = host.name.clone();
+                    return Ok(connected);
+                }
+                Err(err) => {
+                    log::debug!("postgres: {}: {}", host.name, super::describe(&err));
+                    self.tried(i, false);
+                    last_error = Some(err);
+                }
+            }
         }
-        config.connect(self.tls.clone()).await
+        // No host answered in time. tokio-postgres has no public way to
+        // make this error but the one its own `connect_timeout` uses
+        // ("timeout waiting for server"), which says just that.
+        Err(last_error.unwrap_or_else(tokio_postgres::Error::__private_api_timeout))
+    }
+
+    /// Moves host `i` to the front of the order after a connection, or
+    /// to the back after a failure.
+    fn tried(&self, i: usize, ok: bool) {
+        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        order.retain(|&j| j != i);
+        if ok {
+            order.insert(0, i);
+        } else {
+            order.push(i);
+        }
     }
 }
 
+/// `host H port P database D`; with several hosts, each `host H port P`
+/// separated by `, `.
 fn describe_server(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(Host::Tcp(host)) => host.clone(),
-        Some(Host::Unix(path)) => path.display().to_string(),
-        None => "?".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let database = config
+    let count = config
+        .get_hosts()
+        .len()
+        .max(config.get_hostaddrs().len())
+        .max(1);
+    let hosts: Vec<String> = (0..count).map(|i| describe_host(config, i)).collect();
+    format!("{} database {}", hosts.join(", "), database(config))
+}
+
+fn database(config: &tokio_postgres::Config) -> String {
+    config
         .get_dbname()
         .or(config.get_user())
         .unwrap_or("?")
-        .to_string();
-    format!("host {host} port {port} database {database}")
+        .to_string()
 }
 
 /// The password, shared by every connection made: SIGHUP re-reads
@@ -436,5 +627,11 @@ mod tests {
         assert_eq!(target.server(), "host db.example port 5433 database names");
         let target = Target::parse("host=/tmp/pg port=6000 user=jn").unwrap();
         assert_eq!(target.server(), "host /tmp/pg port 6000 database jn");
+        let target = Target::parse("postgres://u@a:1,b:2/names").unwrap();
+        assert_eq!(
+            target.server(),
+            "host a port 1, host b port 2 database names"
+        );
+        assert_eq!(target.connected(), "host a port 1 database names");
     }
 }

@@ -32,6 +32,9 @@ pub enum Need {
     /// An IPv6 loopback address (`::1`) to listen on: containers and
     /// hosts with IPv6 turned off have none.
     Ipv6,
+    /// `pg_autoctl` on PATH (pg_auto_failover, a failover manager), with
+    /// PostgreSQL and root as for `Postgres`.
+    AutoFailover,
 }
 
 /// The newest installed PostgreSQL server's binary directory
@@ -104,6 +107,12 @@ pub fn unmet(need: Need) -> Option<String> {
         Need::Ipv6 => std::net::TcpListener::bind("[::1]:0")
             .is_err()
             .then(|| "needs an IPv6 loopback (::1); enable IPv6 or run in CI".into()),
+        Need::AutoFailover => unmet(Need::Postgres).or_else(|| {
+            tool(
+                "pg_autoctl",
+                "pg-auto-failover-cli and postgresql-<version>-auto-failover",
+            )
+        }),
     }
 }
 

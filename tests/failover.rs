@@ -1,0 +1,640 @@
+//! Front-ends on a highly available PostgreSQL lose nothing through a
+//! failover (issue 22, item 3): a pg_auto_failover formation
+//! (tests/common/autofailover.rs), two front-ends with multi-host URLs
+//! (`target_session_attrs=read-write`, the hosts in opposite orders),
+//! recording clients racing on shared names through a planned switchover
+//! and an unplanned failover (the primary's node killed), then the
+//! write-once history checker (tests/common/history.rs).
+//!
+//! Run with `--nocapture` to see each front-end's unavailability (from the
+//! fault to its first `W00T!` of a STORE sent after it).
+
+#[path = "common/autofailover.rs"]
+mod autofailover;
+mod common;
+#[path = "common/history.rs"]
+mod history;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use autofailover::Formation;
+use common::{Server, process_validator, script};
+use history::{Event, Op};
+
+/// Each request's bound in jnhpd.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(3000);
+
+/// What a reply may take beyond its bound (a busy machine's scheduling,
+/// a batch's last round trip).
+const SLACK: Duration = Duration::from_millis(2500);
+
+/// The longest a reply may take: a request's timeout, or two for a
+/// validated STORE in a shared namespace (its reservation, then its
+/// commit: docs/postgres.md), plus the slack.
+fn bound(event: &Event, validator: bool) -> Duration {
+    match event.op {
+        Op::Store(_) if validator => REQUEST_TIMEOUT * 2 + SLACK,
+        _ => REQUEST_TIMEOUT + SLACK,
+    }
+}
+
+/// How long a front-end may take to serve writes again after a fault.
+const RECOVERY: Duration = Duration::from_secs(90);
+
+/// Recording clients per front-end.
+const CLIENTS: usize = 3;
+
+/// One formation at a time: each takes three PostgreSQL servers and most
+/// of a small machine's CPU while it fails over.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A front-end on `url`; `pg` adds keys to `[storage.postgres]`, `rest`
+/// more tables.
+fn front_end_with(url: &str, pg: &str, rest: &str) -> Server {
+    Server::start(&format!(
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{url}\"\n\
+         lease_secs = 2\nrequest_timeout_ms = {}\n{pg}\n{rest}",
+        REQUEST_TIMEOUT.as_millis()
+    ))
+}
+
+fn front_end(url: &str, rest: &str) -> Server {
+    front_end_with(url, "connect_timeout_secs = 30", rest)
+}
+
+/// A multi-host URL listing the nodes in the order given.
+fn url(formation: &Formation, order: [usize; 2]) -> String {
+    format!(
+        "postgres://jnhp@127.0.0.1:{},127.0.0.1:{}/jnhp?target_session_attrs=read-write&sslmode=disable",
+        formation.nodes[order[0]].port, formation.nodes[order[1]].port
+    )
+}
+
+/// A tiny deterministic generator (no dependency for it).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Clients sending STORE/GET/EXISTS mixes on a window of names that
+/// slides with time (each name is raced for a moment by every client of
+/// both front-ends, then left), recording every request.
+struct Recorder {
+    stop: Arc<AtomicBool>,
+    events: Arc<Mutex<Vec<(usize, Event)>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    fn start(fronts: &[SocketAddr], start: Instant) -> Recorder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for (front, addr) in fronts.iter().enumerate() {
+            for c in 0..CLIENTS {
+                let (stop, events, addr) = (stop.clone(), events.clone(), *addr);
+                let client = format!("f{front}c{c}");
+                let seed = (front * CLIENTS + c + 1) as u64;
+                threads.push(thread::spawn(move || {
+                    record(front, &client, seed, addr, start, &stop, &events)
+                }));
+            }
+        }
+        Recorder {
+            stop,
+            events,
+            threads,
+        }
+    }
+
+    /// The first `W00T!` of `front` for a STORE sent after `since`.
+    fn first_woot(&self, front: usize, since: Instant) -> Option<Instant> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(f, e)| {
+                *f == front && e.sent >= since && e.reply == "W00T!" && matches!(e.op, Op::Store(_))
+            })
+            .map(|(_, e)| e.replied)
+            .min()
+    }
+
+    /// Waits until `front` has stored something sent after `since`;
+    /// returns how long after `since` that was answered.
+    fn wait_woot(&self, front: usize, since: Instant, formation: &Formation) -> Duration {
+        loop {
+            if let Some(at) = self.first_woot(front, since) {
+                return at - since;
+            }
+            assert!(
+                since.elapsed() < RECOVERY,
+                "front-end {front} served no write within {RECOVERY:?} of the fault\n{}",
+                formation.logs()
+            );
+            assert!(
+                !self.stop.load(Ordering::Relaxed),
+                "the clients stopped (a hang?)"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The longest time between `from` and `to` in which `front`
+    /// answered no `W00T!`.
+    fn longest_pause(&self, front: usize, from: Instant, to: Instant) -> Duration {
+        let mut woots: Vec<Instant> = self
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(f, e)| *f == front && e.reply == "W00T!" && e.replied > from)
+            .map(|(_, e)| e.replied.min(to))
+            .collect();
+        woots.push(from);
+        woots.push(to);
+        woots.sort();
+        woots
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn finish(self) -> Vec<(usize, Event)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        std::mem::take(&mut *self.events.lock().unwrap())
+    }
+}
+
+/// One client's loop. A reply that takes longer than the request timeout
+/// and the slack is recorded as a hang (the checker rejects it) and ends
+/// the client.
+fn record(
+    front: usize,
+    client: &str,
+    seed: u64,
+    addr: SocketAddr,
+    start: Instant,
+    stop: &AtomicBool,
+    events: &Mutex<Vec<(usize, Event)>>,
+) {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(REQUEST_TIMEOUT * 2 + SLACK))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0x1000_0001));
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        seq += 1;
+        // A new name every 40 ms, each raced over ~6 windows.
+        let window = start.elapsed().as_millis() as u64 / 40;
+        let name = format!("k{}", window + rng.below(6));
+        let op = match rng.below(10) {
+            0..=3 => Op::Store(format!("{client}-{seq}")),
+            4..=7 => Op::Get,
+            _ => Op::Exists,
+        };
+        let line = match &op {
+            Op::Store(value) => format!("STORE {name} {value}\r\n"),
+            Op::Get => format!("GET {name}\r\n"),
+            Op::Exists => format!("EXISTS {name}\r\n"),
+        };
+        let sent = Instant::now();
+        writer.write_all(line.as_bytes()).unwrap();
+        let mut reply = String::new();
+        let hung = match reader.read_line(&mut reply) {
+            Ok(0) => {
+                reply = "CLOSED (the front-end closed the connection)".into();
+                true
+            }
+            Ok(_) => {
+                reply = reply.trim_end_matches("\r\n").to_string();
+                false
+            }
+            Err(_) => {
+                reply = format!("HANG (no reply within {:?})", REQUEST_TIMEOUT * 2 + SLACK);
+                true
+            }
+        };
+        let event = Event {
+            client: client.to_string(),
+            name,
+            op,
+            sent,
+            replied: Instant::now(),
+            reply,
+        };
+        events.lock().unwrap().push((front, event));
+        if hung {
+            stop.store(true, Ordering::Relaxed);
+            return;
+        }
+        // Pacing, not waiting for anything: six clients at full speed
+        // would starve the failover itself of the machine's two cores.
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// One scenario: a switchover, then the primary's node killed, with the
+/// clients running throughout; then the history checked.
+fn scenario(validator: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let began = Instant::now();
+    let mut formation = Formation::start();
+    let setup = began.elapsed();
+    let dir = tempfile::tempdir().unwrap();
+    let rest = if validator {
+        // Each STORE holds a lease while the validator runs.
+        let allow = script(dir.path(), "allow", "sleep 0.05\necho JNHP:1");
+        process_validator(&allow, "")
+    } else {
+        String::new()
+    };
+    let fronts = [
+        front_end(&url(&formation, [0, 1]), &rest),
+        front_end(&url(&formation, [1, 0]), &rest),
+    ];
+    let start = Instant::now();
+    let recorder = Recorder::start(&[fronts[0].addr(), fronts[1].addr()], start);
+    for front in 0..2 {
+        recorder.wait_woot(front, start, &formation);
+    }
+
+    let mut figures = Vec::new();
+    for fault in ["switchover", "node killed"] {
+        // Asked before the clock starts: the question takes a moment, and
+        // the primary serves meanwhile.
+        let primary = formation.primary();
+        let at = Instant::now();
+        let faulted = if fault == "switchover" {
+            formation.switchover();
+            Instant::now() - at
+        } else {
+            formation.kill_node(primary);
+            formation.wait_writable(1 - primary);
+            Duration::ZERO
+        };
+        for front in 0..2 {
+            // A STORE sent once the fault is over (the switchover done, or
+            // at once after the kill) must be stored within RECOVERY.
+            let took = recorder.wait_woot(front, at + faulted, &formation);
+            let paused = recorder.longest_pause(front, at, at + faulted + took);
+            figures.push(format!(
+                "{fault}: front-end {front}: fault to first W00T! {:.1?}, writes paused {paused:.1?}",
+                faulted + took
+            ));
+        }
+        if fault == "switchover" {
+            formation.wait_stable();
+        }
+    }
+    // A moment of normal service on the new primary.
+    let after = Instant::now();
+    while after.elapsed() < Duration::from_secs(1) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let events = recorder.finish();
+
+    let primary = formation.primary();
+    let at_end: HashMap<String, String> = formation.names(primary).into_iter().collect();
+    let (summary, violations) = history::check(
+        &events.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+        &at_end,
+    );
+    let mut by_time: Vec<&(usize, Event)> = events.iter().collect();
+    by_time.sort_by_key(|(_, e)| std::cmp::Reverse(e.replied - e.sent));
+    let slowest = by_time
+        .first()
+        .map(|(_, e)| e.replied - e.sent)
+        .unwrap_or_default();
+    for (front, e) in by_time.iter().take(5) {
+        eprintln!(
+            "  slow: front-end {front}: sent at {:.1?}, took {:.1?}: {e}",
+            e.sent - start,
+            e.replied - e.sent
+        );
+    }
+    eprintln!(
+        "failover scenario ({}): set-up {setup:.1?}, run {:.1?}; {} requests, {} W00T!, {} ERROR {:?}; slowest reply {slowest:.1?}\n  {}",
+        if validator {
+            "with a validator"
+        } else {
+            "no validator"
+        },
+        start.elapsed(),
+        summary.requests,
+        summary.woots,
+        summary.errors,
+        summary.error_kinds,
+        figures.join("\n  ")
+    );
+    assert!(
+        violations.is_empty(),
+        "{} violations, first ones: {:#?}\nfront-end 0 log:\n{}\nfront-end 1 log:\n{}",
+        violations.len(),
+        &violations[..violations.len().min(10)],
+        fronts[0].log.all(),
+        fronts[1].log.all()
+    );
+    assert!(summary.woots > 0);
+    for (_, event) in &events {
+        assert!(
+            !event.reply.starts_with("ERROR") || event.reply == "ERROR storage unavailable",
+            "{event}"
+        );
+        assert!(
+            event.replied - event.sent <= bound(event, validator),
+            "took {:?}: {event}",
+            event.replied - event.sent
+        );
+    }
+}
+
+#[test]
+fn a_switchover_and_a_node_crash_lose_nothing() {
+    require!(AutoFailover);
+    scenario(false);
+}
+
+#[test]
+fn a_switchover_and_a_node_crash_lose_nothing_with_a_validator_holding_leases() {
+    require!(AutoFailover);
+    scenario(true);
+}
+
+/// A "server" that accepts TCP connections and never answers (a frozen
+/// PostgreSQL: SIGSTOPped, or its machine hung with the kernel still up).
+/// Counts the connections; holds them open until dropped.
+struct HungHost {
+    port: u16,
+    accepted: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl HungHost {
+    fn start() -> HungHost {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let held = accepted.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                held.lock().unwrap().push(stream);
+            }
+        });
+        HungHost { port, accepted }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.lock().unwrap().len()
+    }
+}
+
+/// Issue 22, item 2: a host that accepts TCP but never answers, first in
+/// a multi-host URL, stalled the front-end: tokio-postgres tries hosts in
+/// order and its `connect_timeout` covers only the TCP connect, so every
+/// connection attempt hung there (the start gave up after
+/// `connect_timeout_secs`). Now it costs one bounded handshake: the next
+/// host is tried, and the host connected to is tried first from then on;
+/// the start-up log names it.
+#[test]
+fn a_hung_host_first_in_the_url_costs_one_bounded_handshake() {
+    require!(Postgres);
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("t");
+    let hung = HungHost::start();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{db}?sslmode=disable&target_session_attrs=read-write",
+        hung.port, pg.port
+    );
+    let started = Instant::now();
+    let front = front_end_with(&url, "connect_timeout_secs = 20", "");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let connected = front.log.wait_for("postgres: connected to ");
+    assert!(
+        connected.contains(&format!(
+            "postgres: connected to host 127.0.0.1 port {} database {db} as ",
+            pg.port
+        )),
+        "{connected}"
+    );
+    // Several connections at once: the pool opens more, each straight
+    // to the host that answered.
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let mut client = front.connect();
+            thread::spawn(move || {
+                let sent = Instant::now();
+                let stored = client.ask(&format!("STORE hung{i} v{i}"));
+                let read = client.ask(&format!("GET hung{i}"));
+                (stored, read, sent.elapsed())
+            })
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let (stored, read, took) = client.join().unwrap();
+        assert_eq!((stored.as_str(), read), ("W00T!", format!("v{i}")));
+        assert!(took <= REQUEST_TIMEOUT * 2 + SLACK, "{took:?}");
+    }
+    assert_eq!(hung.connections(), 1, "{}", front.log.all());
+}
+
+/// Makes every commit on `pg` wait for a synchronous standby that does not
+/// exist (as while a real one is stalled); returns once new sessions have
+/// the setting.
+fn stall_commits(pg: &pg::Postgres) {
+    pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = 'nobody'",
+    );
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    let deadline = Instant::now() + common::PATIENCE;
+    while pg.psql("postgres", "SHOW synchronous_standby_names") != "nobody" {
+        assert!(Instant::now() < deadline, "the setting never took");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 22, item 2: a request during a switch gets `ERROR storage
+/// unavailable` within `request_timeout_ms`. A STORE queued behind
+/// another STORE of its name on the same front-end (racing clients do
+/// that all the time) was answered only after the first one's whole
+/// timeout and then one of its own (a reservation, then its commit): 6 s
+/// and more for a 3 s timeout, seen in the failover scenario. Now, when
+/// the first fails for want of storage, those queued behind it fail with
+/// it.
+#[test]
+fn a_store_queued_behind_one_of_its_name_fails_within_the_request_timeout() {
+    require!(Postgres);
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("t");
+    let front = front_end_with(&pg.url(&db), "", "");
+    let mut first = front.connect();
+    assert_eq!(first.ask("STORE warm v"), "W00T!");
+    stall_commits(&pg);
+    let mut queued: Vec<_> = (0..3).map(|_| front.connect()).collect();
+    let sent = Instant::now();
+    first.send(b"STORE same a\r\n");
+    for (i, client) in queued.iter_mut().enumerate() {
+        client.send(format!("STORE same q{i}\r\n").as_bytes());
+    }
+    assert_eq!(first.reply(), "ERROR storage unavailable");
+    for client in &mut queued {
+        assert_eq!(client.reply(), "ERROR storage unavailable");
+    }
+    let took = sent.elapsed();
+    assert!(took < REQUEST_TIMEOUT + SLACK, "{took:?}");
+}
+
+/// Backends of node `i` waiting for the synchronous standby.
+fn waiting_for_standby(formation: &Formation, i: usize) -> u64 {
+    formation
+        .try_psql(
+            i,
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+        )
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 22, item 3, the hazard: the synchronous standby frozen (SIGSTOP:
+/// its keeper, postmaster and walreceiver; the monitor frozen too, so it
+/// does not give up on the standby and let the primary commit alone), its
+/// socket buffers filled so commits really wait; waits ended early
+/// (cancelled, terminated) so those commits are visible on the primary
+/// only; racing clients meanwhile get `ERROR storage unavailable`; then the primary's node is killed and the standby, thawed, is
+/// promoted — losing those commits. Nothing acknowledged or served may be
+/// missing from the new primary (item 1: a commit whose wait for the
+/// standby never ended is never `W00T!`, and a row read is served only
+/// once a barrier proved it replicated).
+#[test]
+fn a_failover_to_a_standby_that_stalled_loses_nothing_acknowledged_or_served() {
+    use nix::sys::signal::Signal;
+    require!(AutoFailover);
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let began = Instant::now();
+    let mut formation = Formation::start();
+    let setup = began.elapsed();
+    let fronts = [
+        front_end(&url(&formation, [0, 1]), ""),
+        front_end(&url(&formation, [1, 0]), ""),
+    ];
+    let start = Instant::now();
+    let recorder = Recorder::start(&[fronts[0].addr(), fronts[1].addr()], start);
+    for front in 0..2 {
+        recorder.wait_woot(front, start, &formation);
+    }
+    let primary = formation.primary();
+    let standby = 1 - primary;
+    formation.monitor.signal(Signal::SIGSTOP);
+    formation.nodes[standby].signal(Signal::SIGSTOP);
+    let frozen = Instant::now();
+    formation.fill_wal_until_stalled(primary, 8 << 20);
+    // Commits wait for the standby; the clients' requests time out (more
+    // than a request timeout, so retries meet their own rows too).
+    let deadline = Instant::now() + common::PATIENCE;
+    while waiting_for_standby(&formation, primary) == 0 {
+        assert!(Instant::now() < deadline, "no commit waits for the standby");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Waits ended early, as a statement timeout, an operator or a
+    // failover tool ends them: cancelled (the client is told success with
+    // a WARNING) or terminated (the connection cut). Either way the
+    // commit is on the primary only, and visible there.
+    let mut ended = 0u64;
+    let waiting_since = Instant::now();
+    let mut round = 0;
+    while waiting_since.elapsed() < REQUEST_TIMEOUT * 2 {
+        let how = ["pg_cancel_backend", "pg_terminate_backend"][round % 2];
+        round += 1;
+        ended += formation
+            .try_psql(
+                primary,
+                "postgres",
+                &format!(
+                    "SELECT count({how}(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+                ),
+            )
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let waiting = waiting_for_standby(&formation, primary);
+    let killed = Instant::now();
+    formation.kill_node(primary);
+    formation.nodes[standby].signal(Signal::SIGCONT);
+    formation.monitor.signal(Signal::SIGCONT);
+    formation.wait_writable(standby);
+    let mut figures = Vec::new();
+    for front in 0..2 {
+        let took = recorder.wait_woot(front, killed, &formation);
+        figures.push(format!("front-end {front}: kill to first W00T! {took:.1?}"));
+    }
+    let events = recorder.finish();
+    let at_end: HashMap<String, String> = formation.names(standby).into_iter().collect();
+    let all: Vec<Event> = events.iter().map(|(_, e)| e.clone()).collect();
+    let (summary, violations) = history::check(&all, &at_end);
+    let frozen_errors = events
+        .iter()
+        .filter(|(_, e)| e.sent >= frozen && e.replied <= killed && e.reply.starts_with("ERROR"))
+        .count();
+    eprintln!(
+        "stalled standby: set-up {setup:.1?}, run {:.1?}, frozen {:.1?} ({ended} waits ended early, {waiting} commits waiting at the kill); \
+         {} requests, {} W00T!, {} ERROR ({frozen_errors} while frozen)\n  {}",
+        start.elapsed(),
+        killed - frozen,
+        summary.requests,
+        summary.woots,
+        summary.errors,
+        figures.join("\n  ")
+    );
+    assert!(
+        violations.is_empty(),
+        "{} violations, first ones: {:#?}\nfront-end 0 log:\n{}\nfront-end 1 log:\n{}",
+        violations.len(),
+        &violations[..violations.len().min(10)],
+        fronts[0].log.all(),
+        fronts[1].log.all()
+    );
+    assert!(
+        frozen_errors > 0,
+        "no request timed out while the standby was frozen"
+    );
+    for (_, event) in &events {
+        assert!(
+            !event.reply.starts_with("ERROR") || event.reply == "ERROR storage unavailable",
+            "{event}"
+        );
+        assert!(
+            event.replied - event.sent <= bound(event, false),
+            "took {:?}: {event}",
+            event.replied - event.sent
+        );
+    }
+}
