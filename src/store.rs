@@ -987,16 +987,7 @@ impl Store {
                 outcome,
                 durable_end,
             })) => match outcome {
-                Outcome::Stored => {
-                    self.taken(&name);
-                    self.entries.insert(&name, &value);
-                    // Listings see the name once the map has it, and
-                    // before its STORE is answered (Written::durable_end).
-                    if let (Some(end), Some(datafile)) = (durable_end, &self.metrics.datafile) {
-                        datafile.durable.publish(end);
-                    }
-                    let _ = done.send(Ok(true));
-                }
+                Outcome::Stored => self.store(name, value, durable_end, done),
                 Outcome::Taken => {
                     self.taken(&name);
                     let _ = done.send(Ok(false));
@@ -1097,7 +1088,7 @@ impl Store {
     /// (the name stays reserved meanwhile); else at once.
     fn commit(&mut self, name: Box<[u8]>, value: Box<[u8]>, lease: Option<Lease>, done: Done) {
         if self.backend.is_none() {
-            return self.store(name, value, done);
+            return self.store(name, value, None, done);
         }
         self.append(vec![Record {
             name,
@@ -1109,9 +1100,16 @@ impl Store {
 
     /// Puts a committed value in the map and answers every STORE waiting
     /// on its name.
-    fn store(&mut self, name: Box<[u8]>, value: Box<[u8]>, done: Done) {
+    /// The name now has this value (durable up to `durable_end` of the
+    /// data file, where there is one).
+    fn store(&mut self, name: Box<[u8]>, value: Box<[u8]>, durable_end: Option<u64>, done: Done) {
         self.taken(&name);
         self.entries.insert(&name, &value);
+        // Listings see the name once the map has it, and before its STORE
+        // is answered (Written::durable_end).
+        if let (Some(end), Some(datafile)) = (durable_end, &self.metrics.datafile) {
+            datafile.durable.publish(end);
+        }
         let _ = done.send(Ok(true));
     }
 
