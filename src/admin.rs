@@ -317,7 +317,15 @@ fn not_ready(state: &AdminState) -> Option<&'static str> {
         .postgres
         .as_ref()
         .is_some_and(|pg| pg.up.load(std::sync::atomic::Ordering::Relaxed) == 0);
-    down.then_some("postgres unreachable")
+    if down {
+        return Some("postgres unreachable");
+    }
+    let given_up = state
+        .metrics
+        .datafile
+        .as_ref()
+        .is_some_and(|d| d.writable.load(std::sync::atomic::Ordering::Relaxed) == 0);
+    given_up.then_some("data file in an unknown state (STOREs refused until a restart)")
 }
 
 /// The `/status` document.

@@ -611,6 +611,9 @@ impl DataFile {
                 };
                 if let Some(stats) = stats {
                     stats.bytes.store(self.len, Relaxed);
+                    if self.unusable.is_some() {
+                        stats.writable.store(0, Relaxed);
+                    }
                 }
                 let synced_now = result.is_ok() && fsync == Fsync::Always;
                 let mut end = group_start;
@@ -648,6 +651,9 @@ impl DataFile {
                     Err(err) => {
                         log::error!("{err}; {records} acknowledged STOREs may not be on disk");
                         self.give_up();
+                        if let Some(stats) = stats {
+                            stats.writable.store(0, Relaxed);
+                        }
                     }
                 }
                 unsynced = false;

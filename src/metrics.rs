@@ -291,6 +291,9 @@ pub struct DatafileStats {
     pub sync_duration: Histogram,
     /// How much of the file is synced: what `GET /names` may list.
     pub durable: crate::listing::DurableLength,
+    /// 1 while the file takes STOREs; 0 once a failed write or sync could
+    /// not be undone (every later STORE is refused until a restart).
+    pub writable: AtomicI64,
 }
 
 /// The statements the PostgreSQL engine runs, for `op` labels.
@@ -345,6 +348,7 @@ impl Metrics {
                 records_per_sync: Histogram::counts(),
                 sync_duration: Histogram::seconds(),
                 durable: Default::default(),
+                writable: AtomicI64::new(1),
             }),
             postgres: (store == StoreKind::Postgres).then(|| PostgresStats {
                 up: AtomicI64::new(1),
@@ -555,6 +559,13 @@ impl prometheus_client::collector::Collector for Collector {
                 "jnhpd_datafile_bytes",
                 "Size of the data file.",
                 &[(vec![], load(&d.bytes) as i64)],
+            )?;
+            gauge(
+                &mut e,
+                "jnhpd_datafile_writable",
+                "1 while the data file takes STOREs; 0 after a failed write or sync that \
+                 could not be undone (until a restart).",
+                &[(vec![], d.writable.load(Relaxed))],
             )?;
             counter(
                 &mut e,

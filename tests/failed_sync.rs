@@ -64,7 +64,10 @@ impl Disk {
         let lib = common::shim::build(dir.path(), "failsync", SHIM);
         std::fs::write(
             dir.path().join("jnhp.toml"),
-            format!("[storage]\npath = \"data\"\nfsync = \"{fsync}\"\n"),
+            format!(
+                "[storage]\npath = \"data\"\nfsync = \"{fsync}\"\n\
+                 [admin]\nlisten = [\"127.0.0.1:0\"]\n"
+            ),
         )
         .unwrap();
         Disk { dir, lib }
@@ -109,6 +112,8 @@ fn a_store_answered_error_after_a_failed_sync_is_never_found_later() {
     let server = disk.start();
     let mut c = server.connect();
     assert_eq!(c.ask("STORE before 1"), "W00T!");
+    let admin = common::admin_addr(&server);
+    assert_eq!(common::get(admin, "/readyz").0, 200);
 
     disk.fail(true, false);
     let reply = c.ask("STORE name failed-value");
@@ -117,6 +122,13 @@ fn a_store_answered_error_after_a_failed_sync_is_never_found_later() {
 
     // The disk works again: the name is free, and its next STORE is the
     // one that counts.
+    // Undone: the file still takes STOREs, so jnhpd stays ready.
+    assert_eq!(common::get(admin, "/readyz").0, 200);
+    assert!(
+        common::get(admin, "/metrics")
+            .2
+            .contains("jnhpd_datafile_writable 1")
+    );
     disk.fail(false, false);
     assert_eq!(c.ask("STORE name acknowledged"), "W00T!");
     assert_eq!(c.ask("GET name"), "acknowledged");
@@ -145,6 +157,9 @@ fn a_failed_sync_that_cannot_be_undone_refuses_every_later_store() {
     let reply = c.ask("STORE lost value");
     assert!(reply.starts_with("ERROR storage: cannot sync"), "{reply}");
     server.log.wait_for("in an unknown state");
+
+    // Operators see it: not ready, and the gauge says why.
+    assert_given_up(&server);
 
     // Even with a working disk again, nothing more is acknowledged on top
     // of a file in an unknown state; reads go on.
@@ -184,6 +199,7 @@ fn a_failed_background_sync_stops_acknowledging_stores() {
     server
         .log
         .wait_for("acknowledged STOREs may not be on disk");
+    assert_given_up(&server);
     disk.fail(false, false);
     let reply = c.ask("STORE later value");
     assert!(
@@ -192,4 +208,14 @@ fn a_failed_background_sync_stops_acknowledging_stores() {
     );
     assert_eq!(c.ask("GET acked"), "value");
     stop(server);
+}
+
+/// `/readyz` answers 503 naming the data file, and the gauge is 0.
+fn assert_given_up(server: &Server) {
+    let admin = common::admin_addr(server);
+    let (status, _, body) = common::get(admin, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("data file in an unknown state"), "{body}");
+    let (_, _, metrics) = common::get(admin, "/metrics");
+    assert!(metrics.contains("jnhpd_datafile_writable 0"), "{metrics}");
 }
