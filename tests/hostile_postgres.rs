@@ -100,28 +100,7 @@ fn a_front_end_with_leases_stops_within_the_bound_when_the_database_is_frozen() 
     require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("frozen");
-    let dir = tempfile::tempdir().unwrap();
-    let program = blocking_validator(dir.path());
-    let mut a = Server::start_in(
-        dir,
-        &config(
-            &pg.url(&db),
-            30,
-            &format!(
-                "[server]\nshutdown_grace_secs = 1\n{}",
-                process_validator(&program, "timeout_ms = 60000\nmax_concurrent = 16")
-            ),
-        )
-        .replace("request_timeout_ms = 3000", "request_timeout_ms = 30000"),
-    );
-    let mut clients: Vec<Client> = (0..4)
-        .map(|i| {
-            let mut c = a.connect();
-            c.send(format!("STORE n{i} v\r\n").as_bytes());
-            c
-        })
-        .collect();
-    eventually("4 leases", || pending_rows(&pg, &db) == 4);
+    let (mut a, mut clients) = four_blocked_stores(&pg, &db, "n");
     let frozen = Frozen::new(&pg);
     // Requests that need the database pile up on the frozen server.
     for (i, c) in clients.iter_mut().enumerate() {
@@ -1652,29 +1631,8 @@ fn sigterm_with_a_stalled_standby_stops_within_the_bound() {
     require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("stalledstop");
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let program = blocking_validator(&root);
-    let mut a = Server::start_in(
-        dir,
-        &config(
-            &pg.url(&db),
-            30,
-            &format!(
-                "[server]\nshutdown_grace_secs = 1\n{}",
-                process_validator(&program, "timeout_ms = 60000\nmax_concurrent = 16")
-            ),
-        )
-        .replace("request_timeout_ms = 3000", "request_timeout_ms = 30000"),
-    );
-    let mut clients: Vec<Client> = (0..4)
-        .map(|i| {
-            let mut c = a.connect();
-            c.send(format!("STORE v{i} x\r\n").as_bytes());
-            c
-        })
-        .collect();
-    eventually("leases", || pending_rows(&pg, &db) == 4);
+    let (mut a, mut clients) = four_blocked_stores(&pg, &db, "v");
+    let root = a.dir.path().to_path_buf();
     pg.psql(
         "postgres",
         "ALTER SYSTEM SET synchronous_standby_names = 'nobody'",
@@ -1705,4 +1663,33 @@ fn sigterm_with_a_stalled_standby_stops_within_the_bound() {
             String::from_utf8_lossy(&r)
         );
     }
+}
+
+/// A front-end whose process validator blocks until `release` appears in
+/// its directory (request timeout 30 s, drain 1 s), with four STOREs
+/// (`{prefix}0` .. `{prefix}3`) sent and holding their leases.
+fn four_blocked_stores(pg: &Postgres, db: &str, prefix: &str) -> (Server, Vec<Client>) {
+    let dir = tempfile::tempdir().unwrap();
+    let program = blocking_validator(dir.path());
+    let a = Server::start_in(
+        dir,
+        &config(
+            &pg.url(db),
+            30,
+            &format!(
+                "[server]\nshutdown_grace_secs = 1\n{}",
+                process_validator(&program, "timeout_ms = 60000\nmax_concurrent = 16")
+            ),
+        )
+        .replace("request_timeout_ms = 3000", "request_timeout_ms = 30000"),
+    );
+    let clients = (0..4)
+        .map(|i| {
+            let mut c = a.connect();
+            c.send(format!("STORE {prefix}{i} v\r\n").as_bytes());
+            c
+        })
+        .collect();
+    eventually("4 leases", || pending_rows(pg, db) == 4);
+    (a, clients)
 }
