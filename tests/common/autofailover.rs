@@ -229,14 +229,16 @@ impl Formation {
         cmd.spawn().unwrap()
     }
 
-    fn create_monitor(&mut self) {
-        let port = self.monitor.port.to_string();
+    /// `pg_autoctl create KIND` for `instance`: on loopback, trusting local
+    /// connections, without TLS (a test on one machine), plus `extra`.
+    fn create(&self, kind: &str, instance: &Keeper, extra: &[&str]) -> Command {
+        let port = instance.port.to_string();
         let pgctl = self.pgctl();
-        let cmd = self.autoctl(&[
+        let mut args = vec![
             "create",
-            "monitor",
+            kind,
             "--pgdata",
-            self.monitor.pgdata.to_str().unwrap(),
+            instance.pgdata.to_str().unwrap(),
             "--pgport",
             &port,
             "--hostname",
@@ -250,7 +252,13 @@ impl Formation {
             "disable",
             "--pgctl",
             &pgctl,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        self.autoctl(&args)
+    }
+
+    fn create_monitor(&mut self) {
+        let cmd = self.create("monitor", &self.monitor, &[]);
         output(cmd, "pg_autoctl create monitor");
         self.append_auto_conf(
             &self.monitor.pgdata,
@@ -271,32 +279,12 @@ impl Formation {
 
     fn create_node(&mut self, i: usize) {
         let node = &self.nodes[i];
-        let port = node.port.to_string();
-        let pgctl = self.pgctl();
         let monitor = self.monitor_url();
-        let cmd = self.autoctl(&[
-            "create",
+        let cmd = self.create(
             "postgres",
-            "--pgdata",
-            node.pgdata.to_str().unwrap(),
-            "--pgport",
-            &port,
-            "--hostname",
-            "127.0.0.1",
-            "--listen",
-            "127.0.0.1",
-            "--auth",
-            "trust",
-            "--no-ssl",
-            "--ssl-mode",
-            "disable",
-            "--monitor",
-            &monitor,
-            "--pgctl",
-            &pgctl,
-            "--name",
-            &node.name,
-        ]);
+            node,
+            &["--monitor", &monitor, "--name", &node.name],
+        );
         output(cmd, &format!("pg_autoctl create postgres ({})", node.name));
         self.append_auto_conf(&node.pgdata, "shared_buffers = '128MB'\n");
         let child = self.run(&self.nodes[i]);
