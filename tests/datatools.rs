@@ -123,6 +123,11 @@ fn backup_under_load(fsync: &str) {
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert!(ran.out.contains("backed up"), "{}", ran.all());
     assert!(ran.out.contains("stopped at byte offset"), "{}", ran.all());
+    // The backup ran under write load, or this test showed nothing.
+    assert!(
+        during > 0,
+        "{fsync}: no STORE was acknowledged during the backup"
+    );
     eprintln!(
         "{fsync}: {} acknowledged before, {during} during the backup",
         before.len()

@@ -181,8 +181,10 @@ fn a_failed_sync_that_cannot_be_undone_refuses_every_later_store() {
     let mut c = server.connect();
     assert_eq!(c.ask("GET before"), "1");
     assert_eq!(c.ask("EXISTS later"), "RARGH!");
-    let lost = c.ask("GET lost");
-    assert!(lost == "value" || lost.is_empty(), "{lost:?}");
+    // The cut failed, so the record answered ERROR is still in the file,
+    // whole: the restart serves it (docs/troubleshooting.md says so and
+    // how to drop it).
+    assert_eq!(c.ask("GET lost"), "value");
     stop(server);
 }
 

@@ -234,10 +234,7 @@ fn starts_as(uid: u32, dir: &Path, data: &Path) -> (bool, String) {
 /// The page now has the step that gives it to the directory's owner.
 #[test]
 fn the_restore_steps_work_as_written_under_the_dynamic_user_layout() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root (files owned by another user)");
-        return;
-    }
+    require!(Root);
     const SERVICE: u32 = 65534; // nobody: stands in for the dynamic user
     let root = tempfile::tempdir().unwrap();
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -278,8 +275,8 @@ struct SmallDisk {
 }
 
 impl SmallDisk {
-    /// `None` (the test skips) where mounting is not allowed.
-    fn mount(bytes: u64) -> Option<SmallDisk> {
+    /// Mounts a tmpfs of `bytes` (needs root: `require!(Root)` first).
+    fn mount(bytes: u64) -> SmallDisk {
         let dir = tempfile::tempdir().unwrap();
         let mounted = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
@@ -288,11 +285,8 @@ impl SmallDisk {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        if !mounted {
-            eprintln!("skipped: cannot mount a tmpfs (needs root)");
-            return None;
-        }
-        Some(SmallDisk { dir })
+        assert!(mounted, "cannot mount a tmpfs at {}", dir.path().display());
+        SmallDisk { dir }
     }
 
     fn path(&self) -> &Path {
@@ -345,9 +339,8 @@ fn count_before(text: &str, word: &str) -> u64 {
 /// the rest and counts what the first run left as present.
 #[test]
 fn an_import_stopped_by_a_full_disk_counts_only_what_it_left_in_the_file() {
-    let Some(disk) = SmallDisk::mount(1536 * 1024) else {
-        return;
-    };
+    require!(Root);
+    let disk = SmallDisk::mount(1536 * 1024);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("names.jsonl");
     let value = "v".repeat(1000);
@@ -599,10 +592,7 @@ fn after_a_failed_sync_and_cut_the_documented_truncate_drops_the_store_answered_
 /// it creates to the directory's owner.
 #[test]
 fn an_import_run_as_root_creates_a_data_file_jnhpd_can_open() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root (files owned by another user)");
-        return;
-    }
+    require!(Root);
     const SERVICE: u32 = 65534;
     let root = tempfile::tempdir().unwrap();
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
