@@ -268,7 +268,7 @@ impl Pidfile {
         if there.dev() != mine.dev() || there.ino() != mine.ino() {
             return false;
         }
-        std::fs::read(&self.path)
+        crate::files::read(&self.path, crate::files::PIDFILE)
             .is_ok_and(|text| text.trim_ascii() == std::process::id().to_string().as_bytes())
     }
 }

@@ -369,9 +369,9 @@ pub struct DataFile {
     path: PathBuf,
     file: File,
     len: u64,
-    /// Set when a failed write or sync could not be undone: the reason
-    /// every later STORE gets.
-    unusable: Option<String>,
+    /// Set when a failed write or sync could not be undone: every later
+    /// STORE gets [`UNUSABLE`].
+    unusable: bool,
 }
 
 /// The `ERROR` reason of every STORE after the data file was given up.
@@ -424,7 +424,8 @@ impl DataFile {
             file.seek(SeekFrom::Start(0)).map_err(io("seek"))?;
             if is_torn_header(&start[..got]) {
                 log::warn!(
-                    "data file {}: its header was cut short by a crash while jnhpd created                      it ({got} bytes, nothing stored); writing it again",
+                    "data file {}: its header was cut short by a crash while jnhpd created \
+                     it ({got} bytes, nothing stored); writing it again",
                     path.display()
                 );
                 file.set_len(0).map_err(io("truncate"))?;
@@ -445,7 +446,7 @@ impl DataFile {
                     path: path.to_path_buf(),
                     file,
                     len: HEADER_LEN as u64,
-                    unusable: None,
+                    unusable: false,
                 },
                 0,
             ));
@@ -482,7 +483,7 @@ impl DataFile {
                 path: path.to_path_buf(),
                 file,
                 len,
-                unusable: None,
+                unusable: false,
             },
             records,
         ))
@@ -586,32 +587,30 @@ impl DataFile {
                     encode_record(&append.name, &append.value, &mut buf);
                 }
                 let group_start = self.len;
-                let result = match &self.unusable {
-                    // A file in an unknown state takes nothing more: no
-                    // later STORE may be acknowledged on top of it.
-                    Some(reason) => Err(reason.clone()),
-                    None => {
-                        let durable = self.len;
-                        let mut result = self.append(&buf);
-                        if result.is_ok() && fsync == Fsync::Always {
-                            result = synced(&mut self, group.len());
-                            last_sync = Instant::now();
-                            if result.is_err() {
-                                self.cut_back_after_failed_sync(durable);
-                            }
-                        } else if result.is_ok() {
-                            unsynced = true;
-                            unsynced_records += group.len();
+                // A file in an unknown state takes nothing more: no later
+                // STORE may be acknowledged on top of it.
+                let result = if self.unusable {
+                    Err(UNUSABLE.to_string())
+                } else {
+                    let mut result = self.append(&buf);
+                    if result.is_ok() && fsync == Fsync::Always {
+                        result = synced(&mut self, group.len());
+                        last_sync = Instant::now();
+                        if result.is_err() {
+                            self.cut_back(group_start, "sync", true);
                         }
-                        result.map_err(|err| {
-                            log::error!("{err}; {} STOREs not acknowledged", group.len());
-                            err.reason()
-                        })
+                    } else if result.is_ok() {
+                        unsynced = true;
+                        unsynced_records += group.len();
                     }
+                    result.map_err(|err| {
+                        log::error!("{err}; {} STOREs not acknowledged", group.len());
+                        err.reason()
+                    })
                 };
                 if let Some(stats) = stats {
                     stats.bytes.store(self.len, Relaxed);
-                    if self.unusable.is_some() {
+                    if self.unusable {
                         stats.writable.store(0, Relaxed);
                     }
                 }
@@ -697,37 +696,34 @@ impl DataFile {
     }
 
     fn rewind(&mut self) {
-        let good = self.len;
-        if let Err(err) = self
-            .file
-            .set_len(good)
-            .and_then(|()| self.file.seek(SeekFrom::Start(good)).map(drop))
-        {
-            log::error!(
-                "data file {}: cannot cut back to {good} bytes after a failed write: {err}",
-                self.path.display()
-            );
-            self.give_up();
-        }
+        self.cut_back(self.len, "write", false);
     }
 
-    /// After a failed `fdatasync` (`fsync = "always"`), the group's records
-    /// are in the file but were answered `ERROR` and their names left free:
-    /// they must not be found by the next replay (it would keep a value
-    /// never acknowledged, over one acknowledged later). Cut them off and
-    /// make the cut durable; if that fails too, the file's state is
-    /// unknown and it takes no more writes ([`DataFile::give_up`]).
-    fn cut_back_after_failed_sync(&mut self, durable: u64) {
+    /// Cuts the file back to `to` bytes after a failed write (what was
+    /// written of the group is garbage before the next record) or a failed
+    /// `fdatasync` with `fsync = "always"` (`durable`: the group's records
+    /// were answered `ERROR` and their names left free, so the next replay
+    /// must not find them — it would keep a value never acknowledged over
+    /// one acknowledged later — and the cut itself is synced). If the cut
+    /// fails, the file's state is unknown and it takes no more writes
+    /// ([`DataFile::give_up`]).
+    fn cut_back(&mut self, to: u64, after: &str, durable: bool) {
         let cut = self
             .file
-            .set_len(durable)
-            .and_then(|()| self.file.seek(SeekFrom::Start(durable)).map(drop))
-            .and_then(|()| self.file.sync_all());
+            .set_len(to)
+            .and_then(|()| self.file.seek(SeekFrom::Start(to)).map(drop))
+            .and_then(|()| {
+                if durable {
+                    self.file.sync_all()
+                } else {
+                    Ok(())
+                }
+            });
         match cut {
-            Ok(()) => self.len = durable,
+            Ok(()) => self.len = to,
             Err(err) => {
                 log::error!(
-                    "data file {}: cannot cut back to {durable} bytes after a failed sync: {err}",
+                    "data file {}: cannot cut back to {to} bytes after a failed {after}: {err}",
                     self.path.display()
                 );
                 self.give_up();
@@ -745,7 +741,7 @@ impl DataFile {
              STORE until jnhpd is restarted (check the disk, then `jnhpd data verify`)",
             self.path.display()
         );
-        self.unusable = Some(UNUSABLE.to_string());
+        self.unusable = true;
     }
 }
 

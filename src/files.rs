@@ -120,6 +120,8 @@ pub(crate) fn kind(file_type: std::fs::FileType) -> &'static str {
         "a block device"
     } else if file_type.is_socket() {
         "a socket"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
     } else {
         "not a regular file"
     }

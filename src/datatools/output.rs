@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{DataToolError, sync_parent};
@@ -51,7 +51,7 @@ impl Output {
             if !kind.is_file() {
                 return Err(DataToolError::NotReplaceable {
                     path: dest.to_path_buf(),
-                    kind: kind_of(kind),
+                    kind: crate::files::kind(kind),
                 });
             }
             refuse_a_held_data_file(dest)?;
@@ -159,24 +159,5 @@ fn refuse_a_held_data_file(dest: &Path) -> Result<(), DataToolError> {
             path: dest.to_path_buf(),
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(DataToolError::io(dest, "lock")(e)),
-    }
-}
-
-/// What a file that is not regular is, in words.
-pub(crate) fn kind_of(kind: std::fs::FileType) -> &'static str {
-    if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_symlink() {
-        "a symbolic link"
-    } else {
-        "not a regular file"
     }
 }
