@@ -179,19 +179,8 @@ pub fn percent_decode(text: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// One name as a line of the portable encoding: a JSON string under
-/// `name` when it is UTF-8, else padded base64 under `name_base64`.
-pub fn name_line(name: &[u8], out: &mut Vec<u8>) {
-    use base64::Engine as _;
-    let object = match std::str::from_utf8(name) {
-        Ok(text) => serde_json::json!({ "name": text }),
-        Err(_) => serde_json::json!({
-            "name_base64": base64::engine::general_purpose::STANDARD.encode(name)
-        }),
-    };
-    out.extend_from_slice(object.to_string().as_bytes());
-    out.push(b'\n');
-}
+/// One name as a line of the portable encoding.
+pub use crate::datatools::portable::encode_name_line as name_line;
 
 /// Where a data-file listing goes on: the offset just after the last
 /// listed record, and that record's length and CRC, which prove the

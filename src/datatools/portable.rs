@@ -16,6 +16,13 @@ pub fn encode_line(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
+/// Appends the line for a name alone (`GET /names`), line end included.
+pub fn encode_name_line(name: &[u8], out: &mut Vec<u8>) {
+    out.push(b'{');
+    field(out, "name", name);
+    out.extend_from_slice(b"}\n");
+}
+
 fn field(out: &mut Vec<u8>, key: &str, bytes: &[u8]) {
     // Writing JSON into a Vec cannot fail: serde_json's only errors here
     // would be the writer's, and a Vec's writes always succeed.
