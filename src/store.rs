@@ -999,9 +999,7 @@ impl Store {
                     // fails them. Handing them the name would make each
                     // wait one more timeout (or two: a reservation, then
                     // a commit) past its own.
-                    for waiter in self.pending.remove(&name).unwrap_or_default() {
-                        let _ = waiter.send(Turn::Failed(reason.clone()));
-                    }
+                    self.failed(&name, &reason);
                     let _ = done.send(Err(CommitError::Storage(reason)));
                     if let (Some(lease), Some(shared)) = (lease, self.shared()) {
                         shared.release(lease);
@@ -1016,9 +1014,7 @@ impl Store {
                 Reserved::Held(lease) => self.release(name, Some(lease)),
                 Reserved::Taken => self.taken(&name),
                 Reserved::Failed(reason) => {
-                    for waiter in self.pending.remove(&name).unwrap_or_default() {
-                        let _ = waiter.send(Turn::Failed(reason.clone()));
-                    }
+                    self.failed(&name, &reason);
                 }
             },
             Settle::Backend(Event::Found(found)) => {
@@ -1111,6 +1107,14 @@ impl Store {
             datafile.durable.publish(end);
         }
         let _ = done.send(Ok(true));
+    }
+
+    /// The shared namespace could not be had for the name: every STORE
+    /// waiting for it fails with the same reason.
+    fn failed(&mut self, name: &[u8], reason: &str) {
+        for waiter in self.pending.remove(name).unwrap_or_default() {
+            let _ = waiter.send(Turn::Failed(reason.to_string()));
+        }
     }
 
     /// The name has a value: every STORE waiting for it is answered.
