@@ -1547,7 +1547,7 @@ async fn listen(
                     return;
                 }
                 while let Some(payload) = received.recv().await {
-                    if let Some(name) = from_hex(&payload)
+                    if let Some(name) = super::from_hex(&payload)
                         && engine.send(Notice::Released(name)).is_err()
                     {
                         return;
@@ -1567,24 +1567,12 @@ async fn listen(
     }
 }
 
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        return None;
-    }
-    bytes
-        .chunks(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn hex_names_decode() {
-        assert_eq!(super::from_hex("00ff41"), Some(vec![0, 255, b'A']));
-        assert_eq!(super::from_hex("0"), None);
-        assert_eq!(super::from_hex("zz"), None);
+        assert_eq!(super::super::from_hex("00ff41"), Some(vec![0, 255, b'A']));
+        assert_eq!(super::super::from_hex("0"), None);
+        assert_eq!(super::super::from_hex("zz"), None);
     }
 }

@@ -127,7 +127,7 @@ impl PgLister {
             last = Some(name);
         }
         if let Some(last) = last {
-            page.next = format!("k{}", hex(&last));
+            page.next = format!("k{}", super::to_hex(&last));
         }
         Ok(page)
     }
@@ -140,25 +140,9 @@ fn parse_cursor(text: &str) -> Result<Vec<u8>, String> {
     }
     let bad = || format!("cursor {text:?} is not one this listing gave (k and a name in hex)");
     let hex = text.strip_prefix('k').ok_or_else(bad)?;
-    if hex.is_empty() || hex.len() % 2 != 0 {
-        return Err(bad());
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(bad)
-        })
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    super::from_hex(hex)
+        .filter(|name| !name.is_empty())
+        .ok_or_else(bad)
 }
 
 /// The least byte string greater than every string that starts with
@@ -193,6 +177,6 @@ mod tests {
         for bad in ["k", "k6", "61", "kzz", "16-20-00000000"] {
             assert!(parse_cursor(bad).is_err(), "{bad}");
         }
-        assert_eq!(hex(b"a\xff"), "61ff");
+        assert_eq!(super::super::to_hex(b"a\xff"), "61ff");
     }
 }

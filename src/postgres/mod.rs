@@ -110,3 +110,26 @@ pub fn describe(err: &tokio_postgres::Error) -> String {
         },
     }
 }
+
+/// The bytes of hex text (`None` unless every pair is two hex digits):
+/// NOTIFY payloads and listing cursors carry names this way.
+pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    bytes
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
+/// Lower-case hex of `bytes` (the inverse of [`from_hex`]).
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
