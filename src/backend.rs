@@ -16,7 +16,8 @@
 //! shared namespace before a validator runs on it.
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+
+use crate::protocol::ServerFault;
 
 /// One record to make durable, with the token that routes its outcome
 /// back to the STORE that asked for it.
@@ -41,9 +42,9 @@ pub enum Outcome {
     Stored,
     /// The name already had a value (stored by another front-end).
     Taken,
-    /// Not stored, or not known to be: a short reason for the client's
-    /// `ERROR` line. Never means the name is taken.
-    Failed(String),
+    /// Not stored, or not known to be: the client's `ERROR` reason. Never
+    /// means the name is taken.
+    Failed(ServerFault),
 }
 
 /// The outcome of one record, handed back with its name and value.
@@ -72,7 +73,7 @@ pub enum Reserved {
     /// The name already has a value.
     Taken,
     /// No answer from the shared namespace in time.
-    Failed(String),
+    Failed(ServerFault),
 }
 
 /// What a backend reports, from any thread.
@@ -83,8 +84,11 @@ pub enum Event<T> {
         name: Box<[u8]>,
         reserved: Reserved,
     },
-    /// Names and values a lookup found, for the actor's cache.
-    Found(Vec<(Bytes, Bytes)>),
+    /// What a [`Shared::look_up`] found, with its token.
+    LookedUp {
+        token: T,
+        found: Found,
+    },
 }
 
 /// Where a backend reports outcomes (called from any thread).
@@ -92,7 +96,7 @@ pub type Sink<T> = Box<dyn Fn(Event<T>) + Send + Sync>;
 
 /// What looked-up names hold, in the order asked, or why the shared
 /// namespace could not say.
-pub type Found = Result<Vec<Looked>, String>;
+pub type Found = Result<Vec<Looked>, ServerFault>;
 
 /// What one looked-up name holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,23 +104,18 @@ pub enum Looked {
     Absent,
     Value(Bytes),
     /// A value the protocol cannot carry (a row another tool wrote):
-    /// EXISTS finds the name, GET answers `ERROR <reason>`, never the
-    /// bytes.
-    Unservable(&'static str),
+    /// EXISTS finds the name, GET answers
+    /// [`ServerFault::UnservableValue`], never the bytes.
+    Unservable,
 }
 
-/// A backend, owned by the store actor.
+/// A backend, owned by the store actor. `T` is the actor's token: handed
+/// over with each request and handed back, untouched, with its outcome.
 pub trait Backend<T>: Send {
     /// Takes a run of records (STOREs arriving together, which may share a
     /// write, a sync or a transaction). Returns them if the backend has
     /// stopped; their STOREs then fail.
     fn append(&mut self, run: Vec<Record<T>>) -> Result<(), Vec<Record<T>>>;
-
-    /// The shared half, when the actor's map is only a cache of this
-    /// backend.
-    fn shared(&mut self) -> Option<&mut dyn Shared> {
-        None
-    }
 
     /// Finishes what was handed over (the data file: its final sync) and
     /// stops. Blocking: called off the async threads.
@@ -124,7 +123,7 @@ pub trait Backend<T>: Send {
 }
 
 /// A namespace other front-ends store into as well.
-pub trait Shared: Send {
+pub trait Shared<T>: Backend<T> {
     /// Reserves `name` for a STORE about to be validated; the answer comes
     /// as [`Event::Reserved`]. While another front-end holds the name, the
     /// answer waits for that reservation to end.
@@ -133,13 +132,20 @@ pub trait Shared: Send {
     /// Ends a reservation without storing (the STORE was refused).
     fn release(&mut self, lease: Lease);
 
-    /// Looks names up (each `Some(value)` is also reported as
-    /// [`Event::Found`]).
-    fn look_up(&mut self, names: Vec<Bytes>) -> oneshot::Receiver<Found>;
+    /// Looks names up; the answer comes as [`Event::LookedUp`] with
+    /// `token`.
+    fn look_up(&mut self, names: Vec<Bytes>, token: T);
 
     /// Bytes the actor may spend on cached names and values.
     fn cache_bytes(&self) -> usize;
 }
 
+/// A started backend: the whole truth, or a namespace shared with other
+/// front-ends (the actor's map is then only a cache of it).
+pub enum Started<T> {
+    Local(Box<dyn Backend<T>>),
+    Shared(Box<dyn Shared<T>>),
+}
+
 /// Starts a backend once the actor's [`Sink`] exists.
-pub type Start<T> = Box<dyn FnOnce(Sink<T>) -> std::io::Result<Box<dyn Backend<T>>> + Send>;
+pub type Start<T> = Box<dyn FnOnce(Sink<T>) -> std::io::Result<Started<T>> + Send>;

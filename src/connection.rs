@@ -28,11 +28,8 @@ use crate::handback::Slot;
 use crate::inflight::{InflightBudget, Share};
 use crate::metrics::{Command, Metrics};
 use crate::protocol::{self, Frame, FrameAt, Limits, LineFramer, ProtocolError, Reply, Request};
-use crate::shutdown::{Flag, FlagWatch, Shutdown};
-use crate::store::{
-    Batch, CommitError, Deferred, OUT_HIGH_WATER, Op, PendingStore, Reservation, Span, StoreHandle,
-    Turn,
-};
+use crate::shutdown::{FlagWatch, Shutdown};
+use crate::store::{Batch, Handback, OUT_HIGH_WATER, Op, Span, StoreHandle, Validation};
 use crate::timer::sleep_until_or_never;
 use crate::validator::{Inline, Peer, ValidatorChain};
 
@@ -92,7 +89,7 @@ struct BatchChain(Option<Arc<ValidatorChain>>);
 
 impl BatchChain {
     /// The batch's chain: `current`'s, the first time.
-    fn get(&mut self, current: &watch::Receiver<Arc<ValidatorChain>>) -> &ValidatorChain {
+    fn get(&mut self, current: &watch::Receiver<Arc<ValidatorChain>>) -> &Arc<ValidatorChain> {
         self.0.get_or_insert_with(|| current.borrow().clone())
     }
 }
@@ -163,7 +160,7 @@ pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<Shared>) {
         stores_since: None,
         framer: LineFramer::new(shared.limits.max_line_bytes()),
         stream,
-        peer,
+        peer: Arc::new(peer),
         buf: BytesMut::with_capacity(READ_CHUNK),
         slot: Slot::default(),
         write_failed: false,
@@ -179,11 +176,11 @@ pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<Shared>) {
 struct Connection<S> {
     stream: S,
     /// Who is on the other end, for validators.
-    peer: Peer,
+    peer: Arc<Peer>,
     framer: LineFramer,
     buf: BytesMut,
-    /// Where the store actor hands the batch back, every trip.
-    slot: Slot<Box<Batch>>,
+    /// Where the store actor hands replies and the batch back, every trip.
+    slot: Slot<Handback>,
     /// The client is gone (a write failed, or its socket reports an error).
     /// What has started for it finishes (a validation, a commit: a STORE
     /// must not be half done) and its reply is dropped; requests not
@@ -234,7 +231,7 @@ impl<S: Stream> Connection<S> {
                     }
                 }
                 if !batch.is_empty() {
-                    batch = self.answer_batch(batch, &mut chain).await;
+                    batch = self.answer_batch(batch).await;
                 }
             }
             // Answered: only a partial line is still held. Given back
@@ -308,79 +305,54 @@ impl<S: Stream> Connection<S> {
     }
 
     /// Adds the request on bytes `range` of `chunk` to the batch.
+    #[inline]
     fn push(&self, chunk: &Bytes, range: Range<usize>, chain: &mut BatchChain, batch: &mut Batch) {
         let index = batch.input_index(chunk);
-        let chain = (chain, &self.shared.validators);
-        if let Some(op) = to_op(chunk, range, index, &self.shared.limits, chain) {
+        let current = &self.shared.validators;
+        if let Some(op) = to_op(chunk, range, index, &self.shared.limits, (chain, current)) {
+            if matches!(op, Op::Store { validate: true, .. }) && !batch.has_validation() {
+                self.set_validation(chain, batch);
+            }
             batch.push(op);
         }
     }
 
-    /// Answers every op of the batch, writing replies whenever they pass the
-    /// high-water mark; gives the batch back cleared.
-    async fn answer_batch(&mut self, mut batch: Box<Batch>, chain: &mut BatchChain) -> Box<Batch> {
+    /// What the batch's STOREs that wait for validators are validated
+    /// under: its chain, this client, the end of the grace period.
+    #[cold]
+    fn set_validation(&self, chain: &mut BatchChain, batch: &mut Batch) {
+        batch.set_validation(Validation {
+            chain: chain.get(&self.shared.validators).clone(),
+            peer: self.peer.clone(),
+            expired: self.shared.shutdown.expired.clone(),
+        });
+    }
+
+    /// Has the store answer every op of the batch, writing replies as they
+    /// come (those ready while a request waits, and whenever they pass the
+    /// high-water mark); gives the batch back cleared.
+    async fn answer_batch(&mut self, mut batch: Box<Batch>) -> Box<Batch> {
         self.stores_since = batch.has_stores().then(Instant::now);
         loop {
-            batch = match self.shared.store.execute(batch, &self.slot).await {
-                Ok(batch) => batch,
-                Err(_) => {
-                    // The store stopped: the server is going away.
-                    self.write_failed = true;
-                    return Box::default();
-                }
+            if self.shared.store.submit(batch, &self.slot).is_err() {
+                // The store stopped: the server is going away.
+                self.write_failed = true;
+                return Box::default();
+            }
+            let Some(answered) = self.receive_answers().await else {
+                // The client left (the store goes on with what it started
+                // and drops the rest), or the store stopped.
+                self.write_failed = true;
+                return Box::default();
             };
-            if batch.has_deferred() && !batch.replies().is_empty() {
-                // The replies before a waiting STORE are ready: they go out
-                // now, not after its validation or its write.
-                self.flush(batch.replies()).await;
-            }
-            // With the client gone nobody reads the replies: what waits has
-            // not started (a validation, another STORE's outcome) or goes on
-            // without this connection (a write, a lookup), so it is dropped.
-            let deferred = batch.take_deferred().filter(|_| !self.write_failed);
-            match deferred {
-                Some(Deferred::Committing(outcomes)) => {
-                    // A write under way is waited for even past the grace
-                    // period: its outcome is not known until the disk
-                    // answers. A client gone meanwhile is not waited for
-                    // (one watch of its socket for the whole group).
-                    let answered = async {
-                        for outcome in outcomes {
-                            let committed = outcome.await.unwrap_or(Err(CommitError::Closed));
-                            batch.answer_deferred(commit_reply(&committed));
-                        }
-                    };
-                    self.unless_gone(answered).await;
-                }
-                Some(Deferred::Reading { count, lookup }) => {
-                    // A lookup is bounded by the shared namespace's
-                    // request timeout; it is waited for like a write.
-                    if let Some(found) = self.unless_gone(lookup).await {
-                        let found = found.unwrap_or_else(|_| Err(CommitError::Closed.to_string()));
-                        batch.answer_reads(count, &found);
-                    }
-                }
-                Some(Deferred::One(pending)) => {
-                    let chain = chain.get(&self.shared.validators);
-                    if let Some(committed) = self.finish_store(pending, chain).await {
-                        batch.answer_deferred(commit_reply(&committed));
-                    } else {
-                        self.write_failed = true;
-                    }
-                }
-                None => {}
-            }
+            batch = answered;
             self.shared.metrics.fold(batch.tally(), self.stores_since);
-            if batch.replies().len() >= OUT_HIGH_WATER {
-                self.flush(batch.replies()).await;
-            }
-            if self.write_failed {
-                // The requests not started yet are dropped: the client
-                // left, and its slot must not wait for their validators.
-                log::debug!("client gone: dropping the requests it left unanswered");
+            if batch.is_done() {
                 break;
             }
-            if batch.is_done() {
+            // Stopped at the high-water mark: write, then go on.
+            self.flush(batch.replies()).await;
+            if self.write_failed {
                 break;
             }
         }
@@ -388,85 +360,34 @@ impl<S: Stream> Connection<S> {
         batch
     }
 
-    /// `future`'s output, or `None` once the client is gone (the future is
-    /// dropped: what it waited for goes on without this connection).
-    async fn unless_gone<F: std::future::Future>(&mut self, future: F) -> Option<F::Output> {
-        tokio::select! {
-            biased;
-            output = future => Some(output),
-            () = gone(self.stream.socket()) => {
-                self.write_failed = true;
-                None
-            }
-        }
-    }
-
-    /// Finishes a STORE the actor could not answer at once: validate (or
-    /// wait for the STORE ahead of it), then commit or release the name.
-    /// `Ok(true)`: stored; `Ok(false)`: refused. `None`: the client left
-    /// while the STORE waited for its turn (a validation, once started, is
-    /// finished).
-    async fn finish_store(
-        &self,
-        pending: PendingStore,
-        chain: &ValidatorChain,
-    ) -> Option<Result<bool, CommitError>> {
-        let expired = &self.shared.shutdown.expired;
-        Some(match pending {
-            PendingStore::Validate {
-                reservation,
-                name,
-                value,
-            } => {
-                Self::validate_and_commit(reservation, &name, &value, &self.peer, chain, expired)
-                    .await
-            }
-            PendingStore::Wait { turn, name, value } => {
-                let turn = tokio::select! {
-                    turn = turn => turn,
-                    () = expired.raised() => return Some(Err(CommitError::Closed)),
+    /// Writes the replies the store hands back while the batch waits, and
+    /// returns the batch once it comes back. `None`: the store stopped, or
+    /// the client is gone: a write failed, or its socket reported an error
+    /// while a request waited (watched only once the store says the batch
+    /// waits: registering the watch costs a lock per round trip).
+    async fn receive_answers(&mut self) -> Option<Box<Batch>> {
+        let mut waiting = false;
+        loop {
+            let handback = if waiting {
+                tokio::select! {
+                    biased;
+                    handback = self.slot.receive() => handback,
                     () = gone(self.stream.socket()) => return None,
-                };
-                match turn {
-                    Ok(Turn::Taken) => Ok(false),
-                    Ok(Turn::Failed(reason)) => Err(CommitError::Storage(reason)),
-                    Ok(Turn::Yours(reservation)) => {
-                        Self::validate_and_commit(
-                            reservation,
-                            &name,
-                            &value,
-                            &self.peer,
-                            chain,
-                            expired,
-                        )
-                        .await
+                }
+            } else {
+                self.slot.receive().await
+            };
+            match handback.ok()? {
+                Handback::Batch(batch) => return Some(batch),
+                Handback::Part(mut replies) => {
+                    waiting = true;
+                    self.flush(&mut replies).await;
+                    if self.write_failed {
+                        return None;
                     }
-                    Err(_) => Err(CommitError::Closed),
                 }
             }
-        })
-    }
-
-    /// Runs the chain for a reserved name, then commits (`Ok(true)`) or
-    /// releases it (`Ok(false)`). Past the grace period the validation is
-    /// abandoned (`Closed`): dropping the reservation hands the name on.
-    async fn validate_and_commit(
-        reservation: Reservation,
-        name: &[u8],
-        value: &[u8],
-        peer: &Peer,
-        chain: &ValidatorChain,
-        expired: &Flag,
-    ) -> Result<bool, CommitError> {
-        let allowed = tokio::select! {
-            allowed = chain.allows(name, value, peer) => allowed,
-            () = expired.raised() => return Err(CommitError::Closed),
-        };
-        if !allowed {
-            reservation.release();
-            return Ok(false);
         }
-        reservation.commit(value).await
     }
 
     /// Writes the replies gathered so far (`out`) in one write.
@@ -535,17 +456,6 @@ impl<S: Stream> Connection<S> {
         self.shared.metrics.fold(batch.tally(), None);
         self.flush(batch.replies()).await;
         let _ = self.stream.shutdown().await;
-    }
-}
-
-/// The reply to a STORE that was stored (`Ok(true)`), refused
-/// (`Ok(false)`) or failed.
-fn commit_reply(committed: &Result<bool, CommitError>) -> Reply<'_> {
-    match committed {
-        Ok(true) => Reply::Stored,
-        Ok(false) => Reply::Rargh,
-        Err(CommitError::Closed) => Reply::SHUTTING_DOWN,
-        Err(CommitError::Storage(reason)) => Reply::ServerError(reason),
     }
 }
 

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::backend::{Backend, Event, Outcome, Record, Sink, Start, Written};
+use crate::backend::{Backend, Event, Outcome, Record, Sink, Start, Started, Written};
 use crate::config::Fsync;
 use crate::metrics::Metrics;
-use crate::protocol::Limits;
+use crate::protocol::{Limits, ServerFault};
 
 pub const MAGIC: &[u8; 8] = b"JNHPDATA";
 pub const VERSION: u32 = 1;
@@ -81,14 +81,19 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// A short reason for a client's `ERROR` line: what failed, without
-    /// the server's paths.
-    pub fn reason(&self) -> String {
+    /// What a client's `ERROR` line says of it: what failed, without the
+    /// server's paths.
+    pub fn fault(&self) -> ServerFault {
         match self {
-            StorageError::Io { action, source, .. } => {
-                format!("storage: cannot {action}: {source}")
-            }
-            other => format!("storage: {other}"),
+            StorageError::Io { action, source, .. } => ServerFault::StorageIo {
+                action,
+                reason: source.to_string().into(),
+            },
+            // Not reached: only writes and syncs fail once the file is open.
+            other => ServerFault::StorageIo {
+                action: "use the data file",
+                reason: other.to_string().into(),
+            },
         }
     }
 }
@@ -370,13 +375,9 @@ pub struct DataFile {
     file: File,
     len: u64,
     /// Set when a failed write or sync could not be undone: every later
-    /// STORE gets [`UNUSABLE`].
+    /// STORE gets [`ServerFault::StorageUnusable`].
     unusable: bool,
 }
-
-/// The `ERROR` reason of every STORE after the data file was given up.
-pub const UNUSABLE: &str =
-    "storage: the data file is in an unknown state after a failed write or sync (restart jnhpd)";
 
 impl DataFile {
     /// Opens (or creates) the data file, takes its lock, and replays it
@@ -511,7 +512,10 @@ impl DataFile {
             let (appender, writer) = self.start_writer(fsync, Some(metrics), move |written| {
                 sink(Event::Written(written))
             })?;
-            Ok(Box::new(DataFileBackend { appender, writer }) as Box<dyn Backend<T>>)
+            Ok(Started::Local(Box::new(DataFileBackend {
+                appender,
+                writer,
+            })))
         })
     }
 
@@ -590,7 +594,7 @@ impl DataFile {
                 // A file in an unknown state takes nothing more: no later
                 // STORE may be acknowledged on top of it.
                 let result = if self.unusable {
-                    Err(UNUSABLE.to_string())
+                    Err(ServerFault::StorageUnusable)
                 } else {
                     let mut result = self.append(&buf);
                     if result.is_ok() && fsync == Fsync::Always {
@@ -605,7 +609,7 @@ impl DataFile {
                     }
                     result.map_err(|err| {
                         log::error!("{err}; {} STOREs not acknowledged", group.len());
-                        err.reason()
+                        err.fault()
                     })
                 };
                 if let Some(stats) = stats {

@@ -1,12 +1,15 @@
-//! A one-value channel made once and used for every round trip: how the
-//! store actor hands a connection's batch back.
+//! A channel made once and used for every round trip: how the store actor
+//! hands a connection's replies and batch back.
 //!
 //! A `oneshot` per batch allocates its shared state each time and frees it
 //! when the batch is back: at one request per round trip that was a tenth
 //! of the connection's own instructions. A [`Slot`] lives as long as its
 //! connection; each trip takes a [`Giver`] from it (a reference count, no
-//! allocation), which the actor uses or drops.
+//! allocation). The actor may hand over [`parts`](Giver::part) first (the
+//! replies ready while the batch waits) and ends the trip with
+//! [`give`](Giver::give), or by dropping the giver.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
@@ -17,8 +20,9 @@ pub struct Slot<T> {
     shared: Arc<Mutex<State<T>>>,
 }
 
-/// The sending end for one trip: [`give`](Self::give) it a value, or drop
-/// it, which tells the waiting owner that none will come.
+/// The sending end for one trip: [`part`](Self::part)s, then
+/// [`give`](Self::give) the last value, or drop it, which tells the waiting
+/// owner that no more will come.
 #[derive(Debug)]
 pub struct Giver<T> {
     shared: Arc<Mutex<State<T>>>,
@@ -31,7 +35,8 @@ pub struct Dropped;
 
 #[derive(Debug)]
 struct State<T> {
-    value: Option<T>,
+    /// Values given and not received yet, in order (rarely more than one).
+    values: VecDeque<T>,
     dropped: bool,
     /// The owner's waker, kept across trips (woken by reference, so a
     /// trip does not clone it).
@@ -42,7 +47,7 @@ impl<T> Default for Slot<T> {
     fn default() -> Self {
         Slot {
             shared: Arc::new(Mutex::new(State {
-                value: None,
+                values: VecDeque::new(),
                 dropped: false,
                 waker: None,
             })),
@@ -51,8 +56,8 @@ impl<T> Default for Slot<T> {
 }
 
 impl<T> Slot<T> {
-    /// The sending end of the next trip. One trip at a time: a value given
-    /// before the last one was received replaces it.
+    /// The sending end of the next trip. One trip at a time: take the next
+    /// giver once the last one's final value was received.
     pub fn giver(&self) -> Giver<T> {
         Giver {
             shared: self.shared.clone(),
@@ -60,11 +65,11 @@ impl<T> Slot<T> {
         }
     }
 
-    /// Waits for this trip's value, or for its giver to be dropped.
+    /// Waits for this trip's next value, or for its giver to be dropped.
     pub async fn receive(&self) -> Result<T, Dropped> {
         poll_fn(|cx| {
             let mut state = lock(&self.shared);
-            if let Some(value) = state.value.take() {
+            if let Some(value) = state.values.pop_front() {
                 return Poll::Ready(Ok(value));
             }
             if std::mem::take(&mut state.dropped) {
@@ -84,12 +89,23 @@ impl<T> Slot<T> {
 }
 
 impl<T> Giver<T> {
-    /// Hands `value` to the slot's owner and wakes it.
+    /// Hands `value` to the slot's owner and wakes it; more follow.
+    pub fn part(&self, value: T) {
+        let mut state = lock(&self.shared);
+        state.values.push_back(value);
+        wake(state);
+    }
+
+    /// Hands the trip's last value to the slot's owner and wakes it.
     pub fn give(mut self, value: T) {
         self.given = true;
-        let mut state = lock(&self.shared);
-        state.value = Some(value);
-        wake(state);
+        self.part(value);
+    }
+
+    /// Whether the slot's owner is gone (nobody will receive what is
+    /// given): the owner drops its slot when its client has left.
+    pub fn is_abandoned(&self) -> bool {
+        Arc::strong_count(&self.shared) == 1
     }
 }
 
@@ -157,5 +173,21 @@ mod tests {
         let giver = slot.giver();
         giver.give(7);
         assert_eq!(slot.receive().await, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn parts_arrive_in_order_before_the_last_value() {
+        let slot = Slot::default();
+        let giver = slot.giver();
+        giver.part(1);
+        giver.part(2);
+        assert!(!giver.is_abandoned());
+        giver.give(3);
+        for expected in 1..=3 {
+            assert_eq!(within_10s(slot.receive()).await, Ok(expected));
+        }
+        let giver = slot.giver();
+        drop(slot);
+        assert!(giver.is_abandoned());
     }
 }

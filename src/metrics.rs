@@ -100,6 +100,20 @@ pub fn server_error_of(reason: &str) -> ServerError {
     }
 }
 
+/// The metric label of a fault the server answered.
+pub fn server_error_for(fault: &crate::protocol::ServerFault) -> ServerError {
+    use crate::protocol::ServerFault;
+    match fault {
+        ServerFault::ShuttingDown => ServerError::ShuttingDown,
+        ServerFault::TooManyConnections => ServerError::TooManyConnections,
+        ServerFault::StorageUnavailable => ServerError::StorageUnavailable,
+        ServerFault::UnservableValue
+        | ServerFault::StorageStopped
+        | ServerFault::StorageUnusable
+        | ServerFault::StorageIo { .. } => ServerError::Storage,
+    }
+}
+
 /// Counts of one batch in plain integers: no atomics until
 /// [`Metrics::fold`].
 #[derive(Debug, Default, Clone)]

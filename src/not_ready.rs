@@ -13,14 +13,13 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jnhp_wire::Reply;
+use jnhp_wire::{Reply, ServerFault};
 use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::BACKLOG;
-use crate::store::STORAGE_UNAVAILABLE;
 
 /// Connections answered at once that may still be lingering (reading what
 /// the client sent, so that closing does not reset the reply away); past
@@ -115,7 +114,7 @@ pub fn listen(socket: &std::net::TcpListener) -> io::Result<()> {
 /// closed.
 fn refuse(mut stream: tokio::net::TcpStream, slots: &Arc<Semaphore>) {
     let mut reply = Vec::new();
-    Reply::ServerError(STORAGE_UNAVAILABLE).encode(&mut reply);
+    Reply::Fault(&ServerFault::StorageUnavailable).encode(&mut reply);
     let Ok(slot) = slots.clone().try_acquire_owned() else {
         let _ = stream.try_write(&reply);
         return;

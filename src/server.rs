@@ -479,10 +479,13 @@ async fn open_store(
             config.server.limits(),
             shutdown.expired.clone(),
         );
-        let (store, task) =
-            StoreHandle::spawn_with(Entries::default(), Some(backend), metrics.clone()).map_err(
-                |e| StartError::Storage(format!("cannot start the PostgreSQL engine: {e}")),
-            )?;
+        let (store, task) = StoreHandle::spawn_with(
+            Entries::default(),
+            Some(backend),
+            metrics.clone(),
+            shutdown.expired.clone(),
+        )
+        .map_err(|e| StartError::Storage(format!("cannot start the PostgreSQL engine: {e}")))?;
         return Ok((store, task, Some(credentials)));
     }
     let data = if config.storage.path.as_os_str().is_empty() {
@@ -501,8 +504,9 @@ async fn open_store(
         }
         None => (Entries::default(), None),
     };
-    let (store, task) = StoreHandle::spawn_with(entries, backend, metrics.clone())
-        .map_err(|e| StartError::Storage(format!("cannot start the data file writer: {e}")))?;
+    let (store, task) =
+        StoreHandle::spawn_with(entries, backend, metrics.clone(), shutdown.expired.clone())
+            .map_err(|e| StartError::Storage(format!("cannot start the data file writer: {e}")))?;
     Ok((store, task, None))
 }
 

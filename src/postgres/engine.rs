@@ -31,7 +31,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Duration, Instant};
 use tokio_postgres::AsyncMessage;
@@ -43,12 +43,12 @@ use super::sql::Sql;
 use super::target::{Credentials, Target};
 use super::{PgError, PostgresSettings, describe};
 use crate::backend::{
-    Backend, Event, Found, Lease, Looked, Outcome, Record, Reserved, Shared, Sink, Start, Written,
+    Backend, Event, Lease, Looked, Outcome, Record, Reserved, Shared, Sink, Start, Started, Written,
 };
 use crate::metrics::Metrics;
 use crate::protocol::Limits;
+use crate::protocol::ServerFault;
 use crate::shutdown::Flag;
-use crate::store::STORAGE_UNAVAILABLE;
 use crate::timer::sleep_until_or_never;
 
 /// How long a failed statement waits before it is tried again.
@@ -82,7 +82,7 @@ const UNSERVABLE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The `ERROR` reason of a GET whose row holds a value the protocol
 /// cannot carry (written by another tool).
-pub const UNSERVABLE: &str = "unservable value in storage";
+pub const UNSERVABLE: ServerFault = ServerFault::UnservableValue;
 
 /// A connected namespace, before the store starts on it.
 pub struct Namespace {
@@ -252,12 +252,12 @@ impl Namespace {
                 unservable_logged: None,
             };
             let engine = tokio::spawn(engine.run(request_rx, notice_rx, listener, expired));
-            Ok(Box::new(PgBackend {
+            Ok(Started::Shared(Box::new(PgBackend {
                 requests,
                 engine: Some(engine),
                 runtime: tokio::runtime::Handle::current(),
                 cache_bytes,
-            }) as Box<dyn Backend<T>>)
+            })))
         })
     }
 }
@@ -341,7 +341,7 @@ enum Request<T> {
     Append(Vec<Record<T>>),
     Reserve(Box<[u8]>),
     Release(Lease),
-    LookUp(Vec<Bytes>, oneshot::Sender<Found>),
+    LookUp(Vec<Bytes>, T),
     Close,
 }
 
@@ -355,10 +355,6 @@ impl<T: Send + 'static> Backend<T> for PgBackend<T> {
             })
     }
 
-    fn shared(&mut self) -> Option<&mut dyn Shared> {
-        Some(self)
-    }
-
     fn close(mut self: Box<Self>) {
         let _ = self.requests.send(Request::Close);
         if let Some(engine) = self.engine.take() {
@@ -368,7 +364,7 @@ impl<T: Send + 'static> Backend<T> for PgBackend<T> {
     }
 }
 
-impl<T: Send + 'static> Shared for PgBackend<T> {
+impl<T: Send + 'static> Shared<T> for PgBackend<T> {
     fn reserve(&mut self, name: Box<[u8]>) {
         let _ = self.requests.send(Request::Reserve(name));
     }
@@ -377,11 +373,8 @@ impl<T: Send + 'static> Shared for PgBackend<T> {
         let _ = self.requests.send(Request::Release(lease));
     }
 
-    fn look_up(&mut self, names: Vec<Bytes>) -> oneshot::Receiver<Found> {
-        let (tx, rx) = oneshot::channel();
-        // If the engine is gone, the dropped sender answers the read.
-        let _ = self.requests.send(Request::LookUp(names, tx));
-        rx
+    fn look_up(&mut self, names: Vec<Bytes>, token: T) {
+        let _ = self.requests.send(Request::LookUp(names, token));
     }
 
     fn cache_bytes(&self) -> usize {
@@ -406,9 +399,9 @@ struct Acquire {
     deadline: Instant,
 }
 
-struct LookUp {
+struct LookUp<T> {
     names: Vec<Bytes>,
-    reply: oneshot::Sender<Found>,
+    token: T,
     deadline: Instant,
 }
 
@@ -417,7 +410,7 @@ struct LookUp {
 enum Item<T> {
     Insert(Insert<T>),
     Acquire(Acquire),
-    LookUp(LookUp),
+    LookUp(LookUp<T>),
     Release(Vec<i64>, Instant),
 }
 
@@ -441,7 +434,7 @@ enum Done<T> {
         took: Duration,
     },
     Read {
-        lookups: Vec<LookUp>,
+        lookups: Vec<LookUp<T>>,
         result: Result<ReadRows, String>,
         took: Duration,
     },
@@ -493,7 +486,7 @@ struct Engine<T> {
     inserts: VecDeque<Insert<T>>,
     acquires: VecDeque<Acquire>,
     releases: Vec<(i64, Instant)>,
-    lookups: VecDeque<LookUp>,
+    lookups: VecDeque<LookUp<T>>,
     /// Blocked by another front-end's reservation of the name: woken by
     /// its release or at its expiry.
     parked: HashMap<Box<[u8]>, (Instant, Item<T>)>,
@@ -661,9 +654,9 @@ impl<T: Send + 'static> Engine<T> {
                 self.held.remove(&lease.0);
                 self.releases.push((lease.0, deadline));
             }
-            Request::LookUp(names, reply) => self.lookups.push_back(LookUp {
+            Request::LookUp(names, token) => self.lookups.push_back(LookUp {
                 names,
-                reply,
+                token,
                 deadline,
             }),
             Request::Close => {}
@@ -879,7 +872,7 @@ impl<T: Send + 'static> Engine<T> {
         }
     }
 
-    fn finish_read(&mut self, lookups: Vec<LookUp>, result: Result<ReadRows, String>) {
+    fn finish_read(&mut self, lookups: Vec<LookUp<T>>, result: Result<ReadRows, String>) {
         let ReadRows { found, unconfirmed } = match result {
             Ok(rows) => rows,
             Err(reason) => {
@@ -895,16 +888,14 @@ impl<T: Send + 'static> Engine<T> {
             return self.unconfirmed_read(lookups, &found);
         }
         let mut by_name: HashMap<&[u8], Looked> = HashMap::with_capacity(found.len());
-        let mut servable = Vec::with_capacity(found.len());
         for (name, value) in &found {
             let looked = match crate::protocol::check_value(value, &self.limits) {
-                Ok(_) => {
-                    servable.push((name.clone(), value.clone()));
-                    Looked::Value(value.clone())
-                }
+                // Only what may be served is cached (the actor caches
+                // each value found): the cache answers as it is.
+                Ok(_) => Looked::Value(value.clone()),
                 Err(why) => {
                     self.unservable(name, value, why);
-                    Looked::Unservable(UNSERVABLE)
+                    Looked::Unservable
                 }
             };
             by_name.insert(&name[..], looked);
@@ -915,11 +906,10 @@ impl<T: Send + 'static> Engine<T> {
                 .iter()
                 .map(|name| by_name.get(&name[..]).cloned().unwrap_or(Looked::Absent))
                 .collect();
-            let _ = lookup.reply.send(Ok(values));
-        }
-        // Only what may be served is cached: the cache answers as it is.
-        if !servable.is_empty() {
-            (self.sink)(Event::Found(servable));
+            (self.sink)(Event::LookedUp {
+                token: lookup.token,
+                found: Ok(values),
+            });
         }
     }
 
@@ -928,7 +918,7 @@ impl<T: Send + 'static> Engine<T> {
     /// nothing are answered (an absent name promises nothing); the others
     /// are tried again, and get `ERROR storage unavailable` if that never
     /// succeeds in time.
-    fn unconfirmed_read(&mut self, lookups: Vec<LookUp>, found: &[(Bytes, Bytes)]) {
+    fn unconfirmed_read(&mut self, lookups: Vec<LookUp<T>>, found: &[(Bytes, Bytes)]) {
         self.count_unconfirmed();
         let found: HashSet<&[u8]> = found.iter().map(|(name, _)| &name[..]).collect();
         for lookup in lookups {
@@ -936,7 +926,10 @@ impl<T: Send + 'static> Engine<T> {
                 self.retry(Item::LookUp(lookup));
             } else {
                 let absent = vec![Looked::Absent; lookup.names.len()];
-                let _ = lookup.reply.send(Ok(absent));
+                (self.sink)(Event::LookedUp {
+                    token: lookup.token,
+                    found: Ok(absent),
+                });
             }
         }
     }
@@ -1122,14 +1115,17 @@ impl<T: Send + 'static> Engine<T> {
         }
         match item {
             Item::Insert(insert) => {
-                self.written(insert, Outcome::Failed(STORAGE_UNAVAILABLE.into()));
+                self.written(insert, Outcome::Failed(ServerFault::StorageUnavailable));
             }
             Item::Acquire(acquire) => (self.sink)(Event::Reserved {
                 name: acquire.name,
-                reserved: Reserved::Failed(STORAGE_UNAVAILABLE.into()),
+                reserved: Reserved::Failed(ServerFault::StorageUnavailable),
             }),
             Item::LookUp(lookup) => {
-                let _ = lookup.reply.send(Err(STORAGE_UNAVAILABLE.into()));
+                (self.sink)(Event::LookedUp {
+                    token: lookup.token,
+                    found: Err(ServerFault::StorageUnavailable),
+                });
             }
             // The reservations lapse by themselves.
             Item::Release(..) => {}

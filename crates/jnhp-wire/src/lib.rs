@@ -9,6 +9,8 @@ pub mod framer;
 
 pub use framer::{Frame, FrameAt, LineFramer};
 
+use std::io::Write as _;
+
 use bytes::BufMut;
 use thiserror::Error;
 
@@ -93,8 +95,48 @@ pub enum Reply<'a> {
     Value(&'a [u8]),
     /// `ERROR <reason>` for a request that cannot be served.
     Error(ProtocolError),
-    /// `ERROR <reason>` for server-side conditions (shutting down, ...).
-    ServerError(&'a str),
+    /// `ERROR <reason>` for a condition of the server's, not the request's.
+    Fault(&'a ServerFault),
+}
+
+/// Why the server could not serve a request it understood: the reason of
+/// an `ERROR <reason>` reply that is the server's doing, not the client's
+/// ([`ProtocolError`] is the client's). Its `Display` text is the wire
+/// text, kept here beside the other reply words so that every byte jnhpd
+/// writes is written by this crate.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ServerFault {
+    /// After SIGTERM: a request that came too late, or a STORE abandoned
+    /// at the end of the grace period.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// Sent once to a connection accepted past `max_connections`.
+    #[error("too many connections")]
+    TooManyConnections,
+    /// A shared namespace could not be reached within the request's time.
+    #[error("storage unavailable")]
+    StorageUnavailable,
+    /// A stored value the protocol cannot carry (written by another tool):
+    /// EXISTS finds the name, GET answers this, never the bytes.
+    #[error("unservable value in storage")]
+    UnservableValue,
+    /// The storage backend has stopped (the server is going away).
+    #[error("storage: the backend has stopped")]
+    StorageStopped,
+    /// The data file was given up after a write or sync that could not be
+    /// undone: every STORE is refused until a restart.
+    #[error(
+        "storage: the data file is in an unknown state after a failed write or sync (restart jnhpd)"
+    )]
+    StorageUnusable,
+    /// The data file could not `action` (`write`, `sync`) the STORE's
+    /// record; `reason` is the system's, e.g. `No space left on device (os
+    /// error 28)`. Shared (not copied) by every STORE of the failed group.
+    #[error("storage: cannot {action}: {reason}")]
+    StorageIo {
+        action: &'static str,
+        reason: std::sync::Arc<str>,
+    },
 }
 
 /// The reply words, line end excluded (clients compare against them).
@@ -105,13 +147,14 @@ pub const AWESOME: &[u8] = b"AWESOME!";
 impl Reply<'static> {
     /// After SIGTERM: a request that came too late, or a STORE abandoned at
     /// the end of the grace period.
-    pub const SHUTTING_DOWN: Reply<'static> = Reply::ServerError("shutting down");
+    pub const SHUTTING_DOWN: Reply<'static> = Reply::Fault(&ServerFault::ShuttingDown);
     /// Sent once to a connection accepted past `max_connections`.
-    pub const TOO_MANY_CONNECTIONS: Reply<'static> = Reply::ServerError("too many connections");
+    pub const TOO_MANY_CONNECTIONS: Reply<'static> = Reply::Fault(&ServerFault::TooManyConnections);
 }
 
 impl Reply<'_> {
     /// Appends the reply line, CRLF included, to `out`.
+    #[inline(always)]
     pub fn encode(&self, out: &mut impl BufMut) {
         match self {
             // Whole lines in one copy each.
@@ -126,13 +169,19 @@ impl Reply<'_> {
                 out.put_slice(e.reason().as_bytes());
                 out.put_slice(b"\r\n");
             }
-            Reply::ServerError(reason) => {
-                out.put_slice(b"ERROR ");
-                out.put_slice(reason.as_bytes());
-                out.put_slice(b"\r\n");
-            }
+            Reply::Fault(fault) => encode_fault(fault, out),
         }
     }
+}
+
+/// `ERROR <fault>`: rare, so formatted through `fmt` and kept out of the
+/// hot replies' way.
+#[cold]
+#[inline(never)]
+fn encode_fault(fault: &ServerFault, out: &mut impl BufMut) {
+    out.put_slice(b"ERROR ");
+    let mut writer = out.writer();
+    let _ = write!(writer, "{fault}\r\n");
 }
 
 fn line(out: &mut impl BufMut, bytes: &[u8]) {
@@ -521,7 +570,7 @@ mod tests {
             Reply::Value(b"v w "),
             Reply::Value(b""),
             Reply::Error(ProtocolError::LineTooLong),
-            Reply::ServerError("shutting down"),
+            Reply::SHUTTING_DOWN,
         ] {
             r.encode(&mut out);
         }

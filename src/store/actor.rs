@@ -1,0 +1,728 @@
+//! The store actor: the one task that owns the map, answers every request,
+//! and keeps the requests that wait.
+//!
+//! Only the actor reads and writes the map, so two STOREs of one name can
+//! never both win: there is no lock to forget. A request it cannot answer
+//! in its turn parks its batch ([`super::parked`]); what it waits for
+//! reports back through the actor's settle channel, and the actor goes on
+//! with the batch from there. So every path is: the connection hands the
+//! actor a batch, the actor hands work out and takes outcomes in, and the
+//! connection gets its replies.
+//!
+//! A STORE that must be validated holds its name while its validators run
+//! (in a task of its own: a validator may take seconds). Other STOREs of
+//! that name wait in a FIFO: refused if the first is stored, handed the
+//! name if it is refused, so a slow invalid STORE cannot lock a name away
+//! from a valid one. EXISTS and GET never wait: a held name is not stored
+//! yet.
+//!
+//! With a data file, a STORE keeps its name held while its record is
+//! written (by the data file's writer thread, so the disk never blocks the
+//! actor); only once the writer reports does the actor put the value in
+//! the map and answer. Nothing is visible that is not durable.
+//!
+//! With a shared namespace (PostgreSQL, several front-ends) the map is a
+//! bounded cache of names seen: reads it cannot answer are looked up, and
+//! a name is reserved in the shared namespace too (a lease) before its
+//! STORE is validated. STOREs of one name on this front-end still queue
+//! here first, so a front-end holds at most one reservation per name. The
+//! two modes are two types ([`Mode`]), chosen once at start.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::batch::{Answer, Batch, Op, Validation};
+use super::entries::{Entries, Hasher_};
+use super::parked::{Handback, Parked, ParkedBatches, Ticket, Wait};
+use super::{OUT_HIGH_WATER, READ_RUN};
+use crate::backend::{
+    Backend, Event, Found, Lease, Looked, Outcome, Record, Reserved, Shared, Written,
+};
+use crate::handback::Giver;
+use crate::metrics::{Command, Metrics};
+use crate::protocol::ServerFault;
+use crate::shutdown::Flag;
+
+type Map<V> = HashMap<Box<[u8]>, V, Hasher_>;
+
+/// Where the map stands to the truth. A type, not a flag: each mode's
+/// branches are chosen when the actor is built, not tested per request.
+pub(crate) trait Mode: Send + 'static {
+    /// The map is a cache of a namespace other front-ends write too.
+    const SHARED: bool;
+    /// Where commits are made durable, when anywhere.
+    fn backend(&mut self) -> Option<&mut dyn Backend<Ticket>>;
+    /// The shared namespace (only called when [`Mode::SHARED`]).
+    fn shared(&mut self) -> Option<&mut dyn Shared<Ticket>>;
+    /// Finishes what was handed over (the data file: its final sync).
+    /// Blocking: called off the async threads.
+    fn close(self);
+}
+
+/// The map is the whole truth: memory only, or a data file.
+pub(crate) struct Local(pub Option<Box<dyn Backend<Ticket>>>);
+
+impl Mode for Local {
+    const SHARED: bool = false;
+
+    fn backend(&mut self) -> Option<&mut dyn Backend<Ticket>> {
+        match &mut self.0 {
+            Some(backend) => Some(backend.as_mut()),
+            None => None,
+        }
+    }
+
+    fn shared(&mut self) -> Option<&mut dyn Shared<Ticket>> {
+        None
+    }
+
+    fn close(self) {
+        if let Some(backend) = self.0 {
+            backend.close();
+        }
+    }
+}
+
+/// The map caches a namespace shared with other front-ends.
+pub(crate) struct SharedNamespace(pub Box<dyn Shared<Ticket>>);
+
+impl Mode for SharedNamespace {
+    const SHARED: bool = true;
+
+    fn backend(&mut self) -> Option<&mut dyn Backend<Ticket>> {
+        Some(self.0.as_mut() as &mut dyn Backend<Ticket>)
+    }
+
+    fn shared(&mut self) -> Option<&mut dyn Shared<Ticket>> {
+        Some(self.0.as_mut())
+    }
+
+    fn close(self) {
+        self.0.close();
+    }
+}
+
+/// What reaches the actor besides batches: outcomes of the work it handed
+/// out. Unbounded, since bounded already: at most one message per request
+/// in flight.
+pub(crate) enum Settle {
+    /// The backend reports.
+    Backend(Event<Ticket>),
+    /// A STORE's validators are done.
+    Validated { ticket: Ticket, verdict: Verdict },
+}
+
+/// What became of a validation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Verdict {
+    Allowed,
+    Denied,
+    /// The grace period ran out first.
+    Abandoned,
+}
+
+pub(crate) struct Actor<M> {
+    entries: Entries,
+    /// Where the number of names is published (a local store's), and
+    /// requests answered for a client that left are counted.
+    metrics: Arc<Metrics>,
+    /// Held names, each with the parked batches whose STORE waits for it.
+    pending: Map<VecDeque<Ticket>>,
+    parked: ParkedBatches,
+    /// Where validation tasks report.
+    settle_tx: mpsc::UnboundedSender<Settle>,
+    /// Raised at the end of the grace period: nothing starts waiting from
+    /// then on (read where it matters, not only when the actor's loop
+    /// notices it: a validation abandoned at that moment must not hand
+    /// its name on).
+    expired: Flag,
+    mode: M,
+}
+
+impl<M: Mode> Actor<M> {
+    pub fn new(
+        entries: Entries,
+        metrics: Arc<Metrics>,
+        settle_tx: mpsc::UnboundedSender<Settle>,
+        expired: Flag,
+        mode: M,
+    ) -> Actor<M> {
+        Actor {
+            entries,
+            metrics,
+            pending: Map::default(),
+            parked: ParkedBatches::default(),
+            settle_tx,
+            expired,
+            mode,
+        }
+    }
+
+    /// Whether nothing waits any more.
+    pub fn is_settled(&self) -> bool {
+        self.parked.is_empty() && self.pending.is_empty()
+    }
+
+    /// Publishes the number of names (one relaxed store: the actor is its
+    /// only writer).
+    pub fn publish(&self) {
+        if let Some(names) = &self.metrics.names {
+            names.store(
+                self.entries.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Stops, handing the backend back to be closed; batches still parked
+    /// are dropped (their connections are told the store stopped).
+    pub fn stop(mut self) -> M {
+        for parked in self.parked.drain() {
+            drop(parked);
+        }
+        self.mode
+    }
+
+    /// Answers `batch` from its next request on, as far as it can go now.
+    pub fn serve(&mut self, mut batch: Box<Batch>, giver: Giver<Handback>) {
+        let shared = M::SHARED;
+        while batch.next < batch.ops.len() {
+            if batch.out.len() >= OUT_HIGH_WATER {
+                break;
+            }
+            let input = &batch.input;
+            match &batch.ops[batch.next] {
+                Op::Get(name) => match self.entries.value_line(name.of(input)) {
+                    Some(line) => {
+                        batch.tally.cache_hits += shared as u64;
+                        batch.answer(Answer::ValueLine(line));
+                    }
+                    None if shared => return self.look_up(batch, giver),
+                    None => batch.answer(Answer::Missing),
+                },
+                Op::Exists(name) => match self.entries.contains(name.of(input)) {
+                    true => {
+                        batch.tally.cache_hits += shared as u64;
+                        batch.answer(Answer::Exists(true));
+                    }
+                    false if shared => return self.look_up(batch, giver),
+                    false => batch.answer(Answer::Exists(false)),
+                },
+                &Op::Invalid(command, err) => batch.answer(Answer::Invalid(command, err)),
+                Op::Refused => batch.answer(Answer::Refused),
+                &Op::Store {
+                    name,
+                    value,
+                    validate,
+                } => {
+                    let name = name.of(input);
+                    if self.entries.contains(name) {
+                        batch.answer(Answer::Refused);
+                    } else if self.pending.contains_key(name) {
+                        if self.expired.is_raised() {
+                            batch.answer_fresh(Answer::Fault(
+                                Command::Store,
+                                &ServerFault::ShuttingDown,
+                            ));
+                            continue;
+                        }
+                        return self.wait_for_turn(batch, giver);
+                    } else if validate && shared {
+                        return self.reserve(batch, giver);
+                    } else if validate {
+                        let key: Box<[u8]> = name.into();
+                        self.pending.insert(key, VecDeque::new());
+                        return self.validate(batch, giver, None);
+                    } else if self.mode.backend().is_some() {
+                        return self.commit_run(batch, giver);
+                    } else {
+                        self.entries.insert(name, value.of(input));
+                        batch.answer_fresh(Answer::Stored);
+                    }
+                }
+            }
+        }
+        giver.give(Handback::Batch(batch));
+    }
+
+    /// Parks `batch` waiting for `wait`, handing its connection the replies
+    /// ready so far (and an empty part when `watch` asks it to watch its
+    /// client meanwhile). `None`: the client left, and the batch was
+    /// dropped instead (requests not started yet are not started).
+    fn park(
+        &mut self,
+        mut batch: Box<Batch>,
+        giver: Giver<Handback>,
+        wait: Wait,
+        watch: bool,
+    ) -> Option<Ticket> {
+        if giver.is_abandoned() {
+            self.drop_batch(batch);
+            return None;
+        }
+        if watch || !batch.out.is_empty() {
+            giver.part(Handback::Part(std::mem::take(&mut batch.out)));
+        }
+        let ticket = self.parked.vacant();
+        self.parked.fill(ticket, Parked { batch, giver, wait });
+        Some(ticket)
+    }
+
+    /// A batch whose client left: counted, and its requests not started
+    /// are dropped.
+    fn drop_batch(&self, mut batch: Box<Batch>) {
+        log::debug!("client gone: dropping the requests it left unanswered");
+        self.metrics.fold(&mut batch.tally, None);
+    }
+
+    /// Goes on with a parked batch.
+    fn resume(&mut self, parked: Parked) {
+        self.serve(parked.batch, parked.giver);
+    }
+
+    /// The name and value of the STORE at `batch.next`.
+    fn store_at(batch: &Batch) -> (&[u8], &[u8]) {
+        match &batch.ops[batch.next] {
+            Op::Store { name, value, .. } => (name.of(&batch.input), value.of(&batch.input)),
+            _ => (&[], &[]),
+        }
+    }
+
+    /// The STORE at `batch.next` queues behind the one holding its name.
+    fn wait_for_turn(&mut self, batch: Box<Batch>, giver: Giver<Handback>) {
+        let name: Box<[u8]> = Self::store_at(&batch).0.into();
+        if let Some(ticket) = self.park(batch, giver, Wait::Turn, true)
+            && let Some(waiters) = self.pending.get_mut(&name)
+        {
+            waiters.push_back(ticket);
+        }
+    }
+
+    /// A shared namespace reserves the name for this front-end before the
+    /// STORE at `batch.next` is validated: it waits for that like for a
+    /// STORE ahead of it.
+    fn reserve(&mut self, batch: Box<Batch>, giver: Giver<Handback>) {
+        let name: Box<[u8]> = Self::store_at(&batch).0.into();
+        let Some(ticket) = self.park(batch, giver, Wait::Turn, true) else {
+            return;
+        };
+        self.pending.insert(name.clone(), VecDeque::from([ticket]));
+        if let Some(shared) = self.mode.shared() {
+            shared.reserve(name);
+        }
+    }
+
+    /// Starts the validators of the STORE at `batch.next`, which holds its
+    /// name (and `lease`).
+    fn validate(&mut self, batch: Box<Batch>, giver: Giver<Handback>, lease: Option<Lease>) {
+        let Op::Store { name, value, .. } = batch.ops[batch.next] else {
+            return self.serve(batch, giver);
+        };
+        let (name, value) = (name.to_bytes(&batch.input), value.to_bytes(&batch.input));
+        let validation = batch.validation.clone();
+        let Some(ticket) = self.park(batch, giver, Wait::Validating { lease }, false) else {
+            // Nobody to answer: the name passes on.
+            return self.release(name.as_ref().into(), lease);
+        };
+        let settle = self.settle_tx.clone();
+        tokio::spawn(async move {
+            let verdict = match validation {
+                Some(validation) => run_validators(validation, &name, &value).await,
+                // Only a STORE the inline validators could not finish is
+                // validated here, and its batch has a chain.
+                None => Verdict::Allowed,
+            };
+            let _ = settle.send(Settle::Validated { ticket, verdict });
+        });
+    }
+
+    /// Starts writing the STORE at `batch.next` and every STORE right after
+    /// it that needs no validation and names a free name, so that one
+    /// connection's pipelined STOREs share the data file's writes and
+    /// syncs. The run stops at any other request: its reply comes after
+    /// theirs, and what it sees must include their outcome.
+    fn commit_run(&mut self, batch: Box<Batch>, giver: Giver<Handback>) {
+        if giver.is_abandoned() {
+            return self.drop_batch(batch);
+        }
+        let ticket = self.parked.vacant();
+        let mut run = Vec::new();
+        for op in &batch.ops[batch.next..] {
+            let &Op::Store {
+                name,
+                value,
+                validate: false,
+            } = op
+            else {
+                break;
+            };
+            let name = name.of(&batch.input);
+            if self.entries.contains(name) || self.pending.contains_key(name) {
+                break;
+            }
+            let name: Box<[u8]> = name.into();
+            self.pending.insert(name.clone(), VecDeque::new());
+            run.push(Record {
+                name,
+                value: value.of(&batch.input).into(),
+                token: ticket.with_index(run.len()),
+                lease: None,
+            });
+        }
+        let wait = Wait::Commits {
+            outcomes: vec![None; run.len()],
+            left: run.len(),
+        };
+        self.park_at(ticket, batch, giver, wait);
+        self.append(run);
+    }
+
+    /// Parks `batch` under a ticket already handed out.
+    fn park_at(
+        &mut self,
+        ticket: Ticket,
+        mut batch: Box<Batch>,
+        giver: Giver<Handback>,
+        wait: Wait,
+    ) {
+        if !batch.out.is_empty() {
+            giver.part(Handback::Part(std::mem::take(&mut batch.out)));
+        }
+        self.parked.fill(ticket, Parked { batch, giver, wait });
+    }
+
+    /// Commits the validated STORE at `batch.next`, which holds its name:
+    /// with a backend once it has the record; else at once.
+    fn commit(&mut self, batch: Box<Batch>, giver: Giver<Handback>, lease: Option<Lease>) {
+        let (name, value) = Self::store_at(&batch);
+        let (name, value): (Box<[u8]>, Box<[u8]>) = (name.into(), value.into());
+        if self.mode.backend().is_none() {
+            self.stored(&name, &value, None);
+            let mut batch = batch;
+            batch.answer_fresh(Answer::Stored);
+            return self.serve(batch, giver);
+        }
+        let ticket = self.parked.vacant();
+        let wait = Wait::Commits {
+            outcomes: vec![None],
+            left: 1,
+        };
+        self.park_at(ticket, batch, giver, wait);
+        self.append(vec![Record {
+            name,
+            value,
+            token: ticket,
+            lease,
+        }]);
+    }
+
+    /// Hands a run of held records to the backend; if it has stopped,
+    /// their STOREs fail and their names are released.
+    fn append(&mut self, run: Vec<Record<Ticket>>) {
+        let Some(backend) = self.mode.backend() else {
+            return;
+        };
+        if let Err(failed) = backend.append(run) {
+            for record in failed {
+                self.written(Written {
+                    outcome: Outcome::Failed(ServerFault::StorageStopped),
+                    name: record.name,
+                    value: record.value,
+                    token: record.token,
+                    lease: record.lease,
+                    durable_end: None,
+                });
+            }
+        }
+    }
+
+    /// Takes in what was handed out.
+    pub fn settle(&mut self, settle: Settle) {
+        match settle {
+            Settle::Validated { ticket, verdict } => self.validated(ticket, verdict),
+            Settle::Backend(Event::Written(written)) => self.written(written),
+            Settle::Backend(Event::Reserved { name, reserved }) => match reserved {
+                Reserved::Held(lease) => self.release(name, Some(lease)),
+                Reserved::Taken => self.taken(&name),
+                Reserved::Failed(fault) => self.failed(&name, &fault),
+            },
+            Settle::Backend(Event::LookedUp { token, found }) => self.looked_up(token, found),
+        }
+    }
+
+    fn validated(&mut self, ticket: Ticket, verdict: Verdict) {
+        let Some(Parked {
+            mut batch,
+            giver,
+            wait: Wait::Validating { lease },
+        }) = self.parked.take(ticket)
+        else {
+            return;
+        };
+        let answer = match verdict {
+            Verdict::Allowed => return self.commit(batch, giver, lease),
+            Verdict::Denied => Answer::Refused,
+            Verdict::Abandoned => Answer::Fault(Command::Store, &ServerFault::ShuttingDown),
+        };
+        let name: Box<[u8]> = Self::store_at(&batch).0.into();
+        batch.answer_fresh(answer);
+        self.release(name, lease);
+        self.serve(batch, giver);
+    }
+
+    /// One record's outcome: the map and the waiters of its name learn it,
+    /// then its parked batch; once the batch's whole run is in, it goes on.
+    fn written(&mut self, written: Written<Ticket>) {
+        let Written {
+            name,
+            value,
+            token,
+            lease,
+            outcome,
+            durable_end,
+        } = written;
+        let result = match outcome {
+            Outcome::Stored => {
+                self.stored(&name, &value, durable_end);
+                Ok(true)
+            }
+            Outcome::Taken => {
+                self.taken(&name);
+                Ok(false)
+            }
+            Outcome::Failed(fault) if M::SHARED => {
+                // The shared namespace was unavailable for this STORE's
+                // whole request timeout: the STOREs of the name queued
+                // behind it fail with it, as a reservation's failure fails
+                // them. Handing them the name would make each wait one
+                // more timeout (or two: a reservation, then a commit) past
+                // its own.
+                self.failed(&name, &fault);
+                self.end_lease(lease);
+                Err(fault)
+            }
+            Outcome::Failed(fault) => {
+                self.release(name, lease);
+                Err(fault)
+            }
+        };
+        let Some(parked) = self.parked.get_mut(token) else {
+            return;
+        };
+        let Wait::Commits { outcomes, left } = &mut parked.wait else {
+            return;
+        };
+        if let Some(slot) = outcomes.get_mut(token.index())
+            && slot.is_none()
+        {
+            *slot = Some(result);
+            *left -= 1;
+        }
+        if *left > 0 {
+            return;
+        }
+        let Some(Parked {
+            mut batch,
+            giver,
+            wait: Wait::Commits { outcomes, .. },
+        }) = self.parked.take(token)
+        else {
+            return;
+        };
+        for outcome in outcomes.into_iter().flatten() {
+            batch.answer_fresh(match &outcome {
+                Ok(true) => Answer::Stored,
+                Ok(false) => Answer::Refused,
+                Err(fault) => Answer::Fault(Command::Store, fault),
+            });
+        }
+        self.serve(batch, giver);
+    }
+
+    /// Puts a committed value in the map and answers every STORE waiting
+    /// for its name. Listings see the name once the map has it, and before
+    /// its STORE is answered (durable up to `durable_end` of the data file,
+    /// where there is one).
+    fn stored(&mut self, name: &[u8], value: &[u8], durable_end: Option<u64>) {
+        self.entries.insert(name, value);
+        if let (Some(end), Some(datafile)) = (durable_end, &self.metrics.datafile) {
+            datafile.durable.publish(end);
+        }
+        self.taken(name);
+    }
+
+    /// The name has a value: every STORE waiting for it is refused.
+    fn taken(&mut self, name: &[u8]) {
+        self.answer_waiters(name, Answer::Refused);
+    }
+
+    /// The shared namespace could not be had for the name: every STORE
+    /// waiting for it fails with the same reason.
+    fn failed(&mut self, name: &[u8], fault: &ServerFault) {
+        self.answer_waiters(name, Answer::Fault(Command::Store, fault));
+    }
+
+    fn answer_waiters(&mut self, name: &[u8], answer: Answer<'_>) {
+        for ticket in self.pending.remove(name).unwrap_or_default() {
+            if let Some(mut parked) = self.parked.take(ticket) {
+                parked.batch.answer_fresh(answer);
+                self.resume(parked);
+            }
+        }
+    }
+
+    /// Hands a held name (and its lease, if any) to the first STORE still
+    /// waiting for it, or frees it. In a shared namespace a waiter is
+    /// handed the name only with a lease: without one, the name is
+    /// reserved there first.
+    fn release(&mut self, name: Box<[u8]>, lease: Option<Lease>) {
+        loop {
+            let Some(waiters) = self.pending.get_mut(&name) else {
+                return self.end_lease(lease);
+            };
+            if M::SHARED && lease.is_none() && !waiters.is_empty() {
+                if let Some(shared) = self.mode.shared() {
+                    shared.reserve(name);
+                }
+                return;
+            }
+            let Some(ticket) = waiters.pop_front() else {
+                self.pending.remove(&name);
+                return self.end_lease(lease);
+            };
+            let Some(mut parked) = self.parked.take(ticket) else {
+                continue;
+            };
+            if parked.giver.is_abandoned() {
+                self.drop_batch(parked.batch);
+                continue;
+            }
+            if self.expired.is_raised() {
+                let shutting_down = Answer::Fault(Command::Store, &ServerFault::ShuttingDown);
+                parked.batch.answer_fresh(shutting_down);
+                self.resume(parked);
+                continue;
+            }
+            // Its turn: the name stays held, now for this STORE.
+            let validate = matches!(
+                parked.batch.ops[parked.batch.next],
+                Op::Store { validate: true, .. }
+            );
+            return if validate {
+                self.validate(parked.batch, parked.giver, lease)
+            } else {
+                self.commit(parked.batch, parked.giver, lease)
+            };
+        }
+    }
+
+    /// Gives a lease back to the shared namespace.
+    fn end_lease(&mut self, lease: Option<Lease>) {
+        if let (Some(lease), Some(shared)) = (lease, self.mode.shared()) {
+            shared.release(lease);
+        }
+    }
+
+    /// Starts one lookup for the GET/EXISTS at `batch.next` and those right
+    /// after it that the cache cannot answer either (a cached one ends the
+    /// run: it is answered next, in order).
+    fn look_up(&mut self, mut batch: Box<Batch>, giver: Giver<Handback>) {
+        let input = &batch.input;
+        let names: Vec<Bytes> = batch.ops[batch.next..]
+            .iter()
+            .map_while(|op| match op {
+                Op::Get(name) | Op::Exists(name) if !self.entries.contains(name.of(input)) => {
+                    Some(name.to_bytes(input))
+                }
+                _ => None,
+            })
+            .take(READ_RUN)
+            .collect();
+        let count = names.len();
+        batch.tally.cache_misses += count as u64;
+        let Some(ticket) = self.park(batch, giver, Wait::Reads { count }, false) else {
+            return;
+        };
+        if let Some(shared) = self.mode.shared() {
+            shared.look_up(names, ticket);
+        }
+    }
+
+    /// Answers a lookup's reads with what it found (each value found also
+    /// goes into the cache).
+    fn looked_up(&mut self, ticket: Ticket, found: Found) {
+        let Some(Parked {
+            mut batch,
+            giver,
+            wait: Wait::Reads { count },
+        }) = self.parked.take(ticket)
+        else {
+            return;
+        };
+        for i in 0..count {
+            let (command, name) = match batch.ops[batch.next] {
+                Op::Get(name) => (Command::Get, name),
+                Op::Exists(name) => (Command::Exists, name),
+                _ => break,
+            };
+            let looked = match &found {
+                Err(fault) => {
+                    batch.answer(Answer::Fault(command, fault));
+                    continue;
+                }
+                Ok(values) => values.get(i).unwrap_or(&Looked::Absent),
+            };
+            if let Looked::Value(value) = looked {
+                self.entries.insert(name.of(&batch.input), value);
+            }
+            batch.answer(match (command, looked) {
+                (Command::Get, Looked::Value(value)) => Answer::Value(value),
+                (Command::Get, Looked::Unservable) => {
+                    Answer::Fault(Command::Get, &ServerFault::UnservableValue)
+                }
+                (Command::Get, _) => Answer::Missing,
+                (_, Looked::Value(_) | Looked::Unservable) => Answer::Exists(true),
+                (_, Looked::Absent) => Answer::Exists(false),
+            });
+        }
+        self.serve(batch, giver);
+    }
+
+    /// The grace period is over: STOREs waiting for a name's turn are
+    /// answered `ERROR shutting down` (not stored), and none waits from
+    /// now on. Validations end by themselves; writes are waited for.
+    pub fn expire(&mut self) {
+        let waiting: Vec<Ticket> = self
+            .pending
+            .values_mut()
+            .flat_map(|waiters| waiters.drain(..))
+            .collect();
+        for ticket in waiting {
+            if let Some(mut parked) = self.parked.take(ticket) {
+                let shutting_down = Answer::Fault(Command::Store, &ServerFault::ShuttingDown);
+                parked.batch.answer_fresh(shutting_down);
+                self.resume(parked);
+            }
+        }
+    }
+}
+
+/// Runs a STORE's validators (those that could not answer inline); past
+/// the grace period the validation is abandoned.
+async fn run_validators(validation: Validation, name: &[u8], value: &[u8]) -> Verdict {
+    let Validation {
+        chain,
+        peer,
+        expired,
+    } = validation;
+    tokio::select! {
+        allowed = chain.allows(name, value, &peer) => match allowed {
+            true => Verdict::Allowed,
+            false => Verdict::Denied,
+        },
+        () = expired.raised() => Verdict::Abandoned,
+    }
+}

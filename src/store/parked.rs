@@ -1,0 +1,127 @@
+//! Batches the actor keeps while one of their requests waits, and the
+//! tickets that find them again.
+//!
+//! A request that cannot be answered in the actor's turn (a STORE being
+//! validated, written, or waiting for its name; reads looked up in a
+//! shared namespace) parks its whole batch here: the requests after it
+//! must see its outcome, and replies leave in order. Whatever finishes the
+//! wait (a validation task, the data file's writer, the PostgreSQL engine)
+//! reports to the actor with the batch's [`Ticket`], and the actor goes on
+//! with the batch where it stopped. The connection meanwhile only waits
+//! for its replies.
+
+use bytes::BytesMut;
+
+use super::batch::Batch;
+use crate::backend::Lease;
+use crate::handback::Giver;
+use crate::protocol::ServerFault;
+
+/// What the actor hands a connection: replies ready while its batch waits,
+/// then the batch itself, answered (or stopped at the high-water mark).
+#[derive(Debug)]
+pub enum Handback {
+    /// Replies to write now. Also sent empty when the batch starts waiting
+    /// for another STORE's outcome, so the connection watches its client
+    /// meanwhile: a client that left is not waited for.
+    Part(BytesMut),
+    Batch(Box<Batch>),
+}
+
+/// Routes an outcome back to its parked batch: which one, and which of
+/// the requests it waits for (a run of STOREs written together). Opaque
+/// to whoever carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    park: u32,
+    index: u32,
+}
+
+impl Ticket {
+    pub(crate) fn index(self) -> usize {
+        self.index as usize
+    }
+
+    /// The ticket of request `index` of the same wait.
+    pub(crate) fn with_index(self, index: usize) -> Ticket {
+        Ticket {
+            park: self.park,
+            index: index as u32,
+        }
+    }
+}
+
+/// What a parked batch waits for: its request at `next` (and, for a run,
+/// those right after it).
+#[derive(Debug)]
+pub(crate) enum Wait {
+    /// The name of the STORE at `next` is held by another STORE (or being
+    /// reserved in the shared namespace for this one): its turn comes with
+    /// that outcome.
+    Turn,
+    /// The STORE at `next` holds its name (and the shared namespace's
+    /// lease, with one) while its validators run.
+    Validating { lease: Option<Lease> },
+    /// A run of STOREs from `next` is being written: each one's outcome
+    /// by position, `left` of them still unknown.
+    Commits {
+        outcomes: Vec<Option<Result<bool, ServerFault>>>,
+        left: usize,
+    },
+    /// The `count` reads from `next` are being looked up.
+    Reads { count: usize },
+}
+
+/// A batch at rest in the actor, with the way back to its connection.
+#[derive(Debug)]
+pub(crate) struct Parked {
+    pub batch: Box<Batch>,
+    pub giver: Giver<Handback>,
+    pub wait: Wait,
+}
+
+/// The parked batches, by ticket. A slot is reused once its batch moves
+/// on: every ticket is redeemed exactly once before that (one outcome per
+/// request waited for), so no stale ticket can reach a new tenant.
+#[derive(Debug, Default)]
+pub(crate) struct ParkedBatches {
+    slots: Vec<Option<Parked>>,
+    free: Vec<u32>,
+}
+
+impl ParkedBatches {
+    /// A ticket for a batch about to be parked with [`fill`](Self::fill)
+    /// (its outcomes may be asked for before it is parked).
+    pub fn vacant(&mut self) -> Ticket {
+        let park = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            (self.slots.len() - 1) as u32
+        });
+        Ticket { park, index: 0 }
+    }
+
+    pub fn fill(&mut self, ticket: Ticket, parked: Parked) {
+        self.slots[ticket.park as usize] = Some(parked);
+    }
+
+    pub fn get_mut(&mut self, ticket: Ticket) -> Option<&mut Parked> {
+        self.slots.get_mut(ticket.park as usize)?.as_mut()
+    }
+
+    /// Takes the batch out to go on with it; its slot is free again.
+    pub fn take(&mut self, ticket: Ticket) -> Option<Parked> {
+        let parked = self.slots.get_mut(ticket.park as usize)?.take()?;
+        self.free.push(ticket.park);
+        Some(parked)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.free.len() == self.slots.len()
+    }
+
+    /// Every batch still parked (the store is stopping).
+    pub fn drain(&mut self) -> impl Iterator<Item = Parked> + '_ {
+        self.free.clear();
+        self.slots.drain(..).flatten()
+    }
+}
