@@ -215,21 +215,6 @@ fn build(check: &Check, stats: &Arc<ValidatorStats>) -> Result<Arc<dyn Validator
     })
 }
 
-/// Awaits every future concurrently on the current task (so that all
-/// helpers get their stdin closed at once, and the 2 s run side by side).
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
-    let mut pending: Vec<_> = futures.map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
-}
-
 /// Validators run in order; the first "no" wins. An empty chain allows every
 /// STORE (and lets the store actor answer STOREs without a round trip back
 /// to the connection).
@@ -282,10 +267,12 @@ impl ValidatorChain {
     }
 
     /// Shuts every validator of the chain down (helpers: stdin closed,
-    /// up to 2 s, then killed), all at once.
+    /// up to 2 s, then killed), all at once: the futures are polled side
+    /// by side on the current task, so every helper gets its stdin closed
+    /// at once and the 2 s run concurrently.
     pub async fn shutdown(&self) {
         let all = self.links.iter().map(|l| l.validator.shutdown());
-        futures_join_all(all).await;
+        futures_util::future::join_all(all).await;
     }
 
     pub fn is_empty(&self) -> bool {
