@@ -7,6 +7,7 @@
 //! only the connection that is waiting on it.
 
 pub mod blocking;
+mod coalesce;
 pub mod function;
 pub mod helper;
 pub mod process;
