@@ -25,6 +25,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use jnhp_status::Status;
+
 use crate::metrics::{COMMANDS, Metrics, StoreKind};
 use crate::server::Control;
 
@@ -278,11 +280,12 @@ fn respond(state: &AdminState, request: &Request<Incoming>) -> Reply {
             None => reply(StatusCode::OK, TEXT, "ready\n"),
             Some(why) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{why}\n")),
         },
-        "/status" => reply(
-            StatusCode::OK,
-            "application/json",
-            status(state).to_string() + "\n",
-        ),
+        "/status" => {
+            // Plain data (strings and integers): serializing cannot fail.
+            let mut body = serde_json::to_vec(&status(state)).unwrap_or_default();
+            body.push(b'\n');
+            reply(StatusCode::OK, "application/json", body)
+        }
         _ => reply(StatusCode::OK, "text/html; charset=utf-8", page(state)),
     }
 }
@@ -328,46 +331,38 @@ fn not_ready(state: &AdminState) -> Option<&'static str> {
     given_up.then_some("data file in an unknown state (STOREs refused until a restart)")
 }
 
-/// The `/status` document.
-pub fn status(state: &AdminState) -> serde_json::Value {
+/// The `/status` document (the `jnhp-status` crate's [`Status`]: the type
+/// `jnhp stats` reads back).
+pub fn status(state: &AdminState) -> Status {
     use std::sync::atomic::Ordering::Relaxed;
     let m = &state.metrics;
-    let requests = m.requests_by_command();
-    let validators: Vec<serde_json::Value> = m
+    let [store, exists, get] = m.requests_by_command();
+    let validators = m
         .validators()
         .iter()
-        .map(|v| {
-            serde_json::json!({
-                "name": v.name,
-                "kind": v.kind,
-                "verdicts": {
-                    "allow": v.verdicts[0].load(Relaxed),
-                    "deny": v.verdicts[1].load(Relaxed),
-                    "failure": v.verdicts[2].load(Relaxed),
-                },
-                "in_flight": v.in_flight.load(Relaxed),
-            })
+        .map(|v| jnhp_status::Validator {
+            name: v.name.clone(),
+            kind: v.kind.to_string(),
+            verdicts: jnhp_status::Verdicts {
+                allow: v.verdicts[0].load(Relaxed),
+                deny: v.verdicts[1].load(Relaxed),
+                failure: v.verdicts[2].load(Relaxed),
+            },
+            in_flight: v.in_flight.load(Relaxed),
         })
         .collect();
-    let mut doc = serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": m.uptime().as_secs(),
-        "listen": state.listen,
-        "store": state.store.name(),
-        "connections": m.connections.load(Relaxed),
-        "requests": {
-            "store": requests[0],
-            "exists": requests[1],
-            "get": requests[2],
-        },
-        "errors": m.errors_total(),
-        "ready": not_ready(state).is_none(),
-        "validators": validators,
-    });
-    if let Some(names) = &m.names {
-        doc["names"] = names.load(Relaxed).into();
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_seconds: m.uptime().as_secs(),
+        listen: state.listen.clone(),
+        store: state.store.name().to_string(),
+        names: m.names.as_ref().map(|names| names.load(Relaxed)),
+        connections: m.connections.load(Relaxed),
+        requests: jnhp_status::Requests { store, exists, get },
+        errors: m.errors_total(),
+        ready: not_ready(state).is_none(),
+        validators,
     }
-    doc
 }
 
 /// The status page: figures, and a chart of the history drawn as inline
@@ -389,17 +384,17 @@ fn page(state: &AdminState) -> String {
          td,th{{border:1px solid #ddd;padding:.3em .8em;text-align:right}} th{{background:#f0f0f0}}\
          td:first-child,th:first-child{{text-align:left}}\
          .ready{{color:#1a7f37}} .notready{{color:#c62828}}</style></head><body>\n",
-        version = doc["version"].as_str().unwrap_or("")
+        version = doc.version
     );
-    let ready = doc["ready"].as_bool().unwrap_or(false);
+    let ready = doc.ready;
     let _ = writeln!(
         html,
         "<h1>jnhpd {version}</h1><div class=\"sub\">{listen} · store: {store} · up {uptime} · \
          <span id=\"ready\" class=\"{class}\">{ready}</span></div>",
-        version = doc["version"].as_str().unwrap_or(""),
-        listen = escape(&state.listen.join(", ")),
-        store = state.store.name(),
-        uptime = human_duration(doc["uptime_seconds"].as_u64().unwrap_or(0)),
+        version = doc.version,
+        listen = escape(&doc.listen.join(", ")),
+        store = doc.store,
+        uptime = human_duration(doc.uptime_seconds),
         class = if ready { "ready" } else { "notready" },
         ready = if ready { "ready" } else { "not ready" },
     );
@@ -410,35 +405,39 @@ fn page(state: &AdminState) -> String {
             "<div class=\"figure\"><span>{label}</span><b id=\"{id}\">{value}</b></div>"
         );
     };
-    figure("connections", "connections", doc["connections"].to_string());
-    if let Some(names) = doc.get("names") {
+    figure("connections", "connections", doc.connections.to_string());
+    if let Some(names) = doc.names {
         figure("names", "names", names.to_string());
     }
-    for command in COMMANDS {
+    let requests = &doc.requests;
+    for (command, n) in COMMANDS
+        .iter()
+        .zip([requests.store, requests.exists, requests.get])
+    {
         figure(
             command,
             &format!("{} requests", command.to_uppercase()),
-            doc["requests"][command].to_string(),
+            n.to_string(),
         );
     }
-    figure("errors", "ERROR replies", doc["errors"].to_string());
+    figure("errors", "ERROR replies", doc.errors.to_string());
     html.push_str("</div>\n<h2>Requests per second, last 5 minutes</h2>\n");
     html.push_str(&chart(&history));
-    if let Some(validators) = doc["validators"].as_array().filter(|v| !v.is_empty()) {
+    if !doc.validators.is_empty() {
         html.push_str(
             "<h2>Validators</h2><table><tr><th>name</th><th>kind</th><th>allow</th>\
              <th>deny</th><th>failure</th><th>running</th></tr>\n",
         );
-        for v in validators {
+        for v in &doc.validators {
             let _ = writeln!(
                 html,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(v["name"].as_str().unwrap_or("")),
-                v["kind"].as_str().unwrap_or(""),
-                v["verdicts"]["allow"],
-                v["verdicts"]["deny"],
-                v["verdicts"]["failure"],
-                v["in_flight"],
+                escape(&v.name),
+                v.kind,
+                v.verdicts.allow,
+                v.verdicts.deny,
+                v.verdicts.failure,
+                v.in_flight,
             );
         }
         html.push_str("</table>\n");
