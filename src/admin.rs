@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use jnhp_status::Status;
 
-use crate::metrics::{COMMANDS, Metrics, StoreKind};
+use crate::metrics::{Command, Metrics, PerCommand, Slot, StoreKind, VerdictKind};
 use crate::server::Control;
 
 /// Admin connections served at once.
@@ -50,7 +50,7 @@ pub struct AdminState {
     store: StoreKind,
     listen: Vec<String>,
     /// Requests per second by command, one entry a second, newest last.
-    history: Mutex<VecDeque<[u64; 3]>>,
+    history: Mutex<VecDeque<PerCommand<u64>>>,
     /// `/names` (src/listing.rs).
     lister: crate::listing::Lister,
 }
@@ -72,7 +72,7 @@ impl AdminState {
         })
     }
 
-    fn history(&self) -> Vec<[u64; 3]> {
+    fn history(&self) -> Vec<PerCommand<u64>> {
         lock(&self.history).iter().copied().collect()
     }
 }
@@ -92,7 +92,7 @@ async fn sample(state: Arc<AdminState>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         let now = state.metrics.requests_by_command();
-        let rates: [u64; 3] = std::array::from_fn(|i| now[i].saturating_sub(last[i]));
+        let rates = PerCommand::from_fn(|command| now[command].saturating_sub(last[command]));
         last = now;
         let mut history = lock(&state.history);
         if history.len() == HISTORY {
@@ -336,7 +336,7 @@ fn not_ready(state: &AdminState) -> Option<&'static str> {
 pub fn status(state: &AdminState) -> Status {
     use std::sync::atomic::Ordering::Relaxed;
     let m = &state.metrics;
-    let [store, exists, get] = m.requests_by_command();
+    let requests = m.requests_by_command();
     let validators = m
         .validators()
         .iter()
@@ -344,9 +344,9 @@ pub fn status(state: &AdminState) -> Status {
             name: v.name.clone(),
             kind: v.kind.to_string(),
             verdicts: jnhp_status::Verdicts {
-                allow: v.verdicts[0].load(Relaxed),
-                deny: v.verdicts[1].load(Relaxed),
-                failure: v.verdicts[2].load(Relaxed),
+                allow: v.verdicts[VerdictKind::Allow].load(Relaxed),
+                deny: v.verdicts[VerdictKind::Deny].load(Relaxed),
+                failure: v.verdicts[VerdictKind::Failure].load(Relaxed),
             },
             in_flight: v.in_flight.load(Relaxed),
         })
@@ -358,7 +358,11 @@ pub fn status(state: &AdminState) -> Status {
         store: state.store.name().to_string(),
         names: m.names.as_ref().map(|names| names.load(Relaxed)),
         connections: m.connections.load(Relaxed),
-        requests: jnhp_status::Requests { store, exists, get },
+        requests: jnhp_status::Requests {
+            store: requests[Command::Store],
+            exists: requests[Command::Exists],
+            get: requests[Command::Get],
+        },
         errors: m.errors_total(),
         ready: not_ready(state).is_none(),
         validators,
@@ -409,14 +413,16 @@ fn page(state: &AdminState) -> String {
     if let Some(names) = doc.names {
         figure("names", "names", names.to_string());
     }
-    let requests = &doc.requests;
-    for (command, n) in COMMANDS
-        .iter()
-        .zip([requests.store, requests.exists, requests.get])
-    {
+    for &command in Command::ALL {
+        let requests = &doc.requests;
+        let n = match command {
+            Command::Store => requests.store,
+            Command::Exists => requests.exists,
+            Command::Get => requests.get,
+        };
         figure(
-            command,
-            &format!("{} requests", command.to_uppercase()),
+            command.label(),
+            &format!("{} requests", command.label().to_uppercase()),
             n.to_string(),
         );
     }
@@ -449,16 +455,23 @@ fn page(state: &AdminState) -> String {
     html
 }
 
-const COLOURS: [&str; 3] = ["#d62728", "#1f77b4", "#2ca02c"];
+/// A command's line on the chart.
+fn colour(command: Command) -> &'static str {
+    match command {
+        Command::Store => "#d62728",
+        Command::Exists => "#1f77b4",
+        Command::Get => "#2ca02c",
+    }
+}
 
 /// A line chart of `history` (newest on the right), one line per command.
-fn chart(history: &[[u64; 3]]) -> String {
+fn chart(history: &[PerCommand<u64>]) -> String {
     let (width, height, left, bottom, top) = (760.0, 260.0, 64.0, 28.0, 12.0);
     let plot_w = width - left - 12.0;
     let plot_h = height - bottom - top;
     let peak = history
         .iter()
-        .flat_map(|s| s.iter().copied())
+        .flat_map(|s| s.values().copied())
         .max()
         .unwrap_or(0)
         .max(1);
@@ -496,13 +509,15 @@ fn chart(history: &[[u64; 3]]) -> String {
         );
     }
     let start = HISTORY.saturating_sub(history.len());
-    for (c, colour) in COLOURS.iter().enumerate() {
+    // The legend's entries, left to right.
+    for (place, &command) in Command::ALL.iter().enumerate() {
+        let colour = colour(command);
         let points: Vec<String> = history
             .iter()
             .enumerate()
             .map(|(i, sample)| {
                 let x = left + plot_w * (start + i) as f64 / (HISTORY - 1) as f64;
-                let y = top + plot_h * (1.0 - sample[c] as f64 / scale as f64);
+                let y = top + plot_h * (1.0 - sample[command] as f64 / scale as f64);
                 format!("{x:.1},{y:.1}")
             })
             .collect();
@@ -511,7 +526,7 @@ fn chart(history: &[[u64; 3]]) -> String {
                 svg,
                 "<polyline class=\"series\" data-command=\"{}\" fill=\"none\" stroke=\"{colour}\" \
                  stroke-width=\"2\" points=\"{}\"/>",
-                COMMANDS[c],
+                command.label(),
                 points.join(" ")
             );
         }
@@ -519,9 +534,9 @@ fn chart(history: &[[u64; 3]]) -> String {
             svg,
             "<rect x=\"{x}\" y=\"{top}\" width=\"10\" height=\"10\" fill=\"{colour}\"/>\
              <text x=\"{tx}\" y=\"{ty}\" font-size=\"12\">{}</text>",
-            COMMANDS[c].to_uppercase(),
-            x = left + 12.0 + 90.0 * c as f64,
-            tx = left + 26.0 + 90.0 * c as f64,
+            command.label().to_uppercase(),
+            x = left + 12.0 + 90.0 * place as f64,
+            tx = left + 26.0 + 90.0 * place as f64,
             ty = top + 10.0,
         );
     }
@@ -572,7 +587,15 @@ mod tests {
 
     #[test]
     fn the_chart_has_a_line_per_command() {
-        let history: Vec<[u64; 3]> = (0..10).map(|i| [i, 2 * i, 3 * i]).collect();
+        let history: Vec<PerCommand<u64>> = (0..10)
+            .map(|i| {
+                PerCommand::from_fn(|command| match command {
+                    Command::Store => i,
+                    Command::Exists => 2 * i,
+                    Command::Get => 3 * i,
+                })
+            })
+            .collect();
         let svg = chart(&history);
         assert_eq!(svg.matches("<polyline").count(), 3);
         assert!(svg.contains("data-command=\"get\""));

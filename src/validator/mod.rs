@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use async_trait::async_trait;
 
-use crate::metrics::ValidatorStats;
+use crate::metrics::{ValidatorStats, VerdictKind};
 
 pub use spec::{Check, OnFailure, ValidatorSpec};
 
@@ -90,15 +90,15 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
     /// It did not answer in `timeout_ms`.
-    Timeout = 0,
+    Timeout,
     /// It ended (or was ended) without a verdict.
-    NoVerdict = 1,
+    NoVerdict,
     /// Its answer was not a verdict.
-    Malformed = 2,
+    Malformed,
     /// It could not be started.
-    Spawn = 3,
+    Spawn,
     /// Its helper broke or none was available.
-    BrokenHelper = 4,
+    BrokenHelper,
 }
 
 /// A check every STORE must pass. Library users may implement it.
@@ -165,11 +165,11 @@ impl Link {
     /// the validator, the name and the cause, then decided by `on_failure`.
     fn decide(&self, name: &[u8], verdict: Verdict) -> bool {
         let counted = match &verdict {
-            Verdict::Allow => 0,
-            Verdict::Deny => 1,
+            Verdict::Allow => VerdictKind::Allow,
+            Verdict::Deny => VerdictKind::Deny,
             Verdict::Failure(cause, _) => {
-                self.stats.failures[*cause as usize].fetch_add(1, Relaxed);
-                2
+                self.stats.failures[*cause].fetch_add(1, Relaxed);
+                VerdictKind::Failure
             }
         };
         self.stats.verdicts[counted].fetch_add(1, Relaxed);
