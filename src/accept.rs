@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::{self, Shared, Stream};
+use crate::metrics::Admission;
 use crate::protocol::Reply;
 use crate::tls::Acceptor;
 use crate::validator::Peer;
@@ -91,7 +92,7 @@ async fn accept_loop(
         // A handshake in progress is a connection: it holds a slot.
         let slot = slots.clone().try_acquire_owned();
         let metrics = &shared.metrics;
-        metrics.connections_total[slot.is_err() as usize].fetch_add(1, Relaxed);
+        metrics.connections_total[Admission::of(slot.is_ok())].fetch_add(1, Relaxed);
         if slot.is_ok() {
             full = false;
         } else if !full {

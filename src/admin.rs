@@ -25,7 +25,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{COMMANDS, Metrics, StoreKind};
+use jnhp_status::Status;
+
+use crate::metrics::{Command, Metrics, PerCommand, Slot, StoreKind, VerdictKind};
 use crate::server::Control;
 
 /// Admin connections served at once.
@@ -48,7 +50,7 @@ pub struct AdminState {
     store: StoreKind,
     listen: Vec<String>,
     /// Requests per second by command, one entry a second, newest last.
-    history: Mutex<VecDeque<[u64; 3]>>,
+    history: Mutex<VecDeque<PerCommand<u64>>>,
     /// `/names` (src/listing.rs).
     lister: crate::listing::Lister,
 }
@@ -70,7 +72,7 @@ impl AdminState {
         })
     }
 
-    fn history(&self) -> Vec<[u64; 3]> {
+    fn history(&self) -> Vec<PerCommand<u64>> {
         lock(&self.history).iter().copied().collect()
     }
 }
@@ -90,7 +92,7 @@ async fn sample(state: Arc<AdminState>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         let now = state.metrics.requests_by_command();
-        let rates: [u64; 3] = std::array::from_fn(|i| now[i].saturating_sub(last[i]));
+        let rates = PerCommand::from_fn(|command| now[command].saturating_sub(last[command]));
         last = now;
         let mut history = lock(&state.history);
         if history.len() == HISTORY {
@@ -278,11 +280,12 @@ fn respond(state: &AdminState, request: &Request<Incoming>) -> Reply {
             None => reply(StatusCode::OK, TEXT, "ready\n"),
             Some(why) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{why}\n")),
         },
-        "/status" => reply(
-            StatusCode::OK,
-            "application/json",
-            status(state).to_string() + "\n",
-        ),
+        "/status" => {
+            // Plain data (strings and integers): serializing cannot fail.
+            let mut body = serde_json::to_vec(&status(state)).unwrap_or_default();
+            body.push(b'\n');
+            reply(StatusCode::OK, "application/json", body)
+        }
         _ => reply(StatusCode::OK, "text/html; charset=utf-8", page(state)),
     }
 }
@@ -328,46 +331,42 @@ fn not_ready(state: &AdminState) -> Option<&'static str> {
     given_up.then_some("data file in an unknown state (STOREs refused until a restart)")
 }
 
-/// The `/status` document.
-pub fn status(state: &AdminState) -> serde_json::Value {
+/// The `/status` document (the `jnhp-status` crate's [`Status`]: the type
+/// `jnhp stats` reads back).
+pub fn status(state: &AdminState) -> Status {
     use std::sync::atomic::Ordering::Relaxed;
     let m = &state.metrics;
     let requests = m.requests_by_command();
-    let validators: Vec<serde_json::Value> = m
+    let validators = m
         .validators()
         .iter()
-        .map(|v| {
-            serde_json::json!({
-                "name": v.name,
-                "kind": v.kind,
-                "verdicts": {
-                    "allow": v.verdicts[0].load(Relaxed),
-                    "deny": v.verdicts[1].load(Relaxed),
-                    "failure": v.verdicts[2].load(Relaxed),
-                },
-                "in_flight": v.in_flight.load(Relaxed),
-            })
+        .map(|v| jnhp_status::Validator {
+            name: v.name.clone(),
+            kind: v.kind.to_string(),
+            verdicts: jnhp_status::Verdicts {
+                allow: v.verdicts[VerdictKind::Allow].load(Relaxed),
+                deny: v.verdicts[VerdictKind::Deny].load(Relaxed),
+                failure: v.verdicts[VerdictKind::Failure].load(Relaxed),
+            },
+            in_flight: v.in_flight.load(Relaxed),
         })
         .collect();
-    let mut doc = serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": m.uptime().as_secs(),
-        "listen": state.listen,
-        "store": state.store.name(),
-        "connections": m.connections.load(Relaxed),
-        "requests": {
-            "store": requests[0],
-            "exists": requests[1],
-            "get": requests[2],
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_seconds: m.uptime().as_secs(),
+        listen: state.listen.clone(),
+        store: state.store.name().to_string(),
+        names: m.names.as_ref().map(|names| names.load(Relaxed)),
+        connections: m.connections.load(Relaxed),
+        requests: jnhp_status::Requests {
+            store: requests[Command::Store],
+            exists: requests[Command::Exists],
+            get: requests[Command::Get],
         },
-        "errors": m.errors_total(),
-        "ready": not_ready(state).is_none(),
-        "validators": validators,
-    });
-    if let Some(names) = &m.names {
-        doc["names"] = names.load(Relaxed).into();
+        errors: m.errors_total(),
+        ready: not_ready(state).is_none(),
+        validators,
     }
-    doc
 }
 
 /// The status page: figures, and a chart of the history drawn as inline
@@ -389,17 +388,17 @@ fn page(state: &AdminState) -> String {
          td,th{{border:1px solid #ddd;padding:.3em .8em;text-align:right}} th{{background:#f0f0f0}}\
          td:first-child,th:first-child{{text-align:left}}\
          .ready{{color:#1a7f37}} .notready{{color:#c62828}}</style></head><body>\n",
-        version = doc["version"].as_str().unwrap_or("")
+        version = doc.version
     );
-    let ready = doc["ready"].as_bool().unwrap_or(false);
+    let ready = doc.ready;
     let _ = writeln!(
         html,
         "<h1>jnhpd {version}</h1><div class=\"sub\">{listen} · store: {store} · up {uptime} · \
          <span id=\"ready\" class=\"{class}\">{ready}</span></div>",
-        version = doc["version"].as_str().unwrap_or(""),
-        listen = escape(&state.listen.join(", ")),
-        store = state.store.name(),
-        uptime = human_duration(doc["uptime_seconds"].as_u64().unwrap_or(0)),
+        version = doc.version,
+        listen = escape(&doc.listen.join(", ")),
+        store = doc.store,
+        uptime = human_duration(doc.uptime_seconds),
         class = if ready { "ready" } else { "notready" },
         ready = if ready { "ready" } else { "not ready" },
     );
@@ -410,35 +409,41 @@ fn page(state: &AdminState) -> String {
             "<div class=\"figure\"><span>{label}</span><b id=\"{id}\">{value}</b></div>"
         );
     };
-    figure("connections", "connections", doc["connections"].to_string());
-    if let Some(names) = doc.get("names") {
+    figure("connections", "connections", doc.connections.to_string());
+    if let Some(names) = doc.names {
         figure("names", "names", names.to_string());
     }
-    for command in COMMANDS {
+    for &command in Command::ALL {
+        let requests = &doc.requests;
+        let n = match command {
+            Command::Store => requests.store,
+            Command::Exists => requests.exists,
+            Command::Get => requests.get,
+        };
         figure(
-            command,
-            &format!("{} requests", command.to_uppercase()),
-            doc["requests"][command].to_string(),
+            command.label(),
+            &format!("{} requests", command.label().to_uppercase()),
+            n.to_string(),
         );
     }
-    figure("errors", "ERROR replies", doc["errors"].to_string());
+    figure("errors", "ERROR replies", doc.errors.to_string());
     html.push_str("</div>\n<h2>Requests per second, last 5 minutes</h2>\n");
     html.push_str(&chart(&history));
-    if let Some(validators) = doc["validators"].as_array().filter(|v| !v.is_empty()) {
+    if !doc.validators.is_empty() {
         html.push_str(
             "<h2>Validators</h2><table><tr><th>name</th><th>kind</th><th>allow</th>\
              <th>deny</th><th>failure</th><th>running</th></tr>\n",
         );
-        for v in validators {
+        for v in &doc.validators {
             let _ = writeln!(
                 html,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(v["name"].as_str().unwrap_or("")),
-                v["kind"].as_str().unwrap_or(""),
-                v["verdicts"]["allow"],
-                v["verdicts"]["deny"],
-                v["verdicts"]["failure"],
-                v["in_flight"],
+                escape(&v.name),
+                v.kind,
+                v.verdicts.allow,
+                v.verdicts.deny,
+                v.verdicts.failure,
+                v.in_flight,
             );
         }
         html.push_str("</table>\n");
@@ -450,16 +455,23 @@ fn page(state: &AdminState) -> String {
     html
 }
 
-const COLOURS: [&str; 3] = ["#d62728", "#1f77b4", "#2ca02c"];
+/// A command's line on the chart.
+fn colour(command: Command) -> &'static str {
+    match command {
+        Command::Store => "#d62728",
+        Command::Exists => "#1f77b4",
+        Command::Get => "#2ca02c",
+    }
+}
 
 /// A line chart of `history` (newest on the right), one line per command.
-fn chart(history: &[[u64; 3]]) -> String {
+fn chart(history: &[PerCommand<u64>]) -> String {
     let (width, height, left, bottom, top) = (760.0, 260.0, 64.0, 28.0, 12.0);
     let plot_w = width - left - 12.0;
     let plot_h = height - bottom - top;
     let peak = history
         .iter()
-        .flat_map(|s| s.iter().copied())
+        .flat_map(|s| s.values().copied())
         .max()
         .unwrap_or(0)
         .max(1);
@@ -497,13 +509,15 @@ fn chart(history: &[[u64; 3]]) -> String {
         );
     }
     let start = HISTORY.saturating_sub(history.len());
-    for (c, colour) in COLOURS.iter().enumerate() {
+    // The legend's entries, left to right.
+    for (place, &command) in Command::ALL.iter().enumerate() {
+        let colour = colour(command);
         let points: Vec<String> = history
             .iter()
             .enumerate()
             .map(|(i, sample)| {
                 let x = left + plot_w * (start + i) as f64 / (HISTORY - 1) as f64;
-                let y = top + plot_h * (1.0 - sample[c] as f64 / scale as f64);
+                let y = top + plot_h * (1.0 - sample[command] as f64 / scale as f64);
                 format!("{x:.1},{y:.1}")
             })
             .collect();
@@ -512,7 +526,7 @@ fn chart(history: &[[u64; 3]]) -> String {
                 svg,
                 "<polyline class=\"series\" data-command=\"{}\" fill=\"none\" stroke=\"{colour}\" \
                  stroke-width=\"2\" points=\"{}\"/>",
-                COMMANDS[c],
+                command.label(),
                 points.join(" ")
             );
         }
@@ -520,9 +534,9 @@ fn chart(history: &[[u64; 3]]) -> String {
             svg,
             "<rect x=\"{x}\" y=\"{top}\" width=\"10\" height=\"10\" fill=\"{colour}\"/>\
              <text x=\"{tx}\" y=\"{ty}\" font-size=\"12\">{}</text>",
-            COMMANDS[c].to_uppercase(),
-            x = left + 12.0 + 90.0 * c as f64,
-            tx = left + 26.0 + 90.0 * c as f64,
+            command.label().to_uppercase(),
+            x = left + 12.0 + 90.0 * place as f64,
+            tx = left + 26.0 + 90.0 * place as f64,
             ty = top + 10.0,
         );
     }
@@ -573,7 +587,15 @@ mod tests {
 
     #[test]
     fn the_chart_has_a_line_per_command() {
-        let history: Vec<[u64; 3]> = (0..10).map(|i| [i, 2 * i, 3 * i]).collect();
+        let history: Vec<PerCommand<u64>> = (0..10)
+            .map(|i| {
+                PerCommand::from_fn(|command| match command {
+                    Command::Store => i,
+                    Command::Exists => 2 * i,
+                    Command::Get => 3 * i,
+                })
+            })
+            .collect();
         let svg = chart(&history);
         assert_eq!(svg.matches("<polyline").count(), 3);
         assert!(svg.contains("data-command=\"get\""));

@@ -9,6 +9,8 @@
 //! the atomics and hands them to `prometheus-client`, which writes the
 //! Prometheus text format 0.0.4 or OpenMetrics.
 
+use std::marker::PhantomData;
+use std::ops::{Index, IndexMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,75 +20,222 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::protocol::ProtocolError;
+use crate::validator::Cause;
 
-/// The commands, in the order of [`Tally`]'s rows.
-pub const COMMANDS: [&str; 3] = ["store", "exists", "get"];
+/// An enum whose variants name the slots of a fixed array of figures
+/// ([`Slots`]): figures are found by what they count, never by a number.
+pub trait Slot: Copy + 'static {
+    /// Every variant, in slot order: the order `/metrics` lists them in.
+    const ALL: &'static [Self];
+    /// The variant's place in [`Slot::ALL`].
+    fn index(self) -> usize;
+}
 
-/// Per command: its two ordinary outcomes, then `error`.
-pub const OUTCOMES: [[&str; 3]; 3] = [
-    ["stored", "rejected", "error"],
-    ["present", "absent", "error"],
-    ["hit", "miss", "error"],
-];
+/// Declares a fieldless enum whose variants are [`Slot`]s, each with the
+/// label value `/metrics` gives it: `ALL` lists the variants in
+/// declaration order (their discriminants, so `index` is a cast), `COUNT`
+/// sizes the arrays they index.
+macro_rules! slot_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident => $label:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    Store = 0,
-    Exists = 1,
-    Get = 2,
+        impl $name {
+            /// How many variants (slots) there are.
+            pub const COUNT: usize = <$name as Slot>::ALL.len();
+
+            /// Its label value in `/metrics`.
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+        }
+
+        impl Slot for $name {
+            const ALL: &'static [Self] = &[$($name::$variant,)+];
+
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+/// One `T` per variant of `K`, indexed by `K`. `N` is the number of
+/// variants (`K::ALL.len()`, checked at compile time where one is made);
+/// the aliases below ([`PerCommand`], ...) spell it once.
+#[derive(Debug, Clone, Copy)]
+pub struct Slots<K, T, const N: usize> {
+    slots: [T; N],
+    key: PhantomData<K>,
+}
+
+impl<K: Slot, T, const N: usize> Slots<K, T, N> {
+    /// Each slot's value from its variant.
+    pub fn from_fn(mut f: impl FnMut(K) -> T) -> Self {
+        const { assert!(N == K::ALL.len(), "one slot per variant") };
+        Slots {
+            slots: std::array::from_fn(|i| f(K::ALL[i])),
+            key: PhantomData,
+        }
+    }
+
+    /// Every variant with its value, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (K, &T)> {
+        K::ALL.iter().copied().zip(&self.slots)
+    }
+
+    /// Every value, in slot order.
+    pub fn values(&self) -> std::slice::Iter<'_, T> {
+        self.slots.iter()
+    }
+
+    /// Each value mapped, slot by slot.
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> Slots<K, U, N> {
+        Slots::from_fn(|k| f(&self[k]))
+    }
+}
+
+impl<K: Slot, T: Default, const N: usize> Default for Slots<K, T, N> {
+    fn default() -> Self {
+        Slots::from_fn(|_| T::default())
+    }
+}
+
+impl<K: Slot, T, const N: usize> Index<K> for Slots<K, T, N> {
+    type Output = T;
+
+    fn index(&self, key: K) -> &T {
+        &self.slots[key.index()]
+    }
+}
+
+impl<K: Slot, T, const N: usize> IndexMut<K> for Slots<K, T, N> {
+    fn index_mut(&mut self, key: K) -> &mut T {
+        &mut self.slots[key.index()]
+    }
+}
+
+slot_enum! {
+    /// A request's command (the `command` label).
+    pub enum Command {
+        Store => "store",
+        Exists => "exists",
+        Get => "get",
+    }
 }
 
 /// An answer's outcome: the command's first or second ordinary one, or
-/// an `ERROR`.
+/// an `ERROR` ([`Command::outcome`] names it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
     /// stored, present, hit
-    Yes = 0,
+    Yes,
     /// rejected, absent, miss
-    No = 1,
-    Error = 2,
+    No,
+    Error,
 }
 
-/// `ERROR` reasons, snake_case: the protocol's, then the server's.
-pub const ERROR_REASONS: [&str; 14] = [
-    "unknown_command",
-    "missing_name",
-    "missing_value",
-    "too_many_arguments",
-    "name_too_long",
-    "value_too_long",
-    "forbidden_byte_in_name",
-    "forbidden_byte_in_value",
-    "line_too_long",
-    "reserved_value",
-    "shutting_down",
-    "too_many_connections",
-    "storage_unavailable",
-    "storage_error",
-];
+impl Answer {
+    /// How many outcomes a command has.
+    pub const COUNT: usize = <Answer as Slot>::ALL.len();
+}
 
-/// The server-side reasons' places in [`ERROR_REASONS`].
+impl Slot for Answer {
+    const ALL: &'static [Self] = &[Answer::Yes, Answer::No, Answer::Error];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Command {
+    /// The `outcome` label of `answer` to this command.
+    pub const fn outcome(self, answer: Answer) -> &'static str {
+        match (self, answer) {
+            (Command::Store, Answer::Yes) => "stored",
+            (Command::Store, Answer::No) => "rejected",
+            (Command::Exists, Answer::Yes) => "present",
+            (Command::Exists, Answer::No) => "absent",
+            (Command::Get, Answer::Yes) => "hit",
+            (Command::Get, Answer::No) => "miss",
+            (_, Answer::Error) => "error",
+        }
+    }
+}
+
+/// One figure per command.
+pub type PerCommand<T> = Slots<Command, T, { Command::COUNT }>;
+/// One figure per command and outcome.
+pub type PerAnswer<T> = PerCommand<Slots<Answer, T, { Answer::COUNT }>>;
+
+slot_enum! {
+    /// Why an `ERROR` was sent (the `reason` label, snake_case): the
+    /// protocol's reasons, then the server's.
+    pub enum ErrorReason {
+        UnknownCommand => "unknown_command",
+        MissingName => "missing_name",
+        MissingValue => "missing_value",
+        TooManyArguments => "too_many_arguments",
+        NameTooLong => "name_too_long",
+        ValueTooLong => "value_too_long",
+        ForbiddenByteInName => "forbidden_byte_in_name",
+        ForbiddenByteInValue => "forbidden_byte_in_value",
+        LineTooLong => "line_too_long",
+        ReservedValue => "reserved_value",
+        ShuttingDown => "shutting_down",
+        TooManyConnections => "too_many_connections",
+        StorageUnavailable => "storage_unavailable",
+        StorageError => "storage_error",
+    }
+}
+
+/// One figure per `ERROR` reason.
+pub type PerReason<T> = Slots<ErrorReason, T, { ErrorReason::COUNT }>;
+
+impl From<ProtocolError> for ErrorReason {
+    fn from(err: ProtocolError) -> ErrorReason {
+        match err {
+            ProtocolError::UnknownCommand => ErrorReason::UnknownCommand,
+            ProtocolError::MissingName => ErrorReason::MissingName,
+            ProtocolError::MissingValue => ErrorReason::MissingValue,
+            ProtocolError::ExtraArguments => ErrorReason::TooManyArguments,
+            ProtocolError::NameTooLong => ErrorReason::NameTooLong,
+            ProtocolError::ValueTooLong => ErrorReason::ValueTooLong,
+            ProtocolError::ForbiddenNameByte => ErrorReason::ForbiddenByteInName,
+            ProtocolError::ForbiddenValueByte => ErrorReason::ForbiddenByteInValue,
+            ProtocolError::LineTooLong => ErrorReason::LineTooLong,
+            ProtocolError::ReservedValue => ErrorReason::ReservedValue,
+        }
+    }
+}
+
+/// The server-side `ERROR` reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerError {
-    ShuttingDown = 10,
-    TooManyConnections = 11,
-    StorageUnavailable = 12,
-    Storage = 13,
+    ShuttingDown,
+    TooManyConnections,
+    StorageUnavailable,
+    Storage,
 }
 
-/// The place of a protocol error's reason in [`ERROR_REASONS`].
-pub fn error_index(err: ProtocolError) -> usize {
-    match err {
-        ProtocolError::UnknownCommand => 0,
-        ProtocolError::MissingName => 1,
-        ProtocolError::MissingValue => 2,
-        ProtocolError::ExtraArguments => 3,
-        ProtocolError::NameTooLong => 4,
-        ProtocolError::ValueTooLong => 5,
-        ProtocolError::ForbiddenNameByte => 6,
-        ProtocolError::ForbiddenValueByte => 7,
-        ProtocolError::LineTooLong => 8,
-        ProtocolError::ReservedValue => 9,
+impl From<ServerError> for ErrorReason {
+    fn from(err: ServerError) -> ErrorReason {
+        match err {
+            ServerError::ShuttingDown => ErrorReason::ShuttingDown,
+            ServerError::TooManyConnections => ErrorReason::TooManyConnections,
+            ServerError::StorageUnavailable => ErrorReason::StorageUnavailable,
+            ServerError::Storage => ErrorReason::StorageError,
+        }
     }
 }
 
@@ -118,8 +267,8 @@ pub fn server_error_for(fault: &crate::protocol::ServerFault) -> ServerError {
 /// [`Metrics::fold`].
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
-    pub requests: [[u64; 3]; 3],
-    pub errors: [u64; ERROR_REASONS.len()],
+    pub requests: PerAnswer<u64>,
+    pub errors: PerReason<u64>,
     /// STOREs of absent names answered since the last fold (for the STORE
     /// duration histogram).
     pub fresh_stores: u64,
@@ -132,22 +281,22 @@ pub struct Tally {
 
 impl Tally {
     pub fn count(&mut self, command: Command, answer: Answer) {
-        self.requests[command as usize][answer as usize] += 1;
+        self.requests[command][answer] += 1;
     }
 
     pub fn protocol_error(&mut self, command: Option<Command>, err: ProtocolError) {
-        if let Some(command) = command {
-            self.count(command, Answer::Error);
-        }
-        self.errors[error_index(err)] += 1;
-        self.any_errors = true;
+        self.error(command, err.into());
     }
 
     pub fn server_error(&mut self, command: Option<Command>, err: ServerError) {
+        self.error(command, err.into());
+    }
+
+    fn error(&mut self, command: Option<Command>, reason: ErrorReason) {
         if let Some(command) = command {
             self.count(command, Answer::Error);
         }
-        self.errors[err as usize] += 1;
+        self.errors[reason] += 1;
         self.any_errors = true;
     }
 }
@@ -239,10 +388,8 @@ impl Histogram {
 pub struct ValidatorStats {
     pub name: String,
     pub kind: &'static str,
-    /// allow, deny, failure
-    pub verdicts: [AtomicU64; 3],
-    /// timeout, no_verdict, malformed, spawn, broken_helper
-    pub failures: [AtomicU64; 5],
+    pub verdicts: Slots<VerdictKind, AtomicU64, { VerdictKind::COUNT }>,
+    pub failures: Slots<Cause, AtomicU64, { CAUSES }>,
     pub duration: Histogram,
     pub in_flight: AtomicI64,
     pub queued: AtomicI64,
@@ -250,14 +397,44 @@ pub struct ValidatorStats {
     pub helper_restarts: AtomicU64,
 }
 
-pub const VERDICTS: [&str; 3] = ["allow", "deny", "failure"];
-pub const FAILURE_CAUSES: [&str; 5] = [
-    "timeout",
-    "no_verdict",
-    "malformed",
-    "spawn",
-    "broken_helper",
-];
+slot_enum! {
+    /// A validator's verdict as counted (the `verdict` label): a failure
+    /// is counted as one whatever `on_failure` made of it.
+    pub enum VerdictKind {
+        Allow => "allow",
+        Deny => "deny",
+        Failure => "failure",
+    }
+}
+
+/// The validator failures' causes are slots of [`ValidatorStats::failures`].
+impl Slot for Cause {
+    const ALL: &'static [Self] = &[
+        Cause::Timeout,
+        Cause::NoVerdict,
+        Cause::Malformed,
+        Cause::Spawn,
+        Cause::BrokenHelper,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How many failure causes there are.
+const CAUSES: usize = <Cause as Slot>::ALL.len();
+
+/// The `cause` label of a validator failure.
+const fn cause_label(cause: Cause) -> &'static str {
+    match cause {
+        Cause::Timeout => "timeout",
+        Cause::NoVerdict => "no_verdict",
+        Cause::Malformed => "malformed",
+        Cause::Spawn => "spawn",
+        Cause::BrokenHelper => "broken_helper",
+    }
+}
 
 impl ValidatorStats {
     pub fn new(name: String, kind: &'static str) -> Arc<ValidatorStats> {
@@ -280,19 +457,17 @@ impl ValidatorStats {
 pub struct Metrics {
     started: Instant,
     started_at: SystemTime,
-    requests: [[AtomicU64; 3]; 3],
-    errors: [AtomicU64; ERROR_REASONS.len()],
+    requests: PerAnswer<AtomicU64>,
+    errors: PerReason<AtomicU64>,
     pub store_duration: Histogram,
     pub connections: AtomicI64,
-    /// accepted, refused
-    pub connections_total: [AtomicU64; 2],
+    pub connections_total: Slots<Admission, AtomicU64, { Admission::COUNT }>,
     /// Names in the local store; `None` for a shared namespace.
     pub names: Option<AtomicU64>,
-    cache: [AtomicU64; 2],
+    cache: Slots<CacheResult, AtomicU64, { CacheResult::COUNT }>,
     pub datafile: Option<DatafileStats>,
     pub postgres: Option<PostgresStats>,
-    /// ok, rejected
-    pub reloads: [AtomicU64; 2],
+    pub reloads: Slots<ReloadResult, AtomicU64, { ReloadResult::COUNT }>,
     /// The validators of the chain in force (replaced on reload).
     validators: std::sync::RwLock<Vec<Arc<ValidatorStats>>>,
 }
@@ -310,15 +485,92 @@ pub struct DatafileStats {
     pub writable: AtomicI64,
 }
 
-/// The statements the PostgreSQL engine runs, for `op` labels.
-pub const POSTGRES_OPS: [&str; 3] = ["look_up", "write", "renew"];
+slot_enum! {
+    /// A client connection's admission (the `result` label of
+    /// `jnhpd_connections_total`).
+    pub enum Admission {
+        Accepted => "accepted",
+        /// Over `max_connections`.
+        Refused => "refused",
+    }
+}
+
+impl Admission {
+    /// `Accepted` if `accepted`, else `Refused`.
+    pub fn of(accepted: bool) -> Admission {
+        if accepted {
+            Admission::Accepted
+        } else {
+            Admission::Refused
+        }
+    }
+}
+
+slot_enum! {
+    /// Where a GET or EXISTS on a shared namespace was answered from (the
+    /// `result` label of `jnhpd_cache_requests_total`).
+    pub enum CacheResult {
+        Hit => "hit",
+        Miss => "miss",
+    }
+}
+
+slot_enum! {
+    /// A SIGHUP reload's result (the `result` label of
+    /// `jnhpd_reloads_total`).
+    pub enum ReloadResult {
+        Ok => "ok",
+        Rejected => "rejected",
+    }
+}
+
+impl ReloadResult {
+    /// `Ok` if the reload was applied, else `Rejected`.
+    pub fn of(applied: bool) -> ReloadResult {
+        if applied {
+            ReloadResult::Ok
+        } else {
+            ReloadResult::Rejected
+        }
+    }
+}
+
+slot_enum! {
+    /// The statements (jobs) the PostgreSQL engine runs (the `op` label).
+    pub enum PostgresOp {
+        LookUp => "look_up",
+        Write => "write",
+        Renew => "renew",
+    }
+}
+
+slot_enum! {
+    /// A PostgreSQL statement's result (the `result` label).
+    pub enum QueryResult {
+        Ok => "ok",
+        Error => "error",
+    }
+}
+
+impl QueryResult {
+    /// `Ok` if the statement succeeded, else `Error`.
+    pub fn of(ok: bool) -> QueryResult {
+        if ok {
+            QueryResult::Ok
+        } else {
+            QueryResult::Error
+        }
+    }
+}
+
+/// One figure per PostgreSQL op.
+pub type PerOp<T> = Slots<PostgresOp, T, { PostgresOp::COUNT }>;
 
 #[derive(Debug)]
 pub struct PostgresStats {
     pub up: AtomicI64,
-    /// [op][ok, error]
-    pub queries: [[AtomicU64; 2]; 3],
-    pub durations: [Histogram; 3],
+    pub queries: PerOp<Slots<QueryResult, AtomicU64, { QueryResult::COUNT }>>,
+    pub durations: PerOp<Histogram>,
     /// Jobs whose commit PostgreSQL acknowledged with a WARNING (a wait
     /// for the synchronous standby cancelled): answered as not known.
     pub unconfirmed: AtomicU64,
@@ -367,7 +619,7 @@ impl Metrics {
             postgres: (store == StoreKind::Postgres).then(|| PostgresStats {
                 up: AtomicI64::new(1),
                 queries: Default::default(),
-                durations: std::array::from_fn(|_| Histogram::seconds()),
+                durations: Slots::from_fn(|_| Histogram::seconds()),
                 unconfirmed: Default::default(),
                 unservable: Default::default(),
             }),
@@ -379,15 +631,15 @@ impl Metrics {
     /// Adds a batch's tally; observes its fresh STOREs as answered now,
     /// `since` their lines were read.
     pub fn fold(&self, tally: &mut Tally, since: Option<Instant>) {
-        for (row, counts) in self.requests.iter().zip(&tally.requests) {
-            for (atomic, &n) in row.iter().zip(counts) {
+        for (row, counts) in self.requests.values().zip(tally.requests.values()) {
+            for (atomic, &n) in row.values().zip(counts.values()) {
                 if n > 0 {
                     atomic.fetch_add(n, Relaxed);
                 }
             }
         }
         if tally.any_errors {
-            for (atomic, &n) in self.errors.iter().zip(&tally.errors) {
+            for (atomic, &n) in self.errors.values().zip(tally.errors.values()) {
                 if n > 0 {
                     atomic.fetch_add(n, Relaxed);
                 }
@@ -398,8 +650,8 @@ impl Metrics {
                 .observe_duration(since.elapsed(), tally.fresh_stores);
         }
         if tally.cache_hits + tally.cache_misses > 0 {
-            self.cache[0].fetch_add(tally.cache_hits, Relaxed);
-            self.cache[1].fetch_add(tally.cache_misses, Relaxed);
+            self.cache[CacheResult::Hit].fetch_add(tally.cache_hits, Relaxed);
+            self.cache[CacheResult::Miss].fetch_add(tally.cache_misses, Relaxed);
         }
         tally.requests = Default::default();
         if tally.any_errors {
@@ -410,12 +662,13 @@ impl Metrics {
     }
 
     /// Requests answered, by command, summed over outcomes.
-    pub fn requests_by_command(&self) -> [u64; 3] {
-        std::array::from_fn(|c| self.requests[c].iter().map(|a| a.load(Relaxed)).sum())
+    pub fn requests_by_command(&self) -> PerCommand<u64> {
+        self.requests
+            .map(|outcomes| outcomes.values().map(|a| a.load(Relaxed)).sum())
     }
 
     pub fn errors_total(&self) -> u64 {
-        self.errors.iter().map(|a| a.load(Relaxed)).sum()
+        self.errors.values().map(|a| a.load(Relaxed)).sum()
     }
 
     pub fn uptime(&self) -> Duration {
@@ -477,6 +730,18 @@ fn counter(
     Ok(())
 }
 
+/// A counter's samples: one per slot, labelled `key="label"`.
+fn labelled<K: Slot, const N: usize>(
+    key: &'static str,
+    slots: &Slots<K, AtomicU64, N>,
+    label: fn(K) -> &'static str,
+) -> Vec<(Vec<(&'static str, &'static str)>, u64)> {
+    slots
+        .iter()
+        .map(|(k, n)| (vec![(key, label(k))], n.load(Relaxed)))
+        .collect()
+}
+
 fn gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -508,10 +773,13 @@ impl prometheus_client::collector::Collector for Collector {
         let m = &self.0;
         let load = |a: &AtomicU64| a.load(Relaxed);
         let mut requests = Vec::new();
-        for (c, command) in COMMANDS.iter().enumerate() {
-            for (o, outcome) in OUTCOMES[c].iter().enumerate() {
-                let labels = vec![("command", *command), ("outcome", *outcome)];
-                requests.push((labels, load(&m.requests[c][o])));
+        for (command, outcomes) in m.requests.iter() {
+            for (answer, n) in outcomes.iter() {
+                let labels = vec![
+                    ("command", command.label()),
+                    ("outcome", command.outcome(answer)),
+                ];
+                requests.push((labels, load(n)));
             }
         }
         counter(
@@ -520,10 +788,10 @@ impl prometheus_client::collector::Collector for Collector {
             "Requests answered, by command and outcome.",
             &requests,
         )?;
-        let errors: Vec<_> = ERROR_REASONS
+        let errors: Vec<_> = m
+            .errors
             .iter()
-            .zip(&m.errors)
-            .map(|(reason, n)| (vec![("reason", *reason)], load(n)))
+            .map(|(reason, n)| (vec![("reason", reason.label())], load(n)))
             .collect();
         counter(
             &mut e,
@@ -547,10 +815,7 @@ impl prometheus_client::collector::Collector for Collector {
             &mut e,
             "jnhpd_connections",
             "Client connections, accepted or refused (over max_connections).",
-            &[
-                (vec![("result", "accepted")], load(&m.connections_total[0])),
-                (vec![("result", "refused")], load(&m.connections_total[1])),
-            ],
+            &labelled("result", &m.connections_total, Admission::label),
         )?;
         counter(
             &mut e,
@@ -608,9 +873,11 @@ impl prometheus_client::collector::Collector for Collector {
                 &[(vec![], pg.up.load(Relaxed))],
             )?;
             let mut queries = Vec::new();
-            for (op, row) in POSTGRES_OPS.iter().zip(&pg.queries) {
-                queries.push((vec![("op", *op), ("result", "ok")], load(&row[0])));
-                queries.push((vec![("op", *op), ("result", "error")], load(&row[1])));
+            for (op, results) in pg.queries.iter() {
+                for (result, n) in results.iter() {
+                    let labels = vec![("op", op.label()), ("result", result.label())];
+                    queries.push((labels, load(n)));
+                }
             }
             counter(
                 &mut e,
@@ -618,10 +885,10 @@ impl prometheus_client::collector::Collector for Collector {
                 "Statements run on PostgreSQL, by op and result.",
                 &queries,
             )?;
-            let durations: Vec<_> = POSTGRES_OPS
+            let durations: Vec<_> = pg
+                .durations
                 .iter()
-                .zip(&pg.durations)
-                .map(|(op, h)| (vec![("op", *op)], h))
+                .map(|(op, h)| (vec![("op", op.label())], h))
                 .collect();
             histograms(
                 &mut e,
@@ -645,20 +912,14 @@ impl prometheus_client::collector::Collector for Collector {
                 &mut e,
                 "jnhpd_cache_requests",
                 "GET/EXISTS answered from the name cache (hit) or looked up (miss).",
-                &[
-                    (vec![("result", "hit")], load(&m.cache[0])),
-                    (vec![("result", "miss")], load(&m.cache[1])),
-                ],
+                &labelled("result", &m.cache, CacheResult::label),
             )?;
         }
         counter(
             &mut e,
             "jnhpd_reloads",
             "SIGHUP reloads, applied or rejected.",
-            &[
-                (vec![("result", "ok")], load(&m.reloads[0])),
-                (vec![("result", "rejected")], load(&m.reloads[1])),
-            ],
+            &labelled("result", &m.reloads, ReloadResult::label),
         )?;
         gauge(
             &mut e,
@@ -684,11 +945,17 @@ impl Collector {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for v in &validators {
             let name = v.name.as_str();
-            for (verdict, n) in VERDICTS.iter().zip(&v.verdicts) {
-                verdicts.push((vec![("validator", name), ("verdict", *verdict)], load(n)));
+            for (verdict, n) in v.verdicts.iter() {
+                verdicts.push((
+                    vec![("validator", name), ("verdict", verdict.label())],
+                    load(n),
+                ));
             }
-            for (cause, n) in FAILURE_CAUSES.iter().zip(&v.failures) {
-                failures.push((vec![("validator", name), ("cause", *cause)], load(n)));
+            for (cause, n) in v.failures.iter() {
+                failures.push((
+                    vec![("validator", name), ("cause", cause_label(cause))],
+                    load(n),
+                ));
             }
             durations.push((vec![("validator", name)], &v.duration));
             in_flight.push((vec![("validator", name)], v.in_flight.load(Relaxed)));
@@ -822,5 +1089,166 @@ impl ProcessFigures {
             resident_bytes: (rss_pages as i64) * page,
             open_fds,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each slot enum's `index` is its place in `ALL`, so a figure is
+    /// stored in the slot `/metrics` reads it from.
+    #[test]
+    fn every_variant_has_its_own_slot_in_order() {
+        fn check<K: Slot + std::fmt::Debug + PartialEq>() {
+            for (i, k) in K::ALL.iter().enumerate() {
+                assert_eq!(k.index(), i, "{k:?}");
+            }
+        }
+        check::<Command>();
+        check::<Answer>();
+        check::<ErrorReason>();
+        check::<VerdictKind>();
+        check::<Cause>();
+        check::<Admission>();
+        check::<CacheResult>();
+        check::<ReloadResult>();
+        check::<PostgresOp>();
+        check::<QueryResult>();
+    }
+
+    /// The label values, in their order, are those the metrics had when
+    /// slots were numbered (docs/observability.md and the alert rules
+    /// name them).
+    #[test]
+    fn labels_are_unchanged() {
+        fn labels<K: Slot>(label: impl Fn(K) -> &'static str) -> Vec<&'static str> {
+            K::ALL.iter().map(|&k| label(k)).collect()
+        }
+        assert_eq!(labels(Command::label), ["store", "exists", "get"]);
+        let outcomes: Vec<Vec<&str>> = Command::ALL
+            .iter()
+            .map(|&c| labels(|a| c.outcome(a)))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ["stored", "rejected", "error"],
+                ["present", "absent", "error"],
+                ["hit", "miss", "error"],
+            ]
+        );
+        assert_eq!(
+            labels(ErrorReason::label),
+            [
+                "unknown_command",
+                "missing_name",
+                "missing_value",
+                "too_many_arguments",
+                "name_too_long",
+                "value_too_long",
+                "forbidden_byte_in_name",
+                "forbidden_byte_in_value",
+                "line_too_long",
+                "reserved_value",
+                "shutting_down",
+                "too_many_connections",
+                "storage_unavailable",
+                "storage_error",
+            ]
+        );
+        assert_eq!(labels(VerdictKind::label), ["allow", "deny", "failure"]);
+        assert_eq!(
+            labels(cause_label),
+            [
+                "timeout",
+                "no_verdict",
+                "malformed",
+                "spawn",
+                "broken_helper"
+            ]
+        );
+        assert_eq!(labels(Admission::label), ["accepted", "refused"]);
+        assert_eq!(labels(CacheResult::label), ["hit", "miss"]);
+        assert_eq!(labels(ReloadResult::label), ["ok", "rejected"]);
+        assert_eq!(labels(PostgresOp::label), ["look_up", "write", "renew"]);
+        assert_eq!(labels(QueryResult::label), ["ok", "error"]);
+    }
+
+    /// Each reason lands on its own label: a protocol error's, a server
+    /// error's (by the text of its `ERROR` line).
+    #[test]
+    fn errors_are_counted_under_their_reason() {
+        let cases = [
+            (ProtocolError::ExtraArguments.into(), "too_many_arguments"),
+            (
+                ProtocolError::ForbiddenNameByte.into(),
+                "forbidden_byte_in_name",
+            ),
+            (ProtocolError::ReservedValue.into(), "reserved_value"),
+            (server_error_of("shutting down").into(), "shutting_down"),
+            (
+                server_error_of("too many connections").into(),
+                "too_many_connections",
+            ),
+            (
+                server_error_of("storage unavailable").into(),
+                "storage_unavailable",
+            ),
+            (
+                server_error_of("storage: cannot write").into(),
+                "storage_error",
+            ),
+        ];
+        for (reason, label) in cases {
+            let reason: ErrorReason = reason;
+            assert_eq!(reason.label(), label);
+        }
+    }
+
+    /// A batch's tally, folded, shows under the labels it was counted
+    /// with, and the tally is empty after.
+    #[test]
+    fn a_folded_tally_renders_under_its_labels() {
+        let metrics = Metrics::new(StoreKind::Postgres);
+        let mut tally = Tally::default();
+        tally.count(Command::Get, Answer::No);
+        tally.count(Command::Get, Answer::No);
+        tally.count(Command::Store, Answer::Yes);
+        tally.protocol_error(Some(Command::Exists), ProtocolError::ExtraArguments);
+        tally.server_error(None, ServerError::TooManyConnections);
+        tally.cache_hits = 4;
+        metrics.fold(&mut tally, None);
+        metrics.postgres.as_ref().unwrap().queries[PostgresOp::Renew][QueryResult::Error]
+            .fetch_add(1, Relaxed);
+        metrics.reloads[ReloadResult::Rejected].fetch_add(1, Relaxed);
+        metrics.connections_total[Admission::Refused].fetch_add(1, Relaxed);
+        let text = metrics.render(false);
+        for line in [
+            "jnhpd_requests_total{command=\"get\",outcome=\"miss\"} 2",
+            "jnhpd_requests_total{command=\"store\",outcome=\"stored\"} 1",
+            "jnhpd_requests_total{command=\"exists\",outcome=\"error\"} 1",
+            "jnhpd_requests_total{command=\"exists\",outcome=\"present\"} 0",
+            "jnhpd_protocol_errors_total{reason=\"too_many_arguments\"} 1",
+            "jnhpd_protocol_errors_total{reason=\"too_many_connections\"} 1",
+            "jnhpd_protocol_errors_total{reason=\"storage_error\"} 0",
+            "jnhpd_cache_requests_total{result=\"hit\"} 4",
+            "jnhpd_cache_requests_total{result=\"miss\"} 0",
+            "jnhpd_postgres_queries_total{op=\"renew\",result=\"error\"} 1",
+            "jnhpd_postgres_queries_total{op=\"look_up\",result=\"ok\"} 0",
+            "jnhpd_reloads_total{result=\"rejected\"} 1",
+            "jnhpd_connections_total{result=\"refused\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert_eq!(metrics.requests_by_command()[Command::Get], 2);
+        assert_eq!(metrics.errors_total(), 2);
+        assert!(
+            tally
+                .requests
+                .values()
+                .all(|row| row.values().all(|&n| n == 0))
+        );
+        assert!(tally.errors.values().all(|&n| n == 0));
     }
 }

@@ -337,14 +337,16 @@ impl Control {
     /// not applied.
     pub fn reload(&self, new: Config) -> Result<Reloaded, String> {
         let reloaded = self.apply(new);
-        self.inner.metrics.reloads[reloaded.is_err() as usize].fetch_add(1, Relaxed);
+        let result = crate::metrics::ReloadResult::of(reloaded.is_ok());
+        self.inner.metrics.reloads[result].fetch_add(1, Relaxed);
         reloaded
     }
 
     /// Counts a reload refused before it reached [`reload`](Self::reload)
     /// (the file did not parse, or the reload panicked).
     pub fn reload_rejected(&self) {
-        self.inner.metrics.reloads[1].fetch_add(1, Relaxed);
+        let rejected = crate::metrics::ReloadResult::Rejected;
+        self.inner.metrics.reloads[rejected].fetch_add(1, Relaxed);
     }
 
     /// Everything the server counts.

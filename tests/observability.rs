@@ -507,3 +507,37 @@ fn admin_heads_are_judged_by_bytes_not_by_header_count() {
         );
     }
 }
+
+/// `/status` is the `jnhp-status` crate's `Status`: the served document
+/// reads back as that type with the figures of what was served, and the
+/// type writes the same JSON value back (no key lost or renamed).
+#[test]
+fn the_status_document_reads_as_the_status_type() {
+    let (server, admin) = instrumented(10);
+    let mut c = server.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    assert_eq!(c.ask("STORE b deny"), "RARGH!");
+    assert_eq!(c.ask("GET a"), "1");
+    let (status, head, body) = get(admin, "/status");
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let doc: jnhp_status::Status = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(doc.store, "datafile");
+    assert_eq!(doc.names, Some(1));
+    assert_eq!(doc.connections, 1);
+    assert_eq!((doc.requests.store, doc.requests.get), (2, 1));
+    assert!(doc.ready);
+    let gate = &doc.validators[0];
+    assert_eq!(
+        (gate.name.as_str(), gate.kind.as_str()),
+        ("gate", "process")
+    );
+    assert_eq!((gate.verdicts.allow, gate.verdicts.deny), (1, 1));
+    let served: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(serde_json::to_value(&doc).unwrap(), served);
+}

@@ -45,7 +45,7 @@ use super::{PgError, PostgresSettings, describe};
 use crate::backend::{
     Backend, Event, Lease, Looked, Outcome, Record, Reserved, Shared, Sink, Start, Started, Written,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PostgresOp, QueryResult};
 use crate::protocol::Limits;
 use crate::protocol::ServerFault;
 use crate::shutdown::Flag;
@@ -818,7 +818,7 @@ impl<T: Send + 'static> Engine<T> {
                 result,
                 took,
             } => {
-                self.count(0, result.is_ok(), took);
+                self.count(PostgresOp::LookUp, result.is_ok(), took);
                 self.finish_read(lookups, result);
             }
             Done::Write {
@@ -828,18 +828,18 @@ impl<T: Send + 'static> Engine<T> {
                 result,
                 took,
             } => {
-                self.count(1, result.is_ok(), took);
+                self.count(PostgresOp::Write, result.is_ok(), took);
                 self.writing -= 1;
                 self.finish_write(inserts, acquires, releases, result);
             }
-            Done::Renewed { ok, took } => self.count(2, ok, took),
+            Done::Renewed { ok, took } => self.count(PostgresOp::Renew, ok, took),
         }
     }
 
-    /// Counts a job of `op` (an index of `POSTGRES_OPS`).
-    fn count(&self, op: usize, ok: bool, took: Duration) {
+    /// Counts a job of `op`.
+    fn count(&self, op: PostgresOp, ok: bool, took: Duration) {
         if let Some(pg) = &self.metrics.postgres {
-            pg.queries[op][!ok as usize].fetch_add(1, Relaxed);
+            pg.queries[op][QueryResult::of(ok)].fetch_add(1, Relaxed);
             pg.durations[op].observe_duration(took, 1);
         }
     }

@@ -541,7 +541,7 @@ async fn write_lines(
     mut stdin: tokio::process::ChildStdin,
     mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
-    let _ = jnhp_client::coalesce::write_coalesced(&mut stdin, &mut lines).await;
+    let _ = super::coalesce::write_coalesced(&mut stdin, &mut lines).await;
 }
 
 async fn read_lines<R: AsyncRead + Unpin>(

@@ -7,6 +7,7 @@
 //! only the connection that is waiting on it.
 
 pub mod blocking;
+mod coalesce;
 pub mod function;
 pub mod helper;
 pub mod process;
@@ -20,7 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use async_trait::async_trait;
 
-use crate::metrics::ValidatorStats;
+use crate::metrics::{ValidatorStats, VerdictKind};
 
 pub use spec::{Check, OnFailure, ValidatorSpec};
 
@@ -89,15 +90,15 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
     /// It did not answer in `timeout_ms`.
-    Timeout = 0,
+    Timeout,
     /// It ended (or was ended) without a verdict.
-    NoVerdict = 1,
+    NoVerdict,
     /// Its answer was not a verdict.
-    Malformed = 2,
+    Malformed,
     /// It could not be started.
-    Spawn = 3,
+    Spawn,
     /// Its helper broke or none was available.
-    BrokenHelper = 4,
+    BrokenHelper,
 }
 
 /// A check every STORE must pass. Library users may implement it.
@@ -164,11 +165,11 @@ impl Link {
     /// the validator, the name and the cause, then decided by `on_failure`.
     fn decide(&self, name: &[u8], verdict: Verdict) -> bool {
         let counted = match &verdict {
-            Verdict::Allow => 0,
-            Verdict::Deny => 1,
+            Verdict::Allow => VerdictKind::Allow,
+            Verdict::Deny => VerdictKind::Deny,
             Verdict::Failure(cause, _) => {
-                self.stats.failures[*cause as usize].fetch_add(1, Relaxed);
-                2
+                self.stats.failures[*cause].fetch_add(1, Relaxed);
+                VerdictKind::Failure
             }
         };
         self.stats.verdicts[counted].fetch_add(1, Relaxed);
@@ -213,21 +214,6 @@ fn build(check: &Check, stats: &Arc<ValidatorStats>) -> Result<Arc<dyn Validator
         Check::Process(spec) => Arc::new(process::Process::new(spec.clone(), stats.clone())),
         Check::Helper(spec) => Arc::new(helper::HelperPool::new(spec.clone(), stats.clone())),
     })
-}
-
-/// Awaits every future concurrently on the current task (so that all
-/// helpers get their stdin closed at once, and the 2 s run side by side).
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
-    let mut pending: Vec<_> = futures.map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }
 
 /// Validators run in order; the first "no" wins. An empty chain allows every
@@ -282,10 +268,12 @@ impl ValidatorChain {
     }
 
     /// Shuts every validator of the chain down (helpers: stdin closed,
-    /// up to 2 s, then killed), all at once.
+    /// up to 2 s, then killed), all at once: the futures are polled side
+    /// by side on the current task, so every helper gets its stdin closed
+    /// at once and the 2 s run concurrently.
     pub async fn shutdown(&self) {
         let all = self.links.iter().map(|l| l.validator.shutdown());
-        futures_join_all(all).await;
+        futures_util::future::join_all(all).await;
     }
 
     pub fn is_empty(&self) -> bool {

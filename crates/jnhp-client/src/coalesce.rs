@@ -1,8 +1,7 @@
 //! Writing a queue of byte strings to a stream, many per write.
 //!
-//! The client's request writer and a helper's stdin writer both receive
-//! lines from other tasks; writing each line alone costs a syscall per
-//! request. Whatever has queued up while one write ran goes out in the next.
+//! The client's request writer receives lines from every clone's task;
+//! writing each line alone costs a syscall per request. Whatever has queued up while one write ran goes out in the next.
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -10,7 +9,7 @@ use tokio::sync::mpsc;
 /// Writes every chunk from `queue` to `out`, coalescing the chunks queued
 /// meanwhile into one write. Returns `Ok` once the queue is closed and
 /// drained, or the first write error.
-pub async fn write_coalesced<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_coalesced<W: AsyncWrite + Unpin>(
     out: &mut W,
     queue: &mut mpsc::UnboundedReceiver<Vec<u8>>,
 ) -> std::io::Result<()> {
@@ -23,8 +22,8 @@ pub async fn write_coalesced<W: AsyncWrite + Unpin>(
         }
         out.write_all(&buf).await?;
         if buf.capacity() > KEEP_CAPACITY {
-            // A burst of large lines went through: an idle writer keeps
-            // little (jnhpd's helpers saw 8 MiB values).
+            // A burst of large lines went through (values of several
+            // MiB): an idle writer keeps little.
             buf = Vec::new();
         }
     }

@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use jnhp_wire::{self as protocol, Limits, Request};
 
-pub mod coalesce;
+mod coalesce;
 
 /// The longest reply line accepted: the largest value a server may be
 /// configured to hold and its line end.

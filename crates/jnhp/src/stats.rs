@@ -7,7 +7,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use jnhp_status::Status;
 
 #[derive(clap::Args)]
 pub struct StatsArgs {
@@ -82,13 +82,17 @@ pub async fn get(
         .map_err(|_| format!("{admin}: no answer within {timeout:?}"))?
 }
 
-/// Fetches `/status`.
-async fn fetch(admin: &str, timeout: Duration) -> Result<Value, String> {
+/// Fetches `/status`: the document read as the type jnhpd wrote it with,
+/// and its text as it came (what `--json` prints: keys this `jnhp` does
+/// not know, from a newer jnhpd, included).
+async fn fetch(admin: &str, timeout: Duration) -> Result<(Status, Bytes), String> {
     let (status, body) = get(admin, "/status", timeout).await?;
     if !status.is_success() {
         return Err(format!("{admin}/status answered {status}"));
     }
-    serde_json::from_slice(&body).map_err(|e| format!("{admin}/status is not JSON: {e}"))
+    let parsed = serde_json::from_slice(&body)
+        .map_err(|e| format!("{admin}/status is not a jnhpd status document: {e}"))?;
+    Ok((parsed, body))
 }
 
 pub async fn run(args: StatsArgs, timeout: Duration) -> u8 {
@@ -113,20 +117,21 @@ fn emit(text: &str) -> Result<(), String> {
 
 async fn stats(args: StatsArgs, timeout: Duration) -> Result<(), String> {
     let Some(every) = args.watch else {
-        let status = fetch(&args.admin, timeout).await?;
+        let (status, text) = fetch(&args.admin, timeout).await?;
         if args.json {
-            emit(&format!("{status}\n"))?;
+            let text = String::from_utf8_lossy(&text);
+            emit(&format!("{}\n", text.trim_end()))?;
         } else {
             emit(&table(&status))?;
         }
         return Ok(());
     };
-    let mut last = fetch(&args.admin, timeout).await?;
+    let (mut last, _) = fetch(&args.admin, timeout).await?;
     let mut last_at = std::time::Instant::now();
     let mut lines = 0;
     loop {
         tokio::time::sleep(every).await;
-        let now = fetch(&args.admin, timeout).await?;
+        let (now, _) = fetch(&args.admin, timeout).await?;
         let secs = last_at.elapsed().as_secs_f64();
         last_at = std::time::Instant::now();
         if lines % 20 == 0 {
@@ -136,87 +141,67 @@ async fn stats(args: StatsArgs, timeout: Duration) -> Result<(), String> {
             ))?;
         }
         lines += 1;
-        let rate = |cmd: &str| {
-            let delta = u(&now["requests"][cmd]).saturating_sub(u(&last["requests"][cmd]));
-            format!("{:.0}", delta as f64 / secs)
-        };
-        let names = now.get("names").map_or("-".to_string(), |n| n.to_string());
+        let rate = |now: u64, last: u64| format!("{:.0}", now.saturating_sub(last) as f64 / secs);
+        let names = now.names.map_or("-".to_string(), |n| n.to_string());
         emit(&format!(
             "{:>10} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8}\n",
-            rate("store"),
-            rate("exists"),
-            rate("get"),
-            now["connections"].to_string(),
+            rate(now.requests.store, last.requests.store),
+            rate(now.requests.exists, last.requests.exists),
+            rate(now.requests.get, last.requests.get),
+            now.connections,
             names,
-            u(&now["errors"]).saturating_sub(u(&last["errors"])),
+            now.errors.saturating_sub(last.errors),
             failures(&now).saturating_sub(failures(&last)),
         ))?;
         last = now;
     }
 }
 
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
-fn failures(status: &Value) -> u64 {
-    status["validators"].as_array().map_or(0, |vs| {
-        vs.iter().map(|v| u(&v["verdicts"]["failure"])).sum()
-    })
+/// Validator failures so far, every validator together.
+fn failures(status: &Status) -> u64 {
+    status
+        .validators
+        .iter()
+        .map(|v| v.verdicts.failure)
+        .fold(0, u64::saturating_add)
 }
 
 /// The status as a table for a person.
-pub fn table(s: &Value) -> String {
+pub fn table(s: &Status) -> String {
     let mut out = String::new();
-    let listen: Vec<&str> = s["listen"]
-        .as_array()
-        .map(|l| l.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let ready = if s["ready"].as_bool().unwrap_or(false) {
-        "ready"
-    } else {
-        "NOT READY"
-    };
+    let ready = if s.ready { "ready" } else { "NOT READY" };
     let row = |out: &mut String, key: &str, value: String| {
         out.push_str(&format!("{key:<13}{value}\n"));
     };
-    row(
-        &mut out,
-        "version",
-        s["version"].as_str().unwrap_or("?").to_string(),
-    );
+    row(&mut out, "version", s.version.clone());
     row(&mut out, "state", ready.to_string());
-    row(&mut out, "uptime", format!("{} s", u(&s["uptime_seconds"])));
-    row(&mut out, "listen", listen.join(", "));
-    row(
-        &mut out,
-        "store",
-        s["store"].as_str().unwrap_or("?").to_string(),
-    );
-    if let Some(names) = s.get("names") {
+    row(&mut out, "uptime", format!("{} s", s.uptime_seconds));
+    row(&mut out, "listen", s.listen.join(", "));
+    row(&mut out, "store", s.store.clone());
+    if let Some(names) = s.names {
         row(&mut out, "names", names.to_string());
     }
-    row(&mut out, "connections", s["connections"].to_string());
+    row(&mut out, "connections", s.connections.to_string());
+    let requests = &s.requests;
     row(
         &mut out,
         "requests",
         format!(
             "store {}  exists {}  get {}",
-            s["requests"]["store"], s["requests"]["exists"], s["requests"]["get"]
+            requests.store, requests.exists, requests.get
         ),
     );
-    row(&mut out, "errors", s["errors"].to_string());
-    if let Some(validators) = s["validators"].as_array().filter(|v| !v.is_empty()) {
+    row(&mut out, "errors", s.errors.to_string());
+    if !s.validators.is_empty() {
         let header = ["validator", "kind", "allow", "deny", "failure"].map(String::from);
         let mut rows = vec![header.to_vec()];
-        for v in validators {
-            let count = |verdict: &str| u(&v["verdicts"][verdict]).to_string();
+        for v in &s.validators {
             rows.push(vec![
-                v["name"].as_str().unwrap_or("?").to_string(),
-                v["kind"].as_str().unwrap_or("?").to_string(),
-                count("allow"),
-                count("deny"),
-                count("failure"),
+                v.name.clone(),
+                v.kind.clone(),
+                v.verdicts.allow.to_string(),
+                v.verdicts.deny.to_string(),
+                v.verdicts.failure.to_string(),
             ]);
         }
         out.push('\n');
@@ -282,7 +267,7 @@ mod tests {
     /// names and numbers (issue 21, item 16).
     #[test]
     fn validator_rows_line_up_under_the_header() {
-        let status = serde_json::json!({
+        let status: Status = serde_json::from_value(serde_json::json!({
             "version": "1", "ready": true, "uptime_seconds": 5,
             "listen": ["127.0.0.1:8111"], "store": "memory",
             "connections": 1, "requests": {"store": 1, "exists": 0, "get": 0},
@@ -295,7 +280,8 @@ mod tests {
                 {"name": "dénylist-é", "kind": "blocking",
                  "verdicts": {"allow": 0, "deny": 0, "failure": 0}},
             ],
-        });
+        }))
+        .unwrap();
         let text = table(&status);
         let lines: Vec<&str> = text
             .lines()

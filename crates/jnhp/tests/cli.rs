@@ -587,3 +587,32 @@ fn tls_files_that_are_not_regular_or_too_large_are_refused() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// An admin address that answers JSON which is not a jnhpd status
+/// document (another service on the port): `jnhp stats` says so and
+/// exits 2, rather than printing a table of blanks.
+#[test]
+fn jnhp_stats_refuses_a_document_that_is_not_a_status() {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let body = "{\"status\":\"green\"}\n";
+        write!(
+            &stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    });
+    let (code, out, err) = jnhp(&["stats", "--admin", &addr]);
+    server.join().unwrap();
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("not a jnhpd status document"), "{err}");
+}
