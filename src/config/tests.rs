@@ -1,0 +1,657 @@
+//! The config's own tests: what each key accepts, and that every refusal
+//! names the file, the line and the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+/// Loads `text` as `/etc/jnhp.toml` and runs the checks a start adds
+/// (`crate::preflight`: listen names, TLS files, the PostgreSQL URL), as
+/// `--check-config` does.
+fn parse(text: &str) -> Result<Config, String> {
+    let config = Config::parse(text, Path::new("/etc/jnhp.toml")).map_err(|e| e.to_string())?;
+    crate::preflight::check(&config).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+#[test]
+fn an_empty_file_is_the_defaults() {
+    assert_eq!(parse("").unwrap(), Config::default());
+    assert_eq!(
+        Config::default().server.listen[0].resolve().unwrap(),
+        vec!["127.0.0.1:8111".parse::<SocketAddr>().unwrap()]
+    );
+}
+
+#[test]
+fn the_documented_defaults_parse_to_the_defaults() {
+    let text = r#"
+[server]
+listen = ["127.0.0.1:8111"]
+max_connections = 10000
+idle_timeout_secs = 0
+max_name_bytes = 250
+max_value_bytes = 65536
+shutdown_grace_secs = 10
+max_inflight_bytes = 67108864
+
+[storage]
+path = ""
+fsync = "always"
+
+[daemon]
+daemonize = false
+pidfile = ""
+user = ""
+group = ""
+umask = "0027"
+workdir = "/"
+
+[log]
+target = "stderr"
+level = "info"
+syslog_facility = "daemon"
+syslog_socket = ""
+"#;
+    assert_eq!(parse(text).unwrap(), Config::default());
+}
+
+#[test]
+fn several_listen_addresses_v4_and_v6() {
+    let c = parse("[server]\nlisten = [\"0.0.0.0:1\", \"[::1]:2\"]\n").unwrap();
+    assert_eq!(c.server.listen.len(), 2);
+    assert!(c.server.listen[1].resolve().unwrap()[0].is_ipv6());
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    let cases = [
+        (
+            "[server]\n\nmax_connections = \"x\"\n",
+            "/etc/jnhp.toml:3: server.max_connections: ",
+        ),
+        (
+            "[server]\nfoo = 1\n",
+            "/etc/jnhp.toml:2: server.foo: unknown field `foo`",
+        ),
+        (
+            "\n[storage]\nfsync = \"sometimes\"\n",
+            "/etc/jnhp.toml:3: storage.fsync: unknown variant `sometimes`",
+        ),
+        (
+            "[server]\nlisten = [\"nowhere\"]\n",
+            "/etc/jnhp.toml:2: server.listen: \"nowhere\" is not host:port",
+        ),
+        (
+            "[server]\nmax_connections = 0\n",
+            "/etc/jnhp.toml:2: server.max_connections: 0 is outside",
+        ),
+        (
+            "[server]\nmax_value_bytes = 0\n",
+            "/etc/jnhp.toml:2: server.max_value_bytes: 0 is outside",
+        ),
+        (
+            "[daemon]\numask = \"999\"\n",
+            "/etc/jnhp.toml:2: daemon.umask: \"999\" is not an octal umask",
+        ),
+        (
+            "[log]\nlevel = \"loud\"\n",
+            "/etc/jnhp.toml:2: log.level: unknown variant `loud`",
+        ),
+        (
+            "[log]\nsyslog_facility = \"nope\"\n",
+            "/etc/jnhp.toml:2: log.syslog_facility: unknown syslog facility",
+        ),
+        (
+            "[sever]\n",
+            "/etc/jnhp.toml:1: sever: unknown field `sever`",
+        ),
+        ("[server\n", "/etc/jnhp.toml:1: "),
+    ];
+    for (text, want) in cases {
+        let err = parse(text).unwrap_err();
+        assert!(
+            err.starts_with(want),
+            "for {text:?}:\n got {err}\nwant {want}"
+        );
+    }
+}
+
+#[test]
+fn helper_validators() {
+    let c = parse(
+        "[[validator]]\nkind = \"helper\"\ncommand = [\"true\"]\nchildren = 2\nmax_requests = 9\n",
+    )
+    .unwrap();
+    let Check::Helper(h) = &c.validators[0].check else {
+        panic!("not a helper")
+    };
+    assert_eq!((h.children, h.concurrency, h.max_requests), (2, 32, 9));
+    assert_eq!(h.timeout, Duration::from_millis(5000));
+    let err = parse("[[validator]]\nkind = \"helper\"\ncommand = [\"true\"]\n\nconcurrency = 0\n")
+        .unwrap_err();
+    assert!(
+        err.starts_with("/etc/jnhp.toml:5: validator[0].concurrency: 0 is outside 1..=10000"),
+        "{err}"
+    );
+    let err = parse("[[validator]]\nkind = \"helper\"\ncommand = [\"true\"]\ninput = \"stdin\"\n")
+        .unwrap_err();
+    assert!(
+        err.contains("validator[0].input: not used by kind = \"helper\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn daemon_and_log_keys() {
+    let c = parse(
+        "[daemon]\ndaemonize = true\npidfile = \"j.pid\"\nuser = \"root\"\ngroup = \"root\"\n\
+         [log]\ntarget = \"syslog\"\nsyslog_facility = \"local3\"\n",
+    )
+    .unwrap();
+    assert!(c.daemon.daemonize);
+    assert_eq!(c.daemon.pidfile, Some(PathBuf::from("/etc/j.pid")));
+    assert_eq!(
+        c.log.target,
+        LogTarget::Syslog {
+            facility: "local3".into(),
+            socket: None
+        }
+    );
+    let err = parse("[daemon]\n\nuser = \"no-such-user-here\"\n").unwrap_err();
+    assert!(
+        err.starts_with("/etc/jnhp.toml:3: daemon.user: unknown user"),
+        "{err}"
+    );
+    let err = parse("[daemon]\ngroup = \"no-such-group-here\"\n").unwrap_err();
+    assert!(
+        err.starts_with("/etc/jnhp.toml:2: daemon.group: unknown group"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validator_tables_resolve_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("deny.txt"), "x\n").unwrap();
+    let text = r#"
+[[validator]]
+kind = "function"
+function = "max_bytes"
+max = 10
+
+[[validator]]
+kind = "function"
+function = "regex"
+field = "name"
+pattern = "^[a-z]+$"
+on_failure = "allow"
+
+[[validator]]
+kind = "blocking"
+function = "denylist"
+path = "deny.txt"
+
+[[validator]]
+kind = "process"
+command = ["true", "--", "x"]
+input = "stdin"
+timeout_ms = 250
+max_concurrent = 2
+"#;
+    let c = Config::parse(text, &dir.path().join("j.toml")).unwrap();
+    assert_eq!(c.validators.len(), 4);
+    assert_eq!(c.validators[0].check, Check::MaxBytes { max: 10 });
+    assert_eq!(c.validators[1].on_failure, OnFailure::Allow);
+    assert_eq!(
+        c.validators[2].check,
+        Check::Denylist {
+            path: dir.path().join("deny.txt")
+        }
+    );
+    let Check::Process(p) = &c.validators[3].check else {
+        panic!("not a process")
+    };
+    assert!(
+        p.program.is_absolute() && p.program.ends_with("true"),
+        "found in PATH"
+    );
+    assert_eq!(p.args, ["--", "x"]);
+    assert_eq!(
+        (p.input, p.timeout, p.max_concurrent),
+        (Input::Stdin, Duration::from_millis(250), 2)
+    );
+}
+
+#[test]
+fn validator_errors_name_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "not executable").unwrap();
+    let cases = [
+        (
+            "[[validator]]\nkind = \"function\"\n",
+            "2: validator[0].function: required by kind",
+        ),
+        (
+            "[[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\n",
+            "2: validator[0].max: required",
+        ),
+        (
+            "[[validator]]\nkind = \"function\"\nfunction = \"nope\"\n",
+            "3: validator[0].function: unknown function",
+        ),
+        (
+            "[[validator]]\nkind = \"function\"\nfunction = \"regex\"\npattern = \"(\"\n",
+            "4: validator[0].pattern: invalid regex",
+        ),
+        (
+            "[[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 1\npattern = \"x\"\n",
+            "5: validator[0].pattern: not used by function = \"max_bytes\"",
+        ),
+        (
+            "[[validator]]\nkind = \"function\"\ncommand = [\"x\"]\n",
+            "3: validator[0].command: not used by kind = \"function\"",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\n",
+            "2: validator[0].command: required",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = []\n",
+            "3: validator[0].command: must name a program",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"./missing\"]\n",
+            "3: validator[0].command: program",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"plain\"]\n",
+            "3: validator[0].command: program \"plain\" not found in PATH",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"./plain\"]\n",
+            "is not an executable file",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\nmax_concurrent = 0\n",
+            "4: validator[0].max_concurrent: 0 is outside 1..=10000",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\ninput = \"file\"\n",
+            "4: validator[0].input: unknown variant",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\non_failure = \"maybe\"\n",
+            "4: validator[0].on_failure: unknown variant",
+        ),
+        (
+            "[[validator]]\nkind = \"blocking\"\nfunction = \"denylist\"\npath = \"nothing\"\n",
+            "4: validator[0].path: cannot read",
+        ),
+        (
+            "[[validator]]\nkind = \"sometimes\"\n",
+            "2: validator[0].kind: unknown variant",
+        ),
+        (
+            "[[validator]]\nfunction = \"regex\"\n",
+            "validator[0]: missing field `kind`",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\n[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\nbogus = 1\n",
+            "7: validator[1].bogus: unknown field",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = Config::parse(text, &dir.path().join("j.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "for {text:?}:\n got {err}\nwant {want}");
+        assert!(
+            err.starts_with(&dir.path().join("j.toml:").display().to_string()),
+            "{err}"
+        );
+    }
+}
+
+/// Every integer key has the range config.md gives: both ends are
+/// accepted, one past either end (and a huge value) is an error naming
+/// the line and the key.
+#[test]
+fn every_integer_key_is_range_checked() {
+    let server = [
+        ("max_connections", 1u64, 1_000_000u64),
+        ("idle_timeout_secs", 0, 2_592_000),
+        ("max_name_bytes", 1, 65_536),
+        ("max_value_bytes", 1, 16_777_216),
+        ("shutdown_grace_secs", 0, 3_600),
+        ("max_inflight_bytes", 1_048_576, 1_099_511_627_776),
+    ];
+    let process = "kind = \"process\"\ncommand = [\"true\"]";
+    let helper = "kind = \"helper\"\ncommand = [\"true\"]";
+    let max_bytes = "kind = \"function\"\nfunction = \"max_bytes\"";
+    let validator = [
+        (max_bytes, "max", 1u64, 16_777_216u64),
+        (process, "timeout_ms", 1, 3_600_000),
+        (process, "max_concurrent", 1, 10_000),
+        (helper, "timeout_ms", 1, 3_600_000),
+        (helper, "children", 1, 1_000),
+        (helper, "concurrency", 1, 10_000),
+        (helper, "max_requests", 0, 4_294_967_295),
+    ];
+    let mut cases = Vec::new();
+    for (key, min, max) in server {
+        cases.push((
+            format!("[server]\n{key} = "),
+            format!("server.{key}"),
+            min,
+            max,
+            2,
+        ));
+    }
+    for (table, key, min, max) in validator {
+        let line = table.lines().count() + 2;
+        cases.push((
+            format!("[[validator]]\n{table}\n{key} = "),
+            format!("validator[0].{key}"),
+            min,
+            max,
+            line,
+        ));
+    }
+    for (prefix, key, min, max, line) in cases {
+        for ok in [min, max] {
+            assert!(
+                parse(&format!("{prefix}{ok}\n")).is_ok(),
+                "{key} = {ok}: {:?}",
+                parse(&format!("{prefix}{ok}\n"))
+            );
+        }
+        let mut bad = vec![max as i64 + 1, i64::MAX, -1];
+        if min > 0 {
+            bad.push(min as i64 - 1);
+        }
+        for n in bad {
+            let err = parse(&format!("{prefix}{n}\n")).unwrap_err();
+            let want = format!("/etc/jnhp.toml:{line}: {key}: {n} is outside {min}..={max}");
+            assert!(err.starts_with(&want), "got {err}\nwant {want}");
+        }
+    }
+}
+
+/// A key of another kind, or of another function, is an error like an
+/// unknown key, for every kind.
+#[test]
+fn keys_of_another_kind_are_errors() {
+    let kinds = [
+        (
+            "kind = \"function\"\nfunction = \"max_bytes\"\nmax = 1",
+            &[
+                "path",
+                "command",
+                "input",
+                "timeout_ms",
+                "max_concurrent",
+                "children",
+                "concurrency",
+                "max_requests",
+                "field",
+                "pattern",
+            ][..],
+        ),
+        (
+            "kind = \"function\"\nfunction = \"regex\"\npattern = \"x\"",
+            &[
+                "max",
+                "children",
+                "concurrency",
+                "max_requests",
+                "timeout_ms",
+            ][..],
+        ),
+        (
+            "kind = \"blocking\"\nfunction = \"denylist\"\npath = \"/etc/passwd\"",
+            &[
+                "max",
+                "field",
+                "pattern",
+                "command",
+                "input",
+                "timeout_ms",
+                "max_concurrent",
+                "children",
+                "concurrency",
+                "max_requests",
+            ][..],
+        ),
+        (
+            "kind = \"process\"\ncommand = [\"true\"]",
+            &[
+                "function",
+                "max",
+                "field",
+                "pattern",
+                "path",
+                "children",
+                "concurrency",
+                "max_requests",
+            ][..],
+        ),
+        (
+            "kind = \"helper\"\ncommand = [\"true\"]",
+            &[
+                "function",
+                "max",
+                "field",
+                "pattern",
+                "path",
+                "input",
+                "max_concurrent",
+            ][..],
+        ),
+    ];
+    let value = |key: &str| match key {
+        "function" | "pattern" | "path" => "\"x\"",
+        "field" => "\"name\"",
+        "input" => "\"stdin\"",
+        "command" => "[\"true\"]",
+        _ => "4",
+    };
+    for (table, foreign) in kinds {
+        assert!(
+            parse(&format!("[[validator]]\n{table}\n")).is_ok(),
+            "{table}"
+        );
+        let line = table.lines().count() + 2;
+        for key in foreign {
+            let err =
+                parse(&format!("[[validator]]\n{table}\n{key} = {}\n", value(key))).unwrap_err();
+            let want = format!("/etc/jnhp.toml:{line}: validator[0].{key}: not used by ");
+            assert!(
+                err.starts_with(&want),
+                "{table} + {key}:\n got {err}\nwant {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn umask_is_three_or_four_octal_digits() {
+    for ok in ["027", "0027", "0777", "000"] {
+        assert!(
+            parse(&format!("[daemon]\numask = \"{ok}\"\n")).is_ok(),
+            "{ok}"
+        );
+    }
+    for bad in ["+27", "27", "00027", "0o27", "0089", "", " 027", "1777"] {
+        let err = parse(&format!("[daemon]\numask = \"{bad}\"\n")).unwrap_err();
+        assert!(
+            err.starts_with("/etc/jnhp.toml:2: daemon.umask: "),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_postgres_backend_and_its_keys() {
+    let c = parse(
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgres://j@db/names\"\n\
+         pool_size = 3\nlease_secs = 7\nrequest_timeout_ms = 250\ncache_bytes = 0\n",
+    )
+    .unwrap();
+    let Storage::Postgres(pg) = c.storage else {
+        panic!("not postgres: {:?}", c.storage)
+    };
+    assert_eq!(
+        (pg.pool_size, pg.lease, pg.request_timeout, pg.cache_bytes),
+        (3, Duration::from_secs(7), Duration::from_millis(250), 0)
+    );
+    assert_eq!(pg.table_prefix, "jnhp");
+    assert_eq!(pg.connect_timeout, Duration::from_secs(10));
+    assert!(
+        !format!("{pg:?}").contains("postgres://"),
+        "Debug shows the URL"
+    );
+    // The local backend has no postgres settings.
+    assert_eq!(
+        parse("[storage]\nbackend = \"local\"\n")
+            .unwrap()
+            .storage
+            .postgres(),
+        None
+    );
+}
+
+#[test]
+fn postgres_config_errors_name_line_and_key() {
+    let pg =
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"host=/run/postgresql\"\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "[storage]\nbackend = \"local\"\n[storage.postgres]\nurl = \"postgres://j@db/n\"\n",
+            "/etc/jnhp.toml:3: storage.postgres: only with storage.backend = \"postgres\"",
+        ),
+        (
+            "[storage]\nbackend = \"postgres\"\npath = \"d\"\n",
+            "/etc/jnhp.toml:3: storage.path: the data file's; not with",
+        ),
+        (
+            "[storage]\nbackend = \"postgres\"\nfsync = \"always\"\n[storage.postgres]\nurl = \"postgres://j@db/n\"\n",
+            "/etc/jnhp.toml:3: storage.fsync: the data file's; not with",
+        ),
+        (
+            "[storage]\nbackend = \"postgres\"\n",
+            "/etc/jnhp.toml:2: storage.postgres.url: required with storage.backend",
+        ),
+        (
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\npool_size = 2\n",
+            "/etc/jnhp.toml:3: storage.postgres.url: required",
+        ),
+        (
+            "[storage]\nbackend = \"sql\"\n",
+            "/etc/jnhp.toml:2: storage.backend: unknown variant `sql`",
+        ),
+        (
+            &format!("{pg}pool_size = 0\n"),
+            "/etc/jnhp.toml:5: storage.postgres.pool_size: 0 is outside 1..=1000",
+        ),
+        (
+            &format!("{pg}lease_secs = 0\n"),
+            "/etc/jnhp.toml:5: storage.postgres.lease_secs: 0 is outside 1..=86400",
+        ),
+        (
+            &format!("{pg}request_timeout_ms = -5\n"),
+            "/etc/jnhp.toml:5: storage.postgres.request_timeout_ms: -5 is outside",
+        ),
+        (
+            &format!("{pg}table_prefix = \"Jn-hp\"\n"),
+            "/etc/jnhp.toml:5: storage.postgres.table_prefix: \"Jn-hp\" is not [a-z_][a-z0-9_]*",
+        ),
+        (
+            &format!("{pg}colour = \"blue\"\n"),
+            "/etc/jnhp.toml:5: storage.postgres.colour: unknown field `colour`",
+        ),
+        (
+            &format!("{pg}password_file = \"/nonexistent/pw\"\n"),
+            "/etc/jnhp.toml:5: storage.postgres.password_file: /nonexistent/pw: cannot read",
+        ),
+        (
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgres://u:s3cret@h/d?sslmode=maybe\"\n",
+            "/etc/jnhp.toml:4: storage.postgres.url: sslmode \"maybe\" is not one of",
+        ),
+        (
+            &format!("[server]\nmax_name_bytes = 2001\n{pg}"),
+            "/etc/jnhp.toml:2: server.max_name_bytes: 2001 is above 2000",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = parse(text).unwrap_err();
+        assert!(
+            err.starts_with(expected),
+            "{text:?}:\n  got {err}\n  want {expected}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+    // 2000 bytes is allowed.
+    parse(&format!("[server]\nmax_name_bytes = 2000\n{pg}")).unwrap();
+}
+
+#[test]
+fn storage_path_must_not_be_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let err = Config::parse("[storage]\npath = \"data\"\n", &dir.path().join("j.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("j.toml:2: storage.path: ") && err.contains("is not a regular file"),
+        "{err}"
+    );
+    let err = Config::parse(
+        "[storage]\npath = \"/dev/null\"\n",
+        &dir.path().join("j.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("is not a regular file"), "{err}");
+    assert!(
+        Config::parse(
+            "[storage]\npath = \"data/file\"\n",
+            &dir.path().join("j.toml")
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn listen_accepts_host_names_and_resolves_them() {
+    let c = parse("[server]\nlisten = [\"localhost:8111\"]\n").unwrap();
+    let addrs = c.server.listen[0].resolve().unwrap();
+    assert!(
+        !addrs.is_empty()
+            && addrs
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 8111),
+        "{addrs:?}"
+    );
+    for bad in [
+        "localhost",
+        "localhost:x",
+        ":8111",
+        "no-such-host.invalid:1",
+    ] {
+        let err = parse(&format!("[server]\nlisten = [\"{bad}\"]\n")).unwrap_err();
+        assert!(
+            err.starts_with("/etc/jnhp.toml:2: server.listen: "),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_file() {
+    let c = Config::parse("[daemon]\nworkdir = \"w\"\n", Path::new("/etc/jnhp/j.toml")).unwrap();
+    assert_eq!(c.daemon.workdir, PathBuf::from("/etc/jnhp/w"));
+}
