@@ -22,7 +22,7 @@ pub enum LogTarget {
     #[default]
     Stderr,
     Syslog {
-        /// One of [`FACILITIES`].
+        /// A syslog facility a daemon may log to (`daemon`, `local0` ...).
         facility: String,
         /// `None`: the system's socket (`/dev/log`).
         socket: Option<PathBuf>,

@@ -4,7 +4,7 @@
 //! wrong types and values outside their allowed set are all errors naming the
 //! file, the line and the key.
 //!
-//! The file is read in two steps. [`raw`] deserializes it into private
+//! The file is read in two steps. `raw` deserializes it into private
 //! structs that mirror the TOML (every check one key can make on its own
 //! is made there). Then each section's module resolves its part into the
 //! public types, which hold only states jnhpd can run with: one
@@ -16,10 +16,10 @@
 //! `crate::preflight`'s, which `--check-config`, the start and SIGHUP
 //! run, naming file, line and key from [`Places`].
 //!
-//! Modules: [`raw`] (the file as written), [`place`] (lines, and the
-//! places of keys checked later), [`listen`], [`server`] (`[server]`,
-//! `[admin]`), [`storage`], [`tls`], [`daemon`], [`log`] and
-//! [`validators`] (each section resolved).
+//! Modules: `raw` (the file as written), `place` (lines, and the
+//! places of keys checked later), `listen`, `server` (`[server]`,
+//! `[admin]`), `storage`, `tls`, `daemon`, `log` and
+//! `validators` (each section resolved).
 
 mod daemon;
 mod listen;

@@ -655,3 +655,125 @@ fn relative_paths_are_relative_to_the_file() {
     let c = Config::parse("[daemon]\nworkdir = \"w\"\n", Path::new("/etc/jnhp/j.toml")).unwrap();
     assert_eq!(c.daemon.workdir, PathBuf::from("/etc/jnhp/w"));
 }
+
+/// Config describes; it does not connect: a listen name that does not
+/// resolve and certificate files that do not exist load, and the checks
+/// that need the network or TLS (`crate::preflight`) refuse them, naming
+/// the file, the line and the key as a loading error would.
+#[test]
+fn loading_does_no_network_or_tls_work_and_preflight_names_the_line() {
+    let text = "[server]\nlisten = [\"no-such-host.invalid:1\"]\n\n[tls]\n\
+                cert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n";
+    let path = Path::new("/etc/jnhp.toml");
+    let config = Config::parse(text, path).unwrap();
+    let tls = config.tls.as_ref().unwrap();
+    assert_eq!(tls.cert_file, PathBuf::from("/nonexistent/c.pem"));
+    let err = crate::preflight::check(&config).unwrap_err().to_string();
+    assert!(
+        err.starts_with("/etc/jnhp.toml:2: server.listen: "),
+        "{err}"
+    );
+    let text = text.replace("no-such-host.invalid:1", "127.0.0.1:1");
+    let config = Config::parse(&text, path).unwrap();
+    let err = crate::preflight::check(&config).unwrap_err().to_string();
+    assert!(
+        err.starts_with("/etc/jnhp.toml:5: tls.cert_file: /nonexistent/c.pem: cannot read"),
+        "{err}"
+    );
+    // The form of an address is still checked while loading.
+    let err = Config::parse("[admin]\nlisten = [\"x\"]\n", path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("/etc/jnhp.toml:2: admin.listen: \"x\" is not host:port"),
+        "{err}"
+    );
+}
+
+#[test]
+fn storage_resolves_to_one_kind_with_its_own_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.toml");
+    let load = |text: &str| Config::parse(text, &path).unwrap().storage;
+    assert_eq!(load(""), Storage::Memory);
+    assert_eq!(
+        load("[storage]\npath = \"\"\nfsync = \"never\"\n"),
+        Storage::Memory
+    );
+    assert_eq!(
+        load("[storage]\npath = \"d\"\nfsync = \"everysec\"\n"),
+        Storage::DataFile {
+            path: dir.path().join("d"),
+            fsync: Fsync::Everysec
+        }
+    );
+    let pg = load("[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"host=/run/x\"\n");
+    assert!(
+        matches!(&pg, Storage::Postgres(pg) if pg.url == "host=/run/x"),
+        "{pg:?}"
+    );
+    assert_eq!(pg.data_file(), None);
+}
+
+#[test]
+fn tls_exists_exactly_when_a_certificate_is_named() {
+    let path = Path::new("/etc/jnhp.toml");
+    // Keys that only tune TLS do not make it exist.
+    let c = Config::parse(
+        "[tls]\nmin_version = \"1.3\"\nclient_ca_file = \"ca.pem\"\n",
+        path,
+    )
+    .unwrap();
+    assert_eq!(c.tls, None);
+    assert!(c.tls_listen().is_empty());
+    let c = Config::parse("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", path).unwrap();
+    let tls = c.tls.unwrap();
+    assert_eq!(
+        (tls.cert_file, tls.key_file, tls.client_ca_file),
+        ("/etc/c.pem".into(), "/etc/k.pem".into(), None)
+    );
+    let err = Config::parse("[server]\n[tls]\nlisten = [\"127.0.0.1:1\"]\n", path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("/etc/jnhp.toml:2: tls.cert_file: required to serve TLS"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_log_target_carries_its_settings_and_place() {
+    let path = Path::new("/etc/jnhp.toml");
+    let c = Config::parse("[log]\ntarget = \"file\"\n\nfile = \"j.log\"\n", path).unwrap();
+    assert_eq!(
+        c.log.target,
+        LogTarget::File {
+            path: "/etc/j.log".into()
+        }
+    );
+    assert_eq!(c.places.at("log.file").as_deref(), Some("/etc/jnhp.toml:4"));
+    let c = Config::parse("[log]\ntarget = \"syslog\"\nsyslog_socket = \"s\"\n", path).unwrap();
+    assert_eq!(
+        c.log.target,
+        LogTarget::Syslog {
+            facility: "daemon".into(),
+            socket: Some("/etc/s".into())
+        }
+    );
+    assert_eq!(
+        c.places.at("log.syslog_socket").as_deref(),
+        Some("/etc/jnhp.toml:3")
+    );
+    assert_eq!(Config::default().places.at("log.file"), None);
+}
+
+/// A reload compares sections with `==`: a file that only moved its keys
+/// to other lines is the same configuration.
+#[test]
+fn where_keys_are_written_does_not_change_the_configuration() {
+    let path = Path::new("/etc/jnhp.toml");
+    let a = Config::parse("[server]\nlisten = [\"127.0.0.1:1\"]\n", path).unwrap();
+    let b = Config::parse("# moved\n\n[server]\n\nlisten = [\"127.0.0.1:1\"]\n", path).unwrap();
+    assert_ne!(a.places.at("server.listen"), b.places.at("server.listen"));
+    assert_eq!(a, b);
+}
