@@ -456,7 +456,8 @@ impl Control {
         config.validators = new.validators;
         // The files and min_version in force are the new ones; where TLS
         // is served and for how long a handshake may take, the start's.
-        if let (Some(running), Some(mut new)) = (&mut config.tls, new.tls) {
+        if let (Some(_), Some(running), Some(mut new)) = (&self.inner.tls, &mut config.tls, new.tls)
+        {
             new.listen = std::mem::take(&mut running.listen);
             new.handshake_timeout = running.handshake_timeout;
             *running = new;
