@@ -93,6 +93,9 @@ pub struct Config {
 impl Config {
     /// Parses a config file's text. `path` is used in error messages and to
     /// resolve relative paths (relative to the file's own directory).
+    /// Does no network or TLS work: run [`crate::preflight::check`] on
+    /// the result for what a start would still refuse (a listen name that
+    /// does not resolve, a certificate that does not load).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let RawConfig {
             server,
