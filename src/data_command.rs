@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use jnhpd::config::Config;
+use jnhpd::config::{Config, Storage};
 use jnhpd::datatools::{self, Damage, DataToolError, End, Scan, import::InputKind};
 use jnhpd::logging;
 use jnhpd::protocol::Limits;
@@ -190,8 +190,12 @@ macro_rules! say {
     };
 }
 
+/// The config, refused on whatever the start would refuse it for (as
+/// `jnhpd --check-config` does, short of connecting).
 fn load(config: &Path) -> Result<Config, String> {
-    Config::load(config).map_err(|e| e.to_string())
+    let loaded = Config::load(config).map_err(|e| e.to_string())?;
+    jnhpd::preflight::check(&loaded).map_err(|e| e.to_string())?;
+    Ok(loaded)
 }
 
 /// The limits of `config`, or the widest without one.
@@ -349,7 +353,10 @@ fn repair(path: &Path, config: Option<&Path>) -> ExitCode {
 fn backup(config: Option<&Path>, datafile: Option<&Path>, dest: &Path, force: bool) -> ExitCode {
     let (source, limits) = match (config, datafile) {
         (Some(config), _) => match load(config) {
-            Ok(c) if c.storage.postgres.is_some() => {
+            Ok(Config {
+                storage: Storage::Postgres(_),
+                ..
+            }) => {
                 return fail(
                     "backup",
                     format!(
@@ -360,7 +367,10 @@ fn backup(config: Option<&Path>, datafile: Option<&Path>, dest: &Path, force: bo
                     1,
                 );
             }
-            Ok(c) if c.storage.path.as_os_str().is_empty() => {
+            Ok(Config {
+                storage: Storage::Memory,
+                ..
+            }) => {
                 return fail(
                     "backup",
                     format!(
@@ -371,7 +381,11 @@ fn backup(config: Option<&Path>, datafile: Option<&Path>, dest: &Path, force: bo
                     1,
                 );
             }
-            Ok(c) => (c.storage.path.clone(), c.server.limits()),
+            Ok(Config {
+                storage: Storage::DataFile { path, .. },
+                server,
+                ..
+            }) => (path, server.limits()),
             Err(err) => return fail("backup", err, 1),
         },
         (None, Some(path)) => (path.to_path_buf(), Limits::WIDEST),
@@ -474,7 +488,7 @@ fn import(config_path: &Path, input: &Path) -> ExitCode {
         InputKind::DataFile => "data file",
         InputKind::JsonLines => "JSON lines",
     };
-    let counts = if let Some(pg) = &config.storage.postgres {
+    let counts = if let Storage::Postgres(pg) = &config.storage {
         let source = datatools::import::source(input, kind, limits);
         let done = std::sync::Arc::new(std::sync::Mutex::new(None));
         let report = done.clone();
@@ -492,7 +506,9 @@ fn import(config_path: &Path, input: &Path) -> ExitCode {
                 .take()
                 .unwrap_or_default()
         })
-    } else if config.storage.path.as_os_str().is_empty() {
+    } else if let Storage::DataFile { path, .. } = &config.storage {
+        datatools::import::into_datafile(input, kind, path, limits).map_err(|e| e.to_string())
+    } else {
         return fail(
             "import",
             format!(
@@ -501,9 +517,6 @@ fn import(config_path: &Path, input: &Path) -> ExitCode {
             ),
             1,
         );
-    } else {
-        datatools::import::into_datafile(input, kind, &config.storage.path, limits)
-            .map_err(|e| e.to_string())
     };
     match counts {
         Ok(counts) => {

@@ -21,6 +21,8 @@
 //!   wait (the accept loop is in `accept`);
 //! - [`daemon`]: forking, the pidfile, privileges, systemd notification;
 //! - [`config`]: loading and checking the TOML configuration;
+//! - [`preflight`]: the checks of a loaded config that need the network
+//!   or TLS (listen names, certificates, the PostgreSQL URL);
 //! - [`files`]: reading the files the config names, bounded in kind,
 //!   size and time;
 //! - [`logging`]: the `log` backend (stderr or syslog).
@@ -43,6 +45,7 @@ pub use jnhp_wire as protocol;
 pub mod metrics;
 mod not_ready;
 pub mod postgres;
+pub mod preflight;
 pub mod server;
 pub mod shutdown;
 pub mod store;

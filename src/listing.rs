@@ -450,13 +450,12 @@ impl Lister {
     ) -> Lister {
         let source = if !config.admin.list_names {
             Source::Off
-        } else if let Some(pg) = &config.storage.postgres {
+        } else if let Some(pg) = config.storage.postgres() {
             match crate::postgres::listing::PgLister::new(pg, credentials.unwrap_or_default()) {
                 Ok(lister) => Source::Postgres(Box::new(lister)),
                 Err(e) => Source::Broken(e.to_string()),
             }
-        } else if let Some(stats) = &metrics.datafile {
-            let path = &config.storage.path;
+        } else if let (Some(stats), Some(path)) = (&metrics.datafile, config.storage.data_file()) {
             match crate::files::open_regular(path, std::fs::OpenOptions::new().read(true), None) {
                 Ok(file) => Source::File {
                     file: Arc::new(file),

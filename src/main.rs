@@ -37,15 +37,15 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Listen on ADDR (host:port) instead of `server.listen`; repeatable.
-    #[arg(long = "listen", value_name = "ADDR", value_parser = ListenAddr::parse)]
+    #[arg(long = "listen", value_name = "ADDR", value_parser = ListenAddr::parse_and_resolve)]
     listen: Vec<ListenAddr>,
     /// Serve JNHP/1 over TLS on ADDR instead of `tls.listen`; repeatable
     /// (the certificate and key come from `[tls]` in the config file).
-    #[arg(long = "tls-listen", value_name = "ADDR", value_parser = ListenAddr::parse)]
+    #[arg(long = "tls-listen", value_name = "ADDR", value_parser = ListenAddr::parse_and_resolve)]
     tls_listen: Vec<ListenAddr>,
     /// Serve metrics, health and the status page over HTTP on ADDR instead
     /// of `admin.listen`; repeatable.
-    #[arg(long = "admin-listen", value_name = "ADDR", value_parser = ListenAddr::parse)]
+    #[arg(long = "admin-listen", value_name = "ADDR", value_parser = ListenAddr::parse_and_resolve)]
     admin_listen: Vec<ListenAddr>,
     /// Fork to the background (forces `daemon.daemonize = true`).
     #[arg(long)]
@@ -95,7 +95,13 @@ impl Cli {
     /// The config file with the command line's overrides applied.
     fn load_config(&self) -> Result<Config, String> {
         let mut config = match &self.config {
-            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            Some(path) => {
+                let config = Config::load(path).map_err(|e| e.to_string())?;
+                // The file's listen names, certificates and PostgreSQL TLS
+                // settings, checked as the start would use them.
+                jnhpd::preflight::check(&config).map_err(|e| e.to_string())?;
+                config
+            }
             None => Config::default(),
         };
         if !self.listen.is_empty() {
@@ -105,12 +111,12 @@ impl Cli {
             config.admin.listen = self.admin_listen.clone();
         }
         if !self.tls_listen.is_empty() {
-            if config.tls.cert_file.as_os_str().is_empty() {
+            let Some(tls) = &mut config.tls else {
                 return Err(
                     "--tls-listen needs tls.cert_file and tls.key_file in the config file".into(),
                 );
-            }
-            config.tls.listen = self.tls_listen.clone();
+            };
+            tls.listen = self.tls_listen.clone();
         }
         if let Some(level) = self.log_level {
             config.log.level = level;
@@ -166,22 +172,25 @@ fn main() -> ExitCode {
             .config
             .as_ref()
             .map_or("built-in defaults".to_string(), |p| p.display().to_string());
-        if config.log.target == LogTarget::Syslog {
-            // The start connects to syslog before anything else: a socket
-            // it would refuse is refused here too.
-            let socket = &config.log.syslog_socket;
-            if let Err(err) = logging::probe_syslog(&config.log.syslog_facility, socket) {
-                logging::early_error(&format!("{}: {err}", syslog_socket_key(&config)));
-                return ExitCode::FAILURE;
+        match &config.log.target {
+            LogTarget::Stderr => {}
+            LogTarget::Syslog { facility, socket } => {
+                // The start connects to syslog before anything else: a
+                // socket it would refuse is refused here too.
+                let socket = socket.as_deref().unwrap_or(std::path::Path::new(""));
+                if let Err(err) = logging::probe_syslog(facility, socket) {
+                    logging::early_error(&format!("{}: {err}", log_key(&config)));
+                    return ExitCode::FAILURE;
+                }
+            }
+            LogTarget::File { path } => {
+                if let Err(err) = logging::check_log_file(path) {
+                    logging::early_error(&format!("{}: {err}", log_key(&config)));
+                    return ExitCode::FAILURE;
+                }
             }
         }
-        if config.log.target == LogTarget::File
-            && let Err(err) = logging::check_log_file(&config.log.file)
-        {
-            logging::early_error(&format!("{}: log.file: {err}", config.log_file_at));
-            return ExitCode::FAILURE;
-        }
-        if let Some(pg) = &config.storage.postgres {
+        if let Some(pg) = config.storage.postgres() {
             // A namespace that cannot be reached is as wrong as a bad key.
             match with_namespace(pg, |namespace| async move {
                 Ok(format!("connected to {}", namespace.connected()))
@@ -203,7 +212,7 @@ fn main() -> ExitCode {
     // before forking or dropping privileges, so a busy port is reported on
     // the terminal that started jnhpd.
     let listeners = match daemon::inherited_listeners() {
-        Ok(inherited) if !inherited.is_empty() => match server::bind(&config.tls.listen)
+        Ok(inherited) if !inherited.is_empty() => match server::bind(config.tls_listen())
             .and_then(|tls| Ok((tls, server::bind(&config.admin.listen)?)))
         {
             Ok((tls, admin)) => Listeners {
@@ -238,22 +247,16 @@ fn main() -> ExitCode {
             }
         }
     }
-    let target = match config.log.target {
+    let target = match &config.log.target {
         LogTarget::Stderr => logging::Target::Stderr,
-        LogTarget::Syslog => logging::Target::Syslog {
-            facility: &config.log.syslog_facility,
-            socket: &config.log.syslog_socket,
+        LogTarget::Syslog { facility, socket } => logging::Target::Syslog {
+            facility,
+            socket: socket.as_deref().unwrap_or(std::path::Path::new("")),
         },
-        LogTarget::File => logging::Target::File {
-            path: &config.log.file,
-        },
+        LogTarget::File { path } => logging::Target::File { path },
     };
     if let Err(err) = logging::init(target, config.log.level.filter()) {
-        let key = match config.log.target {
-            LogTarget::File => format!("{}: log.file", config.log_file_at),
-            _ => syslog_socket_key(&config),
-        };
-        let err = format!("{key}: {err}");
+        let err = format!("{}: {err}", log_key(&config));
         logging::early_error(&err.to_string());
         report.failed(&err);
         return ExitCode::FAILURE;
@@ -288,12 +291,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// `file:line: log.syslog_socket` (just the key with built-in defaults),
-/// to begin a syslog connection error with.
-fn syslog_socket_key(config: &Config) -> String {
-    match config.syslog_socket_at.as_str() {
-        "" => "log.syslog_socket".to_string(),
-        at => format!("{at}: log.syslog_socket"),
+/// `file:line: log.syslog_socket` or `file:line: log.file` (just the key
+/// without a file), to begin an error connecting to syslog or opening the
+/// log file with.
+fn log_key(config: &Config) -> String {
+    let key = match config.log.target {
+        LogTarget::File { .. } => "log.file",
+        _ => "log.syslog_socket",
+    };
+    match config.places.at(key) {
+        Some(at) => format!("{at}: {key}"),
+        None => key.to_string(),
     }
 }
 
@@ -320,7 +328,7 @@ where
 
 /// `--import-datafile`: exit 0 with the counts, or 1 if anything failed.
 fn import_datafile(config: &Config, path: &std::path::Path) -> ExitCode {
-    let Some(pg) = &config.storage.postgres else {
+    let Some(pg) = config.storage.postgres() else {
         eprintln!(
             "jnhpd: --import-datafile needs storage.backend = \"postgres\" in the config file"
         );
@@ -365,11 +373,12 @@ fn start_and_serve(
     listeners: Listeners,
     report: &mut StartReport,
 ) -> Result<(), String> {
-    let _pidfile = match config.daemon.pidfile.as_os_str().is_empty() {
-        true => None,
-        false => Some(Pidfile::create(&config.daemon.pidfile).map_err(|e| e.to_string())?),
+    let _pidfile = match &config.daemon.pidfile {
+        None => None,
+        Some(path) => Some(Pidfile::create(path).map_err(|e| e.to_string())?),
     };
-    daemon::drop_privileges(&config.daemon.user, &config.daemon.group)
+    let name = |name: &Option<String>| name.as_deref().unwrap_or("").to_string();
+    daemon::drop_privileges(&name(&config.daemon.user), &name(&config.daemon.group))
         .map_err(|e| format!("cannot drop privileges: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -535,7 +544,10 @@ impl SignalHandler {
             .inspect_err(|_| self.control.reload_rejected())
             .and_then(|new| {
                 let level = new.log.level;
-                self.control.reload(new).map(|r| (r, level))
+                self.control
+                    .reload(new)
+                    .map(|r| (r, level))
+                    .map_err(|e| e.to_string())
             });
         let (reloaded, level) = match reloaded {
             Ok(done) => done,

@@ -18,7 +18,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
 use crate::accept;
-use crate::config::{Config, ListenAddr};
+use crate::config::{Config, ListenAddr, Storage};
 use crate::connection::Shared;
 use crate::datafile::DataFile;
 use crate::metrics::{Metrics, StoreKind};
@@ -90,24 +90,65 @@ impl Listeners {
     pub fn bind(config: &Config) -> Result<Listeners, BindError> {
         Ok(Listeners {
             plain: bind(&config.server.listen)?,
-            tls: bind(&config.tls.listen)?,
+            tls: bind(config.tls_listen())?,
             admin: bind(&config.admin.listen)?,
         })
     }
 }
 
-/// Why a server could not start.
+/// Why a server could not start: each variant says which part failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A validator could not be built (a helper that does not start, a
+    /// denylist that does not load).
     #[error("{0}")]
     Validators(String),
+    /// The PostgreSQL namespace: its password, or reaching it.
     #[error("{0}")]
-    Storage(String),
+    Postgres(crate::postgres::PgError),
+    /// The task that runs the PostgreSQL engine could not be started.
+    #[error("cannot start the PostgreSQL engine: {0}")]
+    PostgresEngine(String),
+    /// The data file could not be opened or replayed.
+    #[error("{0}")]
+    DataFile(crate::datafile::StorageError),
+    /// The replay itself failed (it panicked or was cancelled).
+    #[error("{0}")]
+    Replay(tokio::task::JoinError),
+    /// The task that writes the data file could not be started.
+    #[error("cannot start the data file writer: {0}")]
+    DataFileWriter(String),
+    /// A socket could not be listened on or served.
     #[error("cannot serve: {0}")]
     Serve(io::Error),
+    /// The TLS certificate, key or CA file (docs/tls.md).
     #[error("tls.{key}: {0}", key = .0.key)]
     Tls(crate::tls::TlsError),
+    /// TLS sockets were given, but the config names no certificate.
+    #[error("tls.cert_file: {NO_CERTIFICATE}")]
+    NoCertificate,
 }
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new validator chain could not be built.
+    #[error("{0}")]
+    Validators(String),
+    /// The new certificate, key or CA file does not load.
+    #[error("tls.{key}: {0}", key = .0.key)]
+    Tls(crate::tls::TlsError),
+    /// TLS is served, but the new config names no certificate.
+    #[error("tls.cert_file: {NO_CERTIFICATE}")]
+    NoCertificate,
+    /// The new PostgreSQL password file does not load.
+    #[error("{0}")]
+    Postgres(crate::postgres::PgError),
+}
+
+/// TLS is served (on `--tls-listen` or running ports) without `[tls]`
+/// files.
+const NO_CERTIFICATE: &str = "required to serve TLS (with listen, cert_file or key_file set)";
 
 /// A running server. Dropping it does not stop it: call
 /// [`shutdown`](Control::shutdown), then [`wait`](Server::wait).
@@ -179,14 +220,16 @@ impl Server {
         };
         let (addrs, tls_addrs) = (local(&listeners.plain)?, local(&listeners.tls)?);
         let admin_addrs = local(&listeners.admin)?;
-        let tls = if listeners.tls.is_empty() {
-            None
-        } else {
-            let server_config = crate::tls::server_config(&config.tls).map_err(StartError::Tls)?;
-            Some(Arc::new(Acceptor::new(
-                server_config,
-                config.tls.handshake_timeout,
-            )))
+        let tls = match &config.tls {
+            _ if listeners.tls.is_empty() => None,
+            None => return Err(StartError::NoCertificate),
+            Some(settings) => {
+                let server_config = crate::tls::server_config(settings).map_err(StartError::Tls)?;
+                Some(Arc::new(Acceptor::new(
+                    server_config,
+                    settings.handshake_timeout,
+                )))
+            }
         };
         let chain =
             ValidatorChain::from_specs(&config.validators, None).map_err(StartError::Validators)?;
@@ -335,7 +378,7 @@ impl Control {
     /// chain they started with; an unchanged `[[validator]]` table keeps
     /// its running validator). Other sections are compared and reported,
     /// not applied.
-    pub fn reload(&self, new: Config) -> Result<Reloaded, String> {
+    pub fn reload(&self, new: Config) -> Result<Reloaded, ReloadError> {
         let reloaded = self.apply(new);
         let result = crate::metrics::ReloadResult::of(reloaded.is_ok());
         self.inner.metrics.reloads[result].fetch_add(1, Relaxed);
@@ -364,21 +407,23 @@ impl Control {
         self.inner.shutdown.draining.is_raised()
     }
 
-    fn apply(&self, new: Config) -> Result<Reloaded, String> {
+    fn apply(&self, new: Config) -> Result<Reloaded, ReloadError> {
         let mut config = lock(&self.inner.config);
         let old_chain = self.inner.chain.borrow().clone();
-        let chain = ValidatorChain::from_specs(&new.validators, Some(&old_chain))?;
+        let chain = ValidatorChain::from_specs(&new.validators, Some(&old_chain))
+            .map_err(ReloadError::Validators)?;
         // Certificate rotation: new handshakes use the new files.
-        let rotated = match &self.inner.tls {
-            Some(_) => Some(
-                crate::tls::server_config(&new.tls).map_err(|e| format!("tls.{}: {e}", e.key))?,
-            ),
-            None => None,
+        let rotated = match (&self.inner.tls, &new.tls) {
+            (None, _) => None,
+            (Some(_), None) => return Err(ReloadError::NoCertificate),
+            (Some(_), Some(settings)) => {
+                Some(crate::tls::server_config(settings).map_err(ReloadError::Tls)?)
+            }
         };
-        if let (Some(credentials), Some(pg)) = (&self.inner.credentials, &new.storage.postgres) {
+        if let (Some(credentials), Some(pg)) = (&self.inner.credentials, new.storage.postgres()) {
             credentials
                 .reload(&pg.password_file, &pg.url)
-                .map_err(|e| e.to_string())?;
+                .map_err(ReloadError::Postgres)?;
         }
         if let (Some(acceptor), Some(rotated)) = (&self.inner.tls, rotated) {
             acceptor.replace(rotated);
@@ -393,8 +438,11 @@ impl Control {
             ("[admin]", new.admin != config.admin),
             ("[daemon]", new.daemon != config.daemon),
             ("[tls] (other than its files and min_version)", {
-                new.tls.listen != config.tls.listen
-                    || new.tls.handshake_timeout != config.tls.handshake_timeout
+                let served = |tls: &Option<crate::config::TlsSettings>| {
+                    tls.as_ref()
+                        .map(|t| (t.listen.clone(), t.handshake_timeout))
+                };
+                served(&new.tls) != served(&config.tls)
             }),
             ("[log] (other than level)", {
                 let mut log = new.log.clone();
@@ -408,12 +456,13 @@ impl Control {
         }
         config.log.level = new.log.level;
         config.validators = new.validators;
-        if self.inner.tls.is_some() {
-            let listen = std::mem::take(&mut config.tls.listen);
-            let timeout = config.tls.handshake_timeout;
-            config.tls = new.tls;
-            config.tls.listen = listen;
-            config.tls.handshake_timeout = timeout;
+        // The files and min_version in force are the new ones; where TLS
+        // is served and for how long a handshake may take, the start's.
+        if let (Some(_), Some(running), Some(mut new)) = (&self.inner.tls, &mut config.tls, new.tls)
+        {
+            new.listen = std::mem::take(&mut running.listen);
+            new.handshake_timeout = running.handshake_timeout;
+            *running = new;
         }
         Ok(Reloaded {
             validators,
@@ -429,31 +478,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn store_kind(config: &Config) -> StoreKind {
-    if config.storage.postgres.is_some() {
-        StoreKind::Postgres
-    } else if config.storage.path.as_os_str().is_empty() {
-        StoreKind::Memory
-    } else {
-        StoreKind::Datafile
+    match config.storage {
+        Storage::Memory => StoreKind::Memory,
+        Storage::DataFile { .. } => StoreKind::Datafile,
+        Storage::Postgres(_) => StoreKind::Postgres,
     }
 }
 
 fn describe_store(config: &Config) -> String {
-    if let Some(pg) = &config.storage.postgres {
+    match &config.storage {
+        Storage::Memory => "memory".into(),
+        Storage::DataFile { path, fsync } => {
+            format!("data file {} (fsync {fsync:?})", path.display()).to_lowercase()
+        }
         // The server itself was named when it was connected to.
-        format!(
+        Storage::Postgres(pg) => format!(
             "postgres, tables {}_*, pool {}, cache {} bytes",
             pg.table_prefix, pg.pool_size, pg.cache_bytes
-        )
-    } else if config.storage.path.as_os_str().is_empty() {
-        "memory".into()
-    } else {
-        format!(
-            "data file {} (fsync {:?})",
-            config.storage.path.display(),
-            config.storage.fsync
-        )
-        .to_lowercase()
+        ),
     }
 }
 
@@ -465,12 +507,12 @@ async fn open_store(
     metrics: &Arc<Metrics>,
     shutdown: &Shutdown,
 ) -> Result<(StoreHandle, StoreTask, Option<crate::postgres::Credentials>), StartError> {
-    if let Some(pg) = &config.storage.postgres {
+    if let Storage::Postgres(pg) = &config.storage {
         let credentials = crate::postgres::Credentials::load(&pg.password_file, &pg.url)
-            .map_err(|e| StartError::Storage(e.to_string()))?;
+            .map_err(StartError::Postgres)?;
         let namespace = crate::postgres::Namespace::connect(pg, credentials.clone())
             .await
-            .map_err(|e| StartError::Storage(e.to_string()))?;
+            .map_err(StartError::Postgres)?;
         log::info!(
             "postgres: connected to {} as {}",
             namespace.connected(),
@@ -487,18 +529,18 @@ async fn open_store(
             metrics.clone(),
             shutdown.expired.clone(),
         )
-        .map_err(|e| StartError::Storage(format!("cannot start the PostgreSQL engine: {e}")))?;
+        .map_err(|e| StartError::PostgresEngine(e.to_string()))?;
         return Ok((store, task, Some(credentials)));
     }
-    let data = if config.storage.path.as_os_str().is_empty() {
-        None
-    } else {
-        let path = config.storage.path.clone();
-        let limits = config.server.limits();
-        let replayed = tokio::task::spawn_blocking(move || replay(&path, limits))
-            .await
-            .map_err(|e| StartError::Storage(e.to_string()))??;
-        Some((replayed, config.storage.fsync))
+    let data = match &config.storage {
+        Storage::DataFile { path, fsync } => {
+            let (path, limits) = (path.clone(), config.server.limits());
+            let replayed = tokio::task::spawn_blocking(move || replay(&path, limits))
+                .await
+                .map_err(StartError::Replay)??;
+            Some((replayed, *fsync))
+        }
+        _ => None,
     };
     let (entries, backend) = match data {
         Some(((entries, file), fsync)) => {
@@ -508,7 +550,7 @@ async fn open_store(
     };
     let (store, task) =
         StoreHandle::spawn_with(entries, backend, metrics.clone(), shutdown.expired.clone())
-            .map_err(|e| StartError::Storage(format!("cannot start the data file writer: {e}")))?;
+            .map_err(|e| StartError::DataFileWriter(e.to_string()))?;
     Ok((store, task, None))
 }
 
@@ -525,7 +567,7 @@ fn replay(
             duplicates += 1;
         }
     })
-    .map_err(|e| StartError::Storage(e.to_string()))?;
+    .map_err(StartError::DataFile)?;
     if duplicates > 0 {
         log::warn!(
             "data file {}: {duplicates} records repeat a name stored before; the first value is kept",

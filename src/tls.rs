@@ -2,56 +2,20 @@
 //! SIGHUP swaps, and who a client is (docs/tls.md).
 //!
 //! rustls with the `ring` provider: pure Rust and assembly, no C toolchain
-//! (cmake, aws-lc) needed to build jnhpd. Certificates are checked when the
-//! config is loaded (so `--check-config` and SIGHUP catch an unreadable
-//! file, a key that does not match, an expired certificate) and again,
-//! identically, when the acceptor is built.
+//! (cmake, aws-lc) needed to build jnhpd. The config only names the files
+//! ([`TlsSettings`]); they are loaded here, by [`crate::preflight`] (so
+//! `--check-config`, the start and SIGHUP catch an unreadable file, a key
+//! that does not match, an expired certificate, naming the key's line)
+//! and again, identically, when the acceptor is built.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+pub use crate::config::{MinVersion, TlsSettings};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use serde::Deserialize;
-
-use crate::config::ListenAddr;
-
-/// The lowest TLS version a client may use (`min_version`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-pub enum MinVersion {
-    #[default]
-    #[serde(rename = "1.2")]
-    Tls12,
-    #[serde(rename = "1.3")]
-    Tls13,
-}
-
-/// The `[tls]` section, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TlsSettings {
-    pub listen: Vec<ListenAddr>,
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    /// Empty: no client certificates asked for. Else mutual TLS.
-    pub client_ca_file: PathBuf,
-    pub min_version: MinVersion,
-    pub handshake_timeout: std::time::Duration,
-}
-
-impl Default for TlsSettings {
-    fn default() -> Self {
-        TlsSettings {
-            listen: Vec::new(),
-            cert_file: PathBuf::new(),
-            key_file: PathBuf::new(),
-            client_ca_file: PathBuf::new(),
-            min_version: MinVersion::default(),
-            handshake_timeout: std::time::Duration::from_secs(10),
-        }
-    }
-}
 
 /// A TLS file that cannot be used, and why; `key` is the config key that
 /// names it.
@@ -162,23 +126,23 @@ pub fn server_config(tls: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| error("min_version", Path::new(""), e))?;
-    let builder = if tls.client_ca_file.as_os_str().is_empty() {
-        builder.with_no_client_auth()
-    } else {
+    let builder = if let Some(client_ca_file) = &tls.client_ca_file {
         let mut roots = RootCertStore::empty();
-        for ca in certificates("client_ca_file", &tls.client_ca_file)? {
+        for ca in certificates("client_ca_file", client_ca_file)? {
             roots.add(ca).map_err(|e| {
                 error(
                     "client_ca_file",
-                    &tls.client_ca_file,
+                    client_ca_file,
                     format!("not a usable CA certificate: {e}"),
                 )
             })?;
         }
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
-            .map_err(|e| error("client_ca_file", &tls.client_ca_file, e))?;
+            .map_err(|e| error("client_ca_file", client_ca_file, e))?;
         builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
     };
     let resolver = rustls::sign::SingleCertAndKey::from(certified);
     Ok(Arc::new(builder.with_cert_resolver(Arc::new(resolver))))

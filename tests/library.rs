@@ -62,3 +62,61 @@ async fn a_server_starts_serves_reloads_and_stops_in_process() {
     drop(client);
     again.wait().await.unwrap();
 }
+
+/// Start and reload failures are typed: the variant says what failed, the
+/// text is what the binary prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_and_reload_failures_say_what_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    let config = Config::parse("", &path).unwrap();
+    let any_port = || server::bind(&[jnhpd::config::ListenAddr::parse("127.0.0.1:0").unwrap()]);
+
+    // TLS sockets without a certificate in the config.
+    let listeners = server::Listeners {
+        plain: any_port().unwrap(),
+        tls: any_port().unwrap(),
+        admin: Vec::new(),
+    };
+    let err = Server::start(config.clone(), listeners).await.unwrap_err();
+    assert!(matches!(err, server::StartError::NoCertificate), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("tls.cert_file: required to serve TLS"),
+        "{err}"
+    );
+
+    // A data file that cannot be opened.
+    std::fs::write(dir.path().join("data"), b"not a data file").unwrap();
+    let with_file = Config::parse("[storage]\npath = \"data\"\n", &path).unwrap();
+    let listeners = server::Listeners {
+        plain: any_port().unwrap(),
+        ..Default::default()
+    };
+    let err = Server::start(with_file, listeners).await.unwrap_err();
+    assert!(matches!(err, server::StartError::DataFile(_)), "{err:?}");
+
+    // A denylist removed between loading the new file and applying it.
+    let running = Server::start(
+        config,
+        server::Listeners {
+            plain: any_port().unwrap(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let denylist = dir.path().join("deny");
+    std::fs::write(&denylist, "bad\n").unwrap();
+    let new = Config::parse(
+        "[[validator]]\nkind = \"blocking\"\nfunction = \"denylist\"\npath = \"deny\"\n",
+        &path,
+    )
+    .unwrap();
+    std::fs::remove_file(&denylist).unwrap();
+    let err = running.control().reload(new).unwrap_err();
+    assert!(matches!(err, server::ReloadError::Validators(_)), "{err:?}");
+    assert!(err.to_string().contains("deny"), "{err}");
+    running.control().shutdown();
+    running.wait().await.unwrap();
+}
