@@ -29,7 +29,7 @@ pub enum Work {
     /// The rows of these names (the lookups queued, in one `= ANY($1)`).
     Read { names: Vec<Bytes> },
     /// Releases, STOREs and reservations (jobs.rs `write`).
-    Write(WriteArgs),
+    Write(Box<WriteArgs>),
     /// Extends these leases by `lease_secs`, then sweeps lapsed rows.
     Renew { leases: Vec<i64>, lease_secs: f64 },
 }
@@ -140,7 +140,7 @@ pub enum Notice {
 
 /// What the machine decided; the task carries it out in order.
 pub enum Output<T> {
-    /// Run this job and hand its [`Done`] to [`State::finished`].
+    /// Run this job and hand its [`Done`] to `State::finished`.
     Start(Job),
     /// Report this to the store actor.
     Report(Event<T>),

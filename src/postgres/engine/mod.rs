@@ -25,7 +25,7 @@
 //!   them as durable as a commit. Values the protocol cannot carry are
 //!   answered `ERROR`, never sent.
 //!
-//! Where each lives: [`state`] decides all of the above without I/O (the
+//! Where each lives: `state` decides all of the above without I/O (the
 //! clock passed in, so its tests steer time); `jobs` runs its statements;
 //! `task` glues them (requests, finished jobs, notices, wake-ups);
 //! `listen` keeps the LISTEN connection; `handle` is the backend the

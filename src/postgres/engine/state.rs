@@ -419,14 +419,14 @@ impl<T> State<T> {
             now,
         );
         let (plain, leased) = insert_args(&inserts);
-        let work = Work::Write(WriteArgs {
+        let work = Work::Write(Box::new(WriteArgs {
             plain,
             leased,
             acquire_names: acquires.iter().map(|a| a.name.to_vec()).collect(),
             acquire_leases: acquires.iter().map(|a| a.lease).collect(),
             releases: releases.clone(),
             lease_secs: self.settings.lease.as_secs_f64(),
-        });
+        }));
         self.writing += 1;
         let batch = Batch::Write {
             inserts,
