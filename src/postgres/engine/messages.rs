@@ -14,6 +14,27 @@ use tokio::time::Duration;
 use crate::backend::{Event, Found, Lease, Record};
 use crate::protocol::Limits;
 
+/// What the store actor asks of the engine (through `PgBackend`).
+pub enum Request<T> {
+    Append(Vec<Record<T>>),
+    Reserve(Box<[u8]>),
+    Release(Lease),
+    LookUp(Vec<Bytes>, oneshot::Sender<Found>),
+    /// Handled by the task (it stops); the machine ignores it.
+    Close,
+}
+
+/// What the LISTEN connection tells the engine.
+#[derive(Debug)]
+pub enum Notice {
+    /// A reservation of this name ended somewhere.
+    Released(Vec<u8>),
+    /// Listening (again): announcements may have been missed meanwhile.
+    Listening,
+    /// The LISTEN connection broke (PostgreSQL may be gone).
+    Lost(String),
+}
+
 /// A statement (or a few pipelined on one connection) to run, within
 /// `limit`. Its [`Done`] carries the same `id`.
 #[derive(Debug)]
@@ -115,27 +136,6 @@ pub struct AcquireRow {
     /// Neither: another front-end's reservation lapses in this many
     /// seconds.
     pub wait_secs: Option<f64>,
-}
-
-/// What the store actor asks of the engine (through `PgBackend`).
-pub enum Request<T> {
-    Append(Vec<Record<T>>),
-    Reserve(Box<[u8]>),
-    Release(Lease),
-    LookUp(Vec<Bytes>, oneshot::Sender<Found>),
-    /// Handled by the task (it stops); the machine ignores it.
-    Close,
-}
-
-/// What the LISTEN connection tells the engine.
-#[derive(Debug)]
-pub enum Notice {
-    /// A reservation of this name ended somewhere.
-    Released(Vec<u8>),
-    /// Listening (again): announcements may have been missed meanwhile.
-    Listening,
-    /// The LISTEN connection broke (PostgreSQL may be gone).
-    Lost(String),
 }
 
 /// What the machine decided; the task carries it out in order.

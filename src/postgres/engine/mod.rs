@@ -26,10 +26,11 @@
 //!   answered `ERROR`, never sent.
 //!
 //! Where each lives: `state` decides all of the above without I/O (the
-//! clock passed in, so its tests steer time); `jobs` runs its statements;
-//! `task` glues them (requests, finished jobs, notices, wake-ups);
-//! `listen` keeps the LISTEN connection; `handle` is the backend the
-//! store holds. This module connects and checks the schema.
+//! clock passed in, so its tests steer time); `messages` is what goes in
+//! and out of it; `jobs` runs the statements it asks for; `task` glues
+//! them (requests, finished jobs, notices, wake-ups); `listen` keeps the
+//! LISTEN connection; `handle` is the backend the store holds. This
+//! module connects and checks the schema.
 
 mod handle;
 mod jobs;
