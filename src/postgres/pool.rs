@@ -42,7 +42,7 @@ pub struct Manager {
     /// not once per connection attempt).
     pub schema_logged: Mutex<Option<Instant>>,
     /// Cancelled when the shutdown's grace period is over: statements
-    /// still running are then abandoned (`engine::with_connection`).
+    /// still running are then abandoned (`engine::jobs::with_connection`).
     pub closing: CancellationToken,
 }
 
