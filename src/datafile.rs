@@ -377,6 +377,11 @@ pub struct DataFile {
     /// Set when a failed write or sync could not be undone: every later
     /// STORE gets [`ServerFault::StorageUnusable`].
     unusable: bool,
+    /// Where the writer publishes the file's state (`/readyz`, the
+    /// writable gauge), when it runs with metrics: set before the log
+    /// line that says the file was given up, so whoever reads that line
+    /// finds the server already not ready.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl DataFile {
@@ -448,6 +453,7 @@ impl DataFile {
                     file,
                     len: HEADER_LEN as u64,
                     unusable: false,
+                    metrics: None,
                 },
                 0,
             ));
@@ -485,6 +491,7 @@ impl DataFile {
                 file,
                 len,
                 unusable: false,
+                metrics: None,
             },
             records,
         ))
@@ -526,6 +533,7 @@ impl DataFile {
         metrics: Option<Arc<Metrics>>,
         written: impl Fn(Written<T>),
     ) {
+        self.metrics = metrics.clone();
         let stats = metrics.as_ref().and_then(|m| m.datafile.as_ref());
         if let Some(stats) = stats {
             stats.bytes.store(self.len, Relaxed);
@@ -740,6 +748,9 @@ impl DataFile {
     /// whose replay (or `jnhpd data verify` and `repair`) sorts it out.
     /// Reads go on from memory.
     fn give_up(&mut self) {
+        if let Some(stats) = self.metrics.as_ref().and_then(|m| m.datafile.as_ref()) {
+            stats.writable.store(0, Relaxed);
+        }
         log::error!(
             "data file {}: in an unknown state after a failed write or sync; refusing every \
              STORE until jnhpd is restarted (check the disk, then `jnhpd data verify`)",
