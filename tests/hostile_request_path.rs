@@ -1,0 +1,763 @@
+//! A hostile look at the one request path (issue 23): the store actor keeps
+//! every request that waits (a validation, a write, a turn behind another
+//! STORE of the same name, a lookup) by parking its connection's batch, and
+//! the connection only frames lines, submits them and writes what comes
+//! back. These tests attack it from outside, with real sockets, real
+//! validator scripts and real signals, against what docs/ promises:
+//! replies exact and in order, exactly one `W00T!` per name, clients that
+//! leave freeing their slot without anything more being started for them,
+//! the grace period's `ERROR shutting down` never stored, acknowledged
+//! STOREs surviving a kill, bounded memory.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Client, PATIENCE, Server, process_validator, script, wait_for_file};
+use nix::sys::signal::Signal;
+
+/// A validator script in `dir` that records each run as
+/// `started-<name>-<value>`, waits until a `release` file (or a
+/// `release-<name>` file) exists there, then allows values not starting
+/// with "bad".
+fn gate(dir: &Path) -> PathBuf {
+    script(
+        dir,
+        "gate",
+        &format!(
+            "cd {dir}\necho $$ > \"started-$JNHP_NAME-$1\"\n\
+             while [ ! -e release ] && [ ! -e \"release-$JNHP_NAME\" ]; do sleep 0.02; done\n\
+             case \"$1\" in bad*) echo JNHP:0 ;; *) echo JNHP:1 ;; esac",
+            dir = dir.display()
+        ),
+    )
+}
+
+/// The gate as the one validator, with a timeout far beyond any test.
+fn gate_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "{extra}\n{}",
+        process_validator(&gate(dir), "timeout_ms = 600000")
+    )
+}
+
+/// The validator runs recorded by [`gate`] so far.
+fn runs(dir: &Path) -> Vec<String> {
+    let mut runs: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("started-").map(str::to_string)
+        })
+        .collect();
+    runs.sort();
+    runs
+}
+
+/// Leaves with a reset (SO_LINGER 0, then close): the way a crashed or
+/// killed client's system, or a load balancer, ends a connection.
+fn reset(client: Client) {
+    let stream = client.reader.into_inner();
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+/// Tries one connection: `true` if the server took it (answered a request),
+/// `false` if it refused it (`ERROR too many connections`) or closed it.
+fn accepted(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let _ = stream.write_all(b"EXISTS probe-of-a-slot\r\n");
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => reply.push(byte[0]),
+            _ => return false,
+        }
+    }
+    reply == b"RARGH!\r\n" || reply == b"AWESOME!\r\n"
+}
+
+/// Whether a connection is taken within `within` (a slot came back).
+fn slot_back_within(addr: SocketAddr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if accepted(addr) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `GET name` on new connections until it answers `want`.
+fn wait_for_value(addr: SocketAddr, name: &str, want: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if Client::connect(addr).ask(&format!("GET {name}")) == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {name} never answered {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `connections` count of `/status` on the admin listener.
+fn open_connections(server: &Server) -> u64 {
+    let (_, _, body) = common::get(common::admin_addr(server), "/status");
+    let after = body
+        .split("\"connections\":")
+        .nth(1)
+        .expect("/status has connections");
+    after
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// Waits until `/status` counts `n` open connections; `false` if that
+/// does not happen within `within`.
+fn connections_become(server: &Server, n: u64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if open_connections(server) == n {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts jnhpd again in `dir` on `config` (after a stop), on a new port.
+fn restart_in(dir: tempfile::TempDir, config: &Path) -> Server {
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0"]);
+    Server::spawn(cmd, dir, Some(config.to_path_buf()))
+}
+
+/// Takes the directory out of a stopped server, to start another on it.
+fn take_dir(server: &mut Server) -> tempfile::TempDir {
+    std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap())
+}
+
+// ---------------------------------------------------------------------------
+// Clients that leave
+// ---------------------------------------------------------------------------
+
+/// A client that resets while its STORE is being validated (the first
+/// request of its read, so no reply went out before it waited) has left:
+/// operations.md promises its slot back "while the connection waits", and
+/// the brief of issue 23 "within seconds", not when a validator that may
+/// run for minutes ends.
+#[test]
+#[ignore = "defect: a client that resets while its first STORE is validated keeps its max_connections slot until the validator ends"]
+fn a_client_reset_while_its_store_is_validated_frees_its_slot() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(d, &gate_config(&root, "[server]\nmax_connections = 1\n"));
+    let mut c = s.connect();
+    c.send(b"STORE held v\r\n");
+    wait_for_file(&root.join("started-held-v"));
+    reset(c);
+    let back = slot_back_within(s.addr(), Duration::from_secs(10));
+    std::fs::write(root.join("release"), "").unwrap();
+    assert!(
+        back,
+        "the slot of a client that reset during its validation was not freed within 10 s"
+    );
+}
+
+/// A client pipelines 200 validated STOREs and resets while the first is
+/// validated: that one finishes ("what has started finishes"), none of the
+/// 199 not started may be validated or stored for a client that is gone.
+#[test]
+#[ignore = "defect: after a client resets during its first STORE's validation, every STORE it pipelined behind is still validated and stored"]
+fn nothing_queued_behind_a_validation_is_validated_for_a_client_that_reset() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(
+        d,
+        &gate_config(&root, "[admin]\nlisten = [\"127.0.0.1:0\"]\n"),
+    );
+    let mut c = s.connect();
+    let pipeline: String = (0..200).map(|i| format!("STORE k{i} v\r\n")).collect();
+    c.send(pipeline.as_bytes());
+    wait_for_file(&root.join("started-k0-v"));
+    reset(c);
+    // Give the server its chance to see the reset before the gate opens
+    // (not asserted here: the test above is about the slot).
+    let _ = connections_become(&s, 0, Duration::from_secs(10));
+    std::fs::write(root.join("release"), "").unwrap();
+    // What had started finishes.
+    wait_for_value(s.addr(), "k0", "v");
+    // Nothing signals that nothing else happens: give it two seconds.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut probe = s.connect();
+    let stored: Vec<usize> = (1..200)
+        .filter(|i| probe.ask(&format!("EXISTS k{i}")) == "AWESOME!")
+        .collect();
+    let validated = runs(&root);
+    assert!(
+        stored.is_empty() && validated == ["k0-v"],
+        "for a client that had reset: {} more STOREs stored, validator runs {:?}...",
+        stored.len(),
+        &validated[..validated.len().min(5)]
+    );
+}
+
+/// A STORE waiting for its name's turn behind another client's validation
+/// is watched: its client resets, it is never validated, and the name goes
+/// to the next waiter when the first is refused.
+#[test]
+fn a_waiter_that_reset_is_skipped_and_the_name_goes_to_the_next() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(
+        d,
+        &gate_config(&root, "[admin]\nlisten = [\"127.0.0.1:0\"]\n"),
+    );
+    let mut a = s.connect();
+    a.send(b"STORE n bad-a\r\n");
+    wait_for_file(&root.join("started-n-bad-a"));
+    // The GET's reply leaves before the STORE waits: once it is read, the
+    // STORE waits for its turn.
+    let mut b = s.connect();
+    b.send(b"GET x\r\nSTORE n good-b\r\n");
+    assert_eq!(b.reply(), "");
+    let mut c = s.connect();
+    c.send(b"GET y\r\nSTORE n good-c\r\n");
+    assert_eq!(c.reply(), "");
+    reset(b);
+    assert!(
+        connections_become(&s, 2, Duration::from_secs(10)),
+        "a client that reset while its STORE waited for its turn still holds its connection"
+    );
+    std::fs::write(root.join("release"), "").unwrap();
+    assert_eq!(a.reply(), "RARGH!");
+    assert_eq!(c.reply(), "W00T!");
+    assert_eq!(s.connect().ask("GET n"), "good-c");
+    assert_eq!(runs(&root), ["n-bad-a", "n-good-c"]);
+}
+
+/// A client that half-closes (FIN after its requests, as `nc -N` does) has
+/// not left: every STORE queued behind a slow validation is answered.
+#[test]
+fn a_half_closed_client_gets_every_reply_behind_a_slow_validation() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(d, &gate_config(&root, ""));
+    let mut c = s.connect();
+    c.send(b"STORE h0 v\r\nGET h0\r\nSTORE h1 bad\r\nEXISTS h1\r\nSTORE h2 w");
+    c.half_close();
+    wait_for_file(&root.join("started-h0-v"));
+    std::fs::write(root.join("release"), "").unwrap();
+    let all = String::from_utf8(c.read_to_end()).unwrap();
+    assert_eq!(all, "W00T!\r\nv\r\nRARGH!\r\nRARGH!\r\nW00T!\r\n");
+}
+
+// ---------------------------------------------------------------------------
+// Order and count of replies; races on one name
+// ---------------------------------------------------------------------------
+
+/// Pipelines mixing validated STOREs (allowed and refused), GETs, EXISTS,
+/// blank and invalid lines, fifty rounds in one write: one reply per
+/// non-blank line, in order, each seeing the requests before it.
+#[test]
+fn a_pipeline_mixing_validated_stores_reads_and_bad_lines_is_answered_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let allow = script(
+        d.path(),
+        "allow",
+        "case \"$1\" in bad*) echo JNHP:0 ;; *) echo JNHP:1 ;; esac",
+    );
+    let s = Server::start_in(d, &process_validator(&allow, "max_concurrent = 4"));
+    let round = |i: usize| -> (String, Vec<String>) {
+        let pairs = [
+            (format!("GET a{i}"), String::new()),
+            (format!("STORE a{i} one {i}"), "W00T!".into()),
+            (format!("STORE a{i} two"), "RARGH!".into()),
+            (format!("EXISTS a{i}"), "AWESOME!".into()),
+            ("frob".into(), "ERROR unknown command".into()),
+            ("  \t".into(), "-".into()),
+            (format!("STORE b{i} bad{i}"), "RARGH!".into()),
+            (format!("EXISTS b{i}"), "RARGH!".into()),
+            (format!("store b{i} good"), "W00T!".into()),
+            (format!("GET b{i}"), "good".into()),
+            (format!("STORE c{i} ERROR x"), "ERROR reserved value".into()),
+            ("EXISTS".into(), "ERROR missing name".into()),
+            (format!("GET a{i} b{i}"), "ERROR too many arguments".into()),
+            (format!("STORE d{i}  "), "ERROR missing value".into()),
+            (format!("GET a{i}"), format!("one {i}")),
+        ];
+        let mut text = String::new();
+        let mut want = Vec::new();
+        for (request, reply) in pairs {
+            text.push_str(&request);
+            text.push_str(if i % 2 == 0 { "\r\n" } else { "\n" });
+            if reply != "-" {
+                want.push(reply);
+            }
+        }
+        (text, want)
+    };
+    let mut c = s.connect();
+    let (mut all, mut want) = (String::new(), Vec::new());
+    for i in 0..50 {
+        let (text, replies) = round(i);
+        all.push_str(&text);
+        want.extend(replies);
+    }
+    c.send(all.as_bytes());
+    c.half_close();
+    let got = String::from_utf8(c.read_to_end()).unwrap();
+    let got: Vec<&str> = got.split_terminator("\r\n").collect();
+    assert_eq!(got.len(), want.len(), "reply count");
+    for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(got, want, "reply {i}");
+    }
+}
+
+/// Twelve clients STORE one name through a slow validator that refuses
+/// half of them: exactly one `W00T!`, for an allowed value, GET returns
+/// it, and every other client gets `RARGH!`.
+#[test]
+fn many_clients_storing_one_name_through_a_refusing_validator_get_one_w00t() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(d, &gate_config(&root, ""));
+    let mut clients: Vec<(String, Client)> = Vec::new();
+    for i in 0..12 {
+        let value = if i % 2 == 0 {
+            format!("bad-{i}")
+        } else {
+            format!("good-{i}")
+        };
+        let mut c = s.connect();
+        // The GET's reply says the STORE after it is in the server.
+        c.send(format!("GET z{i}\r\nSTORE same {value}\r\n").as_bytes());
+        assert_eq!(c.reply(), "");
+        clients.push((value, c));
+    }
+    std::fs::write(root.join("release"), "").unwrap();
+    let mut winners = Vec::new();
+    for (value, c) in &mut clients {
+        match c.reply().as_str() {
+            "W00T!" => winners.push(value.clone()),
+            "RARGH!" => {}
+            other => panic!("STORE same {value}: {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    assert!(winners[0].starts_with("good-"), "{winners:?}");
+    assert_eq!(s.connect().ask("GET same"), winners[0]);
+    // The refused ones handed the name on; after the winner no validator
+    // ran.
+    let ran = runs(&root);
+    assert_eq!(
+        ran.iter().filter(|r| r.contains("good-")).count(),
+        1,
+        "an allowed STORE was validated after the name was stored: {ran:?}"
+    );
+}
+
+/// A helper that breaks (replies garbage) on one value while STOREs of the
+/// same name queue behind it: the broken one fails (`on_failure =
+/// "reject"`: `RARGH!`), the helper is replaced, the name goes on to the
+/// next STORE, which is stored.
+#[test]
+fn a_helper_breaking_while_stores_queue_hands_the_name_on() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let helper = script(
+        &root,
+        "helper",
+        &format!(
+            "cd {dir}\nwhile read id name value; do\n\
+               case \"$value\" in\n\
+                 evil) while [ ! -e release ]; do sleep 0.02; done; echo 'garbage!' ;;\n\
+                 *) echo \"$id JNHP:1\" ;;\n\
+               esac\n\
+             done",
+            dir = root.display()
+        ),
+    );
+    let s = Server::start_in(
+        d,
+        &format!(
+            "[[validator]]\nkind = \"helper\"\ncommand = [\"{}\"]\nchildren = 1\nconcurrency = 4\ntimeout_ms = 60000\n",
+            helper.display()
+        ),
+    );
+    let mut evil = s.connect();
+    evil.send(b"STORE name evil\r\n");
+    let mut queued = Vec::new();
+    for i in 0..4 {
+        let mut c = s.connect();
+        c.send(format!("GET q{i}\r\nSTORE name fine-{i}\r\n").as_bytes());
+        assert_eq!(c.reply(), "");
+        queued.push(c);
+    }
+    std::fs::write(root.join("release"), "").unwrap();
+    assert_eq!(evil.reply(), "RARGH!");
+    let replies: Vec<String> = queued.iter_mut().map(Client::reply).collect();
+    assert_eq!(replies, ["W00T!", "RARGH!", "RARGH!", "RARGH!"]);
+    assert_eq!(s.connect().ask("GET name"), "fine-0");
+}
+
+// ---------------------------------------------------------------------------
+// Signals
+// ---------------------------------------------------------------------------
+
+/// SIGINT while a STORE is validated (never finishing) and another STORE
+/// of its name waits for its turn, with a data file: at the end of the
+/// grace period both are answered `ERROR shutting down`, the process exits
+/// 0, and after a restart neither is stored while what was acknowledged
+/// is.
+#[test]
+fn past_the_grace_period_waiting_stores_are_refused_and_not_stored() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let mut s = Server::start_in(
+        d,
+        &gate_config(
+            &root,
+            "[server]\nshutdown_grace_secs = 1\n[storage]\npath = \"data\"\nfsync = \"always\"\n",
+        ),
+    );
+    std::fs::write(root.join("release-done"), "").unwrap();
+    assert_eq!(s.connect().ask("STORE done yes"), "W00T!");
+    let mut a = s.connect();
+    a.send(b"STORE n a-val\r\n");
+    wait_for_file(&root.join("started-n-a-val"));
+    let mut b = s.connect();
+    b.send(b"GET x\r\nSTORE n b-val\r\nGET n\r\n");
+    assert_eq!(b.reply(), "");
+    let started = Instant::now();
+    s.signal(Signal::SIGINT);
+    assert_eq!(a.reply(), "ERROR shutting down");
+    assert_eq!(b.reply(), "ERROR shutting down");
+    assert_eq!(b.reply(), "");
+    assert_eq!(s.wait_exit().code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "exit took {:?}",
+        started.elapsed()
+    );
+    let config = s.config.clone().unwrap();
+    let s = restart_in(take_dir(&mut s), &config);
+    let mut c = s.connect();
+    assert_eq!(c.ask("GET done"), "yes");
+    assert_eq!(c.ask("EXISTS n"), "RARGH!");
+}
+
+/// SIGTERM while STOREs are validated and released within the grace
+/// period: every one is answered (not `ERROR`), a STORE waiting behind one
+/// of them gets `RARGH!`, and what was acknowledged is there after a
+/// restart.
+#[test]
+fn sigterm_during_validation_answers_what_finishes_within_the_grace() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let mut s = Server::start_in(
+        d,
+        &gate_config(
+            &root,
+            "[server]\nshutdown_grace_secs = 20\n[storage]\npath = \"data\"\n",
+        ),
+    );
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let mut c = s.connect();
+        c.send(format!("STORE t{i} v{i}\r\nGET t{i}\r\n").as_bytes());
+        wait_for_file(&root.join(format!("started-t{i}-v{i}")));
+        clients.push(c);
+    }
+    let mut behind = s.connect();
+    behind.send(b"GET w\r\nSTORE t0 other\r\n");
+    assert_eq!(behind.reply(), "");
+    s.signal(Signal::SIGTERM);
+    s.log.wait_for("SIGTERM");
+    std::fs::write(root.join("release"), "").unwrap();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(c.reply(), "W00T!");
+        assert_eq!(c.reply(), format!("v{i}"));
+    }
+    assert_eq!(behind.reply(), "RARGH!");
+    assert_eq!(s.wait_exit().code(), Some(0));
+    let config = s.config.clone().unwrap();
+    let s = restart_in(take_dir(&mut s), &config);
+    let mut c = s.connect();
+    for i in 0..6 {
+        assert_eq!(c.ask(&format!("GET t{i}")), format!("v{i}"));
+    }
+}
+
+/// SIGHUP swaps the validators while STOREs wait: each batch is validated
+/// by the chain current when it was read. A STORE waiting for its name's
+/// turn (read before the SIGHUP) is validated by the old, allowing chain
+/// once the first is refused; a STORE read after it by the new, refusing
+/// one.
+#[test]
+fn sighup_while_stores_wait_keeps_each_batch_on_its_chain() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let mut s = Server::start_in(d, &gate_config(&root, ""));
+    let mut a = s.connect();
+    a.send(b"STORE n bad-a\r\nSTORE m fine\r\n");
+    wait_for_file(&root.join("started-n-bad-a"));
+    let mut b = s.connect();
+    b.send(b"GET x\r\nSTORE n good-b\r\n");
+    assert_eq!(b.reply(), "");
+    // The new chain refuses every value longer than a byte.
+    let config = s.config.clone().unwrap();
+    std::fs::write(
+        &config,
+        "[[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 1\n",
+    )
+    .unwrap();
+    s.signal(Signal::SIGHUP);
+    s.log.wait_for("SIGHUP: configuration reloaded");
+    let mut late = s.connect();
+    assert_eq!(late.ask("STORE late long-value"), "RARGH!");
+    std::fs::write(root.join("release"), "").unwrap();
+    assert_eq!(a.reply(), "RARGH!");
+    assert_eq!(a.reply(), "W00T!", "the batch's second STORE, old chain");
+    assert_eq!(
+        b.reply(),
+        "W00T!",
+        "a waiter read before the SIGHUP, old chain"
+    );
+    assert_eq!(late.ask("GET n"), "good-b");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0));
+}
+
+// ---------------------------------------------------------------------------
+// The data file: a write that hangs, a write that fails, a kill
+// ---------------------------------------------------------------------------
+
+/// An `LD_PRELOAD` shim whose `fdatasync` waits while the file named by
+/// `JNHP_TEST_HOLD_SYNC` exists, creating the file named by
+/// `JNHP_TEST_SYNC_HELD` once it waits (the test's readiness signal), and
+/// fails with `EIO` while the file named by `JNHP_TEST_FAIL_SYNC` exists.
+const SYNC_SHIM: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int exists(const char *var) {
+    const char *path = getenv(var);
+    struct stat st;
+    return path != NULL && stat(path, &st) == 0;
+}
+
+int fdatasync(int fd) {
+    if (exists("JNHP_TEST_HOLD_SYNC")) {
+        const char *held = getenv("JNHP_TEST_SYNC_HELD");
+        if (held != NULL) close(open(held, O_CREAT | O_WRONLY, 0644));
+        while (exists("JNHP_TEST_HOLD_SYNC")) usleep(10000);
+    }
+    if (exists("JNHP_TEST_FAIL_SYNC")) { errno = EIO; return -1; }
+    return ((int (*)(int))dlsym(RTLD_NEXT, "fdatasync"))(fd);
+}
+"#;
+
+/// jnhpd on a data file (`fsync = "always"`) in `dir`, with [`SYNC_SHIM`]
+/// preloaded; `extra` goes into the config.
+fn with_sync_shim(dir: tempfile::TempDir, extra: &str) -> Server {
+    let root = dir.path().to_path_buf();
+    let lib = common::shim::build(&root, "holdsync", SYNC_SHIM);
+    let config = root.join("jnhp.toml");
+    std::fs::write(
+        &config,
+        format!("[storage]\npath = \"data\"\nfsync = \"always\"\n{extra}\n"),
+    )
+    .unwrap();
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("LD_PRELOAD", &lib)
+        .env("JNHP_TEST_HOLD_SYNC", root.join("hold"))
+        .env("JNHP_TEST_SYNC_HELD", root.join("held"))
+        .env("JNHP_TEST_FAIL_SYNC", root.join("fail"));
+    Server::spawn(cmd, dir, Some(config))
+}
+
+/// A client resets while its STORE's record waits on the disk (a sync that
+/// hangs): operations.md promises that a connection waiting for "a write"
+/// whose socket reports an error closes and frees its slot, the write
+/// finishing on its own, and that what comes after it in the pipeline is
+/// not started.
+#[test]
+#[ignore = "defect: a client that resets while its STORE is written keeps its slot until the write ends, and its later pipelined STOREs are written"]
+fn a_client_reset_during_a_hung_write_frees_its_slot_and_starts_nothing_more() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let s = with_sync_shim(d, "[server]\nmax_connections = 1\n");
+    std::fs::write(root.join("hold"), "").unwrap();
+    let mut c = s.connect();
+    c.send(b"STORE w1 v\r\nGET w1\r\nSTORE w2 v\r\n");
+    wait_for_file(&root.join("held"));
+    reset(c);
+    let back = slot_back_within(s.addr(), Duration::from_secs(10));
+    std::fs::remove_file(root.join("hold")).unwrap();
+    // The write under way finishes.
+    wait_for_value(s.addr(), "w1", "v");
+    std::thread::sleep(Duration::from_secs(1));
+    let w2 = s.connect().ask("EXISTS w2");
+    assert!(
+        back && w2 == "RARGH!",
+        "slot back within 10 s: {back}; the STORE after the reset: {w2}"
+    );
+}
+
+/// STOREs of one name queued behind a write that fails (`fdatasync`
+/// `EIO`): the failed one gets `ERROR storage: ...`, the name goes on to
+/// the next, and nothing answered `ERROR` is there after a restart.
+#[test]
+fn stores_queued_behind_a_failing_write_are_each_answered_and_never_stored_on_error() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let mut s = with_sync_shim(d, "");
+    assert_eq!(s.connect().ask("STORE before ok"), "W00T!");
+    std::fs::write(root.join("hold"), "").unwrap();
+    std::fs::write(root.join("fail"), "").unwrap();
+    let mut first = s.connect();
+    first.send(b"STORE n first\r\n");
+    wait_for_file(&root.join("held"));
+    let mut queued = Vec::new();
+    for i in 0..4 {
+        let mut c = s.connect();
+        c.send(format!("GET x{i}\r\nSTORE n second-{i}\r\nGET n\r\n").as_bytes());
+        assert_eq!(c.reply(), "");
+        queued.push(c);
+    }
+    std::fs::remove_file(root.join("hold")).unwrap();
+    let mut replies = vec![first.reply()];
+    // Let the disk recover while the queue drains: any of them may fail.
+    std::fs::remove_file(root.join("fail")).unwrap();
+    let mut reads = Vec::new();
+    for c in &mut queued {
+        replies.push(c.reply());
+        reads.push(c.reply());
+    }
+    assert!(replies[0].starts_with("ERROR storage"), "{replies:?}");
+    let stored: Vec<usize> = (0..replies.len())
+        .filter(|&i| replies[i] == "W00T!")
+        .collect();
+    assert!(stored.len() <= 1, "{replies:?}");
+    for r in &replies {
+        assert!(
+            r == "W00T!" || r == "RARGH!" || r.starts_with("ERROR storage"),
+            "{replies:?}"
+        );
+    }
+    let value = stored.first().map(|&i| format!("second-{}", i - 1));
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit().code(), Some(0));
+    let config = s.config.clone().unwrap();
+    let s = restart_in(take_dir(&mut s), &config);
+    let mut c = s.connect();
+    assert_eq!(c.ask("GET before"), "ok");
+    assert_eq!(c.ask("GET n"), value.unwrap_or_default(), "{replies:?}");
+}
+
+/// Many clients race validated STOREs of a few names on a data file; the
+/// server is SIGKILLed mid-stream. After a restart every acknowledged
+/// STORE is there with its value, and each name has at most one winner.
+#[test]
+fn sigkill_under_racing_validated_stores_keeps_every_acknowledged_one() {
+    let d = tempfile::tempdir().unwrap();
+    let allow = script(d.path(), "allow", "echo JNHP:1");
+    let mut s = Server::start_in(
+        d,
+        &format!(
+            "[storage]\npath = \"data\"\nfsync = \"always\"\n{}",
+            process_validator(&allow, "max_concurrent = 8")
+        ),
+    );
+    let addr = s.addr();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                let Ok(stream) = TcpStream::connect(addr) else {
+                    return;
+                };
+                let mut c = Client {
+                    reader: std::io::BufReader::new(stream),
+                };
+                for i in 0..400 {
+                    let (name, value) = (format!("r{}", i / 2), format!("t{t}-{i}"));
+                    let line = format!("STORE {name} {value}\r\nSTORE solo{t}-{i} x\r\n");
+                    if c.reader.get_mut().write_all(line.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut replies = Vec::new();
+                    for _ in 0..2 {
+                        let mut line = String::new();
+                        match std::io::BufRead::read_line(&mut c.reader, &mut line) {
+                            Ok(n) if n > 0 => replies.push(line.trim_end().to_string()),
+                            _ => return,
+                        }
+                    }
+                    let mut acked = acked.lock().unwrap();
+                    if replies[0] == "W00T!" {
+                        acked.push((name, value));
+                    }
+                    if replies[1] == "W00T!" {
+                        acked.push((format!("solo{t}-{i}"), "x".into()));
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    while acked.lock().unwrap().len() < 300 {
+        assert!(Instant::now() < deadline, "too slow");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s.signal(Signal::SIGKILL);
+    s.wait_exit();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let config = s.config.clone().unwrap();
+    let s = restart_in(take_dir(&mut s), &config);
+    let mut c = s.connect();
+    let mut winners = std::collections::HashMap::new();
+    for (name, value) in &acked {
+        if let Some(other) = winners.insert(name.clone(), value.clone()) {
+            panic!("{name}: two W00T! ({other}, {value})");
+        }
+        assert_eq!(&c.ask(&format!("GET {name}")), value, "{name}");
+    }
+}
