@@ -1041,3 +1041,140 @@ fn past_the_grace_period_no_validator_starts_for_a_pipeline_left_behind() {
         replies.len()
     );
 }
+
+/// Fifty clients queue STOREs behind one name's validation, then all
+/// reset at once: every slot comes back, and when the first is refused no
+/// one of them is validated.
+#[test]
+fn fifty_waiters_that_reset_free_their_slots_and_none_is_validated() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(
+        d,
+        &gate_config(
+            &root,
+            "[server]\nmax_connections = 52\n[admin]\nlisten = [\"127.0.0.1:0\"]\n",
+        ),
+    );
+    let mut holder = s.connect();
+    holder.send(b"STORE n bad-holder\r\n");
+    wait_for_file(&root.join("started-n-bad-holder"));
+    let waiters: Vec<Client> = (0..50)
+        .map(|i| {
+            let mut c = s.connect();
+            c.send(format!("GET x\r\nSTORE n good-{i}\r\nSTORE other-{i} v\r\n").as_bytes());
+            assert_eq!(c.reply(), "");
+            c
+        })
+        .collect();
+    for c in waiters {
+        reset(c);
+    }
+    assert!(
+        connections_become(&s, 1, Duration::from_secs(10)),
+        "{} connections still open",
+        open_connections(&s)
+    );
+    std::fs::write(root.join("release"), "").unwrap();
+    assert_eq!(holder.reply(), "RARGH!");
+    assert_eq!(runs(&root), ["n-bad-holder"]);
+    let mut probe = s.connect();
+    assert_eq!(probe.ask("EXISTS n"), "RARGH!");
+    assert_eq!(probe.ask("STORE n good-late"), "W00T!");
+    assert_eq!(probe.ask("EXISTS other-0"), "RARGH!");
+}
+
+/// Validators that time out, crash (killed by a signal) or refuse, racing
+/// for one name with allowed STOREs: every failure is `RARGH!`
+/// (`on_failure = "reject"`) and hands the name on; exactly one allowed
+/// STORE wins.
+#[test]
+fn timeouts_and_crashes_racing_for_one_name_leave_exactly_one_winner() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let program = script(
+        &root,
+        "moody",
+        &format!(
+            "cd {dir}\nwhile [ ! -e release ]; do sleep 0.02; done\n\
+             case \"$1\" in\n\
+               slow*) exec sleep 30 ;;\n\
+               crash*) kill -9 $$ ;;\n\
+               bad*) echo JNHP:0 ;;\n\
+               *) echo JNHP:1 ;;\n\
+             esac",
+            dir = root.display()
+        ),
+    );
+    let s = Server::start_in(
+        d,
+        &process_validator(&program, "timeout_ms = 1500\nmax_concurrent = 16"),
+    );
+    let values = [
+        "slow-0", "crash-1", "bad-2", "slow-3", "good-4", "crash-5", "good-6", "bad-7",
+    ];
+    let mut clients: Vec<(&str, Client)> = values
+        .iter()
+        .map(|v| {
+            let mut c = s.connect();
+            c.send(format!("GET x\r\nSTORE race {v}\r\n").as_bytes());
+            assert_eq!(c.reply(), "");
+            (*v, c)
+        })
+        .collect();
+    std::fs::write(root.join("release"), "").unwrap();
+    let mut winners = Vec::new();
+    for (value, c) in &mut clients {
+        match c.reply().as_str() {
+            "W00T!" => winners.push(value.to_string()),
+            "RARGH!" => {}
+            other => panic!("{value}: {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert!(winners[0].starts_with("good-"), "{winners:?}");
+    assert_eq!(s.connect().ask("GET race"), winners[0]);
+}
+
+/// Names and values at their limits, through a validator program (argv
+/// and stdin), pipelined with one byte over each limit: the limits pass
+/// byte for byte, one over gets its `ERROR`, and every reply is in order.
+#[test]
+fn names_and_values_at_the_limits_pass_validation_byte_for_byte() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let by_argv = script(
+        &root,
+        "by-argv",
+        "[ ${#1} -eq \"$JNHP_VALUE_BYTES\" ] && echo JNHP:1 || echo JNHP:0",
+    );
+    let by_stdin = script(
+        &root,
+        "by-stdin",
+        "n=$(head -c 100000 | wc -c)\n[ $n -eq $((JNHP_VALUE_BYTES + 1)) ] && echo JNHP:1 || echo JNHP:0",
+    );
+    let s = Server::start_in(
+        d,
+        &format!(
+            "{}{}",
+            process_validator(&by_argv, ""),
+            process_validator(&by_stdin, "input = \"stdin\"")
+        ),
+    );
+    let name = "n".repeat(250);
+    let value = "v".repeat(65536);
+    let mut c = s.connect();
+    let pipeline = format!(
+        "STORE {name} {value}\r\nSTORE {name}x v\r\nSTORE m {value}x\r\nGET {name}\r\nEXISTS {name}x\r\n\
+         STORE {name} other\r\nSTORE high \u{00e9}\u{00e9} \r\nGET high\r\n"
+    );
+    c.send(pipeline.as_bytes());
+    assert_eq!(c.reply(), "W00T!");
+    assert_eq!(c.reply(), "ERROR name too long");
+    assert_eq!(c.reply(), "ERROR value too long");
+    assert_eq!(c.reply(), value);
+    assert_eq!(c.reply(), "ERROR name too long");
+    assert_eq!(c.reply(), "RARGH!");
+    assert_eq!(c.reply(), "W00T!");
+    assert_eq!(c.reply(), "\u{00e9}\u{00e9} ");
+}
