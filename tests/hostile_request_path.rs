@@ -1178,3 +1178,112 @@ fn names_and_values_at_the_limits_pass_validation_byte_for_byte() {
     assert_eq!(c.reply(), "W00T!");
     assert_eq!(c.reply(), "\u{00e9}\u{00e9} ");
 }
+
+/// CPU time (user + system, in clock ticks) the process has used.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of stat(5), counted after the command's ')'.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Clients whose STORE waits (for its turn, or on its own validation)
+/// after a reply already went out, so the connection watches them, then
+/// half-close: a FIN is not leaving. Every reply is delivered, and the
+/// server stays idle while they wait.
+#[test]
+fn half_closed_clients_being_watched_while_they_wait_get_every_reply() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(d, &gate_config(&root, ""));
+    let mut holder = s.connect();
+    holder.send(b"GET x\r\nSTORE n bad-holder\r\nGET n\r\n");
+    assert_eq!(holder.reply(), "");
+    wait_for_file(&root.join("started-n-bad-holder"));
+    holder.half_close();
+    let mut waiters: Vec<Client> = (0..20)
+        .map(|i| {
+            let mut c = s.connect();
+            c.send(
+                format!("GET x\r\nSTORE n good-{i}\r\nSTORE own-{i} v\r\nGET own-{i}\r\n")
+                    .as_bytes(),
+            );
+            assert_eq!(c.reply(), "");
+            c.half_close();
+            c
+        })
+        .collect();
+    let before = cpu_ticks(s.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(s.pid()) - before;
+    // 100 ticks a second on Linux: a busy loop would use about 200.
+    assert!(used < 100, "{used} ticks in 2 s while 21 clients wait");
+    std::fs::write(root.join("release"), "").unwrap();
+    assert_eq!(
+        String::from_utf8(holder.read_to_end()).unwrap(),
+        "RARGH!\r\n\r\n"
+    );
+    let mut winners = 0;
+    for (i, c) in waiters.iter_mut().enumerate() {
+        let all = String::from_utf8(c.read_to_end()).unwrap();
+        match all.strip_suffix("W00T!\r\nv\r\n") {
+            Some("W00T!\r\n") => winners += 1,
+            Some("RARGH!\r\n") => {}
+            _ => panic!("client {i}: {all:?}"),
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+/// SIGTERM while PostgreSQL is frozen, with an uncached GET, an EXISTS and
+/// a STORE waiting on it (`request_timeout_ms` far away): operations.md
+/// promises that past the grace period nothing waits for PostgreSQL but
+/// the release of reservations (2 s), the requests waiting on it are
+/// answered `ERROR storage unavailable` (a STORE waiting for its
+/// reservation: `ERROR shutting down` or that), and the front-end exits
+/// within the grace period and those 2 s.
+#[test]
+fn sigterm_with_requests_waiting_on_a_frozen_postgres_answers_them_and_exits_in_time() {
+    require!(Postgres);
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("frozenstop");
+    let mut s = pg_front_end(&pg, &db, 60_000, "[server]\nshutdown_grace_secs = 1\n");
+    assert_eq!(s.connect().ask("STORE warm 1"), "W00T!");
+    let thaw = Thaw(&pg);
+    signal_postgres(&pg, Signal::SIGSTOP);
+    let mut get = s.connect();
+    get.send(b"GET warm\r\nGET cold\r\n");
+    assert_eq!(get.reply(), "1");
+    let mut exists = s.connect();
+    exists.send(b"EXISTS warm\r\nEXISTS cold\r\n");
+    assert_eq!(exists.reply(), "AWESOME!");
+    let mut store = s.connect();
+    store.send(b"GET warm\r\nSTORE fresh v\r\n");
+    assert_eq!(store.reply(), "1");
+    let started = Instant::now();
+    s.signal(Signal::SIGTERM);
+    let replies = [
+        String::from_utf8(get.read_to_end_or_reset()).unwrap(),
+        String::from_utf8(exists.read_to_end_or_reset()).unwrap(),
+        String::from_utf8(store.read_to_end_or_reset()).unwrap(),
+    ];
+    let status = s.wait_exit();
+    let took = started.elapsed();
+    drop(thaw);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(replies[0], "ERROR storage unavailable\r\n", "{replies:?}");
+    assert_eq!(replies[1], "ERROR storage unavailable\r\n", "{replies:?}");
+    assert!(
+        replies[2] == "ERROR storage unavailable\r\n" || replies[2] == "ERROR shutting down\r\n",
+        "{replies:?}"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "exit took {took:?} with shutdown_grace_secs = 1"
+    );
+}
