@@ -1363,3 +1363,50 @@ fn large_replies_around_a_waiting_store_keep_their_order() {
         assert_eq!(c.reply(), "AWESOME!");
     }
 }
+
+/// Two front-ends STORE one name through a slow validator; on the second,
+/// the first STORE waiting for the first front-end's lease belongs to a
+/// client that resets. When the first front-end's STORE is refused, the
+/// name goes to the next live waiter (never to the one that left), and
+/// both front-ends read the winner.
+#[test]
+fn across_front_ends_a_waiter_that_reset_is_skipped_and_the_name_goes_on() {
+    require!(Postgres);
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("twofronts");
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let (r1, r2) = (d1.path().to_path_buf(), d2.path().to_path_buf());
+    let config = |root: &Path| {
+        format!(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n\
+             lease_secs = 2\nrequest_timeout_ms = 10000\nconnect_timeout_secs = 10\n\
+             [admin]\nlisten = [\"127.0.0.1:0\"]\n{}",
+            pg.url(&db),
+            process_validator(&gate(root), "timeout_ms = 600000")
+        )
+    };
+    let one = Server::start_in(d1, &config(&r1));
+    let two = Server::start_in(d2, &config(&r2));
+    let mut a = one.connect();
+    a.send(b"STORE n bad-a\r\n");
+    wait_for_file(&r1.join("started-n-bad-a"));
+    let mut b = two.connect();
+    b.send(b"GET x\r\nSTORE n good-b\r\n");
+    assert_eq!(b.reply(), "");
+    let mut c = two.connect();
+    c.send(b"GET y\r\nSTORE n good-c\r\n");
+    assert_eq!(c.reply(), "");
+    reset(b);
+    assert!(
+        connections_become(&two, 1, Duration::from_secs(10)),
+        "a client that reset while waiting for another front-end's lease still holds its connection"
+    );
+    std::fs::write(r1.join("release"), "").unwrap();
+    std::fs::write(r2.join("release"), "").unwrap();
+    assert_eq!(a.reply(), "RARGH!");
+    assert_eq!(c.reply(), "W00T!");
+    assert_eq!(one.connect().ask("GET n"), "good-c");
+    assert_eq!(two.connect().ask("GET n"), "good-c");
+    assert!(runs(&r2).iter().all(|r| r != "n-good-b"), "{:?}", runs(&r2));
+}
