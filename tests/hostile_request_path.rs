@@ -1447,3 +1447,85 @@ fn clients_leaving_large_stores_behind_a_hung_validation_do_not_grow_the_server(
         "rss grew from {before} KiB to {after} KiB (budget 4 MiB) for clients that left"
     );
 }
+
+/// The data file on a full file system (a 128 KiB tmpfs in a mount
+/// namespace of the daemon's own, filled by another file): validated
+/// STOREs pipelined with GETs get `ERROR storage: ...` and are not seen,
+/// never `RARGH!`; once there is room the same names are stored; and the
+/// file then replays clean, holding exactly what was acknowledged.
+#[test]
+fn validated_stores_on_a_full_file_system_fail_cleanly_and_work_again() {
+    require!(Root);
+    let mount = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let allow = script(d.path(), "allow", "echo JNHP:1");
+    let config = d.path().join("jnhp.toml");
+    let validator = process_validator(&allow, "");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\npath = \"{}/data\"\nfsync = \"always\"\n{validator}",
+            mount.path().display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=128k tmpfs \"$1\" && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(mount.path())
+        .arg(common::bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"]);
+    let s = Server::spawn(cmd, tempfile::tempdir().unwrap(), Some(config.clone()));
+    let inside = PathBuf::from(format!("/proc/{}/root", s.pid()))
+        .join(mount.path().strip_prefix("/").unwrap());
+    {
+        let mut filler = std::fs::File::create(inside.join("filler")).unwrap();
+        while filler.write_all(&[b'f'; 4096]).is_ok() {}
+        while filler.write_all(b"f").is_ok() {}
+    }
+    let value = |i: usize, round: &str| format!("{round}-{i}-{}", "x".repeat(1500));
+    let mut acked = std::collections::HashMap::new();
+    let mut failed = Vec::new();
+    let mut c = s.connect();
+    let pipeline: String = (0..10)
+        .map(|i| format!("STORE f{i} {}\r\nGET f{i}\r\n", value(i, "first")))
+        .collect();
+    c.send(pipeline.as_bytes());
+    for i in 0..10 {
+        let (store, get) = (c.reply(), c.reply());
+        match store.as_str() {
+            "W00T!" => {
+                assert_eq!(get, value(i, "first"));
+                acked.insert(i, value(i, "first"));
+            }
+            error if error.starts_with("ERROR storage") => {
+                assert_eq!(get, "", "f{i}: answered {error}, then seen");
+                failed.push(i);
+            }
+            other => panic!("f{i}: {other}"),
+        }
+    }
+    assert!(!failed.is_empty(), "the file system never filled up");
+    std::fs::remove_file(inside.join("filler")).unwrap();
+    for &i in &failed {
+        assert_eq!(c.ask(&format!("STORE f{i} {}", value(i, "again"))), "W00T!");
+        acked.insert(i, value(i, "again"));
+    }
+    std::fs::copy(inside.join("data"), d.path().join("copy")).unwrap();
+    drop(s);
+    let copy_config = d.path().join("copy.toml");
+    std::fs::write(
+        &copy_config,
+        format!("[storage]\npath = \"{}/copy\"\n", d.path().display()),
+    )
+    .unwrap();
+    let s = restart_in(tempfile::tempdir().unwrap(), &copy_config);
+    let mut c = s.connect();
+    for i in 0..10 {
+        assert_eq!(c.ask(&format!("GET f{i}")), acked[&i], "f{i}");
+    }
+    assert!(!s.log.all().contains("damaged"), "{}", s.log.all());
+}
