@@ -1529,3 +1529,58 @@ fn validated_stores_on_a_full_file_system_fail_cleanly_and_work_again() {
     }
     assert!(!s.log.all().contains("damaged"), "{}", s.log.all());
 }
+
+/// SIGTERM on a front-end whose STORE waits for another front-end's lease
+/// (a validation that hangs there): past the grace period the STORE is
+/// answered `ERROR shutting down` and the front-end exits promptly; it
+/// leaves no reservation behind, so once the other front-end's STORE is
+/// refused, a third front-end stores the name at once, not a `lease_secs`
+/// (here 60 s) later.
+#[test]
+fn sigterm_while_waiting_for_another_front_ends_lease_leaves_no_reservation() {
+    require!(Postgres);
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("leavelease");
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let (r1, r2) = (d1.path().to_path_buf(), d2.path().to_path_buf());
+    let config = |root: &Path| {
+        format!(
+            "[server]\nshutdown_grace_secs = 1\n\
+             [storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n\
+             lease_secs = 60\nrequest_timeout_ms = 10000\nconnect_timeout_secs = 10\n{}",
+            pg.url(&db),
+            process_validator(&gate(root), "timeout_ms = 600000")
+        )
+    };
+    let one = Server::start_in(d1, &config(&r1));
+    let mut two = Server::start_in(d2, &config(&r2));
+    let mut a = one.connect();
+    a.send(b"STORE n bad-a\r\n");
+    wait_for_file(&r1.join("started-n-bad-a"));
+    let mut b = two.connect();
+    b.send(b"GET x\r\nSTORE n good-b\r\nGET n\r\n");
+    assert_eq!(b.reply(), "");
+    let started = Instant::now();
+    two.signal(Signal::SIGTERM);
+    assert_eq!(b.reply(), "ERROR shutting down");
+    assert_eq!(two.wait_exit().code(), Some(0));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "exit took {took:?}");
+    assert!(runs(&r2).is_empty(), "{:?}", runs(&r2));
+    std::fs::write(r1.join("release"), "").unwrap();
+    assert_eq!(a.reply(), "RARGH!");
+    let d3 = tempfile::tempdir().unwrap();
+    let r3 = d3.path().to_path_buf();
+    std::fs::write(r3.join("release"), "").unwrap();
+    let three = Server::start_in(d3, &config(&r3));
+    let mut c = three.connect();
+    let t = Instant::now();
+    assert_eq!(c.ask("STORE n good-c"), "W00T!");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the STORE waited {:?} for a reservation the stopped front-end left",
+        t.elapsed()
+    );
+    assert_eq!(one.connect().ask("GET n"), "good-c");
+}
