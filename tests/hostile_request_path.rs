@@ -190,6 +190,31 @@ fn a_client_reset_while_its_store_is_validated_frees_its_slot() {
     );
 }
 
+/// The same, when a reply left before the STORE started waiting (so the
+/// connection watches its client): the slot comes back at once, the
+/// validation under way finishes and is stored, and the STOREs pipelined
+/// behind it are dropped.
+#[test]
+fn a_client_reset_while_validated_after_a_reply_frees_its_slot_and_finishes_what_started() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(d, &gate_config(&root, "[server]\nmax_connections = 1\n"));
+    let mut c = s.connect();
+    c.send(b"GET x\r\nSTORE held v\r\nSTORE after1 v\r\nSTORE after2 v\r\n");
+    assert_eq!(c.reply(), "");
+    wait_for_file(&root.join("started-held-v"));
+    reset(c);
+    let back = slot_back_within(s.addr(), Duration::from_secs(10));
+    std::fs::write(root.join("release"), "").unwrap();
+    assert!(back, "the slot was not freed within 10 s");
+    wait_for_value(s.addr(), "held", "v");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut probe = s.connect();
+    assert_eq!(probe.ask("EXISTS after1"), "RARGH!");
+    assert_eq!(probe.ask("EXISTS after2"), "RARGH!");
+    assert_eq!(runs(&root), ["held-v"]);
+}
+
 /// A client pipelines 200 validated STOREs and resets while the first is
 /// validated: that one finishes ("what has started finishes"), none of the
 /// 199 not started may be validated or stored for a client that is gone.
@@ -1583,4 +1608,89 @@ fn sigterm_while_waiting_for_another_front_ends_lease_leaves_no_reservation() {
         t.elapsed()
     );
     assert_eq!(one.connect().ask("GET n"), "good-c");
+}
+
+/// PostgreSQL stopped (immediate: connections cut) while a validated
+/// STORE runs, and started again before `request_timeout_ms`: the STORE,
+/// and the STOREs of its name queued behind it on the front-end, get
+/// their answer (never lost, never `RARGH!` for the first unless another
+/// won), and what GET then returns agrees with the replies.
+#[test]
+fn postgres_restarted_under_a_validated_store_and_its_queue_keeps_the_replies_true() {
+    require!(Postgres);
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("restarted");
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let s = Server::start_in(
+        d,
+        &format!(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n\
+             lease_secs = 2\nrequest_timeout_ms = 20000\nconnect_timeout_secs = 10\n{}",
+            pg.url(&db),
+            process_validator(&gate(&root), "timeout_ms = 600000")
+        ),
+    );
+    let mut first = s.connect();
+    first.send(b"STORE n first\r\n");
+    wait_for_file(&root.join("started-n-first"));
+    let mut queued: Vec<Client> = (0..3)
+        .map(|i| {
+            let mut c = s.connect();
+            c.send(format!("GET x\r\nSTORE n q{i}\r\n").as_bytes());
+            assert_eq!(c.reply(), "");
+            c
+        })
+        .collect();
+    pg.stop_immediate();
+    std::fs::write(root.join("release"), "").unwrap();
+    pg.start_again();
+    let mut replies = vec![("first".to_string(), first.reply())];
+    for (i, c) in queued.iter_mut().enumerate() {
+        replies.push((format!("q{i}"), c.reply()));
+    }
+    let winners: Vec<&String> = replies
+        .iter()
+        .filter(|(_, r)| r == "W00T!")
+        .map(|(v, _)| v)
+        .collect();
+    assert!(winners.len() <= 1, "{replies:?}");
+    for (value, reply) in &replies {
+        assert!(
+            reply == "W00T!" || reply == "RARGH!" || reply == "ERROR storage unavailable",
+            "{value}: {reply}"
+        );
+    }
+    let deadline = Instant::now() + PATIENCE;
+    let stored = loop {
+        let reply = s.connect().ask("GET n");
+        if !reply.starts_with("ERROR") {
+            break reply;
+        }
+        assert!(Instant::now() < deadline, "{reply}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if let Some(winner) = winners.first() {
+        assert_eq!(&&stored, winner, "{replies:?}");
+    } else {
+        // Nobody was told W00T!: the name is absent, or stored by a STORE
+        // answered ERROR (its outcome was not known).
+        let errored: Vec<&String> = replies
+            .iter()
+            .filter(|(_, r)| r.starts_with("ERROR"))
+            .map(|(v, _)| v)
+            .collect();
+        assert!(
+            stored.is_empty() || errored.contains(&&stored),
+            "stored {stored:?}; {replies:?}"
+        );
+        // Some RARGH! with nothing stored would be a lie.
+        if stored.is_empty() {
+            assert!(
+                replies.iter().all(|(_, r)| r != "RARGH!"),
+                "RARGH! but nothing stored: {replies:?}"
+            );
+        }
+    }
+    eprintln!("{replies:?} -> {stored:?}");
 }
