@@ -341,7 +341,7 @@ fn a_pipeline_mixing_validated_stores_reads_and_bad_lines_is_answered_in_order()
         let mut want = Vec::new();
         for (request, reply) in pairs {
             text.push_str(&request);
-            text.push_str(if i % 2 == 0 { "\r\n" } else { "\n" });
+            text.push_str(if i.is_multiple_of(2) { "\r\n" } else { "\n" });
             if reply != "-" {
                 want.push(reply);
             }
@@ -374,8 +374,8 @@ fn many_clients_storing_one_name_through_a_refusing_validator_get_one_w00t() {
     let root = d.path().to_path_buf();
     let s = Server::start_in(d, &gate_config(&root, ""));
     let mut clients: Vec<(String, Client)> = Vec::new();
-    for i in 0..12 {
-        let value = if i % 2 == 0 {
+    for i in 0..12usize {
+        let value = if i.is_multiple_of(2) {
             format!("bad-{i}")
         } else {
             format!("good-{i}")
