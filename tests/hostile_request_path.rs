@@ -1694,3 +1694,33 @@ fn postgres_restarted_under_a_validated_store_and_its_queue_keeps_the_replies_tr
     }
     eprintln!("{replies:?} -> {stored:?}");
 }
+
+/// A client pipelines `GET big` (a 60 KB value) and STOREs that each wait
+/// on the data file, and never reads: protocol.md bounds the unsent
+/// replies a connection holds to about 1 MiB. The replies ready while the
+/// batch waits must not pile up past that while the actor goes on with
+/// the batch.
+#[test]
+#[ignore = "defect: replies handed to a connection while its batch waits pile up without bound (one read's worth: ~80 MB here) when the client does not read"]
+fn replies_ready_while_a_batch_waits_stay_bounded_for_a_client_that_never_reads() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Server::start_in(d, "[storage]\npath = \"data\"\nfsync = \"never\"\n");
+    let big = "b".repeat(60_000);
+    assert_eq!(s.connect().ask(&format!("STORE big {big}")), "W00T!");
+    let before = s.rss_kib();
+    let hog = s.connect();
+    // One write of less than one read (32 KiB): one batch.
+    let pipeline: String = (0..1300)
+        .map(|i| format!("GET big\r\nSTORE k{i} v\r\n"))
+        .collect();
+    let mut writer = hog.stream().try_clone().unwrap();
+    writer.write_all(pipeline.as_bytes()).unwrap();
+    // Once the last STORE is stored, the actor went through the batch.
+    wait_for_value(s.addr(), "k1299", "v");
+    let after = s.rss_kib();
+    drop(hog);
+    assert!(
+        after < before + 32 * 1024,
+        "rss grew from {before} KiB to {after} KiB for one client that never reads"
+    );
+}
