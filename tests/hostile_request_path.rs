@@ -219,7 +219,7 @@ fn a_client_reset_while_validated_after_a_reply_frees_its_slot_and_finishes_what
 /// validated: that one finishes ("what has started finishes"), none of the
 /// 199 not started may be validated or stored for a client that is gone.
 #[test]
-#[ignore = "defect: after a client resets during its first STORE's validation, every STORE it pipelined behind is still validated and stored"]
+#[ignore = "defect: after a client resets during its first STORE's validation, the next STORE it pipelined is still validated and stored"]
 fn nothing_queued_behind_a_validation_is_validated_for_a_client_that_reset() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().to_path_buf();
