@@ -363,27 +363,33 @@ impl<S: Stream> Connection<S> {
     /// Writes the replies the store hands back while the batch waits, and
     /// returns the batch once it comes back. `None`: the store stopped, or
     /// the client is gone: a write failed, or its socket reported an error
-    /// while a request waited (watched only once the store says the batch
-    /// waits: registering the watch costs a lock per round trip).
+    /// meanwhile. Then the store is told, lets the connection go at once,
+    /// and starts nothing more for the batch (what has started finishes
+    /// without it).
     async fn receive_answers(&mut self) -> Option<Box<Batch>> {
-        let mut waiting = false;
+        let mut told = false;
         loop {
-            let handback = if waiting {
+            let handback = if told {
+                self.slot.receive().await
+            } else {
                 tokio::select! {
                     biased;
                     handback = self.slot.receive() => handback,
-                    () = gone(self.stream.socket()) => return None,
+                    () = gone(self.stream.socket()) => {
+                        self.write_failed = true;
+                        self.shared.store.left(&self.slot);
+                        told = true;
+                        continue;
+                    }
                 }
-            } else {
-                self.slot.receive().await
             };
             match handback.ok()? {
-                Handback::Batch(batch) => return Some(batch),
+                Handback::Batch(batch) => return (!self.write_failed).then_some(batch),
                 Handback::Part(mut replies) => {
-                    waiting = true;
                     self.flush(&mut replies).await;
-                    if self.write_failed {
-                        return None;
+                    if self.write_failed && !told {
+                        self.shared.store.left(&self.slot);
+                        told = true;
                     }
                 }
             }

@@ -55,7 +55,17 @@ impl<T> Default for Slot<T> {
     }
 }
 
+/// Which slot a giver belongs to: the same for the slot and every giver
+/// taken from it, for as long as the slot lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotId(usize);
+
 impl<T> Slot<T> {
+    /// This slot's identity.
+    pub fn id(&self) -> SlotId {
+        SlotId(Arc::as_ptr(&self.shared) as usize)
+    }
+
     /// The sending end of the next trip. One trip at a time: take the next
     /// giver once the last one's final value was received.
     pub fn giver(&self) -> Giver<T> {
@@ -106,6 +116,16 @@ impl<T> Giver<T> {
     /// given): the owner drops its slot when its client has left.
     pub fn is_abandoned(&self) -> bool {
         Arc::strong_count(&self.shared) == 1
+    }
+
+    /// Whether the owner has received everything given so far.
+    pub fn is_drained(&self) -> bool {
+        lock(&self.shared).values.is_empty()
+    }
+
+    /// The slot this giver belongs to.
+    pub fn slot_id(&self) -> SlotId {
+        SlotId(Arc::as_ptr(&self.shared) as usize)
     }
 }
 

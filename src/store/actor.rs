@@ -36,12 +36,12 @@ use tokio::sync::mpsc;
 
 use super::batch::{Answer, Batch, Op, Validation};
 use super::entries::{Entries, Hasher_};
-use super::parked::{Handback, Parked, ParkedBatches, Ticket, Wait};
+use super::parked::{Back, Handback, Parked, ParkedBatches, Ticket, Wait};
 use super::{OUT_HIGH_WATER, READ_RUN};
 use crate::backend::{
     Backend, Event, Found, Lease, Looked, Outcome, Record, Reserved, Shared, Written,
 };
-use crate::handback::Giver;
+use crate::handback::{Giver, SlotId};
 use crate::metrics::{Command, Metrics};
 use crate::protocol::ServerFault;
 use crate::shutdown::Flag;
@@ -187,7 +187,11 @@ impl<M: Mode> Actor<M> {
     }
 
     /// Answers `batch` from its next request on, as far as it can go now.
-    pub fn serve(&mut self, mut batch: Box<Batch>, giver: Giver<Handback>) {
+    /// A batch whose client left is dropped: nothing more starts for it.
+    pub fn serve(&mut self, mut batch: Box<Batch>, back: Back) {
+        let Some(giver) = back.filter(|giver| !giver.is_abandoned()) else {
+            return self.drop_batch(batch);
+        };
         let shared = M::SHARED;
         while batch.next < batch.ops.len() {
             if batch.out.len() >= OUT_HIGH_WATER {
@@ -249,25 +253,15 @@ impl<M: Mode> Actor<M> {
     }
 
     /// Parks `batch` waiting for `wait`, handing its connection the replies
-    /// ready so far (and an empty part when `watch` asks it to watch its
-    /// client meanwhile). `None`: the client left, and the batch was
-    /// dropped instead (requests not started yet are not started).
-    fn park(
-        &mut self,
-        mut batch: Box<Batch>,
-        giver: Giver<Handback>,
-        wait: Wait,
-        watch: bool,
-    ) -> Option<Ticket> {
+    /// ready so far. `None`: the client left, and the batch was dropped
+    /// instead (requests not started yet are not started).
+    fn park(&mut self, batch: Box<Batch>, giver: Giver<Handback>, wait: Wait) -> Option<Ticket> {
         if giver.is_abandoned() {
             self.drop_batch(batch);
             return None;
         }
-        if watch || !batch.out.is_empty() {
-            giver.part(Handback::Part(std::mem::take(&mut batch.out)));
-        }
         let ticket = self.parked.vacant();
-        self.parked.fill(ticket, Parked { batch, giver, wait });
+        self.park_at(ticket, batch, Some(giver), wait);
         Some(ticket)
     }
 
@@ -294,7 +288,7 @@ impl<M: Mode> Actor<M> {
     /// The STORE at `batch.next` queues behind the one holding its name.
     fn wait_for_turn(&mut self, batch: Box<Batch>, giver: Giver<Handback>) {
         let name: Box<[u8]> = Self::store_at(&batch).0.into();
-        if let Some(ticket) = self.park(batch, giver, Wait::Turn, true)
+        if let Some(ticket) = self.park(batch, giver, Wait::Turn)
             && let Some(waiters) = self.pending.get_mut(&name)
         {
             waiters.push_back(ticket);
@@ -306,7 +300,7 @@ impl<M: Mode> Actor<M> {
     /// STORE ahead of it.
     fn reserve(&mut self, batch: Box<Batch>, giver: Giver<Handback>) {
         let name: Box<[u8]> = Self::store_at(&batch).0.into();
-        let Some(ticket) = self.park(batch, giver, Wait::Turn, true) else {
+        let Some(ticket) = self.park(batch, giver, Wait::Turn) else {
             return;
         };
         self.pending.insert(name.clone(), VecDeque::from([ticket]));
@@ -319,11 +313,11 @@ impl<M: Mode> Actor<M> {
     /// name (and `lease`).
     fn validate(&mut self, batch: Box<Batch>, giver: Giver<Handback>, lease: Option<Lease>) {
         let Op::Store { name, value, .. } = batch.ops[batch.next] else {
-            return self.serve(batch, giver);
+            return self.serve(batch, Some(giver));
         };
         let (name, value) = (name.to_bytes(&batch.input), value.to_bytes(&batch.input));
         let validation = batch.validation.clone();
-        let Some(ticket) = self.park(batch, giver, Wait::Validating { lease }, false) else {
+        let Some(ticket) = self.park(batch, giver, Wait::Validating { lease }) else {
             // Nobody to answer: the name passes on.
             return self.release(name.as_ref().into(), lease);
         };
@@ -376,19 +370,19 @@ impl<M: Mode> Actor<M> {
             outcomes: vec![None; run.len()],
             left: run.len(),
         };
-        self.park_at(ticket, batch, giver, wait);
+        self.park_at(ticket, batch, Some(giver), wait);
         self.append(run);
     }
 
-    /// Parks `batch` under a ticket already handed out.
-    fn park_at(
-        &mut self,
-        ticket: Ticket,
-        mut batch: Box<Batch>,
-        giver: Giver<Handback>,
-        wait: Wait,
-    ) {
-        if !batch.out.is_empty() {
+    /// Parks `batch` under a ticket already handed out. The replies ready
+    /// go to the connection now, unless its last part is still unreceived
+    /// (a client that does not read): then they stay in the batch, whose
+    /// high-water mark bounds them.
+    fn park_at(&mut self, ticket: Ticket, mut batch: Box<Batch>, giver: Back, wait: Wait) {
+        if let Some(giver) = &giver
+            && !batch.out.is_empty()
+            && giver.is_drained()
+        {
             giver.part(Handback::Part(std::mem::take(&mut batch.out)));
         }
         self.parked.fill(ticket, Parked { batch, giver, wait });
@@ -396,7 +390,7 @@ impl<M: Mode> Actor<M> {
 
     /// Commits the validated STORE at `batch.next`, which holds its name:
     /// with a backend once it has the record; else at once.
-    fn commit(&mut self, batch: Box<Batch>, giver: Giver<Handback>, lease: Option<Lease>) {
+    fn commit(&mut self, batch: Box<Batch>, giver: Back, lease: Option<Lease>) {
         let (name, value) = Self::store_at(&batch);
         let (name, value): (Box<[u8]>, Box<[u8]>) = (name.into(), value.into());
         if self.mode.backend().is_none() {
@@ -562,6 +556,13 @@ impl<M: Mode> Actor<M> {
     /// The shared namespace could not be had for the name: every STORE
     /// waiting for it fails with the same reason.
     fn failed(&mut self, name: &[u8], fault: &ServerFault) {
+        // Past the grace period the shared namespace answers whatever is
+        // open as unavailable; to the STOREs that waited, it is the end
+        // of the grace period that answers.
+        let fault = match self.expired.is_raised() {
+            true => &ServerFault::ShuttingDown,
+            false => fault,
+        };
         self.answer_waiters(name, Answer::Fault(Command::Store, fault));
     }
 
@@ -596,10 +597,11 @@ impl<M: Mode> Actor<M> {
             let Some(mut parked) = self.parked.take(ticket) else {
                 continue;
             };
-            if parked.giver.is_abandoned() {
+            let Some(giver) = parked.giver.filter(|giver| !giver.is_abandoned()) else {
                 self.drop_batch(parked.batch);
                 continue;
-            }
+            };
+            parked.giver = Some(giver);
             if self.expired.is_raised() {
                 let shutting_down = Answer::Fault(Command::Store, &ServerFault::ShuttingDown);
                 parked.batch.answer_fresh(shutting_down);
@@ -611,10 +613,9 @@ impl<M: Mode> Actor<M> {
                 parked.batch.ops[parked.batch.next],
                 Op::Store { validate: true, .. }
             );
-            return if validate {
-                self.validate(parked.batch, parked.giver, lease)
-            } else {
-                self.commit(parked.batch, parked.giver, lease)
+            return match (validate, parked.giver) {
+                (true, Some(giver)) => self.validate(parked.batch, giver, lease),
+                (_, giver) => self.commit(parked.batch, giver, lease),
             };
         }
     }
@@ -643,7 +644,7 @@ impl<M: Mode> Actor<M> {
             .collect();
         let count = names.len();
         batch.tally.cache_misses += count as u64;
-        let Some(ticket) = self.park(batch, giver, Wait::Reads { count }, false) else {
+        let Some(ticket) = self.park(batch, giver, Wait::Reads { count }) else {
             return;
         };
         if let Some(shared) = self.mode.shared() {
@@ -689,6 +690,32 @@ impl<M: Mode> Actor<M> {
             });
         }
         self.serve(batch, giver);
+    }
+
+    /// The client of the connection with `slot` left. Its batch, if parked
+    /// here, lets the connection go at once: a STORE waiting for its
+    /// name's turn has not started and is dropped now (its memory too);
+    /// what has started (a validation, a write, a lookup) finishes, and the
+    /// batch is dropped after.
+    pub fn left(&mut self, slot: SlotId) {
+        let Some(ticket) = self.parked.find(slot) else {
+            return;
+        };
+        let Some(parked) = self.parked.get_mut(ticket) else {
+            return;
+        };
+        if !matches!(parked.wait, Wait::Turn) {
+            parked.giver = None;
+            return;
+        }
+        let Some(parked) = self.parked.take(ticket) else {
+            return;
+        };
+        let name = Self::store_at(&parked.batch).0;
+        if let Some(waiters) = self.pending.get_mut(name) {
+            waiters.retain(|waiting| *waiting != ticket);
+        }
+        self.drop_batch(parked.batch);
     }
 
     /// The grace period is over: STOREs waiting for a name's turn are

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::backend::{Start, Started};
-use crate::handback::{Giver, Slot};
+use crate::handback::{Giver, Slot, SlotId};
 use crate::metrics::Metrics;
 use crate::shutdown::Flag;
 use actor::{Actor, Local, Mode, Settle, SharedNamespace};
@@ -49,8 +49,17 @@ const BATCHES_PER_TURN: usize = 64;
 /// validated or written) to settle before it stops regardless.
 const CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A batch on its way to the actor, with where its answers go.
-type BatchMessage = (Box<Batch>, Giver<Handback>);
+/// The same once the grace period is over (a second signal stops at once):
+/// what is in flight then is a write or a lookup that does not return.
+const EXPIRED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What connections send the actor: a batch with where its answers go, or
+/// word that a connection's client left (after its batch, on the same
+/// channel: the actor has seen the batch by then).
+enum Inbound {
+    Batch(Box<Batch>, Giver<Handback>),
+    Left(SlotId),
+}
 
 /// The store actor has stopped (the server is shutting down).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -60,7 +69,7 @@ pub struct StoreClosed;
 /// A cloneable handle to the store actor.
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
-    batches: mpsc::UnboundedSender<BatchMessage>,
+    batches: mpsc::UnboundedSender<Inbound>,
 }
 
 /// The running actor, for whoever stops the store: [`StoreTask::close`]
@@ -167,8 +176,17 @@ impl StoreHandle {
     /// instructions at pipeline 1).
     pub fn submit(&self, batch: Box<Batch>, slot: &Slot<Handback>) -> Result<(), StoreClosed> {
         self.batches
-            .send((batch, slot.giver()))
+            .send(Inbound::Batch(batch, slot.giver()))
             .map_err(|_| StoreClosed)
+    }
+
+    /// Tells the actor that the client of the connection with `slot` left
+    /// while its batch was at the actor: the connection is let go at once
+    /// (its slot receives the batch back, or word that none will come),
+    /// and nothing more starts for the batch.
+    pub fn left(&self, slot: &Slot<Handback>) {
+        // If the actor is gone, so is the batch.
+        let _ = self.batches.send(Inbound::Left(slot.id()));
     }
 }
 
@@ -196,7 +214,7 @@ async fn after_queued_tasks() {
 /// flight is settled (bounded) and the backend closed.
 async fn run<M: Mode>(
     mut actor: Actor<M>,
-    mut batches: mpsc::UnboundedReceiver<BatchMessage>,
+    mut batches: mpsc::UnboundedReceiver<Inbound>,
     mut settles: mpsc::UnboundedReceiver<Settle>,
     close: Flag,
     expired: Flag,
@@ -205,7 +223,7 @@ async fn run<M: Mode>(
     // and deregister (another) per batch.
     let mut closed = close.watch();
     let mut expiry = expired.watch();
-    let mut expired = false;
+    let mut answered_expiry = false;
     loop {
         tokio::select! {
             // Outcomes first: the batches waiting on them are blocked.
@@ -215,12 +233,13 @@ async fn run<M: Mode>(
                 actor.publish();
             }
             () = &mut closed => break,
-            () = &mut expiry, if !expired => {
-                expired = true;
+            () = &mut expiry, if !answered_expiry => {
+                answered_expiry = true;
                 actor.expire();
             }
             message = batches.recv() => match message {
-                Some((batch, giver)) => {
+                Some(Inbound::Left(slot)) => actor.left(slot),
+                Some(Inbound::Batch(batch, giver)) => {
                     // Let the other connections woken with this one send
                     // theirs first: the scheduler runs a woken actor right
                     // after the task that woke it, so at one request per
@@ -229,7 +248,7 @@ async fn run<M: Mode>(
                     // answers them all in one turn.
                     after_queued_tasks().await;
                     settle_ready(&mut actor, &mut settles);
-                    actor.serve(batch, giver);
+                    actor.serve(batch, Some(giver));
                     serve_ready(&mut actor, &mut settles, &mut batches);
                     actor.publish();
                 }
@@ -250,16 +269,30 @@ async fn run<M: Mode>(
             }
         }
     };
-    if tokio::time::timeout(CLOSE_PATIENCE, settle_rest)
-        .await
-        .is_err()
-    {
+    let patience = match expired.is_raised() {
+        true => EXPIRED_PATIENCE,
+        false => CLOSE_PATIENCE,
+    };
+    if tokio::time::timeout(patience, settle_rest).await.is_err() {
         log::warn!("store: stopping with STOREs still unsettled");
     }
     // The data file syncs and closes (its lock released) before the store
-    // counts as stopped.
+    // counts as stopped; once the grace period is over, not for longer
+    // than EXPIRED_PATIENCE (a disk that does not answer must not keep a
+    // second SIGTERM from stopping jnhpd).
     let mode = actor.stop();
-    let _ = tokio::task::spawn_blocking(move || mode.close()).await;
+    let closing = tokio::task::spawn_blocking(move || mode.close());
+    let patience = async {
+        expired.raised().await;
+        tokio::time::sleep(EXPIRED_PATIENCE).await;
+    };
+    tokio::select! {
+        _ = closing => {}
+        () = patience => log::warn!(
+            "store: the storage backend did not finish closing (a write or sync that does not \
+             return); stopping without it"
+        ),
+    }
 }
 
 /// Takes in every outcome already reported. Done before each batch: an
@@ -277,14 +310,15 @@ fn settle_ready<M: Mode>(actor: &mut Actor<M>, settles: &mut mpsc::UnboundedRece
 fn serve_ready<M: Mode>(
     actor: &mut Actor<M>,
     settles: &mut mpsc::UnboundedReceiver<Settle>,
-    batches: &mut mpsc::UnboundedReceiver<BatchMessage>,
+    batches: &mut mpsc::UnboundedReceiver<Inbound>,
 ) {
     for _ in 1..BATCHES_PER_TURN {
         match batches.try_recv() {
-            Ok((batch, giver)) => {
+            Ok(Inbound::Batch(batch, giver)) => {
                 settle_ready(actor, settles);
-                actor.serve(batch, giver);
+                actor.serve(batch, Some(giver));
             }
+            Ok(Inbound::Left(slot)) => actor.left(slot),
             Err(_) => return,
         }
     }
@@ -554,12 +588,6 @@ mod tests {
         let bad = h.send(vec![Validated("n", "bad")]);
         h.validating(1).await;
         let good = h.send(vec![Validated("n", "good")]);
-        // It waits for its turn (an empty part: its client is watched).
-        let part = within_10s(good.slot.receive()).await.unwrap();
-        assert!(
-            matches!(&part, Handback::Part(p) if p.is_empty()),
-            "{part:?}"
-        );
         h.open(2);
         assert_eq!(bad.replies().await.text, "RARGH!\r\n");
         assert_eq!(good.replies().await.text, "W00T!\r\n");
@@ -603,17 +631,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_client_that_left_is_let_go_at_once_and_its_waiting_store_never_starts() {
+        let h = harness();
+        let first = h.send(vec![Validated("n", "bad")]);
+        h.validating(1).await;
+        let gone = h.send(vec![Validated("n", "good-gone"), Store("m", "v")]);
+        let validating = h.send(vec![Validated("x", "good-x"), Store("y", "v")]);
+        h.validating(2).await;
+        h.store.left(&gone.slot);
+        h.store.left(&validating.slot);
+        // Both connections are let go without waiting for anything.
+        for client in [&gone, &validating] {
+            let answer = within_10s(client.slot.receive()).await;
+            assert!(answer.is_err(), "{answer:?}");
+        }
+        h.open(2);
+        assert_eq!(first.replies().await.text, "RARGH!\r\n");
+        // The validation that had started finished and stored; nothing
+        // after it, nor the waiting STORE, started.
+        assert_eq!(
+            h.ask(vec![Get("n"), Get("m"), Get("x"), Get("y")]).await,
+            "\r\n\r\ngood-x\r\n\r\n"
+        );
+        assert_eq!(*h.gated.seen.lock().unwrap(), ["bad", "good-x"]);
+    }
+
+    #[tokio::test]
     async fn past_the_grace_period_waiting_stores_are_answered_shutting_down() {
         let h = harness();
         let first = h.send(vec![Validated("n", "good")]);
         h.validating(1).await;
         let waiter = h.send(vec![Store("n", "v"), Get("n")]);
-        // Waiting for its turn (the empty part says so).
-        let part = within_10s(waiter.slot.receive()).await.unwrap();
-        assert!(
-            matches!(&part, Handback::Part(p) if p.is_empty()),
-            "{part:?}"
-        );
+        // Answered after the waiter's batch: the waiter waits for its turn.
+        assert_eq!(h.ask(vec![Exists("n")]).await, "RARGH!\r\n");
         h.expired.raise();
         // The validation is abandoned, the waiter refused: neither stored.
         assert_eq!(first.replies().await.text, "ERROR shutting down\r\n");

@@ -14,16 +14,16 @@ use bytes::BytesMut;
 
 use super::batch::Batch;
 use crate::backend::Lease;
-use crate::handback::Giver;
+use crate::handback::{Giver, SlotId};
 use crate::protocol::ServerFault;
 
 /// What the actor hands a connection: replies ready while its batch waits,
 /// then the batch itself, answered (or stopped at the high-water mark).
 #[derive(Debug)]
 pub enum Handback {
-    /// Replies to write now. Also sent empty when the batch starts waiting
-    /// for another STORE's outcome, so the connection watches its client
-    /// meanwhile: a client that left is not waited for.
+    /// Replies to write now (at most one part waits unreceived: while one
+    /// does, later replies stay in the batch, whose high-water mark bounds
+    /// them).
     Part(BytesMut),
     Batch(Box<Batch>),
 }
@@ -72,11 +72,15 @@ pub(crate) enum Wait {
     Reads { count: usize },
 }
 
+/// The way back to a batch's connection: `None` once its client left (what
+/// had started for it finishes, and the batch is dropped after).
+pub(crate) type Back = Option<Giver<Handback>>;
+
 /// A batch at rest in the actor, with the way back to its connection.
 #[derive(Debug)]
 pub(crate) struct Parked {
     pub batch: Box<Batch>,
-    pub giver: Giver<Handback>,
+    pub giver: Back,
     pub wait: Wait,
 }
 
@@ -113,6 +117,21 @@ impl ParkedBatches {
         let parked = self.slots.get_mut(ticket.park as usize)?.take()?;
         self.free.push(ticket.park);
         Some(parked)
+    }
+
+    /// The ticket of the batch parked for the connection of `slot`, if any
+    /// (a connection has one batch at the actor at most).
+    pub fn find(&self, slot: SlotId) -> Option<Ticket> {
+        let park = self.slots.iter().position(|parked| {
+            parked
+                .as_ref()
+                .and_then(|p| p.giver.as_ref())
+                .is_some_and(|giver| giver.slot_id() == slot)
+        })?;
+        Some(Ticket {
+            park: park as u32,
+            index: 0,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
