@@ -363,13 +363,15 @@ impl<S: Stream> Connection<S> {
     /// Writes the replies the store hands back while the batch waits, and
     /// returns the batch once it comes back. `None`: the store stopped, or
     /// the client is gone: a write failed, or its socket reported an error
-    /// meanwhile. Then the store is told, lets the connection go at once,
-    /// and starts nothing more for the batch (what has started finishes
-    /// without it).
+    /// while the batch waited. Then the store is told, lets the connection
+    /// go at once, and starts nothing more for the batch (what has started
+    /// finishes without it). The client is watched only once the store
+    /// says the batch waits (a part): registering the watch takes a lock,
+    /// too dear for every round trip.
     async fn receive_answers(&mut self) -> Option<Box<Batch>> {
-        let mut told = false;
+        let (mut waiting, mut told) = (false, false);
         loop {
-            let handback = if told {
+            let handback = if told || !waiting {
                 self.slot.receive().await
             } else {
                 tokio::select! {
@@ -386,6 +388,7 @@ impl<S: Stream> Connection<S> {
             match handback.ok()? {
                 Handback::Batch(batch) => return (!self.write_failed).then_some(batch),
                 Handback::Part(mut replies) => {
+                    waiting = true;
                     self.flush(&mut replies).await;
                     if self.write_failed && !told {
                         self.shared.store.left(&self.slot);

@@ -375,12 +375,12 @@ impl<M: Mode> Actor<M> {
     }
 
     /// Parks `batch` under a ticket already handed out. The replies ready
-    /// go to the connection now, unless its last part is still unreceived
-    /// (a client that does not read): then they stay in the batch, whose
-    /// high-water mark bounds them.
+    /// go to the connection now (a part, empty if none is ready: it tells
+    /// the connection to watch its client while the batch waits), unless
+    /// its last part is still unreceived (a client that does not read):
+    /// then they stay in the batch, whose high-water mark bounds them.
     fn park_at(&mut self, ticket: Ticket, mut batch: Box<Batch>, giver: Back, wait: Wait) {
         if let Some(giver) = &giver
-            && !batch.out.is_empty()
             && giver.is_drained()
         {
             giver.part(Handback::Part(std::mem::take(&mut batch.out)));

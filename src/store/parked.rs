@@ -21,9 +21,11 @@ use crate::protocol::ServerFault;
 /// then the batch itself, answered (or stopped at the high-water mark).
 #[derive(Debug)]
 pub enum Handback {
-    /// Replies to write now (at most one part waits unreceived: while one
+    /// Replies to write now, sent when the batch starts to wait (empty if
+    /// none is ready: the connection then watches its client until the
+    /// batch comes back). At most one part waits unreceived: while one
     /// does, later replies stay in the batch, whose high-water mark bounds
-    /// them).
+    /// them.
     Part(BytesMut),
     Batch(Box<Batch>),
 }
