@@ -38,13 +38,13 @@ use super::batch::{Answer, Batch, Op, Validation};
 use super::entries::{Entries, Hasher_};
 use super::parked::{Handback, Parked, ParkedBatches, Ticket, Wait};
 use super::{OUT_HIGH_WATER, READ_RUN};
-use crate::backend::{
-    Backend, Event, Found, Lease, Looked, Outcome, Record, Reserved, Shared, Written,
-};
-use crate::handback::Giver;
+use crate::base::shutdown::Flag;
 use crate::metrics::{Command, Metrics};
 use crate::protocol::ServerFault;
-use crate::shutdown::Flag;
+use crate::storage::{
+    Backend, Event, Found, Lease, Looked, Outcome, Record, Reserved, Shared, Written,
+};
+use crate::store::handback::Giver;
 
 type Map<V> = HashMap<Box<[u8]>, V, Hasher_>;
 

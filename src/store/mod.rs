@@ -16,16 +16,17 @@
 mod actor;
 mod batch;
 mod entries;
+pub(crate) mod handback;
 mod parked;
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::backend::{Start, Started};
-use crate::handback::{Giver, Slot};
+use crate::base::shutdown::Flag;
 use crate::metrics::Metrics;
-use crate::shutdown::Flag;
+use crate::storage::{Start, Started};
+use crate::store::handback::{Giver, Slot};
 use actor::{Actor, Local, Mode, Settle, SharedNamespace};
 
 pub use batch::{Answer, Batch, Op, Span, Validation};

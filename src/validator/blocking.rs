@@ -107,10 +107,10 @@ fn stamp(path: &Path) -> std::io::Result<FileStamp> {
     })
 }
 
-/// Reads the list: a regular file within [`crate::files::DENYLIST`], in
+/// Reads the list: a regular file within [`crate::base::files::DENYLIST`], in
 /// bounded time (a FIFO or `/dev/zero` put in its place is refused).
 fn read_list(path: &Path) -> std::io::Result<DenySet> {
-    let text = crate::files::read(path, crate::files::DENYLIST)
+    let text = crate::base::files::read(path, crate::base::files::DENYLIST)
         .map_err(|e| std::io::Error::other(e.detail()))?;
     Ok(DenySet::parse(&text))
 }

@@ -1,0 +1,772 @@
+//! JNHP/1 over TLS: loading and checking certificates, the acceptor that
+//! SIGHUP swaps, and who a client is (docs/tls.md).
+//!
+//! rustls with the `ring` provider: pure Rust and assembly, no C toolchain
+//! (cmake, aws-lc) needed to build jnhpd. The config only names the files
+//! ([`TlsSettings`]); they are loaded here, by [`crate::ops::preflight`] (so
+//! `--check-config`, the start and SIGHUP catch an unreadable file, a key
+//! that does not match, an expired certificate, naming the key's line)
+//! and again, identically, when the acceptor is built.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+pub use crate::ops::config::{MinVersion, TlsSettings};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+/// A TLS file that cannot be used, and why; `key` is the config key that
+/// names it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct TlsError {
+    pub key: &'static str,
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+fn error(key: &'static str, path: &Path, reason: impl std::fmt::Display) -> TlsError {
+    TlsError {
+        key,
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads one of the `[tls]` files: a regular file within `limit`, in
+/// bounded time (see [`crate::base::files`]).
+fn read_file(
+    key: &'static str,
+    path: &Path,
+    limit: crate::base::files::Limit,
+) -> Result<Vec<u8>, TlsError> {
+    crate::base::files::read(path, limit)
+        .map_err(|e| error(key, path, format!("cannot read: {}", e.detail())))
+}
+
+/// Reads a PEM certificate chain (a CA bundle when `key` is
+/// `client_ca_file`): at least one certificate, none expired.
+fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let limit = match key {
+        "client_ca_file" => crate::base::files::CA_BUNDLE,
+        _ => crate::base::files::CERTIFICATES,
+    };
+    let pem = read_file(key, path, limit)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error(key, path, format!("not a PEM certificate file: {e}")))?;
+    if chain.is_empty() {
+        return Err(error(key, path, "holds no certificate"));
+    }
+    let now = x509_parser::time::ASN1Time::now();
+    for cert in &chain {
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+            .map_err(|e| error(key, path, format!("not a valid certificate: {e}")))?;
+        let validity = parsed.validity();
+        if validity.not_after < now {
+            return Err(error(
+                key,
+                path,
+                format!(
+                    "certificate {} expired on {}",
+                    describe_subject(cert),
+                    validity.not_after
+                ),
+            ));
+        }
+        if validity.not_before > now {
+            return Err(error(
+                key,
+                path,
+                format!(
+                    "certificate {} is not valid before {}",
+                    describe_subject(cert),
+                    validity.not_before
+                ),
+            ));
+        }
+    }
+    Ok(chain)
+}
+
+fn describe_subject(cert: &CertificateDer) -> String {
+    subject(cert).map_or_else(|| "(unreadable subject)".into(), |s| format!("{s:?}"))
+}
+
+/// Builds the server side from the files, checking everything a start
+/// needs: readable, PEM, not expired, the key matching the leaf.
+pub fn server_config(tls: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let chain = certificates("cert_file", &tls.cert_file)?;
+    let pem = read_file("key_file", &tls.key_file, crate::base::files::KEY)?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        error(
+            "key_file",
+            &tls.key_file,
+            format!("cannot read a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
+        )
+    })?;
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+        error(
+            "key_file",
+            &tls.key_file,
+            format!("does not match {}: {e}", tls.cert_file.display()),
+        )
+    })?;
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
+        MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| error("min_version", Path::new(""), e))?;
+    let builder = if let Some(client_ca_file) = &tls.client_ca_file {
+        let mut roots = RootCertStore::empty();
+        for ca in certificates("client_ca_file", client_ca_file)? {
+            roots.add(ca).map_err(|e| {
+                error(
+                    "client_ca_file",
+                    client_ca_file,
+                    format!("not a usable CA certificate: {e}"),
+                )
+            })?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| error("client_ca_file", client_ca_file, e))?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let resolver = rustls::sign::SingleCertAndKey::from(certified);
+    Ok(Arc::new(builder.with_cert_resolver(Arc::new(resolver))))
+}
+
+/// The acceptor in force; SIGHUP replaces it, new handshakes use the new
+/// one, established connections keep theirs.
+pub struct Acceptor {
+    current: RwLock<tokio_rustls::TlsAcceptor>,
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Acceptor {
+    pub fn new(config: Arc<ServerConfig>, handshake_timeout: std::time::Duration) -> Acceptor {
+        Acceptor {
+            current: RwLock::new(config.into()),
+            handshake_timeout,
+        }
+    }
+
+    pub fn get(&self) -> tokio_rustls::TlsAcceptor {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = config.into();
+    }
+}
+
+/// A certificate's subject as an RFC 4514 string (`CN=ingest-1,O=Example`:
+/// the most specific RDN first), for validators' `JNHP_PEER_CERT_SUBJECT`.
+///
+/// Values of the directory string types are decoded to text first, so a
+/// name reads the same whatever type its issuer chose (see
+/// `attribute_text`); other values are `#` and the hex of their whole DER
+/// encoding. Then RFC 4514's escapes apply, and every control character is
+/// escaped too (`escape`): the string is one line of printable text.
+/// Attribute types without a short name are their dotted OID, every arc
+/// in decimal whatever its size.
+///
+/// The subject is read here, strictly, from the certificate's own bytes
+/// (not from a parser that stops at the first RDN it cannot read): a
+/// subject that is not a well-formed DER Name in full (an empty RDN, an
+/// attribute without a value or with an extra element, trailing bytes)
+/// is `#` and the hex of the whole Name's DER. No RFC 4514 string starts
+/// with `#`, so such a subject never reads as, or as part of, a name a
+/// rule trusts; it is never shown shortened.
+pub fn subject(cert: &CertificateDer) -> Option<String> {
+    // The certificate must parse as one (as before); the subject is then
+    // taken from its DER: Certificate { TBSCertificate { [0] version
+    // (optional), serial, signature, issuer, validity, subject, .. }, .. }.
+    x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let (certificate, _) = der_tlv(cert.as_ref()).ok()?;
+    let (tbs, _) = der_tlv(certificate.content).ok()?;
+    let mut rest = tbs.content;
+    let mut fields = Vec::new();
+    while !rest.is_empty() && fields.len() < 7 {
+        let (field, after) = der_tlv(rest).ok()?;
+        fields.push(field);
+        rest = after;
+    }
+    let skip = usize::from(fields.first()?.tag == [0xa0]);
+    let name = fields.get(skip + 4)?;
+    Some(rfc4514_name(name).unwrap_or_else(|()| hex(name.whole)))
+}
+
+/// One DER element: its identifier octets, its contents and the whole
+/// encoding.
+struct Tlv<'a> {
+    tag: &'a [u8],
+    content: &'a [u8],
+    whole: &'a [u8],
+}
+
+/// Reads one DER element off the front of `data`: the element and the
+/// bytes after it. `Err` for anything that is not DER (a truncated
+/// element, an indefinite or non-minimal length).
+fn der_tlv(data: &[u8]) -> Result<(Tlv<'_>, &[u8]), ()> {
+    let mut at = 1;
+    if *data.first().ok_or(())? & 0x1f == 0x1f {
+        // High tag number: base-128 octets, the last without bit 8.
+        loop {
+            let b = *data.get(at).ok_or(())?;
+            at += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+    }
+    let tag_end = at;
+    let first = *data.get(at).ok_or(())?;
+    at += 1;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let octets = usize::from(first & 0x7f);
+        if octets == 0 || octets > std::mem::size_of::<usize>() {
+            return Err(()); // indefinite, or longer than memory
+        }
+        let bytes = data.get(at..at + octets).ok_or(())?;
+        at += octets;
+        if bytes[0] == 0 {
+            return Err(()); // not minimal
+        }
+        let len = bytes.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b));
+        if len < 0x80 {
+            return Err(()); // the short form was required
+        }
+        len
+    };
+    let end = at.checked_add(len).ok_or(())?;
+    let content = data.get(at..end).ok_or(())?;
+    Ok((
+        Tlv {
+            tag: &data[..tag_end],
+            content,
+            whole: &data[..end],
+        },
+        &data[end..],
+    ))
+}
+
+/// The elements a constructed DER value holds, each with the tag `tag`;
+/// `Err` if any is not, or the contents do not split into elements.
+fn der_elements<'a>(content: &'a [u8], tag: u8) -> Result<Vec<Tlv<'a>>, ()> {
+    let mut rest = content;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (element, after) = der_tlv(rest)?;
+        if element.tag != [tag] {
+            return Err(());
+        }
+        out.push(element);
+        rest = after;
+    }
+    Ok(out)
+}
+
+/// RFC 4514 string of a DER Name (a SEQUENCE of non-empty SETs of
+/// SEQUENCE { OID, value }), most specific RDN first; `Err` unless all of
+/// it is exactly that.
+fn rfc4514_name(name: &Tlv) -> Result<String, ()> {
+    use x509_parser::der_parser::asn1_rs::{Any, FromDer};
+    if name.tag != [0x30] {
+        return Err(());
+    }
+    let mut rdns = Vec::new();
+    for rdn in der_elements(name.content, 0x31)? {
+        let atvs = der_elements(rdn.content, 0x30)?;
+        if atvs.is_empty() {
+            return Err(());
+        }
+        let mut parts = Vec::with_capacity(atvs.len());
+        for atv in atvs {
+            let (oid, rest) = der_tlv(atv.content)?;
+            let (value, rest) = der_tlv(rest)?;
+            if oid.tag != [0x06] || !rest.is_empty() {
+                return Err(());
+            }
+            let oid = dotted_oid(oid.content)?;
+            let name = short_name(&oid).map_or(oid, str::to_string);
+            let text = Any::from_der(value.whole)
+                .ok()
+                .and_then(|(_, any)| attribute_text(&any));
+            let value = match text {
+                Some(text) => escape(&text),
+                None => hex(value.whole),
+            };
+            parts.push(format!("{name}={value}"));
+        }
+        rdns.push(parts.join("+"));
+    }
+    rdns.reverse();
+    Ok(rdns.join(","))
+}
+
+/// The dotted form of an OID's DER contents: subidentifiers of 7 bits a
+/// byte, of any size (UUID arcs under 2.25 are 128 bits), the first one
+/// holding the first two arcs (40 × first + second, where the first is 0,
+/// 1 or 2 and only under 2 may the second be 40 or more). `Err` for an
+/// encoding DER forbids (empty, a subidentifier padded with 0x80, one cut
+/// off at the end).
+fn dotted_oid(content: &[u8]) -> Result<String, ()> {
+    let mut arcs: Vec<String> = Vec::new();
+    let mut rest = content;
+    if rest.is_empty() {
+        return Err(());
+    }
+    while !rest.is_empty() {
+        let end = rest.iter().position(|&b| b & 0x80 == 0).ok_or(())?;
+        let (digits, after) = rest.split_at(end + 1);
+        rest = after;
+        if digits[0] == 0x80 {
+            return Err(()); // not minimal
+        }
+        let number = Decimal::from_base128(digits);
+        if arcs.is_empty() {
+            let (first, second) = match number.small() {
+                Some(n) if n < 40 => (0, Decimal::from_u64(n)),
+                Some(n) if n < 80 => (1, Decimal::from_u64(n - 40)),
+                _ => (2, number.minus(80)),
+            };
+            arcs.push(first.to_string());
+            arcs.push(second.to_string());
+        } else {
+            arcs.push(number.to_string());
+        }
+    }
+    Ok(arcs.join("."))
+}
+
+/// A non-negative integer of any size, in base 10^9 limbs (least
+/// significant first), for OID arcs beyond 64 bits.
+struct Decimal(Vec<u32>);
+
+impl Decimal {
+    const BASE: u64 = 1_000_000_000;
+
+    fn from_u64(mut n: u64) -> Decimal {
+        let mut limbs = vec![];
+        loop {
+            limbs.push((n % Self::BASE) as u32);
+            n /= Self::BASE;
+            if n == 0 {
+                return Decimal(limbs);
+            }
+        }
+    }
+
+    /// The value of base-128 digits (bit 8 of each is a continuation flag).
+    fn from_base128(digits: &[u8]) -> Decimal {
+        let mut limbs = vec![0u32];
+        for &d in digits {
+            let mut carry = u64::from(d & 0x7f);
+            for limb in &mut limbs {
+                let v = u64::from(*limb) * 128 + carry;
+                *limb = (v % Self::BASE) as u32;
+                carry = v / Self::BASE;
+            }
+            while carry > 0 {
+                limbs.push((carry % Self::BASE) as u32);
+                carry /= Self::BASE;
+            }
+        }
+        Decimal(limbs)
+    }
+
+    /// The value, if it fits in a u64 below 10^18.
+    fn small(&self) -> Option<u64> {
+        match self.0.as_slice() {
+            [low] => Some(u64::from(*low)),
+            [low, high] => Some(u64::from(*high) * Self::BASE + u64::from(*low)),
+            _ => None,
+        }
+    }
+
+    /// The value minus `n`, for a value of at least `n` (here: at least 80).
+    fn minus(mut self, n: u32) -> Decimal {
+        let mut borrow = u64::from(n);
+        for limb in &mut self.0 {
+            let v = u64::from(*limb);
+            if v >= borrow {
+                *limb = (v - borrow) as u32;
+                break;
+            }
+            *limb = (v + Self::BASE - borrow) as u32;
+            borrow = 1;
+        }
+        while self.0.len() > 1 && self.0.last() == Some(&0) {
+            self.0.pop();
+        }
+        self
+    }
+}
+
+impl std::fmt::Display for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut limbs = self.0.iter().rev();
+        if let Some(top) = limbs.next() {
+            write!(f, "{top}")?;
+        }
+        for limb in limbs {
+            write!(f, "{limb:09}")?;
+        }
+        Ok(())
+    }
+}
+
+/// RFC 4514's `#` form: `#` and the hex of `der`.
+fn hex(der: &[u8]) -> String {
+    let mut out = String::with_capacity(1 + 2 * der.len());
+    out.push('#');
+    for b in der {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The text of a directory string value, decoded by its type: UTF8String
+/// as UTF-8; PrintableString, IA5String, NumericString and VisibleString
+/// as ASCII; TeletexString as Latin-1 (what issuers put there in
+/// practice); BMPString as UTF-16BE; UniversalString as UTF-32BE. `None`
+/// for any other type, and for a value its type cannot hold (invalid
+/// UTF-8, a byte over 0x7F in an ASCII type, an odd length, a lone
+/// surrogate): those are shown as hex, never guessed at.
+fn attribute_text(value: &x509_parser::der_parser::asn1_rs::Any) -> Option<String> {
+    use x509_parser::der_parser::asn1_rs::{Class, Tag};
+    if value.class() != Class::Universal || value.header.is_constructed() {
+        return None;
+    }
+    let data = value.data;
+    match value.tag() {
+        Tag::Utf8String => String::from_utf8(data.to_vec()).ok(),
+        Tag::PrintableString | Tag::Ia5String | Tag::NumericString | Tag::VisibleString => data
+            .is_ascii()
+            .then(|| data.iter().map(|&b| char::from(b)).collect()),
+        Tag::TeletexString => Some(data.iter().map(|&b| char::from(b)).collect()),
+        Tag::BmpString => {
+            if !data.len().is_multiple_of(2) {
+                return None;
+            }
+            let units = data
+                .chunks_exact(2)
+                .map(|u| u16::from_be_bytes([u[0], u[1]]));
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .ok()
+        }
+        Tag::UniversalString => {
+            if !data.len().is_multiple_of(4) {
+                return None;
+            }
+            data.chunks_exact(4)
+                .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+                .collect()
+        }
+        _ => None,
+    }
+}
+
+/// The short names RFC 4514 (and common use) give attribute types.
+fn short_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "STREET",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        _ => return None,
+    })
+}
+
+/// RFC 4514 escaping of an attribute value, and more: besides the
+/// characters RFC 4514 must escape (`"+,;<>\`, a leading `#` or space, a
+/// trailing space, NUL), every control character (U+0000–U+001F,
+/// U+007F–U+009F) is escaped as `\` and the hex of its UTF-8 bytes
+/// (newline: `\0A`). A program reading the subject from its environment,
+/// or a log line showing it, then never meets a line break, an escape
+/// sequence for a terminal, or a byte that ends a C string.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            c if c.is_control() => {
+                let mut utf8 = [0u8; 4];
+                for b in c.encode_utf8(&mut utf8).bytes() {
+                    out.push_str(&format!("\\{b:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc4514_escaping() {
+        assert_eq!(escape("ingest-1"), "ingest-1");
+        assert_eq!(escape("a,b+c"), "a\\,b\\+c");
+        assert_eq!(escape("#x "), "\\#x\\ ");
+        assert_eq!(escape(" lead"), "\\ lead");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_as_hex_pairs() {
+        assert_eq!(escape("a\nb\rc\td"), "a\\0Ab\\0Dc\\09d");
+        assert_eq!(escape("\u{1b}[31m\u{7}"), "\\1B[31m\\07");
+        assert_eq!(escape("nul\0"), "nul\\00");
+        assert_eq!(escape("del\u{7f}"), "del\\7F");
+        // C1 controls: the hex of their two UTF-8 bytes.
+        assert_eq!(escape("nel\u{85}"), "nel\\C2\\85");
+        // Other text, ASCII or not, stays as it is.
+        assert_eq!(escape("Zoë = 東京"), "Zoë = 東京");
+    }
+
+    /// The DER of a self-signed certificate whose subject is `dn`.
+    fn certificate(dn: &[(rcgen::DnType, rcgen::DnValue)]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (ty, value) in dn {
+            params.distinguished_name.push(ty.clone(), value.clone());
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn subject_of(der: &[u8]) -> Option<String> {
+        subject(&CertificateDer::from(der.to_vec()))
+    }
+
+    /// Replaces `from` in the subject of a self-signed `der` by `to` (same
+    /// length), to make values rcgen will not write. The subject follows
+    /// the issuer, which is the same name: the second occurrence. The
+    /// signature no longer matches; `subject` does not look at it.
+    fn patched(mut der: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+        assert_eq!(from.len(), to.len());
+        let at: Vec<usize> = (0..=der.len() - from.len())
+            .filter(|&i| &der[i..i + from.len()] == from)
+            .collect();
+        assert_eq!(at.len(), 2, "{from:02x?} occurs {} times", at.len());
+        der[at[1]..at[1] + to.len()].copy_from_slice(to);
+        der
+    }
+
+    #[test]
+    fn every_string_type_reads_as_the_same_text() {
+        use rcgen::string::{BmpString, Ia5String, PrintableString, UniversalString};
+        use rcgen::{DnType, DnValue};
+        let text = "ingest-1";
+        let values = [
+            DnValue::Utf8String(text.into()),
+            DnValue::PrintableString(PrintableString::try_from(text).unwrap()),
+            DnValue::Ia5String(Ia5String::try_from(text).unwrap()),
+            DnValue::TeletexString(rcgen::string::TeletexString::try_from(text).unwrap()),
+            DnValue::BmpString(BmpString::try_from(text).unwrap()),
+            DnValue::UniversalString(UniversalString::try_from(text).unwrap()),
+        ];
+        for value in values {
+            let der = certificate(&[(DnType::CommonName, value.clone())]);
+            assert_eq!(
+                subject_of(&der).as_deref(),
+                Some("CN=ingest-1"),
+                "{value:?}"
+            );
+        }
+        // Beyond ASCII (beyond the BMP, too, where BMPString cannot go).
+        let text = "Zoë 東京";
+        let wide = "Zoë 東京 \u{1F600}";
+        for (value, text) in [
+            (DnValue::Utf8String(wide.into()), wide),
+            (DnValue::BmpString(BmpString::try_from(text).unwrap()), text),
+            (
+                DnValue::UniversalString(UniversalString::try_from(wide).unwrap()),
+                wide,
+            ),
+        ] {
+            let der = certificate(&[(DnType::CommonName, value.clone())]);
+            assert_eq!(subject_of(&der), Some(format!("CN={text}")), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn teletex_strings_read_as_latin_1() {
+        use rcgen::{DnType, DnValue};
+        let value = DnValue::TeletexString(rcgen::string::TeletexString::try_from("cafe").unwrap());
+        let der = certificate(&[(DnType::CommonName, value)]);
+        let der = patched(der, b"\x14\x04cafe", b"\x14\x04caf\xe9");
+        assert_eq!(subject_of(&der).as_deref(), Some("CN=café"));
+    }
+
+    #[test]
+    fn control_characters_in_subjects_are_escaped() {
+        use rcgen::string::BmpString;
+        use rcgen::{DnType, DnValue};
+        let der = certificate(&[
+            (
+                DnType::OrganizationName,
+                DnValue::BmpString(BmpString::try_from("a\tb").unwrap()),
+            ),
+            (
+                DnType::CommonName,
+                DnValue::Utf8String("x\ny\rz\u{1b}\u{7}".into()),
+            ),
+        ]);
+        assert_eq!(
+            subject_of(&der).as_deref(),
+            Some("CN=x\\0Ay\\0Dz\\1B\\07,O=a\\09b")
+        );
+    }
+
+    #[test]
+    fn values_that_cannot_be_decoded_are_the_hex_of_their_whole_encoding() {
+        use rcgen::{DnType, DnValue};
+        let cert =
+            |text: &str| certificate(&[(DnType::CommonName, DnValue::Utf8String(text.into()))]);
+        // Invalid UTF-8 in a UTF8String.
+        let der = patched(cert("abcd"), b"\x0c\x04abcd", b"\x0c\x04ab\xff\xfe");
+        assert_eq!(subject_of(&der).as_deref(), Some("CN=#0c046162fffe"));
+        // A BMPString of odd length.
+        let der = patched(cert("abc"), b"\x0c\x03abc", b"\x1e\x03abc");
+        assert_eq!(subject_of(&der).as_deref(), Some("CN=#1e03616263"));
+        // A lone surrogate in a BMPString.
+        let der = patched(cert("abcd"), b"\x0c\x04abcd", b"\x1e\x04\xd8\x00\x00a");
+        assert_eq!(subject_of(&der).as_deref(), Some("CN=#1e04d8000061"));
+        // A byte over 0x7F in a PrintableString.
+        let der = patched(cert("abcd"), b"\x0c\x04abcd", b"\x13\x04ab\xc3\xa9");
+        assert_eq!(subject_of(&der).as_deref(), Some("CN=#13046162c3a9"));
+        // Not a string at all: an OCTET STRING.
+        let der = patched(cert("abcd"), b"\x0c\x04abcd", b"\x04\x04abcd");
+        assert_eq!(subject_of(&der).as_deref(), Some("CN=#040461626364"));
+        // A long value: the length in long form.
+        let long = "a".repeat(200);
+        let mut from = vec![0x0c, 0x81, 200];
+        from.extend_from_slice(long.as_bytes());
+        let mut to = vec![0x04, 0x81, 200];
+        to.extend_from_slice(long.as_bytes());
+        let der = patched(cert(&long), &from, &to);
+        assert_eq!(
+            subject_of(&der),
+            Some(format!("CN=#0481c8{}", "61".repeat(200)))
+        );
+    }
+
+    #[test]
+    fn oids_are_dotted_with_arcs_of_any_size() {
+        assert_eq!(dotted_oid(&[0x55, 0x04, 0x03]).as_deref(), Ok("2.5.4.3"));
+        assert_eq!(dotted_oid(&[0x00]).as_deref(), Ok("0.0"));
+        assert_eq!(dotted_oid(&[0x27]).as_deref(), Ok("0.39"));
+        assert_eq!(dotted_oid(&[0x28]).as_deref(), Ok("1.0"));
+        assert_eq!(dotted_oid(&[0x4f]).as_deref(), Ok("1.39"));
+        assert_eq!(dotted_oid(&[0x50]).as_deref(), Ok("2.0"));
+        assert_eq!(dotted_oid(&[0x7f, 0x05]).as_deref(), Ok("2.47.5"));
+        assert_eq!(dotted_oid(&[0x88, 0x37, 0x01]).as_deref(), Ok("2.999.1"));
+        // 2^64 - 1 and 2^64 as the third arc.
+        let mut max = vec![0x01, 0x81];
+        max.extend([0xff; 8]);
+        max.push(0x7f);
+        assert_eq!(dotted_oid(&max).as_deref(), Ok("0.1.18446744073709551615"));
+        let mut over = vec![0x01, 0x82];
+        over.extend([0x80; 8]);
+        over.push(0x00);
+        assert_eq!(dotted_oid(&over).as_deref(), Ok("0.1.18446744073709551616"));
+        // The first subidentifier beyond 64 bits: 2 and a huge second arc.
+        let mut huge = vec![0x82];
+        huge.extend([0x80; 9]);
+        huge.push(0x00);
+        // 2 * 2^70 = 2^71 = 2361183241434822606848, minus 80.
+        assert_eq!(dotted_oid(&huge).as_deref(), Ok("2.2361183241434822606768"));
+        for bad in [&[][..], &[0x80, 0x01], &[0x55, 0x84]] {
+            assert_eq!(dotted_oid(bad), Err(()), "{bad:02x?}");
+        }
+    }
+
+    #[test]
+    fn a_subject_that_is_not_a_name_in_full_is_the_hex_of_all_of_it() {
+        let atv = |v: &[u8]| {
+            [
+                &[0x30, 5 + v.len() as u8, 0x06, 0x03, 0x55, 0x04, 0x03][..],
+                v,
+            ]
+            .concat()
+        };
+        let set = |c: &[u8]| [&[0x31, c.len() as u8][..], c].concat();
+        let seq = |c: &[u8]| [&[0x30, c.len() as u8][..], c].concat();
+        let name = |der: &[u8]| {
+            let (tlv, rest) = der_tlv(der).unwrap();
+            assert!(rest.is_empty());
+            rfc4514_name(&tlv)
+        };
+        let good = seq(&[set(&atv(b"\x0c\x01a")), set(&atv(b"\x0c\x01b"))].concat());
+        assert_eq!(name(&good).as_deref(), Ok("CN=b,CN=a"));
+        for bad in [
+            seq(&[set(&atv(b"\x0c\x01a")), set(&[])].concat()),
+            seq(&[set(&atv(b"\x0c\x01a")), seq(&[])].concat()),
+            seq(&set(&[0x30, 0x05, 0x06, 0x03, 0x55, 0x04, 0x03])),
+            seq(&set(&atv(b"\x0c\x01a\x05\x00"))),
+            seq(&set(&[0x04, 0x00])),
+        ] {
+            assert_eq!(name(&bad), Err(()), "{bad:02x?}");
+        }
+        assert_eq!(hex(&[0x30, 0x00]), "#3000");
+    }
+
+    #[test]
+    fn subjects_are_most_specific_first() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example, Inc");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ingest-1");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            subject(cert.der()).as_deref(),
+            Some("CN=ingest-1,O=Example\\, Inc")
+        );
+    }
+}
