@@ -2,7 +2,7 @@
 //! (docs/observability.md).
 //!
 //! Counting costs the request path no lock and no system call: requests
-//! are tallied in plain integers in each [`Batch`](crate::store::Batch)
+//! are tallied in plain integers in each batch of the store
 //! (by the store actor and the connection) and folded into atomics once
 //! per store round trip; everything else (validators, the data file, the
 //! PostgreSQL engine, connections) bumps atomics directly. Scraping reads
@@ -18,9 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 
 use crate::protocol::ProtocolError;
-use crate::validator::Cause;
 
 /// An enum whose variants name the slots of a fixed array of figures
 /// ([`Slots`]): figures are found by what they count, never by a number.
@@ -383,6 +383,51 @@ impl Histogram {
     }
 }
 
+/// Why a validator could not decide (the `cause` label of
+/// `jnhpd_validator_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// It did not answer in `timeout_ms`.
+    Timeout,
+    /// It ended (or was ended) without a verdict.
+    NoVerdict,
+    /// Its answer was not a verdict.
+    Malformed,
+    /// It could not be started.
+    Spawn,
+    /// Its helper broke or none was available.
+    BrokenHelper,
+}
+
+/// The length of the data file that is synced, published by the writer
+/// thread after every sync; a watch, so long polls wake when it grows.
+#[derive(Debug)]
+pub struct DurableLength(watch::Sender<u64>);
+
+impl Default for DurableLength {
+    fn default() -> DurableLength {
+        DurableLength(watch::Sender::new(0))
+    }
+}
+
+impl DurableLength {
+    /// Called by the writer thread (no runtime needed: a watch only
+    /// stores the value and wakes receivers).
+    pub fn publish(&self, len: u64) {
+        self.0.send_if_modified(|durable| {
+            let grew = len > *durable;
+            if grew {
+                *durable = len;
+            }
+            grew
+        });
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
 /// One validator's figures (kept across reloads with the validator).
 #[derive(Debug)]
 pub struct ValidatorStats {
@@ -479,7 +524,7 @@ pub struct DatafileStats {
     pub records_per_sync: Histogram,
     pub sync_duration: Histogram,
     /// How much of the file is synced: what `GET /names` may list.
-    pub durable: crate::ops::listing::DurableLength,
+    pub durable: DurableLength,
     /// 1 while the file takes STOREs; 0 once a failed write or sync could
     /// not be undone (every later STORE is refused until a restart).
     pub writable: AtomicI64,

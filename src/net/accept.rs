@@ -19,6 +19,9 @@ use crate::net::tls::Acceptor;
 use crate::protocol::Reply;
 use crate::validator::Peer;
 
+/// The listen backlog: bursts of connections are queued, not dropped.
+pub const BACKLOG: i32 = 1024;
+
 /// A listening socket and, for a TLS port, the acceptor its connections
 /// go through first.
 pub(crate) struct Listener {

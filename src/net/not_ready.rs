@@ -3,7 +3,7 @@
 //!
 //! No client may sit connected without a reply meanwhile (docs/postgres.md,
 //! Readiness). A port jnhpd binds itself is bound but not listening
-//! ([`crate::ops::server::bind`]): connecting is refused until [`NotReady::ready`]
+//! (the server's `bind`): connecting is refused until [`NotReady::ready`]
 //! listens, so a client fails at once and can try another front-end. A
 //! socket handed over already listening (by systemd, whose backlog it is)
 //! cannot be made to refuse: until ready, each client accepted on it gets
@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::server::BACKLOG;
+use crate::net::accept::BACKLOG;
 
 /// Connections answered at once that may still be lingering (reading what
 /// the client sent, so that closing does not reset the reply away); past

@@ -3,7 +3,7 @@
 //!
 //! rustls with the `ring` provider: pure Rust and assembly, no C toolchain
 //! (cmake, aws-lc) needed to build jnhpd. The config only names the files
-//! ([`TlsSettings`]); they are loaded here, by [`crate::ops::preflight`] (so
+//! (`config::TlsSettings`); they are loaded here, by the preflight (so
 //! `--check-config`, the start and SIGHUP catch an unreadable file, a key
 //! that does not match, an expired certificate, naming the key's line)
 //! and again, identically, when the acceptor is built.
@@ -11,11 +11,34 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-pub use crate::ops::config::{MinVersion, TlsSettings};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use serde::Deserialize;
+
+/// The lowest TLS version a client may use (`tls.min_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum MinVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    /// TLS 1.2 and 1.3.
+    Tls12,
+    #[serde(rename = "1.3")]
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+/// The files a TLS server is built from, and the lowest version allowed
+/// (the config's `[tls]`, borrowed: this layer does not know the config).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFiles<'a> {
+    pub cert_file: &'a Path,
+    pub key_file: &'a Path,
+    /// `None`: no client certificates asked for. Else mutual TLS.
+    pub client_ca_file: Option<&'a Path>,
+    pub min_version: MinVersion,
+}
 
 /// A TLS file that cannot be used, and why; `key` is the config key that
 /// names it.
@@ -101,21 +124,21 @@ fn describe_subject(cert: &CertificateDer) -> String {
 
 /// Builds the server side from the files, checking everything a start
 /// needs: readable, PEM, not expired, the key matching the leaf.
-pub fn server_config(tls: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(tls: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let chain = certificates("cert_file", &tls.cert_file)?;
-    let pem = read_file("key_file", &tls.key_file, crate::base::files::KEY)?;
+    let chain = certificates("cert_file", tls.cert_file)?;
+    let pem = read_file("key_file", tls.key_file, crate::base::files::KEY)?;
     let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
         error(
             "key_file",
-            &tls.key_file,
+            tls.key_file,
             format!("cannot read a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
         )
     })?;
     let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
         error(
             "key_file",
-            &tls.key_file,
+            tls.key_file,
             format!("does not match {}: {e}", tls.cert_file.display()),
         )
     })?;
@@ -126,7 +149,7 @@ pub fn server_config(tls: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| error("min_version", Path::new(""), e))?;
-    let builder = if let Some(client_ca_file) = &tls.client_ca_file {
+    let builder = if let Some(client_ca_file) = tls.client_ca_file {
         let mut roots = RootCertStore::empty();
         for ca in certificates("client_ca_file", client_ca_file)? {
             roots.add(ca).map_err(|e| {

@@ -32,7 +32,7 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
         })?;
     }
     if let Some(tls) = &config.tls {
-        crate::net::tls::server_config(tls)
+        tls.server_config()
             .map_err(|e| config.places.error(&format!("tls.{}", e.key), &e))?;
     }
     Ok(())

@@ -28,9 +28,6 @@ use crate::storage::datafile::DataFile;
 use crate::store::{Entries, StoreHandle, StoreTask};
 use crate::validator::ValidatorChain;
 
-/// The listen backlog: bursts of connections are queued, not dropped.
-pub const BACKLOG: i32 = 1024;
-
 /// A listen address that could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
@@ -224,8 +221,7 @@ impl Server {
             _ if listeners.tls.is_empty() => None,
             None => return Err(StartError::NoCertificate),
             Some(settings) => {
-                let server_config =
-                    crate::net::tls::server_config(settings).map_err(StartError::Tls)?;
+                let server_config = settings.server_config().map_err(StartError::Tls)?;
                 Some(Arc::new(Acceptor::new(
                     server_config,
                     settings.handshake_timeout,
@@ -418,9 +414,7 @@ impl Control {
         let rotated = match (&self.inner.tls, &new.tls) {
             (None, _) => None,
             (Some(_), None) => return Err(ReloadError::NoCertificate),
-            (Some(_), Some(settings)) => {
-                Some(crate::net::tls::server_config(settings).map_err(ReloadError::Tls)?)
-            }
+            (Some(_), Some(settings)) => Some(settings.server_config().map_err(ReloadError::Tls)?),
         };
         if let (Some(credentials), Some(pg)) = (&self.inner.credentials, new.storage.postgres()) {
             credentials

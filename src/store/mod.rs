@@ -29,7 +29,7 @@ use crate::storage::{Start, Started};
 use crate::store::handback::{Giver, Slot};
 use actor::{Actor, Local, Mode, Settle, SharedNamespace};
 
-pub use batch::{Answer, Batch, Op, Span, Validation};
+pub use batch::{Batch, Op, Span, Validation};
 pub use entries::Entries;
 pub use parked::{Handback, Ticket};
 

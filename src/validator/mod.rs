@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use async_trait::async_trait;
 
+pub use crate::metrics::Cause;
 use crate::metrics::{ValidatorStats, VerdictKind};
 
 pub use spec::{Check, OnFailure, ValidatorSpec};
@@ -83,22 +84,6 @@ pub enum Verdict {
     /// why, and a message for the log. The link's [`OnFailure`] policy
     /// turns it into allow or deny.
     Failure(Cause, String),
-}
-
-/// Why a validator could not decide (the `cause` label of
-/// `jnhpd_validator_failures_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
-    /// It did not answer in `timeout_ms`.
-    Timeout,
-    /// It ended (or was ended) without a verdict.
-    NoVerdict,
-    /// Its answer was not a verdict.
-    Malformed,
-    /// It could not be started.
-    Spawn,
-    /// Its helper broke or none was available.
-    BrokenHelper,
 }
 
 /// A check every STORE must pass. Library users may implement it.

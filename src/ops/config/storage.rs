@@ -1,10 +1,10 @@
 //! `[storage]`: where names are kept, resolved into one [`Storage`] with
 //! only the settings of the kind chosen.
 
+pub use crate::storage::datafile::Fsync;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::ConfigError;
@@ -44,16 +44,6 @@ impl Storage {
             _ => None,
         }
     }
-}
-
-/// When the data file is synced (`storage.fsync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Fsync {
-    #[default]
-    Always,
-    Everysec,
-    Never,
 }
 
 /// PostgreSQL's limit on an index entry (about a third of a page) keeps

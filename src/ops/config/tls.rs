@@ -6,23 +6,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::ConfigError;
 use super::listen::ListenAddr;
 use super::place::{Places, Source};
 use super::raw::RawTls;
-
-/// The lowest TLS version a client may use (`min_version`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-pub enum MinVersion {
-    #[default]
-    #[serde(rename = "1.2")]
-    Tls12,
-    #[serde(rename = "1.3")]
-    Tls13,
-}
+pub use crate::net::tls::MinVersion;
 
 /// The `[tls]` section, checked: it exists (`Config::tls` is `Some`)
 /// exactly when the file names a certificate and its key, which
@@ -37,6 +27,20 @@ pub struct TlsSettings {
     pub client_ca_file: Option<PathBuf>,
     pub min_version: MinVersion,
     pub handshake_timeout: Duration,
+}
+
+impl TlsSettings {
+    /// Loads and checks the files (see [`crate::net::tls::server_config`]).
+    pub(crate) fn server_config(
+        &self,
+    ) -> Result<std::sync::Arc<rustls::ServerConfig>, crate::net::tls::TlsError> {
+        crate::net::tls::server_config(&crate::net::tls::TlsFiles {
+            cert_file: &self.cert_file,
+            key_file: &self.key_file,
+            client_ca_file: self.client_ca_file.as_deref(),
+            min_version: self.min_version,
+        })
+    }
 }
 
 /// Checks `[tls]`: with `listen`, `cert_file` or `key_file` set, both

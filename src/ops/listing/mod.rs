@@ -5,7 +5,7 @@
 //! With a data file the file is the log, in order of storing: a page is
 //! read from it with a read-only descriptor of its own, a record at a
 //! time, never past the length the writer last synced
-//! ([`DurableLength`]), so no name a crash could take back is listed. A
+//! ([`DurableLength`](crate::metrics::DurableLength)), so no name a crash could take back is listed. A
 //! cursor is the offset just after the last listed record together with
 //! that record's length and CRC: before reading on, the record before the
 //! offset is read and checked, so an offset that is not a record boundary
@@ -60,35 +60,6 @@ pub const MAX_READING: usize = 4;
 const FIRST_SYNC: Duration = Duration::from_secs(10);
 /// Bytes read at once while checking a record's CRC.
 const CHUNK: usize = 64 * 1024;
-
-/// The length of the data file that is synced, published by the writer
-/// thread after every sync; a watch, so long polls wake when it grows.
-#[derive(Debug)]
-pub struct DurableLength(watch::Sender<u64>);
-
-impl Default for DurableLength {
-    fn default() -> DurableLength {
-        DurableLength(watch::Sender::new(0))
-    }
-}
-
-impl DurableLength {
-    /// Called by the writer thread (no runtime needed: a watch only
-    /// stores the value and wakes receivers).
-    pub fn publish(&self, len: u64) {
-        self.0.send_if_modified(|durable| {
-            let grew = len > *durable;
-            if grew {
-                *durable = len;
-            }
-            grew
-        });
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.0.subscribe()
-    }
-}
 
 /// A request's parameters.
 #[derive(Debug, PartialEq)]
