@@ -83,23 +83,6 @@ impl StoreTask {
 }
 
 impl StoreHandle {
-    /// Starts an empty in-memory store on the current tokio runtime. It
-    /// stops when the last handle is dropped.
-    pub fn spawn() -> StoreHandle {
-        let metrics = Metrics::new(crate::metrics::StoreKind::Memory);
-        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
-        let expired = Flag::default();
-        let actor = Actor::new(
-            Entries::default(),
-            metrics,
-            settle_tx,
-            expired.clone(),
-            Local(None),
-        );
-        let (handle, _task) = StoreHandle::start(actor, settle_rx, expired);
-        handle
-    }
-
     /// Starts a store holding `entries` on the current tokio runtime, with
     /// a durable backend when given (its outcomes come back to the actor).
     /// Once `expired` is raised (the end of the grace period), STOREs
