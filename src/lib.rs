@@ -53,7 +53,13 @@ pub use base::logging;
 /// The wire format and framer (the `jnhp-wire` crate).
 pub use jnhp_wire as protocol;
 pub use ops::{config, daemon, datatools, preflight, server};
-pub use storage::{datafile, postgres};
+pub use storage::postgres;
+
+/// The data file's format, for programs that write or check one (the
+/// tests do; `jnhpd data` is the supported tool).
+pub mod datafile {
+    pub use crate::storage::datafile::{HEADER_LEN, MAGIC, VERSION, encode_record};
+}
 
 #[doc(hidden)]
 pub mod fuzzing;

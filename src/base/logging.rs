@@ -20,14 +20,18 @@ use syslog::{Formatter3164, LoggerBackend};
 /// Where log lines go.
 #[derive(Debug, Clone, Copy)]
 pub enum Target<'a> {
+    /// Standard error (under systemd, the journal).
     Stderr,
     /// `socket` empty: the system's (`/dev/log`).
     Syslog {
+        /// The syslog facility (`log.facility`).
         facility: &'a str,
+        /// The syslog socket to send to.
         socket: &'a Path,
     },
     /// Appended to `path` (absolute: the config's paths are resolved).
     File {
+        /// The file appended to (reopened on SIGHUP, for rotation).
         path: &'a Path,
     },
 }

@@ -20,23 +20,53 @@ use nix::sys::stat::{Mode, umask};
 use nix::unistd::{ForkResult, Gid, Group, Uid, User, fork, setsid};
 use thiserror::Error;
 
+/// Why daemonizing, the pidfile or dropping privileges failed.
 #[derive(Debug, Error)]
 pub enum DaemonError {
     #[error("cannot {action}: {source}")]
-    Sys { action: String, source: nix::Error },
-    #[error("cannot {action}: {source}")]
-    Io {
+    /// A system call failed.
+    Sys {
+        /// What was being done.
         action: String,
+        /// The error.
+        source: nix::Error,
+    },
+    #[error("cannot {action}: {source}")]
+    /// A file operation failed.
+    Io {
+        /// What was being done.
+        action: String,
+        /// The error.
         source: std::io::Error,
     },
     #[error("pidfile {}: holds something other than a PID: refusing to overwrite it", path.display())]
-    NotAPidfile { path: PathBuf },
+    /// The pidfile holds something else.
+    NotAPidfile {
+        /// The pidfile.
+        path: PathBuf,
+    },
     #[error("pidfile {path} names a live jnhpd (pid {pid}): refusing to start a second one")]
-    Live { path: PathBuf, pid: String },
+    /// The pidfile names a running jnhpd.
+    Live {
+        /// The pidfile.
+        path: PathBuf,
+        /// The PID it holds.
+        pid: String,
+    },
     #[error("unknown {what} {name:?}")]
-    Unknown { what: &'static str, name: String },
+    /// No such user or group.
+    Unknown {
+        /// `user` or `group`.
+        what: &'static str,
+        /// The name looked up.
+        name: String,
+    },
     #[error("dropped privileges to uid {uid} but could become root again: refusing to run")]
-    Regained { uid: u32 },
+    /// Dropping privileges did not stick.
+    Regained {
+        /// The uid switched to.
+        uid: u32,
+    },
 }
 
 fn sys(action: impl Into<String>) -> impl FnOnce(nix::Error) -> DaemonError {
@@ -187,6 +217,8 @@ pub struct Pidfile {
 const PIDFILE_READ_BYTES: u64 = crate::base::files::PIDFILE.max_bytes;
 
 impl Pidfile {
+    /// Writes this process's PID to `path`, refusing a file that is not a
+    /// pidfile or names a live jnhpd.
     pub fn create(path: &Path) -> Result<Pidfile, DaemonError> {
         let shown = path.display();
         // A regular file only: a FIFO or a device there would hang or

@@ -32,7 +32,9 @@ use crate::validator::ValidatorChain;
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
 pub struct BindError {
+    /// The address as configured.
     pub addr: String,
+    /// Why binding failed.
     pub source: io::Error,
 }
 
@@ -77,8 +79,11 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// and the admin HTTP listener.
 #[derive(Debug, Default)]
 pub struct Listeners {
+    /// Sockets serving JNHP/1 in plain text.
     pub plain: Vec<std::net::TcpListener>,
+    /// Sockets serving JNHP/1 over TLS.
     pub tls: Vec<std::net::TcpListener>,
+    /// Sockets serving the HTTP admin listener.
     pub admin: Vec<std::net::TcpListener>,
 }
 

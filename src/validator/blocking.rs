@@ -151,10 +151,6 @@ impl DenySet {
     pub fn len(&self) -> usize {
         self.digests.len() + self.exact.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn hex_digest(line: &[u8]) -> Option<[u8; 32]> {

@@ -6,11 +6,11 @@
 //! connection's task, never in the store actor, so a slow validator delays
 //! only the connection that is waiting on it.
 
-pub mod blocking;
+pub(crate) mod blocking;
 mod coalesce;
-pub mod function;
-pub mod helper;
-pub mod process;
+pub(crate) mod function;
+pub(crate) mod helper;
+pub(crate) mod process;
 pub mod reaper;
 pub mod spec;
 
@@ -71,14 +71,19 @@ pub(crate) fn escape_controls(text: &str) -> String {
 /// get them as `JNHP_PEER` and `JNHP_PEER_CERT_SUBJECT`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Peer {
+    /// The client's address, if known.
     pub addr: Option<std::net::SocketAddr>,
+    /// The subject of the client's TLS certificate (mutual TLS), in RFC
+    /// 4514 form.
     pub cert_subject: Option<String>,
 }
 
 /// A validator's answer about one STORE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// The STORE may go ahead.
     Allow,
+    /// The STORE is refused (`RARGH!`).
     Deny,
     /// The validator could not decide (crash, timeout, malformed answer):
     /// why, and a message for the log. The link's [`OnFailure`] policy
@@ -113,7 +118,9 @@ pub trait Validator: Send + Sync + fmt::Debug {
 /// One validator of a chain with its failure policy.
 #[derive(Debug, Clone)]
 pub struct Link {
+    /// The check.
     pub validator: Arc<dyn Validator>,
+    /// What a failure to decide (not a denial) makes of the STORE.
     pub on_failure: OnFailure,
     /// The table it was built from, if it came from the config: a reload
     /// that leaves the table unchanged keeps this very validator (and so
@@ -221,6 +228,7 @@ pub enum Inline {
 }
 
 impl ValidatorChain {
+    /// A chain running `links` in order; the first denial decides.
     pub fn new(links: Vec<Link>) -> Self {
         ValidatorChain { links }
     }
@@ -261,10 +269,12 @@ impl ValidatorChain {
         futures_util::future::join_all(all).await;
     }
 
+    /// Whether the chain has no validators.
     pub fn is_empty(&self) -> bool {
         self.links.is_empty()
     }
 
+    /// How many validators the chain has.
     pub fn len(&self) -> usize {
         self.links.len()
     }

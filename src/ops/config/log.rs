@@ -12,15 +12,19 @@ use super::raw::{RawLog, RawLogTarget};
 /// `[log]`, checked.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LogConfig {
+    /// Where logs go.
     pub target: LogTarget,
+    /// The lowest level logged.
     pub level: LogLevel,
 }
 
 /// Where log lines go, with the settings of that target only.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum LogTarget {
+    /// Standard error (`log.target = "stderr"`).
     #[default]
     Stderr,
+    /// The system log (`log.target = "syslog"`).
     Syslog {
         /// A syslog facility a daemon may log to (`daemon`, `local0` ...).
         facility: String,
@@ -29,17 +33,26 @@ pub enum LogTarget {
     },
     /// Appended to `path` (`log.file`, relative to the config file's
     /// directory), reopened on SIGHUP (logrotate's way).
-    File { path: PathBuf },
+    File {
+        /// The log file.
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
+/// The lowest level logged (`log.level`).
 pub enum LogLevel {
+    /// Errors only.
     Error,
+    /// Warnings and errors.
     Warn,
+    /// What the server does, once per event (the default).
     #[default]
     Info,
+    /// Per-request detail.
     Debug,
+    /// Everything.
     Trace,
 }
 impl std::str::FromStr for LogLevel {
@@ -53,6 +66,7 @@ impl std::str::FromStr for LogLevel {
 }
 
 impl LogLevel {
+    /// The `log` crate's filter for this level.
     pub fn filter(self) -> log::LevelFilter {
         match self {
             LogLevel::Error => log::LevelFilter::Error,

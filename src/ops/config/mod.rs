@@ -59,27 +59,42 @@ pub enum ConfigError {
     #[error("{0}")]
     Read(crate::base::files::FileError),
     #[error("{path}:{line}: {key}{message}")]
+    /// A key with a value jnhpd cannot run with, or a file that does not
+    /// parse.
     Invalid {
+        /// The config file.
         path: PathBuf,
+        /// The line (1-based) the error is at.
         line: usize,
         /// The dotted key (`server.listen`), with ": " appended when known.
         key: String,
+        /// What is wrong.
         message: String,
     },
     /// A key checked after loading that no file placed (the built-in
     /// defaults, a command line override).
     #[error("{key}: {message}")]
-    Unplaced { key: String, message: String },
+    Unplaced {
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// A configuration jnhpd can run with: every section checked and
 /// resolved (paths made absolute against the config file's directory).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
+    /// `[server]`: listening, limits, timeouts.
     pub server: ServerConfig,
+    /// `[storage]`: where acknowledged STOREs are kept.
     pub storage: Storage,
+    /// `[admin]`: the HTTP admin listener.
     pub admin: AdminConfig,
+    /// `[daemon]`: pidfile, user, group.
     pub daemon: DaemonConfig,
+    /// `[log]`: where logs go, and how much.
     pub log: LogConfig,
     /// JNHP/1 over TLS (docs/tls.md): `None` when the file names no
     /// certificate.

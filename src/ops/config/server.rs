@@ -11,11 +11,17 @@ use crate::protocol::Limits;
 /// `[server]`, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
+    /// Where to serve JNHP/1 in plain text.
     pub listen: Vec<ListenAddr>,
+    /// Client connections at once at most; more are refused.
     pub max_connections: usize,
+    /// Seconds a connection may stay silent; 0: forever.
     pub idle_timeout_secs: u64,
+    /// The longest name a STORE may carry, in bytes.
     pub max_name_bytes: usize,
+    /// The longest value a STORE may carry, in bytes.
     pub max_value_bytes: usize,
+    /// Seconds the server waits for connections to finish when it stops.
     pub shutdown_grace_secs: u64,
     /// Bytes that requests read but not yet answered may hold, server-wide
     /// (their bytes plus 1 KiB each; see `inflight`).
@@ -29,6 +35,7 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The wire limits these settings make.
     pub fn limits(&self) -> Limits {
         Limits {
             max_name_bytes: self.max_name_bytes,
@@ -41,6 +48,7 @@ impl ServerConfig {
         (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
     }
 
+    /// `shutdown_grace_secs` as a duration.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }

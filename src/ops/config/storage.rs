@@ -22,7 +22,12 @@ pub enum Storage {
     #[default]
     Memory,
     /// `storage.path`, resolved against the config file's directory.
-    DataFile { path: PathBuf, fsync: Fsync },
+    DataFile {
+        /// The data file.
+        path: PathBuf,
+        /// When it is synced.
+        fsync: Fsync,
+    },
     /// `storage.backend = "postgres"`: a namespace shared with other
     /// front-ends (docs/postgres.md).
     Postgres(PostgresSettings),

@@ -21,11 +21,15 @@ pub use crate::net::tls::MinVersion;
 pub struct TlsSettings {
     /// May be empty: `--tls-listen` then says where to serve TLS.
     pub listen: Vec<ListenAddr>,
+    /// The certificate chain, PEM, leaf first.
     pub cert_file: PathBuf,
+    /// The certificate's private key, PEM.
     pub key_file: PathBuf,
     /// `None`: no client certificates asked for. Else mutual TLS.
     pub client_ca_file: Option<PathBuf>,
+    /// The lowest TLS version a client may use.
     pub min_version: MinVersion,
+    /// How long a client may take to finish the TLS handshake.
     pub handshake_timeout: Duration,
 }
 

@@ -32,6 +32,7 @@ use crate::storage::datafile::{HEADER_LEN, MAGIC, VERSION, encode_record};
 /// What a backup copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backup {
+    /// Records copied.
     pub records: u64,
     /// The backup's length: the offset in the source it stopped at.
     pub bytes: u64,

@@ -16,6 +16,7 @@ use crate::protocol::Limits;
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Export {
+    /// Records written.
     pub records: u64,
     /// Torn bytes at the end, not exported.
     pub torn: u64,

@@ -228,7 +228,9 @@ fn next_line(reader: &mut impl BufRead, max: usize, line: &mut Vec<u8>) -> io::R
 #[derive(Debug, thiserror::Error)]
 #[error("{error} (so far: {counts})")]
 pub struct ImportFailed {
+    /// What stopped the import.
     pub error: DataToolError,
+    /// What was done before it stopped.
     pub counts: Counts,
 }
 

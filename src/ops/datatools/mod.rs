@@ -23,9 +23,9 @@ pub mod backup;
 pub mod export;
 pub mod import;
 pub mod output;
-pub mod portable;
+pub(crate) mod portable;
 pub mod repair;
-pub mod scan;
+pub(crate) mod scan;
 pub mod verify;
 
 use std::io;
@@ -39,9 +39,13 @@ pub use scan::{Damage, End, Scan};
 #[derive(Debug, thiserror::Error)]
 pub enum DataToolError {
     #[error("{}: cannot {action}: {source}", path.display())]
+    /// Reading or writing a file failed.
     Io {
+        /// The file.
         path: PathBuf,
+        /// What was being done.
         action: &'static str,
+        /// The error.
         source: io::Error,
     },
     /// Not a regular file, or cannot be opened.
@@ -51,34 +55,72 @@ pub enum DataToolError {
         "{}: a jnhpd holds this data file (it is locked); stop it first",
         path.display()
     )]
-    Locked { path: PathBuf },
+    /// A running jnhpd holds the data file.
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
     #[error("{}: not a jnhpd data file: {why}", path.display())]
-    NotDataFile { path: PathBuf, why: String },
+    /// The file is not a data file.
+    NotDataFile {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        why: String,
+    },
     #[error(
         "{}: damaged at byte offset {offset}: {damage}; nothing was written \
          (`jnhpd data verify` tells more, `jnhpd data repair` cuts the damage off)",
         path.display()
     )]
+    /// The data file is damaged before its end.
     Damaged {
+        /// The file.
         path: PathBuf,
+        /// Where the damage begins.
         offset: u64,
+        /// What is wrong there.
         damage: Damage,
     },
     #[error("{}: already exists (add --force to replace it)", path.display())]
-    Exists { path: PathBuf },
-    #[error("{}: is the file being read; refusing to replace it", path.display())]
-    SameFile { path: PathBuf },
-    #[error("{}: is {kind}; only a regular file is replaced", path.display())]
-    NotReplaceable { path: PathBuf, kind: &'static str },
-    #[error("{}: {reason}", path.display())]
-    Input { path: PathBuf, reason: String },
-    #[error("{}: {count} bad lines, nothing imported; {}", path.display(), first.join("; "))]
-    BadLines {
+    /// The output exists and `--force` was not given.
+    Exists {
+        /// The file.
         path: PathBuf,
+    },
+    #[error("{}: is the file being read; refusing to replace it", path.display())]
+    /// The output is the input.
+    SameFile {
+        /// The file.
+        path: PathBuf,
+    },
+    #[error("{}: is {kind}; only a regular file is replaced", path.display())]
+    /// The output exists and is no regular file.
+    NotReplaceable {
+        /// The file.
+        path: PathBuf,
+        /// What it is (a directory, a FIFO ...).
+        kind: &'static str,
+    },
+    #[error("{}: {reason}", path.display())]
+    /// The input cannot be read as what it claims to be.
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    #[error("{}: {count} bad lines, nothing imported; {}", path.display(), first.join("; "))]
+    /// Lines of an export that cannot be imported.
+    BadLines {
+        /// The file.
+        path: PathBuf,
+        /// How many.
         count: u64,
         /// The first few, each "line N: why".
         first: Vec<String>,
     },
+    /// The data file refused a record or could not be written.
     #[error("{0}")]
     Storage(#[from] crate::storage::datafile::StorageError),
 }

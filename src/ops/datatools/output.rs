@@ -78,6 +78,7 @@ impl Output {
         })
     }
 
+    /// Writes `bytes`, naming the output file in an error.
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), DataToolError> {
         let Some(writer) = self.writer.as_mut() else {
             return Err(self.gone());

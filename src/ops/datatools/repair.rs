@@ -36,9 +36,13 @@ pub struct Repair {
 /// The part cut off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cut {
+    /// Where the cut was made.
     pub offset: u64,
+    /// Bytes cut off.
     pub bytes: u64,
+    /// What was wrong at the cut.
     pub damage: Damage,
+    /// Where the bytes cut off were saved.
     pub side_file: PathBuf,
 }
 

@@ -27,15 +27,33 @@ pub enum Damage {
     /// The first 16 bytes are not a header this jnhpd reads.
     BadHeader(String),
     /// A length field no record can have (0, or over the widest limit).
-    ImpossibleLength { name_len: u32, value_len: u32 },
+    ImpossibleLength {
+        /// The name length read.
+        name_len: u32,
+        /// The value length read.
+        value_len: u32,
+    },
     /// The record's bytes do not match its checksum.
-    CrcMismatch { stored: u32, computed: u32 },
+    CrcMismatch {
+        /// The checksum in the record.
+        stored: u32,
+        /// The checksum of its bytes.
+        computed: u32,
+    },
     /// The file ends inside the record.
-    Incomplete { have: u64, need: u64 },
+    Incomplete {
+        /// Bytes of the record in the file.
+        have: u64,
+        /// Bytes the record needs.
+        need: u64,
+    },
     /// A whole, valid record holding what no STORE may.
     Forbidden(String),
     /// A name stored before, at byte offset `first`.
-    Duplicate { first: u64 },
+    Duplicate {
+        /// Where the name was first stored.
+        first: u64,
+    },
 }
 
 impl std::fmt::Display for Damage {
@@ -74,16 +92,22 @@ pub enum End {
     /// Bad bytes from `offset` to the end with no valid record after
     /// them: an unfinished last write, which the next start cuts off.
     TornTail {
+        /// Where the bad bytes begin.
         offset: u64,
+        /// How many there are.
         bytes: u64,
+        /// What is wrong with the first of them.
         damage: Damage,
     },
     /// Damage at `offset`: with a valid record after it at `next_valid`
     /// (acknowledged data beyond it), or a record no STORE may hold, or a
     /// bad header (offset 0).
     Damaged {
+        /// Where the damage begins.
         offset: u64,
+        /// What is wrong there.
         damage: Damage,
+        /// The next valid record after it, if any.
         next_valid: Option<u64>,
     },
 }
@@ -98,11 +122,13 @@ pub struct Scan {
     /// Records repeating a name (when names were tracked), and the first
     /// of them: its offset and the offset of the name's first record.
     pub duplicates: u64,
+    /// The first repeat: its offset, and its name's first record's.
     pub first_duplicate: Option<(u64, u64)>,
     /// Header and good records: where a cut would leave the file.
     pub good_len: u64,
     /// Bytes read in all (the file's length, or the part scanned).
     pub bytes: u64,
+    /// How the scan ended.
     pub end: End,
 }
 

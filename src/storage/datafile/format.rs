@@ -7,8 +7,11 @@ use std::path::Path;
 use super::*;
 use crate::protocol::Limits;
 
+/// The first 8 bytes of every data file.
 pub const MAGIC: &[u8; 8] = b"JNHPDATA";
+/// The format version this build writes and reads (after the magic).
 pub const VERSION: u32 = 1;
+/// The header's length: magic, version, 4 reserved bytes.
 pub const HEADER_LEN: usize = 16;
 pub const RECORD_HEADER_LEN: usize = 12;
 

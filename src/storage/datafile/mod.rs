@@ -41,7 +41,7 @@ pub use replay::{Replay, read_records, replay};
 #[cfg(test)]
 pub(crate) use search::MAX_RECORD;
 pub(crate) use search::{count_rest, find_record};
-pub use writer::{Appender, DataFile, Fsync, WriterThread};
+pub use writer::{DataFile, Fsync};
 
 #[derive(Debug, Error)]
 pub enum StorageError {

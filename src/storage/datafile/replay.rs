@@ -13,10 +13,18 @@ use crate::protocol::Limits;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Replay {
     /// Every byte was a good record.
-    Clean { records: usize },
+    Clean {
+        /// Records replayed.
+        records: usize,
+    },
     /// Good records up to `good_len`, then an incomplete or damaged last
     /// record (a write cut short by a crash): cut it off.
-    TornTail { records: usize, good_len: u64 },
+    TornTail {
+        /// Records replayed.
+        records: usize,
+        /// The length of the file up to the end of the last good record.
+        good_len: u64,
+    },
 }
 
 /// Replays the records of `data` (the whole file, header included, already

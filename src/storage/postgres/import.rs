@@ -31,8 +31,11 @@ const READ_AHEAD: usize = 1;
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counts {
+    /// Records newly stored.
     pub imported: u64,
+    /// Records already there with the same value.
     pub present: u64,
+    /// Records whose name is there with another value (not imported).
     pub conflicts: u64,
 }
 
@@ -50,7 +53,9 @@ impl std::fmt::Display for Counts {
 #[derive(Debug, thiserror::Error)]
 #[error("{reason} (so far: {counts})")]
 pub struct ImportError {
+    /// Why the import stopped.
     pub reason: String,
+    /// What was done before it stopped.
     pub counts: Counts,
 }
 

@@ -16,13 +16,13 @@
 //! prepared), [`engine`] (the task that batches requests into statements
 //! and owns leases), [`import`] (`--import-datafile`).
 
-pub mod durability;
-pub mod engine;
+pub(crate) mod durability;
+pub(crate) mod engine;
 pub mod import;
-pub mod pool;
-pub mod schema;
-pub mod sql;
-pub mod target;
+pub(crate) mod pool;
+pub(crate) mod schema;
+pub(crate) mod sql;
+pub(crate) mod target;
 mod tls;
 
 use std::path::PathBuf;
@@ -38,11 +38,17 @@ pub struct PostgresSettings {
     pub url: String,
     /// Empty: the URL's password, else `PGPASSWORD`.
     pub password_file: PathBuf,
+    /// The prefix of the tables' names (`storage.postgres.table_prefix`).
     pub table_prefix: String,
+    /// Connections kept open at most.
     pub pool_size: usize,
+    /// How long a name stays reserved while a STORE of it is validated.
     pub lease: Duration,
+    /// How long one request to PostgreSQL may take.
     pub request_timeout: Duration,
+    /// How long connecting may take.
     pub connect_timeout: Duration,
+    /// Bytes of names and values cached in memory.
     pub cache_bytes: usize,
 }
 
@@ -82,19 +88,37 @@ impl std::fmt::Debug for PostgresSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("storage.postgres.url: {0}")]
+    /// The URL does not parse.
     Url(String),
     #[error("storage.postgres.password_file: {0}")]
+    /// The password file cannot be read.
     Password(String),
     #[error("cannot reach PostgreSQL at {server} within {secs} s: {reason}")]
+    /// No connection within the connect timeout.
     Unreachable {
+        /// The server (host, port, database).
         server: String,
+        /// The timeout, in seconds.
         secs: u64,
+        /// The last error.
         reason: String,
     },
     #[error("PostgreSQL at {server}: {reason}")]
-    Schema { server: String, reason: String },
+    /// The schema could not be created or checked.
+    Schema {
+        /// The server (host, port, database).
+        server: String,
+        /// Why.
+        reason: String,
+    },
     #[error("PostgreSQL at {server}: {reason}")]
-    Query { server: String, reason: String },
+    /// A query failed.
+    Query {
+        /// The server (host, port, database).
+        server: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A PostgreSQL error as one line (its SQLSTATE and message; never a
