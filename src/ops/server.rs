@@ -26,7 +26,7 @@ use crate::net::tls::Acceptor;
 use crate::ops::config::{Config, ListenAddr, Storage};
 use crate::storage::datafile::DataFile;
 use crate::store::{Entries, StoreHandle, StoreTask};
-use crate::validator::ValidatorChain;
+use crate::validator::{Link, ValidatorChain};
 
 /// A listen address that could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +187,9 @@ struct ControlInner {
     /// re-reads `password_file`.
     credentials: Option<crate::storage::postgres::Credentials>,
     metrics: Arc<Metrics>,
+    /// The library user's validators ([`Server::start_with`]), kept in
+    /// front of the chain by every reload.
+    own_validators: Vec<Link>,
 }
 
 /// What [`Control::shutdown`] did.
@@ -212,6 +215,60 @@ impl Server {
     /// validator chain and starts serving on `listeners`, on the current
     /// tokio runtime.
     pub async fn start(config: Config, listeners: Listeners) -> Result<Server, StartError> {
+        Server::start_with(config, listeners, Vec::new()).await
+    }
+
+    /// [`start`](Server::start), with validators of the caller's own run
+    /// before the configured ones, in the order given. They stay in front
+    /// of the chain across reloads (a reload replaces only the
+    /// configured validators) and are shut down with the server.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    ///
+    /// use jnhpd::config::{Config, ListenAddr};
+    /// use jnhpd::server::{self, Listeners, Server};
+    /// use jnhpd::validator::{Link, OnFailure, Peer, Validator, Verdict};
+    ///
+    /// /// Refuses names that do not begin with `user:`.
+    /// #[derive(Debug)]
+    /// struct UserNames;
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Validator for UserNames {
+    ///     async fn validate(&self, name: &[u8], _value: &[u8], _peer: &Peer) -> Verdict {
+    ///         self.check_now(name, b"").unwrap_or(Verdict::Allow)
+    ///     }
+    ///
+    ///     // Cheap and pure: checked as the request is parsed.
+    ///     fn check_now(&self, name: &[u8], _value: &[u8]) -> Option<Verdict> {
+    ///         Some(if name.starts_with(b"user:") { Verdict::Allow } else { Verdict::Deny })
+    ///     }
+    ///
+    ///     fn describe(&self) -> String {
+    ///         "names begin with user:".into()
+    ///     }
+    /// }
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = Config::parse("", std::path::Path::new("jnhp.toml"))?;
+    /// let listeners = Listeners {
+    ///     plain: server::bind(&[ListenAddr::parse("127.0.0.1:7777")?])?,
+    ///     tls: Vec::new(),
+    ///     admin: Vec::new(),
+    /// };
+    /// let own = vec![Link::new("user-names", Arc::new(UserNames), OnFailure::Reject)];
+    /// let server = Server::start_with(config, listeners, own).await?;
+    /// server.control().shutdown();
+    /// server.wait().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn start_with(
+        config: Config,
+        listeners: Listeners,
+        own_validators: Vec<Link>,
+    ) -> Result<Server, StartError> {
         crate::net::inflight::tune_allocator();
         let local = |sockets: &[std::net::TcpListener]| {
             sockets
@@ -233,8 +290,9 @@ impl Server {
                 )))
             }
         };
-        let chain =
-            ValidatorChain::from_specs(&config.validators, None).map_err(StartError::Validators)?;
+        let chain = ValidatorChain::from_specs(&config.validators, None)
+            .map_err(StartError::Validators)?
+            .after(&own_validators);
         let validators = chain.len();
         let metrics = Metrics::new(store_kind(&config));
         metrics.set_validators(chain.stats());
@@ -295,6 +353,7 @@ impl Server {
                 tls,
                 credentials,
                 metrics,
+                own_validators,
             }),
         };
         let admin_stop = crate::ops::admin::Stop::default();
@@ -414,7 +473,8 @@ impl Control {
         let mut config = lock(&self.inner.config);
         let old_chain = self.inner.chain.borrow().clone();
         let chain = ValidatorChain::from_specs(&new.validators, Some(&old_chain))
-            .map_err(ReloadError::Validators)?;
+            .map_err(ReloadError::Validators)?
+            .after(&self.inner.own_validators);
         // Certificate rotation: new handshakes use the new files.
         let rotated = match (&self.inner.tls, &new.tls) {
             (None, _) => None,

@@ -127,7 +127,7 @@ pub struct Link {
     /// its `max_concurrent` slots, its running count and its helpers).
     spec: Option<ValidatorSpec>,
     /// Its name (for logs and metrics) and figures, kept with it.
-    pub stats: Arc<ValidatorStats>,
+    pub(crate) stats: Arc<ValidatorStats>,
 }
 
 impl Link {
@@ -231,6 +231,13 @@ impl ValidatorChain {
     /// A chain running `links` in order; the first denial decides.
     pub fn new(links: Vec<Link>) -> Self {
         ValidatorChain { links }
+    }
+
+    /// This chain with `first` run before its own links: a library
+    /// user's validators, put in front of the configured ones.
+    pub(crate) fn after(mut self, first: &[Link]) -> Self {
+        self.links.splice(0..0, first.iter().cloned());
+        self
     }
 
     /// Builds the chain a config describes. A table equal to one of
