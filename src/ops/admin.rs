@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use jnhp_status::Status;
 
 use crate::metrics::{Command, Metrics, PerCommand, Slot, StoreKind, VerdictKind};
-use crate::ops::server::Control;
+use crate::base::shutdown::Flag;
 
 /// Admin connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -45,7 +45,11 @@ pub const HISTORY: usize = 300;
 
 /// What the admin endpoints read.
 pub struct AdminState {
-    control: Control,
+    /// Raised when the server begins to stop: `/readyz` answers 503 and
+    /// long polls end. The admin listener sees the server only through
+    /// this flag and the metrics, never its `Control` (which would make
+    /// the server and its admin listener use each other).
+    draining: Flag,
     metrics: Arc<Metrics>,
     store: StoreKind,
     listen: Vec<String>,
@@ -57,15 +61,16 @@ pub struct AdminState {
 
 impl AdminState {
     pub fn new(
-        control: Control,
+        draining: Flag,
+        metrics: Arc<Metrics>,
         store: StoreKind,
         listen: Vec<String>,
         lister: crate::ops::listing::Lister,
     ) -> Arc<AdminState> {
         Arc::new(AdminState {
             lister,
-            metrics: control.metrics().clone(),
-            control,
+            metrics,
+            draining,
             store,
             listen,
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
@@ -294,7 +299,7 @@ fn respond(state: &AdminState, request: &Request<Incoming>) -> Reply {
 async fn names(state: &AdminState, request: &Request<Incoming>) -> Reply {
     let (status, body) = state
         .lister
-        .answer(request.uri().query(), state.control.draining())
+        .answer(request.uri().query(), &state.draining)
         .await;
     let content_type = if status == StatusCode::OK {
         "application/x-ndjson"
@@ -312,7 +317,7 @@ async fn names(state: &AdminState, request: &Request<Incoming>) -> Reply {
 
 /// Why jnhpd does not serve requests now, if it does not.
 fn not_ready(state: &AdminState) -> Option<&'static str> {
-    if state.control.is_draining() {
+    if state.draining.is_raised() {
         return Some("draining (shutting down)");
     }
     let down = state

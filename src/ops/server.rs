@@ -359,7 +359,13 @@ impl Server {
         let admin_stop = crate::ops::admin::Stop::default();
         if !listeners.admin.is_empty() {
             let state =
-                crate::ops::admin::AdminState::new(control.clone(), store_kind, listen, lister);
+                crate::ops::admin::AdminState::new(
+                control.draining().clone(),
+                control.metrics().clone(),
+                store_kind,
+                listen,
+                lister,
+            );
             crate::ops::admin::serve(listeners.admin, state, admin_stop.clone())
                 .await
                 .map_err(StartError::Serve)?;

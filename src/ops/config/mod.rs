@@ -13,7 +13,7 @@
 //! (the data file's directory, the pidfile, a password file, denylists,
 //! validator programs) but does no network or TLS work: resolving listen
 //! names, loading certificates and the PostgreSQL URL's TLS settings are
-//! `crate::ops::preflight`'s, which `--check-config`, the start and SIGHUP
+//! the preflight's, which `--check-config`, the start and SIGHUP
 //! run, naming file, line and key from [`Places`].
 //!
 //! Modules: `raw` (the file as written), `place` (lines, and the
@@ -108,7 +108,7 @@ pub struct Config {
 impl Config {
     /// Parses a config file's text. `path` is used in error messages and to
     /// resolve relative paths (relative to the file's own directory).
-    /// Does no network or TLS work: run [`crate::ops::preflight::check`] on
+    /// Does no network or TLS work: run `preflight::check` on
     /// the result for what a start would still refuse (a listen name that
     /// does not resolve, a certificate that does not load).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
