@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Admission;
-use crate::net::connection::{self, Shared, Stream};
+use crate::net::connection::{self, ConnectionContext, Stream};
 use crate::net::tls::Acceptor;
 use crate::protocol::Reply;
 use crate::validator::Peer;
@@ -38,7 +38,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// period, after which `shared.shutdown.expired` fires).
 pub(crate) async fn serve(
     listeners: Vec<Listener>,
-    shared: Arc<Shared>,
+    shared: Arc<ConnectionContext>,
     max_connections: usize,
 ) -> io::Result<()> {
     let tracker = TaskTracker::new();
@@ -82,7 +82,7 @@ pub(crate) async fn serve(
 
 async fn accept_loop(
     listener: Listener,
-    shared: Arc<Shared>,
+    shared: Arc<ConnectionContext>,
     slots: Arc<Semaphore>,
     tracker: TaskTracker,
 ) {
@@ -167,7 +167,7 @@ async fn handshake(
     stream: TcpStream,
     addr: SocketAddr,
     tls: &Acceptor,
-    shared: &Shared,
+    shared: &ConnectionContext,
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Peer)> {
     let accepted = tokio::select! {
         accepted = tokio::time::timeout(tls.handshake_timeout, tls.get().accept(stream)) => accepted,
@@ -197,7 +197,7 @@ async fn handshake(
     Some((stream, peer))
 }
 
-async fn refuse<S: Stream>(mut stream: S, shared: &Shared) {
+async fn refuse<S: Stream>(mut stream: S, shared: &ConnectionContext) {
     let mut tally = crate::metrics::Tally::default();
     tally.server_error(None, crate::metrics::ServerError::TooManyConnections);
     shared.metrics.fold(&mut tally, None);

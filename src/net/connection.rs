@@ -112,7 +112,7 @@ fn command_of(line: &[u8]) -> Option<Command> {
 
 /// What every connection shares.
 #[derive(Debug)]
-pub struct Shared {
+pub struct ConnectionContext {
     pub store: StoreHandle,
     pub limits: Limits,
     pub idle_timeout: Option<Duration>,
@@ -153,7 +153,7 @@ async fn gone(socket: &TcpStream) {
 }
 
 /// Serves one client until it closes, times out, or the server shuts down.
-pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<Shared>) {
+pub async fn serve<S: Stream>(stream: S, peer: Peer, shared: Arc<ConnectionContext>) {
     shared.metrics.connections.fetch_add(1, Relaxed);
     let metrics = shared.metrics.clone();
     let mut conn = Connection {
@@ -194,7 +194,7 @@ struct Connection<S> {
     /// turn of the loop costs a lock and an unlock per request.
     draining: FlagWatch,
     expired: FlagWatch,
-    shared: Arc<Shared>,
+    shared: Arc<ConnectionContext>,
     /// When the batch being answered was read, if it holds a STORE: a
     /// STORE's duration runs from there (no clock is read otherwise).
     stores_since: Option<Instant>,

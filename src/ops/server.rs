@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::base::shutdown::Shutdown;
 use crate::metrics::{Metrics, StoreKind};
 use crate::net::accept;
-use crate::net::connection::Shared;
+use crate::net::connection::ConnectionContext;
 use crate::net::not_ready::NotReady;
 use crate::net::tls::Acceptor;
 use crate::ops::config::{Config, ListenAddr, Storage};
@@ -305,7 +305,7 @@ impl Server {
         for socket in listeners.tls.iter().chain(&listeners.admin) {
             crate::net::not_ready::listen(socket).map_err(StartError::Serve)?;
         }
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ConnectionContext {
             store,
             limits: config.server.limits(),
             idle_timeout: config.server.idle_timeout(),

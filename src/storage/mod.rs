@@ -10,7 +10,7 @@
 //! code changes.
 //!
 //! A local backend (the data file) is the whole truth: a name missing from
-//! the actor's map is absent. A shared backend ([`Shared`]) is not: other
+//! the actor's map is absent. A shared backend ([`SharedBackend`]) is not: other
 //! front-ends store names too, so the map is only a cache of names seen,
 //! a name it lacks must be looked up, and a name must be reserved in the
 //! shared namespace before a validator runs on it.
@@ -67,7 +67,7 @@ pub struct Written<T> {
     pub durable_end: Option<u64>,
 }
 
-/// What became of [`Shared::reserve`].
+/// What became of [`SharedBackend::reserve`].
 #[derive(Debug)]
 pub enum Reserved {
     /// The name is reserved for this front-end until released (renewed
@@ -82,12 +82,12 @@ pub enum Reserved {
 /// What a backend reports, from any thread.
 pub enum Event<T> {
     Written(Written<T>),
-    /// A name asked for with [`Shared::reserve`].
+    /// A name asked for with [`SharedBackend::reserve`].
     Reserved {
         name: Box<[u8]>,
         reserved: Reserved,
     },
-    /// What a [`Shared::look_up`] found, with its token.
+    /// What a [`SharedBackend::look_up`] found, with its token.
     LookedUp {
         token: T,
         found: Found,
@@ -126,7 +126,7 @@ pub trait Backend<T>: Send {
 }
 
 /// A namespace other front-ends store into as well.
-pub trait Shared<T>: Backend<T> {
+pub trait SharedBackend<T>: Backend<T> {
     /// Reserves `name` for a STORE about to be validated; the answer comes
     /// as [`Event::Reserved`]. While another front-end holds the name, the
     /// answer waits for that reservation to end.
@@ -147,7 +147,7 @@ pub trait Shared<T>: Backend<T> {
 /// front-ends (the actor's map is then only a cache of it).
 pub enum Started<T> {
     Local(Box<dyn Backend<T>>),
-    Shared(Box<dyn Shared<T>>),
+    Shared(Box<dyn SharedBackend<T>>),
 }
 
 /// Starts a backend once the actor's [`Sink`] exists.

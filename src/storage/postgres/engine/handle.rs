@@ -5,7 +5,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::messages::Request;
-use crate::storage::{Backend, Lease, Record, Shared};
+use crate::storage::{Backend, Lease, Record, SharedBackend};
 
 pub(super) struct PgBackend<T> {
     pub requests: mpsc::UnboundedSender<Request<T>>,
@@ -33,7 +33,7 @@ impl<T: Send + 'static> Backend<T> for PgBackend<T> {
     }
 }
 
-impl<T: Send + 'static> Shared<T> for PgBackend<T> {
+impl<T: Send + 'static> SharedBackend<T> for PgBackend<T> {
     fn reserve(&mut self, name: Box<[u8]>) {
         let _ = self.requests.send(Request::Reserve(name));
     }
