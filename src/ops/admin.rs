@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use jnhp_status::Status;
 
-use crate::metrics::{Command, Metrics, PerCommand, Slot, StoreKind, VerdictKind};
 use crate::base::shutdown::Flag;
+use crate::metrics::{Command, Metrics, PerCommand, Slot, StoreKind, VerdictKind};
 
 /// Admin connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;

@@ -358,8 +358,7 @@ impl Server {
         };
         let admin_stop = crate::ops::admin::Stop::default();
         if !listeners.admin.is_empty() {
-            let state =
-                crate::ops::admin::AdminState::new(
+            let state = crate::ops::admin::AdminState::new(
                 control.draining().clone(),
                 control.metrics().clone(),
                 store_kind,
