@@ -137,17 +137,6 @@ impl From<ServerError> for ErrorReason {
     }
 }
 
-/// The reason of a server-side `ERROR` line's text.
-#[cfg(test)]
-pub fn server_error_of(reason: &str) -> ServerError {
-    match reason {
-        "shutting down" => ServerError::ShuttingDown,
-        "too many connections" => ServerError::TooManyConnections,
-        "storage unavailable" => ServerError::StorageUnavailable,
-        _ => ServerError::Storage,
-    }
-}
-
 /// The metric label of a fault the server answered.
 pub fn server_error_for(fault: &crate::protocol::ServerFault) -> ServerError {
     use crate::protocol::ServerFault;
@@ -634,6 +623,16 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reason of a server-side `ERROR` line's text.
+    pub fn server_error_of(reason: &str) -> ServerError {
+        match reason {
+            "shutting down" => ServerError::ShuttingDown,
+            "too many connections" => ServerError::TooManyConnections,
+            "storage unavailable" => ServerError::StorageUnavailable,
+            _ => ServerError::Storage,
+        }
+    }
 
     /// Each slot enum's `index` is its place in `ALL`, so a figure is
     /// stored in the slot `/metrics` reads it from.

@@ -317,7 +317,8 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::datafile::{MAX_RECORD, encode_record};
+    use crate::storage::datafile::encode_record;
+    use crate::storage::datafile::search::MAX_RECORD;
 
     fn file_with(records: &[(&[u8], &[u8])]) -> Vec<u8> {
         let mut data = MAGIC.to_vec();

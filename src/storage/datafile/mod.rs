@@ -23,7 +23,7 @@
 
 mod format;
 mod replay;
-mod search;
+pub(crate) mod search;
 mod writer;
 
 use std::io;
@@ -38,8 +38,6 @@ pub use format::{
     HEADER_LEN, MAGIC, RECORD_HEADER_LEN, RecordCheck, VERSION, encode_record, is_torn_header,
 };
 pub use replay::{Replay, read_records, replay};
-#[cfg(test)]
-pub(crate) use search::MAX_RECORD;
 pub(crate) use search::{count_rest, find_record};
 pub use writer::{DataFile, Fsync};
 
