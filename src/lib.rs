@@ -26,7 +26,7 @@
 //! A module uses only what sits in its own layer or below (the layer rule,
 //! docs/architecture.md "Modules of the daemon"):
 //!
-//! 1. foundation: `base` ([`base::files`](crate::base::files), `shutdown`,
+//! 1. foundation: `base` (`base::files`, `shutdown`,
 //!    `timer`, [`logging`]) and `metrics` (the counters every layer bumps,
 //!    and their rendering for Prometheus);
 //! 2. `storage`: the seam between the store and durable storage, the data

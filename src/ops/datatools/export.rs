@@ -1,5 +1,5 @@
 //! `jnhpd data export PATH`: a data file's records as JSON lines in the
-//! [`portable`] encoding, in the order they were stored.
+//! `portable` encoding, in the order they were stored.
 //!
 //! Read only, without the lock: a file a jnhpd is writing can be
 //! exported (what was written when the export reached it). A torn tail

@@ -6,7 +6,7 @@
 //! limits may hold, a JSON line that is not a record: each reported, the
 //! lines by number), and nothing is imported unless all are good; then
 //! the records are imported. Memory is bounded by one record (one line,
-//! at most [`portable::max_line_len`] bytes: a longer line is read
+//! at most `portable::max_line_len` bytes: a longer line is read
 //! through and reported, never held), plus, for a data-file target, an
 //! index of the names it holds with a SHA-256 of each value (to tell a
 //! name already present from a conflict): the daemon itself holds every

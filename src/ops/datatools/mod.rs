@@ -1,18 +1,18 @@
 //! The data tools behind `jnhpd data <verb>`: verify, repair, back up,
-//! export and import a data file (the format is in [`crate::storage::datafile`]).
+//! export and import a data file (the format is in `crate::storage::datafile`).
 //!
 //! Every tool reads a data file as a stream, one record at a time
-//! ([`scan`]), so memory stays bounded whatever the file's size; the only
+//! (`scan`), so memory stays bounded whatever the file's size; the only
 //! exceptions are named where they are (the index of names that
 //! [`verify`] keeps to find a name stored twice, and that an import into
 //! a data file keeps to find conflicts: as large as the daemon's own map
 //! of names, without values).
 //!
-//! - [`scan`]: reading records, telling each kind of damage apart;
+//! - `scan`: reading records, telling each kind of damage apart;
 //! - [`verify`]: what a file holds and its first damage;
 //! - [`repair`]: cutting a file at its first damage, keeping what was cut;
 //! - [`backup`]: a consistent copy of a file a jnhpd is writing;
-//! - [`portable`]: the JSON-lines encoding of a record;
+//! - `portable`: the JSON-lines encoding of a record;
 //! - [`export`]: a data file as JSON lines;
 //! - [`import`]: a data file or JSON lines into a data file (PostgreSQL
 //!   namespaces through [`crate::storage::postgres::import`]);

@@ -10,10 +10,10 @@
 //! runs; its insert succeeds only while that lease is still held, and
 //! deleting the lease NOTIFYs front-ends whose STOREs of the name wait.
 //!
-//! The modules: [`target`] (the URL, `sslmode`, the password), [`sql`]
-//! (tables and statements), [`schema`] (the columns jnhpd needs, checked
-//! on every connection), [`pool`] (connections with their statements
-//! prepared), [`engine`] (the task that batches requests into statements
+//! The modules: `target` (the URL, `sslmode`, the password), `sql`
+//! (tables and statements), `schema` (the columns jnhpd needs, checked
+//! on every connection), `pool` (connections with their statements
+//! prepared), `engine` (the task that batches requests into statements
 //! and owns leases), [`import`] (`--import-datafile`).
 
 pub(crate) mod durability;
