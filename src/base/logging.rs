@@ -198,7 +198,7 @@ static DROPPED_UNREPORTED: AtomicU64 = AtomicU64::new(0);
 
 /// Log lines dropped since start because the syslog socket was full
 /// (`jnhpd_log_lines_dropped_total`).
-pub fn dropped() -> u64 {
+pub(crate) fn dropped() -> u64 {
     DROPPED.load(Relaxed)
 }
 

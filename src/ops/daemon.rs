@@ -283,7 +283,7 @@ impl Pidfile {
 
 /// Whether `bytes` are what a pidfile holds: nothing, or a PID (decimal
 /// digits) and white space around it.
-pub fn holds_only_a_pid(bytes: &[u8]) -> bool {
+pub(crate) fn holds_only_a_pid(bytes: &[u8]) -> bool {
     bytes.len() as u64 <= PIDFILE_READ_BYTES
         && bytes.trim_ascii().iter().all(|b| b.is_ascii_digit())
 }
@@ -322,7 +322,10 @@ impl Drop for Pidfile {
 
 /// The uid and gid a `user` / `group` pair names (`group` empty: the user's
 /// primary group). Checked at config load so `--check-config` reports them.
-pub fn lookup_ids(user: &str, group: &str) -> Result<(Option<User>, Option<Gid>), DaemonError> {
+pub(crate) fn lookup_ids(
+    user: &str,
+    group: &str,
+) -> Result<(Option<User>, Option<Gid>), DaemonError> {
     let user = match user {
         "" => None,
         name => Some(

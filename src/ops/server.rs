@@ -460,12 +460,12 @@ impl Control {
     }
 
     /// Everything the server counts.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }
 
     /// Raised when the drain begins (long polls on `/names` end then).
-    pub fn draining(&self) -> &crate::base::shutdown::Flag {
+    pub(crate) fn draining(&self) -> &crate::base::shutdown::Flag {
         &self.inner.shutdown.draining
     }
 

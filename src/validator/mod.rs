@@ -31,7 +31,7 @@ pub use spec::{Check, OnFailure, ValidatorSpec};
 /// jnhpd's environment without them: a validator has no business with the
 /// database password, and a program's environment is easily leaked (`ps e`,
 /// a core dump, a debug log of its own).
-pub const WITHHELD_VARS: &[&str] = &["PGPASSWORD"];
+pub(crate) const WITHHELD_VARS: &[&str] = &["PGPASSWORD"];
 
 /// Takes the secrets jnhpd consumed out of a validator program's
 /// environment ([`WITHHELD_VARS`]); the rest of jnhpd's environment stays.
@@ -218,7 +218,7 @@ pub struct ValidatorChain {
 
 /// The outcome of the chain's synchronous prefix ([`ValidatorChain::check_inline`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inline {
+pub(crate) enum Inline {
     /// A validator said no: `RARGH!`.
     Denied,
     /// Every validator of the chain allowed it.
@@ -321,7 +321,7 @@ impl ValidatorChain {
     /// validators remain: the STORE then goes through [`allows`](Self::allows)
     /// (which runs the cheap, side-effect-free prefix again), so the chain's
     /// order, and which validators run after a "no", never change.
-    pub fn check_inline(&self, name: &[u8], value: &[u8]) -> Inline {
+    pub(crate) fn check_inline(&self, name: &[u8], value: &[u8]) -> Inline {
         for link in &self.links {
             match link.validator.check_now(name, value) {
                 None => return Inline::Pending,

@@ -43,7 +43,7 @@ pub use crate::validator::spec::{
 pub use daemon::DaemonConfig;
 pub use listen::{DEFAULT_LISTEN, ListenAddr};
 pub use log::{LogConfig, LogLevel, LogTarget};
-pub use place::Places;
+pub(crate) use place::Places;
 pub use server::{AdminConfig, ServerConfig};
 pub use storage::{Fsync, POSTGRES_MAX_NAME_BYTES, Storage};
 pub use tls::{MinVersion, TlsSettings};

@@ -29,7 +29,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use engine::Namespace;
-pub use target::{Credentials, Target};
+pub use target::Credentials;
+pub(crate) use target::Target;
 
 /// `[storage.postgres]`, checked (docs/configuration.md).
 #[derive(Clone, PartialEq)]
@@ -123,7 +124,7 @@ pub enum PgError {
 
 /// A PostgreSQL error as one line (its SQLSTATE and message; never a
 /// password: PostgreSQL does not echo one).
-pub fn describe(err: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
     use std::error::Error as _;
     match err.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
