@@ -5,6 +5,11 @@
 //! look the same to the connection. Validation always runs in the
 //! connection's task, never in the store actor, so a slow validator delays
 //! only the connection that is waiting on it.
+//!
+//! A library user checks STOREs with code of their own by implementing
+//! [`Validator`], wrapping it in a [`Link`] ([`Link::new`]) and starting
+//! the server with [`Server::start_with`](crate::server::Server::start_with):
+//! their links run before the configured ones and stay across reloads.
 
 pub(crate) mod blocking;
 mod coalesce;
