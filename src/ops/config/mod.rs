@@ -14,7 +14,7 @@
 //! validator programs) but does no network or TLS work: resolving listen
 //! names, loading certificates and the PostgreSQL URL's TLS settings are
 //! the preflight's, which `--check-config`, the start and SIGHUP
-//! run, naming file, line and key from [`Places`].
+//! run, naming file, line and key from `Places`.
 //!
 //! Modules: `raw` (the file as written), `place` (lines, and the
 //! places of keys checked later), `listen`, `server` (`[server]`,
