@@ -120,3 +120,69 @@ async fn start_and_reload_failures_say_what_failed() {
     running.control().shutdown();
     running.wait().await.unwrap();
 }
+
+/// A validator of the library user's own, put in front of the chain by
+/// `Server::start_with`: it decides STOREs, and a reload (which replaces
+/// the configured validators) keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_users_validator_checks_stores_and_survives_a_reload() {
+    use std::sync::Arc;
+
+    use jnhpd::validator::{Link, OnFailure, Peer, Validator, Verdict};
+
+    /// Refuses names that do not begin with `user:`; asynchronous only, so
+    /// the STORE takes the validators' path, not the inline check.
+    #[derive(Debug)]
+    struct UserNames;
+
+    #[async_trait::async_trait]
+    impl Validator for UserNames {
+        async fn validate(&self, name: &[u8], _value: &[u8], _peer: &Peer) -> Verdict {
+            if name.starts_with(b"user:") {
+                Verdict::Allow
+            } else {
+                Verdict::Deny
+            }
+        }
+
+        fn describe(&self) -> String {
+            "names begin with user:".into()
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    let listeners = server::Listeners {
+        plain: server::bind(&[jnhpd::config::ListenAddr::parse("127.0.0.1:0").unwrap()]).unwrap(),
+        ..Default::default()
+    };
+    let own = vec![Link::new(
+        "user-names",
+        Arc::new(UserNames),
+        OnFailure::Reject,
+    )];
+    let running = Server::start_with(Config::parse("", &path).unwrap(), listeners, own)
+        .await
+        .unwrap();
+    let client = Client::connect(&running.addrs()[0].to_string(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(client.store(b"user:a", b"1").await.unwrap());
+    assert!(!client.store(b"other", b"1").await.unwrap());
+
+    // A reload adds a configured validator after it; both decide.
+    let with_regex =
+        "[[validator]]\nkind = \"function\"\nfunction = \"regex\"\npattern = \"^ok\"\n";
+    let reloaded = running
+        .control()
+        .reload(Config::parse(with_regex, &path).unwrap())
+        .unwrap();
+    assert_eq!(reloaded.validators, 2);
+    assert!(!client.store(b"other2", b"ok").await.unwrap());
+    assert!(!client.store(b"user:b", b"no").await.unwrap());
+    assert!(client.store(b"user:c", b"ok").await.unwrap());
+
+    running.control().shutdown();
+    drop(client);
+    running.wait().await.unwrap();
+}

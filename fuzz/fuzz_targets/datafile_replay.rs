@@ -6,7 +6,8 @@
 
 use std::path::Path;
 
-use jnhpd::datafile::{HEADER_LEN, MAGIC, Replay, VERSION, encode_record, replay};
+use jnhpd::datafile::{HEADER_LEN, MAGIC, VERSION, encode_record};
+use jnhpd::fuzzing::{Replay, replay};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {

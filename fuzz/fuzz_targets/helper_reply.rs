@@ -3,8 +3,7 @@
 //! `JNHP:` verdict, exactly as validators.md describes.
 #![no_main]
 
-use jnhpd::validator::helper::parse_reply;
-use jnhpd::validator::process::parse_verdict;
+use jnhpd::fuzzing::{parse_reply, parse_verdict};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|line: &[u8]| {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use jnhpd::validator::{Cause, Verdict};
-use jnhpd::validator::process::{VerdictScanner, parse_verdict};
+use jnhpd::fuzzing::{VerdictScanner, parse_verdict};
 use libfuzzer_sys::fuzz_target;
 
 /// The reference: split the whole output into lines; the first that

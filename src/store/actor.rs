@@ -38,13 +38,13 @@ use super::batch::{Answer, Batch, Op, Validation};
 use super::entries::{Entries, Hasher_};
 use super::parked::{Back, Handback, Parked, ParkedBatches, Ticket, Wait};
 use super::{OUT_HIGH_WATER, READ_RUN};
-use crate::backend::{
-    Backend, Event, Found, Lease, Looked, Outcome, Record, Reserved, Shared, Written,
-};
-use crate::handback::{Giver, SlotId};
+use crate::base::shutdown::Flag;
 use crate::metrics::{Command, Metrics};
 use crate::protocol::ServerFault;
-use crate::shutdown::Flag;
+use crate::storage::{
+    Backend, Event, Found, Lease, Looked, Outcome, Record, Reserved, SharedBackend, Written,
+};
+use crate::store::handback::{Giver, SlotId};
 
 type Map<V> = HashMap<Box<[u8]>, V, Hasher_>;
 
@@ -56,7 +56,7 @@ pub(crate) trait Mode: Send + 'static {
     /// Where commits are made durable, when anywhere.
     fn backend(&mut self) -> Option<&mut dyn Backend<Ticket>>;
     /// The shared namespace (only called when [`Mode::SHARED`]).
-    fn shared(&mut self) -> Option<&mut dyn Shared<Ticket>>;
+    fn shared(&mut self) -> Option<&mut dyn SharedBackend<Ticket>>;
     /// Finishes what was handed over (the data file: its final sync).
     /// Blocking: called off the async threads.
     fn close(self);
@@ -75,7 +75,7 @@ impl Mode for Local {
         }
     }
 
-    fn shared(&mut self) -> Option<&mut dyn Shared<Ticket>> {
+    fn shared(&mut self) -> Option<&mut dyn SharedBackend<Ticket>> {
         None
     }
 
@@ -87,7 +87,7 @@ impl Mode for Local {
 }
 
 /// The map caches a namespace shared with other front-ends.
-pub(crate) struct SharedNamespace(pub Box<dyn Shared<Ticket>>);
+pub(crate) struct SharedNamespace(pub Box<dyn SharedBackend<Ticket>>);
 
 impl Mode for SharedNamespace {
     const SHARED: bool = true;
@@ -96,7 +96,7 @@ impl Mode for SharedNamespace {
         Some(self.0.as_mut() as &mut dyn Backend<Ticket>)
     }
 
-    fn shared(&mut self) -> Option<&mut dyn Shared<Ticket>> {
+    fn shared(&mut self) -> Option<&mut dyn SharedBackend<Ticket>> {
         Some(self.0.as_mut())
     }
 

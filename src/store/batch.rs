@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::base::shutdown::Flag;
 use crate::metrics::{Answer as Tallied, Command, Tally, server_error_for};
 use crate::protocol::{ProtocolError, Reply, ServerFault};
-use crate::shutdown::Flag;
 use crate::validator::{Peer, ValidatorChain};
 
 /// Ops a batch keeps room for between bursts (a read of tiny requests

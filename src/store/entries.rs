@@ -117,10 +117,6 @@ impl Entries {
         self.set.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
-    }
-
     #[inline]
     pub(crate) fn contains(&self, name: &[u8]) -> bool {
         self.set.contains(name)

@@ -16,19 +16,20 @@
 mod actor;
 mod batch;
 mod entries;
+pub(crate) mod handback;
 mod parked;
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::backend::{Start, Started};
-use crate::handback::{Giver, Slot, SlotId};
+use crate::base::shutdown::Flag;
 use crate::metrics::Metrics;
-use crate::shutdown::Flag;
+use crate::storage::{Start, Started};
+use crate::store::handback::{Giver, Slot, SlotId};
 use actor::{Actor, Local, Mode, Settle, SharedNamespace};
 
-pub use batch::{Answer, Batch, Op, Span, Validation};
+pub use batch::{Batch, Op, Span, Validation};
 pub use entries::Entries;
 pub use parked::{Handback, Ticket};
 
@@ -91,23 +92,6 @@ impl StoreTask {
 }
 
 impl StoreHandle {
-    /// Starts an empty in-memory store on the current tokio runtime. It
-    /// stops when the last handle is dropped.
-    pub fn spawn() -> StoreHandle {
-        let metrics = Metrics::new(crate::metrics::StoreKind::Memory);
-        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
-        let expired = Flag::default();
-        let actor = Actor::new(
-            Entries::default(),
-            metrics,
-            settle_tx,
-            expired.clone(),
-            Local(None),
-        );
-        let (handle, _task) = StoreHandle::start(actor, settle_rx, expired);
-        handle
-    }
-
     /// Starts a store holding `entries` on the current tokio runtime, with
     /// a durable backend when given (its outcomes come back to the actor).
     /// Once `expired` is raised (the end of the grace period), STOREs

@@ -13,9 +13,9 @@
 use bytes::BytesMut;
 
 use super::batch::Batch;
-use crate::backend::Lease;
-use crate::handback::{Giver, SlotId};
 use crate::protocol::ServerFault;
+use crate::storage::Lease;
+use crate::store::handback::{Giver, SlotId};
 
 /// What the actor hands a connection: replies ready while its batch waits,
 /// then the batch itself, answered (or stopped at the high-water mark).

@@ -107,10 +107,10 @@ fn stamp(path: &Path) -> std::io::Result<FileStamp> {
     })
 }
 
-/// Reads the list: a regular file within [`crate::files::DENYLIST`], in
+/// Reads the list: a regular file within [`crate::base::files::DENYLIST`], in
 /// bounded time (a FIFO or `/dev/zero` put in its place is refused).
 fn read_list(path: &Path) -> std::io::Result<DenySet> {
-    let text = crate::files::read(path, crate::files::DENYLIST)
+    let text = crate::base::files::read(path, crate::base::files::DENYLIST)
         .map_err(|e| std::io::Error::other(e.detail()))?;
     Ok(DenySet::parse(&text))
 }
@@ -150,10 +150,6 @@ impl DenySet {
 
     pub fn len(&self) -> usize {
         self.digests.len() + self.exact.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -29,8 +29,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::spec::HelperSpec;
 use super::{Cause, Peer, Validator, Verdict, escape_controls, reaper};
+use crate::base::timer::sleep_until_or_never;
 use crate::metrics::ValidatorStats;
-use crate::timer::sleep_until_or_never;
 
 /// Restart delays for helpers that keep failing before they serve.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);

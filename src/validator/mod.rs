@@ -5,12 +5,17 @@
 //! look the same to the connection. Validation always runs in the
 //! connection's task, never in the store actor, so a slow validator delays
 //! only the connection that is waiting on it.
+//!
+//! A library user checks STOREs with code of their own by implementing
+//! [`Validator`], wrapping it in a [`Link`] ([`Link::new`]) and starting
+//! the server with [`Server::start_with`](crate::server::Server::start_with):
+//! their links run before the configured ones and stay across reloads.
 
-pub mod blocking;
+pub(crate) mod blocking;
 mod coalesce;
-pub mod function;
-pub mod helper;
-pub mod process;
+pub(crate) mod function;
+pub(crate) mod helper;
+pub(crate) mod process;
 pub mod reaper;
 pub mod spec;
 
@@ -21,6 +26,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use async_trait::async_trait;
 
+pub use crate::metrics::Cause;
 use crate::metrics::{ValidatorStats, VerdictKind};
 
 pub use spec::{Check, OnFailure, ValidatorSpec};
@@ -30,7 +36,7 @@ pub use spec::{Check, OnFailure, ValidatorSpec};
 /// jnhpd's environment without them: a validator has no business with the
 /// database password, and a program's environment is easily leaked (`ps e`,
 /// a core dump, a debug log of its own).
-pub const WITHHELD_VARS: &[&str] = &["PGPASSWORD"];
+pub(crate) const WITHHELD_VARS: &[&str] = &["PGPASSWORD"];
 
 /// Takes the secrets jnhpd consumed out of a validator program's
 /// environment ([`WITHHELD_VARS`]); the rest of jnhpd's environment stays.
@@ -70,35 +76,24 @@ pub(crate) fn escape_controls(text: &str) -> String {
 /// get them as `JNHP_PEER` and `JNHP_PEER_CERT_SUBJECT`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Peer {
+    /// The client's address, if known.
     pub addr: Option<std::net::SocketAddr>,
+    /// The subject of the client's TLS certificate (mutual TLS), in RFC
+    /// 4514 form.
     pub cert_subject: Option<String>,
 }
 
 /// A validator's answer about one STORE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// The STORE may go ahead.
     Allow,
+    /// The STORE is refused (`RARGH!`).
     Deny,
     /// The validator could not decide (crash, timeout, malformed answer):
     /// why, and a message for the log. The link's [`OnFailure`] policy
     /// turns it into allow or deny.
     Failure(Cause, String),
-}
-
-/// Why a validator could not decide (the `cause` label of
-/// `jnhpd_validator_failures_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
-    /// It did not answer in `timeout_ms`.
-    Timeout,
-    /// It ended (or was ended) without a verdict.
-    NoVerdict,
-    /// Its answer was not a verdict.
-    Malformed,
-    /// It could not be started.
-    Spawn,
-    /// Its helper broke or none was available.
-    BrokenHelper,
 }
 
 /// A check every STORE must pass. Library users may implement it.
@@ -128,14 +123,16 @@ pub trait Validator: Send + Sync + fmt::Debug {
 /// One validator of a chain with its failure policy.
 #[derive(Debug, Clone)]
 pub struct Link {
+    /// The check.
     pub validator: Arc<dyn Validator>,
+    /// What a failure to decide (not a denial) makes of the STORE.
     pub on_failure: OnFailure,
     /// The table it was built from, if it came from the config: a reload
     /// that leaves the table unchanged keeps this very validator (and so
     /// its `max_concurrent` slots, its running count and its helpers).
     spec: Option<ValidatorSpec>,
     /// Its name (for logs and metrics) and figures, kept with it.
-    pub stats: Arc<ValidatorStats>,
+    pub(crate) stats: Arc<ValidatorStats>,
 }
 
 impl Link {
@@ -226,7 +223,7 @@ pub struct ValidatorChain {
 
 /// The outcome of the chain's synchronous prefix ([`ValidatorChain::check_inline`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inline {
+pub(crate) enum Inline {
     /// A validator said no: `RARGH!`.
     Denied,
     /// Every validator of the chain allowed it.
@@ -236,8 +233,16 @@ pub enum Inline {
 }
 
 impl ValidatorChain {
+    /// A chain running `links` in order; the first denial decides.
     pub fn new(links: Vec<Link>) -> Self {
         ValidatorChain { links }
+    }
+
+    /// This chain with `first` run before its own links: a library
+    /// user's validators, put in front of the configured ones.
+    pub(crate) fn after(mut self, first: &[Link]) -> Self {
+        self.links.splice(0..0, first.iter().cloned());
+        self
     }
 
     /// Builds the chain a config describes. A table equal to one of
@@ -276,10 +281,12 @@ impl ValidatorChain {
         futures_util::future::join_all(all).await;
     }
 
+    /// Whether the chain has no validators.
     pub fn is_empty(&self) -> bool {
         self.links.is_empty()
     }
 
+    /// How many validators the chain has.
     pub fn len(&self) -> usize {
         self.links.len()
     }
@@ -319,7 +326,7 @@ impl ValidatorChain {
     /// validators remain: the STORE then goes through [`allows`](Self::allows)
     /// (which runs the cheap, side-effect-free prefix again), so the chain's
     /// order, and which validators run after a "no", never change.
-    pub fn check_inline(&self, name: &[u8], value: &[u8]) -> Inline {
+    pub(crate) fn check_inline(&self, name: &[u8], value: &[u8]) -> Inline {
         for link in &self.links {
             match link.validator.check_now(name, value) {
                 None => return Inline::Pending,

@@ -240,7 +240,7 @@ impl Supervisor {
                     self.run = None;
                     pipes_until = Some(Instant::now() + PIPE_GRACE);
                 }
-                () = crate::timer::sleep_until_or_never(pipes_until) => {
+                () = crate::base::timer::sleep_until_or_never(pipes_until) => {
                     // Something outside the program still holds its
                     // pipes open: what is in them by now is all it wrote.
                     // Stop reading, and catch what has arrived as an

@@ -13,7 +13,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Field {
+    /// The STORE's name.
     Name,
+    /// The STORE's value.
     #[default]
     Value,
 }
@@ -33,8 +35,10 @@ pub enum Input {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
+    /// The STORE is refused (`ERROR validator unavailable`).
     #[default]
     Reject,
+    /// The STORE goes ahead as if allowed.
     Allow,
 }
 
@@ -44,7 +48,9 @@ pub struct ValidatorSpec {
     /// How metrics and logs call it: the table's `name`, or
     /// `<kind>-<index>`.
     pub name: String,
+    /// What it checks.
     pub check: Check,
+    /// What a failure to decide makes of the STORE.
     pub on_failure: OnFailure,
 }
 
@@ -64,21 +70,34 @@ impl Check {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
     /// `kind = "function"`, `function = "max_bytes"`: value at most `max` bytes.
-    MaxBytes { max: u64 },
+    MaxBytes {
+        /// The largest value allowed, in bytes.
+        max: u64,
+    },
     /// `kind = "function"`, `function = "regex"`: `field` must match.
-    Regex { field: Field, pattern: String },
+    Regex {
+        /// What is matched.
+        field: Field,
+        /// The regular expression (the `regex` crate's syntax).
+        pattern: String,
+    },
     /// `kind = "blocking"`, `function = "denylist"`: refuse listed values.
-    Denylist { path: PathBuf },
+    Denylist {
+        /// The file of refused values, one a line.
+        path: PathBuf,
+    },
     /// `kind = "process"`: one program run per STORE.
     Process(ProcessSpec),
     /// `kind = "helper"`: long-running programs answering many STOREs.
     Helper(HelperSpec),
 }
 
+/// A `kind = "helper"` validator, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HelperSpec {
     /// The program, resolved as for `process`.
     pub program: PathBuf,
+    /// Its arguments.
     pub args: Vec<String>,
     /// Helper processes at most (started as needed).
     pub children: usize,
@@ -90,12 +109,17 @@ pub struct HelperSpec {
     pub max_requests: u64,
 }
 
+/// A `kind = "process"` validator, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessSpec {
     /// The program, resolved (relative to the config file, or from PATH).
     pub program: PathBuf,
+    /// Its arguments (the value follows them with `input = "argv"`).
     pub args: Vec<String>,
+    /// How the value reaches the program.
     pub input: Input,
+    /// How long one run may take.
     pub timeout: Duration,
+    /// Runs at once at most.
     pub max_concurrent: usize,
 }

@@ -1,0 +1,272 @@
+//! `[[validator]]` tables: what each kind takes, and that every refusal
+//! names the line and the key.
+
+use std::time::Duration;
+
+use super::parse;
+use crate::ops::config::*;
+
+#[test]
+fn helper_validators() {
+    let c = parse(
+        "[[validator]]\nkind = \"helper\"\ncommand = [\"true\"]\nchildren = 2\nmax_requests = 9\n",
+    )
+    .unwrap();
+    let Check::Helper(h) = &c.validators[0].check else {
+        panic!("not a helper")
+    };
+    assert_eq!((h.children, h.concurrency, h.max_requests), (2, 32, 9));
+    assert_eq!(h.timeout, Duration::from_millis(5000));
+    let err = parse("[[validator]]\nkind = \"helper\"\ncommand = [\"true\"]\n\nconcurrency = 0\n")
+        .unwrap_err();
+    assert!(
+        err.starts_with("/etc/jnhp.toml:5: validator[0].concurrency: 0 is outside 1..=10000"),
+        "{err}"
+    );
+    let err = parse("[[validator]]\nkind = \"helper\"\ncommand = [\"true\"]\ninput = \"stdin\"\n")
+        .unwrap_err();
+    assert!(
+        err.contains("validator[0].input: not used by kind = \"helper\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn validator_tables_resolve_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("deny.txt"), "x\n").unwrap();
+    let text = r#"
+[[validator]]
+kind = "function"
+function = "max_bytes"
+max = 10
+
+[[validator]]
+kind = "function"
+function = "regex"
+field = "name"
+pattern = "^[a-z]+$"
+on_failure = "allow"
+
+[[validator]]
+kind = "blocking"
+function = "denylist"
+path = "deny.txt"
+
+[[validator]]
+kind = "process"
+command = ["true", "--", "x"]
+input = "stdin"
+timeout_ms = 250
+max_concurrent = 2
+"#;
+    let c = Config::parse(text, &dir.path().join("j.toml")).unwrap();
+    assert_eq!(c.validators.len(), 4);
+    assert_eq!(c.validators[0].check, Check::MaxBytes { max: 10 });
+    assert_eq!(c.validators[1].on_failure, OnFailure::Allow);
+    assert_eq!(
+        c.validators[2].check,
+        Check::Denylist {
+            path: dir.path().join("deny.txt")
+        }
+    );
+    let Check::Process(p) = &c.validators[3].check else {
+        panic!("not a process")
+    };
+    assert!(
+        p.program.is_absolute() && p.program.ends_with("true"),
+        "found in PATH"
+    );
+    assert_eq!(p.args, ["--", "x"]);
+    assert_eq!(
+        (p.input, p.timeout, p.max_concurrent),
+        (Input::Stdin, Duration::from_millis(250), 2)
+    );
+}
+
+#[test]
+fn validator_errors_name_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "not executable").unwrap();
+    let cases = [
+        (
+            "[[validator]]\nkind = \"function\"\n",
+            "2: validator[0].function: required by kind",
+        ),
+        (
+            "[[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\n",
+            "2: validator[0].max: required",
+        ),
+        (
+            "[[validator]]\nkind = \"function\"\nfunction = \"nope\"\n",
+            "3: validator[0].function: unknown function",
+        ),
+        (
+            "[[validator]]\nkind = \"function\"\nfunction = \"regex\"\npattern = \"(\"\n",
+            "4: validator[0].pattern: invalid regex",
+        ),
+        (
+            "[[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 1\npattern = \"x\"\n",
+            "5: validator[0].pattern: not used by function = \"max_bytes\"",
+        ),
+        (
+            "[[validator]]\nkind = \"function\"\ncommand = [\"x\"]\n",
+            "3: validator[0].command: not used by kind = \"function\"",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\n",
+            "2: validator[0].command: required",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = []\n",
+            "3: validator[0].command: must name a program",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"./missing\"]\n",
+            "3: validator[0].command: program",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"plain\"]\n",
+            "3: validator[0].command: program \"plain\" not found in PATH",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"./plain\"]\n",
+            "is not an executable file",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\nmax_concurrent = 0\n",
+            "4: validator[0].max_concurrent: 0 is outside 1..=10000",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\ninput = \"file\"\n",
+            "4: validator[0].input: unknown variant",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\non_failure = \"maybe\"\n",
+            "4: validator[0].on_failure: unknown variant",
+        ),
+        (
+            "[[validator]]\nkind = \"blocking\"\nfunction = \"denylist\"\npath = \"nothing\"\n",
+            "4: validator[0].path: cannot read",
+        ),
+        (
+            "[[validator]]\nkind = \"sometimes\"\n",
+            "2: validator[0].kind: unknown variant",
+        ),
+        (
+            "[[validator]]\nfunction = \"regex\"\n",
+            "validator[0]: missing field `kind`",
+        ),
+        (
+            "[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\n[[validator]]\nkind = \"process\"\ncommand = [\"true\"]\nbogus = 1\n",
+            "7: validator[1].bogus: unknown field",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = Config::parse(text, &dir.path().join("j.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "for {text:?}:\n got {err}\nwant {want}");
+        assert!(
+            err.starts_with(&dir.path().join("j.toml:").display().to_string()),
+            "{err}"
+        );
+    }
+}
+
+/// A key of another kind, or of another function, is an error like an
+/// unknown key, for every kind.
+#[test]
+fn keys_of_another_kind_are_errors() {
+    let kinds = [
+        (
+            "kind = \"function\"\nfunction = \"max_bytes\"\nmax = 1",
+            &[
+                "path",
+                "command",
+                "input",
+                "timeout_ms",
+                "max_concurrent",
+                "children",
+                "concurrency",
+                "max_requests",
+                "field",
+                "pattern",
+            ][..],
+        ),
+        (
+            "kind = \"function\"\nfunction = \"regex\"\npattern = \"x\"",
+            &[
+                "max",
+                "children",
+                "concurrency",
+                "max_requests",
+                "timeout_ms",
+            ][..],
+        ),
+        (
+            "kind = \"blocking\"\nfunction = \"denylist\"\npath = \"/etc/passwd\"",
+            &[
+                "max",
+                "field",
+                "pattern",
+                "command",
+                "input",
+                "timeout_ms",
+                "max_concurrent",
+                "children",
+                "concurrency",
+                "max_requests",
+            ][..],
+        ),
+        (
+            "kind = \"process\"\ncommand = [\"true\"]",
+            &[
+                "function",
+                "max",
+                "field",
+                "pattern",
+                "path",
+                "children",
+                "concurrency",
+                "max_requests",
+            ][..],
+        ),
+        (
+            "kind = \"helper\"\ncommand = [\"true\"]",
+            &[
+                "function",
+                "max",
+                "field",
+                "pattern",
+                "path",
+                "input",
+                "max_concurrent",
+            ][..],
+        ),
+    ];
+    let value = |key: &str| match key {
+        "function" | "pattern" | "path" => "\"x\"",
+        "field" => "\"name\"",
+        "input" => "\"stdin\"",
+        "command" => "[\"true\"]",
+        _ => "4",
+    };
+    for (table, foreign) in kinds {
+        assert!(
+            parse(&format!("[[validator]]\n{table}\n")).is_ok(),
+            "{table}"
+        );
+        let line = table.lines().count() + 2;
+        for key in foreign {
+            let err =
+                parse(&format!("[[validator]]\n{table}\n{key} = {}\n", value(key))).unwrap_err();
+            let want = format!("/etc/jnhp.toml:{line}: validator[0].{key}: not used by ");
+            assert!(
+                err.starts_with(&want),
+                "{table} + {key}:\n got {err}\nwant {want}"
+            );
+        }
+    }
+}
