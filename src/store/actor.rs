@@ -26,7 +26,7 @@
 //! a name is reserved in the shared namespace too (a lease) before its
 //! STORE is validated. STOREs of one name on this front-end still queue
 //! here first, so a front-end holds at most one reservation per name. The
-//! two modes are two types ([`Mode`]), chosen once at start.
+//! two modes are two types ([`Mode`], in `mode.rs`), chosen once at start.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -36,74 +36,16 @@ use tokio::sync::mpsc;
 
 use super::batch::{Answer, Batch, Op, Validation};
 use super::entries::{Entries, Hasher_};
+use super::mode::Mode;
 use super::parked::{Back, Handback, Parked, ParkedBatches, Ticket, Wait};
 use super::{OUT_HIGH_WATER, READ_RUN};
 use crate::base::shutdown::Flag;
 use crate::metrics::{Command, Metrics};
 use crate::protocol::ServerFault;
-use crate::storage::{
-    Backend, Event, Found, Lease, Looked, Outcome, Record, Reserved, SharedBackend, Written,
-};
+use crate::storage::{Event, Found, Lease, Looked, Outcome, Record, Reserved, Written};
 use crate::store::handback::{Giver, SlotId};
 
 type Map<V> = HashMap<Box<[u8]>, V, Hasher_>;
-
-/// Where the map stands to the truth. A type, not a flag: each mode's
-/// branches are chosen when the actor is built, not tested per request.
-pub(crate) trait Mode: Send + 'static {
-    /// The map is a cache of a namespace other front-ends write too.
-    const SHARED: bool;
-    /// Where commits are made durable, when anywhere.
-    fn backend(&mut self) -> Option<&mut dyn Backend<Ticket>>;
-    /// The shared namespace (only called when [`Mode::SHARED`]).
-    fn shared(&mut self) -> Option<&mut dyn SharedBackend<Ticket>>;
-    /// Finishes what was handed over (the data file: its final sync).
-    /// Blocking: called off the async threads.
-    fn close(self);
-}
-
-/// The map is the whole truth: memory only, or a data file.
-pub(crate) struct Local(pub Option<Box<dyn Backend<Ticket>>>);
-
-impl Mode for Local {
-    const SHARED: bool = false;
-
-    fn backend(&mut self) -> Option<&mut dyn Backend<Ticket>> {
-        match &mut self.0 {
-            Some(backend) => Some(backend.as_mut()),
-            None => None,
-        }
-    }
-
-    fn shared(&mut self) -> Option<&mut dyn SharedBackend<Ticket>> {
-        None
-    }
-
-    fn close(self) {
-        if let Some(backend) = self.0 {
-            backend.close();
-        }
-    }
-}
-
-/// The map caches a namespace shared with other front-ends.
-pub(crate) struct SharedNamespace(pub Box<dyn SharedBackend<Ticket>>);
-
-impl Mode for SharedNamespace {
-    const SHARED: bool = true;
-
-    fn backend(&mut self) -> Option<&mut dyn Backend<Ticket>> {
-        Some(self.0.as_mut() as &mut dyn Backend<Ticket>)
-    }
-
-    fn shared(&mut self) -> Option<&mut dyn SharedBackend<Ticket>> {
-        Some(self.0.as_mut())
-    }
-
-    fn close(self) {
-        self.0.close();
-    }
-}
 
 /// What reaches the actor besides batches: outcomes of the work it handed
 /// out. Unbounded, since bounded already: at most one message per request

@@ -6,6 +6,9 @@
 //! - [`parked`]: the batches that wait, and the [`Ticket`]s that find them;
 //! - [`actor`]: answering, and keeping what waits (validations, writes,
 //!   lookups, STOREs queued behind another of their name);
+//! - [`mode`]: the map as the whole truth or as a shared namespace's cache;
+//! - [`handback`]: the channel replies and batches go back to a
+//!   connection by;
 //! - this module: the handle connections use, and the actor's life.
 //!
 //! Hand-offs, each one message on one channel: a STORE to a data file goes
@@ -17,6 +20,7 @@ mod actor;
 mod batch;
 mod entries;
 pub(crate) mod handback;
+mod mode;
 mod parked;
 
 use std::sync::Arc;
@@ -27,7 +31,8 @@ use crate::base::shutdown::Flag;
 use crate::metrics::Metrics;
 use crate::storage::{Start, Started};
 use crate::store::handback::{Giver, Slot, SlotId};
-use actor::{Actor, Local, Mode, Settle, SharedNamespace};
+use actor::{Actor, Settle};
+use mode::{Local, Mode, SharedNamespace};
 
 pub use batch::{Batch, Op, Span, Validation};
 pub use entries::Entries;
