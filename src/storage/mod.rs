@@ -129,15 +129,17 @@ pub trait Backend<T>: Send {
 pub trait SharedBackend<T>: Backend<T> {
     /// Reserves `name` for a STORE about to be validated; the answer comes
     /// as [`Event::Reserved`]. While another front-end holds the name, the
-    /// answer waits for that reservation to end.
-    fn reserve(&mut self, name: Box<[u8]>);
+    /// answer waits for that reservation to end. Returns the name if the
+    /// backend has stopped (no answer will come).
+    fn reserve(&mut self, name: Box<[u8]>) -> Result<(), Box<[u8]>>;
 
     /// Ends a reservation without storing (the STORE was refused).
     fn release(&mut self, lease: Lease);
 
     /// Looks names up; the answer comes as [`Event::LookedUp`] with
-    /// `token`.
-    fn look_up(&mut self, names: Vec<Bytes>, token: T);
+    /// `token`. Returns the token if the backend has stopped (no answer
+    /// will come).
+    fn look_up(&mut self, names: Vec<Bytes>, token: T) -> Result<(), T>;
 
     /// Bytes the actor may spend on cached names and values.
     fn cache_bytes(&self) -> usize;

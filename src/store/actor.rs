@@ -54,16 +54,40 @@ pub(crate) enum Settle {
     /// The backend reports.
     Backend(Event<Ticket>),
     /// A STORE's validators are done.
-    Validated { ticket: Ticket, verdict: Verdict },
+    Validated { ticket: Ticket, ruling: Ruling },
 }
 
-/// What became of a validation.
+/// What became of a STORE's validation, for the actor (the validators'
+/// own answers are [`crate::validator::Verdict`]s, already decided by
+/// their links' failure policies).
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Verdict {
+pub(crate) enum Ruling {
     Allowed,
     Denied,
     /// The grace period ran out first.
     Abandoned,
+}
+
+/// Sends a validation's ruling to the actor when the validation task
+/// ends, however it ends: a validator that panics unwinds the task, and
+/// its STORE is then refused (a silent end would hold the name forever).
+struct Report {
+    settle: mpsc::UnboundedSender<Settle>,
+    ticket: Ticket,
+    ruling: Option<Ruling>,
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        let ruling = self.ruling.take().unwrap_or_else(|| {
+            log::error!("a validator panicked: its STORE is refused");
+            Ruling::Denied
+        });
+        let _ = self.settle.send(Settle::Validated {
+            ticket: self.ticket,
+            ruling,
+        });
+    }
 }
 
 pub(crate) struct Actor<M> {
@@ -246,8 +270,18 @@ impl<M: Mode> Actor<M> {
             return;
         };
         self.pending.insert(name.clone(), VecDeque::from([ticket]));
-        if let Some(shared) = self.mode.shared() {
-            shared.reserve(name);
+        self.reserve_shared(name);
+    }
+
+    /// Asks the shared namespace for `name`; if it has stopped, the STOREs
+    /// waiting for the name fail now (no answer would ever come).
+    fn reserve_shared(&mut self, name: Box<[u8]>) {
+        let refused = match self.mode.shared() {
+            Some(shared) => shared.reserve(name).err(),
+            None => Some(name),
+        };
+        if let Some(name) = refused {
+            self.failed(&name, &ServerFault::StorageStopped);
         }
     }
 
@@ -263,15 +297,20 @@ impl<M: Mode> Actor<M> {
             // Nobody to answer: the name passes on.
             return self.release(name.as_ref().into(), lease);
         };
-        let settle = self.settle_tx.clone();
+        let report = Report {
+            settle: self.settle_tx.clone(),
+            ticket,
+            ruling: None,
+        };
         tokio::spawn(async move {
-            let verdict = match validation {
+            let mut report = report;
+            report.ruling = Some(match validation {
                 Some(validation) => run_validators(validation, &name, &value).await,
-                // Only a STORE the inline validators could not finish is
-                // validated here, and its batch has a chain.
-                None => Verdict::Allowed,
-            };
-            let _ = settle.send(Settle::Validated { ticket, verdict });
+                // Not reached: only a STORE the inline validators could
+                // not finish is validated here, and its batch has a chain.
+                // Without one it is refused, never stored unchecked.
+                None => Ruling::Denied,
+            });
         });
     }
 
@@ -362,23 +401,39 @@ impl<M: Mode> Actor<M> {
             return;
         };
         if let Err(failed) = backend.append(run) {
+            // Reported like any outcome, through the settle channel: taken
+            // in here, they would resume the batch from inside its own
+            // serve, once more per STORE of a long batch.
             for record in failed {
-                self.written(Written {
+                let written = Written {
                     outcome: Outcome::Failed(ServerFault::StorageStopped),
                     name: record.name,
                     value: record.value,
                     token: record.token,
                     lease: record.lease,
                     durable_end: None,
-                });
+                };
+                let _ = self
+                    .settle_tx
+                    .send(Settle::Backend(Event::Written(written)));
             }
         }
+    }
+
+    /// Whether the batch of `ticket` waits for what `kind` says: every
+    /// ticket is redeemed once, by the outcome it was handed out for, so
+    /// anything else is a defect; the batch is then left where it is
+    /// rather than taken and lost.
+    fn waits_for(&mut self, ticket: Ticket, kind: impl Fn(&Wait) -> bool) -> bool {
+        let waits = self.parked.get_mut(ticket).is_some_and(|p| kind(&p.wait));
+        debug_assert!(waits, "an outcome for a batch that does not wait for it");
+        waits
     }
 
     /// Takes in what was handed out.
     pub fn settle(&mut self, settle: Settle) {
         match settle {
-            Settle::Validated { ticket, verdict } => self.validated(ticket, verdict),
+            Settle::Validated { ticket, ruling } => self.validated(ticket, ruling),
             Settle::Backend(Event::Written(written)) => self.written(written),
             Settle::Backend(Event::Reserved { name, reserved }) => match reserved {
                 Reserved::Held(lease) => self.release(name, Some(lease)),
@@ -389,7 +444,10 @@ impl<M: Mode> Actor<M> {
         }
     }
 
-    fn validated(&mut self, ticket: Ticket, verdict: Verdict) {
+    fn validated(&mut self, ticket: Ticket, ruling: Ruling) {
+        if !self.waits_for(ticket, |wait| matches!(wait, Wait::Validating { .. })) {
+            return;
+        }
         let Some(Parked {
             mut batch,
             giver,
@@ -398,10 +456,10 @@ impl<M: Mode> Actor<M> {
         else {
             return;
         };
-        let answer = match verdict {
-            Verdict::Allowed => return self.commit(batch, giver, lease),
-            Verdict::Denied => Answer::Refused,
-            Verdict::Abandoned => Answer::Fault(Command::Store, &ServerFault::ShuttingDown),
+        let answer = match ruling {
+            Ruling::Allowed => return self.commit(batch, giver, lease),
+            Ruling::Denied => Answer::Refused,
+            Ruling::Abandoned => Answer::Fault(Command::Store, &ServerFault::ShuttingDown),
         };
         let name: Box<[u8]> = Self::store_at(&batch).0.into();
         batch.answer_fresh(answer);
@@ -527,10 +585,7 @@ impl<M: Mode> Actor<M> {
                 return self.end_lease(lease);
             };
             if M::SHARED && lease.is_none() && !waiters.is_empty() {
-                if let Some(shared) = self.mode.shared() {
-                    shared.reserve(name);
-                }
-                return;
+                return self.reserve_shared(name);
             }
             let Some(ticket) = waiters.pop_front() else {
                 self.pending.remove(&name);
@@ -589,14 +644,22 @@ impl<M: Mode> Actor<M> {
         let Some(ticket) = self.park(batch, giver, Wait::Reads { count }) else {
             return;
         };
-        if let Some(shared) = self.mode.shared() {
-            shared.look_up(names, ticket);
+        let refused = match self.mode.shared() {
+            Some(shared) => shared.look_up(names, ticket).err(),
+            None => Some(ticket),
+        };
+        // Stopped: no answer would ever come.
+        if let Some(ticket) = refused {
+            self.looked_up(ticket, Err(ServerFault::StorageStopped));
         }
     }
 
     /// Answers a lookup's reads with what it found (each value found also
     /// goes into the cache).
     fn looked_up(&mut self, ticket: Ticket, found: Found) {
+        if !self.waits_for(ticket, |wait| matches!(wait, Wait::Reads { .. })) {
+            return;
+        }
         let Some(Parked {
             mut batch,
             giver,
@@ -647,8 +710,7 @@ impl<M: Mode> Actor<M> {
             return;
         };
         if !matches!(parked.wait, Wait::Turn) {
-            parked.giver = None;
-            return;
+            return self.parked.let_go(ticket);
         }
         let Some(parked) = self.parked.take(ticket) else {
             return;
@@ -681,7 +743,7 @@ impl<M: Mode> Actor<M> {
 
 /// Runs a STORE's validators (those that could not answer inline); past
 /// the grace period the validation is abandoned.
-async fn run_validators(validation: Validation, name: &[u8], value: &[u8]) -> Verdict {
+async fn run_validators(validation: Validation, name: &[u8], value: &[u8]) -> Ruling {
     let Validation {
         chain,
         peer,
@@ -689,9 +751,9 @@ async fn run_validators(validation: Validation, name: &[u8], value: &[u8]) -> Ve
     } = validation;
     tokio::select! {
         allowed = chain.allows(name, value, &peer) => match allowed {
-            true => Verdict::Allowed,
-            false => Verdict::Denied,
+            true => Ruling::Allowed,
+            false => Ruling::Denied,
         },
-        () = expired.raised() => Verdict::Abandoned,
+        () = expired.raised() => Ruling::Abandoned,
     }
 }

@@ -57,7 +57,7 @@ impl<T> Default for Slot<T> {
 
 /// Which slot a giver belongs to: the same for the slot and every giver
 /// taken from it, for as long as the slot lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SlotId(usize);
 
 impl<T> Slot<T> {

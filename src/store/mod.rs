@@ -284,10 +284,9 @@ async fn run<M: Mode>(
     }
 }
 
-/// Takes in every outcome already reported. Done before each batch: an
-/// outcome reported before a request was sent (a W00T! the client saw
-/// before it asked again) must be in the map when that request is
-/// answered.
+/// Takes in every outcome already reported. Done before each batch, so
+/// that work finished meanwhile (a lookup that filled the cache, a write
+/// that freed or took a name) counts for it.
 fn settle_ready<M: Mode>(actor: &mut Actor<M>, settles: &mut mpsc::UnboundedReceiver<Settle>) {
     while let Ok(settle) = settles.try_recv() {
         actor.settle(settle);
@@ -341,6 +340,9 @@ mod tests {
             self.seen.lock().unwrap().push(value.clone());
             if let Ok(permit) = self.gate.acquire().await {
                 permit.forget();
+            }
+            if value == "panic" {
+                panic!("a validator that panics (a test)");
             }
             match value.starts_with("good") {
                 true => Verdict::Allow,
@@ -649,6 +651,17 @@ mod tests {
             "\r\n\r\ngood-x\r\n\r\n"
         );
         assert_eq!(*h.gated.seen.lock().unwrap(), ["bad", "good-x"]);
+    }
+
+    #[tokio::test]
+    async fn a_validator_that_panics_refuses_its_store_and_the_name_passes_on() {
+        let h = harness();
+        let panics = h.send(vec![Validated("n", "panic")]);
+        h.validating(1).await;
+        let next = h.send(vec![Validated("n", "good")]);
+        h.open(2);
+        assert_eq!(panics.replies().await.text, "RARGH!\r\n");
+        assert_eq!(next.replies().await.text, "W00T!\r\n");
     }
 
     #[tokio::test]

@@ -10,6 +10,8 @@
 //! with the batch where it stopped. The connection meanwhile only waits
 //! for its replies.
 
+use std::collections::HashMap;
+
 use bytes::BytesMut;
 
 use super::batch::Batch;
@@ -93,6 +95,10 @@ pub(crate) struct Parked {
 pub(crate) struct ParkedBatches {
     slots: Vec<Option<Parked>>,
     free: Vec<u32>,
+    /// Which slot each parked batch's connection has (a connection has one
+    /// batch at the actor at most): a client that left is found at once,
+    /// however many batches are parked.
+    by_connection: HashMap<SlotId, u32>,
 }
 
 impl ParkedBatches {
@@ -107,6 +113,9 @@ impl ParkedBatches {
     }
 
     pub fn fill(&mut self, ticket: Ticket, parked: Parked) {
+        if let Some(giver) = &parked.giver {
+            self.by_connection.insert(giver.slot_id(), ticket.park);
+        }
         self.slots[ticket.park as usize] = Some(parked);
     }
 
@@ -118,22 +127,26 @@ impl ParkedBatches {
     pub fn take(&mut self, ticket: Ticket) -> Option<Parked> {
         let parked = self.slots.get_mut(ticket.park as usize)?.take()?;
         self.free.push(ticket.park);
+        if let Some(giver) = &parked.giver {
+            self.by_connection.remove(&giver.slot_id());
+        }
         Some(parked)
     }
 
-    /// The ticket of the batch parked for the connection of `slot`, if any
-    /// (a connection has one batch at the actor at most).
+    /// The ticket of the batch parked for the connection of `slot`, if any.
     pub fn find(&self, slot: SlotId) -> Option<Ticket> {
-        let park = self.slots.iter().position(|parked| {
-            parked
-                .as_ref()
-                .and_then(|p| p.giver.as_ref())
-                .is_some_and(|giver| giver.slot_id() == slot)
-        })?;
-        Some(Ticket {
-            park: park as u32,
-            index: 0,
-        })
+        let park = *self.by_connection.get(&slot)?;
+        Some(Ticket { park, index: 0 })
+    }
+
+    /// Lets the connection of a parked batch go (its client left): the
+    /// batch goes on without it, and is dropped when it moves on.
+    pub fn let_go(&mut self, ticket: Ticket) {
+        if let Some(parked) = self.get_mut(ticket)
+            && let Some(giver) = parked.giver.take()
+        {
+            self.by_connection.remove(&giver.slot_id());
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -143,6 +156,7 @@ impl ParkedBatches {
     /// Every batch still parked (the store is stopping).
     pub fn drain(&mut self) -> impl Iterator<Item = Parked> + '_ {
         self.free.clear();
+        self.by_connection.clear();
         self.slots.drain(..).flatten()
     }
 }

@@ -34,16 +34,28 @@ impl<T: Send + 'static> Backend<T> for PgBackend<T> {
 }
 
 impl<T: Send + 'static> SharedBackend<T> for PgBackend<T> {
-    fn reserve(&mut self, name: Box<[u8]>) {
-        let _ = self.requests.send(Request::Reserve(name));
+    fn reserve(&mut self, name: Box<[u8]>) -> Result<(), Box<[u8]>> {
+        self.requests
+            .send(Request::Reserve(name))
+            .map_err(|returned| match returned.0 {
+                Request::Reserve(name) => name,
+                _ => Box::default(),
+            })
     }
 
     fn release(&mut self, lease: Lease) {
         let _ = self.requests.send(Request::Release(lease));
     }
 
-    fn look_up(&mut self, names: Vec<Bytes>, token: T) {
-        let _ = self.requests.send(Request::LookUp(names, token));
+    fn look_up(&mut self, names: Vec<Bytes>, token: T) -> Result<(), T> {
+        match self.requests.send(Request::LookUp(names, token)) {
+            Ok(()) => Ok(()),
+            Err(returned) => match returned.0 {
+                Request::LookUp(_, token) => Err(token),
+                // Not reached: the request sent is the one returned.
+                _ => Ok(()),
+            },
+        }
     }
 
     fn cache_bytes(&self) -> usize {

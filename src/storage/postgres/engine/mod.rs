@@ -198,7 +198,7 @@ impl Namespace {
     /// `expired` (the shutdown's grace period is over) is raised, nothing
     /// waits for PostgreSQL any more: statements running are abandoned and
     /// every request still open is answered `ERROR storage unavailable`.
-    pub fn into_backend<T: Send + 'static>(
+    pub(crate) fn into_backend<T: Send + 'static>(
         self,
         metrics: Arc<Metrics>,
         limits: Limits,
