@@ -47,6 +47,20 @@ use crate::store::handback::{Giver, SlotId};
 
 type Map<V> = HashMap<Box<[u8]>, V, Hasher_>;
 
+/// What becomes of a STORE the actor looks at.
+enum Step {
+    /// Answered now (stored in memory, refused, or past the grace period).
+    Answered,
+    /// Its name is held by another STORE.
+    WaitForTurn,
+    /// A shared namespace must reserve the name before it is validated.
+    Reserve,
+    /// Its name is held for it while its validators run.
+    Validate,
+    /// It goes to the backend (with the STOREs right after it).
+    Commit,
+}
+
 /// What reaches the actor besides batches: outcomes of the work it handed
 /// out. Unbounded, since bounded already: at most one message per request
 /// in flight.
@@ -183,39 +197,52 @@ impl<M: Mode> Actor<M> {
                 },
                 &Op::Invalid(command, err) => batch.answer(Answer::Invalid(command, err)),
                 Op::Refused => batch.answer(Answer::Refused),
-                &Op::Store {
-                    name,
-                    value,
-                    validate,
-                } => {
-                    let name = name.of(input);
-                    if self.entries.contains(name) {
-                        batch.answer(Answer::Refused);
-                    } else if self.pending.contains_key(name) {
-                        if self.expired.is_raised() {
-                            batch.answer_fresh(Answer::Fault(
-                                Command::Store,
-                                &ServerFault::ShuttingDown,
-                            ));
-                            continue;
-                        }
-                        return self.wait_for_turn(batch, giver);
-                    } else if validate && shared {
-                        return self.reserve(batch, giver);
-                    } else if validate {
-                        let key: Box<[u8]> = name.into();
-                        self.pending.insert(key, VecDeque::new());
-                        return self.validate(batch, giver, None);
-                    } else if self.mode.backend().is_some() {
-                        return self.commit_run(batch, giver);
-                    } else {
-                        self.entries.insert(name, value.of(input));
-                        batch.answer_fresh(Answer::Stored);
-                    }
-                }
+                Op::Store { .. } => match self.store_at_once(&mut batch) {
+                    Step::Answered => {}
+                    Step::WaitForTurn => return self.wait_for_turn(batch, giver),
+                    Step::Reserve => return self.reserve(batch, giver),
+                    Step::Validate => return self.validate(batch, giver, None),
+                    Step::Commit => return self.commit_run(batch, giver),
+                },
             }
         }
         giver.give(Handback::Batch(batch));
+    }
+
+    /// Answers the STORE at `batch.next` if it can be now, or says what it
+    /// must wait for (its name held for it where it waits for its
+    /// validators). Out of `serve`'s loop: a loop this small keeps its map
+    /// lookups inlined for the GETs and EXISTS that are most requests.
+    #[inline(never)]
+    fn store_at_once(&mut self, batch: &mut Batch) -> Step {
+        let Op::Store {
+            name,
+            value,
+            validate,
+        } = batch.ops[batch.next]
+        else {
+            return Step::Answered;
+        };
+        let name = name.of(&batch.input);
+        if self.entries.contains(name) {
+            batch.answer(Answer::Refused);
+        } else if self.pending.contains_key(name) {
+            if !self.expired.is_raised() {
+                return Step::WaitForTurn;
+            }
+            batch.answer_fresh(Answer::Fault(Command::Store, &ServerFault::ShuttingDown));
+        } else if validate && M::SHARED {
+            return Step::Reserve;
+        } else if validate {
+            self.pending.insert(name.into(), VecDeque::new());
+            return Step::Validate;
+        } else if self.mode.backend().is_some() {
+            return Step::Commit;
+        } else {
+            self.entries.insert(name, value.of(&batch.input));
+            batch.answer_fresh(Answer::Stored);
+        }
+        Step::Answered
     }
 
     /// Parks `batch` waiting for `wait`, handing its connection the replies
