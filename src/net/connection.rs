@@ -333,13 +333,17 @@ impl<S: Stream> Connection<S> {
     /// high-water mark); gives the batch back cleared.
     async fn answer_batch(&mut self, mut batch: Box<Batch>) -> Box<Batch> {
         self.stores_since = batch.has_stores().then(Instant::now);
+        // STOREs that will wait for storage: watched from the start, which
+        // costs a registration, not the wake an empty part would.
+        let watched = batch.has_stores() && self.shared.store.stores_wait();
+        batch.watch(watched);
         loop {
             if self.shared.store.submit(batch, &self.slot).is_err() {
                 // The store stopped: the server is going away.
                 self.write_failed = true;
                 return Box::default();
             }
-            let Some(answered) = self.receive_answers().await else {
+            let Some(answered) = self.receive_answers(watched).await else {
                 // The client left (the store goes on with what it started
                 // and drops the rest), or the store stopped.
                 self.write_failed = true;
@@ -365,11 +369,12 @@ impl<S: Stream> Connection<S> {
     /// the client is gone: a write failed, or its socket reported an error
     /// while the batch waited. Then the store is told, lets the connection
     /// go at once, and starts nothing more for the batch (what has started
-    /// finishes without it). The client is watched only once the store
-    /// says the batch waits (a part): registering the watch takes a lock,
-    /// too dear for every round trip.
-    async fn receive_answers(&mut self) -> Option<Box<Batch>> {
-        let (mut waiting, mut told) = (false, false);
+    /// finishes without it). The client is watched from the start when
+    /// `watched` (STOREs that will wait for storage), else only once the
+    /// store says the batch waits (a part): registering the watch takes a
+    /// lock, too dear for every round trip.
+    async fn receive_answers(&mut self, watched: bool) -> Option<Box<Batch>> {
+        let (mut waiting, mut told) = (watched, false);
         loop {
             let handback = if told || !waiting {
                 self.slot.receive().await

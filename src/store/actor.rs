@@ -141,6 +141,11 @@ impl<M: Mode> Actor<M> {
         }
     }
 
+    /// Whether STOREs go to storage (and wait for it).
+    pub fn has_backend(&mut self) -> bool {
+        self.mode.backend().is_some()
+    }
+
     /// Whether nothing waits any more.
     pub fn is_settled(&self) -> bool {
         self.parked.is_empty() && self.pending.is_empty()
@@ -226,11 +231,12 @@ impl<M: Mode> Actor<M> {
         let name = name.of(&batch.input);
         if self.entries.contains(name) {
             batch.answer(Answer::Refused);
-        } else if self.pending.contains_key(name) {
-            if !self.expired.is_raised() {
-                return Step::WaitForTurn;
-            }
+        } else if (validate || self.pending.contains_key(name)) && self.expired.is_raised() {
+            // Past the grace period nothing starts waiting: no validator
+            // runs, no STORE queues behind another.
             batch.answer_fresh(Answer::Fault(Command::Store, &ServerFault::ShuttingDown));
+        } else if self.pending.contains_key(name) {
+            return Step::WaitForTurn;
         } else if validate && M::SHARED {
             return Step::Reserve;
         } else if validate {
@@ -390,6 +396,7 @@ impl<M: Mode> Actor<M> {
     fn park_at(&mut self, ticket: Ticket, mut batch: Box<Batch>, giver: Back, wait: Wait) {
         if let Some(giver) = &giver
             && giver.is_drained()
+            && (!batch.out.is_empty() || !batch.watched)
         {
             giver.part(Handback::Part(std::mem::take(&mut batch.out)));
         }
@@ -777,10 +784,13 @@ async fn run_validators(validation: Validation, name: &[u8], value: &[u8]) -> Ru
         expired,
     } = validation;
     tokio::select! {
+        // The end of the grace period first: a validation started just
+        // after it must not start a validator program.
+        biased;
+        () = expired.raised() => Ruling::Abandoned,
         allowed = chain.allows(name, value, &peer) => match allowed {
             true => Ruling::Allowed,
             false => Ruling::Denied,
         },
-        () = expired.raised() => Ruling::Abandoned,
     }
 }

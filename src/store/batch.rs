@@ -134,6 +134,9 @@ pub struct Batch {
     pub(crate) tally: Tally,
     /// Set once an op needs validation outside the actor.
     pub(crate) validation: Option<Validation>,
+    /// The connection watches its client from the start of this trip, so
+    /// a wait needs no empty part to say so (see [`Batch::watch`]).
+    pub(crate) watched: bool,
     stores: bool,
 }
 
@@ -166,6 +169,13 @@ impl Batch {
     /// under (a batch has one chain: the one current when it was read).
     pub fn set_validation(&mut self, validation: Validation) {
         self.validation = Some(validation);
+    }
+
+    /// Says the connection watches its client for this whole trip (a
+    /// batch of STOREs that will wait for storage: a wake per STORE to say
+    /// so would cost more than the watch).
+    pub fn watch(&mut self, watched: bool) {
+        self.watched = watched;
     }
 
     /// Whether a STORE was added since the last [`clear`](Self::clear).

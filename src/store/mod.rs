@@ -76,6 +76,9 @@ pub struct StoreClosed;
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
     batches: mpsc::UnboundedSender<Inbound>,
+    /// Whether a STORE waits for storage (a data file, a shared
+    /// namespace): its connection then watches its client from the start.
+    stores_wait: bool,
 }
 
 /// The running actor, for whoever stops the store: [`StoreTask::close`]
@@ -142,7 +145,7 @@ impl StoreHandle {
 
     /// Spawns the actor: cannot fail.
     fn start<M: Mode>(
-        actor: Actor<M>,
+        mut actor: Actor<M>,
         settles: mpsc::UnboundedReceiver<Settle>,
         expired: Flag,
     ) -> (StoreHandle, StoreTask) {
@@ -153,8 +156,13 @@ impl StoreHandle {
         // batch for nothing.
         let (batches, batch_rx) = mpsc::unbounded_channel();
         let close = Flag::default();
+        let stores_wait = actor.has_backend();
         let task = tokio::spawn(run(actor, batch_rx, settles, close.clone(), expired));
-        (StoreHandle { batches }, StoreTask { close, actor: task })
+        let handle = StoreHandle {
+            batches,
+            stores_wait,
+        };
+        (handle, StoreTask { close, actor: task })
     }
 
     /// Hands `batch` to the actor; its replies come back through `slot`
@@ -167,6 +175,12 @@ impl StoreHandle {
         self.batches
             .send(Inbound::Batch(batch, slot.giver()))
             .map_err(|_| StoreClosed)
+    }
+
+    /// Whether a STORE waits for storage (a data file, a shared namespace)
+    /// before it is answered.
+    pub fn stores_wait(&self) -> bool {
+        self.stores_wait
     }
 
     /// Tells the actor that the client of the connection with `slot` left
