@@ -31,19 +31,23 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::batch::{Answer, Batch, Op, Validation};
+use super::OUT_HIGH_WATER;
+use super::batch::{Answer, Batch, Op};
 use super::entries::{Entries, Hasher_};
 use super::mode::Mode;
 use super::parked::{Back, Handback, Parked, ParkedBatches, Ticket, Wait};
-use super::{OUT_HIGH_WATER, READ_RUN};
 use crate::base::shutdown::Flag;
 use crate::metrics::{Command, Metrics};
 use crate::protocol::ServerFault;
 use crate::storage::{Event, Found, Lease, Looked, Outcome, Record, Reserved, Written};
 use crate::store::handback::{Giver, SlotId};
+
+mod reads;
+mod validation;
+
+pub(crate) use validation::Ruling;
 
 type Map<V> = HashMap<Box<[u8]>, V, Hasher_>;
 
@@ -69,39 +73,6 @@ pub(crate) enum Settle {
     Backend(Event<Ticket>),
     /// A STORE's validators are done.
     Validated { ticket: Ticket, ruling: Ruling },
-}
-
-/// What became of a STORE's validation, for the actor (the validators'
-/// own answers are [`crate::validator::Verdict`]s, already decided by
-/// their links' failure policies).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Ruling {
-    Allowed,
-    Denied,
-    /// The grace period ran out first.
-    Abandoned,
-}
-
-/// Sends a validation's ruling to the actor when the validation task
-/// ends, however it ends: a validator that panics unwinds the task, and
-/// its STORE is then refused (a silent end would hold the name forever).
-struct Report {
-    settle: mpsc::UnboundedSender<Settle>,
-    ticket: Ticket,
-    ruling: Option<Ruling>,
-}
-
-impl Drop for Report {
-    fn drop(&mut self) {
-        let ruling = self.ruling.take().unwrap_or_else(|| {
-            log::error!("a validator panicked: its STORE is refused");
-            Ruling::Denied
-        });
-        let _ = self.settle.send(Settle::Validated {
-            ticket: self.ticket,
-            ruling,
-        });
-    }
 }
 
 pub(crate) struct Actor<M> {
@@ -318,35 +289,6 @@ impl<M: Mode> Actor<M> {
         }
     }
 
-    /// Starts the validators of the STORE at `batch.next`, which holds its
-    /// name (and `lease`).
-    fn validate(&mut self, batch: Box<Batch>, giver: Giver<Handback>, lease: Option<Lease>) {
-        let Op::Store { name, value, .. } = batch.ops[batch.next] else {
-            return self.serve(batch, Some(giver));
-        };
-        let (name, value) = (name.to_bytes(&batch.input), value.to_bytes(&batch.input));
-        let validation = batch.validation.clone();
-        let Some(ticket) = self.park(batch, giver, Wait::Validating { lease }) else {
-            // Nobody to answer: the name passes on.
-            return self.release(name.as_ref().into(), lease);
-        };
-        let report = Report {
-            settle: self.settle_tx.clone(),
-            ticket,
-            ruling: None,
-        };
-        tokio::spawn(async move {
-            let mut report = report;
-            report.ruling = Some(match validation {
-                Some(validation) => run_validators(validation, &name, &value).await,
-                // Not reached: only a STORE the inline validators could
-                // not finish is validated here, and its batch has a chain.
-                // Without one it is refused, never stored unchecked.
-                None => Ruling::Denied,
-            });
-        });
-    }
-
     /// Starts writing the STORE at `batch.next` and every STORE right after
     /// it that needs no validation and names a free name, so that one
     /// connection's pipelined STOREs share the data file's writes and
@@ -476,29 +418,6 @@ impl<M: Mode> Actor<M> {
             },
             Settle::Backend(Event::LookedUp { token, found }) => self.looked_up(token, found),
         }
-    }
-
-    fn validated(&mut self, ticket: Ticket, ruling: Ruling) {
-        if !self.waits_for(ticket, |wait| matches!(wait, Wait::Validating { .. })) {
-            return;
-        }
-        let Some(Parked {
-            mut batch,
-            giver,
-            wait: Wait::Validating { lease },
-        }) = self.parked.take(ticket)
-        else {
-            return;
-        };
-        let answer = match ruling {
-            Ruling::Allowed => return self.commit(batch, giver, lease),
-            Ruling::Denied => Answer::Refused,
-            Ruling::Abandoned => Answer::Fault(Command::Store, &ServerFault::ShuttingDown),
-        };
-        let name: Box<[u8]> = Self::store_at(&batch).0.into();
-        batch.answer_fresh(answer);
-        self.release(name, lease);
-        self.serve(batch, giver);
     }
 
     /// One record's outcome: the map and the waiters of its name learn it,
@@ -658,79 +577,6 @@ impl<M: Mode> Actor<M> {
         }
     }
 
-    /// Starts one lookup for the GET/EXISTS at `batch.next` and those right
-    /// after it that the cache cannot answer either (a cached one ends the
-    /// run: it is answered next, in order).
-    fn look_up(&mut self, mut batch: Box<Batch>, giver: Giver<Handback>) {
-        let input = &batch.input;
-        let names: Vec<Bytes> = batch.ops[batch.next..]
-            .iter()
-            .map_while(|op| match op {
-                Op::Get(name) | Op::Exists(name) if !self.entries.contains(name.of(input)) => {
-                    Some(name.to_bytes(input))
-                }
-                _ => None,
-            })
-            .take(READ_RUN)
-            .collect();
-        let count = names.len();
-        batch.tally.cache_misses += count as u64;
-        let Some(ticket) = self.park(batch, giver, Wait::Reads { count }) else {
-            return;
-        };
-        let refused = match self.mode.shared() {
-            Some(shared) => shared.look_up(names, ticket).err(),
-            None => Some(ticket),
-        };
-        // Stopped: no answer would ever come.
-        if let Some(ticket) = refused {
-            self.looked_up(ticket, Err(ServerFault::StorageStopped));
-        }
-    }
-
-    /// Answers a lookup's reads with what it found (each value found also
-    /// goes into the cache).
-    fn looked_up(&mut self, ticket: Ticket, found: Found) {
-        if !self.waits_for(ticket, |wait| matches!(wait, Wait::Reads { .. })) {
-            return;
-        }
-        let Some(Parked {
-            mut batch,
-            giver,
-            wait: Wait::Reads { count },
-        }) = self.parked.take(ticket)
-        else {
-            return;
-        };
-        for i in 0..count {
-            let (command, name) = match batch.ops[batch.next] {
-                Op::Get(name) => (Command::Get, name),
-                Op::Exists(name) => (Command::Exists, name),
-                _ => break,
-            };
-            let looked = match &found {
-                Err(fault) => {
-                    batch.answer(Answer::Fault(command, fault));
-                    continue;
-                }
-                Ok(values) => values.get(i).unwrap_or(&Looked::Absent),
-            };
-            if let Looked::Value(value) = looked {
-                self.entries.insert(name.of(&batch.input), value);
-            }
-            batch.answer(match (command, looked) {
-                (Command::Get, Looked::Value(value)) => Answer::Value(value),
-                (Command::Get, Looked::Unservable) => {
-                    Answer::Fault(Command::Get, &ServerFault::UnservableValue)
-                }
-                (Command::Get, _) => Answer::Missing,
-                (_, Looked::Value(_) | Looked::Unservable) => Answer::Exists(true),
-                (_, Looked::Absent) => Answer::Exists(false),
-            });
-        }
-        self.serve(batch, giver);
-    }
-
     /// The client of the connection with `slot` left. Its batch, if parked
     /// here, lets the connection go at once: a STORE waiting for its
     /// name's turn has not started and is dropped now (its memory too);
@@ -772,25 +618,5 @@ impl<M: Mode> Actor<M> {
                 self.resume(parked);
             }
         }
-    }
-}
-
-/// Runs a STORE's validators (those that could not answer inline); past
-/// the grace period the validation is abandoned.
-async fn run_validators(validation: Validation, name: &[u8], value: &[u8]) -> Ruling {
-    let Validation {
-        chain,
-        peer,
-        expired,
-    } = validation;
-    tokio::select! {
-        // The end of the grace period first: a validation started just
-        // after it must not start a validator program.
-        biased;
-        () = expired.raised() => Ruling::Abandoned,
-        allowed = chain.allows(name, value, &peer) => match allowed {
-            true => Ruling::Allowed,
-            false => Ruling::Denied,
-        },
     }
 }
