@@ -405,6 +405,49 @@ mod tests {
         }
     }
 
+    /// A shared namespace that has stopped: it takes nothing.
+    struct Stopped;
+
+    impl crate::storage::Backend<Ticket> for Stopped {
+        fn append(
+            &mut self,
+            run: Vec<crate::storage::Record<Ticket>>,
+        ) -> Result<(), Vec<crate::storage::Record<Ticket>>> {
+            Err(run)
+        }
+
+        fn close(self: Box<Self>) {}
+    }
+
+    impl crate::storage::SharedBackend<Ticket> for Stopped {
+        fn reserve(&mut self, name: Box<[u8]>) -> Result<(), Box<[u8]>> {
+            Err(name)
+        }
+
+        fn release(&mut self, _lease: crate::storage::Lease) {}
+
+        fn look_up(&mut self, _names: Vec<Bytes>, token: Ticket) -> Result<(), Ticket> {
+            Err(token)
+        }
+
+        fn cache_bytes(&self) -> usize {
+            1 << 20
+        }
+    }
+
+    /// A store over a shared namespace that has stopped.
+    fn stopped_harness() -> Harness {
+        let mut h = harness();
+        let metrics = Metrics::new(crate::metrics::StoreKind::Postgres);
+        let start: Start<Ticket> = Box::new(|_sink| Ok(Started::Shared(Box::new(Stopped))));
+        let (store, task) =
+            StoreHandle::spawn_with(Entries::default(), Some(start), metrics, h.expired.clone())
+                .unwrap();
+        h.store = store;
+        h._task = task;
+        h
+    }
+
     /// A request of a test batch; a `Validated` STORE goes through the
     /// gated validator.
     enum Req {
@@ -671,6 +714,26 @@ mod tests {
         h.open(2);
         assert_eq!(panics.replies().await.text, "RARGH!\r\n");
         assert_eq!(next.replies().await.text, "W00T!\r\n");
+    }
+
+    /// Reads, reservations and writes a stopped shared namespace refuses
+    /// are answered at once (they waited without end), in order, however
+    /// long the batch (the refused writes come back through the settle
+    /// channel, not by recursion).
+    #[tokio::test]
+    async fn a_stopped_shared_namespace_fails_what_reaches_it() {
+        let h = stopped_harness();
+        let stopped = "ERROR storage: the backend has stopped\r\n";
+        assert_eq!(
+            h.ask(vec![Get("a"), Exists("b"), Validated("c", "good")])
+                .await,
+            stopped.repeat(3)
+        );
+        let names: Vec<&'static str> = (0..20_000)
+            .map(|i| &*Box::leak(format!("n{i}").into_boxed_str()))
+            .collect();
+        let long: Vec<Req> = names.iter().flat_map(|n| [Store(n, "v"), Get(n)]).collect();
+        assert_eq!(h.ask(long).await, stopped.repeat(40_000));
     }
 
     #[tokio::test]
