@@ -623,16 +623,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The reason of a server-side `ERROR` line's text.
-    pub fn server_error_of(reason: &str) -> ServerError {
-        match reason {
-            "shutting down" => ServerError::ShuttingDown,
-            "too many connections" => ServerError::TooManyConnections,
-            "storage unavailable" => ServerError::StorageUnavailable,
-            _ => ServerError::Storage,
-        }
-    }
+    use crate::protocol::ServerFault;
 
     /// Each slot enum's `index` is its place in `ALL`, so a figure is
     /// stored in the slot `/metrics` reads it from.
@@ -724,17 +715,24 @@ mod tests {
                 "forbidden_byte_in_name",
             ),
             (ProtocolError::ReservedValue.into(), "reserved_value"),
-            (server_error_of("shutting down").into(), "shutting_down"),
             (
-                server_error_of("too many connections").into(),
+                server_error_for(&ServerFault::ShuttingDown).into(),
+                "shutting_down",
+            ),
+            (
+                server_error_for(&ServerFault::TooManyConnections).into(),
                 "too_many_connections",
             ),
             (
-                server_error_of("storage unavailable").into(),
+                server_error_for(&ServerFault::StorageUnavailable).into(),
                 "storage_unavailable",
             ),
             (
-                server_error_of("storage: cannot write").into(),
+                server_error_for(&ServerFault::StorageIo {
+                    action: "write",
+                    reason: "No space left on device".into(),
+                })
+                .into(),
                 "storage_error",
             ),
         ];

@@ -143,31 +143,30 @@ impl Entries {
         if self.contains(name) {
             return;
         }
-        let cost = 2 * name.len() + value.len() + ENTRY_OVERHEAD;
-        if let Some(budget) = &self.budget {
-            if cost > budget.limit {
-                return;
-            }
-            while let Some(budget) = &mut self.budget
-                && budget.used + cost > budget.limit
+        let Some(mut budget) = self.budget.take() else {
+            return self.add(name, value);
+        };
+        let cost = cost_of(name.len(), value.len());
+        if cost <= budget.limit {
+            while budget.used + cost > budget.limit
+                && let Some(oldest) = budget.order.pop_front()
             {
-                let Some(oldest) = budget.order.pop_front() else {
-                    break;
-                };
                 if let Some(entry) = self.remove(&oldest) {
-                    let freed = 2 * entry.name_len() + entry.value().len() + ENTRY_OVERHEAD;
-                    if let Some(budget) = &mut self.budget {
-                        budget.used -= freed;
-                    }
+                    budget.used -= cost_of(entry.name_len(), entry.value().len());
                 }
             }
-            if let Some(budget) = &mut self.budget {
-                budget.used += cost;
-                budget.order.push_back(name.into());
-            }
+            budget.used += cost;
+            budget.order.push_back(name.into());
+            self.add(name, value);
         }
-        self.add(name, value);
+        self.budget = Some(budget);
     }
+}
+
+/// What an entry of a name and value of these lengths costs a cache: the
+/// name twice (the entry, the eviction order), the value, the overhead.
+fn cost_of(name_len: usize, value_len: usize) -> usize {
+    2 * name_len + value_len + ENTRY_OVERHEAD
 }
 
 #[cfg(test)]
