@@ -590,6 +590,39 @@ mod tests {
         }
     }
 
+    /// Each server fault's line is the text docs/troubleshooting.md lists
+    /// (the reasons clients and operators match on).
+    #[test]
+    fn server_faults_encode_their_documented_reasons() {
+        let cases = [
+            (ServerFault::ShuttingDown, "shutting down"),
+            (ServerFault::TooManyConnections, "too many connections"),
+            (ServerFault::StorageUnavailable, "storage unavailable"),
+            (ServerFault::UnservableValue, "unservable value in storage"),
+            (
+                ServerFault::StorageStopped,
+                "storage: the backend has stopped",
+            ),
+            (
+                ServerFault::StorageUnusable,
+                "storage: the data file is in an unknown state after a failed write or sync \
+                 (restart jnhpd)",
+            ),
+            (
+                ServerFault::StorageIo {
+                    action: "sync",
+                    reason: "Input/output error (os error 5)".into(),
+                },
+                "storage: cannot sync: Input/output error (os error 5)",
+            ),
+        ];
+        for (fault, reason) in cases {
+            let mut out = BytesMut::new();
+            Reply::Fault(&fault).encode(&mut out);
+            assert_eq!(&out[..], format!("ERROR {reason}\r\n").as_bytes());
+        }
+    }
+
     #[test]
     fn error_reason_matches_display() {
         use ProtocolError::*;
