@@ -391,7 +391,12 @@ impl<S: Stream> Connection<S> {
                 }
             };
             match handback.ok()? {
-                Handback::Batch(batch) => return (!self.write_failed).then_some(batch),
+                Handback::Batch(mut batch) if self.write_failed => {
+                    // Counted, though nobody reads its replies.
+                    self.shared.metrics.fold(batch.tally(), self.stores_since);
+                    return None;
+                }
+                Handback::Batch(batch) => return Some(batch),
                 Handback::Part(mut replies) => {
                     waiting = true;
                     self.flush(&mut replies).await;
