@@ -34,7 +34,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::OUT_HIGH_WATER;
-use super::batch::{Answer, Batch, Op};
+use super::batch::{Answer, Batch, Op, Span};
 use super::entries::{Entries, Hasher_};
 use super::mode::Mode;
 use super::parked::{Back, Handback, Parked, ParkedBatches, Ticket, Wait};
@@ -173,7 +173,11 @@ impl<M: Mode> Actor<M> {
                 },
                 &Op::Invalid(command, err) => batch.answer(Answer::Invalid(command, err)),
                 Op::Refused => batch.answer(Answer::Refused),
-                Op::Store { .. } => match self.store_at_once(&mut batch) {
+                &Op::Store {
+                    name,
+                    value,
+                    validate,
+                } => match self.store_at_once(&mut batch, name, value, validate) {
                     Step::Answered => {}
                     Step::WaitForTurn => return self.wait_for_turn(batch, giver),
                     Step::Reserve => return self.reserve(batch, giver),
@@ -190,15 +194,13 @@ impl<M: Mode> Actor<M> {
     /// validators). Out of `serve`'s loop: a loop this small keeps its map
     /// lookups inlined for the GETs and EXISTS that are most requests.
     #[inline(never)]
-    fn store_at_once(&mut self, batch: &mut Batch) -> Step {
-        let Op::Store {
-            name,
-            value,
-            validate,
-        } = batch.ops[batch.next]
-        else {
-            return Step::Answered;
-        };
+    fn store_at_once(
+        &mut self,
+        batch: &mut Batch,
+        name: Span,
+        value: Span,
+        validate: bool,
+    ) -> Step {
         let name = name.of(&batch.input);
         if self.entries.contains(name) {
             batch.answer(Answer::Refused);
