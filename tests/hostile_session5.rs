@@ -1,0 +1,538 @@
+//! Hostile session 5: attacks on the request path and its neighbours,
+//! designed from docs/ alone (configuration.md "Files jnhpd reads" and
+//! "Signals", validators.md, observability.md `/status` and `jnhp stats`).
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, admin_addr, process_validator, script, wait_for_file};
+use nix::sys::signal::Signal;
+
+/// Runs `cmd` for at most `limit`; returns (exit code, output, elapsed),
+/// killing it (code -9) if it is still running then.
+fn run_bounded(mut cmd: Command, limit: Duration) -> (i32, String, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -9;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    (code, text, start.elapsed())
+}
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+fn jnhp_bin() -> PathBuf {
+    Path::new(&common::bin()).parent().unwrap().join("jnhp")
+}
+
+/// A config naming a FIFO or a device where jnhpd reads a file is refused
+/// at once by `--check-config` and by a start, naming the path and the
+/// line — never a hang or an endless read (configuration.md, "Files
+/// jnhpd reads").
+#[test]
+fn special_files_in_the_config_are_refused_at_once_naming_path_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, "not a key\n").unwrap();
+    let f = fifo.display();
+    let cases = [
+        (
+            "tls cert FIFO",
+            format!(
+                "[tls]\nlisten = [\"127.0.0.1:0\"]\ncert_file = \"{f}\"\nkey_file = \"{}\"\n",
+                key.display()
+            ),
+            f.to_string(),
+        ),
+        (
+            "tls cert /dev/zero",
+            format!(
+                "[tls]\nlisten = [\"127.0.0.1:0\"]\ncert_file = \"/dev/zero\"\nkey_file = \"{}\"\n",
+                key.display()
+            ),
+            "/dev/zero".to_string(),
+        ),
+        (
+            "denylist /dev/zero",
+            "[[validator]]\nkind = \"blocking\"\nfunction = \"denylist\"\npath = \"/dev/zero\"\n"
+                .to_string(),
+            "/dev/zero".to_string(),
+        ),
+        (
+            "denylist FIFO",
+            format!(
+                "[[validator]]\nkind = \"blocking\"\nfunction = \"denylist\"\npath = \"{f}\"\n"
+            ),
+            f.to_string(),
+        ),
+        (
+            "log file FIFO",
+            format!("[log]\ntarget = \"file\"\nfile = \"{f}\"\n"),
+            f.to_string(),
+        ),
+        (
+            "log file /dev/zero",
+            "[log]\ntarget = \"file\"\nfile = \"/dev/zero\"\n".to_string(),
+            "/dev/zero".to_string(),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, config, path) in cases {
+        let cfg = dir.path().join("jnhp.toml");
+        std::fs::write(&cfg, &config).unwrap();
+        for check in [true, false] {
+            let mut cmd = Command::new(common::bin());
+            cmd.current_dir(dir.path());
+            if check {
+                cmd.arg("--check-config");
+            }
+            cmd.arg("--config")
+                .arg(&cfg)
+                .args(["--listen", "127.0.0.1:0"]);
+            let (code, out, took) = run_bounded(cmd, Duration::from_secs(15));
+            let mode = if check { "--check-config" } else { "start" };
+            if code == 0 || code == -9 {
+                failures.push(format!(
+                    "{what} ({mode}): exit {code} after {took:?}: {out}"
+                ));
+            } else if !out.contains(&path) || !out.contains("jnhp.toml:") {
+                failures.push(format!("{what} ({mode}): no path/line in: {out}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// `/status` is one object on one line with the documented keys in the
+/// documented order, validators included (observability.md).
+#[test]
+fn status_is_one_line_with_the_documented_keys_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let allow = script(dir.path(), "allow", "echo JNHP:1");
+    let server = Server::start_in(
+        dir,
+        &format!(
+            "[admin]\nlisten = [\"127.0.0.1:0\"]\n{}",
+            process_validator(&allow, "name = \"gate\"")
+        ),
+    );
+    let mut c = server.connect();
+    assert_eq!(c.ask("STORE a b"), "W00T!");
+    assert!(c.ask("FROB").starts_with("ERROR"));
+    let (code, _, body) = common::get(admin_addr(&server), "/status");
+    assert_eq!(code, 200);
+    let body = body.trim_end_matches(['\r', '\n']);
+    assert!(!body.contains('\n'), "not one line: {body}");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    // serde_json's map may sort keys: check the order on the raw text.
+    let want = [
+        "version",
+        "uptime_seconds",
+        "listen",
+        "store",
+        "names",
+        "connections",
+        "requests",
+        "errors",
+        "ready",
+        "validators",
+    ];
+    for k in want {
+        assert!(keys.contains(&k), "missing {k}: {body}");
+    }
+    let pos: Vec<usize> = want
+        .iter()
+        .map(|k| body.find(&format!("\"{k}\":")).unwrap())
+        .collect();
+    assert!(pos.windows(2).all(|w| w[0] < w[1]), "order: {body}");
+    assert_eq!(v["store"], "memory");
+    assert_eq!(v["requests"]["store"], 1, "{body}");
+    assert!(v["errors"].as_u64().unwrap() >= 1, "{body}");
+    let val = &v["validators"][0];
+    assert_eq!(val["name"], "gate", "{body}");
+    assert_eq!(val["kind"], "process", "{body}");
+    assert_eq!(val["verdicts"]["allow"], 1, "{body}");
+    assert!(val["in_flight"].is_u64(), "{body}");
+}
+
+/// `jnhp stats` against the admin port prints the documented table; against
+/// something that is not a jnhpd admin listener (the JNHP port, a listener
+/// that never answers) it exits 2 with a message, never hangs.
+#[test]
+fn jnhp_stats_reads_the_admin_port_and_refuses_other_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let allow = script(dir.path(), "allow", "echo JNHP:1");
+    let server = Server::start_in(
+        dir,
+        &format!(
+            "[admin]\nlisten = [\"127.0.0.1:0\"]\n{}",
+            process_validator(&allow, "name = \"gate\"")
+        ),
+    );
+    assert_eq!(server.connect().ask("STORE a b"), "W00T!");
+    let admin = admin_addr(&server).to_string();
+    let stats = |addr: &str, extra: &[&str]| {
+        let mut cmd = Command::new(jnhp_bin());
+        cmd.arg("stats").args(["--admin", addr]).args(extra);
+        cmd.env_remove("JNHP_ADMIN_ADDR");
+        run_bounded(cmd, Duration::from_secs(20))
+    };
+    let (code, out, _) = stats(&admin, &[]);
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "state",
+        "ready",
+        "store",
+        "memory",
+        "requests",
+        "validator",
+        "gate",
+        "process",
+    ] {
+        assert!(out.contains(want), "missing {want}: {out}");
+    }
+    let (code, out, _) = stats(&admin, &["--json"]);
+    assert_eq!(code, 0, "{out}");
+    let _: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+
+    let (code, out, took) = stats(&server.addr().to_string(), &[]);
+    assert_eq!(code, 2, "JNHP port: exit {code} after {took:?}: {out}");
+    assert!(!out.trim().is_empty());
+
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let (code, out, took) = stats(&silent_addr, &[]);
+    assert_eq!(
+        code, 2,
+        "silent listener: exit {code} after {took:?}: {out}"
+    );
+    drop(silent);
+}
+
+/// A validator that writes hundreds of MB on stdout (one huge line, then
+/// its verdict) neither blocks nor grows jnhpd (validators.md); the verdict
+/// after the flood counts.
+#[test]
+fn a_validator_flooding_stdout_keeps_the_server_flat_and_its_verdict_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let flood = script(
+        dir.path(),
+        "flood",
+        "head -c 300000000 /dev/zero | tr '\\0' a\necho\nhead -c 5000000 /dev/zero | tr '\\0' '\\n'\necho JNHP:1",
+    );
+    let server = Server::start_in(dir, &process_validator(&flood, "timeout_ms = 120000"));
+    let before = server.rss_kib();
+    let mut c = server.connect();
+    c.stream()
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let t = Instant::now();
+    assert_eq!(c.ask("STORE a b"), "W00T!", "after {:?}", t.elapsed());
+    let grew = server.rss_kib().saturating_sub(before);
+    assert!(grew < 64 * 1024, "grew {grew} KiB");
+    assert_eq!(c.ask("GET a"), "b");
+}
+
+/// After its verdict a program may go on running, holding stdout open: the
+/// STORE does not wait for it (validators.md). A program that never answers
+/// fails at its timeout, and its process is killed.
+#[test]
+fn a_validator_that_never_exits_does_not_hold_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let lingers = script(dir.path(), "lingers", "echo JNHP:1\nexec sleep 1000");
+    let mute = script(
+        dir.path(),
+        "mute",
+        &format!(
+            "echo $$ > {}/mute-pid\nexec sleep 1000",
+            dir.path().display()
+        ),
+    );
+    let marker = dir.path().join("mute-pid");
+    let server = Server::start_in(
+        dir,
+        &format!(
+            "{}{}",
+            process_validator(&lingers, "timeout_ms = 60000"),
+            process_validator(&mute, "timeout_ms = 1500\non_failure = \"reject\"")
+        ),
+    );
+    let mut c = server.connect();
+    let t = Instant::now();
+    let reply = c.ask("STORE a b");
+    assert_eq!(reply, "RARGH!");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
+    wait_for_file(&marker);
+    let pid: i32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    common::wait_not_running(pid);
+    assert_eq!(c.ask("EXISTS a"), "RARGH!");
+}
+
+/// A second SIGTERM while a validation runs (and STOREs of the same name
+/// wait behind it) stops at once: the process exits within seconds, the
+/// validator is killed, and nothing waiting is stored (configuration.md,
+/// "Signals").
+#[test]
+fn a_second_sigterm_during_validation_with_stores_queued_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = script(
+        dir.path(),
+        "gate",
+        &format!(
+            "cd {}\necho $$ > \"started-$JNHP_NAME-$1\"\nwhile [ ! -e release ]; do sleep 0.02; done\necho JNHP:1",
+            dir.path().display()
+        ),
+    );
+    let first = dir.path().join("started-n-v1");
+    let data = dir.path().join("data");
+    let mut server = Server::start_in(
+        dir,
+        &format!(
+            "[server]\nshutdown_grace_secs = 120\n[storage]\npath = \"{}\"\n{}",
+            data.display(),
+            process_validator(&gate, "timeout_ms = 600000")
+        ),
+    );
+    let mut a = server.connect();
+    a.send(b"STORE n v1\n");
+    wait_for_file(&first);
+    let vpid: i32 = std::fs::read_to_string(&first)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut b = server.connect();
+    b.send(b"STORE n v2\nSTORE m w\nGET n\n");
+    let mut c = server.connect();
+    c.send(b"STORE n v3\n");
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(Signal::SIGTERM);
+    server.log.wait_for("SIGTERM");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let _ = server.wait_exit();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    common::wait_not_running(vpid);
+    let stored = std::fs::read(&data).unwrap_or_default();
+    let text = String::from_utf8_lossy(&stored);
+    assert!(
+        !text.contains("v1") && !text.contains("v2") && !text.contains("v3"),
+        "{text}"
+    );
+}
+
+/// Replies to a pipeline where STOREs wait on a slow validator come back
+/// exactly in order and one per line, with GET/EXISTS of the waited name
+/// seeing the outcome of the STORE before them, and invalid lines answered
+/// in place.
+#[test]
+fn a_pipeline_behind_a_slow_validator_gets_one_reply_per_line_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = script(
+        dir.path(),
+        "slow",
+        "sleep 0.4\ncase \"$1\" in bad*) echo JNHP:0 ;; *) echo JNHP:1 ;; esac",
+    );
+    let server = Server::start_in(dir, &process_validator(&slow, "timeout_ms = 60000"));
+    let mut c = server.connect();
+    let lines = [
+        ("STORE x bad1", "RARGH!"),
+        ("GET x", ""),
+        ("EXISTS x", "RARGH!"),
+        ("STORE x good", "W00T!"),
+        ("", "NONE"),
+        ("  \t", "NONE"),
+        ("GET x", "good"),
+        ("STORE x again", "RARGH!"),
+        ("BLAH x", "ERROR"),
+        ("STORE", "ERROR"),
+        ("EXISTS x", "AWESOME!"),
+        ("STORE y bad", "RARGH!"),
+        ("STORE y ok", "W00T!"),
+        ("GET y", "ok"),
+    ];
+    let mut req = String::new();
+    for (l, _) in lines {
+        req.push_str(l);
+        req.push('\n');
+    }
+    c.send(req.as_bytes());
+    for (l, want) in lines {
+        if want == "NONE" {
+            continue;
+        }
+        let got = c.reply();
+        if want == "ERROR" {
+            assert!(got.starts_with("ERROR"), "{l:?}: {got:?}");
+        } else {
+            assert_eq!(got, want, "{l:?}");
+        }
+    }
+    c.half_close();
+    assert!(c.read_to_end().is_empty());
+}
+
+/// With max_connections = 1, a client that resets while its STORE waits on
+/// a validator frees the one slot within seconds; the STORE queued behind
+/// it in its pipeline is never stored.
+#[test]
+fn a_reset_with_one_slot_frees_it_and_stores_nothing_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = script(
+        dir.path(),
+        "gate",
+        &format!(
+            "cd {}\necho $$ > \"started-$JNHP_NAME-$1\"\nwhile [ ! -e release ]; do sleep 0.02; done\necho JNHP:1",
+            dir.path().display()
+        ),
+    );
+    let started = dir.path().join("started-a-1");
+    let release = dir.path().join("release");
+    let server = Server::start_in(
+        dir,
+        &format!(
+            "[server]\nmax_connections = 1\n{}",
+            process_validator(&gate, "timeout_ms = 600000")
+        ),
+    );
+    let c = server.connect();
+    {
+        let mut s = c.stream();
+        s.write_all(b"STORE a 1\nSTORE b 2\n").unwrap();
+    }
+    wait_for_file(&started);
+    let stream = c.reader.into_inner();
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+    std::fs::write(&release, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c2 = loop {
+        let mut c2 = server.connect();
+        let r = c2.ask("EXISTS zz");
+        if r == "RARGH!" {
+            break c2;
+        }
+        assert!(Instant::now() < deadline, "slot not freed: {r}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c2.ask("EXISTS b"), "RARGH!");
+}
+
+/// `--watch` outside 0.1 to 86400 is a usage error, not a busy loop or a
+/// sleep for ever (observability.md).
+#[test]
+fn jnhp_stats_watch_out_of_range_is_refused() {
+    for bad in ["0", "0.05", "86401", "-1", "nan", "inf", "1e400"] {
+        let mut cmd = Command::new(jnhp_bin());
+        cmd.args(["stats", "--admin", "127.0.0.1:1", "--watch", bad]);
+        let (code, out, took) = run_bounded(cmd, Duration::from_secs(10));
+        assert!(
+            code != 0 && code != -9,
+            "--watch {bad}: exit {code} after {took:?}: {out}"
+        );
+        assert!(!out.trim().is_empty(), "--watch {bad}: silent");
+    }
+}
+
+/// A SIGHUP whose config now names a FIFO or /dev/zero as a denylist is
+/// refused at once; the running chain serves on, and a later SIGHUP with a
+/// good config applies (configuration.md, "Files jnhpd reads").
+#[test]
+fn sighup_to_a_denylist_that_is_a_fifo_is_refused_and_serving_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let list = dir.path().join("deny");
+    std::fs::write(&list, "blocked\n").unwrap();
+    let table = |p: &Path| {
+        format!(
+            "[[validator]]\nkind = \"blocking\"\nfunction = \"denylist\"\npath = \"{}\"\n",
+            p.display()
+        )
+    };
+    let server = Server::start_in(dir, &table(&list));
+    let config = server.path("jnhp.toml");
+    let mut c = server.connect();
+    assert_eq!(c.ask("STORE a blocked"), "RARGH!");
+    for bad in [fifo.clone(), PathBuf::from("/dev/zero")] {
+        std::fs::write(&config, table(&bad)).unwrap();
+        let before = server.log.all().len();
+        server.signal(Signal::SIGHUP);
+        let t = Instant::now();
+        // Serving goes on at once, with the old list.
+        assert_eq!(c.ask("STORE b blocked"), "RARGH!");
+        loop {
+            let tail = server.log.all()[before..].to_string();
+            if tail.contains(&bad.display().to_string()) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "no refusal naming {} logged: {tail}",
+                bad.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(c.ask("STORE c blocked"), "RARGH!");
+    }
+    let list2 = server.path("deny2");
+    std::fs::write(&list2, "other\n").unwrap();
+    std::fs::write(&config, table(&list2)).unwrap();
+    server.signal(Signal::SIGHUP);
+    let t = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        if c.ask(&format!("STORE d{n} blocked")) == "W00T!" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "good reload never applied"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
