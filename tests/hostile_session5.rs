@@ -536,3 +536,93 @@ fn sighup_to_a_denylist_that_is_a_fifo_is_refused_and_serving_goes_on() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// With `input = "stdin"` and a 4 MiB value, a program that never reads
+/// its stdin but answers and lingers gets its verdict counted at once, and a
+/// background process it leaves holding stdout open neither holds the
+/// STORE nor survives (validators.md).
+#[test]
+fn a_validator_that_ignores_a_large_stdin_and_leaves_a_child_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let prog = script(
+        dir.path(),
+        "ignore",
+        &format!("sleep 1000 &\necho $! > {d}/orphan\necho JNHP:1"),
+    );
+    let orphan = dir.path().join("orphan");
+    let server = Server::start_in(
+        dir,
+        &format!(
+            "[server]\nmax_value_bytes = 8388608\n{}",
+            process_validator(&prog, "input = \"stdin\"\ntimeout_ms = 60000")
+        ),
+    );
+    let mut c = server.connect();
+    let value = "v".repeat(4 << 20);
+    let t = Instant::now();
+    let reply = c.ask(&format!("STORE big {value}"));
+    assert_eq!(reply, "W00T!");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(c.ask("EXISTS big"), "AWESOME!");
+    wait_for_file(&orphan);
+    let pid: i32 = std::fs::read_to_string(&orphan)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    common::wait_not_running(pid);
+}
+
+/// SIGINT then SIGTERM is a second signal too: it stops at once while a
+/// validation runs (configuration.md, "Signals").
+#[test]
+fn sigint_then_sigterm_during_validation_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = script(
+        dir.path(),
+        "gate",
+        &format!(
+            "cd {}\necho $$ > started\nwhile [ ! -e release ]; do sleep 0.02; done\necho JNHP:1",
+            dir.path().display()
+        ),
+    );
+    let started = dir.path().join("started");
+    let mut server = Server::start_in(
+        dir,
+        &format!(
+            "[admin]\nlisten = [\"127.0.0.1:0\"]\n[server]\nshutdown_grace_secs = 120\n{}",
+            process_validator(&gate, "timeout_ms = 600000")
+        ),
+    );
+    let admin = admin_addr(&server);
+    let mut a = server.connect();
+    a.send(b"STORE n v\n");
+    wait_for_file(&started);
+    let (_, _, body) = common::get(admin, "/status");
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(v["validators"][0]["in_flight"], 1, "{body}");
+    assert_eq!(v["connections"], 1, "{body}");
+    server.signal(Signal::SIGINT);
+    let t = Instant::now();
+    loop {
+        let (code, _, _) = common::get(admin, "/readyz");
+        if code == 503 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let _ = server.wait_exit();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+}
