@@ -626,3 +626,120 @@ fn sigint_then_sigterm_during_validation_stops_at_once() {
         t.elapsed()
     );
 }
+
+/// Serves every connection on a fresh listener with `respond` (reading the
+/// request head first); returns the address.
+fn fake_http(respond: fn(&mut std::net::TcpStream)) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                respond(&mut stream);
+            });
+        }
+    });
+    addr
+}
+
+/// `jnhp stats` exits 2 with a message when the listener answers with
+/// something other than a jnhpd `/status` document, and does not hang or
+/// grow on an endless answer (observability.md).
+#[test]
+fn jnhp_stats_refuses_what_is_not_a_status_document() {
+    let cases: [(&str, fn(&mut std::net::TcpStream)); 5] = [
+        ("empty object", |s| {
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            );
+        }),
+        ("html", |s| {
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\nConnection: close\r\n\r\n<html></html>",
+            );
+        }),
+        ("404", |s| {
+            let _ = s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }),
+        ("garbage", |s| {
+            let _ = s.write_all(b"RARGH!\r\n");
+        }),
+        ("endless", |s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n[");
+            let chunk = vec![b'['; 1 << 16];
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(30) {
+                if s.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        }),
+    ];
+    let mut failures = Vec::new();
+    for (what, respond) in cases {
+        let addr = fake_http(respond);
+        let mut cmd = Command::new(jnhp_bin());
+        cmd.args(["stats", "--admin", &addr]);
+        let (code, out, took) = run_bounded(cmd, Duration::from_secs(20));
+        if code != 2 || out.trim().is_empty() {
+            failures.push(format!("{what}: exit {code} after {took:?}: {out:.300}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The config file itself, or a pidfile, that is a FIFO or a device is
+/// refused at once, naming it (configuration.md, "Files jnhpd reads").
+#[test]
+fn a_config_or_pidfile_that_is_a_fifo_or_device_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let cfg = dir.path().join("jnhp.toml");
+    let mut failures = Vec::new();
+    let f = fifo.display().to_string();
+    for check in [true, false] {
+        for config in [f.clone(), "/dev/zero".to_string()] {
+            let mut cmd = Command::new(common::bin());
+            if check {
+                cmd.arg("--check-config");
+            }
+            cmd.args(["--config", &config, "--listen", "127.0.0.1:0"]);
+            let (code, out, took) = run_bounded(cmd, Duration::from_secs(15));
+            if code == 0 || code == -9 || !out.contains(&config) {
+                failures.push(format!(
+                    "--config {config} (check {check}): exit {code} after {took:?}: {out}"
+                ));
+            }
+        }
+        for pidfile in [f.clone(), "/dev/zero".to_string()] {
+            std::fs::write(&cfg, format!("[daemon]\npidfile = \"{pidfile}\"\n")).unwrap();
+            let mut cmd = Command::new(common::bin());
+            if check {
+                cmd.arg("--check-config");
+            }
+            cmd.arg("--config")
+                .arg(&cfg)
+                .args(["--listen", "127.0.0.1:0"]);
+            let (code, out, took) = run_bounded(cmd, Duration::from_secs(15));
+            if code == 0 || code == -9 || !out.contains(&pidfile) || !out.contains("jnhp.toml:") {
+                failures.push(format!(
+                    "pidfile {pidfile} (check {check}): exit {code} after {took:?}: {out}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
