@@ -743,3 +743,44 @@ fn a_config_or_pidfile_that_is_a_fifo_or_device_is_refused_at_once() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
 }
+
+/// Validations finishing out of order (a slow one first, fast ones after,
+/// running at once) still get their replies in request order, each GET
+/// seeing the STORE before it.
+#[test]
+fn validations_finishing_out_of_order_reply_in_request_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = script(
+        dir.path(),
+        "delay",
+        "case \"$1\" in slow*) sleep 1.5 ;; mid*) sleep 0.5 ;; esac\ncase \"$1\" in *bad) echo JNHP:0 ;; *) echo JNHP:1 ;; esac",
+    );
+    let server = Server::start_in(
+        dir,
+        &process_validator(&prog, "timeout_ms = 60000\nmax_concurrent = 8"),
+    );
+    let mut c = server.connect();
+    let mut req = String::new();
+    let mut want = Vec::new();
+    for i in 0..6 {
+        let (v, r) = match i % 3 {
+            0 => (format!("slow{i}"), "W00T!"),
+            1 => (format!("fast{i}bad"), "RARGH!"),
+            _ => (format!("mid{i}"), "W00T!"),
+        };
+        req.push_str(&format!("STORE k{i} {v}\nGET k{i}\nEXISTS k{i}\n"));
+        want.push(r.to_string());
+        want.push(if r == "W00T!" {
+            v.clone()
+        } else {
+            String::new()
+        });
+        want.push(if r == "W00T!" { "AWESOME!" } else { "RARGH!" }.to_string());
+    }
+    req.push_str("STORE k0 again\nGET k0\n");
+    want.push("RARGH!".into());
+    want.push("slow0".into());
+    c.send(req.as_bytes());
+    let got: Vec<String> = want.iter().map(|_| c.reply()).collect();
+    assert_eq!(got, want);
+}
