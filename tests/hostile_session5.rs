@@ -784,3 +784,71 @@ fn validations_finishing_out_of_order_reply_in_request_order() {
     let got: Vec<String> = want.iter().map(|_| c.reply()).collect();
     assert_eq!(got, want);
 }
+
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// CPU of the server over 2 s, in percent of one core.
+fn cpu_percent_over_2s(pid: i32) -> u64 {
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as u64;
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    (cpu_ticks(pid) - before) * 100 / (2 * hz)
+}
+
+/// 20 clients waiting on validations (some running, most queued behind
+/// max_concurrent and behind one another's name), then the same during a
+/// drain after SIGTERM: the server stays idle (< 50% over 2 s), and once
+/// the validations are released every client is answered and it exits.
+#[test]
+fn twenty_waiting_clients_keep_the_server_idle_before_and_during_a_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = script(
+        dir.path(),
+        "gate",
+        &format!(
+            "cd {}\necho $$ > \"started-$JNHP_NAME-$1\"\nwhile [ ! -e release ]; do sleep 0.05; done\necho JNHP:1",
+            dir.path().display()
+        ),
+    );
+    let first = dir.path().join("started-n0-v0");
+    let release = dir.path().join("release");
+    let mut server = Server::start_in(
+        dir,
+        &format!(
+            "[server]\nshutdown_grace_secs = 60\n{}",
+            process_validator(&gate, "timeout_ms = 600000\nmax_concurrent = 2")
+        ),
+    );
+    let mut clients: Vec<_> = (0..20)
+        .map(|i| {
+            let mut c = server.connect();
+            c.send(format!("STORE n{} v{i}\n", i % 5).as_bytes());
+            c
+        })
+        .collect();
+    wait_for_file(&first);
+    let waiting = cpu_percent_over_2s(server.pid());
+    server.signal(Signal::SIGTERM);
+    server.log.wait_for("SIGTERM");
+    let draining = cpu_percent_over_2s(server.pid());
+    std::fs::write(&release, "").unwrap();
+    let mut replies: Vec<String> = clients.iter_mut().map(|c| c.reply()).collect();
+    replies.sort();
+    let _ = server.wait_exit();
+    assert!(waiting < 50, "waiting: {waiting}% CPU");
+    assert!(draining < 50, "draining: {draining}% CPU");
+    let w00t = replies.iter().filter(|r| *r == "W00T!").count();
+    let rargh = replies.iter().filter(|r| *r == "RARGH!").count();
+    assert_eq!((w00t, rargh), (5, 15), "{replies:?}");
+}
