@@ -3,6 +3,8 @@
 //! "Signals", validators.md, observability.md `/status` and `jnhp stats`).
 
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -851,4 +853,52 @@ fn twenty_waiting_clients_keep_the_server_idle_before_and_during_a_drain() {
     let w00t = replies.iter().filter(|r| *r == "W00T!").count();
     let rargh = replies.iter().filter(|r| *r == "RARGH!").count();
     assert_eq!((w00t, rargh), (5, 15), "{replies:?}");
+}
+
+/// `/status` with a plain and a TLS listener and a data file: `listen`
+/// holds the plain address, then the TLS one prefixed `tls `; `store` is
+/// `datafile` and `names` counts what is stored (observability.md); `jnhp
+/// stats` prints the same.
+#[test]
+fn status_lists_tls_listeners_and_the_datafile_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki::Ca::new(dir.path(), "ca");
+    let srv = ca.server(dir.path(), "srv", 2);
+    let data = dir.path().join("data");
+    let server = Server::start_in(
+        dir,
+        &format!(
+            "[admin]\nlisten = [\"127.0.0.1:0\"]\n[storage]\npath = \"{}\"\n[tls]\nlisten = [\"127.0.0.1:0\"]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            data.display(),
+            srv.cert.display(),
+            srv.key.display()
+        ),
+    );
+    let mut c = server.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    assert_eq!(c.ask("STORE b 2"), "W00T!");
+    let admin = admin_addr(&server);
+    let (code, _, body) = common::get(admin, "/status");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    let listen: Vec<String> = v["listen"]
+        .as_array()
+        .expect(&body)
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listen.len(), 2, "{body}");
+    assert_eq!(listen[0], server.addr().to_string(), "{body}");
+    assert!(listen[1].starts_with("tls 127.0.0.1:"), "{body}");
+    assert_eq!(v["store"], "datafile", "{body}");
+    assert_eq!(v["names"], 2, "{body}");
+    assert_eq!(v["ready"], true, "{body}");
+    let mut cmd = Command::new(jnhp_bin());
+    cmd.args(["stats", "--admin", &admin.to_string()]);
+    let (code, out, _) = run_bounded(cmd, Duration::from_secs(20));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("datafile") && out.contains(&listen[1]),
+        "{out}"
+    );
 }
