@@ -902,3 +902,62 @@ fn status_lists_tls_listeners_and_the_datafile_store() {
         "{out}"
     );
 }
+
+/// At the end of the grace period a STORE still waiting for a validator
+/// with `on_failure = "allow"` is answered `ERROR shutting down` and not
+/// stored: the validator killed by the shutdown is not a failure that
+/// lets the STORE through (protocol.md). Same for a second signal.
+#[test]
+fn validators_killed_by_shutdown_never_let_an_allow_on_failure_store_through() {
+    for second_signal in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = script(
+            dir.path(),
+            "gate",
+            &format!(
+                "cd {}\necho $$ > \"started-$JNHP_NAME\"\nwhile [ ! -e release ]; do sleep 0.02; done\necho JNHP:1",
+                dir.path().display()
+            ),
+        );
+        let started = dir.path().join("started-n");
+        let data = dir.path().join("data");
+        let mut server = Server::start_in(
+            dir,
+            &format!(
+                "[server]\nshutdown_grace_secs = {}\n[storage]\npath = \"{}\"\n{}",
+                if second_signal { 60 } else { 1 },
+                data.display(),
+                process_validator(&gate, "timeout_ms = 600000\non_failure = \"allow\"")
+            ),
+        );
+        let mut a = server.connect();
+        a.send(b"STORE n v\n");
+        wait_for_file(&started);
+        let mut b = server.connect();
+        b.send(b"STORE n w\n");
+        std::thread::sleep(Duration::from_millis(200));
+        server.signal(Signal::SIGTERM);
+        if second_signal {
+            server.log.wait_for("SIGTERM");
+            std::thread::sleep(Duration::from_millis(300));
+            server.signal(Signal::SIGTERM);
+        }
+        let ra = String::from_utf8_lossy(&a.read_to_end_or_reset()).to_string();
+        let rb = String::from_utf8_lossy(&b.read_to_end_or_reset()).to_string();
+        let _ = server.wait_exit();
+        assert!(
+            !ra.contains("W00T") && !rb.contains("W00T"),
+            "second {second_signal}: {ra:?} {rb:?}"
+        );
+        let again = Server::start(&format!("[storage]\npath = \"{}\"\n", data.display()));
+        assert_eq!(
+            again.connect().ask("EXISTS n"),
+            "RARGH!",
+            "second {second_signal}"
+        );
+        if !second_signal {
+            assert_eq!(ra.trim_end(), "ERROR shutting down");
+            assert_eq!(rb.trim_end(), "ERROR shutting down");
+        }
+    }
+}
