@@ -961,3 +961,37 @@ fn validators_killed_by_shutdown_never_let_an_allow_on_failure_store_through() {
         }
     }
 }
+
+/// A program that writes a lot (stdout and stderr) before it reads its
+/// stdin, with a 4 MiB value on stdin: jnhpd reads as it writes, so neither
+/// side blocks on a full pipe and the verdict arrives (validators.md).
+#[test]
+fn a_validator_writing_before_reading_a_large_stdin_does_not_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = script(
+        dir.path(),
+        "chatty",
+        "head -c 20000000 /dev/zero | tr '\\0' x\necho\nhead -c 2000000 /dev/zero | tr '\\0' y >&2\n\
+         n=$(wc -c)\nif [ \"$n\" -ge 4194304 ]; then echo JNHP:1; else echo JNHP:0; fi",
+    );
+    let server = Server::start_in(
+        dir,
+        &format!(
+            "[server]\nmax_value_bytes = 8388608\n{}",
+            process_validator(&prog, "input = \"stdin\"\ntimeout_ms = 60000")
+        ),
+    );
+    let mut c = server.connect();
+    c.stream()
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .unwrap();
+    let value = "v".repeat(4 << 20);
+    let t = Instant::now();
+    let reply = c.ask(&format!("STORE big {value}"));
+    assert_eq!(reply, "W00T!", "after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+}
