@@ -995,3 +995,34 @@ fn a_validator_writing_before_reading_a_large_stdin_does_not_deadlock() {
         t.elapsed()
     );
 }
+
+/// A helper that answers with one endless line of digits (it looks like the
+/// start of an id) is a broken helper, not a buffer to grow: the STORE gets
+/// its `on_failure` reply and jnhpd's memory stays flat (validators.md).
+#[test]
+fn a_helper_writing_an_endless_line_of_digits_keeps_the_server_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let helper = script(
+        dir.path(),
+        "helper",
+        "read id name value\nhead -c 400000000 /dev/zero | tr '\\0' 1\necho \" JNHP:1\"\nsleep 1000",
+    );
+    let server = Server::start_in(
+        dir,
+        &format!(
+            "[[validator]]\nkind = \"helper\"\ncommand = [\"{}\"]\nchildren = 1\ntimeout_ms = 60000\n",
+            helper.display()
+        ),
+    );
+    let before = server.rss_kib();
+    let mut c = server.connect();
+    c.stream()
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .unwrap();
+    let t = Instant::now();
+    let reply = c.ask("STORE a b");
+    let grew = server.rss_kib().saturating_sub(before);
+    assert_eq!(reply, "RARGH!", "after {:?}", t.elapsed());
+    assert!(grew < 64 * 1024, "grew {grew} KiB");
+    assert_eq!(c.ask("EXISTS a"), "RARGH!");
+}
