@@ -1026,3 +1026,89 @@ fn a_helper_writing_an_endless_line_of_digits_keeps_the_server_flat() {
     assert!(grew < 64 * 1024, "grew {grew} KiB");
     assert_eq!(c.ask("EXISTS a"), "RARGH!");
 }
+
+/// A validator gate in `dir`: records `started-<name>`, waits for
+/// `release`, allows.
+fn gate_in(dir: &Path) -> PathBuf {
+    script(
+        dir,
+        "gate",
+        &format!(
+            "cd {}\necho $$ > \"started-$JNHP_NAME\"\nwhile [ ! -e release ]; do sleep 0.02; done\necho JNHP:1",
+            dir.display()
+        ),
+    )
+}
+
+/// protocol.md, "Guarantees": "A STORE received completely is carried
+/// through even if the client disconnects before its reply." Here the
+/// second STORE of a pipeline is received completely (the server read it
+/// with the first), yet it is dropped when the client resets while the
+/// first waits on its validator — as operations.md ("requests ... not
+/// started yet are dropped") and the server do. The two pages contradict
+/// each other; this asserts protocol.md's wording.
+#[test]
+#[ignore = "defect: protocol.md promises every completely received STORE is carried through after a disconnect; queued ones are dropped (operations.md says so)"]
+fn a_completely_received_store_is_carried_through_after_a_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = gate_in(dir.path());
+    let started = dir.path().join("started-a");
+    let release = dir.path().join("release");
+    let server = Server::start_in(dir, &process_validator(&gate, "timeout_ms = 600000"));
+    let mut c = server.connect();
+    c.send(b"STORE a 1\nSTORE b 2\n");
+    wait_for_file(&started);
+    let stream = c.reader.into_inner();
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&release, "").unwrap();
+    let mut d = server.connect();
+    let t = Instant::now();
+    while d.ask("EXISTS a") != "AWESOME!" {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        d.ask("EXISTS b"),
+        "AWESOME!",
+        "the completely received STORE b was dropped"
+    );
+}
+
+/// Replies ready before a waiting STORE leave before it waits, even when
+/// they arrived in the same read; after SIGTERM, a line read after the
+/// drain began gets `ERROR shutting down` once the waiting STORE is
+/// answered, then the connection closes (protocol.md).
+#[test]
+fn ready_replies_leave_before_a_wait_and_lines_after_sigterm_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = gate_in(dir.path());
+    let started = dir.path().join("started-a");
+    let release = dir.path().join("release");
+    let mut server = Server::start_in(
+        dir,
+        &format!(
+            "[server]\nshutdown_grace_secs = 60\n{}",
+            process_validator(&gate, "timeout_ms = 600000")
+        ),
+    );
+    let mut c = server.connect();
+    c.send(b"GET q\nEXISTS q\nSTORE a 1\nGET a\n");
+    assert_eq!(c.reply(), "");
+    assert_eq!(c.reply(), "RARGH!");
+    wait_for_file(&started);
+    server.signal(Signal::SIGTERM);
+    server.log.wait_for("SIGTERM");
+    c.send(b"GET a\n");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(c.reply(), "W00T!");
+    assert_eq!(c.reply(), "1");
+    assert_eq!(c.reply(), "ERROR shutting down");
+    assert!(c.read_to_end_or_reset().is_empty());
+    let _ = server.wait_exit();
+}
