@@ -631,7 +631,10 @@ fn sigint_then_sigterm_during_validation_stops_at_once() {
 
 /// Serves every connection on a fresh listener with `respond` (reading the
 /// request head first); returns the address.
-fn fake_http(respond: fn(&mut std::net::TcpStream)) -> String {
+/// How a fake HTTP server answers one request.
+type Respond = fn(&mut std::net::TcpStream);
+
+fn fake_http(respond: Respond) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
@@ -659,7 +662,7 @@ fn fake_http(respond: fn(&mut std::net::TcpStream)) -> String {
 /// grow on an endless answer (observability.md).
 #[test]
 fn jnhp_stats_refuses_what_is_not_a_status_document() {
-    let cases: [(&str, fn(&mut std::net::TcpStream)); 5] = [
+    let cases: [(&str, Respond); 5] = [
         ("empty object", |s| {
             let _ = s.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
