@@ -1115,3 +1115,33 @@ fn ready_replies_leave_before_a_wait_and_lines_after_sigterm_are_refused() {
     assert!(c.read_to_end_or_reset().is_empty());
     let _ = server.wait_exit();
 }
+
+/// `/status` counts answered requests by command and `ERROR` replies
+/// exactly; `jnhp stats --watch 0.1` prints its header again every 20
+/// lines (observability.md).
+#[test]
+fn status_counts_are_exact_and_watch_repeats_its_header() {
+    let server = Server::start("[admin]\nlisten = [\"127.0.0.1:0\"]\n");
+    let admin = admin_addr(&server);
+    let mut c = server.connect();
+    c.send(b"STORE a 1\nSTORE a 2\nSTORE b 3\nEXISTS a\nEXISTS z\nGET a\nGET z\nGET b\nGET y\nFROB\n\nNOPE x\n");
+    for _ in 0..11 {
+        c.reply();
+    }
+    let (_, _, body) = common::get(admin, "/status");
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(v["requests"]["store"], 3, "{body}");
+    assert_eq!(v["requests"]["exists"], 2, "{body}");
+    assert_eq!(v["requests"]["get"], 4, "{body}");
+    assert_eq!(v["errors"], 2, "{body}");
+    assert_eq!(v["names"], 2, "{body}");
+    assert_eq!(v["connections"], 1, "{body}");
+
+    let mut cmd = Command::new(jnhp_bin());
+    cmd.args(["stats", "--admin", &admin.to_string(), "--watch", "0.1"]);
+    let (_, out, _) = run_bounded(cmd, Duration::from_secs(4));
+    let headers = out.lines().filter(|l| l.contains("store/s")).count();
+    let rows = out.lines().count() - headers;
+    assert!(rows >= 21, "only {rows} rows in 4 s: {out}");
+    assert_eq!(headers, rows.div_ceil(20), "{out}");
+}
