@@ -1145,3 +1145,44 @@ fn status_counts_are_exact_and_watch_repeats_its_header() {
     assert!(rows >= 21, "only {rows} rows in 4 s: {out}");
     assert_eq!(headers, rows.div_ceil(20), "{out}");
 }
+
+/// While a drain waits on a validation, the admin listener keeps
+/// answering: `/readyz` 503 `draining (shutting down)`, `/status` not
+/// ready, `jnhp stats` still reads it (observability.md).
+#[test]
+fn the_admin_listener_reports_the_drain_while_a_store_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = gate_in(dir.path());
+    let started = dir.path().join("started-a");
+    let release = dir.path().join("release");
+    let mut server = Server::start_in(
+        dir,
+        &format!(
+            "[admin]\nlisten = [\"127.0.0.1:0\"]\n[server]\nshutdown_grace_secs = 60\n{}",
+            process_validator(&gate, "timeout_ms = 600000")
+        ),
+    );
+    let admin = admin_addr(&server);
+    let mut c = server.connect();
+    c.send(b"STORE a 1\n");
+    wait_for_file(&started);
+    server.signal(Signal::SIGTERM);
+    server.log.wait_for("SIGTERM");
+    let (code, _, body) = common::get(admin, "/readyz");
+    assert_eq!(code, 503);
+    assert!(body.contains("draining (shutting down)"), "{body}");
+    let (code, _, body) = common::get(admin, "/status");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(v["ready"], false, "{body}");
+    assert_eq!(v["validators"][0]["in_flight"], 1, "{body}");
+    let mut cmd = Command::new(jnhp_bin());
+    cmd.args(["stats", "--admin", &admin.to_string()]);
+    let (code, out, _) = run_bounded(cmd, Duration::from_secs(20));
+    assert_eq!(code, 0, "{out}");
+    let state = out.lines().find(|l| l.starts_with("state")).unwrap_or("");
+    assert!(!state.contains(" ready"), "{out}");
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(c.reply(), "W00T!");
+    let _ = server.wait_exit();
+}
