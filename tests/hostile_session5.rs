@@ -1186,3 +1186,57 @@ fn the_admin_listener_reports_the_drain_while_a_store_waits() {
     assert_eq!(c.reply(), "W00T!");
     let _ = server.wait_exit();
 }
+
+/// Files past their size bound (sparse, so cheap) are refused at once like
+/// unreadable ones, naming file and line (configuration.md, "Files jnhpd
+/// reads"): a 129 MiB denylist, a 2 MiB certificate, a 2 MiB config.
+#[test]
+fn files_past_their_bound_are_refused_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = |name: &str, len: u64| {
+        let p = dir.path().join(name);
+        std::fs::File::create(&p).unwrap().set_len(len).unwrap();
+        p
+    };
+    let deny = big("deny", 129 << 20);
+    let cert = big("cert.pem", 2 << 20);
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, "x\n").unwrap();
+    let huge_config = big("huge.toml", 2 << 20);
+    let cfg = dir.path().join("jnhp.toml");
+    let mut failures = Vec::new();
+    let cases = [
+        (
+            format!(
+                "[[validator]]\nkind = \"blocking\"\nfunction = \"denylist\"\npath = \"{}\"\n",
+                deny.display()
+            ),
+            deny.clone(),
+        ),
+        (
+            format!(
+                "[tls]\nlisten = [\"127.0.0.1:0\"]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ),
+            cert.clone(),
+        ),
+    ];
+    for (config, path) in cases {
+        std::fs::write(&cfg, config).unwrap();
+        let mut cmd = Command::new(common::bin());
+        cmd.arg("--check-config").arg("--config").arg(&cfg);
+        let (code, out, took) = run_bounded(cmd, Duration::from_secs(15));
+        let p = path.display().to_string();
+        if code == 0 || code == -9 || !out.contains(&p) || !out.contains("jnhp.toml:") {
+            failures.push(format!("{p}: exit {code} after {took:?}: {out}"));
+        }
+    }
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("--check-config").arg("--config").arg(&huge_config);
+    let (code, out, took) = run_bounded(cmd, Duration::from_secs(15));
+    if code == 0 || code == -9 || !out.contains("huge.toml") {
+        failures.push(format!("config: exit {code} after {took:?}: {out}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
