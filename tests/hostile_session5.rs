@@ -1240,3 +1240,39 @@ fn files_past_their_bound_are_refused_naming_file_and_line() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
 }
+
+/// Behind a STORE waiting on its validator: an over-long line (far past
+/// the limit), a line of NULs and a bare-LF line still get one reply each,
+/// in order, once the STORE is answered (protocol.md).
+#[test]
+fn over_long_and_binary_lines_behind_a_waiting_store_keep_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = gate_in(dir.path());
+    let started = dir.path().join("started-a");
+    let release = dir.path().join("release");
+    let server = Server::start_in(
+        dir,
+        &format!(
+            "[server]\nmax_value_bytes = 1024\n{}",
+            process_validator(&gate, "timeout_ms = 600000")
+        ),
+    );
+    let mut c = server.connect();
+    let mut req = b"STORE a 1\r\nSTORE x ".to_vec();
+    req.extend(std::iter::repeat_n(b'v', 3 << 20));
+    req.extend_from_slice(b"\r\nGET a\n\0\0\0\r\nEXISTS a\r\n");
+    let writer = {
+        let mut s = c.stream().try_clone().unwrap();
+        std::thread::spawn(move || s.write_all(&req))
+    };
+    wait_for_file(&started);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(c.reply(), "W00T!");
+    assert_eq!(c.reply(), "ERROR line too long");
+    assert_eq!(c.reply(), "1");
+    assert!(c.reply().starts_with("ERROR"));
+    assert_eq!(c.reply(), "AWESOME!");
+    writer.join().unwrap().unwrap();
+    assert_eq!(c.ask("EXISTS x"), "RARGH!");
+}
