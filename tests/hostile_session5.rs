@@ -1276,3 +1276,66 @@ fn over_long_and_binary_lines_behind_a_waiting_store_keep_their_place() {
     writer.join().unwrap().unwrap();
     assert_eq!(c.ask("EXISTS x"), "RARGH!");
 }
+
+/// A SIGHUP when the config file itself has become a FIFO (or /dev/zero
+/// through a symlink) is refused at once, naming it; a waiting STORE is
+/// answered, and a later SIGHUP with a good file applies (a reload that
+/// hung on the FIFO would block every later one).
+#[test]
+fn sighup_with_the_config_file_now_a_fifo_is_refused_and_later_reloads_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = gate_in(dir.path());
+    let deny = script(dir.path(), "deny", "echo JNHP:0");
+    let started = dir.path().join("started-a");
+    let release = dir.path().join("release");
+    let good = process_validator(&gate, "timeout_ms = 600000");
+    let server = Server::start_in(dir, &good);
+    let config = server.path("jnhp.toml");
+    let mut c = server.connect();
+    c.send(b"STORE a 1\n");
+    wait_for_file(&started);
+    std::fs::remove_file(&config).unwrap();
+    mkfifo(&config);
+    let before = server.log.all().len();
+    server.signal(Signal::SIGHUP);
+    let t = Instant::now();
+    while !server.log.all()[before..].contains("jnhp.toml") {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "no refusal logged: {}",
+            &server.log.all()[before..]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &config).unwrap();
+    let before = server.log.all().len();
+    server.signal(Signal::SIGHUP);
+    let t = Instant::now();
+    while !server.log.all()[before..].contains("jnhp.toml") {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "no refusal logged for /dev/zero: {}",
+            &server.log.all()[before..]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(c.reply(), "W00T!");
+    std::fs::remove_file(&config).unwrap();
+    std::fs::write(&config, process_validator(&deny, "")).unwrap();
+    server.signal(Signal::SIGHUP);
+    let t = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        if c.ask(&format!("STORE d{n} x")) == "RARGH!" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the good reload never applied"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
