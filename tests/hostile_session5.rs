@@ -1339,3 +1339,66 @@ fn sighup_with_the_config_file_now_a_fifo_is_refused_and_later_reloads_apply() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Verdict parsing at its edges (validators.md): any decimal integer with
+/// an optional sign, trailing CR and blanks trimmed; non-zero allows, zero
+/// denies, however many digits. A final line without its LF still counts.
+#[test]
+fn verdicts_at_the_edges_read_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    // The value names the verdict text; "_" stands for a trailing blank.
+    let prog = script(
+        dir.path(),
+        "verdict",
+        "v=$(printf '%s' \"$1\" | sed 's/_/ /g; s/^nolf-//')\n\
+         case \"$1\" in nolf-*) printf 'JNHP:%s' \"$v\" ;; *) printf 'JNHP:%s\\r\\n' \"$v\" ;; esac",
+    );
+    let dir2 = tempfile::tempdir().unwrap();
+    let prog2 = script(
+        dir2.path(),
+        "verdict",
+        &std::fs::read_to_string(&prog).unwrap()[10..],
+    );
+    // on_failure = reject: only an allow gets W00T!.
+    let strict = Server::start_in(dir, &process_validator(&prog, "on_failure = \"reject\""));
+    // on_failure = allow: only a deny gets RARGH!.
+    let lenient = Server::start_in(dir2, &process_validator(&prog2, "on_failure = \"allow\""));
+    let mut failures = Vec::new();
+    let mut s = strict.connect();
+    for (i, allow) in [
+        "1",
+        "+1",
+        "-1",
+        "99999999999999999999999999999999",
+        "-99999999999999999999999999999999",
+        "1__",
+        "nolf-1",
+        "007",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = s.ask(&format!("STORE s{i} {allow}"));
+        if r != "W00T!" {
+            failures.push(format!("JNHP:{allow} should allow: {r}"));
+        }
+    }
+    let mut l = lenient.connect();
+    for (i, deny) in [
+        "0",
+        "-0",
+        "+0",
+        "0000000000000000000000000000000000",
+        "0_",
+        "nolf-0",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = l.ask(&format!("STORE l{i} {deny}"));
+        if r != "RARGH!" {
+            failures.push(format!("JNHP:{deny} should deny: {r}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
