@@ -1458,3 +1458,33 @@ fn a_validator_ignoring_sigterm_is_killed_at_timeout_and_at_shutdown() {
     let _ = server.wait_exit();
     common::wait_not_running(pid);
 }
+
+/// `jnhp stats` takes its address from `$JNHP_ADMIN_ADDR`; `/status`
+/// answers HEAD without a body and another method with 405 and
+/// `Allow: GET, HEAD` (observability.md).
+#[test]
+fn jnhp_stats_env_address_and_status_methods() {
+    let server = Server::start("[admin]\nlisten = [\"127.0.0.1:0\"]\n");
+    let admin = admin_addr(&server);
+    let mut cmd = Command::new(jnhp_bin());
+    cmd.args(["stats", "--json"])
+        .env("JNHP_ADMIN_ADDR", admin.to_string());
+    let (code, out, _) = run_bounded(cmd, Duration::from_secs(20));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"uptime_seconds\""), "{out}");
+    let (code, head, body) = common::http(
+        admin,
+        "HEAD /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(code, 200, "{head}");
+    assert!(body.is_empty(), "{body}");
+    let (code, head, _) = common::http(
+        admin,
+        "POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(code, 405, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("allow: get, head"),
+        "{head}"
+    );
+}
