@@ -842,7 +842,19 @@ fn twenty_waiting_clients_keep_the_server_idle_before_and_during_a_drain() {
             c
         })
         .collect();
-    wait_for_file(&first);
+    // With max_concurrent = 2, any two of the five names run first.
+    let t = Instant::now();
+    while !std::fs::read_dir(first.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("started-"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no validation started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let waiting = cpu_percent_over_2s(server.pid());
     server.signal(Signal::SIGTERM);
     server.log.wait_for("SIGTERM");
