@@ -324,12 +324,11 @@ impl DataFile {
                     // fdatasync a later one can succeed without writing
                     // them (the kernel may have dropped the pages): nothing
                     // more is acknowledged or listed on top of that.
+                    // Given up first (the gauge and /readyz say so), then
+                    // logged: whoever reads the line finds it not ready.
                     Err(err) => {
-                        log::error!("{err}; {records} acknowledged STOREs may not be on disk");
                         self.give_up();
-                        if let Some(stats) = stats {
-                            stats.writable.store(0, Relaxed);
-                        }
+                        log::error!("{err}; {records} acknowledged STOREs may not be on disk");
                     }
                 }
                 unsynced = false;
