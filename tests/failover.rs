@@ -509,6 +509,130 @@ fn a_store_queued_behind_one_of_its_name_fails_within_the_request_timeout() {
     assert!(took < REQUEST_TIMEOUT + SLACK, "{took:?}");
 }
 
+/// A gauge's value in a `/metrics` text (`None`: not there).
+fn gauge(metrics: &str, key: &str) -> Option<String> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ').map(str::to_string))
+}
+
+/// Waits until `/metrics` has `key` at `value`.
+fn wait_for_gauge(admin: SocketAddr, key: &str, value: &str) {
+    let deadline = Instant::now() + common::PATIENCE;
+    loop {
+        let metrics = common::get(admin, "/metrics").2;
+        if gauge(&metrics, key).as_deref() == Some(value) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{key} never {value}:\n{metrics}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 22, items 2 and 4: `/readyz` says whether writes commit, not only
+/// whether PostgreSQL answers (it said ready while every write waited on
+/// a stalled standby); the log says once that writes stopped and once
+/// that they work again, with no STORE needed to find out (the renewal
+/// checks every second meanwhile, not every third of the lease); reads
+/// that work meanwhile log nothing (there were 154 "reachable again"
+/// lines in 20 s); the replication state is in the metrics.
+#[test]
+fn readiness_and_the_log_follow_whether_writes_commit() {
+    require!(Postgres);
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("t");
+    let front = Server::start(&format!(
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n\
+         lease_secs = 90\nrequest_timeout_ms = {}\n[admin]\nlisten = [\"127.0.0.1:0\"]\n",
+        pg.url(&db),
+        REQUEST_TIMEOUT.as_millis()
+    ));
+    let admin = common::admin_addr(&front);
+    let mut client = front.connect();
+    assert_eq!(client.ask("STORE a 1"), "W00T!");
+    assert_eq!(common::get(admin, "/readyz").0, 200);
+    wait_for_gauge(
+        admin,
+        "jnhpd_postgres_replication{state=\"no_standby\"}",
+        "1",
+    );
+    let metrics = common::get(admin, "/metrics").2;
+    for (key, value) in [
+        ("jnhpd_postgres_writable", "1"),
+        ("jnhpd_postgres_replication{state=\"sync\"}", "0"),
+        ("jnhpd_postgres_standbys", "0"),
+        ("jnhpd_postgres_sync_standbys", "0"),
+        ("jnhpd_postgres_timeline", "1"),
+        ("jnhpd_postgres_failovers_total", "0"),
+    ] {
+        assert_eq!(
+            gauge(&metrics, key).as_deref(),
+            Some(value),
+            "{key}:\n{metrics}"
+        );
+    }
+    let server = format!(
+        "jnhpd_postgres_server_info{{server=\"host {}",
+        pg.dir.display()
+    );
+    assert!(metrics.contains(&server), "{metrics}");
+
+    stall_commits(&pg);
+    assert_eq!(client.ask("STORE b 2"), "ERROR storage unavailable");
+    let (status, _, body) = common::get(admin, "/readyz");
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            503,
+            "postgres writes do not commit (STOREs fail until they do)\n"
+        )
+    );
+    wait_for_gauge(admin, "jnhpd_postgres_replication{state=\"waiting\"}", "1");
+    assert_eq!(
+        gauge(&common::get(admin, "/metrics").2, "jnhpd_postgres_writable").as_deref(),
+        Some("0")
+    );
+    // Reads of absent names need no commit: they work, and say nothing.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut i = 0;
+    while Instant::now() < until {
+        assert_eq!(client.ask(&format!("GET absent{i}")), "");
+        i += 1;
+    }
+    assert_eq!(client.ask("STORE c 3"), "ERROR storage unavailable");
+    assert_eq!(
+        front.log.count("writes do not commit"),
+        1,
+        "{}",
+        front.log.all()
+    );
+    assert_eq!(front.log.count("reachable again"), 0, "{}", front.log.all());
+
+    // The stall ends; no STORE is sent: the renewal's check finds it out
+    // within seconds (a third of this lease would be 30 s).
+    let ended = Instant::now();
+    pg.psql("postgres", "ALTER SYSTEM RESET synchronous_standby_names");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    front.log.wait_for("postgres: writes commit again");
+    let took = ended.elapsed();
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(common::get(admin, "/readyz").0, 200);
+    wait_for_gauge(
+        admin,
+        "jnhpd_postgres_replication{state=\"no_standby\"}",
+        "1",
+    );
+    // (b's commit, never acknowledged, went through when the wait ended:
+    // an unknown outcome, docs/postgres.md.)
+    assert_eq!(client.ask("STORE d 4"), "W00T!");
+    assert_eq!(
+        front.log.count("writes do not commit"),
+        1,
+        "{}",
+        front.log.all()
+    );
+}
+
 /// Backends of node `i` waiting for the synchronous standby.
 fn waiting_for_standby(formation: &Formation, i: usize) -> u64 {
     formation

@@ -16,12 +16,13 @@ mod render;
 pub use slots::{Slot, Slots};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
 use crate::protocol::ProtocolError;
+use crate::storage::postgres::replication::ReplicationState;
 
 slot_enum! {
     /// A request's command (the `command` label).
@@ -501,7 +502,24 @@ pub type PerOp<T> = Slots<PostgresOp, T, { PostgresOp::COUNT }>;
 
 #[derive(Debug)]
 pub struct PostgresStats {
+    /// 1 while statements are answered (reads, the LISTEN connection).
     pub up: AtomicI64,
+    /// 1 while writes commit durably (engine::state: write jobs and the
+    /// renewal's check); 0 while they fail or are not confirmed.
+    pub writable: AtomicI64,
+    /// The replication state's index in `ReplicationState::ALL`, as the
+    /// last renewal read it.
+    pub replication: AtomicUsize,
+    /// Standbys streaming from the primary, and of them those commits
+    /// wait for (-1: the role may not see it).
+    pub standbys: AtomicI64,
+    pub sync_standbys: AtomicI64,
+    /// The primary's timeline (0 until read); each rise is a failover
+    /// seen, counted in `failovers`.
+    pub timeline: AtomicI64,
+    pub failovers: AtomicU64,
+    /// `host H port P database D` this front-end is connected to.
+    pub server: std::sync::Mutex<String>,
     pub queries: PerOp<Slots<QueryResult, AtomicU64, { QueryResult::COUNT }>>,
     pub durations: PerOp<Histogram>,
     /// Jobs whose commit PostgreSQL acknowledged with a WARNING (a wait
@@ -551,6 +569,13 @@ impl Metrics {
             }),
             postgres: (store == StoreKind::Postgres).then(|| PostgresStats {
                 up: AtomicI64::new(1),
+                writable: AtomicI64::new(1),
+                replication: AtomicUsize::new(ReplicationState::Unknown.index()),
+                standbys: AtomicI64::new(0),
+                sync_standbys: AtomicI64::new(-1),
+                timeline: AtomicI64::new(0),
+                failovers: AtomicU64::new(0),
+                server: Default::default(),
                 queries: Default::default(),
                 durations: Slots::from_fn(|_| Histogram::seconds()),
                 unconfirmed: Default::default(),

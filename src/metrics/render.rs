@@ -200,6 +200,54 @@ impl prometheus_client::collector::Collector for Collector {
                 "1 while PostgreSQL answers, else 0.",
                 &[(vec![], pg.up.load(Relaxed))],
             )?;
+            gauge(
+                &mut e,
+                "jnhpd_postgres_writable",
+                "1 while writes commit durably on PostgreSQL, else 0 (STOREs get ERROR storage unavailable).",
+                &[(vec![], pg.writable.load(Relaxed))],
+            )?;
+            let current = pg.replication.load(Relaxed);
+            let states: Vec<_> = ReplicationState::ALL
+                .iter()
+                .map(|s| (vec![("state", s.label())], i64::from(s.index() == current)))
+                .collect();
+            gauge(
+                &mut e,
+                "jnhpd_postgres_replication",
+                "1 for the primary's replication state: sync, waiting (commits wait for absent standbys), async, no_standby, unknown.",
+                &states,
+            )?;
+            gauge(
+                &mut e,
+                "jnhpd_postgres_standbys",
+                "Standbys streaming from the primary.",
+                &[(vec![], pg.standbys.load(Relaxed))],
+            )?;
+            gauge(
+                &mut e,
+                "jnhpd_postgres_sync_standbys",
+                "Streaming standbys that commits wait for (-1: the role may not see it; grant pg_monitor).",
+                &[(vec![], pg.sync_standbys.load(Relaxed))],
+            )?;
+            gauge(
+                &mut e,
+                "jnhpd_postgres_timeline",
+                "The primary's timeline (0 until read); it rises with every promotion.",
+                &[(vec![], pg.timeline.load(Relaxed))],
+            )?;
+            counter(
+                &mut e,
+                "jnhpd_postgres_failovers",
+                "Rises of the primary's timeline seen (failovers and switchovers).",
+                &[(vec![], load(&pg.failovers))],
+            )?;
+            let server = pg.server.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            gauge(
+                &mut e,
+                "jnhpd_postgres_server_info",
+                "Always 1; the PostgreSQL server this front-end is connected to is a label.",
+                &[(vec![("server", server.as_str())], 1)],
+            )?;
             let mut queries = Vec::new();
             for (op, results) in pg.queries.iter() {
                 for (result, n) in results.iter() {

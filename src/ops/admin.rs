@@ -328,6 +328,14 @@ fn not_ready(state: &AdminState) -> Option<&'static str> {
     if down {
         return Some("postgres unreachable");
     }
+    let unwritable = state
+        .metrics
+        .postgres
+        .as_ref()
+        .is_some_and(|pg| pg.writable.load(std::sync::atomic::Ordering::Relaxed) == 0);
+    if unwritable {
+        return Some("postgres writes do not commit (STOREs fail until they do)");
+    }
     let given_up = state
         .metrics
         .datafile

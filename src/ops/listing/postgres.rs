@@ -20,7 +20,7 @@ use tokio_postgres::Client;
 use super::{ListError, PAGE_BYTES, Page, Query, name_line};
 use crate::storage::postgres::durability::{self, Warnings};
 use crate::storage::postgres::sql::Sql;
-use crate::storage::postgres::target::{Credentials, Target};
+use crate::storage::postgres::target::{ConnectError, Credentials, Target};
 use crate::storage::postgres::{self as pg, PgError, PostgresSettings};
 
 /// Lists the names of one namespace.
@@ -82,17 +82,15 @@ impl PgLister {
                     &self.statement,
                     &[&after, &query.prefix, &upper, &limit, &bytes],
                 )
-                .await?;
-            Ok::<_, tokio_postgres::Error>((rows, warnings.since(before)))
+                .await
+                .map_err(ConnectError::from)?;
+            Ok::<_, ConnectError>((rows, warnings.since(before)))
         };
         let (rows, warned) = match tokio::time::timeout(self.timeout, run).await {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
                 *conn = None;
-                return Err(ListError::Unavailable(format!(
-                    "postgres: {}",
-                    pg::describe(&e)
-                )));
+                return Err(ListError::Unavailable(format!("postgres: {e}")));
             }
             Err(_) => {
                 *conn = None;

@@ -35,7 +35,7 @@ use tokio_postgres::error::Severity;
 use tokio_postgres::{AsyncMessage, Client, Statement};
 
 use super::sql::Sql;
-use super::target::{Credentials, Target};
+use super::target::{ConnectError, Credentials, Target};
 
 /// Why a job whose commit was acknowledged with a warning is tried again
 /// (for the log; once out of time its requests get `ERROR storage
@@ -84,7 +84,7 @@ impl Warnings {
 pub async fn connect(
     target: &Target,
     credentials: &Credentials,
-) -> Result<(Client, Warnings), tokio_postgres::Error> {
+) -> Result<(Client, Warnings), ConnectError> {
     let (client, mut connection) = target.connect_raw(credentials).await?;
     let warnings = Warnings::default();
     let seen = warnings.clone();

@@ -20,6 +20,7 @@ pub(crate) mod durability;
 pub(crate) mod engine;
 pub mod import;
 pub(crate) mod pool;
+pub(crate) mod replication;
 pub(crate) mod schema;
 pub(crate) mod sql;
 pub(crate) mod target;

@@ -103,6 +103,8 @@ const COLUMNS: &str = "SELECT c.relname::text, a.attname::text,
 pub enum SchemaError {
     #[error("{}", super::describe(.0))]
     Query(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Connect(#[from] super::target::ConnectError),
     #[error("{0}")]
     Mismatch(String),
 }

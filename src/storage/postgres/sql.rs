@@ -40,6 +40,10 @@ pub struct Sql {
     /// A commit that waits for the synchronous standby, if one is named:
     /// it proves every commit before it as durable (durability.rs).
     pub barrier: String,
+    /// A commit that writes WAL, so that it waits for the synchronous
+    /// standby exactly as a STORE's would: the renewal's check that
+    /// writes commit durably (engine::state, "writable").
+    pub check: String,
 }
 
 impl Sql {
@@ -238,6 +242,7 @@ impl Sql {
                 WHERE name = ANY($1::bytea[]) AND stored_by = $2 AND write_id = ANY($3::int8[])"
             ),
             barrier,
+            check: format!("SELECT pg_logical_emit_message(true, '{prefix}_check', '')"),
             names,
             pending,
             channel,

@@ -18,6 +18,22 @@ use tokio_postgres::config::{Host, SslMode as WireSslMode};
 use super::PgError;
 use super::tls::{MakeTls, SslMode};
 
+/// Why no connection could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// A host answered with an error (refused, authentication, not
+    /// writable...): the last one tried.
+    #[error("{}", super::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// Every host of the URL was tried and none answered within its
+    /// handshake limit ([`Target::limit_handshake`]).
+    #[error("no host answered within {} ms", .limit.as_millis())]
+    NoAnswer {
+        /// Each host's limit.
+        limit: Duration,
+    },
+}
+
 /// A checked URL: the connection config without a password, and how TLS
 /// is used.
 #[derive(Clone)]
@@ -226,7 +242,7 @@ impl Target {
     pub async fn connect(
         &self,
         credentials: &Credentials,
-    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    ) -> Result<tokio_postgres::Client, ConnectError> {
         let (client, connection) = self.connect_raw(credentials).await?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -246,7 +262,7 @@ impl Target {
             tokio_postgres::Client,
             tokio_postgres::Connection<tokio_postgres::Socket, super::tls::TlsStream>,
         ),
-        tokio_postgres::Error,
+        ConnectError,
     > {
         let password = credentials.password();
         let order = self.order.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -286,10 +302,14 @@ impl Target {
                 }
             }
         }
-        // No host answered in time. tokio-postgres has no public way to
-        // make this error but the one its own `connect_timeout` uses
-        // ("timeout waiting for server"), which says just that.
-        Err(last_error.unwrap_or_else(tokio_postgres::Error::__private_api_timeout))
+        // Every host was tried: the last one's error, or (every host
+        // timed out) that none answered.
+        Err(match (last_error, self.handshake_limit) {
+            (Some(err), _) => ConnectError::Postgres(err),
+            (None, limit) => ConnectError::NoAnswer {
+                limit: limit.unwrap_or_default(),
+            },
+        })
     }
 
     /// Moves host `i` to the front of the order after a connection, or

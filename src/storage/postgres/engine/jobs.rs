@@ -9,10 +9,13 @@ use bytes::Bytes;
 use tokio::time::{Duration, Instant};
 
 use super::messages::{
-    AcquireRow, Done, InsertArgs, InsertRow, Job, ReadRows, Rows, Work, WriteArgs, WriteRows,
+    AcquireRow, Done, InsertArgs, InsertRow, Job, ReadRows, Renewal, Rows, Work, WriteArgs,
+    WriteRows,
 };
 use crate::storage::postgres::describe;
+use crate::storage::postgres::durability::UNCONFIRMED;
 use crate::storage::postgres::pool::{Conn, Pool, Pooled};
+use crate::storage::postgres::replication::{self, Replication};
 use crate::storage::postgres::sql::Sql;
 
 /// Lapsed reservation rows one renewal job deletes at most.
@@ -55,18 +58,30 @@ impl Runner {
             Work::Renew { leases, lease_secs } => {
                 let leases = &leases;
                 let renewed = with_connection(&self.pool, limit, |conn| async move {
-                    if !leases.is_empty() {
-                        conn.client
-                            .execute(&conn.renew, &[leases, &owner, &lease_secs])
-                            .await?;
-                    }
-                    sweep(&conn, sql).await
+                    renew(&conn, sql, owner, leases, lease_secs).await
                 })
                 .await;
-                if let Err(reason) = &renewed {
-                    log::debug!("postgres: renewing reservations failed: {reason}");
+                match renewed {
+                    Err(reason) => {
+                        log::debug!("postgres: renewing reservations failed: {reason}");
+                        Err(reason)
+                    }
+                    Ok(replication) => {
+                        // A connection of its own: a check that hangs (a
+                        // stalled standby) is abandoned with it.
+                        let left = limit.saturating_sub(started.elapsed());
+                        let writes = with_connection(&self.pool, left, |conn| check(conn, sql))
+                            .await
+                            .and_then(|warned| match warned {
+                                true => Err(UNCONFIRMED.to_string()),
+                                false => Ok(()),
+                            });
+                        Ok(Rows::Renewed(Renewal {
+                            writes,
+                            replication: Some(replication),
+                        }))
+                    }
                 }
-                renewed.map(|_| Rows::Renewed)
             }
         };
         Done {
@@ -139,6 +154,37 @@ fn name_and_value(row: &tokio_postgres::Row) -> Result<(Bytes, Bytes), tokio_pos
     let name: &[u8] = row.try_get(0)?;
     let value: &[u8] = row.try_get(1)?;
     Ok((Bytes::copy_from_slice(name), Bytes::copy_from_slice(value)))
+}
+
+/// One renewal: extends `leases`, sweeps lapsed rows, and reads the
+/// replication state (replication.rs; its failure, e.g. a function
+/// revoked, is reported, not fatal).
+async fn renew(
+    conn: &Conn,
+    sql: &Sql,
+    owner: &str,
+    leases: &[i64],
+    lease_secs: f64,
+) -> Result<Result<Replication, String>, tokio_postgres::Error> {
+    if !leases.is_empty() {
+        conn.client
+            .execute(&conn.renew, &[&leases, &owner, &lease_secs])
+            .await?;
+    }
+    sweep(conn, sql).await?;
+    Ok(replication::query(&conn.client)
+        .await
+        .map_err(|e| describe(&e)))
+}
+
+/// Commits `Sql::check`, which waits for the synchronous standby as a
+/// STORE's commit would: whether writes commit durably now. Returns
+/// whether a warning came with the commit (a cancelled wait: not
+/// durable).
+async fn check(conn: Arc<Pooled>, sql: &Sql) -> Result<bool, tokio_postgres::Error> {
+    let warnings = conn.durability.warnings.count();
+    conn.client.batch_execute(&sql.check).await?;
+    Ok(conn.durability.warnings.since(warnings))
 }
 
 /// Deletes up to [`SWEEP_ROWS`] lapsed reservations, any front-end's:

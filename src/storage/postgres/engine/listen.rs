@@ -14,13 +14,24 @@ use crate::storage::postgres::target::{Credentials, Target};
 const RELISTEN_PAUSE: Duration = Duration::from_millis(500);
 
 /// Keeps a connection LISTENing on the channel, telling the engine of
-/// every ended reservation, and reconnecting when it breaks.
+/// every ended reservation, and reconnecting when it breaks. Every
+/// `patience` (the request timeout) the connection must show it is still
+/// on a primary within `patience`: a frozen server (or a cut network)
+/// breaks nothing, and a LISTEN left there would hear nothing from the
+/// new primary after a failover.
 pub(super) async fn listen(
     target: Target,
     credentials: Credentials,
     channel: String,
     engine: mpsc::UnboundedSender<Notice>,
+    patience: Duration,
 ) {
+    let patience = patience.max(RELISTEN_PAUSE);
+    // Whether the last connection listened: a loss is told once, not at
+    // every failed attempt (a server that takes connections but refuses
+    // LISTEN, a standby, would otherwise flap the engine's health against
+    // the reads that work there).
+    let mut listened = true;
     loop {
         if let Ok((client, mut connection)) = target.connect_raw(&credentials).await {
             let (payloads, mut received) = mpsc::unbounded_channel::<String>();
@@ -43,17 +54,31 @@ pub(super) async fn listen(
                 if engine.send(Notice::Listening).is_err() {
                     return;
                 }
-                while let Some(payload) = received.recv().await {
-                    if let Some(name) = crate::storage::postgres::from_hex(&payload)
-                        && engine.send(Notice::Released(name)).is_err()
-                    {
-                        return;
+                listened = true;
+                let mut check =
+                    tokio::time::interval_at(tokio::time::Instant::now() + patience, patience);
+                loop {
+                    tokio::select! {
+                        payload = received.recv() => {
+                            let Some(payload) = payload else { break };
+                            if let Some(name) = crate::storage::postgres::from_hex(&payload)
+                                && engine.send(Notice::Released(name)).is_err()
+                            {
+                                return;
+                            }
+                        }
+                        _ = check.tick() => {
+                            if let Err(reason) = still_primary(&client, patience).await {
+                                log::warn!("postgres: the LISTEN connection is given up ({reason}); listening anew");
+                                break;
+                            }
+                        }
                     }
                 }
             }
             driver.abort();
             let lost = Notice::Lost("the LISTEN connection was lost".into());
-            if engine.send(lost).is_err() {
+            if std::mem::take(&mut listened) && engine.send(lost).is_err() {
                 return;
             }
         }
@@ -61,6 +86,21 @@ pub(super) async fn listen(
             return;
         }
         tokio::time::sleep(RELISTEN_PAUSE).await;
+    }
+}
+
+/// Whether `client` still answers, within `patience`, from a server out
+/// of recovery (LISTEN on a standby would hear nothing).
+async fn still_primary(client: &tokio_postgres::Client, patience: Duration) -> Result<(), String> {
+    let asked = client.query_one("SELECT pg_is_in_recovery()", &[]);
+    match tokio::time::timeout(patience, asked).await {
+        Err(_) => Err(format!("no answer within {} ms", patience.as_millis())),
+        Ok(Err(err)) => Err(crate::storage::postgres::describe(&err)),
+        Ok(Ok(row)) => match row.try_get::<_, bool>(0) {
+            Ok(false) => Ok(()),
+            Ok(true) => Err("the server is a standby now".into()),
+            Err(err) => Err(crate::storage::postgres::describe(&err)),
+        },
     }
 }
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::time::Duration;
 
 use crate::protocol::Limits;
+use crate::storage::postgres::replication::Replication;
 use crate::storage::{Event, Found, Lease, Record};
 
 /// What the store actor asks of the engine (through `PgBackend`).
@@ -51,7 +52,10 @@ pub enum Work {
     Read { names: Vec<Bytes> },
     /// Releases, STOREs and reservations (jobs.rs `write`).
     Write(Box<WriteArgs>),
-    /// Extends these leases by `lease_secs`, then sweeps lapsed rows.
+    /// Extends these leases by `lease_secs`, sweeps lapsed rows, commits
+    /// a check that writes are durable, and reads the replication state:
+    /// the engine's regular look at the database, due every third of the
+    /// lease (every [`super::state::CHECK_EVERY`] while writes fail).
     Renew { leases: Vec<i64>, lease_secs: f64 },
 }
 
@@ -93,7 +97,29 @@ pub struct Done {
 pub enum Rows {
     Read(ReadRows),
     Write(WriteRows),
-    Renewed,
+    Renewed(Renewal),
+}
+
+/// What a renewal job found, its leases renewed.
+#[derive(Debug)]
+pub struct Renewal {
+    /// Whether its check committed durably, or why not (no answer, an
+    /// error, a warning with the commit: durability.rs).
+    pub writes: Result<(), String>,
+    /// The replication state, or why it could not be read (which is not
+    /// a failure of the job). Read before the check, so that it is known
+    /// while commits hang.
+    pub replication: Option<Result<Replication, String>>,
+}
+
+impl Default for Renewal {
+    /// Writes commit; nothing read of the replication.
+    fn default() -> Renewal {
+        Renewal {
+            writes: Ok(()),
+            replication: None,
+        }
+    }
 }
 
 /// One read job's rows: names and values found.
@@ -147,9 +173,27 @@ pub enum Output<T> {
     /// Answer a lookup (the task reports it to the actor as
     /// [`Event::LookedUp`] with its token).
     Answer(T, Found),
-    /// PostgreSQL answers again (`Ok`), or stopped answering
-    /// (`Err(reason)`): once per change, for the log and `/readyz`.
-    Available(Result<(), String>),
+    /// What PostgreSQL does for this front-end changed: once per change,
+    /// for the log, metrics and `/readyz`.
+    Health(Health),
+    /// What the last renewal read of the replication state.
+    Replication(Result<Replication, String>),
+}
+
+/// A change of what PostgreSQL does for this front-end. Reads and writes
+/// are told apart: while a synchronous standby stalls, reads work and
+/// commits do not, and a front-end that said "reachable again" at every
+/// read (it did: 154 lines in 20 s) told operators nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    /// Statements are answered again (a read, the LISTEN connection).
+    Reachable,
+    /// Statements are not answered: why.
+    Unreachable(String),
+    /// A write committed, durably, again.
+    Writable,
+    /// Writes do not commit, or not durably: why.
+    Unwritable(String),
 }
 
 /// What the machine needs to know of the configuration.

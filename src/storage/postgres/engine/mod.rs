@@ -115,7 +115,7 @@ impl Namespace {
                         })?;
                     break;
                 }
-                Ok(Err(err)) => describe(&err),
+                Ok(Err(err)) => err.to_string(),
                 Err(_) => "no answer".to_string(),
             };
             let left = deadline.saturating_duration_since(Instant::now());
@@ -212,6 +212,7 @@ impl Namespace {
                 self.credentials.clone(),
                 self.sql.channel.clone(),
                 notices,
+                self.settings.request_timeout,
             ));
             let cache_bytes = self.settings.cache_bytes;
             let settings = Settings {

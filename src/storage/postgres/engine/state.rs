@@ -26,7 +26,7 @@ use tokio::time::{Duration, Instant};
 
 use super::UNSERVABLE;
 pub use super::messages::{
-    AcquireRow, Done, InsertArgs, InsertRow, Job, Notice, Output, ReadRows, Request, Rows,
+    AcquireRow, Done, Health, InsertArgs, InsertRow, Job, Notice, Output, ReadRows, Request, Rows,
     Settings, Work, WriteArgs, WriteRows,
 };
 use crate::metrics::{Metrics, PostgresOp, QueryResult};
@@ -48,6 +48,11 @@ pub(super) const EXPIRY_SLACK: Duration = Duration::from_millis(50);
 
 /// Requests one statement carries at most.
 pub(super) const MAX_PER_STATEMENT: usize = 2048;
+
+/// How often the renewal job (which also checks that writes commit) runs
+/// while writes fail, however long the lease: so that a front-end sees
+/// writes work again, and says so, even when no STORE arrives.
+pub(super) const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// How often a row that cannot be served is logged again.
 const UNSERVABLE_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -128,11 +133,15 @@ pub struct State<T> {
     /// When the next renewal is due (every third of the lease).
     renew_at: Instant,
     renew_due: bool,
+    /// A renewal job is running (one at a time: while writes hang, a
+    /// renewal due every [`CHECK_EVERY`] must not take the whole pool).
+    renewing: bool,
     /// The grace period is over: no retries, no waiting.
     closing: bool,
-    /// Whether the last statement succeeded (to report changes, not each
-    /// failure).
-    available: bool,
+    /// Whether statements are answered, and whether writes commit
+    /// durably, as last seen (to report changes, not each failure).
+    reachable: bool,
+    writable: bool,
     /// When an unservable row was last logged (at most every
     /// [`UNSERVABLE_LOG_EVERY`]: every GET of it finds it again).
     unservable_logged: Option<Instant>,
@@ -160,8 +169,10 @@ impl<T> State<T> {
             writing: 0,
             renew_at: now,
             renew_due: false,
+            renewing: false,
             closing: false,
-            available: true,
+            reachable: true,
+            writable: true,
             unservable_logged: None,
             out: Vec::new(),
         }
@@ -255,7 +266,11 @@ impl<T> State<T> {
                 self.writing -= 1;
                 self.finish_write(inserts, acquires, releases, result, now);
             }
-            Batch::Renew => self.count(PostgresOp::Renew, result.is_ok(), took),
+            Batch::Renew => {
+                self.renewing = false;
+                self.count(PostgresOp::Renew, result.is_ok(), took);
+                self.finish_renewal(result, now);
+            }
         }
     }
 
@@ -267,13 +282,13 @@ impl<T> State<T> {
                     self.requeue(item, true, now);
                 }
             }
-            Notice::Lost(reason) => self.note(Err(&reason)),
+            Notice::Lost(reason) => self.note_reads(Err(&reason)),
             Notice::Listening => {
                 // PostgreSQL answers again (readiness need not wait for
                 // the next request to find out), and releases may have
                 // been announced while nobody listened: every parked
                 // request looks again.
-                self.note(Ok(()));
+                self.note_reads(Ok(()));
                 let parked: Vec<_> = self.parked.drain().map(|(_, (_, item))| item).collect();
                 for item in parked {
                     self.requeue(item, true, now);
@@ -307,7 +322,10 @@ impl<T> State<T> {
         if self.renew_at <= now {
             // Even with no lease held: the job also sweeps lapsed rows.
             self.renew_due = true;
-            let every = self.settings.lease / 3;
+            let every = match self.writable {
+                true => self.settings.lease / 3,
+                false => (self.settings.lease / 3).min(CHECK_EVERY),
+            };
             self.renew_at += every;
             if self.renew_at <= now {
                 // Late (a busy machine): the next one a full period on,
@@ -367,8 +385,9 @@ impl<T> State<T> {
                 self.start_write(now);
                 started = true;
             }
-            if self.renew_due && self.running.len() < size {
+            if self.renew_due && !self.renewing && self.running.len() < size {
                 self.renew_due = false;
+                self.renewing = true;
                 let work = Work::Renew {
                     leases: self.held.iter().copied().collect(),
                     lease_secs: self.settings.lease.as_secs_f64(),
@@ -450,23 +469,72 @@ impl<T> State<T> {
         }
     }
 
-    /// Reports a change of availability (not each failure).
-    fn note(&mut self, result: Result<(), &str>) {
+    /// What a renewal job found: whether its commit was durable (writes
+    /// work), and the replication state.
+    fn finish_renewal(&mut self, result: Result<Rows, String>, now: Instant) {
+        match result {
+            Ok(Rows::Renewed(renewal)) => {
+                if renewal.writes.as_ref().is_err_and(|e| e == UNCONFIRMED) {
+                    self.count_unconfirmed();
+                }
+                self.note_writes(
+                    renewal.writes.as_ref().map(|_| ()).map_err(String::as_str),
+                    now,
+                );
+                if let Some(replication) = renewal.replication {
+                    self.out.push(Output::Replication(replication));
+                }
+            }
+            Ok(_) => self.note_writes(Err("a renewal answered with rows of another kind"), now),
+            Err(reason) => self.note_writes(Err(&reason), now),
+        }
+    }
+
+    /// Reports a change of whether statements are answered (reads, the
+    /// LISTEN connection), not each failure.
+    fn note_reads(&mut self, result: Result<(), &str>) {
         if self.closing {
             // Statements fail because they were abandoned, not because
             // PostgreSQL is away.
             return;
         }
         match result {
-            Ok(()) if !self.available => {
-                self.available = true;
-                self.out.push(Output::Available(Ok(())));
+            Ok(()) if !self.reachable => {
+                self.reachable = true;
+                self.out.push(Output::Health(Health::Reachable));
             }
-            Err(reason) if self.available => {
-                self.available = false;
-                self.out.push(Output::Available(Err(reason.to_string())));
+            Err(reason) if self.reachable => {
+                self.reachable = false;
+                self.out
+                    .push(Output::Health(Health::Unreachable(reason.to_string())));
             }
             _ => {}
+        }
+    }
+
+    /// Reports a change of whether writes commit durably (a write job, a
+    /// renewal), not each failure. A durable commit also means PostgreSQL
+    /// answers.
+    fn note_writes(&mut self, result: Result<(), &str>, now: Instant) {
+        if self.closing {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.note_reads(Ok(()));
+                if !self.writable {
+                    self.writable = true;
+                    self.out.push(Output::Health(Health::Writable));
+                }
+            }
+            Err(reason) if self.writable => {
+                self.writable = false;
+                self.out
+                    .push(Output::Health(Health::Unwritable(reason.to_string())));
+                // The next check comes soon, not a third of a lease on.
+                self.renew_at = self.renew_at.min(now + CHECK_EVERY);
+            }
+            Err(_) => {}
         }
     }
 

@@ -14,11 +14,12 @@ use tokio::task::JoinSet;
 use tokio::time::{Duration, Instant};
 
 use super::jobs::Runner;
-use super::messages::{Done, Notice, Output, Request};
+use super::messages::{Done, Health, Notice, Output, Request};
 use super::state::State;
 use crate::base::shutdown::Flag;
 use crate::metrics::Metrics;
 use crate::storage::postgres::describe;
+use crate::storage::postgres::replication::{Replication, ReplicationState};
 use crate::storage::postgres::target::{Credentials, Target};
 use crate::storage::{Event, Sink};
 
@@ -50,6 +51,9 @@ impl<T: Send + 'static> Task<T> {
         listener: tokio::task::JoinHandle<()>,
         expired: Flag,
     ) {
+        if let Some(pg) = &self.metrics.postgres {
+            *pg.server.lock().unwrap_or_else(|e| e.into_inner()) = self.target.connected();
+        }
         'serve: loop {
             self.carry_out();
             let wake = self.state.next_wake();
@@ -112,22 +116,96 @@ impl<T: Send + 'static> Task<T> {
                 }
                 Output::Report(event) => (self.sink)(event),
                 Output::Answer(token, found) => (self.sink)(Event::LookedUp { token, found }),
-                Output::Available(Ok(())) => {
-                    log::info!("postgres: reachable again ({})", self.target.connected());
-                    if let Some(pg) = &self.metrics.postgres {
-                        pg.up.store(1, Relaxed);
-                    }
-                }
-                Output::Available(Err(reason)) => {
-                    if let Some(pg) = &self.metrics.postgres {
-                        pg.up.store(0, Relaxed);
-                    }
-                    log::warn!(
-                        "postgres: {reason}; retrying for up to {} ms per request",
-                        self.request_timeout.as_millis()
-                    );
-                }
+                Output::Health(health) => self.health(health),
+                Output::Replication(replication) => self.replication(replication),
             }
+        }
+    }
+
+    /// Logs a change of what PostgreSQL does for this front-end, and
+    /// keeps the gauges `/readyz` reads.
+    fn health(&self, health: Health) {
+        let Some(pg) = &self.metrics.postgres else {
+            return;
+        };
+        let server = self.target.connected();
+        *pg.server.lock().unwrap_or_else(|e| e.into_inner()) = server.clone();
+        match health {
+            Health::Reachable => {
+                pg.up.store(1, Relaxed);
+                log::info!("postgres: reachable again ({server})");
+            }
+            Health::Unreachable(reason) => {
+                pg.up.store(0, Relaxed);
+                log::warn!(
+                    "postgres: {reason}; retrying for up to {} ms per request",
+                    self.request_timeout.as_millis()
+                );
+            }
+            Health::Writable => {
+                pg.writable.store(1, Relaxed);
+                log::info!("postgres: writes commit again ({server})");
+            }
+            Health::Unwritable(reason) => {
+                pg.writable.store(0, Relaxed);
+                log::warn!(
+                    "postgres: writes do not commit ({reason}; {server}); STOREs get `ERROR storage unavailable` until they do"
+                );
+            }
+        }
+    }
+
+    /// Keeps the replication gauges; logs a change of state and a
+    /// failover seen (the primary's timeline rose).
+    fn replication(&self, replication: Result<Replication, String>) {
+        let Some(pg) = &self.metrics.postgres else {
+            return;
+        };
+        let server = self.target.connected();
+        *pg.server.lock().unwrap_or_else(|e| e.into_inner()) = server.clone();
+        let state = match &replication {
+            Ok(figures) => figures.state(),
+            Err(_) => ReplicationState::Unknown,
+        };
+        let before = ReplicationState::ALL
+            .get(pg.replication.swap(state.index(), Relaxed))
+            .copied();
+        if before != Some(state) {
+            let why = match &replication {
+                Ok(figures) => format!(
+                    "synchronous_standby_names {:?}, synchronous_commit {}, {} standbys streaming, {} synchronous",
+                    figures.sync_names,
+                    figures.sync_commit,
+                    figures.standbys,
+                    figures
+                        .sync_standbys
+                        .map_or("unknown (grant pg_monitor to see)".to_string(), |n| n
+                            .to_string()),
+                ),
+                Err(reason) => format!("cannot read it: {reason}"),
+            };
+            let line = format!(
+                "postgres: replication {} on {server} ({why})",
+                state.label()
+            );
+            match state {
+                ReplicationState::Sync => log::info!("{line}"),
+                _ => log::warn!("{line}"),
+            }
+        }
+        let Ok(figures) = replication else {
+            return;
+        };
+        pg.standbys.store(figures.standbys, Relaxed);
+        pg.sync_standbys
+            .store(figures.sync_standbys.unwrap_or(-1), Relaxed);
+        let timeline = pg.timeline.swap(figures.timeline, Relaxed);
+        if timeline != 0 && figures.timeline > timeline {
+            pg.failovers.fetch_add(1, Relaxed);
+            log::warn!(
+                "postgres: the primary changed (timeline {timeline} -> {}): now on {server}",
+                figures.timeline
+            );
         }
     }
 
@@ -162,7 +240,7 @@ impl<T: Send + 'static> Task<T> {
             let client = target
                 .connect(credentials)
                 .await
-                .map_err(|e| describe(&e))?;
+                .map_err(|e| e.to_string())?;
             let row = client
                 .query_one(&sql.release_all, &[&owner, &sql.channel])
                 .await

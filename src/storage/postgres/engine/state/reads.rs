@@ -22,14 +22,14 @@ impl<T> State<T> {
         let ReadRows { found, unconfirmed } = match result {
             Ok(rows) => rows,
             Err(reason) => {
-                self.note(Err(&reason));
+                self.note_reads(Err(&reason));
                 for lookup in lookups {
                     self.retry(Item::LookUp(lookup), now);
                 }
                 return;
             }
         };
-        self.note(Ok(()));
+        self.note_reads(Ok(()));
         if unconfirmed {
             return self.unconfirmed_read(lookups, &found, now);
         }

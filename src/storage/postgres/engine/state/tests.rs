@@ -1,11 +1,13 @@
 //! The state machine on its own: the tests play the store actor and
 //! PostgreSQL (they hand back each job's rows) and steer the clock.
 
+use super::super::messages::Renewal;
 use super::*;
 use crate::metrics::StoreKind;
 use crate::metrics::{PostgresOp, QueryResult};
 use crate::protocol::Limits;
 use crate::protocol::ServerFault;
+use crate::storage::postgres::replication::Replication;
 use crate::storage::{Event, Found, Lease, Looked};
 
 const LEASE: Duration = Duration::from_secs(15);
@@ -27,7 +29,8 @@ struct Seen {
     jobs: Vec<Job>,
     events: Vec<Event<u32>>,
     answers: Vec<Found>,
-    available: Vec<Result<(), String>>,
+    health: Vec<Health>,
+    replications: Vec<Result<Replication, String>>,
 }
 
 /// A token that tells lookups apart in a test (their first name's length
@@ -59,7 +62,7 @@ impl Bench {
         bench.state.wake(now);
         let renew = bench.only_job();
         assert!(matches!(&renew.work, Work::Renew { leases, .. } if leases.is_empty()));
-        bench.done(renew.id, Ok(Rows::Renewed));
+        bench.done(renew.id, Ok(Rows::Renewed(Renewal::default())));
         assert!(bench.outputs().jobs.is_empty());
         bench
     }
@@ -71,7 +74,8 @@ impl Bench {
                 Output::Start(job) => seen.jobs.push(job),
                 Output::Report(event) => seen.events.push(event),
                 Output::Answer(_, found) => seen.answers.push(found),
-                Output::Available(available) => seen.available.push(available),
+                Output::Health(health) => seen.health.push(health),
+                Output::Replication(found) => seen.replications.push(found),
             }
         }
         seen
@@ -247,7 +251,7 @@ fn a_held_reservation_is_renewed_every_third_of_the_lease_until_released() {
     let renewal = bench.only_job();
     assert_eq!(renewed_leases(&renewal), vec![lease.0]);
     assert_eq!(renewal.limit, TIMEOUT);
-    bench.done(renewal.id, Ok(Rows::Renewed));
+    bench.done(renewal.id, Ok(Rows::Renewed(Renewal::default())));
 
     bench.request(Request::Release(lease));
     let release = bench.only_job();
@@ -286,7 +290,7 @@ fn a_late_renewal_is_followed_by_a_full_period() {
     bench.advance(LEASE * 2);
     bench.state.wake(bench.now);
     let renewal = bench.only_job();
-    bench.done(renewal.id, Ok(Rows::Renewed));
+    bench.done(renewal.id, Ok(Rows::Renewed(Renewal::default())));
     assert_eq!(bench.state.next_wake(), bench.now + LEASE / 3);
 }
 
@@ -437,10 +441,13 @@ fn listening_again_wakes_every_parked_request() {
     bench.done(job.id, Ok(Rows::Write(rows)));
     assert!(bench.outputs().jobs.is_empty());
     bench.state.notice(Notice::Lost("gone".into()), bench.now);
-    assert_eq!(bench.outputs().available, vec![Err("gone".to_string())]);
+    assert_eq!(
+        bench.outputs().health,
+        vec![Health::Unreachable("gone".to_string())]
+    );
     bench.state.notice(Notice::Listening, bench.now);
     let seen = bench.outputs();
-    assert_eq!(seen.available, vec![Ok(())]);
+    assert_eq!(seen.health, vec![Health::Reachable]);
     assert_eq!(seen.jobs.len(), 1);
     let mut names = write_args(&seen.jobs[0]).plain.names.clone();
     names.sort();
@@ -481,7 +488,7 @@ fn a_failing_store_is_retried_until_the_request_timeout() {
     let mut reports = Vec::new();
     let mut seen = bench.outputs();
     let answer = loop {
-        reports.append(&mut seen.available);
+        reports.append(&mut seen.health);
         let writes: Vec<_> = std::mem::take(&mut seen.jobs)
             .into_iter()
             .filter(|job| matches!(job.work, Work::Write(_)))
@@ -494,7 +501,7 @@ fn a_failing_store_is_retried_until_the_request_timeout() {
             bench.done(job.id, Err("connection refused".into()));
         }
         seen = bench.outputs();
-        reports.append(&mut seen.available);
+        reports.append(&mut seen.health);
         if !seen.events.is_empty() {
             assert!(seen.jobs.is_empty());
             break written(&seen);
@@ -510,7 +517,10 @@ fn a_failing_store_is_retried_until_the_request_timeout() {
         (pauses - 2..=pauses).contains(&attempts),
         "{attempts} attempts"
     );
-    assert_eq!(reports, vec![Err("connection refused".to_string())]);
+    assert_eq!(
+        reports,
+        vec![Health::Unwritable("connection refused".to_string())]
+    );
     let pg = bench.metrics.postgres.as_ref().unwrap();
     assert_eq!(
         pg.queries[PostgresOp::Write][QueryResult::Error].load(Relaxed),
@@ -538,7 +548,7 @@ fn a_store_whose_answer_was_lost_and_that_meets_its_own_row_is_stored() {
     bench.done(retry.id, Ok(Rows::Write(insert_rows("a", stored()))));
     let seen = bench.outputs();
     assert_eq!(written(&seen), vec![(1, Outcome::Stored)]);
-    assert_eq!(seen.available, vec![Ok(())]);
+    assert_eq!(seen.health, vec![Health::Writable]);
 }
 
 /// A name with another's row is taken.
@@ -568,7 +578,11 @@ fn an_unconfirmed_write_is_tried_again() {
     rows.unconfirmed = true;
     bench.done(job.id, Ok(Rows::Write(rows)));
     let seen = bench.outputs();
-    assert!(seen.events.is_empty() && seen.available.is_empty());
+    assert!(seen.events.is_empty());
+    assert_eq!(
+        seen.health,
+        vec![Health::Unwritable(UNCONFIRMED.to_string())]
+    );
     let pg = bench.metrics.postgres.as_ref().unwrap();
     assert_eq!(pg.unconfirmed.load(Relaxed), 1);
     bench.wake_when_due();
@@ -743,5 +757,146 @@ fn past_the_grace_period_everything_open_is_answered() {
     let seen = bench.outputs();
     assert_eq!(written(&seen), vec![(2, unavailable())]);
     assert_eq!(seen.answers, vec![Err(ServerFault::StorageUnavailable)]);
-    assert!(seen.available.is_empty(), "reported an outage at shutdown");
+    assert!(seen.health.is_empty(), "reported an outage at shutdown");
+}
+
+// Health: reads and writes apart (issue 22).
+
+/// While a synchronous standby stalls, reads work and commits do not. A
+/// front-end once said "reachable again" at every read that worked
+/// between two failed writes (154 lines in 20 s) and `/readyz` said
+/// ready. Now the failed write is reported once as writes failing, reads
+/// working meanwhile report nothing, and only a durable commit reports
+/// writes working again.
+#[test]
+fn reads_that_work_while_writes_fail_report_nothing() {
+    let mut bench = Bench::new(8);
+    bench.store("a", 1, None);
+    let write = bench.only_job();
+    bench.done(write.id, Err("no answer within 3000 ms".into()));
+    let mut reports = bench.outputs().health;
+    for _ in 0..20 {
+        bench.look_up(&["b"]);
+        let mut seen = bench.outputs();
+        reports.append(&mut seen.health);
+        for job in seen.jobs {
+            match job.work {
+                Work::Read { .. } => {
+                    let rows = ReadRows::default();
+                    bench.done(job.id, Ok(Rows::Read(rows)));
+                }
+                // The STORE's retries keep failing.
+                _ => bench.done(job.id, Err("no answer within 3000 ms".into())),
+            }
+        }
+        reports.append(&mut bench.outputs().health);
+        bench.advance(Duration::from_millis(50));
+        bench.state.wake(bench.now);
+    }
+    assert_eq!(
+        reports,
+        vec![Health::Unwritable("no answer within 3000 ms".to_string())]
+    );
+}
+
+/// Once writes fail, the renewal (which commits a check) comes every
+/// [`CHECK_EVERY`] instead of every third of the lease, so writes are seen
+/// to work again with no STORE arriving; one renewal runs at a time, and
+/// an unconfirmed check (PostgreSQL warned) is no confirmation.
+#[test]
+fn while_writes_fail_a_renewal_checks_them_every_second() {
+    let mut bench = Bench::new(8);
+    bench.store("a", 1, None);
+    let write = bench.only_job();
+    bench.done(write.id, Err("connection refused".into()));
+    let failed_at = bench.now;
+    assert_eq!(
+        bench.outputs().health,
+        vec![Health::Unwritable("connection refused".to_string())]
+    );
+    assert!(LEASE / 3 > CHECK_EVERY);
+    // The STORE's retries fail until its timeout; the checks go on.
+    let mut renewal = None;
+    while renewal.is_none() {
+        bench.wake_when_due();
+        for job in bench.outputs().jobs {
+            match job.work {
+                Work::Renew { .. } => renewal = Some(job),
+                _ => bench.done(job.id, Err("connection refused".into())),
+            }
+        }
+    }
+    assert!(
+        bench.now <= failed_at + CHECK_EVERY,
+        "{:?}",
+        bench.now - failed_at
+    );
+    // While it runs (longer than a check's period), no other starts.
+    let started = bench.now;
+    while bench.now < started + 3 * CHECK_EVERY {
+        bench.wake_when_due();
+        for job in bench.outputs().jobs {
+            assert!(!matches!(job.work, Work::Renew { .. }), "a second renewal");
+            bench.done(job.id, Err("connection refused".into()));
+        }
+    }
+    let unconfirmed = Renewal {
+        writes: Err(UNCONFIRMED.to_string()),
+        replication: None,
+    };
+    bench.done(renewal.unwrap().id, Ok(Rows::Renewed(unconfirmed)));
+    let seen = bench.outputs();
+    assert!(seen.health.is_empty());
+    let pg = bench.metrics.postgres.as_ref().unwrap();
+    assert_eq!(pg.unconfirmed.load(Relaxed), 1);
+    // Overdue meanwhile: the next one starts at once.
+    let next = seen
+        .jobs
+        .into_iter()
+        .find(|job| matches!(job.work, Work::Renew { .. }))
+        .expect("the renewal due meanwhile");
+    bench.done(next.id, Ok(Rows::Renewed(Renewal::default())));
+    assert_eq!(bench.outputs().health, vec![Health::Writable]);
+    // Writes work: after the check already due, the next is a third of
+    // the lease on.
+    let mut renewed_at = Vec::new();
+    while renewed_at.len() < 2 {
+        bench.wake_when_due();
+        for job in bench.outputs().jobs {
+            match job.work {
+                Work::Renew { .. } => {
+                    renewed_at.push(bench.now);
+                    bench.done(job.id, Ok(Rows::Renewed(Renewal::default())));
+                }
+                // The STORE, retried: stored now.
+                _ => bench.done(job.id, Ok(Rows::Write(insert_rows("a", stored())))),
+            }
+        }
+    }
+    assert_eq!(renewed_at[1] - renewed_at[0], LEASE / 3);
+}
+
+/// What a renewal read of the replication state goes out as it is; a
+/// failure to read it is not a failure of writes.
+#[test]
+fn a_renewal_reports_the_replication_state() {
+    let mut bench = Bench::new(8);
+    bench.advance(LEASE / 3);
+    bench.state.wake(bench.now);
+    let renewal = bench.only_job();
+    let renewal_rows = Renewal {
+        writes: Ok(()),
+        replication: Some(Err(
+            "permission denied for function pg_control_checkpoint".into()
+        )),
+    };
+    bench.done(renewal.id, Ok(Rows::Renewed(renewal_rows)));
+    let seen = bench.outputs();
+    assert!(seen.health.is_empty());
+    assert_eq!(
+        seen.replications,
+        vec![Err(
+            "permission denied for function pg_control_checkpoint".to_string()
+        )]
+    );
 }

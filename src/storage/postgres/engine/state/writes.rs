@@ -23,16 +23,17 @@ impl<T> State<T> {
                 // finds this job's own rows, and proves them durable
                 // before they count (jobs.rs `write`).
                 self.count_unconfirmed();
+                self.note_writes(Err(UNCONFIRMED), now);
                 log::debug!("postgres: {UNCONFIRMED}; trying the job's requests again");
                 return self.write_failed(inserts, acquires, releases, now);
             }
             Ok(rows) => rows,
             Err(reason) => {
-                self.note(Err(&reason));
+                self.note_writes(Err(&reason), now);
                 return self.write_failed(inserts, acquires, releases, now);
             }
         };
-        self.note(Ok(()));
+        self.note_writes(Ok(()), now);
         for insert in inserts {
             let row = rows.inserts.remove(&insert.record.name[..]);
             self.inserted(insert, row, now);
