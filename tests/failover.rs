@@ -270,10 +270,47 @@ fn scenario(validator: bool) {
     } else {
         String::new()
     };
+    // Item 4: what jnhpd sees of the replication. The role sees which
+    // standby is synchronous only with pg_monitor; without it, "unknown".
+    let expected = if validator {
+        let primary = formation.primary();
+        formation.psql(primary, "postgres", "GRANT pg_monitor TO jnhp");
+        "sync"
+    } else {
+        "unknown"
+    };
+    let rest = format!("{rest}\n[admin]\nlisten = [\"127.0.0.1:0\"]\n");
     let fronts = [
         front_end(&url(&formation, [0, 1]), &rest),
         front_end(&url(&formation, [1, 0]), &rest),
     ];
+    let admins = fronts.each_ref().map(common::admin_addr);
+    let mut timelines = Vec::new();
+    for admin in admins {
+        wait_for_replication(admin);
+        wait_for_gauge(
+            admin,
+            &format!("jnhpd_postgres_replication{{state=\"{expected}\"}}"),
+            "1",
+        );
+        let metrics = common::get(admin, "/metrics").2;
+        let sync = if validator { "1" } else { "-1" };
+        assert_eq!(
+            gauge(&metrics, "jnhpd_postgres_standbys").as_deref(),
+            Some(sync),
+            "{metrics}"
+        );
+        assert_eq!(
+            gauge(&metrics, "jnhpd_postgres_sync_standbys").as_deref(),
+            Some(sync),
+            "{metrics}"
+        );
+        let timeline: u64 = gauge(&metrics, "jnhpd_postgres_timeline")
+            .unwrap()
+            .parse()
+            .unwrap();
+        timelines.push(timeline);
+    }
     let start = Instant::now();
     let recorder = Recorder::start(&[fronts[0].addr(), fronts[1].addr()], start);
     for front in 0..2 {
@@ -314,6 +351,30 @@ fn scenario(validator: bool) {
         thread::sleep(Duration::from_millis(50));
     }
     let events = recorder.finish();
+    // Two promotions: each front-end saw the timeline rise twice, and is
+    // on the new primary.
+    for (admin, timeline) in admins.into_iter().zip(timelines) {
+        wait_for_gauge(admin, "jnhpd_postgres_failovers_total", "2");
+        let metrics = common::get(admin, "/metrics").2;
+        let now = (timeline + 2).to_string();
+        assert_eq!(
+            gauge(&metrics, "jnhpd_postgres_timeline"),
+            Some(now),
+            "{metrics}"
+        );
+        let port = formation.nodes[formation.primary()].port;
+        assert!(
+            metrics.contains(&format!("port {port} database jnhp\"}} 1")),
+            "{metrics}"
+        );
+        eprintln!(
+            "  after the failovers: replication {:?}",
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("jnhpd_postgres_replication{") && l.ends_with(" 1"))
+                .collect::<Vec<_>>()
+        );
+    }
 
     let primary = formation.primary();
     let at_end: HashMap<String, String> = formation.names(primary).into_iter().collect();
@@ -516,6 +577,20 @@ fn gauge(metrics: &str, key: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ').map(str::to_string))
 }
 
+/// Waits until the replication state was read once (the timeline is
+/// known): before, every replication gauge says "unknown".
+fn wait_for_replication(admin: SocketAddr) {
+    let deadline = Instant::now() + common::PATIENCE;
+    loop {
+        let metrics = common::get(admin, "/metrics").2;
+        if gauge(&metrics, "jnhpd_postgres_timeline").is_some_and(|t| t != "0") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never read:\n{metrics}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until `/metrics` has `key` at `value`.
 fn wait_for_gauge(admin: SocketAddr, key: &str, value: &str) {
     let deadline = Instant::now() + common::PATIENCE;
@@ -551,6 +626,7 @@ fn readiness_and_the_log_follow_whether_writes_commit() {
     let mut client = front.connect();
     assert_eq!(client.ask("STORE a 1"), "W00T!");
     assert_eq!(common::get(admin, "/readyz").0, 200);
+    wait_for_replication(admin);
     wait_for_gauge(
         admin,
         "jnhpd_postgres_replication{state=\"no_standby\"}",
@@ -592,6 +668,30 @@ fn readiness_and_the_log_follow_whether_writes_commit() {
         gauge(&common::get(admin, "/metrics").2, "jnhpd_postgres_writable").as_deref(),
         Some("0")
     );
+    // The same in /status and `jnhp stats`.
+    let status = common::get(admin, "/status").2;
+    for part in [
+        "\"ready\":false",
+        "\"reachable\":true,\"writable\":false,\"replication\":\"waiting\",\"standbys\":0,\"sync_standbys\":0,\"timeline\":1,\"failovers\":0",
+    ] {
+        assert!(status.contains(part), "{part} not in {status}");
+    }
+    let jnhp = std::path::Path::new(&common::bin())
+        .parent()
+        .unwrap()
+        .join("jnhp");
+    let stats = std::process::Command::new(jnhp)
+        .args(["stats", "--admin", &admin.to_string()])
+        .output()
+        .unwrap();
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    for line in [
+        "pg state     writes FAIL (reads work)",
+        "replication  waiting  (0 standbys, 0 synchronous)",
+        "failovers    0 seen (timeline 1)",
+    ] {
+        assert!(stats.contains(line), "{line:?} not in:\n{stats}");
+    }
     // Reads of absent names need no commit: they work, and say nothing.
     let until = Instant::now() + Duration::from_secs(3);
     let mut i = 0;

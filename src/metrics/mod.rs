@@ -511,7 +511,7 @@ pub struct PostgresStats {
     /// last renewal read it.
     pub replication: AtomicUsize,
     /// Standbys streaming from the primary, and of them those commits
-    /// wait for (-1: the role may not see it).
+    /// wait for (-1: the role may not see them).
     pub standbys: AtomicI64,
     pub sync_standbys: AtomicI64,
     /// The primary's timeline (0 until read); each rise is a failover
@@ -571,7 +571,7 @@ impl Metrics {
                 up: AtomicI64::new(1),
                 writable: AtomicI64::new(1),
                 replication: AtomicUsize::new(ReplicationState::Unknown.index()),
-                standbys: AtomicI64::new(0),
+                standbys: AtomicI64::new(-1),
                 sync_standbys: AtomicI64::new(-1),
                 timeline: AtomicI64::new(0),
                 failovers: AtomicU64::new(0),

@@ -220,7 +220,7 @@ impl prometheus_client::collector::Collector for Collector {
             gauge(
                 &mut e,
                 "jnhpd_postgres_standbys",
-                "Standbys streaming from the primary.",
+                "Standbys streaming from the primary (-1: the role may not see them; grant pg_monitor).",
                 &[(vec![], pg.standbys.load(Relaxed))],
             )?;
             gauge(

@@ -29,6 +29,7 @@ use jnhp_status::Status;
 
 use crate::base::shutdown::Flag;
 use crate::metrics::{Command, Metrics, PerCommand, Slot, StoreKind, VerdictKind};
+use crate::storage::postgres::replication::ReplicationState;
 
 /// Admin connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -379,6 +380,23 @@ pub fn status(state: &AdminState) -> Status {
         errors: m.errors_total(),
         ready: not_ready(state).is_none(),
         validators,
+        postgres: m.postgres.as_ref().map(|pg| {
+            let state = ReplicationState::ALL
+                .get(pg.replication.load(Relaxed))
+                .copied()
+                .unwrap_or(ReplicationState::Unknown);
+            let known = |n: i64| (n >= 0).then_some(n);
+            jnhp_status::Postgres {
+                server: pg.server.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                reachable: pg.up.load(Relaxed) == 1,
+                writable: pg.writable.load(Relaxed) == 1,
+                replication: state.label().to_string(),
+                standbys: known(pg.standbys.load(Relaxed)),
+                sync_standbys: known(pg.sync_standbys.load(Relaxed)),
+                timeline: pg.timeline.load(Relaxed),
+                failovers: pg.failovers.load(Relaxed),
+            }
+        }),
     }
 }
 
@@ -410,7 +428,10 @@ fn page(state: &AdminState) -> String {
          <span id=\"ready\" class=\"{class}\">{ready}</span></div>",
         version = doc.version,
         listen = escape(&doc.listen.join(", ")),
-        store = doc.store,
+        store = match &doc.postgres {
+            Some(pg) => format!("postgres on {}", escape(&pg.server)),
+            None => doc.store.clone(),
+        },
         uptime = human_duration(doc.uptime_seconds),
         class = if ready { "ready" } else { "notready" },
         ready = if ready { "ready" } else { "not ready" },
@@ -440,6 +461,12 @@ fn page(state: &AdminState) -> String {
         );
     }
     figure("errors", "ERROR replies", doc.errors.to_string());
+    if let Some(pg) = &doc.postgres {
+        let writes = if pg.writable { "commit" } else { "FAIL" };
+        figure("pg-writes", "PostgreSQL writes", writes.to_string());
+        figure("pg-replication", "replication", pg.replication.clone());
+        figure("pg-failovers", "failovers seen", pg.failovers.to_string());
+    }
     html.push_str("</div>\n<h2>Requests per second, last 5 minutes</h2>\n");
     html.push_str(&chart(&history));
     if !doc.validators.is_empty() {

@@ -21,6 +21,10 @@
 //!                 "in_flight":0}]}
 //! ```
 //!
+//! A front-end on PostgreSQL adds `"postgres":{"server":"host db1 port
+//! 5432 database jnhp","reachable":true,"writable":true,"replication":
+//! "sync","standbys":1,"sync_standbys":1,"timeline":3,"failovers":1}`.
+//!
 //! Reading is tolerant where a key is absent in some modes (`names`
 //! without a local store), of absent keys `jnhp stats` does not show
 //! (`validators`, `in_flight`), and of keys it does not know (a newer
@@ -63,6 +67,40 @@ pub struct Status {
     /// there are none.
     #[serde(default)]
     pub validators: Vec<Validator>,
+    /// What the PostgreSQL namespace does for this front-end; absent for
+    /// a local store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<Postgres>,
+}
+
+/// A front-end's view of its PostgreSQL (docs/postgres.md, "Seeing
+/// replication and failovers").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Postgres {
+    /// `host H port P database D`: the server connected to (with several
+    /// hosts in the URL, the one found writable).
+    pub server: String,
+    /// Whether statements are answered.
+    pub reachable: bool,
+    /// Whether writes commit durably (STOREs fail while they do not).
+    pub writable: bool,
+    /// The primary's replication state: `sync`, `waiting` (commits wait
+    /// for standbys that are not there), `async`, `no_standby` or
+    /// `unknown` (a string, as [`Status::store`] is).
+    pub replication: String,
+    /// Standbys streaming from the primary; absent when the role may not
+    /// see them (grant it `pg_monitor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standbys: Option<i64>,
+    /// Of them, those commits wait for; absent when the role may not see
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_standbys: Option<i64>,
+    /// The primary's timeline (0 until read).
+    pub timeline: i64,
+    /// Rises of the timeline seen since jnhpd started: failovers and
+    /// switchovers.
+    pub failovers: u64,
 }
 
 /// Requests answered so far, by command.
@@ -133,17 +171,41 @@ mod tests {
                 },
                 in_flight: 2,
             }],
+            postgres: None,
         }
     }
 
     /// What is written reads back as the same value, with `names` and
-    /// without.
+    /// without, with `postgres` and without.
     #[test]
     fn a_status_round_trips() {
         for names in [Some(7), None] {
             let status = Status { names, ..sample() };
             let text = serde_json::to_string(&status).unwrap();
             assert_eq!(text.contains("\"names\""), names.is_some(), "{text}");
+            assert!(!text.contains("postgres"), "{text}");
+            let back: Status = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, status);
+        }
+        for sync_standbys in [Some(1), None] {
+            let postgres = Postgres {
+                server: "host db1 port 5432 database jnhp".into(),
+                reachable: true,
+                writable: false,
+                replication: "waiting".into(),
+                standbys: sync_standbys,
+                sync_standbys,
+                timeline: 3,
+                failovers: 1,
+            };
+            let status = Status {
+                names: None,
+                store: "postgres".into(),
+                postgres: Some(postgres),
+                ..sample()
+            };
+            let text = serde_json::to_string(&status).unwrap();
+            assert_eq!(text.contains("sync_standbys"), sync_standbys.is_some());
             let back: Status = serde_json::from_str(&text).unwrap();
             assert_eq!(back, status);
         }

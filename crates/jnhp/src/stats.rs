@@ -192,6 +192,29 @@ pub fn table(s: &Status) -> String {
         ),
     );
     row(&mut out, "errors", s.errors.to_string());
+    if let Some(pg) = &s.postgres {
+        row(&mut out, "postgres", pg.server.clone());
+        let writes = match (pg.reachable, pg.writable) {
+            (false, _) => "UNREACHABLE",
+            (true, false) => "writes FAIL (reads work)",
+            (true, true) => "writes commit",
+        };
+        row(&mut out, "pg state", writes.to_string());
+        let standbys = match (pg.standbys, pg.sync_standbys) {
+            (Some(all), Some(sync)) => format!("{all} standbys, {sync} synchronous"),
+            _ => "standbys not visible: grant pg_monitor".to_string(),
+        };
+        row(
+            &mut out,
+            "replication",
+            format!("{}  ({standbys})", pg.replication),
+        );
+        row(
+            &mut out,
+            "failovers",
+            format!("{} seen (timeline {})", pg.failovers, pg.timeline),
+        );
+    }
     if !s.validators.is_empty() {
         let header = ["validator", "kind", "allow", "deny", "failure"].map(String::from);
         let mut rows = vec![header.to_vec()];

@@ -14,15 +14,18 @@
 /// One statement, readable by any role: the settings that decide what a
 /// commit waits for, as jnhpd's own sessions have them, the standbys
 /// streaming from this server, and the server's timeline (it changes
-/// with every promotion: a failover seen). `sync_state` is shown only to
-/// roles with `pg_read_all_stats` (e.g. through `pg_monitor`); for other
-/// roles it is NULL, counted apart.
+/// with every promotion: a failover seen), from the name of the WAL file
+/// being written, which has it at once (`pg_control_checkpoint` has it
+/// only after the next checkpoint). The standbys are shown only to roles
+/// with the privileges of `pg_read_all_stats` (e.g. through
+/// `pg_monitor`): other roles see no row at all, so their counts mean
+/// nothing and are taken as unknown.
 pub const QUERY: &str = "SELECT current_setting('synchronous_standby_names'),
         current_setting('synchronous_commit'),
+        pg_has_role('pg_read_all_stats', 'USAGE'),
         (SELECT count(*) FROM pg_stat_replication),
         (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')),
-        (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL),
-        (SELECT timeline_id::int8 FROM pg_control_checkpoint())";
+        ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8";
 
 /// What [`QUERY`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,10 +34,11 @@ pub struct Replication {
     pub sync_names: String,
     /// `synchronous_commit` of jnhpd's sessions.
     pub sync_commit: String,
-    /// Standbys streaming from this server (WAL senders).
-    pub standbys: i64,
+    /// Standbys streaming from this server (WAL senders); `None` when the
+    /// role may not see them.
+    pub standbys: Option<i64>,
     /// Of them, those a commit counts as synchronous (`sync`, `quorum`);
-    /// `None` when the role may not see it.
+    /// `None` when the role may not see them.
     pub sync_standbys: Option<i64>,
     /// The server's timeline.
     pub timeline: i64,
@@ -93,19 +97,18 @@ impl Replication {
     pub fn state(&self) -> ReplicationState {
         let waits = !self.sync_names.trim().is_empty()
             && !matches!(self.sync_commit.as_str(), "off" | "local");
+        let (Some(standbys), Some(sync)) = (self.standbys, self.sync_standbys) else {
+            return ReplicationState::Unknown;
+        };
         if !waits {
-            return match self.standbys {
+            return match standbys {
                 0 => ReplicationState::NoStandby,
                 _ => ReplicationState::Async,
             };
         }
-        let needed = required_standbys(&self.sync_names);
-        match self.sync_standbys {
-            // Too few stream at all: which they are does not matter.
-            _ if self.standbys < needed => ReplicationState::Waiting,
-            Some(sync) if sync >= needed => ReplicationState::Sync,
-            Some(_) => ReplicationState::Waiting,
-            None => ReplicationState::Unknown,
+        match sync >= required_standbys(&self.sync_names) {
+            true => ReplicationState::Sync,
+            false => ReplicationState::Waiting,
         }
     }
 }
@@ -135,14 +138,14 @@ pub fn required_standbys(names: &str) -> i64 {
 /// Runs [`QUERY`] on `client`.
 pub async fn query(client: &tokio_postgres::Client) -> Result<Replication, tokio_postgres::Error> {
     let row = client.query_one(QUERY, &[]).await?;
-    let hidden: i64 = row.try_get(4)?;
-    let sync: i64 = row.try_get(3)?;
+    let visible: bool = row.try_get(2)?;
+    let count = |i| row.try_get::<_, i64>(i).map(|n| visible.then_some(n));
     Ok(Replication {
         sync_names: row.try_get(0)?,
         sync_commit: row.try_get(1)?,
-        standbys: row.try_get(2)?,
-        sync_standbys: (hidden == 0).then_some(sync),
-        timeline: row.try_get::<_, Option<i64>>(5)?.unwrap_or(0),
+        standbys: count(3)?,
+        sync_standbys: count(4)?,
+        timeline: row.try_get(5)?,
     })
 }
 
@@ -154,7 +157,7 @@ mod tests {
         Replication {
             sync_names: names.into(),
             sync_commit: commit.into(),
-            standbys,
+            standbys: sync.map(|_| standbys),
             sync_standbys: sync,
             timeline: 1,
         }
@@ -190,15 +193,16 @@ mod tests {
                 Sync,
             ),
             (replication("ANY 2 (a, b)", "on", 2, Some(1)), Waiting),
-            (replication("ANY 2 (a, b)", "on", 1, None), Waiting),
             (replication("a", "on", 0, Some(0)), Waiting),
             (replication("a", "on", 1, Some(0)), Waiting),
+            // The role sees no standby (no pg_monitor): nothing is known.
             (replication("a", "on", 1, None), Unknown),
+            (replication("", "on", 0, None), Unknown),
             (replication("a", "local", 1, Some(1)), Async),
             (replication("", "on", 1, Some(0)), Async),
             (replication("", "on", 0, Some(0)), NoStandby),
-            (replication(" ", "on", 0, None), NoStandby),
-            (replication("a", "off", 0, None), NoStandby),
+            (replication(" ", "on", 0, Some(0)), NoStandby),
+            (replication("a", "off", 0, Some(0)), NoStandby),
         ];
         for (figures, state) in cases {
             assert_eq!(figures.state(), state, "{figures:?}");

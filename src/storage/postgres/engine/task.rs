@@ -173,14 +173,14 @@ impl<T: Send + 'static> Task<T> {
         if before != Some(state) {
             let why = match &replication {
                 Ok(figures) => format!(
-                    "synchronous_standby_names {:?}, synchronous_commit {}, {} standbys streaming, {} synchronous",
+                    "synchronous_standby_names {:?}, synchronous_commit {}, {}",
                     figures.sync_names,
                     figures.sync_commit,
-                    figures.standbys,
-                    figures
-                        .sync_standbys
-                        .map_or("unknown (grant pg_monitor to see)".to_string(), |n| n
-                            .to_string()),
+                    match (figures.standbys, figures.sync_standbys) {
+                        (Some(all), Some(sync)) =>
+                            format!("{all} standbys streaming, {sync} synchronous"),
+                        _ => "standbys not visible to this role (grant it pg_monitor)".into(),
+                    }
                 ),
                 Err(reason) => format!("cannot read it: {reason}"),
             };
@@ -196,7 +196,7 @@ impl<T: Send + 'static> Task<T> {
         let Ok(figures) = replication else {
             return;
         };
-        pg.standbys.store(figures.standbys, Relaxed);
+        pg.standbys.store(figures.standbys.unwrap_or(-1), Relaxed);
         pg.sync_standbys
             .store(figures.sync_standbys.unwrap_or(-1), Relaxed);
         let timeline = pg.timeline.swap(figures.timeline, Relaxed);

@@ -886,9 +886,7 @@ fn a_renewal_reports_the_replication_state() {
     let renewal = bench.only_job();
     let renewal_rows = Renewal {
         writes: Ok(()),
-        replication: Some(Err(
-            "permission denied for function pg_control_checkpoint".into()
-        )),
+        replication: Some(Err("permission denied for function pg_walfile_name".into())),
     };
     bench.done(renewal.id, Ok(Rows::Renewed(renewal_rows)));
     let seen = bench.outputs();
@@ -896,7 +894,7 @@ fn a_renewal_reports_the_replication_state() {
     assert_eq!(
         seen.replications,
         vec![Err(
-            "permission denied for function pg_control_checkpoint".to_string()
+            "permission denied for function pg_walfile_name".to_string()
         )]
     );
 }
