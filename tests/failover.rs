@@ -20,6 +20,7 @@ mod pg;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -676,10 +677,7 @@ fn readiness_and_the_log_follow_whether_writes_commit() {
     ] {
         assert!(status.contains(part), "{part} not in {status}");
     }
-    let jnhp = std::path::Path::new(&common::bin())
-        .parent()
-        .unwrap()
-        .join("jnhp");
+    let jnhp = Path::new(&common::bin()).parent().unwrap().join("jnhp");
     let stats = std::process::Command::new(jnhp)
         .args(["stats", "--admin", &admin.to_string()])
         .output()
@@ -861,4 +859,120 @@ fn a_failover_to_a_standby_that_stalled_loses_nothing_acknowledged_or_served() {
             event.replied - event.sent
         );
     }
+}
+
+/// A front-end for the LISTEN tests: a lease long enough that a STORE
+/// parked on another front-end's reservation wakes by its release (a
+/// NOTIFY heard on the LISTEN connection), not by its expiry, within the
+/// test's bound; `rest` adds tables.
+fn listening_front_end(url: &str, dir: tempfile::TempDir, rest: &str) -> Server {
+    Server::start_in(
+        dir,
+        &format!(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{url}\"\n\
+             lease_secs = {}\nrequest_timeout_ms = {}\nconnect_timeout_secs = 30\n{rest}",
+            LISTEN_LEASE.as_secs(),
+            REQUEST_TIMEOUT.as_millis()
+        ),
+    )
+}
+
+/// The lease of the LISTEN tests: a STORE that waited this long was not
+/// woken by a NOTIFY.
+const LISTEN_LEASE: Duration = Duration::from_secs(90);
+
+/// Front-end `holder` validates `name` behind a gate (its lease held);
+/// `waiter`'s STORE of the name waits for it; the gate opens, the holder
+/// refuses, releases (NOTIFY), and the waiter must be stored well before
+/// the lease would have lapsed: it heard the release.
+fn waiter_hears_the_release(holder: &Server, gate: &Path, waiter: &Server, name: &str) {
+    let mut held = holder.connect();
+    held.send(format!("STORE {name} bad-held\r\n").as_bytes());
+    common::wait_for_file(&gate.join(format!("started-{name}-bad-held")));
+    let mut waiting = waiter.connect();
+    waiting.send(format!("STORE {name} waited\r\n").as_bytes());
+    // Parked behind the reservation, not answered.
+    waiting
+        .stream()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(std::io::Read::read(&mut &*waiting.stream(), &mut byte).is_err());
+    waiting.stream().set_read_timeout(None).unwrap();
+    let released = Instant::now();
+    std::fs::write(gate.join("release"), "").unwrap();
+    assert_eq!(held.reply(), "RARGH!");
+    assert_eq!(waiting.reply(), "W00T!");
+    let took = released.elapsed();
+    assert!(
+        took < LISTEN_LEASE / 3,
+        "woken after {took:?}: not by the NOTIFY"
+    );
+    std::fs::remove_file(gate.join("release")).unwrap();
+}
+
+/// Issue 22, item 2: after a switchover the LISTEN connection is made
+/// again on the new primary, so a STORE waiting for another front-end's
+/// reservation is woken by its release there, not by its expiry.
+#[test]
+fn the_listen_connection_follows_the_primary() {
+    require!(AutoFailover);
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let formation = Formation::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().to_path_buf();
+    let validator = process_validator(&common::gated(&gate), "timeout_ms = 60000");
+    let holder = listening_front_end(&url(&formation, [0, 1]), dir, &validator);
+    let waiter = listening_front_end(&url(&formation, [1, 0]), tempfile::tempdir().unwrap(), "");
+    waiter_hears_the_release(&holder, &gate, &waiter, "before");
+    formation.switchover();
+    // Both write again (the gate open meanwhile: the holder validates).
+    std::fs::write(gate.join("release"), "").unwrap();
+    for front in [&holder, &waiter] {
+        let deadline = Instant::now() + RECOVERY;
+        let mut client = front.connect();
+        let mut i = 0;
+        while client.ask(&format!("STORE probe{i}-{} v", front.pid())) != "W00T!" {
+            assert!(Instant::now() < deadline, "never wrote again");
+            i += 1;
+        }
+    }
+    std::fs::remove_file(gate.join("release")).unwrap();
+    waiter_hears_the_release(&holder, &gate, &waiter, "after");
+}
+
+/// Issue 22, item 2: a LISTEN connection whose server stops answering (a
+/// frozen server, a cut network: nothing breaks the connection) is given
+/// up within about two request timeouts and made again, so releases are
+/// heard again; before, it waited forever and every STORE parked behind
+/// another front-end's reservation waited for the lease.
+#[test]
+fn a_listen_connection_that_stops_answering_is_made_again() {
+    require!(Postgres);
+    let pg = pg::Postgres::start();
+    let db = pg.create_db("t");
+    let url = pg.url(&db);
+    let waiter = listening_front_end(&url, tempfile::tempdir().unwrap(), "");
+    let listening = |pg: &pg::Postgres| {
+        pg.psql(
+            "postgres",
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' ORDER BY backend_start",
+        )
+    };
+    let deadline = Instant::now() + common::PATIENCE;
+    while listening(&pg).is_empty() {
+        assert!(Instant::now() < deadline, "never listened");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let frozen: i32 = listening(&pg).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().to_path_buf();
+    let validator = process_validator(&common::gated(&gate), "timeout_ms = 60000");
+    let holder = listening_front_end(&url, dir, &validator);
+    let pid = nix::unistd::Pid::from_raw(frozen);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let line = waiter.log.wait_for("the LISTEN connection is given up");
+    assert!(line.contains("no answer within"), "{line}");
+    waiter_hears_the_release(&holder, &gate, &waiter, "n");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
 }
