@@ -897,7 +897,7 @@ fn waiter_hears_the_release(holder: &Server, gate: &Path, waiter: &Server, name:
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let mut byte = [0u8; 1];
-    assert!(std::io::Read::read(&mut &*waiting.stream(), &mut byte).is_err());
+    assert!(std::io::Read::read(&mut waiting.stream(), &mut byte).is_err());
     waiting.stream().set_read_timeout(None).unwrap();
     let released = Instant::now();
     std::fs::write(gate.join("release"), "").unwrap();
