@@ -648,6 +648,28 @@ fn readiness_and_the_log_follow_whether_writes_commit() {
             "{key}:\n{metrics}"
         );
     }
+    // Every PostgreSQL metric the dashboard and the alert rules query is
+    // exposed (tests/observability.rs checks the others).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in [
+        "contrib/grafana/jnhpd.json",
+        "contrib/prometheus/alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("jnhpd_postgres_") || word.starts_with("jnhpd_cache_") {
+                let exposed = metrics.lines().any(|l| {
+                    l.split(['{', ' ']).next().is_some_and(|name| {
+                        name == word
+                            || name
+                                .strip_prefix(word)
+                                .is_some_and(|rest| ["_bucket", "_sum", "_count"].contains(&rest))
+                    })
+                });
+                assert!(exposed, "{file} queries {word}, not exposed");
+            }
+        }
+    }
     let server = format!(
         "jnhpd_postgres_server_info{{server=\"host {}",
         pg.dir.display()

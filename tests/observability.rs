@@ -236,8 +236,8 @@ fn promtool_accepts_the_metrics_and_the_alert_rules() {
 }
 
 /// Every metric the dashboard and the alert rules query exists (a metric
-/// of PostgreSQL only exists with that backend: tests/postgres.rs checks
-/// those).
+/// of PostgreSQL only exists with that backend: tests/failover.rs,
+/// readiness_and_the_log_follow_whether_writes_commit, checks those).
 #[test]
 fn the_dashboard_and_the_alerts_query_metrics_that_exist() {
     let (server, admin) = instrumented(10);
