@@ -998,3 +998,107 @@ fn a_listen_connection_that_stops_answering_is_made_again() {
     waiter_hears_the_release(&holder, &gate, &waiter, "n");
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
 }
+
+/// A name the failover tool moves (a DNS name, a virtual IP, a proxy
+/// such as HAProxy): a TCP forwarder to whichever port it is pointed at.
+/// Connections already made stay with their server, as they do when a
+/// DNS name moves.
+struct MovableName {
+    port: u16,
+    target: Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl MovableName {
+    fn pointing_at(target: u16) -> MovableName {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = Arc::new(std::sync::atomic::AtomicU16::new(target));
+        let to = target.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let port = to.load(Ordering::SeqCst);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
+                    continue;
+                };
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        MovableName { port, target }
+    }
+
+    fn point_at(&self, target: u16) {
+        self.target.store(target, Ordering::SeqCst);
+    }
+}
+
+/// Issue 22, item 2: a URL with a single name that the failover tool
+/// moves to the new primary. Until it moves, new connections land on the
+/// old primary, now a standby: jnhpd refuses them (it always asks for a
+/// read-write session, whatever the URL says; a standby would serve reads
+/// it has not replayed) and tries again; once the name moves, writes
+/// work again — no restart, no wrong answer, the LISTEN connection made
+/// on the new primary.
+#[test]
+fn a_single_name_moved_by_the_failover_tool_is_followed() {
+    require!(AutoFailover);
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let formation = Formation::start();
+    let old = formation.primary();
+    let name = MovableName::pointing_at(formation.nodes[old].port);
+    // No target_session_attrs in the URL.
+    let url = format!(
+        "postgres://jnhp@127.0.0.1:{}/jnhp?sslmode=disable",
+        name.port
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().to_path_buf();
+    let validator = process_validator(&common::gated(&gate), "timeout_ms = 60000");
+    let holder = listening_front_end(&url, dir, &validator);
+    let waiter = listening_front_end(&url, tempfile::tempdir().unwrap(), "");
+    let (holder_pid, waiter_pid) = (holder.pid(), waiter.pid());
+    let mut client = waiter.connect();
+    assert_eq!(client.ask("STORE before v"), "W00T!");
+    let new = formation.switchover();
+    assert_ne!(new, old);
+    // The name still points at the old primary, a standby now.
+    let mut refused = 0;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        match client.ask(&format!("STORE during{refused} v")).as_str() {
+            "ERROR storage unavailable" => refused += 1,
+            other => panic!("a STORE through a standby got {other:?}"),
+        }
+        // A name stored before is served (cached), never lost; a name
+        // not cached is not read on the standby, which may lag.
+        assert_eq!(client.ask("GET before"), "v");
+        let absent = client.ask(&format!("GET absent{refused}"));
+        assert_eq!(absent, "ERROR storage unavailable", "read on a standby");
+    }
+    assert!(refused > 0);
+    name.point_at(formation.nodes[new].port);
+    let deadline = Instant::now() + RECOVERY;
+    let mut i = 0;
+    while client.ask(&format!("STORE after{i} v")) != "W00T!" {
+        assert!(Instant::now() < deadline, "never wrote again");
+        i += 1;
+    }
+    std::fs::write(gate.join("release"), "").unwrap();
+    assert_eq!(holder.connect().ask("STORE holder-after v"), "W00T!");
+    std::fs::remove_file(gate.join("release")).unwrap();
+    waiter_hears_the_release(&holder, &gate, &waiter, "moved");
+    assert_eq!((holder.pid(), waiter.pid()), (holder_pid, waiter_pid));
+    // What was refused while the name pointed at the standby was not
+    // stored there (it could not be: a standby takes no writes).
+    let stored: HashMap<String, String> = formation.names(new).into_iter().collect();
+    assert!(stored.contains_key("before"));
+    assert!((0..refused).all(|i| !stored.contains_key(&format!("during{i}"))));
+}

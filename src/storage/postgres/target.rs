@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio_postgres::config::{Host, SslMode as WireSslMode};
+use tokio_postgres::config::{Host, SslMode as WireSslMode, TargetSessionAttrs};
 
 use super::PgError;
 use super::tls::{MakeTls, SslMode};
@@ -119,7 +119,11 @@ fn single_host(config: &tokio_postgres::Config, i: usize) -> tokio_postgres::Con
     if let Some(retries) = config.get_keepalives_retries() {
         one.keepalives_retries(retries);
     }
-    one.target_session_attrs(config.get_target_session_attrs())
+    // Always a primary, whatever the URL says: jnhpd writes, and a standby
+    // (the old primary behind a name the failover tool has not moved yet)
+    // would serve reads it has not replayed. The connection is refused and
+    // tried again (the next host, or the same name later).
+    one.target_session_attrs(TargetSessionAttrs::ReadWrite)
         .channel_binding(config.get_channel_binding())
         .load_balance_hosts(config.get_load_balance_hosts());
     one
