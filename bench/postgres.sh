@@ -6,7 +6,12 @@
 #     running the same INSERT … ON CONFLICT DO NOTHING with 50 clients;
 #  2. uncached GETs (cache_bytes = 0) vs pgbench selecting by primary key;
 #  3. cached GETs vs the local (memory) backend's;
-#  4. what a second front-end adds: two front-ends, two load generators.
+#  4. what a second front-end adds: two front-ends, two load generators;
+#  5. with a synchronous standby (a second server, streaming): durable
+#     STOREs and uncached GETs again vs pgbench, and pgbench's lookup alone
+#     vs the same lookup carrying jnhpd's durability barrier
+#     (docs/postgres.md, "What a failover can lose"): what proving that a
+#     row read survives a failover costs.
 # Nothing is pinned: PostgreSQL, jnhpd and the load share both cores, as
 # they would on one small box. Data under target/ (a real disk).
 #
@@ -146,6 +151,34 @@ bench 18425 --unique-stores >"$work/two-b"
 wait $a
 two_front_ends=$(( $(cat "$work/two-a") + $(cat "$work/two-b") ))
 
+# 5. a synchronous standby
+install -d -o postgres -m 700 "$work/standby"
+runuser -u postgres -- "$pgbin/pg_basebackup" -D "$work/standby" -R -X stream \
+  -d "host=$work/pg port=$pgport user=postgres application_name=s1"
+runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/standby" -l "$work/standby/server.log" -w \
+  -o "-p $((pgport + 1)) -k $work/standby -c listen_addresses='' -c max_connections=200 -c shared_buffers=256MB" \
+  start >/dev/null
+cleanup_standby() { runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/standby" -m fast -w stop >/dev/null 2>&1 || true; cleanup; }
+trap cleanup_standby EXIT
+psql -c "ALTER SYSTEM SET synchronous_standby_names = 's1'" -c "SELECT pg_reload_conf()" >/dev/null
+for _ in $(seq 300); do
+  [ "$(psql -At -c "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")" = 1 ] && break
+  sleep 0.1
+done
+cat >"$work/select-barrier.sql" <<'SQL'
+\set k random(1, 100000)
+SELECT name, value, (SELECT pg_logical_emit_message(true, 'pgb_barrier', '')
+    WHERE current_setting('synchronous_standby_names') <> '') IS NOT NULL AS barrier
+  FROM pgb_names WHERE name = ANY(ARRAY[convert_to('k' || :k, 'UTF8')]);
+SQL
+front_end sync_store 18426 0
+sync_stores=$(bench 18426 --unique-stores)
+sync_inserts=$(pgbench_measured "$work/insert.sql" | cut -d' ' -f1)
+front_end sync_uncached 18427 0
+sync_uncached=$(bench 18427 --mix 0:0:100 --keys 100000)
+sync_selects=$(pgbench_measured "$work/select.sql" | cut -d' ' -f1)
+sync_barriers=$(pgbench_measured "$work/select-barrier.sql" | cut -d' ' -f1)
+
 cat <<EOF
 | workload (50 connections, pipeline 1) | jnhpd | peer | ratio |
 |---|---|---|---|
@@ -153,6 +186,9 @@ cat <<EOF
 | uncached GETs / s | $jnhpd_uncached | pgbench SELECT by key: $pgbench_selects | $(ratio "$jnhpd_uncached" "$pgbench_selects") |
 | cached GETs / s | $jnhpd_cached | local backend: $local_gets | $(ratio "$jnhpd_cached" "$local_gets") |
 | durable STOREs / s, two front-ends | $two_front_ends | one front-end: $jnhpd_stores | $(ratio "$two_front_ends" "$jnhpd_stores") |
+| durable STOREs / s, synchronous standby | $sync_stores | pgbench INSERT … ON CONFLICT: $sync_inserts | $(ratio "$sync_stores" "$sync_inserts") |
+| uncached GETs / s, synchronous standby (each batch proven by a barrier) | $sync_uncached | pgbench SELECT by key: $sync_selects | $(ratio "$sync_uncached" "$sync_selects") |
+| pgbench lookups / s with the barrier, synchronous standby | $sync_barriers | the same without: $sync_selects | $(ratio "$sync_barriers" "$sync_selects") |
 
 CPU per request (µs, user + system): PostgreSQL's processes and jnhpd's,
 and the whole machine's (load generator included) for each side
