@@ -1,0 +1,257 @@
+"""Persistent validator helpers for jnhpd (``kind = "helper"``).
+
+``run(check)`` turns a function ``check(name: bytes, value: bytes) -> bool``
+into a helper speaking the line protocol of docs/validators.md
+("Persistent helpers"): it reads ``<id> <name> <value>`` lines from stdin,
+runs checks concurrently (a thread pool for plain functions, tasks for
+``async def``), answers ``<id> JNHP:1`` (allow) or ``<id> JNHP:0`` (deny)
+once per id, in the order the checks finish, and returns when jnhpd closes
+stdin and the checks in flight have been answered.
+
+A check that raises, or returns anything but a bool, is a *failure* of that
+request: the reply is ``<id> JNHP:error``, which jnhpd counts as a malformed
+verdict for that request only, so the validator's ``on_failure`` decides
+(``reject`` by default) and the helper keeps running; the traceback goes to
+stderr, which jnhpd logs. While the helper runs, ``sys.stdout`` points at
+stderr: a stray ``print()`` in a check is logged instead of breaking the
+helper (jnhpd replaces a helper that writes anything but replies).
+"""
+
+import asyncio
+import inspect
+import os
+import sys
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO, Callable, Optional
+
+__all__ = ["run", "DEFAULT_THREADS", "DEFAULT_TASKS"]
+
+# Checks running at once by default: jnhpd's own default `concurrency`
+# (requests in flight per helper) for threads; for tasks, which are cheap,
+# whatever jnhpd sends.
+DEFAULT_THREADS = 32
+DEFAULT_TASKS = 1024
+
+# A request line holds a whole value: max_value_bytes may be up to 16 MiB.
+MAX_LINE = 1 << 26
+
+ALLOW, DENY, FAILURE = b" JNHP:1\n", b" JNHP:0\n", b" JNHP:error\n"
+
+
+def _log(message: str) -> None:
+    try:
+        sys.__stderr__.write(f"jnhp.helper: {message}\n")
+        sys.__stderr__.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _verdict(name: bytes, result: Any) -> bytes:
+    if result is True:
+        return ALLOW
+    if result is False:
+        return DENY
+    _log(f"check returned {result!r} for name {name!r}, not a bool: a failure")
+    return FAILURE
+
+
+def _failed(name: bytes) -> bytes:
+    _log(f"check failed for name {name!r}:\n{traceback.format_exc().rstrip()}")
+    return FAILURE
+
+
+def _split(line: bytes):
+    """(id, name, value) of a request line without its line end; id None
+    when the line is not a request at all."""
+    parts = line.split(b" ", 2)
+    if not parts[0].isdigit():
+        return None, b"", b""
+    if len(parts) < 3:
+        return parts[0], b"", b""
+    return parts[0], parts[1], parts[2]
+
+
+class _Replies:
+    """Writes replies from any thread; the last writer of a burst flushes,
+    so every reply is flushed at once without a syscall per reply when
+    many finish together."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.counting = threading.Lock()
+        self.writing = threading.Lock()
+        self.coming = 0
+        self.broken = False
+
+    def send(self, request_id: bytes, verdict: bytes) -> None:
+        with self.counting:
+            self.coming += 1
+        with self.writing:
+            with self.counting:
+                self.coming -= 1
+                last = self.coming == 0
+            if self.broken:
+                return
+            try:
+                self.out.write(request_id + verdict)
+                # A reply counted above but not yet written will flush
+                # this one with its own.
+                if last:
+                    self.out.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                # jnhpd is gone (or killed us as broken): nobody to answer.
+                self.broken = True
+
+
+def run(
+    check: Optional[Callable[[bytes, bytes], Any]] = None,
+    *,
+    concurrency: Optional[int] = None,
+    stdin: Optional[BinaryIO] = None,
+    stdout: Optional[BinaryIO] = None,
+) -> Any:
+    """Serves ``check`` as a jnhpd helper until stdin closes.
+
+    ``concurrency`` is how many checks run at once: threads for a plain
+    function (default 32; 1 runs them one at a time in the calling
+    thread), tasks for an ``async def`` (default 1024). jnhpd sends at
+    most its validator's ``concurrency`` requests before it has their
+    replies, so a lower limit here queues the rest in the helper.
+
+    Without ``check``, returns a decorator that runs the helper at once::
+
+        @jnhp.helper.run(concurrency=8)
+        def check(name: bytes, value: bytes) -> bool:
+            return b"forbidden" not in value
+    """
+    if check is None:
+        return lambda f: run(f, concurrency=concurrency, stdin=stdin, stdout=stdout)
+    if concurrency is not None and concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    source = stdin if stdin is not None else sys.stdin.buffer
+    out = stdout if stdout is not None else sys.stdout.buffer
+    # Every line on the real stdout must be a reply: print() in a check
+    # goes to stderr (logged by jnhpd) while the helper runs.
+    saved = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        if _is_async(check):
+            asyncio.run(_serve_tasks(check, concurrency or DEFAULT_TASKS, source, out))
+        else:
+            _serve_threads(check, concurrency or DEFAULT_THREADS, source, out)
+    finally:
+        sys.stdout = saved
+    return check
+
+
+def _is_async(check: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(check) or inspect.iscoroutinefunction(
+        getattr(check, "__call__", None)
+    )
+
+
+def _requests(source: BinaryIO):
+    """Complete request lines (line end removed); a last line cut short
+    by the end of stdin is dropped (jnhpd has given up on it)."""
+    while True:
+        line = source.readline(MAX_LINE + 1)
+        if not line:
+            return
+        if not line.endswith(b"\n"):
+            if len(line) > MAX_LINE:
+                _log("request line over 64 MiB: stopping")
+            else:
+                _log("stdin closed in the middle of a request line: not answered")
+            return
+        yield line[:-1]
+
+
+def _serve_threads(check: Callable[[bytes, bytes], Any], limit: int, source: BinaryIO, out: BinaryIO) -> None:
+    replies = _Replies(out)
+
+    def answer(request_id: bytes, name: bytes, value: bytes) -> None:
+        try:
+            verdict = _verdict(name, check(name, value))
+        except BaseException:
+            verdict = _failed(name)
+        replies.send(request_id, verdict)
+
+    if limit == 1:
+        for line in _requests(source):
+            request_id, name, value = _split(line)
+            if request_id is None:
+                _log(f"not a request line: {line[:80]!r}")
+            elif not value:
+                replies.send(request_id, FAILURE)
+            else:
+                answer(request_id, name, value)
+            if replies.broken:
+                return
+        return
+    with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="jnhp-check") as pool:
+        for line in _requests(source):
+            request_id, name, value = _split(line)
+            if request_id is None:
+                _log(f"not a request line: {line[:80]!r}")
+            elif not value:
+                replies.send(request_id, FAILURE)
+            else:
+                pool.submit(answer, request_id, name, value)
+            if replies.broken:
+                break
+    # Leaving the pool waited for the checks in flight: all answered.
+
+
+async def _serve_tasks(check: Callable[[bytes, bytes], Any], limit: int, source: BinaryIO, out: BinaryIO) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_LINE)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), source)
+    except ValueError:
+        # Not a pipe (a file, a tty in tests): read it in a thread.
+        reader = None
+    slots = asyncio.Semaphore(limit)
+    replies = _Replies(out)
+    tasks = set()
+
+    async def answer(request_id: bytes, name: bytes, value: bytes) -> None:
+        try:
+            try:
+                verdict = _verdict(name, await check(name, value))
+            except Exception:
+                verdict = _failed(name)
+            replies.send(request_id, verdict)
+        finally:
+            slots.release()
+
+    while True:
+        if reader is not None:
+            try:
+                line = await reader.readline()
+            except (asyncio.LimitOverrunError, ValueError):
+                _log("request line over 64 MiB: stopping")
+                break
+        else:
+            line = await loop.run_in_executor(None, source.readline, MAX_LINE + 1)
+        if not line:
+            break
+        if not line.endswith(b"\n"):
+            _log("stdin closed in the middle of a request line: not answered")
+            break
+        request_id, name, value = _split(line[:-1])
+        if request_id is None:
+            _log(f"not a request line: {line[:80]!r}")
+            continue
+        if not value:
+            replies.send(request_id, FAILURE)
+            continue
+        await slots.acquire()
+        task = loop.create_task(answer(request_id, name, value))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        if replies.broken:
+            break
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
