@@ -219,3 +219,23 @@ def test_helper_against_a_closed_stdout_exits():
     except BrokenPipeError:
         pass
     assert proc.wait(30) is not None
+
+
+def test_a_check_that_hangs_is_timed_out_by_jnhpd_and_the_helper_replaced(jnhpd_factory, tmp_path):
+    server = helper_server(
+        jnhpd_factory,
+        tmp_path,
+        """
+        def check(name, value):
+            if name == b"hang":
+                threading.Event().wait()
+            return True
+
+        jnhp.helper.run(check)
+        """,
+        timeout_ms=1000,
+        children=1,
+    )
+    client = jnhp.Client(server.addr, timeout=30)
+    assert client.store("hang", "x") is False
+    assert client.store("after", "x") is True
