@@ -239,3 +239,44 @@ def test_a_check_that_hangs_is_timed_out_by_jnhpd_and_the_helper_replaced(jnhpd_
     client = jnhp.Client(server.addr, timeout=30)
     assert client.store("hang", "x") is False
     assert client.store("after", "x") is True
+
+
+def test_the_concurrency_limit_holds_for_threads_and_tasks():
+    threads = """
+        lock, running, most = threading.Lock(), [0], [0]
+        barrier = threading.Barrier(3, timeout=20)
+
+        def check(name, value):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            barrier.wait()  # three at once, or this raises
+            with lock:
+                running[0] -= 1
+            return True
+
+        jnhp.helper.run(check, concurrency=3)
+        print("most", most[0], file=sys.stderr)
+        """
+    tasks = """
+        running, most = [0], [0]
+        barrier = None
+
+        async def check(name, value):
+            global barrier
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            for _ in range(100):  # let the others start, if they may
+                await asyncio.sleep(0)
+            running[0] -= 1
+            return True
+
+        jnhp.helper.run(check, concurrency=3)
+        print("most", most[0], file=sys.stderr)
+        """
+    requests = b"".join(b"%d n v\n" % i for i in range(12))
+    for body in (threads, tasks):
+        out, err, rc = run_helper(body, requests)
+        assert rc == 0, err
+        assert len(out.splitlines()) == 12 and b"JNHP:error" not in out, err
+        assert b"most 3\n" in err, err
