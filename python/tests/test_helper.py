@@ -62,6 +62,8 @@ def test_a_check_that_raises_fails_that_request_only(jnhpd_factory, tmp_path):
                     raise RuntimeError("kaboom")
                 if value == b"none":
                     return None
+                if value == b"exit":
+                    sys.exit(3)
                 print("a stray print goes to stderr")
                 return True
 
@@ -71,6 +73,7 @@ def test_a_check_that_raises_fails_that_request_only(jnhpd_factory, tmp_path):
         client = jnhp.Client(server.addr)
         assert client.store("a", "boom") is False  # on_failure = "reject"
         assert client.store("b", "none") is False  # not a bool: a failure too
+        assert client.store("b2", "exit") is False  # sys.exit in a check too
         assert client.store("c", "fine") is True  # the helper still serves
         server.wait_for("kaboom")
         server.wait_for("not a bool")
@@ -260,10 +263,8 @@ def test_the_concurrency_limit_holds_for_threads_and_tasks():
         """
     tasks = """
         running, most = [0], [0]
-        barrier = None
 
         async def check(name, value):
-            global barrier
             running[0] += 1
             most[0] = max(most[0], running[0])
             for _ in range(100):  # let the others start, if they may

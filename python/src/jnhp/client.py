@@ -179,8 +179,9 @@ class Client:
                     conn.send(chunk)
                     for _ in range(count):
                         line = conn.read_line()
-                        if not line.endswith(b"\n"):
-                            _wire.decode(commands[len(lines)], line)  # raises
+                        # A cut or foreign reply raises here, before the
+                        # connection could go back to the pool.
+                        _wire.decode(commands[len(lines)], line)
                         lines.append(line)
             except socket.timeout:
                 conn.close()

@@ -271,7 +271,7 @@ async def _serve_tasks(check: Callable[[bytes, bytes], Any], limit: int, source:
         try:
             try:
                 verdict = _verdict(name, await check(name, value))
-            except Exception:
+            except (Exception, SystemExit, KeyboardInterrupt):
                 verdict = _failed(name)
             replies.send(request_id, verdict)
         finally:
