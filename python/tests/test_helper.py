@@ -1,5 +1,6 @@
 """jnhp.helper: helpers written with it, run by the real jnhpd."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -281,3 +282,28 @@ def test_the_concurrency_limit_holds_for_threads_and_tasks():
         assert rc == 0, err
         assert len(out.splitlines()) == 12 and b"JNHP:error" not in out, err
         assert b"most 3\n" in err, err
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_idle_helper_uses_no_cpu():
+    # The watchdog that moves slow checks aside sleeps while no check runs.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + "jnhp.helper.run(lambda n, v: True)"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"1 a b\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == b"1 JNHP:1\n"
+    time.sleep(1)  # past the watchdog's idle ticks (0.1 s)
+    before = cpu_seconds(proc.pid)
+    time.sleep(2)
+    used = cpu_seconds(proc.pid) - before
+    proc.stdin.close()
+    assert proc.wait(30) == 0
+    assert used < 0.2, f"{used} s of CPU in 2 s idle"

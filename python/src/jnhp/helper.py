@@ -19,11 +19,11 @@ helper (jnhpd replaces a helper that writes anything but replies).
 
 import asyncio
 import inspect
-import queue
 import sys
 import threading
+import time
 import traceback
-from typing import Any, BinaryIO, Callable, List, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 __all__ = ["run", "DEFAULT_THREADS", "DEFAULT_TASKS"]
 
@@ -73,34 +73,34 @@ def _split(line: bytes):
 
 
 class _Replies:
-    """Writes replies from any thread; the last writer of a burst flushes,
-    so every reply is flushed at once without a syscall per reply when
-    many finish together."""
+    """Writes replies, each flushed at once, from any thread; with
+    `later`, flushes are left to `flush` (the asyncio loop batches the
+    replies of one turn into one write)."""
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
-        self.counting = threading.Lock()
-        self.writing = threading.Lock()
-        self.coming = 0
+        self.lock = threading.Lock()
         self.broken = False
 
-    def send(self, request_id: bytes, verdict: bytes) -> None:
-        with self.counting:
-            self.coming += 1
-        with self.writing:
-            with self.counting:
-                self.coming -= 1
-                last = self.coming == 0
+    def send(self, request_id: bytes, verdict: bytes, later: bool = False) -> None:
+        with self.lock:
             if self.broken:
                 return
             try:
                 self.out.write(request_id + verdict)
-                # A reply counted above but not yet written will flush
-                # this one with its own.
-                if last:
+                if not later:
                     self.out.flush()
             except (BrokenPipeError, ValueError, OSError):
                 # jnhpd is gone (or killed us as broken): nobody to answer.
+                self.broken = True
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.broken:
+                return
+            try:
+                self.out.flush()
+            except (BrokenPipeError, ValueError, OSError):
                 self.broken = True
 
 
@@ -177,8 +177,9 @@ def _serve_threads(check: Callable[[bytes, bytes], Any], limit: int, source: Bin
             verdict = _failed(name)
         replies.send(request_id, verdict)
 
+    requests = _requests(source)
     if limit == 1:
-        for line in _requests(source):
+        for line in requests:
             request_id, name, value = _split(line)
             if request_id is None:
                 _log(f"not a request line: {line[:80]!r}")
@@ -189,70 +190,112 @@ def _serve_threads(check: Callable[[bytes, bytes], Any], limit: int, source: Bin
             if replies.broken:
                 return
         return
-    pool = _Workers(answer, limit)
-    try:
-        for line in _requests(source):
+    _Relay(answer, limit, requests, replies).run()
+
+
+class _Relay:
+    """Checks run in the thread that reads the requests, so a fast check
+    costs no hand-over between threads; a check still running after
+    HANDOFF seconds keeps its thread, and the reading moves on to a new
+    thread (a relay): a slow check holds the others back by about that
+    long, and at most `limit` checks run at once (no new reader while
+    `limit` run). A watchdog thread notices slow checks; it sleeps while
+    no check runs."""
+
+    HANDOFF = 0.001
+
+    def __init__(self, answer: Callable[[bytes, bytes, bytes], None], limit: int, requests: Any, replies: _Replies) -> None:
+        self.answer = answer
+        self.limit = limit
+        self.requests = requests
+        self.replies = replies
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.reader: object = None  # the token of the thread reading now
+        self.inline: Optional[int] = None  # the check the reader runs, by number
+        self.count = 0
+        self.running = 0
+        self.eof = False
+        self.busy = threading.Event()  # set while the reader may be in a check
+
+    def run(self) -> None:
+        self._relay()
+        watchdog = threading.Thread(target=self._watch, name="jnhp-watchdog", daemon=True)
+        watchdog.start()
+        with self.changed:
+            self.changed.wait_for(lambda: self.eof and self.running == 0)
+        self.busy.set()  # wakes the watchdog to see eof
+        watchdog.join()
+
+    def _relay(self) -> None:
+        """Starts a new reader thread; called with the lock held or before
+        any thread runs."""
+        token = object()
+        self.reader = token
+        threading.Thread(target=self._read, args=(token,), name="jnhp-check", daemon=True).start()
+
+    def _read(self, token: object) -> None:
+        while True:
+            line = next(self.requests, None)
+            if line is None or self.replies.broken:
+                with self.changed:
+                    self.eof = True
+                    self.changed.notify_all()
+                return
             request_id, name, value = _split(line)
             if request_id is None:
                 _log(f"not a request line: {line[:80]!r}")
-            elif not value:
-                replies.send(request_id, FAILURE)
-            else:
-                pool.submit(request_id, name, value)
-            if replies.broken:
-                break
-    finally:
-        # Waits for the checks in flight: all answered.
-        pool.close()
+                continue
+            if not value:
+                self.replies.send(request_id, FAILURE)
+                continue
+            with self.lock:
+                self.count += 1
+                mine = self.inline = self.count
+                self.running += 1
+            if not self.busy.is_set():
+                self.busy.set()
+            self.answer(request_id, name, value)
+            with self.changed:
+                self.running -= 1
+                if self.inline == mine:
+                    self.inline = None
+                if self.reader is not token:
+                    # The reading moved on while this check ran.
+                    self.changed.notify_all()
+                    return
 
+    # Ticks with no check running before the watchdog sleeps until one
+    # starts: while requests keep coming it does not need waking for each.
+    IDLE_TICKS = 100
 
-class _Workers:
-    """Up to `limit` threads taking requests from one queue, started as
-    needed (a new one only when none is idle). Cheaper per request than a
-    ThreadPoolExecutor (no Future per request), which matters for a
-    helper answering tens of thousands of STOREs a second."""
-
-    _STOP = None
-
-    def __init__(self, answer: Callable[[bytes, bytes, bytes], None], limit: int) -> None:
-        self.answer = answer
-        self.limit = limit
-        self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        self.threads: List[threading.Thread] = []
-        self.lock = threading.Lock()
-        # Requests submitted and not yet taken, and threads waiting for
-        # one: a new thread starts when a request would find none free.
-        self.pending = 0
-        self.waiting = 0
-
-    def submit(self, request_id: bytes, name: bytes, value: bytes) -> None:
-        with self.lock:
-            self.pending += 1
-            start = self.pending > self.waiting and len(self.threads) < self.limit
-        if start:
-            thread = threading.Thread(target=self._work, name="jnhp-check", daemon=True)
-            self.threads.append(thread)
-            thread.start()
-        self.queue.put((request_id, name, value))
-
-    def _work(self) -> None:
+    def _watch(self) -> None:
+        seen: Optional[int] = None
+        idle = 0
         while True:
+            self.busy.wait()
             with self.lock:
-                self.waiting += 1
-            item = self.queue.get()
+                if self.eof:
+                    return
+            time.sleep(self.HANDOFF)
             with self.lock:
-                self.waiting -= 1
-                if item is not self._STOP:
-                    self.pending -= 1
-            if item is self._STOP:
-                return
-            self.answer(*item)
-
-    def close(self) -> None:
-        for _ in self.threads:
-            self.queue.put(self._STOP)
-        for thread in self.threads:
-            thread.join()
+                if self.eof:
+                    return
+                if self.inline is None:
+                    seen = None
+                    idle += 1
+                    if idle >= self.IDLE_TICKS:
+                        self.busy.clear()  # the reader waits for a request
+                        idle = 0
+                    continue
+                idle = 0
+                if self.inline == seen and self.running < self.limit:
+                    # The same check for at least HANDOFF: move on.
+                    self.inline = None
+                    self._relay()
+                    seen = None
+                else:
+                    seen = self.inline
 
 
 async def _serve_tasks(check: Callable[[bytes, bytes], Any], limit: int, source: BinaryIO, out: BinaryIO) -> None:
@@ -267,13 +310,27 @@ async def _serve_tasks(check: Callable[[bytes, bytes], Any], limit: int, source:
     replies = _Replies(out)
     tasks = set()
 
+    flushing = [False]
+
+    def flush() -> None:
+        flushing[0] = False
+        replies.flush()
+
+    def schedule_flush() -> None:
+        # Once per turn of the loop: the replies of checks finishing
+        # together go out in one write.
+        if not flushing[0]:
+            flushing[0] = True
+            loop.call_soon(flush)
+
     async def answer(request_id: bytes, name: bytes, value: bytes) -> None:
         try:
             try:
                 verdict = _verdict(name, await check(name, value))
             except (Exception, SystemExit, KeyboardInterrupt):
                 verdict = _failed(name)
-            replies.send(request_id, verdict)
+            replies.send(request_id, verdict, later=True)
+            schedule_flush()
         finally:
             slots.release()
 
