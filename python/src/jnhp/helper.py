@@ -18,12 +18,14 @@ helper (jnhpd replaces a helper that writes anything but replies).
 """
 
 import asyncio
+import collections
 import inspect
+import io
 import sys
 import threading
 import time
 import traceback
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, Deque, List, Optional
 
 __all__ = ["run", "DEFAULT_THREADS", "DEFAULT_TASKS"]
 
@@ -131,6 +133,10 @@ def run(
         raise ValueError("concurrency must be at least 1")
     source = stdin if stdin is not None else sys.stdin.buffer
     out = stdout if stdout is not None else sys.stdout.buffer
+    if isinstance(out, io.RawIOBase):
+        # Unbuffered (python -u, PYTHONUNBUFFERED): replies written
+        # together should still leave in one write.
+        out = io.BufferedWriter(out, 1 << 16)
     # Every line on the real stdout must be a reply: print() in a check
     # goes to stderr (logged by jnhpd) while the helper runs.
     saved = sys.stdout
@@ -151,46 +157,48 @@ def _is_async(check: Callable[..., Any]) -> bool:
     )
 
 
-def _requests(source: BinaryIO):
-    """Complete request lines (line end removed); a last line cut short
-    by the end of stdin is dropped (jnhpd has given up on it)."""
-    while True:
-        line = source.readline(MAX_LINE + 1)
-        if not line:
-            return
-        if not line.endswith(b"\n"):
-            if len(line) > MAX_LINE:
-                _log("request line over 64 MiB: stopping")
-            else:
+class _Lines:
+    """Request lines from stdin, read in chunks as they come: the lines in
+    hand (`ready`) tell the reader whether to flush its replies before it
+    waits for more, so replies to a burst of requests go out in one
+    write."""
+
+    READ_SIZE = 1 << 16
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.read = getattr(source, "read1", None) or source.read
+        self.ready: Deque[bytes] = collections.deque()
+        self.partial: List[bytes] = []
+        self.partial_len = 0
+
+    def fill(self) -> bool:
+        """Reads more (blocking); False at the end of stdin."""
+        chunk = self.read(self.READ_SIZE)
+        if not chunk:
+            if self.partial:
                 _log("stdin closed in the middle of a request line: not answered")
-            return
-        yield line[:-1]
+            return False
+        parts = chunk.split(b"\n")
+        if len(parts) == 1:
+            # A long line (a large value) coming in pieces: joined once.
+            self.partial.append(chunk)
+            self.partial_len += len(chunk)
+            if self.partial_len > MAX_LINE:
+                _log("request line over 64 MiB: stopping")
+                return False
+            return True
+        if self.partial:
+            self.partial.append(parts[0])
+            parts[0] = b"".join(self.partial)
+        last = parts.pop()
+        self.partial = [last] if last else []
+        self.partial_len = len(last)
+        self.ready.extend(parts)
+        return True
 
 
 def _serve_threads(check: Callable[[bytes, bytes], Any], limit: int, source: BinaryIO, out: BinaryIO) -> None:
-    replies = _Replies(out)
-
-    def answer(request_id: bytes, name: bytes, value: bytes) -> None:
-        try:
-            verdict = _verdict(name, check(name, value))
-        except BaseException:
-            verdict = _failed(name)
-        replies.send(request_id, verdict)
-
-    requests = _requests(source)
-    if limit == 1:
-        for line in requests:
-            request_id, name, value = _split(line)
-            if request_id is None:
-                _log(f"not a request line: {line[:80]!r}")
-            elif not value:
-                replies.send(request_id, FAILURE)
-            else:
-                answer(request_id, name, value)
-            if replies.broken:
-                return
-        return
-    _Relay(answer, limit, requests, replies).run()
+    _Relay(check, limit, _Lines(source), _Replies(out)).run()
 
 
 class _Relay:
@@ -204,10 +212,10 @@ class _Relay:
 
     HANDOFF = 0.001
 
-    def __init__(self, answer: Callable[[bytes, bytes, bytes], None], limit: int, requests: Any, replies: _Replies) -> None:
-        self.answer = answer
+    def __init__(self, check: Callable[[bytes, bytes], Any], limit: int, lines: _Lines, replies: _Replies) -> None:
+        self.check = check
         self.limit = limit
-        self.requests = requests
+        self.lines = lines
         self.replies = replies
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
@@ -217,15 +225,21 @@ class _Relay:
         self.running = 0
         self.eof = False
         self.busy = threading.Event()  # set while the reader may be in a check
+        self.busy_flag = False  # the same, cheaper to read
 
     def run(self) -> None:
         self._relay()
-        watchdog = threading.Thread(target=self._watch, name="jnhp-watchdog", daemon=True)
-        watchdog.start()
+        # With a limit of 1 no check is ever moved aside: no watchdog.
+        watchdog = None
+        if self.limit > 1:
+            watchdog = threading.Thread(target=self._watch, name="jnhp-watchdog", daemon=True)
+            watchdog.start()
         with self.changed:
             self.changed.wait_for(lambda: self.eof and self.running == 0)
-        self.busy.set()  # wakes the watchdog to see eof
-        watchdog.join()
+        self.replies.flush()
+        if watchdog is not None:
+            self.busy.set()  # wakes the watchdog to see eof
+            watchdog.join()
 
     def _relay(self) -> None:
         """Starts a new reader thread; called with the lock held or before
@@ -235,35 +249,65 @@ class _Relay:
         threading.Thread(target=self._read, args=(token,), name="jnhp-check", daemon=True).start()
 
     def _read(self, token: object) -> None:
+        # The loop every request goes through: kept to plain operations
+        # (no calls but the check's), as its cost is the helper's.
+        lines = self.lines
+        ready = lines.ready
+        popleft = ready.popleft
+        replies = self.replies
+        write = replies.out.write
+        wlock = replies.lock
+        lock = self.lock
+        check = self.check
         while True:
-            line = next(self.requests, None)
-            if line is None or self.replies.broken:
+            if not ready:
+                # Nothing more in hand: the replies go out before waiting.
+                replies.flush()
+                if not replies.broken and lines.fill():
+                    continue
                 with self.changed:
                     self.eof = True
                     self.changed.notify_all()
                 return
-            request_id, name, value = _split(line)
-            if request_id is None:
-                _log(f"not a request line: {line[:80]!r}")
+            line = popleft()
+            parts = line.split(b" ", 2)
+            if len(parts) < 3 or not parts[0].isdigit() or not parts[2]:
+                if parts[0].isdigit():
+                    replies.send(parts[0], FAILURE, later=True)
+                else:
+                    _log(f"not a request line: {line[:80]!r}")
                 continue
-            if not value:
-                self.replies.send(request_id, FAILURE)
-                continue
-            with self.lock:
+            request_id, name, value = parts
+            with lock:
                 self.count += 1
                 mine = self.inline = self.count
                 self.running += 1
-            if not self.busy.is_set():
+            if not self.busy_flag:
+                self.busy_flag = True
                 self.busy.set()
-            self.answer(request_id, name, value)
-            with self.changed:
+            try:
+                result = check(name, value)
+                verdict = ALLOW if result is True else DENY if result is False else _verdict(name, result)
+            except BaseException:
+                verdict = _failed(name)
+            with wlock:
+                if not replies.broken:
+                    try:
+                        write(request_id + verdict)
+                    except (BrokenPipeError, ValueError, OSError):
+                        replies.broken = True
+            with lock:
                 self.running -= 1
                 if self.inline == mine:
                     self.inline = None
-                if self.reader is not token:
-                    # The reading moved on while this check ran.
+                moved = self.reader is not token
+            if moved:
+                # The reading moved on while this check ran: this thread's
+                # reply goes out now, and the thread ends.
+                replies.flush()
+                with self.changed:
                     self.changed.notify_all()
-                    return
+                return
 
     # Ticks with no check running before the watchdog sleeps until one
     # starts: while requests keep coming it does not need waking for each.
@@ -285,6 +329,7 @@ class _Relay:
                     seen = None
                     idle += 1
                     if idle >= self.IDLE_TICKS:
+                        self.busy_flag = False
                         self.busy.clear()  # the reader waits for a request
                         idle = 0
                     continue
