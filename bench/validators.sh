@@ -105,8 +105,10 @@ kind = \"helper\"
 command = [\"$python\", \"$allow_helper\"]
 children = 1")
 # The jnhp package and redis-py, in a venv of their own.
+# (From a copy: pip builds in the source tree.)
 "$python" -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet --disable-pip-version-check "$root/python" redis
+cp -r "$root/python" "$work/python-src"
+"$work/venv/bin/pip" install --quiet --disable-pip-version-check "$work/python-src" redis
 venv_python="$work/venv/bin/python"
 cfg_py_jnhp=$(config py_jnhp "
 [[validator]]
