@@ -3,7 +3,7 @@
 ``run(check)`` turns a function ``check(name: bytes, value: bytes) -> bool``
 into a helper speaking the line protocol of docs/validators.md
 ("Persistent helpers"): it reads ``<id> <name> <value>`` lines from stdin,
-runs checks concurrently (a thread pool for plain functions, tasks for
+runs checks concurrently (threads for plain functions, see _Relay; tasks for
 ``async def``), answers ``<id> JNHP:1`` (allow) or ``<id> JNHP:0`` (deny)
 once per id, in the order the checks finish, and returns when jnhpd closes
 stdin and the checks in flight have been answered.
@@ -116,8 +116,8 @@ def run(
     """Serves ``check`` as a jnhpd helper until stdin closes.
 
     ``concurrency`` is how many checks run at once: threads for a plain
-    function (default 32; 1 runs them one at a time in the calling
-    thread), tasks for an ``async def`` (default 1024). jnhpd sends at
+    function (default 32; 1 runs them one at a time), tasks for an
+    ``async def`` (default 1024). jnhpd sends at
     most its validator's ``concurrency`` requests before it has their
     replies, so a lower limit here queues the rest in the helper.
 
