@@ -87,3 +87,37 @@ def test_connection_errors_and_reconnect(jnhpd_factory):
         await client.close()
 
     run(main())
+
+
+def test_timeouts_cancellations_and_a_server_closing_mid_pipeline():
+    from test_client import fake_server
+
+    silent, l1 = fake_server(b"", requests_before=10**9)
+    closing, l2 = fake_server(b"W00T!\r\n", requests_before=3)
+
+    async def main():
+        client = jnhp.asyncio.Client(silent, timeout=0.5)
+        with pytest.raises(jnhp.TimeoutError):
+            await client.get("a")
+        # A cancelled call drops the connection: the next call opens
+        # another rather than reading the cancelled call's reply.
+        task = asyncio.ensure_future(client.get("b"))
+        for _ in range(10000):  # until its request is on the wire
+            if client._conn is not None and client._conn.pending:
+                break
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert client._conn is None or client._conn.failed is not None
+        await client.close()
+
+        client = jnhp.asyncio.Client(closing, timeout=5)
+        p = client.pipeline().store("a", "1").store("b", "2").store("c", "3")
+        with pytest.raises(jnhp.ConnectionError):
+            await p.execute()
+        await client.close()
+
+    run(main())
+    l1.close()
+    l2.close()
