@@ -189,9 +189,14 @@ async fn a_library_users_validator_checks_stores_and_survives_a_reload() {
 
 /// The body of `GET /metrics` from an admin listener.
 async fn metrics(admin: std::net::SocketAddr) -> String {
+    admin_get(admin, "/metrics").await
+}
+
+/// The response to `GET path` from an admin listener.
+async fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut body = String::new();
@@ -338,6 +343,11 @@ async fn builder_validators_have_names_policies_and_limits_in_the_chain() {
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
+    let status = admin_get(admin, "/status").await;
+    assert!(
+        status.contains(r#""name":"gate","kind":"library""#),
+        "{status}"
+    );
     running.control().shutdown();
     running.wait().await.unwrap();
 }
