@@ -17,7 +17,6 @@ stderr: a stray ``print()`` in a check is logged instead of breaking the
 helper (jnhpd replaces a helper that writes anything but replies).
 """
 
-import asyncio
 import collections
 import inspect
 import io
@@ -143,6 +142,8 @@ def run(
     sys.stdout = sys.stderr
     try:
         if _is_async(check):
+            import asyncio  # only here: it is a fifth of a plain helper's start-up
+
             asyncio.run(_serve_tasks(check, concurrency or DEFAULT_TASKS, source, out))
         else:
             _serve_threads(check, concurrency or DEFAULT_THREADS, source, out)
@@ -178,6 +179,10 @@ class _Lines:
             if self.partial:
                 _log("stdin closed in the middle of a request line: not answered")
             return False
+        return self.partial_chunk(chunk)
+
+    def partial_chunk(self, chunk: bytes) -> bool:
+        """Takes a chunk read from stdin; False past MAX_LINE."""
         parts = chunk.split(b"\n")
         if len(parts) == 1:
             # A long line (a large value) coming in pieces: joined once.
@@ -259,11 +264,34 @@ class _Relay:
         wlock = replies.lock
         lock = self.lock
         check = self.check
+        out = replies.out
+        read = lines.read
+        size = lines.READ_SIZE
         while True:
             if not ready:
                 # Nothing more in hand: the replies go out before waiting.
-                replies.flush()
-                if not replies.broken and lines.fill():
+                with wlock:
+                    if not replies.broken:
+                        try:
+                            out.flush()
+                        except (BrokenPipeError, ValueError, OSError):
+                            replies.broken = True
+                if replies.broken:
+                    chunk = b""
+                elif lines.partial:
+                    chunk = b"" if not lines.fill() else None
+                else:
+                    chunk = read(size)
+                    if chunk.endswith(b"\n"):
+                        # The usual case: whole lines.
+                        parts = chunk.split(b"\n")
+                        parts.pop()
+                        ready.extend(parts)
+                        continue
+                    if chunk:
+                        lines.partial_chunk(chunk)
+                        continue
+                if chunk is None:
                     continue
                 with self.changed:
                     self.eof = True
@@ -344,6 +372,8 @@ class _Relay:
 
 
 async def _serve_tasks(check: Callable[[bytes, bytes], Any], limit: int, source: BinaryIO, out: BinaryIO) -> None:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_LINE)
     try:
