@@ -337,38 +337,54 @@ class _Relay:
                     self.changed.notify_all()
                 return
 
-    # Ticks with no check running before the watchdog sleeps until one
-    # starts: while requests keep coming it does not need waking for each.
-    IDLE_TICKS = 100
+    # How the watchdog paces itself: waking costs the reader the GIL for a
+    # moment, so under a steady flow of fast checks it looks less and less
+    # often (the sampling interval doubles up to MAX_SAMPLE); a check it
+    # finds running is looked at again HANDOFF later, and moved aside if
+    # still the same. So a slow check holds the others back by HANDOFF to
+    # 2 x HANDOFF, or up to about MAX_SAMPLE right after a run of fast
+    # ones. With no check running for IDLE_SAMPLES samples it sleeps until
+    # one starts.
+    MAX_SAMPLE = 0.02
+    IDLE_SAMPLES = 10
 
     def _watch(self) -> None:
-        seen: Optional[int] = None
+        sample = self.HANDOFF
         idle = 0
         while True:
             self.busy.wait()
             with self.lock:
                 if self.eof:
                     return
+            time.sleep(sample)
+            with self.lock:
+                if self.eof:
+                    return
+                seen = self.inline
+                if seen is None:
+                    idle += 1
+                    if idle >= self.IDLE_SAMPLES:
+                        self.busy_flag = False
+                        self.busy.clear()  # the reader waits for a request
+                        idle = 0
+                        sample = self.HANDOFF
+                    else:
+                        sample = min(sample * 2, self.MAX_SAMPLE)
+                    continue
+                idle = 0
             time.sleep(self.HANDOFF)
             with self.lock:
                 if self.eof:
                     return
-                if self.inline is None:
-                    seen = None
-                    idle += 1
-                    if idle >= self.IDLE_TICKS:
-                        self.busy_flag = False
-                        self.busy.clear()  # the reader waits for a request
-                        idle = 0
-                    continue
-                idle = 0
                 if self.inline == seen and self.running < self.limit:
                     # The same check for at least HANDOFF: move on.
                     self.inline = None
                     self._relay()
-                    seen = None
+                    sample = self.HANDOFF
+                elif self.inline == seen:
+                    sample = self.HANDOFF  # at the limit: look again soon
                 else:
-                    seen = self.inline
+                    sample = min(sample * 2, self.MAX_SAMPLE)
 
 
 async def _serve_tasks(check: Callable[[bytes, bytes], Any], limit: int, source: BinaryIO, out: BinaryIO) -> None:
