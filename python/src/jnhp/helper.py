@@ -20,11 +20,12 @@ helper (jnhpd replaces a helper that writes anything but replies).
 import collections
 import inspect
 import io
+import itertools
 import sys
 import threading
 import time
 import traceback
-from typing import Any, BinaryIO, Callable, Deque, List, Optional
+from typing import Any, BinaryIO, Callable, Deque, List, Optional, Set
 
 __all__ = ["run", "DEFAULT_THREADS", "DEFAULT_TASKS"]
 
@@ -213,7 +214,14 @@ class _Relay:
     thread (a relay): a slow check holds the others back by about that
     long, and at most `limit` checks run at once (no new reader while
     `limit` run). A watchdog thread notices slow checks; it sleeps while
-    no check runs."""
+    no check runs.
+
+    Who ends a check is settled without a lock: the reader puts the
+    check's number in `claimable` as it starts it and takes it out when
+    it is done; the watchdog moves a check aside only by taking it out
+    first. `set.remove` is one step under the interpreter lock, so
+    exactly one of them succeeds: a reader that finds its number gone
+    has been moved aside, and ends once it has answered."""
 
     HANDOFF = 0.001
 
@@ -222,12 +230,13 @@ class _Relay:
         self.limit = limit
         self.lines = lines
         self.replies = replies
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # for the rare paths: moving aside, the end
         self.changed = threading.Condition(self.lock)
-        self.reader: object = None  # the token of the thread reading now
-        self.inline: Optional[int] = None  # the check the reader runs, by number
-        self.count = 0
-        self.running = 0
+        self.numbers = itertools.count(1)
+        self.current = 0  # the number of the reader's latest check
+        self.claimable: Set[int] = set()  # the reader's check, while it runs
+        self.aside = 0  # checks moved aside and still running
+        self.reading = False  # whether a thread reads (or will)
         self.eof = False
         self.busy = threading.Event()  # set while the reader may be in a check
         self.busy_flag = False  # the same, cheaper to read
@@ -240,31 +249,30 @@ class _Relay:
             watchdog = threading.Thread(target=self._watch, name="jnhp-watchdog", daemon=True)
             watchdog.start()
         with self.changed:
-            self.changed.wait_for(lambda: self.eof and self.running == 0)
+            self.changed.wait_for(lambda: self.eof and not self.reading and self.aside == 0)
         self.replies.flush()
         if watchdog is not None:
             self.busy.set()  # wakes the watchdog to see eof
             watchdog.join()
 
     def _relay(self) -> None:
-        """Starts a new reader thread; called with the lock held or before
-        any thread runs."""
-        token = object()
-        self.reader = token
-        threading.Thread(target=self._read, args=(token,), name="jnhp-check", daemon=True).start()
+        """Starts a new reader thread."""
+        self.reading = True
+        threading.Thread(target=self._read, name="jnhp-check", daemon=True).start()
 
-    def _read(self, token: object) -> None:
+    def _read(self) -> None:
         # The loop every request goes through: kept to plain operations
         # (no calls but the check's), as its cost is the helper's.
         lines = self.lines
         ready = lines.ready
         popleft = ready.popleft
         replies = self.replies
-        write = replies.out.write
-        wlock = replies.lock
-        lock = self.lock
-        check = self.check
         out = replies.out
+        write = out.write
+        wlock = replies.lock
+        check = self.check
+        numbers = self.numbers
+        claimable = self.claimable
         read = lines.read
         size = lines.READ_SIZE
         while True:
@@ -295,6 +303,7 @@ class _Relay:
                     continue
                 with self.changed:
                     self.eof = True
+                    self.reading = False
                     self.changed.notify_all()
                 return
             line = popleft()
@@ -306,10 +315,9 @@ class _Relay:
                     _log(f"not a request line: {line[:80]!r}")
                 continue
             request_id, name, value = parts
-            with lock:
-                self.count += 1
-                mine = self.inline = self.count
-                self.running += 1
+            mine = next(numbers)
+            claimable.add(mine)
+            self.current = mine
             if not self.busy_flag:
                 self.busy_flag = True
                 self.busy.set()
@@ -324,16 +332,14 @@ class _Relay:
                         write(request_id + verdict)
                     except (BrokenPipeError, ValueError, OSError):
                         replies.broken = True
-            with lock:
-                self.running -= 1
-                if self.inline == mine:
-                    self.inline = None
-                moved = self.reader is not token
-            if moved:
-                # The reading moved on while this check ran: this thread's
-                # reply goes out now, and the thread ends.
+            try:
+                claimable.remove(mine)
+            except KeyError:
+                # Moved aside while this check ran (another thread reads
+                # now): this reply goes out at once, and the thread ends.
                 replies.flush()
                 with self.changed:
+                    self.aside -= 1
                     self.changed.notify_all()
                 return
 
@@ -353,38 +359,45 @@ class _Relay:
         idle = 0
         while True:
             self.busy.wait()
-            with self.lock:
-                if self.eof:
-                    return
+            if self.eof:
+                return
             time.sleep(sample)
-            with self.lock:
-                if self.eof:
-                    return
-                seen = self.inline
-                if seen is None:
-                    idle += 1
-                    if idle >= self.IDLE_SAMPLES:
-                        self.busy_flag = False
-                        self.busy.clear()  # the reader waits for a request
-                        idle = 0
-                        sample = self.HANDOFF
-                    else:
-                        sample = min(sample * 2, self.MAX_SAMPLE)
-                    continue
-                idle = 0
-            time.sleep(self.HANDOFF)
-            with self.lock:
-                if self.eof:
-                    return
-                if self.inline == seen and self.running < self.limit:
-                    # The same check for at least HANDOFF: move on.
-                    self.inline = None
-                    self._relay()
+            if self.eof:
+                return
+            seen = self.current
+            if seen not in self.claimable:
+                idle += 1
+                if idle >= self.IDLE_SAMPLES:
+                    self.busy_flag = False
+                    self.busy.clear()  # the reader waits for a request
+                    # A check started between the look and the clear has
+                    # seen the flag still set: look again for it.
+                    if self.claimable:
+                        self.busy_flag = True
+                        self.busy.set()
+                    idle = 0
                     sample = self.HANDOFF
-                elif self.inline == seen:
-                    sample = self.HANDOFF  # at the limit: look again soon
                 else:
                     sample = min(sample * 2, self.MAX_SAMPLE)
+                continue
+            idle = 0
+            time.sleep(self.HANDOFF)
+            if self.eof:
+                return
+            if self.current != seen:
+                sample = min(sample * 2, self.MAX_SAMPLE)
+                continue
+            sample = self.HANDOFF
+            with self.lock:
+                if self.aside + 1 >= self.limit:
+                    continue  # at the limit: look again soon
+                try:
+                    self.claimable.remove(seen)
+                except KeyError:
+                    continue  # it ended just now
+                # The same check for at least HANDOFF: move on.
+                self.aside += 1
+                self._relay()
 
 
 async def _serve_tasks(check: Callable[[bytes, bytes], Any], limit: int, source: BinaryIO, out: BinaryIO) -> None:
