@@ -4,8 +4,13 @@
 # against a bare spawn-and-wait loop of the same program and the Twisted
 # spawnProcess baseline from bench/baselines; and an allow-all Python
 # validator as `process` versus as `helper`, with the CPU each STORE costs
-# (jnhpd and the programs it runs). Servers (and the programs
-# they spawn) run on core 0, the load generator on core 1.
+# (jnhpd and the programs it runs); the same helper written with the
+# jnhp Python package (python/, jnhp.helper); and the Python client's
+# pipelined GETs/s against redis-py's on a local Redis. Servers (and the
+# programs they spawn) run on core 0, the load generator on core 1.
+# Needs a virtual environment for the package and redis-py (made in a
+# scratch directory: pip install ./python redis) and redis-server for
+# the client comparison (skipped without it).
 #
 #   bench/validators.sh [SECONDS] [REPEATS]   # default 5 s per run, median of 3
 set -euo pipefail
@@ -99,6 +104,36 @@ cfg_py_helper=$(config py_helper "
 kind = \"helper\"
 command = [\"$python\", \"$allow_helper\"]
 children = 1")
+# The jnhp package and redis-py, in a venv of their own.
+# (From a copy: pip builds in the source tree.)
+"$python" -m venv "$work/venv"
+cp -r "$root/python" "$work/python-src"
+"$work/venv/bin/pip" install --quiet --disable-pip-version-check "$work/python-src" redis
+venv_python="$work/venv/bin/python"
+cfg_py_jnhp=$(config py_jnhp "
+[[validator]]
+kind = \"helper\"
+command = [\"$venv_python\", \"$root/bench/allow-all-jnhp.py\"]
+children = 1")
+has_redis=0
+command -v redis-server >/dev/null && has_redis=1
+# run_gets NAME CMD...: starts a server on core 0, runs the pipelined-GET
+# client on core 1 against it; prints GETs/s.
+gets_depth=100
+run_gets() {
+  local name=$1 client=$2; shift 2
+  taskset -c 0 "$@" >"$work/$name.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  local up=0
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { up=1; break; }
+    sleep 0.1
+  done
+  [ "$up" = 1 ] || { echo "$name did not start; its log:" >&2; cat "$work/$name.log" >&2; exit 1; }
+  taskset -c 1 "$venv_python" "$root/bench/pipelined_gets.py" "$client" "127.0.0.1:$port" "$secs" "$gets_depth" 10000
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
 cfg_process=$(config process "
 [[validator]]
 kind = \"process\"
@@ -117,6 +152,11 @@ for r in $(seq "$repeats"); do
   taskset -c 0 "$load" --concurrency 16 --seconds "$secs" spawn "$allow" >>"$work/spawn.rates"
   run_server py_process "$jnhpd" --config "$cfg_py_process" >>"$work/py_process.rates"
   run_server py_helper "$jnhpd" --config "$cfg_py_helper" >>"$work/py_helper.rates"
+  run_server py_jnhp "$jnhpd" --config "$cfg_py_jnhp" >>"$work/py_jnhp.rates"
+  run_gets jnhp_gets jnhp "$jnhpd" --config "$cfg_none" >>"$work/jnhp_gets.rates"
+  if [ "$has_redis" = 1 ]; then
+    run_gets redis_gets redis redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >>"$work/redis_gets.rates"
+  fi
   if [ "$has_twisted" = 1 ]; then
     run_server twisted python3 "$baselines/twisted_jnhp.py" --port "$port" --validator "$allow" >>"$work/twisted.rates"
   fi
@@ -127,6 +167,11 @@ process=$(med <"$work/process.rates")
 spawn=$(med <"$work/spawn.rates")
 py_process=$(med <"$work/py_process.rates")
 py_helper=$(med <"$work/py_helper.rates")
+py_jnhp=$(med <"$work/py_jnhp.rates")
+jnhp_gets=$(med <"$work/jnhp_gets.rates")
+redis_gets=n/a
+[ "$has_redis" = 1 ] && redis_gets=$(med <"$work/redis_gets.rates")
+cpu_jnhp=$(med <"$work/py_jnhp.cpu")
 cpu_none=$(med <"$work/none.cpu")
 cpu_helper=$(med <"$work/py_helper.cpu")
 cpu_py_process=$(med <"$work/py_process.cpu")
@@ -150,3 +195,13 @@ echo "|---|---|---|---|"
 echo "| none (for reference) | $none | $cpu_none µs | |"
 echo "| kind = \"process\" (a python3 per STORE) | $py_process | $cpu_py_process µs | |"
 echo "| kind = \"helper\" (one python3, children = 1) | $py_helper | $cpu_helper µs | $(ratio "$py_helper" "$py_process") the STOREs/s of process; $(ratio "$cpu_helper" "$cpu_none") the CPU per STORE of none |"
+echo
+echo "| Python helper (allow-all, children = 1) | STOREs/s | CPU per STORE | ratio |"
+echo "|---|---|---|---|"
+echo "| hand-written (bench/allow-all-helper.py) | $py_helper | $cpu_helper µs | 1.00x |"
+echo "| jnhp.helper (bench/allow-all-jnhp.py) | $py_jnhp | $cpu_jnhp µs | $(ratio "$py_jnhp" "$py_helper") of hand-written; $(ratio "$py_jnhp" "$py_process") of a process per STORE |"
+echo
+echo "| one Python client, pipelines of $gets_depth GETs (64-byte values, 10k names) | GETs/s | ratio |"
+echo "|---|---|---|"
+echo "| jnhp.Client against jnhpd (no validator) | $jnhp_gets | $(ratio "$jnhp_gets" "$redis_gets") of redis-py |"
+echo "| redis-py against redis-server (no persistence) | $redis_gets | |"

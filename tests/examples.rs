@@ -164,3 +164,43 @@ fn the_asyncio_helper_answers_concurrent_stores() {
         );
     }
 }
+
+/// `examples/custom_validator.rs`: a daemon with its own in-process check,
+/// built by `cargo test` (examples are) and run as a program.
+#[test]
+fn the_custom_validator_example_runs_its_own_check_in_the_chain() {
+    // Built here: `cargo test --test examples` alone does not build the
+    // examples, and a stale one would be tested.
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).unwrap();
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "custom_validator",
+            "--manifest-path",
+        ])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", profile.parent().unwrap());
+    if profile.ends_with("release") {
+        build.arg("--release");
+    }
+    assert!(
+        build.status().unwrap().success(),
+        "cargo build --example failed"
+    );
+    let example = profile.join("examples/custom_validator");
+    let mut cmd = Command::new(&example);
+    cmd.arg("127.0.0.1:0");
+    let mut s = Server::spawn(cmd, tempfile::tempdir().unwrap(), None);
+    s.log
+        .wait_for("validator utf8-text (library: values are UTF-8 text)");
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE text héllo"), "W00T!");
+    c.send(b"STORE binary \xff\xfe\r\n");
+    assert_eq!(c.reply(), "RARGH!");
+    s.signal(nix::sys::signal::Signal::SIGINT);
+    assert!(s.wait_exit().success());
+}

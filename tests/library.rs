@@ -186,3 +186,168 @@ async fn a_library_users_validator_checks_stores_and_survives_a_reload() {
     drop(client);
     running.wait().await.unwrap();
 }
+
+/// The body of `GET /metrics` from an admin listener.
+async fn metrics(admin: std::net::SocketAddr) -> String {
+    admin_get(admin, "/metrics").await
+}
+
+/// The response to `GET path` from an admin listener.
+async fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+/// Waits (up to 30 s) until `/metrics` has a line starting with `line`.
+async fn await_metric(admin: std::net::SocketAddr, line: &str) {
+    for _ in 0..300 {
+        if metrics(admin).await.lines().any(|l| l.starts_with(line)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {line:?} in /metrics:\n{}", metrics(admin).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_validators_have_names_policies_and_limits_in_the_chain() {
+    use std::sync::Arc;
+
+    use jnhpd::validator::{Cause, OnFailure, Peer, Validator, Verdict};
+
+    /// Hangs on `hang*`, waits for `open` on `slow*`, allows the rest.
+    #[derive(Debug)]
+    struct Gate {
+        open: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait::async_trait]
+    impl Validator for Gate {
+        async fn validate(&self, name: &[u8], _value: &[u8], _peer: &Peer) -> Verdict {
+            if name.starts_with(b"hang") {
+                std::future::pending::<()>().await;
+            }
+            if name.starts_with(b"slow") {
+                self.open.notified().await;
+            }
+            Verdict::Allow
+        }
+
+        fn describe(&self) -> String {
+            "gate".into()
+        }
+    }
+
+    /// Never decides.
+    #[derive(Debug)]
+    struct Undecided;
+
+    #[async_trait::async_trait]
+    impl Validator for Undecided {
+        async fn validate(&self, _name: &[u8], _value: &[u8], _peer: &Peer) -> Verdict {
+            Verdict::Failure(Cause::NoVerdict, "cannot tell".into())
+        }
+
+        fn describe(&self) -> String {
+            "undecided".into()
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    let local = || server::bind(&[jnhpd::config::ListenAddr::parse("127.0.0.1:0").unwrap()]);
+    let listeners = |admin: bool| server::Listeners {
+        plain: local().unwrap(),
+        tls: Vec::new(),
+        admin: if admin { local().unwrap() } else { Vec::new() },
+    };
+    let config = || Config::parse("", &path).unwrap();
+
+    // Bad options are refused at start, naming the validator.
+    for (builder, why) in [
+        (
+            Server::builder(config())
+                .validator("zero", Undecided)
+                .max_concurrent(0)
+                .done(),
+            "validator \"zero\": max_concurrent must be at least 1",
+        ),
+        (
+            Server::builder(config())
+                .validator("twice", Undecided)
+                .validator("twice", Undecided)
+                .done(),
+            "validator \"twice\": another validator has this name",
+        ),
+        (
+            Server::builder(config())
+                .validator("t", Undecided)
+                .timeout(Duration::ZERO)
+                .done(),
+            "validator \"t\": the timeout must be more than 0",
+        ),
+    ] {
+        let err = builder
+            .listeners(listeners(false))
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), why);
+    }
+
+    let open = Arc::new(tokio::sync::Notify::new());
+    let running = Server::builder(config())
+        .listeners(listeners(true))
+        .validator("gate", Gate { open: open.clone() })
+        .timeout(Duration::from_secs(1))
+        .max_concurrent(1)
+        .validator("undecided", Undecided)
+        .on_failure(OnFailure::Allow)
+        .start()
+        .await
+        .unwrap();
+    let addr = running.addrs()[0].to_string();
+    let admin = running.admin_addrs()[0];
+    let a = Client::connect(&addr, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let b = Client::connect(&addr, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // A check past its timeout fails; on_failure = reject (the default).
+    assert!(!a.store(b"hang", b"1").await.unwrap());
+    // The other validator fails every time; on_failure = allow.
+    assert!(a.store(b"fine", b"1").await.unwrap());
+
+    // max_concurrent = 1: a second STORE waits for the slot, counted queued.
+    let slow = tokio::spawn(async move { a.store(b"slow", b"1").await.unwrap() });
+    await_metric(admin, "jnhpd_validator_in_flight{validator=\"gate\"} 1").await;
+    let queued = tokio::spawn(async move { b.store(b"queued", b"1").await.unwrap() });
+    await_metric(admin, "jnhpd_validator_queued{validator=\"gate\"} 1").await;
+    open.notify_one();
+    assert!(slow.await.unwrap());
+    assert!(queued.await.unwrap());
+
+    let text = metrics(admin).await;
+    for line in [
+        "jnhpd_validator_failures_total{validator=\"gate\",cause=\"timeout\"} 1",
+        "jnhpd_validator_failures_total{validator=\"undecided\",cause=\"no_verdict\"} 3",
+        "jnhpd_validator_verdicts_total{validator=\"gate\",verdict=\"allow\"} 3",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    let status = admin_get(admin, "/status").await;
+    assert!(
+        status.contains(r#""name":"gate","kind":"library""#),
+        "{status}"
+    );
+    running.control().shutdown();
+    running.wait().await.unwrap();
+}

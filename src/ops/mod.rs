@@ -13,6 +13,7 @@
 //! - [`datatools`]: `jnhpd data` verify, repair, backup, export, import.
 
 pub(crate) mod admin;
+mod builder;
 pub mod config;
 pub mod daemon;
 pub mod datatools;

@@ -9,6 +9,7 @@
 //! [`Control::reload`] and [`Control::shutdown`], and tests can run a
 //! whole server in-process.
 
+pub use crate::ops::builder::{Builder, ValidatorSetup};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;

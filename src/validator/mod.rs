@@ -7,14 +7,16 @@
 //! only the connection that is waiting on it.
 //!
 //! A library user checks STOREs with code of their own by implementing
-//! [`Validator`], wrapping it in a [`Link`] ([`Link::new`]) and starting
-//! the server with [`Server::start_with`](crate::server::Server::start_with):
+//! [`Validator`] and adding it with
+//! [`Server::builder`](crate::server::Server::builder) (or wrapping it in
+//! a [`Link`] for [`Server::start_with`](crate::server::Server::start_with)):
 //! their links run before the configured ones and stay across reloads.
 
 pub(crate) mod blocking;
 mod coalesce;
 pub(crate) mod function;
 pub(crate) mod helper;
+mod limited;
 pub(crate) mod process;
 pub mod reaper;
 pub mod spec;
@@ -29,6 +31,7 @@ use async_trait::async_trait;
 pub use crate::metrics::Cause;
 use crate::metrics::{ValidatorStats, VerdictKind};
 
+pub use limited::Limits;
 pub use spec::{Check, OnFailure, ValidatorSpec};
 
 /// The environment variables jnhpd takes secrets from (`PGPASSWORD`, the
@@ -94,6 +97,18 @@ pub enum Verdict {
     /// why, and a message for the log. The link's [`OnFailure`] policy
     /// turns it into allow or deny.
     Failure(Cause, String),
+}
+
+/// `true` allows, `false` denies: a check that is a yes-or-no question
+/// answers with `.into()`.
+impl From<bool> for Verdict {
+    fn from(allowed: bool) -> Verdict {
+        if allowed {
+            Verdict::Allow
+        } else {
+            Verdict::Deny
+        }
+    }
 }
 
 /// A check every STORE must pass. Library users may implement it.
