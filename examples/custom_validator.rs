@@ -2,6 +2,8 @@
 //! `cargo run --example custom_validator -- 127.0.0.1:8111`.
 use std::time::Duration;
 
+use tokio::signal::unix::{SignalKind, signal};
+
 use jnhpd::config::Config;
 use jnhpd::logging::{self, Target};
 use jnhpd::server::Server;
@@ -26,6 +28,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     logging::init(Target::Stderr, log::LevelFilter::Info)?;
     let listen = std::env::args().nth(1).unwrap_or("127.0.0.1:8111".into());
     let toml = format!("[server]\nlisten = [\"{listen}\"]\n"); // or read jnhp.toml
+    // Caught from now on: a Ctrl-C as soon as clients are served stops us.
+    let mut ctrl_c = signal(SignalKind::interrupt())?;
     let server = Server::builder(Config::parse(&toml, "jnhp.toml".as_ref())?)
         .validator("utf8-text", Utf8Text)
         .on_failure(OnFailure::Reject)
@@ -33,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_concurrent(64)
         .start()
         .await?;
-    tokio::signal::ctrl_c().await?;
+    ctrl_c.recv().await;
     server.control().shutdown();
     Ok(server.wait().await?)
 }

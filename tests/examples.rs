@@ -202,5 +202,6 @@ fn the_custom_validator_example_runs_its_own_check_in_the_chain() {
     c.send(b"STORE binary \xff\xfe\r\n");
     assert_eq!(c.reply(), "RARGH!");
     s.signal(nix::sys::signal::Signal::SIGINT);
-    assert!(s.wait_exit().success());
+    let status = s.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", s.log.all());
 }
