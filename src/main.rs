@@ -517,6 +517,7 @@ impl SignalHandler {
     fn reload(&self) {
         // First, so what the reload logs lands in the new file.
         logging::reopen();
+        self.control.reopen_decision_log();
         if self.cli.config.is_none() {
             log::info!("SIGHUP: no config file to reload (running on built-in defaults)");
             return;
