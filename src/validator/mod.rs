@@ -179,14 +179,13 @@ impl Judging<'_> {
 }
 
 impl Link {
-    /// Whether the link's deny cache holds a refusal of this STORE: then
-    /// it is counted as a denial and the validator is not run.
-    fn cached_denial(&self, judging: &mut Judging) -> bool {
-        let Some(cache) = &self.deny_cache else {
-            return false;
-        };
+    /// If the link's deny cache holds a refusal of this STORE, whether
+    /// that lets the STORE go on (by the mode): it is counted as a denial
+    /// and the validator is not run. `None`: the validator must run.
+    fn cached_denial(&self, judging: &mut Judging) -> Option<bool> {
+        let cache = self.deny_cache.as_ref()?;
         if !cache.refused(&judging.digest()) {
-            return false;
+            return None;
         }
         self.stats.verdicts[VerdictKind::Deny].fetch_add(1, Relaxed);
         if let Some(steps) = &mut judging.steps {
@@ -198,7 +197,7 @@ impl Link {
                 std::time::Duration::ZERO,
             ));
         }
-        self.enforce(judging.name, false)
+        Some(self.enforce(judging.name, false))
     }
 
     /// Whether a refusal (`allowed` false) refuses: in `warn` and
@@ -484,26 +483,28 @@ impl ValidatorChain {
                     }
                     link.decide_quietly(verdict)
                 }
-                None if link.cached_denial(&mut judging) => false,
-                None => {
-                    let stats = &link.stats;
-                    stats.in_flight.fetch_add(1, Relaxed);
-                    let started = std::time::Instant::now();
-                    let run = link.validator.validate(name, value, peer);
-                    let verdict = match deadline {
-                        None => run.await,
-                        Some(at) if tokio::time::Instant::now() >= at => {
-                            past_deadline(self.deadline)
-                        }
-                        Some(at) => tokio::time::timeout_at(at, run)
-                            .await
-                            .unwrap_or_else(|_| past_deadline(self.deadline)),
-                    };
-                    let took = started.elapsed();
-                    stats.duration.observe_duration(took, 1);
-                    stats.in_flight.fetch_sub(1, Relaxed);
-                    link.decide(&mut judging, verdict, took)
-                }
+                None => match link.cached_denial(&mut judging) {
+                    Some(passes) => passes,
+                    None => {
+                        let stats = &link.stats;
+                        stats.in_flight.fetch_add(1, Relaxed);
+                        let started = std::time::Instant::now();
+                        let run = link.validator.validate(name, value, peer);
+                        let verdict = match deadline {
+                            None => run.await,
+                            Some(at) if tokio::time::Instant::now() >= at => {
+                                past_deadline(self.deadline)
+                            }
+                            Some(at) => tokio::time::timeout_at(at, run)
+                                .await
+                                .unwrap_or_else(|_| past_deadline(self.deadline)),
+                        };
+                        let took = started.elapsed();
+                        stats.duration.observe_duration(took, 1);
+                        stats.in_flight.fetch_sub(1, Relaxed);
+                        link.decide(&mut judging, verdict, took)
+                    }
+                },
             };
             if !passes {
                 allowed = false;
@@ -528,8 +529,8 @@ impl ValidatorChain {
                 return Inline::Pending;
             };
             let passes = match link.cached_denial(&mut judging) {
-                true => false,
-                false => link.decide(&mut judging, verdict, started.elapsed()),
+                Some(passes) => passes,
+                None => link.decide(&mut judging, verdict, started.elapsed()),
             };
             if !passes {
                 self.record(judging, peer, false);

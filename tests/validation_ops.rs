@@ -1,0 +1,486 @@
+//! What operators of validation ask for (issue 27), end to end against
+//! the real binary, real validator scripts and real SIGHUPs: a validator
+//! introduced in dry run, its would-be refusals read in the decision log
+//! and the metrics, switched to enforce by a SIGHUP; a deny cache that
+//! spares the validator a hammered refusal and stays within its size; one
+//! deadline for the whole chain.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, Server, admin_addr, get, script, start_fails};
+use nix::sys::signal::Signal;
+
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `/metrics` as `name{labels}` → value.
+fn metrics(addr: SocketAddr) -> HashMap<String, f64> {
+    let (status, _, body) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn metric(addr: SocketAddr, key: &str) -> f64 {
+    metrics(addr).get(key).copied().unwrap_or(-1.0)
+}
+
+/// The decision log's lines, parsed, once it has at least `n`.
+fn decisions(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has {} lines, not {n}:\n{text}",
+            path.display(),
+            lines.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Rewrites the server's config and waits until the SIGHUP has applied it.
+fn reload(s: &Server, config: &str) {
+    let before = s.log.count("configuration reloaded");
+    std::fs::write(s.config.as_ref().unwrap(), config).unwrap();
+    s.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + PATIENCE;
+    while s.log.count("configuration reloaded") <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no reload; log:\n{}",
+            s.log.all()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A validator refusing values that begin with "bad", appending each
+/// value it judges to `runs` beside it.
+fn counting_validator(dir: &Path) -> std::path::PathBuf {
+    script(
+        dir,
+        "gate",
+        &format!(
+            "echo \"$1\" >> {}\ncase \"$1\" in bad*) echo JNHP:0 ;; *) echo JNHP:1 ;; esac",
+            dir.join("runs").display()
+        ),
+    )
+}
+
+fn runs(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("runs"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn gate_config(gate: &Path, log: &Path, extra: &str) -> String {
+    format!(
+        "[admin]\nlisten = [\"127.0.0.1:0\"]\n\
+         [validation]\ndecision_log = \"{}\"\n\
+         [[validator]]\nname = \"gate\"\nkind = \"process\"\ncommand = [\"{}\"]\n{extra}\n",
+        log.display(),
+        gate.display()
+    )
+}
+
+/// The issue's "done when", first half: a validator introduced in dry
+/// run refuses nothing; the decision log and the metrics say what it
+/// would have refused; a SIGHUP switches it to enforce, the same running
+/// validator, and then it refuses.
+#[test]
+fn a_dry_run_validator_is_read_in_the_log_then_enforced_by_sighup() {
+    let d = dir();
+    let gate = counting_validator(d.path());
+    let log = d.path().join("decisions.log");
+    let config = gate_config(&gate, &log, "mode = \"dryrun\"");
+    let s = Server::start_in(d, &config);
+    let admin = admin_addr(&s);
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a good"), "W00T!");
+    assert_eq!(c.ask("STORE b bad1"), "W00T!", "dry run: never refuses");
+    assert_eq!(c.ask("GET b"), "bad1");
+    let lines = decisions(&log, 2);
+    let b = &lines[1];
+    assert_eq!(b["name"], "b");
+    assert_eq!(b["outcome"], "allowed");
+    assert_eq!(b["value_bytes"], 4);
+    assert!(b.get("value").is_none(), "no value unless asked for: {b}");
+    assert_eq!(b["validators"][0]["validator"], "gate");
+    assert_eq!(b["validators"][0]["mode"], "dryrun");
+    assert_eq!(b["validators"][0]["verdict"], "deny");
+    assert!(b["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{b}");
+    assert_eq!(lines[0]["validators"][0]["verdict"], "allow");
+    let m = metrics(admin);
+    assert_eq!(
+        m["jnhpd_validator_mode{validator=\"gate\",mode=\"dryrun\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["jnhpd_validator_not_enforced_total{validator=\"gate\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["jnhpd_validator_verdicts_total{validator=\"gate\",verdict=\"deny\"}"],
+        1.0
+    );
+    assert_eq!(s.log.count("would refuse"), 0, "dryrun does not log each");
+
+    reload(&s, &config.replace("dryrun", "enforce"));
+    assert_eq!(c.ask("STORE c bad2"), "RARGH!");
+    assert_eq!(c.ask("STORE d fine"), "W00T!");
+    let lines = decisions(&log, 4);
+    assert_eq!(lines[2]["outcome"], "refused");
+    assert_eq!(lines[2]["validators"][0]["mode"], "enforce");
+    let m = metrics(admin);
+    assert_eq!(
+        m["jnhpd_validator_mode{validator=\"gate\",mode=\"enforce\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["jnhpd_validator_verdicts_total{validator=\"gate\",verdict=\"deny\"}"], 2.0,
+        "the same validator, its figures kept across the mode change"
+    );
+    assert_eq!(
+        m["jnhpd_validator_not_enforced_total{validator=\"gate\"}"],
+        1.0
+    );
+    assert_eq!(runs(s.dir.path()), ["good", "bad1", "bad2", "fine"]);
+}
+
+/// `warn` allows too, and logs each would-be refusal; on the inline path
+/// (a regex, checked as the request is parsed) as on the async one.
+#[test]
+fn warn_logs_each_would_be_refusal_on_the_inline_path() {
+    let d = dir();
+    let log = d.path().join("decisions.log");
+    let config = format!(
+        "[validation]\ndecision_log = \"{}\"\n\
+         [[validator]]\nname = \"lower\"\nkind = \"function\"\nfunction = \"regex\"\n\
+         field = \"name\"\npattern = \"^[a-z]+$\"\nmode = \"warn\"\n",
+        log.display()
+    );
+    let s = Server::start_in(d, &config);
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE UPPER v"), "W00T!");
+    assert_eq!(c.ask("STORE lower v"), "W00T!");
+    let line = s.log.wait_for("would refuse");
+    assert!(
+        line.contains("lower") && line.contains("\"UPPER\""),
+        "{line}"
+    );
+    assert_eq!(s.log.count("would refuse"), 1);
+    let lines = decisions(&log, 2);
+    assert_eq!(lines[0]["validators"][0]["verdict"], "deny");
+    assert_eq!(lines[0]["validators"][0]["mode"], "warn");
+    assert_eq!(lines[0]["outcome"], "allowed");
+    assert!(lines[0]["peer"].as_str().is_some(), "{}", lines[0]);
+    reload(&s, &config.replace("warn", "enforce"));
+    assert_eq!(c.ask("STORE AGAIN v"), "RARGH!");
+    assert_eq!(decisions(&log, 3)[2]["outcome"], "refused");
+}
+
+/// The issue's "done when", second half: a client hammering a refused
+/// value costs the validator one run; another value (or name) runs it
+/// again; a reload that changes only the mode keeps the cache, one that
+/// changes the validator's table empties it.
+#[test]
+fn a_hammered_refusal_runs_the_validator_once() {
+    let d = dir();
+    let gate = counting_validator(d.path());
+    let log = d.path().join("decisions.log");
+    let config = gate_config(
+        &gate,
+        &log,
+        "deny_cache_secs = 3600\ndeny_cache_entries = 10",
+    );
+    let s = Server::start_in(d, &config);
+    let admin = admin_addr(&s);
+    let mut c = s.connect();
+    for _ in 0..50 {
+        assert_eq!(c.ask("STORE n bad"), "RARGH!");
+    }
+    eprintln!(
+        "{:?}",
+        metrics(admin)
+            .iter()
+            .filter(|(k, _)| k.contains("gate"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(runs(s.dir.path()), ["bad"]);
+    assert_eq!(
+        metric(
+            admin,
+            "jnhpd_validator_deny_cache_hits_total{validator=\"gate\"}"
+        ),
+        49.0
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "jnhpd_validator_deny_cache_entries{validator=\"gate\"}"
+        ),
+        1.0
+    );
+    let lines = decisions(&log, 50);
+    assert_eq!(lines[0]["validators"][0]["verdict"], "deny");
+    assert_eq!(lines[49]["validators"][0]["verdict"], "cached_deny");
+    assert_eq!(lines[49]["outcome"], "refused");
+    // Keyed by name and value.
+    assert_eq!(c.ask("STORE n bad-other"), "RARGH!");
+    assert_eq!(c.ask("STORE m bad"), "RARGH!");
+    assert_eq!(runs(s.dir.path()).len(), 3);
+    // Allowed STOREs are not cached (they are stored).
+    assert_eq!(c.ask("STORE n good"), "W00T!");
+    assert_eq!(runs(s.dir.path()).len(), 4);
+    assert_eq!(c.ask("STORE k bad"), "RARGH!");
+    assert_eq!(c.ask("STORE k bad"), "RARGH!");
+    assert_eq!(runs(s.dir.path()).len(), 5);
+
+    // Mode only: the cache (the validator's own refusals) stays.
+    reload(
+        &s,
+        &config.replace("deny_cache_secs", "mode = \"warn\"\ndeny_cache_secs"),
+    );
+    assert_eq!(
+        c.ask("STORE p bad"),
+        "W00T!",
+        "warn: a refusal does not refuse"
+    );
+    assert_eq!(c.ask("STORE m bad"), "W00T!", "nor does a cached one");
+    assert_eq!(runs(s.dir.path()).len(), 6, "only p ran");
+    // The table changed: a new validator, an empty cache.
+    reload(
+        &s,
+        &config.replace("deny_cache_secs", "timeout_ms = 4000\ndeny_cache_secs"),
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "jnhpd_validator_deny_cache_entries{validator=\"gate\"}"
+        ),
+        0.0
+    );
+    assert_eq!(c.ask("STORE k bad"), "RARGH!");
+    assert_eq!(runs(s.dir.path()).len(), 7, "k ran again");
+}
+
+/// A flood of distinct refused values: the cache holds
+/// `deny_cache_entries` and no more (the newest), on the inline path.
+#[test]
+fn a_flood_of_distinct_refusals_keeps_the_cache_at_its_size() {
+    let config = "[admin]\nlisten = [\"127.0.0.1:0\"]\n\
+         [[validator]]\nname = \"short\"\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 3\n\
+         deny_cache_secs = 3600\ndeny_cache_entries = 50\n";
+    let s = Server::start(config);
+    let admin = admin_addr(&s);
+    let mut c = s.connect();
+    let mut batch = String::new();
+    for i in 0..5000 {
+        batch.push_str(&format!("STORE n too-long-{i}\n"));
+    }
+    c.send(batch.as_bytes());
+    for _ in 0..5000 {
+        assert_eq!(c.reply(), "RARGH!");
+    }
+    let key = "jnhpd_validator_deny_cache_entries{validator=\"short\"}";
+    assert_eq!(metric(admin, key), 50.0);
+    assert_eq!(c.ask("STORE n too-long-4999"), "RARGH!");
+    assert_eq!(
+        metric(
+            admin,
+            "jnhpd_validator_deny_cache_hits_total{validator=\"short\"}"
+        ),
+        1.0,
+        "the newest are kept"
+    );
+}
+
+/// Two slow validators whose timeouts add up far beyond the deadline:
+/// the STORE is answered at the deadline, and what happens then is the
+/// running validator's `on_failure`; a validator reached after the
+/// deadline does not start.
+#[test]
+fn the_chain_deadline_bounds_a_store() {
+    let d = dir();
+    let slow = |name: &str| {
+        script(
+            d.path(),
+            name,
+            &format!(
+                "touch {}\nsleep 20\necho JNHP:1",
+                d.path().join(format!("{name}-ran")).display()
+            ),
+        )
+    };
+    let (first, second) = (slow("first"), slow("second"));
+    let config = |first_failure: &str, second_failure: &str| {
+        format!(
+            "[validation]\ndeadline_ms = 1000\n\
+             [[validator]]\nname = \"first\"\nkind = \"process\"\ncommand = [\"{}\"]\n\
+             timeout_ms = 30000\non_failure = \"{first_failure}\"\n\
+             [[validator]]\nname = \"second\"\nkind = \"process\"\ncommand = [\"{}\"]\n\
+             timeout_ms = 30000\non_failure = \"{second_failure}\"\n",
+            first.display(),
+            second.display()
+        )
+    };
+    let s = Server::start_in(d, &config("reject", "allow"));
+    let mut c = s.connect();
+    let started = Instant::now();
+    assert_eq!(c.ask("STORE a v"), "RARGH!", "first's on_failure: reject");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    s.log.wait_for("validation.deadline_ms = 1000");
+    assert!(s.dir.path().join("first-ran").exists());
+    assert!(!s.dir.path().join("second-ran").exists());
+
+    reload(&s, &config("allow", "reject"));
+    let started = Instant::now();
+    assert_eq!(
+        c.ask("STORE b v"),
+        "RARGH!",
+        "second reached too late: its reject"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!s.dir.path().join("second-ran").exists(), "never started");
+
+    reload(&s, &config("allow", "allow"));
+    let started = Instant::now();
+    assert_eq!(c.ask("STORE c v"), "W00T!", "both allow on failure");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Names of any bytes a name may hold (C1, U+2028, invalid UTF-8) and a
+/// value with ESC and control bytes,
+/// logged on request: every line is one line of valid JSON, the exact
+/// bytes in hex beside.
+#[test]
+fn the_decision_log_survives_hostile_names() {
+    let d = dir();
+    let log = d.path().join("decisions.log");
+    let config = format!(
+        "[validation]\ndecision_log = \"{}\"\ndecision_log_values = true\n\
+         [[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 100\n",
+        log.display()
+    );
+    let s = Server::start_in(d, &config);
+    let mut c = s.connect();
+    c.send(b"STORE a\xc2\x85\xe2\x80\xa8\xff\xfe v\x1b[31m\x01\xc3\n");
+    assert_eq!(c.reply(), "W00T!");
+    let lines = decisions(&log, 1);
+    let text = std::fs::read(&log).unwrap();
+    assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 1);
+    assert!(!text.contains(&0x1b) && !text.contains(&0x01) && !text.contains(&0xff));
+    assert_eq!(lines[0]["name_hex"], "61c285e280a8fffe");
+    assert_eq!(lines[0]["name"], "a\u{85}\u{2028}\u{fffd}\u{fffd}");
+    assert_eq!(lines[0]["value_hex"], "761b5b33316d01c3");
+    assert_eq!(lines[0]["value"], "v\u{1b}[31m\u{1}\u{fffd}");
+    assert_eq!(lines[0]["value_bytes"], 8);
+}
+
+/// logrotate's way: the file renamed, then SIGHUP; the new lines go to a
+/// new file. A path replaced by a FIFO (or a directory) is refused on
+/// SIGHUP, and the file opened before keeps the lines; STOREs never wait.
+#[test]
+fn the_decision_log_is_reopened_on_sighup_and_refuses_a_fifo() {
+    let d = dir();
+    let log = d.path().join("decisions.log");
+    let config = format!(
+        "[validation]\ndecision_log = \"{}\"\n\
+         [[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 3\n",
+        log.display()
+    );
+    let s = Server::start_in(d, &config);
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    decisions(&log, 1);
+    let rotated = s.dir.path().join("decisions.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    reload(&s, &config);
+    s.log.wait_for("decision log");
+    assert_eq!(c.ask("STORE b 2"), "W00T!");
+    assert_eq!(decisions(&log, 1)[0]["name"], "b");
+    assert_eq!(decisions(&rotated, 1).len(), 1);
+
+    std::fs::remove_file(&log).unwrap();
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    s.signal(Signal::SIGHUP);
+    let line = s
+        .log
+        .wait_for("still writing to the decision log opened before");
+    assert!(line.contains("not a regular file"), "{line}");
+    let started = Instant::now();
+    for i in 0..100 {
+        assert_eq!(c.ask(&format!("STORE f{i} {}", i % 10)), "W00T!");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A decision log jnhpd cannot append to, or a bad mode: the start is
+/// refused, naming file, line and key (as `--check-config` does).
+#[test]
+fn bad_decision_logs_and_modes_are_refused_at_start() {
+    let d = dir();
+    let fifo = d.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for (text, expected) in [
+        (
+            format!("[validation]\n\ndecision_log = \"{}\"\n", fifo.display()),
+            ":3: validation.decision_log: cannot append to",
+        ),
+        (
+            format!("[validation]\ndecision_log = \"{}\"\n", d.path().display()),
+            ":2: validation.decision_log: cannot append to",
+        ),
+        (
+            "[[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 3\nmode = \"deny\"\n"
+                .to_string(),
+            ":5: validator[0].mode: unknown variant `deny`",
+        ),
+    ] {
+        let config = d.path().join("jnhp.toml");
+        std::fs::write(&config, &text).unwrap();
+        let (code, out) = start_fails(&config);
+        assert_ne!(code, 0, "{text}");
+        assert!(out.contains(expected), "{text}: {out}");
+        let (code, out) = common::run_to_exit(
+            &["--check-config", "--config", config.to_str().unwrap()],
+            d.path(),
+        );
+        assert_ne!(code, 0, "{text}");
+        assert!(out.contains(expected), "--check-config: {text}: {out}");
+    }
+}
