@@ -484,3 +484,102 @@ fn bad_decision_logs_and_modes_are_refused_at_start() {
         assert!(out.contains(expected), "--check-config: {text}: {out}");
     }
 }
+
+/// A decision log whose reader stopped (stderr into a pipe nobody reads):
+/// STOREs never wait for it; the lines that do not fit the buffer are
+/// dropped and counted, and writing resumes once the reader does.
+#[test]
+fn a_stuck_decision_log_drops_lines_and_never_blocks_stores() {
+    use std::io::{BufRead, BufReader, Read};
+    let d = dir();
+    let config = d.path().join("jnhp.toml");
+    std::fs::write(
+        &config,
+        "[admin]\nlisten = [\"127.0.0.1:0\"]\n\
+         [validation]\ndecision_log = \"stderr\"\ndecision_log_buffer = 10\n\
+         [[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 5\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(common::bin())
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (mut addr, mut admin) = (None, None);
+    while admin.is_none() {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "stderr closed");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            addr = Some(
+                rest.split(';')
+                    .next()
+                    .unwrap()
+                    .parse::<SocketAddr>()
+                    .unwrap(),
+            );
+        }
+        if let Some(rest) = line.split("on http://").nth(1) {
+            admin = Some(rest.trim().parse::<SocketAddr>().unwrap());
+        }
+    }
+    // From here on nobody reads stderr: the pipe (64 KiB) fills.
+    let mut c = common::Client::connect(addr.unwrap());
+    let started = Instant::now();
+    let mut batch = String::new();
+    for i in 0..3000 {
+        batch.push_str(&format!(
+            "STORE n{i} {}\n",
+            if i % 2 == 0 { "ok" } else { "toolong" }
+        ));
+    }
+    c.send(batch.as_bytes());
+    for i in 0..3000 {
+        let expected = if i % 2 == 0 { "W00T!" } else { "RARGH!" };
+        assert_eq!(c.reply(), expected);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let admin = admin.unwrap();
+    let dropped = metric(admin, "jnhpd_decision_log_lines_total{result=\"dropped\"}");
+    assert!(dropped > 1000.0, "dropped {dropped}");
+    // The reader comes back: the writer goes on.
+    let reader = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = stderr.read_to_end(&mut sink);
+        sink
+    });
+    let settled = |total: f64| {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let m = metrics(admin);
+            let written = m["jnhpd_decision_log_lines_total{result=\"written\"}"];
+            let dropped = m["jnhpd_decision_log_lines_total{result=\"dropped\"}"];
+            if written + dropped == total {
+                return dropped;
+            }
+            assert!(Instant::now() < deadline, "{written} + {dropped}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let dropped = settled(3000.0);
+    assert_eq!(c.ask("STORE late ok"), "W00T!");
+    assert_eq!(settled(3001.0), dropped, "written once the reader is back");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = String::from_utf8(reader.join().unwrap()).unwrap();
+    assert!(
+        text.contains("\"name\":\"late\""),
+        "the line after the stall"
+    );
+}
