@@ -210,6 +210,9 @@ impl DecisionLog {
     }
 }
 
+/// Lines are gathered into writes of about this many bytes.
+const BATCH_BYTES: usize = 64 * 1024;
+
 enum Sink {
     Stderr,
     File { path: PathBuf, file: File },
@@ -224,28 +227,59 @@ struct Writer {
 }
 
 impl Writer {
+    /// Writes the lines waiting together (up to [`BATCH_BYTES`]), one
+    /// system call for many: under load the writer keeps up with far
+    /// less CPU than a write per line.
     fn run(mut self, received: Receiver<Message>) {
-        while let Ok(message) = received.recv() {
-            match message {
-                Message::Line(line) => self.write(line.as_bytes()),
-                Message::Reopen => self.reopen(),
+        let mut batch = Vec::with_capacity(BATCH_BYTES);
+        while let Ok(mut message) = received.recv() {
+            let mut lines = 0u64;
+            loop {
+                match message {
+                    Message::Line(line) => {
+                        batch.extend_from_slice(line.as_bytes());
+                        lines += 1;
+                    }
+                    Message::Reopen => {
+                        self.write(&batch, lines);
+                        batch.clear();
+                        lines = 0;
+                        self.reopen();
+                    }
+                }
+                if batch.len() >= BATCH_BYTES {
+                    break;
+                }
+                match received.try_recv() {
+                    Ok(next) => message = next,
+                    Err(_) => break,
+                }
+            }
+            self.write(&batch, lines);
+            batch.clear();
+            if batch.capacity() > 4 * BATCH_BYTES {
+                batch.shrink_to(BATCH_BYTES);
             }
         }
     }
 
-    fn write(&mut self, line: &[u8]) {
+    /// Writes `lines` lines, whole or not at all.
+    fn write(&mut self, bytes: &[u8], lines: u64) {
+        if lines == 0 {
+            return;
+        }
         let whole = match &mut self.sink {
-            Sink::Stderr => std::io::stderr().lock().write_all(line).is_ok(),
-            Sink::File { file, .. } => crate::base::logging::append_whole(file, line),
+            Sink::Stderr => std::io::stderr().lock().write_all(bytes).is_ok(),
+            Sink::File { file, .. } => crate::base::logging::append_whole(file, bytes),
         };
         let stats = &self.metrics.decision_log;
         if whole {
-            stats.written.fetch_add(1, Relaxed);
+            stats.written.fetch_add(lines, Relaxed);
             if std::mem::take(&mut self.failing) {
                 log::info!("decision log: writing again");
             }
         } else {
-            stats.failed.fetch_add(1, Relaxed);
+            stats.failed.fetch_add(lines, Relaxed);
             if !std::mem::replace(&mut self.failing, true) {
                 log::error!(
                     "decision log: a line could not be written (disk full?); lines are lost \
