@@ -92,6 +92,9 @@ med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 #    process validator that refuses everything, cache off (a program per
 #    STORE), then on (the program runs once per connection).
 ops_section() {
+  # A port of its own: another run of this script (its other sections)
+  # may be using 18201. Dynamic scope: config and run_server see it.
+  local port=18241
   local deny="$work/deny-all.sh"
   printf '#!/bin/sh\necho JNHP:0\n' >"$deny"
   chmod +x "$deny"

@@ -210,6 +210,10 @@ impl DecisionLog {
     }
 }
 
+/// The writer's rest after each write: at most this much delay in the
+/// log, and `decision_log_buffer` lines must hold what arrives meanwhile.
+const PAUSE: Duration = Duration::from_millis(10);
+
 /// Lines are gathered into writes of about this many bytes.
 const BATCH_BYTES: usize = 64 * 1024;
 
@@ -234,6 +238,7 @@ impl Writer {
         let mut batch = Vec::with_capacity(BATCH_BYTES);
         while let Ok(mut message) = received.recv() {
             let mut lines = 0u64;
+            let drained;
             loop {
                 match message {
                     Message::Line(line) => {
@@ -248,17 +253,27 @@ impl Writer {
                     }
                 }
                 if batch.len() >= BATCH_BYTES {
+                    drained = false;
                     break;
                 }
                 match received.try_recv() {
                     Ok(next) => message = next,
-                    Err(_) => break,
+                    Err(_) => {
+                        drained = true;
+                        break;
+                    }
                 }
             }
             self.write(&batch, lines);
             batch.clear();
             if batch.capacity() > 4 * BATCH_BYTES {
                 batch.shrink_to(BATCH_BYTES);
+            }
+            // Lines arriving meanwhile wait in the channel: under load
+            // the writer then wakes once per pause, not once per line
+            // (each wake a context switch on the cores serving STOREs).
+            if drained {
+                std::thread::sleep(PAUSE);
             }
         }
     }
