@@ -466,6 +466,10 @@ fn bad_decision_logs_and_modes_are_refused_at_start() {
             ":2: validation.decision_log: cannot append to",
         ),
         (
+            "[validation]\ndecision_log = \"/dev/full\"\n".to_string(),
+            ":2: validation.decision_log: cannot append to /dev/full: it is a character device",
+        ),
+        (
             "[[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 3\nmode = \"deny\"\n"
                 .to_string(),
             ":5: validator[0].mode: unknown variant `deny`",
@@ -582,4 +586,82 @@ fn a_stuck_decision_log_drops_lines_and_never_blocks_stores() {
         text.contains("\"name\":\"late\""),
         "the line after the stall"
     );
+}
+
+/// A SIGHUP storm during a flood of refusals, the log rotated and deleted
+/// under it meanwhile: every line in every file is whole JSON, and every
+/// line counted as written is in one of them.
+#[test]
+fn a_sighup_storm_during_a_flood_of_refusals_breaks_no_line() {
+    let d = dir();
+    let log = d.path().join("decisions.log");
+    let config = format!(
+        "[admin]\nlisten = [\"127.0.0.1:0\"]\n\
+         [validation]\ndecision_log = \"{}\"\ndecision_log_buffer = 100000\n\
+         [[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 3\n\
+         deny_cache_secs = 60\ndeny_cache_entries = 100\n",
+        log.display()
+    );
+    let s = Server::start_in(d, &config);
+    let admin = admin_addr(&s);
+    let addr = s.addr();
+    let flood = std::thread::spawn(move || {
+        let mut c = common::Client::connect(addr);
+        for round in 0..20 {
+            let mut batch = String::new();
+            for i in 0..1000 {
+                batch.push_str(&format!("STORE n{} too-long-{round}-{i}\n", i % 7));
+            }
+            c.send(batch.as_bytes());
+            for _ in 0..1000 {
+                assert_eq!(c.reply(), "RARGH!");
+            }
+        }
+    });
+    let mut files = vec![log.clone()];
+    for i in 0..40 {
+        if i % 10 == 3 {
+            let rotated = s.dir.path().join(format!("decisions.log.{i}"));
+            if std::fs::rename(&log, &rotated).is_ok() {
+                files.push(rotated);
+            }
+        }
+        if i % 10 == 7 {
+            let _ = std::fs::remove_file(&log);
+        }
+        s.signal(Signal::SIGHUP);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    flood.join().unwrap();
+    let written =
+        |m: &HashMap<String, f64>| m["jnhpd_decision_log_lines_total{result=\"written\"}"];
+    let deadline = Instant::now() + PATIENCE;
+    let mut m = metrics(admin);
+    while written(&m) + m["jnhpd_decision_log_lines_total{result=\"dropped\"}"] < 20_000.0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+        m = metrics(admin);
+    }
+    assert_eq!(m["jnhpd_decision_log_lines_total{result=\"dropped\"}"], 0.0);
+    let mut found = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+            assert_eq!(v["outcome"], "refused");
+            found += 1;
+        }
+    }
+    // Lines written to a file deleted under jnhpd are gone with it.
+    assert!(found as f64 <= written(&m), "{found}");
+    assert!(found > 0);
+    assert_eq!(
+        metric(
+            admin,
+            "jnhpd_validator_deny_cache_entries{validator=\"function-0\"}"
+        ),
+        100.0
+    );
+    assert_eq!(s.connect().ask("STORE ok 1"), "W00T!", "still serving");
 }
