@@ -435,6 +435,28 @@ fn the_decision_log_is_reopened_on_sighup_and_refuses_a_fifo() {
     assert_eq!(decisions(&log, 1)[0]["name"], "b");
     assert_eq!(decisions(&rotated, 1).len(), 1);
 
+    // Another path takes a restart; the deadline does not.
+    let moved = config.replace("decisions.log", "elsewhere.log");
+    reload(&s, &format!("{moved}\n"));
+    s.log
+        .wait_for("changes to [validation] (other than deadline_ms) need a restart");
+    assert_eq!(c.ask("STORE e 3"), "W00T!");
+    assert_eq!(
+        decisions(&log, 2)[1]["name"],
+        "e",
+        "still the file of the start"
+    );
+    assert!(!s.dir.path().join("elsewhere.log").exists());
+    reload(
+        &s,
+        &config.replace("[validation]", "[validation]\ndeadline_ms = 100"),
+    );
+    assert_eq!(
+        s.log.count("changes to [validation]"),
+        1,
+        "deadline_ms applies on SIGHUP"
+    );
+
     std::fs::remove_file(&log).unwrap();
     nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     s.signal(Signal::SIGHUP);
