@@ -687,3 +687,81 @@ fn a_sighup_storm_during_a_flood_of_refusals_breaks_no_line() {
     );
     assert_eq!(s.connect().ask("STORE ok 1"), "W00T!", "still serving");
 }
+
+/// `write` on the decision log fails with ENOSPC while the file named by
+/// `JNHP_TEST_DISK_FULL` exists (an `LD_PRELOAD` shim).
+const DISK_FULL_SHIM: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+ssize_t write(int fd, const void *buf, size_t count) {
+    const char *trigger = getenv("JNHP_TEST_DISK_FULL");
+    struct stat st;
+    if (trigger != NULL && stat(trigger, &st) == 0) {
+        char link[64], target[4096];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n > 0) {
+            target[n] = 0;
+            if (strstr(target, "decisions.log") != NULL) { errno = ENOSPC; return -1; }
+        }
+    }
+    return ((ssize_t (*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write"))(fd, buf, count);
+}
+"#;
+
+/// A full disk under the decision log: STOREs go on, the lost lines are
+/// counted as failed and one error is logged for the run of failures;
+/// once there is room again the log goes on, every line in it whole.
+#[test]
+fn a_full_disk_under_the_decision_log_loses_lines_not_stores() {
+    let d = dir();
+    let lib = common::shim::build(d.path(), "diskfull", DISK_FULL_SHIM);
+    let log = d.path().join("decisions.log");
+    let full = d.path().join("full");
+    let config = d.path().join("jnhp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = [\"127.0.0.1:0\"]\n[validation]\ndecision_log = \"{}\"\n\
+             [[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 3\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("LD_PRELOAD", &lib)
+        .env("JNHP_TEST_DISK_FULL", &full);
+    let s = Server::spawn(cmd, d, None);
+    let admin = admin_addr(&s);
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    decisions(&log, 1);
+    std::fs::write(&full, "").unwrap();
+    for i in 0..20 {
+        assert_eq!(c.ask(&format!("STORE f{i} 1")), "W00T!");
+    }
+    s.log.wait_for("decision log: a line could not be written");
+    let failed = "jnhpd_decision_log_lines_total{result=\"failed\"}";
+    let deadline = Instant::now() + PATIENCE;
+    while metric(admin, failed) < 20.0 {
+        assert!(Instant::now() < deadline, "{}", metric(admin, failed));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.log.count("decision log: a line could not be written"), 1);
+    std::fs::remove_file(&full).unwrap();
+    assert_eq!(c.ask("STORE z 1"), "W00T!");
+    let lines = decisions(&log, 2);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["name"], "z");
+    s.log.wait_for("decision log: writing again");
+}
