@@ -329,7 +329,7 @@ fn the_chain_deadline_bounds_a_store() {
             d.path(),
             name,
             &format!(
-                "touch {}\nsleep 20\necho JNHP:1",
+                "touch {}\nsleep 60\necho JNHP:1",
                 d.path().join(format!("{name}-ran")).display()
             ),
         )
@@ -358,6 +358,17 @@ fn the_chain_deadline_bounds_a_store() {
     s.log.wait_for("validation.deadline_ms = 1000");
     assert!(s.dir.path().join("first-ran").exists());
     assert!(!s.dir.path().join("second-ran").exists());
+    // The program the deadline cut short is gone, not left sleeping (or
+    // holding its max_concurrent slot) until its own 30 s timeout.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !common::children_of(s.pid()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            common::children_of(s.pid())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     reload(&s, &config("allow", "reject"));
     let started = Instant::now();
