@@ -306,6 +306,7 @@ impl Server {
             .after(&own_validators)
             .with_validation(config.validation.deadline, decision_log.clone());
         let validators = chain.len();
+        chain.publish();
         metrics.set_validators(chain.stats());
         let (chain_tx, chain_rx) = watch::channel(Arc::new(chain));
         // Until the store is open, no client waits unanswered on a port.
@@ -516,6 +517,7 @@ impl Control {
             acceptor.replace(rotated);
         }
         let validators = chain.len();
+        chain.publish();
         self.inner.metrics.set_validators(chain.stats());
         self.inner.chain.send_replace(Arc::new(chain));
         let mut need_restart = Vec::new();

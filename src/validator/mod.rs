@@ -381,17 +381,15 @@ impl ValidatorChain {
                         }
                     }
                 };
+                // Only the link changes here: its figures, shared with the
+                // chain in force, change once this chain is (`publish`).
                 link.on_failure = spec.on_failure;
                 link.mode = spec.mode;
-                link.stats.mode.store(spec.mode as u8, Relaxed);
                 let same_cache = link.deny_cache.as_ref().map(|c| c.spec()) == spec.deny_cache;
                 if !same_cache {
                     link.deny_cache = spec
                         .deny_cache
                         .map(|c| Arc::new(DenyCache::new(c, link.stats.clone())));
-                    if spec.deny_cache.is_none() {
-                        link.stats.deny_cache_entries.store(0, Relaxed);
-                    }
                 }
                 link.spec = Some(spec.clone());
                 Ok(link)
@@ -432,6 +430,18 @@ impl ValidatorChain {
     /// How many validators the chain has.
     pub fn len(&self) -> usize {
         self.links.len()
+    }
+
+    /// Shows this chain's modes and deny caches in its validators'
+    /// figures: called once it is the chain in force (a reload refused
+    /// after the chain was built must leave the figures of the running
+    /// one).
+    pub(crate) fn publish(&self) {
+        for link in &self.links {
+            link.stats.mode.store(link.mode as u8, Relaxed);
+            let entries = link.deny_cache.as_ref().map_or(0, |c| c.len());
+            link.stats.deny_cache_entries.store(entries as i64, Relaxed);
+        }
     }
 
     /// Every validator's figures, in chain order.
