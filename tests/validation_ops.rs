@@ -776,3 +776,47 @@ fn a_full_disk_under_the_decision_log_loses_lines_not_stores() {
     assert_eq!(lines[1]["name"], "z");
     s.log.wait_for("decision log: writing again");
 }
+
+/// Modes flipped by a storm of SIGHUPs while a client floods a process
+/// validator with refusals: every STORE gets W00T! or RARGH!, never an
+/// ERROR, and the server ends in the mode of the last reload.
+#[test]
+fn modes_flipped_by_a_sighup_storm_under_load() {
+    let d = dir();
+    let gate = counting_validator(d.path());
+    let log = d.path().join("decisions.log");
+    let config = gate_config(&gate, &log, "mode = \"dryrun\"\ndeny_cache_secs = 60");
+    let s = Server::start_in(d, &config);
+    let admin = admin_addr(&s);
+    let addr = s.addr();
+    let flood = std::thread::spawn(move || {
+        let mut c = common::Client::connect(addr);
+        let mut answers = HashMap::new();
+        for i in 0..300 {
+            let reply = c.ask(&format!("STORE n{} bad{}", i % 50, i % 3));
+            *answers.entry(reply).or_insert(0) += 1;
+        }
+        answers
+    });
+    for i in 0..30 {
+        let mode = if i % 2 == 0 { "enforce" } else { "dryrun" };
+        std::fs::write(s.config.as_ref().unwrap(), config.replace("dryrun", mode)).unwrap();
+        s.signal(Signal::SIGHUP);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let answers = flood.join().unwrap();
+    assert!(
+        answers.keys().all(|a| a == "W00T!" || a == "RARGH!"),
+        "{answers:?}"
+    );
+    reload(&s, &config.replace("dryrun", "enforce"));
+    assert_eq!(s.connect().ask("STORE last bad"), "RARGH!");
+    assert_eq!(
+        metric(
+            admin,
+            "jnhpd_validator_mode{validator=\"gate\",mode=\"enforce\"}"
+        ),
+        1.0
+    );
+    assert_eq!(s.log.count("panicked"), 0, "{}", s.log.all());
+}
