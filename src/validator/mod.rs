@@ -495,6 +495,11 @@ impl ValidatorChain {
                 }
                 None => match link.cached_denial(&mut judging) {
                     Some(passes) => passes,
+                    // Reached after the deadline: not started at all.
+                    None if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) => {
+                        let verdict = past_deadline(self.deadline);
+                        link.decide(&mut judging, verdict, Default::default())
+                    }
                     None => {
                         let stats = &link.stats;
                         stats.in_flight.fetch_add(1, Relaxed);
@@ -502,9 +507,6 @@ impl ValidatorChain {
                         let run = link.validator.validate(name, value, peer);
                         let verdict = match deadline {
                             None => run.await,
-                            Some(at) if tokio::time::Instant::now() >= at => {
-                                past_deadline(self.deadline)
-                            }
                             Some(at) => tokio::time::timeout_at(at, run)
                                 .await
                                 .unwrap_or_else(|_| past_deadline(self.deadline)),
