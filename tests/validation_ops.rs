@@ -820,3 +820,78 @@ fn modes_flipped_by_a_sighup_storm_under_load() {
     );
     assert_eq!(s.log.count("panicked"), 0, "{}", s.log.all());
 }
+
+/// The new alert rules fire on the series they are about (promtool's
+/// rule unit tests): a dry-run validator that would refuse 10% of STOREs,
+/// a validator failing open, a decision log dropping lines; and stay
+/// quiet on a dry-run validator that would refuse 1%.
+#[test]
+fn the_alerts_fire_on_dry_run_refusals_failing_open_and_lost_lines() {
+    require!(Promtool);
+    let d = dir();
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/prometheus/alerts.yml");
+    let test = d.path().join("alerts_test.yml");
+    std::fs::write(
+        &test,
+        format!(
+            r#"rule_files:
+  - {}
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'jnhpd_validator_verdicts_total{{instance="a",validator="new",verdict="allow"}}'
+        values: '0+90x60'
+      - series: 'jnhpd_validator_verdicts_total{{instance="a",validator="new",verdict="deny"}}'
+        values: '0+10x60'
+      - series: 'jnhpd_validator_not_enforced_total{{instance="a",validator="new"}}'
+        values: '0+10x60'
+      - series: 'jnhpd_validator_verdicts_total{{instance="a",validator="quiet",verdict="allow"}}'
+        values: '0+99x60'
+      - series: 'jnhpd_validator_verdicts_total{{instance="a",validator="quiet",verdict="deny"}}'
+        values: '0+1x60'
+      - series: 'jnhpd_validator_not_enforced_total{{instance="a",validator="quiet"}}'
+        values: '0+1x60'
+      - series: 'jnhpd_validator_failed_open_total{{instance="a",validator="open"}}'
+        values: '0+3x60'
+      - series: 'jnhpd_decision_log_lines_total{{instance="a",result="dropped"}}'
+        values: '0+5x60'
+    alert_rule_test:
+      - eval_time: 40m
+        alertname: JnhpdDryRunValidatorWouldRefuse
+        exp_alerts:
+          - exp_labels: {{severity: info, instance: a, validator: new}}
+            exp_annotations:
+              summary: 'validator new (dry run or warn) would refuse 10% of STOREs'
+              description: 'A validator not yet enforced (mode = "dryrun" or "warn", see jnhpd_validator_mode) would refuse more than 5% of the STOREs it judges. Read the decision log (docs/validators.md) before switching it to mode = "enforce".'
+      - eval_time: 40m
+        alertname: JnhpdValidatorFailingOpen
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: a, validator: open}}
+            exp_annotations:
+              summary: 'validator open on a fails open'
+              description: 'Its failures (timeouts, crashes, the chain''s deadline) let STOREs through unchecked (on_failure = "allow"): 50m per second. See jnhpd_validator_failures_total by cause.'
+      - eval_time: 40m
+        alertname: JnhpdDecisionLogLosingLines
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: a, result: dropped}}
+            exp_annotations:
+              summary: 'the decision log on a loses lines (dropped)'
+              description: 'dropped: the writer is behind (a slow disk, a stuck reader of stderr; raise validation.decision_log_buffer); failed: writes fail (disk full).'
+"#,
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&test)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
