@@ -895,3 +895,35 @@ tests:
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A SIGTERM right after STOREs loses none of their decision log lines:
+/// the writer is flushed before jnhpd exits.
+#[test]
+fn a_sigterm_right_after_stores_loses_no_decision() {
+    for round in 0..3 {
+        let d = dir();
+        let log = d.path().join("decisions.log");
+        let config = format!(
+            "[validation]\ndecision_log = \"{}\"\n\
+             [[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 3\n",
+            log.display()
+        );
+        let mut s = Server::start_in(d, &config);
+        let mut c = s.connect();
+        let mut batch = String::new();
+        for i in 0..2000 {
+            batch.push_str(&format!(
+                "STORE n{i} {}\n",
+                if i % 2 == 0 { "ok" } else { "toolong" }
+            ));
+        }
+        c.send(batch.as_bytes());
+        for _ in 0..2000 {
+            c.reply();
+        }
+        s.signal(Signal::SIGTERM);
+        assert!(s.wait_exit().success());
+        let lines = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(lines.lines().count(), 2000, "round {round}");
+    }
+}

@@ -105,6 +105,8 @@ fn text(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, Option<String>) {
 enum Message {
     Line(String),
     Reopen,
+    /// Write what waits, then say so.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 /// The decision log's sending end, shared by every chain.
@@ -162,6 +164,27 @@ impl DecisionLog {
                  validation.decision_log is not reopened this time"
             );
         }
+    }
+
+    /// Waits (blocking, up to `within`) until the lines logged so far
+    /// are written: at shutdown, so that a SIGTERM right after a STORE
+    /// does not lose its line. Whether they were.
+    pub fn flush(&self, within: Duration) -> bool {
+        let until = std::time::Instant::now() + within;
+        let (done, written) = std::sync::mpsc::channel();
+        let mut message = Message::Flush(done);
+        loop {
+            match self.lines.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if std::time::Instant::now() < until => {
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        written.recv_timeout(left).is_ok()
     }
 
     /// Logs a validated STORE. Never waits: a line that does not fit is
@@ -250,6 +273,12 @@ impl Writer {
                         batch.clear();
                         lines = 0;
                         self.reopen();
+                    }
+                    Message::Flush(done) => {
+                        self.write(&batch, lines);
+                        batch.clear();
+                        lines = 0;
+                        let _ = done.send(());
                     }
                 }
                 if batch.len() >= BATCH_BYTES {
