@@ -904,11 +904,12 @@ fn a_sigterm_right_after_stores_loses_no_decision() {
         let d = dir();
         let log = d.path().join("decisions.log");
         let config = format!(
-            "[validation]\ndecision_log = \"{}\"\n\
+            "[admin]\nlisten = [\"127.0.0.1:0\"]\n[validation]\ndecision_log = \"{}\"\n\
              [[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 3\n",
             log.display()
         );
         let mut s = Server::start_in(d, &config);
+        let admin = admin_addr(&s);
         let mut c = s.connect();
         let mut batch = String::new();
         for i in 0..2000 {
@@ -921,9 +922,15 @@ fn a_sigterm_right_after_stores_loses_no_decision() {
         for _ in 0..2000 {
             c.reply();
         }
+        let written = metric(admin, "jnhpd_decision_log_lines_total{result=\"written\"}");
         s.signal(Signal::SIGTERM);
         assert!(s.wait_exit().success());
         let lines = std::fs::read_to_string(&log).unwrap();
-        assert_eq!(lines.lines().count(), 2000, "round {round}");
+        assert_eq!(
+            lines.lines().count(),
+            2000,
+            "round {round} ({written} written before the SIGTERM): {}",
+            s.log.all()
+        );
     }
 }

@@ -428,6 +428,14 @@ impl Server {
         };
         let chain = self.control.inner.chain.borrow().clone();
         chain.shutdown().await;
+        if let Some(log) = self.control.inner.decision_log.clone() {
+            // The writer may be stuck (a FIFO's reader gone): 2 s at most.
+            let within = std::time::Duration::from_secs(2);
+            let flushed = tokio::task::spawn_blocking(move || log.flush(within)).await;
+            if !matches!(flushed, Ok(true)) {
+                log::warn!("the decision log's last lines may be lost (its writer is behind)");
+            }
+        }
         self.store.close().await;
         self.admin_stop.stop().await;
         served
