@@ -537,19 +537,29 @@ fn a_stuck_decision_log_drops_lines_and_never_blocks_stores() {
          [[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 5\n",
     )
     .unwrap();
-    let mut child = std::process::Command::new(common::bin())
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    /// Killed however the test ends (a failed assertion included).
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        std::process::Command::new(common::bin())
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
     let (mut addr, mut admin) = (None, None);
     while admin.is_none() {
         let mut line = String::new();
@@ -612,8 +622,7 @@ fn a_stuck_decision_log_drops_lines_and_never_blocks_stores() {
     let dropped = settled(3000.0);
     assert_eq!(c.ask("STORE late ok"), "W00T!");
     assert_eq!(settled(3001.0), dropped, "written once the reader is back");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let text = String::from_utf8(reader.join().unwrap()).unwrap();
     assert!(
         text.contains("\"name\":\"late\""),
