@@ -470,7 +470,8 @@ fn the_decision_log_is_reopened_on_sighup_and_refuses_a_fifo() {
 
     std::fs::remove_file(&log).unwrap();
     nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    s.signal(Signal::SIGHUP);
+    // The reload itself applies: the decision log is only reopened.
+    reload(&s, &config);
     let line = s
         .log
         .wait_for("still writing to the decision log opened before");

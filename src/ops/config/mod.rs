@@ -155,7 +155,7 @@ impl Config {
             (storage.data_file(), "the data file (storage.path)"),
             (daemon.pidfile.as_deref(), "the pidfile (daemon.pidfile)"),
         ];
-        let validation = validators::resolve_validation(validation, &src, own_files)?;
+        let validation = validators::resolve_validation(validation, &src, own_files, &mut places)?;
         let log = log::resolve(log, &src, own_files, &mut places)?;
         Ok(Config {
             server,

@@ -47,13 +47,13 @@ pub(super) fn resolve(
     Ok(validators)
 }
 
-/// Resolves `[validation]`. A decision log file is checked as a log file
-/// is (`--check-config` and a reload refuse one jnhpd could not append
-/// to), and must not be one of jnhpd's own files.
+/// Resolves `[validation]`. A decision log file must not be one of
+/// jnhpd's own files; `places` gets its line.
 pub(super) fn resolve_validation(
     raw: RawValidation,
     src: &Source,
     own_files: [(Option<&Path>, &str); 3],
+    places: &mut super::Places,
 ) -> Result<ValidationSpec, ConfigError> {
     let RawValidation {
         deadline_ms,
@@ -77,8 +77,11 @@ pub(super) fn resolve_validation(
                 );
                 return Err(src.invalid(line, "validation.decision_log", message));
             }
-            crate::base::logging::check_log_file(&path)
-                .map_err(|message| src.invalid(line, "validation.decision_log", message))?;
+            // Whether it can be appended to is checked by `--check-config`
+            // and the start (naming this line), not here: a reload must
+            // not be refused over a file it does not open (SIGHUP only
+            // reopens it, keeping the old file if that fails).
+            places.set("validation.decision_log", line);
             DecisionLogTarget::File(path)
         }
     };

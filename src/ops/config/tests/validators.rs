@@ -333,20 +333,25 @@ fn the_validation_section() {
     assert_eq!(c.validation.decision_log, DecisionLogTarget::File(log));
     assert!(c.validation.log_values);
     assert_eq!(c.validation.log_buffer, 7);
+    // Whether the file can be appended to is for --check-config and the
+    // start (tests/validation_ops.rs): a reload does not open it.
+    let c = parse(&format!(
+        "[validation]\n\ndecision_log = \"{}\"\n",
+        dir.path().display()
+    ))
+    .unwrap();
+    assert_eq!(
+        c.places.at("validation.decision_log").as_deref(),
+        Some("/etc/jnhp.toml:3")
+    );
     let c = parse("[validation]\ndecision_log = \"stderr\"\ndeadline_ms = 0\n").unwrap();
     assert_eq!(c.validation.decision_log, DecisionLogTarget::Stderr);
     assert_eq!(c.validation.deadline, None);
     for (text, expected) in [
         (
-            format!(
-                "[validation]\n\ndecision_log = \"{}\"\n",
-                dir.path().display()
-            ),
-            "/etc/jnhp.toml:3: validation.decision_log: cannot append to",
-        ),
-        (
-            "[validation]\ndecision_log = \"/nonexistent/dir/d.log\"\n".to_string(),
-            "/etc/jnhp.toml:2: validation.decision_log: cannot create",
+            "[storage]\npath = \"/var/lib/d\"\n[validation]\ndecision_log = \"/var/lib/d\"\n"
+                .to_string(),
+            "/etc/jnhp.toml:4: validation.decision_log: /var/lib/d is the data file",
         ),
         (
             "[validation]\ndeadline_ms = -1\n".to_string(),
