@@ -13,8 +13,12 @@
 # the client comparison (skipped without it).
 #
 #   bench/validators.sh [SECONDS] [REPEATS]   # default 5 s per run, median of 3
+#   bench/validators.sh ops [SECONDS] [REPEATS]  # only the decision log and
+#                                                # deny cache section (ops_section)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+only_ops=0
+if [ "${1:-}" = ops ]; then only_ops=1; shift; fi
 secs=${1:-5}
 repeats=${2:-3}
 conc=50
@@ -30,7 +34,7 @@ baselines="$root/bench/baselines"
 cargo build --release --quiet --bin jnhpd --example store_bench
 jnhpd="$root/target/release/jnhpd"
 load="$root/target/release/examples/store_bench"
-if [ -f "$baselines/twisted_jnhp.py" ] && ! python3 -c 'import twisted' 2>/dev/null; then
+if [ "$only_ops" = 0 ] && [ -f "$baselines/twisted_jnhp.py" ] && ! python3 -c 'import twisted' 2>/dev/null; then
   pip install --quiet twisted
 fi
 
@@ -56,7 +60,8 @@ run_server() {
   [ "$up" = 1 ] || { echo "$name did not start; its log:" >&2; cat "$work/$name.log" >&2; exit 1; }
   local before rate after
   before=$(cpu_ticks "$pid")
-  rate=$(taskset -c 1 "$load" --concurrency "$conc" --seconds "$secs" stores "127.0.0.1:$port")
+  # shellcheck disable=SC2086 # load_extra: extra words for the load generator
+  rate=$(taskset -c 1 "$load" --concurrency "$conc" --seconds "$secs" ${load_extra:-} stores "127.0.0.1:$port")
   after=$(cpu_ticks "$pid")
   # CPU microseconds per STORE, the server and its programs together.
   python3 -c "import sys; t, r, s = map(float, sys.argv[1:]); print(f'{t * 1e6 / $(getconf CLK_TCK) / (r * s):.1f}')" \
@@ -82,6 +87,73 @@ config() { # config NAME BODY: writes a config file listening on $port; prints i
 }
 
 med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# Issue 27: what the decision log and the deny cache cost, each measured
+# against the same setup without it, runs interleaved like the rest.
+#  - decision log: unique STOREs through the inline function validators
+#    (the cheapest chain, where a line per STORE weighs the most), the log
+#    off, then on (a file; lines written, none dropped: checked).
+#  - deny cache: every connection repeats one refused STORE against a
+#    process validator that refuses everything, cache off (a program per
+#    STORE), then on (the program runs once per connection).
+ops_section() {
+  # A port of its own: another run of this script (its other sections)
+  # may be using 18201. Dynamic scope: config and run_server see it.
+  local port=18241
+  local deny="$work/deny-all.sh"
+  printf '#!/bin/sh\necho JNHP:0\n' >"$deny"
+  chmod +x "$deny"
+  local functions='
+[[validator]]
+kind = "function"
+function = "max_bytes"
+max = 1024
+[[validator]]
+kind = "function"
+function = "regex"
+field = "name"
+pattern = "^[a-z0-9-]+$"'
+  local refuser="
+[[validator]]
+kind = \"process\"
+command = [\"$deny\"]
+max_concurrent = 16"
+  local cfg_log_off cfg_log_on cfg_cache_off cfg_cache_on
+  cfg_log_off=$(config log_off "$functions")
+  cfg_log_on=$(config log_on "[validation]
+decision_log = \"$work/decisions.log\"
+$functions")
+  cfg_cache_off=$(config cache_off "$refuser")
+  cfg_cache_on=$(config cache_on "$refuser
+deny_cache_secs = 600")
+  local r
+  for r in $(seq "$repeats"); do
+    echo "ops round $r of $repeats" >&2
+    run_server log_off "$jnhpd" --config "$cfg_log_off" >>"$work/log_off.rates"
+    run_server log_on "$jnhpd" --config "$cfg_log_on" >>"$work/log_on.rates"
+    wc -l <"$work/decisions.log" >>"$work/log_on.lines"
+    rm -f "$work/decisions.log"
+    load_extra="--refused bad" run_server cache_off "$jnhpd" --config "$cfg_cache_off" >>"$work/cache_off.rates"
+    load_extra="--refused bad" run_server cache_on "$jnhpd" --config "$cfg_cache_on" >>"$work/cache_on.rates"
+  done
+  local n
+  echo
+  echo "Decision log and deny cache (issue 27), $conc connections, median of $repeats runs of ${secs} s ($(nproc) cores: server on core 0, load on core 1)"
+  echo
+  echo "| run | requests/s | CPU per request (jnhpd + programs) | ratio |"
+  echo "|---|---|---|---|"
+  for n in log_off log_on cache_off cache_on; do
+    eval "rate_$n=\$(med <\"\$work/$n.rates\")"
+    eval "cpu_$n=\$(med <\"\$work/$n.cpu\")"
+  done
+  echo "| unique STOREs, function validators, decision log off | $rate_log_off | $cpu_log_off µs | 1.00x |"
+  echo "| the same, decision log on (a file; lines per run: $(paste -sd/ "$work/log_on.lines")) | $rate_log_on | $cpu_log_on µs | $(ratio "$rate_log_on" "$rate_log_off") |"
+  echo "| one refused STORE repeated, process validator, deny cache off | $rate_cache_off | $cpu_cache_off µs | 1.00x |"
+  echo "| the same, deny_cache_secs = 600 | $rate_cache_on | $cpu_cache_on µs | $(ratio "$rate_cache_on" "$rate_cache_off") |"
+}
+
+ratio() { python3 -c "import sys; a, b = sys.argv[1:]; print('n/a' if 'n/a' in (a, b) else f'{float(a) / float(b):.2f}x')" "$1" "$2"; }
+if [ "$only_ops" = 1 ]; then ops_section; exit 0; fi
 
 cfg_none=$(config none '')
 cfg_function=$(config function '
@@ -178,7 +250,6 @@ cpu_py_process=$(med <"$work/py_process.cpu")
 twisted=n/a
 [ "$has_twisted" = 1 ] && twisted=$(med <"$work/twisted.rates")
 
-ratio() { python3 -c "import sys; a, b = sys.argv[1:]; print('n/a' if 'n/a' in (a, b) else f'{float(a) / float(b):.2f}x')" "$1" "$2"; }
 echo
 echo "STORE throughput, $conc connections, unique names, median of $repeats runs of ${secs} s ($(nproc) cores: server on core 0, load on core 1)"
 echo
@@ -205,3 +276,5 @@ echo "| one Python client, pipelines of $gets_depth GETs (64-byte values, 10k na
 echo "|---|---|---|"
 echo "| jnhp.Client against jnhpd (no validator) | $jnhp_gets | $(ratio "$jnhp_gets" "$redis_gets") of redis-py |"
 echo "| redis-py against redis-server (no persistence) | $redis_gets | |"
+
+ops_section

@@ -190,6 +190,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        if let jnhpd::config::DecisionLogTarget::File(path) = &config.validation.decision_log
+            && let Err(err) = logging::check_log_file(path)
+        {
+            let err = config.places.error("validation.decision_log", err);
+            logging::early_error(&err.to_string());
+            return ExitCode::FAILURE;
+        }
         if let Some(pg) = config.storage.postgres() {
             // A namespace that cannot be reached is as wrong as a bad key.
             match with_namespace(pg, |namespace| async move {
@@ -517,6 +524,7 @@ impl SignalHandler {
     fn reload(&self) {
         // First, so what the reload logs lands in the new file.
         logging::reopen();
+        self.control.reopen_decision_log();
         if self.cli.config.is_none() {
             log::info!("SIGHUP: no config file to reload (running on built-in defaults)");
             return;

@@ -73,8 +73,9 @@ cleanly, exit 0.
 .TP
 .B SIGHUP
 Re\-read the config file: validators, log level, TLS certificates, the
-PostgreSQL password; with \fBlog.target = "file"\fR, reopen the log file
-(logrotate's way). A file that fails a check is refused and the running
+PostgreSQL password, \fBvalidation.deadline_ms\fR; with
+\fBlog.target = "file"\fR, reopen the log file, and the decision log's
+file (\fBvalidation.decision_log\fR) (logrotate's way). A file that fails a check is refused and the running
 configuration stays. Other sections need a restart.
 .PP
 Signals are never fatal: until the handlers exist they are held, not acted

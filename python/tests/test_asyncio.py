@@ -100,7 +100,9 @@ def test_timeouts_cancellations_and_a_server_closing_mid_pipeline():
         with pytest.raises(jnhp.TimeoutError):
             await client.get("a")
         # A cancelled call drops the connection: the next call opens
-        # another rather than reading the cancelled call's reply.
+        # another rather than reading the cancelled call's reply. (Given
+        # time enough to be cancelled, not to time out, on a busy machine.)
+        client.timeout = 60
         task = asyncio.ensure_future(client.get("b"))
         for _ in range(10000):  # until its request is on the wire
             if client._conn is not None and client._conn.pending:

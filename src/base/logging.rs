@@ -67,7 +67,7 @@ fn not_regular(path: &Path) -> Result<(), String> {
 /// umask). Only a regular file will do: a directory, a FIFO (which would
 /// block every thread that logs once its reader stops) or a device is
 /// refused.
-fn open_log_file(path: &Path) -> Result<File, String> {
+pub(crate) fn open_log_file(path: &Path) -> Result<File, String> {
     not_regular(path)?;
     let mut options = OpenOptions::new();
     options.append(true).create(true).mode(0o640);
@@ -128,8 +128,9 @@ pub fn reopen() {
 /// the line, as on stderr: logging never stops the service. But a write
 /// on a full file system is often short (the part that fit in the file's
 /// last block), the rest failing: that part is cut off again, else the
-/// next line written once there is room would be glued to it.
-fn append_whole(file: &mut File, line: &[u8]) {
+/// next line written once there is room would be glued to it. Whether the
+/// line was written whole.
+pub(crate) fn append_whole(file: &mut File, line: &[u8]) -> bool {
     use std::io::{Seek, SeekFrom};
     let mut written = 0;
     while written < line.len() {
@@ -147,6 +148,7 @@ fn append_whole(file: &mut File, line: &[u8]) {
             let _ = file.set_len(end.saturating_sub(written as u64));
         }
     }
+    written == line.len()
 }
 
 enum Sink {

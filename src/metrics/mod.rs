@@ -329,6 +329,17 @@ pub struct ValidatorStats {
     pub queued: AtomicI64,
     pub helper_processes: AtomicI64,
     pub helper_restarts: AtomicU64,
+    /// The link's `mode`, as `Mode as u8` (set when the chain is built).
+    pub mode: std::sync::atomic::AtomicU8,
+    /// Refusals (denials, failures under `on_failure = "reject"`) that
+    /// did not refuse: the validator was in `warn` or `dryrun` mode.
+    pub not_enforced: AtomicU64,
+    /// Failures that let the STORE go on (`on_failure = "allow"`).
+    pub failed_open: AtomicU64,
+    /// STOREs its deny cache refused without running it.
+    pub deny_cache_hits: AtomicU64,
+    /// Refusals its deny cache holds now.
+    pub deny_cache_entries: AtomicI64,
 }
 
 slot_enum! {
@@ -360,7 +371,7 @@ impl Slot for Cause {
 const CAUSES: usize = <Cause as Slot>::ALL.len();
 
 /// The `cause` label of a validator failure.
-const fn cause_label(cause: Cause) -> &'static str {
+pub(crate) const fn cause_label(cause: Cause) -> &'static str {
     match cause {
         Cause::Timeout => "timeout",
         Cause::NoVerdict => "no_verdict",
@@ -382,6 +393,11 @@ impl ValidatorStats {
             queued: AtomicI64::new(0),
             helper_processes: AtomicI64::new(0),
             helper_restarts: AtomicU64::new(0),
+            mode: Default::default(),
+            not_enforced: AtomicU64::new(0),
+            failed_open: AtomicU64::new(0),
+            deny_cache_hits: AtomicU64::new(0),
+            deny_cache_entries: AtomicI64::new(0),
         })
     }
 }
@@ -404,6 +420,19 @@ pub struct Metrics {
     pub reloads: Slots<ReloadResult, AtomicU64, { ReloadResult::COUNT }>,
     /// The validators of the chain in force (replaced on reload).
     validators: std::sync::RwLock<Vec<Arc<ValidatorStats>>>,
+    /// The decision log's lines (`[validation] decision_log`).
+    pub decision_log: DecisionLogStats,
+}
+
+/// What became of the decision log's lines.
+#[derive(Debug, Default)]
+pub struct DecisionLogStats {
+    /// Written whole.
+    pub written: AtomicU64,
+    /// Dropped because the writer was behind (its buffer was full).
+    pub dropped: AtomicU64,
+    /// Lost because writing failed (disk full, a closed file).
+    pub failed: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -583,6 +612,7 @@ impl Metrics {
             }),
             reloads: Default::default(),
             validators: Default::default(),
+            decision_log: Default::default(),
         })
     }
 

@@ -160,6 +160,18 @@ impl prometheus_client::collector::Collector for Collector {
             )?;
         }
         self.encode_validators(&mut e)?;
+        let lines = &m.decision_log;
+        counter(
+            &mut e,
+            "jnhpd_decision_log_lines",
+            "Decision log lines: written, dropped (the writer was behind), failed (a write \
+             failed).",
+            &[
+                (vec![("result", "written")], load(&lines.written)),
+                (vec![("result", "dropped")], load(&lines.dropped)),
+                (vec![("result", "failed")], load(&lines.failed)),
+            ],
+        )?;
         if let Some(d) = &m.datafile {
             gauge(
                 &mut e,
@@ -319,8 +331,21 @@ impl Collector {
         let mut durations = Vec::new();
         let (mut in_flight, mut queued, mut processes, mut restarts) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut modes, mut not_enforced, mut failed_open) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut cache_hits, mut cache_entries) = (Vec::new(), Vec::new());
         for v in &validators {
             let name = v.name.as_str();
+            let mode = crate::validator::spec::Mode::ALL
+                .get(usize::from(v.mode.load(Relaxed)))
+                .map_or("enforce", |m| m.label());
+            modes.push((vec![("validator", name), ("mode", mode)], 1));
+            not_enforced.push((vec![("validator", name)], load(&v.not_enforced)));
+            failed_open.push((vec![("validator", name)], load(&v.failed_open)));
+            cache_hits.push((vec![("validator", name)], load(&v.deny_cache_hits)));
+            cache_entries.push((
+                vec![("validator", name)],
+                v.deny_cache_entries.load(Relaxed),
+            ));
             for (verdict, n) in v.verdicts.iter() {
                 verdicts.push((
                     vec![("validator", name), ("verdict", verdict.label())],
@@ -358,6 +383,37 @@ impl Collector {
             "jnhpd_validator_duration_seconds",
             "Time in each validator.",
             &durations,
+        )?;
+        gauge(
+            e,
+            "jnhpd_validator_mode",
+            "Always 1; the validator's mode (enforce, warn, dryrun) is a label.",
+            &modes,
+        )?;
+        counter(
+            e,
+            "jnhpd_validator_not_enforced",
+            "Refusals (denials, failures under on_failure = reject) that did not refuse: \
+             the validator is in warn or dryrun mode.",
+            &not_enforced,
+        )?;
+        counter(
+            e,
+            "jnhpd_validator_failed_open",
+            "Failures that let the STORE go on (on_failure = allow).",
+            &failed_open,
+        )?;
+        counter(
+            e,
+            "jnhpd_validator_deny_cache_hits",
+            "STOREs refused from the validator's deny cache, without running it.",
+            &cache_hits,
+        )?;
+        gauge(
+            e,
+            "jnhpd_validator_deny_cache_entries",
+            "Refusals the validator's deny cache holds.",
+            &cache_entries,
         )?;
         gauge(
             e,

@@ -51,6 +51,7 @@ fn to_op(
     index: usize,
     limits: &Limits,
     (chain, current): (&mut BatchChain, &watch::Receiver<Arc<ValidatorChain>>),
+    peer: &Peer,
 ) -> Option<Op> {
     let line = &chunk[range];
     // The parsed parts become spans of the chunk by their offset in it.
@@ -61,7 +62,7 @@ fn to_op(
     Some(match protocol::parse(line, limits) {
         Ok(None) => return None,
         Ok(Some(Request::Store { name, value })) => {
-            let validate = match chain.get(current).check_inline(name, value) {
+            let validate = match chain.get(current).check_inline(name, value, peer) {
                 Inline::Denied => return Some(Op::Refused),
                 Inline::Allowed => false,
                 Inline::Pending => true,
@@ -309,7 +310,14 @@ impl<S: Stream> Connection<S> {
     fn push(&self, chunk: &Bytes, range: Range<usize>, chain: &mut BatchChain, batch: &mut Batch) {
         let index = batch.input_index(chunk);
         let current = &self.shared.validators;
-        if let Some(op) = to_op(chunk, range, index, &self.shared.limits, (chain, current)) {
+        if let Some(op) = to_op(
+            chunk,
+            range,
+            index,
+            &self.shared.limits,
+            (chain, current),
+            &self.peer,
+        ) {
             if matches!(op, Op::Store { validate: true, .. }) && !batch.has_validation() {
                 self.set_validation(chain, batch);
             }

@@ -27,6 +27,7 @@ use crate::net::tls::Acceptor;
 use crate::ops::config::{Config, ListenAddr, Storage};
 use crate::storage::datafile::DataFile;
 use crate::store::{Entries, StoreHandle, StoreTask};
+use crate::validator::decisions::DecisionLog;
 use crate::validator::{Link, ValidatorChain};
 
 /// A listen address that could not be bound.
@@ -130,6 +131,9 @@ pub enum StartError {
     /// TLS sockets were given, but the config names no certificate.
     #[error("tls.cert_file: {NO_CERTIFICATE}")]
     NoCertificate,
+    /// The decision log (`validation.decision_log`) could not be opened.
+    #[error("{0}")]
+    DecisionLog(crate::ops::config::ConfigError),
 }
 
 /// Why a reload was refused; the running configuration stays.
@@ -191,6 +195,8 @@ struct ControlInner {
     /// The library user's validators ([`Server::start_with`]), kept in
     /// front of the chain by every reload.
     own_validators: Vec<Link>,
+    /// The decision log, if kept: opened at the start, reopened on SIGHUP.
+    decision_log: Option<Arc<DecisionLog>>,
 }
 
 /// What [`Control::shutdown`] did.
@@ -291,11 +297,17 @@ impl Server {
                 )))
             }
         };
+        let metrics = Metrics::new(store_kind(&config));
+        let decision_log =
+            DecisionLog::start(&config.validation, metrics.clone()).map_err(|e| {
+                StartError::DecisionLog(config.places.error("validation.decision_log", e))
+            })?;
         let chain = ValidatorChain::from_specs(&config.validators, None)
             .map_err(StartError::Validators)?
-            .after(&own_validators);
+            .after(&own_validators)
+            .with_validation(config.validation.deadline, decision_log.clone());
         let validators = chain.len();
-        let metrics = Metrics::new(store_kind(&config));
+        chain.publish();
         metrics.set_validators(chain.stats());
         let (chain_tx, chain_rx) = watch::channel(Arc::new(chain));
         // Until the store is open, no client waits unanswered on a port.
@@ -355,6 +367,7 @@ impl Server {
                 credentials,
                 metrics,
                 own_validators,
+                decision_log,
             }),
         };
         let admin_stop = crate::ops::admin::Stop::default();
@@ -416,6 +429,14 @@ impl Server {
         };
         let chain = self.control.inner.chain.borrow().clone();
         chain.shutdown().await;
+        if let Some(log) = self.control.inner.decision_log.clone() {
+            // The writer may be stuck (a FIFO's reader gone): 2 s at most.
+            let within = std::time::Duration::from_secs(2);
+            let flushed = tokio::task::spawn_blocking(move || log.flush(within)).await;
+            if !matches!(flushed, Ok(true)) {
+                log::warn!("the decision log's last lines may be lost (its writer is behind)");
+            }
+        }
         self.store.close().await;
         self.admin_stop.stop().await;
         served
@@ -453,6 +474,14 @@ impl Control {
         reloaded
     }
 
+    /// SIGHUP: opens the decision log's file again (logrotate's way),
+    /// whether or not the configuration reloads.
+    pub fn reopen_decision_log(&self) {
+        if let Some(log) = &self.inner.decision_log {
+            log.reopen();
+        }
+    }
+
     /// Counts a reload refused before it reached [`reload`](Self::reload)
     /// (the file did not parse, or the reload panicked).
     pub fn reload_rejected(&self) {
@@ -480,7 +509,8 @@ impl Control {
         let old_chain = self.inner.chain.borrow().clone();
         let chain = ValidatorChain::from_specs(&new.validators, Some(&old_chain))
             .map_err(ReloadError::Validators)?
-            .after(&self.inner.own_validators);
+            .after(&self.inner.own_validators)
+            .with_validation(new.validation.deadline, self.inner.decision_log.clone());
         // Certificate rotation: new handshakes use the new files.
         let rotated = match (&self.inner.tls, &new.tls) {
             (None, _) => None,
@@ -496,6 +526,7 @@ impl Control {
             acceptor.replace(rotated);
         }
         let validators = chain.len();
+        chain.publish();
         self.inner.metrics.set_validators(chain.stats());
         self.inner.chain.send_replace(Arc::new(chain));
         let mut need_restart = Vec::new();
@@ -504,6 +535,11 @@ impl Control {
             ("[storage]", new.storage != config.storage),
             ("[admin]", new.admin != config.admin),
             ("[daemon]", new.daemon != config.daemon),
+            ("[validation] (other than deadline_ms)", {
+                let mut validation = new.validation.clone();
+                validation.deadline = config.validation.deadline;
+                validation != config.validation
+            }),
             ("[tls] (other than its files and min_version)", {
                 let served = |tls: &Option<crate::ops::config::TlsSettings>| {
                     tls.as_ref()
@@ -523,6 +559,7 @@ impl Control {
         }
         config.log.level = new.log.level;
         config.validators = new.validators;
+        config.validation.deadline = new.validation.deadline;
         // The files and min_version in force are the new ones; where TLS
         // is served and for how long a handshake may take, the start's.
         if let (Some(_), Some(running), Some(mut new)) = (&self.inner.tls, &mut config.tls, new.tls)

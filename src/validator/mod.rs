@@ -14,6 +14,8 @@
 
 pub(crate) mod blocking;
 mod coalesce;
+pub mod decisions;
+pub(crate) mod deny_cache;
 pub(crate) mod function;
 pub(crate) mod helper;
 mod limited;
@@ -32,7 +34,10 @@ pub use crate::metrics::Cause;
 use crate::metrics::{ValidatorStats, VerdictKind};
 
 pub use limited::Limits;
-pub use spec::{Check, OnFailure, ValidatorSpec};
+pub use spec::{Check, Mode, OnFailure, ValidatorSpec};
+
+use decisions::{DecisionLog, Step};
+use deny_cache::{DenyCache, StoreDigest};
 
 /// The environment variables jnhpd takes secrets from (`PGPASSWORD`, the
 /// PostgreSQL password: see `postgres::target`). Validator programs get
@@ -148,6 +153,10 @@ pub struct Link {
     spec: Option<ValidatorSpec>,
     /// Its name (for logs and metrics) and figures, kept with it.
     pub(crate) stats: Arc<ValidatorStats>,
+    /// Whether its refusals refuse.
+    mode: Mode,
+    /// The refusals it gave recently, if it has a deny cache.
+    deny_cache: Option<Arc<DenyCache>>,
 }
 
 impl Link {
@@ -159,23 +168,85 @@ impl Link {
             on_failure,
             spec: None,
             stats: ValidatorStats::new(name.to_string(), "library"),
+            mode: Mode::Enforce,
+            deny_cache: None,
         }
     }
 }
 
+/// What the chain needs of one STORE beyond its bytes, worked out once
+/// and only if needed: the digest the deny caches are keyed by, and the
+/// steps the decision log records.
+struct Judging<'a> {
+    name: &'a [u8],
+    value: &'a [u8],
+    digest: Option<StoreDigest>,
+    /// `Some` when a decision log is kept.
+    steps: Option<Vec<Step>>,
+}
+
+impl Judging<'_> {
+    fn digest(&mut self) -> StoreDigest {
+        *self
+            .digest
+            .get_or_insert_with(|| deny_cache::digest(self.name, self.value))
+    }
+}
+
 impl Link {
+    /// If the link's deny cache holds a refusal of this STORE, whether
+    /// that lets the STORE go on (by the mode): it is counted as a denial
+    /// and the validator is not run. `None`: the validator must run.
+    fn cached_denial(&self, judging: &mut Judging) -> Option<bool> {
+        let cache = self.deny_cache.as_ref()?;
+        if !cache.refused(&judging.digest()) {
+            return None;
+        }
+        self.stats.verdicts[VerdictKind::Deny].fetch_add(1, Relaxed);
+        if let Some(steps) = &mut judging.steps {
+            steps.push(Step::new(
+                &self.stats.name,
+                self.mode,
+                "cached_deny",
+                None,
+                std::time::Duration::ZERO,
+            ));
+        }
+        Some(self.enforce(judging.name, false))
+    }
+
+    /// Whether a refusal (`allowed` false) refuses: in `warn` and
+    /// `dryrun` mode it is counted (and, in `warn`, logged), not enforced.
+    fn enforce(&self, name: &[u8], allowed: bool) -> bool {
+        if allowed || self.mode == Mode::Enforce {
+            return allowed;
+        }
+        self.stats.not_enforced.fetch_add(1, Relaxed);
+        if self.mode == Mode::Warn {
+            log::warn!(
+                "validator {} (mode = \"warn\") would refuse the STORE of name {:?}",
+                self.stats.name,
+                String::from_utf8_lossy(name)
+            );
+        }
+        true
+    }
+
     /// Whether a verdict already counted and logged lets the STORE go on.
     fn decide_quietly(&self, verdict: Verdict) -> bool {
-        match verdict {
-            Verdict::Allow => true,
-            Verdict::Deny => false,
-            Verdict::Failure(..) => self.on_failure == OnFailure::Allow,
-        }
+        self.mode != Mode::Enforce
+            || match verdict {
+                Verdict::Allow => true,
+                Verdict::Deny => false,
+                Verdict::Failure(..) => self.on_failure == OnFailure::Allow,
+            }
     }
 
     /// Whether the verdict lets the STORE go on: failures are logged with
-    /// the validator, the name and the cause, then decided by `on_failure`.
-    fn decide(&self, name: &[u8], verdict: Verdict) -> bool {
+    /// the validator, the name and the cause, then decided by `on_failure`;
+    /// refusals are decided by the mode. A denial goes to the deny cache.
+    fn decide(&self, judging: &mut Judging, verdict: Verdict, took: std::time::Duration) -> bool {
+        let name = judging.name;
         let counted = match &verdict {
             Verdict::Allow => VerdictKind::Allow,
             Verdict::Deny => VerdictKind::Deny,
@@ -185,24 +256,48 @@ impl Link {
             }
         };
         self.stats.verdicts[counted].fetch_add(1, Relaxed);
-        match verdict {
+        if let Some(steps) = &mut judging.steps {
+            let cause = match &verdict {
+                Verdict::Failure(cause, _) => Some(crate::metrics::cause_label(*cause)),
+                _ => None,
+            };
+            steps.push(Step::new(
+                &self.stats.name,
+                self.mode,
+                counted.label(),
+                cause,
+                took,
+            ));
+        }
+        let allowed = match verdict {
             Verdict::Allow => true,
-            Verdict::Deny => false,
+            Verdict::Deny => {
+                if let Some(cache) = &self.deny_cache {
+                    cache.remember(judging.digest());
+                }
+                false
+            }
             Verdict::Failure(_, cause) => {
+                let open = self.on_failure == OnFailure::Allow;
                 log::warn!(
                     "validator {} ({}) failed for name {:?}: {}; {}",
                     self.stats.name,
                     self.validator.describe(),
                     String::from_utf8_lossy(name),
                     escape_controls(&cause),
-                    match self.on_failure {
-                        OnFailure::Reject => "rejecting the STORE",
-                        OnFailure::Allow => "allowing the STORE (on_failure = \"allow\")",
+                    match (open, self.mode) {
+                        (true, _) => "allowing the STORE (on_failure = \"allow\")",
+                        (false, Mode::Enforce) => "rejecting the STORE",
+                        (false, _) => "it would reject the STORE (not enforced)",
                     }
                 );
-                self.on_failure == OnFailure::Allow
+                if open {
+                    self.stats.failed_open.fetch_add(1, Relaxed);
+                }
+                open
             }
-        }
+        };
+        self.enforce(name, allowed)
     }
 }
 
@@ -234,6 +329,10 @@ fn build(check: &Check, stats: &Arc<ValidatorStats>) -> Result<Arc<dyn Validator
 #[derive(Debug, Clone, Default)]
 pub struct ValidatorChain {
     links: Vec<Link>,
+    /// The most the whole chain may take for one STORE.
+    deadline: Option<std::time::Duration>,
+    /// Where each validated STORE is recorded, if anywhere.
+    decision_log: Option<Arc<DecisionLog>>,
 }
 
 /// The outcome of the chain's synchronous prefix ([`ValidatorChain::check_inline`]).
@@ -250,7 +349,10 @@ pub(crate) enum Inline {
 impl ValidatorChain {
     /// A chain running `links` in order; the first denial decides.
     pub fn new(links: Vec<Link>) -> Self {
-        ValidatorChain { links }
+        ValidatorChain {
+            links,
+            ..Default::default()
+        }
     }
 
     /// This chain with `first` run before its own links: a library
@@ -264,6 +366,11 @@ impl ValidatorChain {
     /// `previous` (the chain a reload replaces) keeps that validator
     /// rather than starting a new one. Fails only if a file checked at
     /// load time has become unreadable since.
+    ///
+    /// A kept validator takes the new table's `mode` and `on_failure`; it
+    /// keeps its deny cache (the refusals are its own, whatever its mode)
+    /// unless the cache's settings changed. A changed table is a new
+    /// validator, with an empty cache.
     pub fn from_specs(
         specs: &[ValidatorSpec],
         previous: Option<&ValidatorChain>,
@@ -272,19 +379,53 @@ impl ValidatorChain {
         let links = specs
             .iter()
             .map(|spec| {
-                if let Some(i) = reusable.iter().position(|l| l.spec.as_ref() == Some(spec)) {
-                    return Ok(reusable.remove(i).clone());
+                let kept = reusable
+                    .iter()
+                    .position(|l| l.spec.as_ref().is_some_and(|s| s.same_validator(spec)));
+                let mut link = match kept {
+                    Some(i) => reusable.remove(i).clone(),
+                    None => {
+                        let stats = ValidatorStats::new(spec.name.clone(), spec.check.kind());
+                        Link {
+                            validator: build(&spec.check, &stats)?,
+                            on_failure: spec.on_failure,
+                            spec: None,
+                            stats,
+                            mode: spec.mode,
+                            deny_cache: None,
+                        }
+                    }
+                };
+                // Only the link changes here: its figures, shared with the
+                // chain in force, change once this chain is (`publish`).
+                link.on_failure = spec.on_failure;
+                link.mode = spec.mode;
+                let same_cache = link.deny_cache.as_ref().map(|c| c.spec()) == spec.deny_cache;
+                if !same_cache {
+                    link.deny_cache = spec
+                        .deny_cache
+                        .map(|c| Arc::new(DenyCache::new(c, link.stats.clone())));
                 }
-                let stats = ValidatorStats::new(spec.name.clone(), spec.check.kind());
-                Ok(Link {
-                    validator: build(&spec.check, &stats)?,
-                    on_failure: spec.on_failure,
-                    spec: Some(spec.clone()),
-                    stats,
-                })
+                link.spec = Some(spec.clone());
+                Ok(link)
             })
             .collect::<Result<_, String>>()?;
-        Ok(ValidatorChain { links })
+        Ok(ValidatorChain {
+            links,
+            deadline: None,
+            decision_log: None,
+        })
+    }
+
+    /// This chain with `[validation]`'s deadline and the decision log.
+    pub(crate) fn with_validation(
+        mut self,
+        deadline: Option<std::time::Duration>,
+        decision_log: Option<Arc<DecisionLog>>,
+    ) -> Self {
+        self.deadline = deadline;
+        self.decision_log = decision_log;
+        self
     }
 
     /// Shuts every validator of the chain down (helpers: stdin closed,
@@ -306,34 +447,99 @@ impl ValidatorChain {
         self.links.len()
     }
 
+    /// Shows this chain's modes and deny caches in its validators'
+    /// figures: called once it is the chain in force (a reload refused
+    /// after the chain was built must leave the figures of the running
+    /// one).
+    pub(crate) fn publish(&self) {
+        for link in &self.links {
+            link.stats.mode.store(link.mode as u8, Relaxed);
+            let entries = link.deny_cache.as_ref().map_or(0, |c| c.len());
+            link.stats.deny_cache_entries.store(entries as i64, Relaxed);
+        }
+    }
+
     /// Every validator's figures, in chain order.
     pub fn stats(&self) -> Vec<Arc<ValidatorStats>> {
         self.links.iter().map(|l| l.stats.clone()).collect()
     }
 
+    fn judging<'a>(&self, name: &'a [u8], value: &'a [u8]) -> Judging<'a> {
+        Judging {
+            name,
+            value,
+            digest: None,
+            steps: self.decision_log.as_ref().map(|_| Vec::new()),
+        }
+    }
+
+    /// Writes the decision log's line for a STORE the chain has decided.
+    fn record(&self, judging: Judging, peer: &Peer, allowed: bool) {
+        if let (Some(log), Some(steps)) = (&self.decision_log, &judging.steps) {
+            log.record(judging.name, judging.value, peer, steps, allowed);
+        }
+    }
+
     /// Whether every validator allows the STORE, running the chain in
     /// order (the first "no" wins). Failures are logged with the validator,
-    /// the name and the cause, then decided by `on_failure`.
+    /// the name and the cause, then decided by `on_failure`. With a
+    /// deadline (`validation.deadline_ms`), each validator gets what is
+    /// left of it (its own timeout still applies); one that runs out of it,
+    /// or is reached after it, fails (`timeout`) and its `on_failure`
+    /// decides.
     pub async fn allows(&self, name: &[u8], value: &[u8], peer: &Peer) -> bool {
+        let deadline = self.deadline.map(|d| tokio::time::Instant::now() + d);
+        let mut judging = self.judging(name, value);
+        let mut allowed = true;
         for link in &self.links {
-            let allowed = match link.validator.check_now(name, value) {
-                // Counted when the request was parsed (check_inline).
-                Some(verdict) => link.decide_quietly(verdict),
-                None => {
-                    let stats = &link.stats;
-                    stats.in_flight.fetch_add(1, Relaxed);
-                    let started = std::time::Instant::now();
-                    let verdict = link.validator.validate(name, value, peer).await;
-                    stats.duration.observe_duration(started.elapsed(), 1);
-                    stats.in_flight.fetch_sub(1, Relaxed);
-                    link.decide(name, verdict)
+            let passes = match link.validator.check_now(name, value) {
+                // Counted when the request was parsed (check_inline),
+                // deny cache included: it allowed the STORE then.
+                Some(verdict) => {
+                    if let Some(steps) = &mut judging.steps {
+                        let label = match &verdict {
+                            Verdict::Allow => "allow",
+                            Verdict::Deny => "deny",
+                            Verdict::Failure(..) => "failure",
+                        };
+                        let step =
+                            Step::new(&link.stats.name, link.mode, label, None, Default::default());
+                        steps.push(step);
+                    }
+                    link.decide_quietly(verdict)
                 }
+                None => match link.cached_denial(&mut judging) {
+                    Some(passes) => passes,
+                    // Reached after the deadline: not started at all.
+                    None if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) => {
+                        let verdict = past_deadline(self.deadline);
+                        link.decide(&mut judging, verdict, Default::default())
+                    }
+                    None => {
+                        let stats = &link.stats;
+                        stats.in_flight.fetch_add(1, Relaxed);
+                        let started = std::time::Instant::now();
+                        let run = link.validator.validate(name, value, peer);
+                        let verdict = match deadline {
+                            None => run.await,
+                            Some(at) => tokio::time::timeout_at(at, run)
+                                .await
+                                .unwrap_or_else(|_| past_deadline(self.deadline)),
+                        };
+                        let took = started.elapsed();
+                        stats.duration.observe_duration(took, 1);
+                        stats.in_flight.fetch_sub(1, Relaxed);
+                        link.decide(&mut judging, verdict, took)
+                    }
+                },
             };
-            if !allowed {
-                return false;
+            if !passes {
+                allowed = false;
+                break;
             }
         }
-        true
+        self.record(judging, peer, allowed);
+        allowed
     }
 
     /// Runs the chain's leading validators that answer synchronously, in
@@ -341,19 +547,38 @@ impl ValidatorChain {
     /// validators remain: the STORE then goes through [`allows`](Self::allows)
     /// (which runs the cheap, side-effect-free prefix again), so the chain's
     /// order, and which validators run after a "no", never change.
-    pub(crate) fn check_inline(&self, name: &[u8], value: &[u8]) -> Inline {
+    pub(crate) fn check_inline(&self, name: &[u8], value: &[u8], peer: &Peer) -> Inline {
+        let mut judging = self.judging(name, value);
         for link in &self.links {
-            match link.validator.check_now(name, value) {
-                None => return Inline::Pending,
-                Some(verdict) => {
-                    if !link.decide(name, verdict) {
-                        return Inline::Denied;
-                    }
-                }
+            let started = std::time::Instant::now();
+            let Some(verdict) = link.validator.check_now(name, value) else {
+                // The async path decides (and logs) the whole chain.
+                return Inline::Pending;
+            };
+            let passes = match link.cached_denial(&mut judging) {
+                Some(passes) => passes,
+                None => link.decide(&mut judging, verdict, started.elapsed()),
+            };
+            if !passes {
+                self.record(judging, peer, false);
+                return Inline::Denied;
             }
+        }
+        if !self.links.is_empty() {
+            self.record(judging, peer, true);
         }
         Inline::Allowed
     }
+}
+
+/// The verdict of a validator the chain's deadline cut short or never
+/// reached.
+fn past_deadline(deadline: Option<std::time::Duration>) -> Verdict {
+    let ms = deadline.map_or(0, |d| d.as_millis());
+    Verdict::Failure(
+        Cause::Timeout,
+        format!("the chain's deadline (validation.deadline_ms = {ms}) ran out"),
+    )
 }
 
 #[cfg(test)]

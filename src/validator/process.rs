@@ -255,6 +255,15 @@ impl Supervisor {
                     timed_out = true;
                     break;
                 }
+                // Nobody waits for the verdict any more (the chain's
+                // deadline passed, or the STORE was abandoned): the
+                // program is stopped now, not left to hold its slot until
+                // its own timeout.
+                () = abandoned(&mut self.verdict), if self.verdict.is_some() => {
+                    self.verdict = None;
+                    timed_out = true;
+                    break;
+                }
             }
         }
         if timed_out {
@@ -290,6 +299,15 @@ impl Supervisor {
             };
             self.decide(Verdict::Failure(cause, message));
         }
+    }
+}
+
+/// Resolves once the receiver of `verdict` is gone (never if it is
+/// `None`; the branch awaiting it is disabled then).
+async fn abandoned(verdict: &mut Option<oneshot::Sender<Verdict>>) {
+    match verdict {
+        Some(tx) => tx.closed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -42,6 +42,45 @@ pub enum OnFailure {
     Allow,
 }
 
+/// Whether a validator's refusals are enforced (`mode` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Its refusals (and failures under `on_failure = "reject"`) refuse
+    /// the STORE.
+    #[default]
+    Enforce,
+    /// It runs and its verdicts are counted and logged in the decision
+    /// log, but it never refuses; each would-be refusal is also logged
+    /// (`warn`).
+    Warn,
+    /// Like `warn`, without the log line per would-be refusal.
+    Dryrun,
+}
+
+impl Mode {
+    /// Every mode, indexed by `mode as usize`.
+    pub(crate) const ALL: [Mode; 3] = [Mode::Enforce, Mode::Warn, Mode::Dryrun];
+
+    /// The config's spelling (the `mode` label of metrics).
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Warn => "warn",
+            Mode::Dryrun => "dryrun",
+        }
+    }
+}
+
+/// A validator's deny cache (`deny_cache_secs`, `deny_cache_entries`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DenyCacheSpec {
+    /// How long a refusal is remembered.
+    pub ttl: Duration,
+    /// Refusals remembered at most.
+    pub entries: usize,
+}
+
 /// One checked validator of the chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatorSpec {
@@ -52,6 +91,56 @@ pub struct ValidatorSpec {
     pub check: Check,
     /// What a failure to decide makes of the STORE.
     pub on_failure: OnFailure,
+    /// Whether its refusals refuse.
+    pub mode: Mode,
+    /// Its deny cache, if it has one.
+    pub deny_cache: Option<DenyCacheSpec>,
+}
+
+impl ValidatorSpec {
+    /// Whether `other` describes the same running validator: the same
+    /// name and check. Its mode, failure policy and deny cache may
+    /// differ: a reload changes those on the running validator.
+    pub(crate) fn same_validator(&self, other: &ValidatorSpec) -> bool {
+        self.name == other.name && self.check == other.check
+    }
+}
+
+/// Where the decision log goes (`validation.decision_log`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DecisionLogTarget {
+    /// No decision log (the default).
+    #[default]
+    Off,
+    /// One line per decision on standard error (the journal, under
+    /// systemd).
+    Stderr,
+    /// Appended to this file, reopened on SIGHUP.
+    File(PathBuf),
+}
+
+/// `[validation]`: what concerns the chain as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationSpec {
+    /// The most a STORE's whole chain may take.
+    pub deadline: Option<Duration>,
+    /// Where decisions are logged.
+    pub decision_log: DecisionLogTarget,
+    /// Whether the decision log holds the values themselves.
+    pub log_values: bool,
+    /// Lines waiting to be written at most (more are dropped, counted).
+    pub log_buffer: usize,
+}
+
+impl Default for ValidationSpec {
+    fn default() -> Self {
+        ValidationSpec {
+            deadline: None,
+            decision_log: DecisionLogTarget::Off,
+            log_values: false,
+            log_buffer: 10_000,
+        }
+    }
 }
 
 impl Check {

@@ -29,6 +29,11 @@ struct Args {
     /// Speak RESP (Redis: SETNX) instead of JNHP.
     #[arg(long, global = true)]
     resp: bool,
+    /// `stores`: each connection sends this value under one name of its
+    /// own again and again, every reply checked to be `RARGH!` (a client
+    /// hammering a refused STORE: the deny cache's case).
+    #[arg(long, global = true)]
+    refused: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -60,7 +65,13 @@ async fn main() {
         let done = done.clone();
         workers.push(match &args.mode {
             Mode::Stores { addr } => {
-                tokio::spawn(stores(addr.clone(), worker, deadline, done, args.resp))
+                let refused = args.refused.clone();
+                match refused {
+                    Some(value) => {
+                        tokio::spawn(refusals(addr.clone(), worker, value, deadline, done))
+                    }
+                    None => tokio::spawn(stores(addr.clone(), worker, deadline, done, args.resp)),
+                }
             }
             Mode::Spawn { program } => tokio::spawn(spawns(program.clone(), deadline, done)),
             Mode::Fill { .. } => unreachable!("handled above"),
@@ -116,6 +127,34 @@ async fn stores(addr: String, worker: usize, deadline: Instant, done: Arc<Atomic
         assert_eq!(reply, stored, "every unique STORE must be stored");
         done.fetch_add(1, Ordering::Relaxed);
         i += 1;
+    }
+}
+
+async fn refusals(
+    addr: String,
+    worker: usize,
+    value: String,
+    deadline: Instant,
+    done: Arc<AtomicU64>,
+) {
+    let stream = TcpStream::connect(&addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (read, mut write) = stream.into_split();
+    let mut replies = BufReader::new(read);
+    let mut reply = String::new();
+    let mut request = Vec::new();
+    store_request(
+        false,
+        &format!("r{}-{worker}", std::process::id()),
+        &value,
+        &mut request,
+    );
+    while Instant::now() < deadline {
+        write.write_all(&request).await.expect("write");
+        reply.clear();
+        replies.read_line(&mut reply).await.expect("read");
+        assert_eq!(reply, "RARGH!\r\n", "the value must be refused");
+        done.fetch_add(1, Ordering::Relaxed);
     }
 }
 

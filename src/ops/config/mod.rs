@@ -38,7 +38,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use crate::validator::spec::{
-    Check, Field, HelperSpec, Input, OnFailure, ProcessSpec, ValidatorSpec,
+    Check, DecisionLogTarget, DenyCacheSpec, Field, HelperSpec, Input, Mode, OnFailure,
+    ProcessSpec, ValidationSpec, ValidatorSpec,
 };
 pub use daemon::DaemonConfig;
 pub use listen::{DEFAULT_LISTEN, ListenAddr};
@@ -101,6 +102,8 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// The validator chain, in order, checked and resolved.
     pub validators: Vec<ValidatorSpec>,
+    /// `[validation]`: the chain's deadline and the decision log.
+    pub validation: ValidationSpec,
     /// Where the keys checked after loading were written.
     pub places: Places,
 }
@@ -119,6 +122,7 @@ impl Config {
             daemon,
             log,
             tls,
+            validation,
             validators,
         } = RawConfig::parse(text, path)?;
         let src = Source {
@@ -151,6 +155,7 @@ impl Config {
             (storage.data_file(), "the data file (storage.path)"),
             (daemon.pidfile.as_deref(), "the pidfile (daemon.pidfile)"),
         ];
+        let validation = validators::resolve_validation(validation, &src, own_files, &mut places)?;
         let log = log::resolve(log, &src, own_files, &mut places)?;
         Ok(Config {
             server,
@@ -160,6 +165,7 @@ impl Config {
             log,
             tls,
             validators,
+            validation,
             places,
         })
     }

@@ -17,7 +17,7 @@ use super::storage::Fsync;
 use super::tls::MinVersion;
 use crate::protocol::Limits;
 use crate::storage::postgres::PostgresSettings;
-use crate::validator::spec::{Field, Input, OnFailure};
+use crate::validator::spec::{Field, Input, Mode, OnFailure};
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
@@ -29,8 +29,34 @@ pub(super) struct RawConfig {
     pub daemon: RawDaemon,
     pub log: RawLog,
     pub tls: RawTls,
+    pub validation: RawValidation,
     #[serde(rename = "validator")]
     pub validators: Vec<RawValidator>,
+}
+
+/// `[validation]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawValidation {
+    /// 0: no deadline.
+    #[serde(deserialize_with = "ranged::<_, 0, 3_600_000, _>")]
+    pub deadline_ms: u64,
+    /// "" (off), "stderr", or a file.
+    pub decision_log: Spanned<String>,
+    pub decision_log_values: bool,
+    #[serde(deserialize_with = "ranged::<_, 1, 1_000_000, _>")]
+    pub decision_log_buffer: usize,
+}
+
+impl Default for RawValidation {
+    fn default() -> Self {
+        RawValidation {
+            deadline_ms: 0,
+            decision_log: Spanned::new(0..0, String::new()),
+            decision_log_values: false,
+            decision_log_buffer: 10_000,
+        }
+    }
 }
 
 impl RawConfig {
@@ -285,6 +311,9 @@ pub(super) struct RawValidator {
     pub concurrency: Option<Spanned<i64>>,
     pub max_requests: Option<Spanned<i64>>,
     pub on_failure: Option<Spanned<OnFailure>>,
+    pub mode: Option<Spanned<Mode>>,
+    pub deny_cache_secs: Option<Spanned<i64>>,
+    pub deny_cache_entries: Option<Spanned<i64>>,
 }
 
 /// A list of `host:port`, checked for its form only: whether a name

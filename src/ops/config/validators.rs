@@ -8,8 +8,11 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::place::Source;
-use super::raw::{Kind, RawValidator, out_of_range};
-use crate::validator::spec::{Check, Field, HelperSpec, ProcessSpec, ValidatorSpec};
+use super::raw::{Kind, RawValidation, RawValidator, out_of_range};
+use crate::validator::spec::{
+    Check, DecisionLogTarget, DenyCacheSpec, Field, HelperSpec, ProcessSpec, ValidationSpec,
+    ValidatorSpec,
+};
 
 /// Resolves the tables in order and refuses a name given twice.
 pub(super) fn resolve(
@@ -42,6 +45,52 @@ pub(super) fn resolve(
         }
     }
     Ok(validators)
+}
+
+/// Resolves `[validation]`. A decision log file must not be one of
+/// jnhpd's own files; `places` gets its line.
+pub(super) fn resolve_validation(
+    raw: RawValidation,
+    src: &Source,
+    own_files: [(Option<&Path>, &str); 3],
+    places: &mut super::Places,
+) -> Result<ValidationSpec, ConfigError> {
+    let RawValidation {
+        deadline_ms,
+        decision_log,
+        decision_log_values,
+        decision_log_buffer,
+    } = raw;
+    let line = src.key_line(&["decision_log"], "[validation]");
+    let decision_log = match decision_log.get_ref().as_str() {
+        "" => DecisionLogTarget::Off,
+        "stderr" => DecisionLogTarget::Stderr,
+        file => {
+            let path = src.base.join(file);
+            let clash = own_files.into_iter().find(|(other, _)| {
+                other.is_some_and(|other| super::daemon::same_file(&path, other))
+            });
+            if let Some((_, what)) = clash {
+                let message = format!(
+                    "{} is {what}: decisions appended there would damage it",
+                    path.display()
+                );
+                return Err(src.invalid(line, "validation.decision_log", message));
+            }
+            // Whether it can be appended to is checked by `--check-config`
+            // and the start (naming this line), not here: a reload must
+            // not be refused over a file it does not open (SIGHUP only
+            // reopens it, keeping the old file if that fails).
+            places.set("validation.decision_log", line);
+            DecisionLogTarget::File(path)
+        }
+    };
+    Ok(ValidationSpec {
+        deadline: (deadline_ms > 0).then(|| Duration::from_millis(deadline_ms)),
+        decision_log,
+        log_values: decision_log_values,
+        log_buffer: decision_log_buffer,
+    })
 }
 
 /// A problem with one `[[validator]]` table, located by byte offset.
@@ -212,6 +261,37 @@ impl Resolver<'_> {
         Ok((program, command.collect()))
     }
 
+    /// `deny_cache_secs` turns the cache on; `deny_cache_entries` alone
+    /// would be a cache that is never used: refused, so that an
+    /// operator who meant to turn it on learns that it is not.
+    fn deny_cache(
+        &self,
+        secs: Option<Spanned<i64>>,
+        entries: Option<Spanned<i64>>,
+    ) -> Result<Option<DenyCacheSpec>, ValidatorError> {
+        if secs.is_none() {
+            return match entries {
+                Some(entries) => Err(self.err(
+                    entries.span().start,
+                    "deny_cache_entries",
+                    "has no effect without deny_cache_secs (the cache is off)".into(),
+                )),
+                None => Ok(None),
+            };
+        }
+        let secs = self.ranged(secs, "deny_cache_secs", RANGE_DENY_CACHE_SECS, 0)?;
+        let entries = self.ranged_usize(
+            entries,
+            "deny_cache_entries",
+            RANGE_DENY_CACHE_ENTRIES,
+            10_000,
+        )?;
+        Ok(Some(DenyCacheSpec {
+            ttl: Duration::from_secs(secs),
+            entries,
+        }))
+    }
+
     fn timeout(&self, timeout_ms: Option<Spanned<i64>>) -> Result<Duration, ValidatorError> {
         let ms = self.ranged(timeout_ms, "timeout_ms", RANGE_TIMEOUT_MS, 5000)?;
         Ok(Duration::from_millis(ms))
@@ -224,6 +304,10 @@ const RANGE_MAX_CONCURRENT: (u64, u64) = (1, 10_000);
 const RANGE_CHILDREN: (u64, u64) = (1, 1_000);
 const RANGE_CONCURRENCY: (u64, u64) = (1, 10_000);
 const RANGE_MAX_REQUESTS: (u64, u64) = (0, 4_294_967_295);
+/// Up to 30 days: a refusal remembered longer is a denylist.
+const RANGE_DENY_CACHE_SECS: (u64, u64) = (1, 2_592_000);
+/// About 100 bytes each: 1 000 000 entries is ~100 MB at most.
+const RANGE_DENY_CACHE_ENTRIES: (u64, u64) = (1, 1_000_000);
 
 impl RawValidator {
     fn resolve(self, index: usize, base: &Path) -> Result<ValidatorSpec, ValidatorError> {
@@ -243,6 +327,9 @@ impl RawValidator {
             concurrency,
             max_requests,
             on_failure,
+            mode,
+            deny_cache_secs,
+            deny_cache_entries,
         } = self;
         let r = Resolver {
             index,
@@ -279,6 +366,8 @@ impl RawValidator {
             .collect();
         r.refuse_for_kind(&foreign)?;
         let on_failure = on_failure.map(|s| s.into_inner()).unwrap_or_default();
+        let mode = mode.map(|s| s.into_inner()).unwrap_or_default();
+        let deny_cache = r.deny_cache(deny_cache_secs, deny_cache_entries)?;
         let check = match r.kind {
             Function => r.function(function, max, field, pattern)?,
             Blocking => r.blocking(function, path)?,
@@ -339,6 +428,8 @@ impl RawValidator {
             name,
             check,
             on_failure,
+            mode,
+            deny_cache,
         })
     }
 }

@@ -270,3 +270,103 @@ fn keys_of_another_kind_are_errors() {
         }
     }
 }
+
+#[test]
+fn modes_and_deny_caches() {
+    let base = "[[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 3\n";
+    let c = parse(base).unwrap();
+    assert_eq!(
+        (c.validators[0].mode, c.validators[0].deny_cache),
+        (Mode::Enforce, None)
+    );
+    let c = parse(&format!("{base}mode = \"dryrun\"\ndeny_cache_secs = 60\n")).unwrap();
+    assert_eq!(c.validators[0].mode, Mode::Dryrun);
+    assert_eq!(
+        c.validators[0].deny_cache,
+        Some(DenyCacheSpec {
+            ttl: Duration::from_secs(60),
+            entries: 10_000
+        })
+    );
+    let c = parse(&format!("{base}mode = \"warn\"\n")).unwrap();
+    assert_eq!(c.validators[0].mode, Mode::Warn);
+    for (extra, expected) in [
+        (
+            "mode = \"Dry-Run\"",
+            "/etc/jnhp.toml:5: validator[0].mode: unknown variant `Dry-Run`",
+        ),
+        (
+            "deny_cache_secs = 0",
+            "/etc/jnhp.toml:5: validator[0].deny_cache_secs: 0 is outside 1..=2592000",
+        ),
+        (
+            "deny_cache_secs = 99999999999",
+            "/etc/jnhp.toml:5: validator[0].deny_cache_secs: 99999999999 is outside",
+        ),
+        (
+            "deny_cache_secs = 5\ndeny_cache_entries = 0",
+            "/etc/jnhp.toml:6: validator[0].deny_cache_entries: 0 is outside 1..=1000000",
+        ),
+        (
+            "deny_cache_entries = 5",
+            "/etc/jnhp.toml:5: validator[0].deny_cache_entries: has no effect without deny_cache_secs",
+        ),
+    ] {
+        let err = parse(&format!("{base}{extra}\n")).unwrap_err();
+        assert!(err.starts_with(expected), "{extra}: {err}");
+    }
+}
+
+#[test]
+fn the_validation_section() {
+    let c = parse("").unwrap();
+    assert_eq!(c.validation, ValidationSpec::default());
+    assert_eq!(c.validation.log_buffer, 10_000);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.log");
+    let c = parse(&format!(
+        "[validation]\ndeadline_ms = 250\ndecision_log = \"{}\"\ndecision_log_values = true\ndecision_log_buffer = 7\n",
+        log.display()
+    ))
+    .unwrap();
+    assert_eq!(c.validation.deadline, Some(Duration::from_millis(250)));
+    assert_eq!(c.validation.decision_log, DecisionLogTarget::File(log));
+    assert!(c.validation.log_values);
+    assert_eq!(c.validation.log_buffer, 7);
+    // Whether the file can be appended to is for --check-config and the
+    // start (tests/validation_ops.rs): a reload does not open it.
+    let c = parse(&format!(
+        "[validation]\n\ndecision_log = \"{}\"\n",
+        dir.path().display()
+    ))
+    .unwrap();
+    assert_eq!(
+        c.places.at("validation.decision_log").as_deref(),
+        Some("/etc/jnhp.toml:3")
+    );
+    let c = parse("[validation]\ndecision_log = \"stderr\"\ndeadline_ms = 0\n").unwrap();
+    assert_eq!(c.validation.decision_log, DecisionLogTarget::Stderr);
+    assert_eq!(c.validation.deadline, None);
+    for (text, expected) in [
+        (
+            "[storage]\npath = \"/var/lib/d\"\n[validation]\ndecision_log = \"/var/lib/d\"\n"
+                .to_string(),
+            "/etc/jnhp.toml:4: validation.decision_log: /var/lib/d is the data file",
+        ),
+        (
+            "[validation]\ndeadline_ms = -1\n".to_string(),
+            "/etc/jnhp.toml:2: validation.deadline_ms: -1 is outside 0..=3600000",
+        ),
+        (
+            "[validation]\ndecision_log_buffer = 0\n".to_string(),
+            "/etc/jnhp.toml:2: validation.decision_log_buffer: 0 is outside",
+        ),
+        (
+            "[validation]\ndecison_log = \"stderr\"\n".to_string(),
+            "/etc/jnhp.toml:2: validation.decison_log: unknown field `decison_log`",
+        ),
+    ] {
+        let err = parse(&text).unwrap_err();
+        assert!(err.starts_with(expected), "{text}: {err}");
+    }
+}
