@@ -65,10 +65,6 @@ def test_a_plain_check_raising_any_base_exception_is_a_failure_of_that_request(p
     assert replies == EXPECTED, err
 
 
-@pytest.mark.skip(
-    reason="defect: an async check raising GeneratorExit, CancelledError or a BaseException "
-    "subclass is never answered (the STORE waits for timeout_ms, then the helper is killed)"
-)
 @pytest.mark.parametrize("pause", ["pass", "await asyncio.sleep(0.01)"])
 def test_an_async_check_raising_any_base_exception_is_a_failure_of_that_request(pause):
     rc, replies, err = drive(BASE_EXCEPTIONS.format(prefix="async ", pause=pause), REQUESTS)
@@ -76,10 +72,6 @@ def test_an_async_check_raising_any_base_exception_is_a_failure_of_that_request(
     assert replies == EXPECTED, err
 
 
-@pytest.mark.skip(
-    reason="defect: an async check that cancels itself (or raises CancelledError) gets no "
-    "reply; through jnhpd the STORE hangs for timeout_ms and the helper is replaced"
-)
 def test_through_jnhpd_an_async_check_cancelled_fails_only_its_store(jnhpd_factory, tmp_path):
     script = write_script(
         tmp_path,
