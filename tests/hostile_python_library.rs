@@ -389,9 +389,7 @@ async fn a_reload_taking_a_library_validators_name_is_refused() {
     let series = "jnhpd_validator_verdicts_total{validator=\"lib\",verdict=\"allow\"}";
     let count = metrics.lines().filter(|l| l.starts_with(series)).count();
     assert_eq!(count, 1, "{metrics}");
-    let err = reloaded
-        .err()
-        .expect("a reload naming a second validator \"lib\" was accepted");
+    let err = reloaded.expect_err("a reload naming a second validator \"lib\" was accepted");
     assert!(err.to_string().contains("lib"), "{err}");
     running.control().shutdown();
     within("shutdown", running.wait()).await.unwrap();
