@@ -71,11 +71,6 @@ class ClosingAfterError:
                 conn.sendall(b"W00T!\r\n")
 
 
-@pytest.mark.skip(
-    reason="defect: after `ERROR too many connections` (or `ERROR shutting down`) the "
-    "server closes the connection, but jnhp.Client pools it: the next STORE, taken "
-    "before the FIN arrives, fails as ConnectionError (stored or not: unknown)"
-)
 @pytest.mark.parametrize("reason", [b"too many connections", b"shutting down"])
 def test_a_connection_refused_with_an_error_is_not_pooled(reason):
     fake = ClosingAfterError(reason)
