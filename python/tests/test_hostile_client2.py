@@ -82,6 +82,21 @@ def test_a_connection_refused_with_an_error_is_not_pooled(reason):
     assert fake.connections == 2
 
 
+@pytest.mark.parametrize("reason", [b"too many connections", b"shutting down"])
+def test_asyncio_a_connection_refused_with_an_error_is_not_reused(reason):
+    fake = ClosingAfterError(reason)
+
+    async def main():
+        async with jnhp.asyncio.Client(fake.addr, timeout=5) as ac:
+            with pytest.raises(jnhp.ServerError) as refused:
+                await ac.store("a", "1")
+            assert refused.value.reason == reason.decode()
+            assert await ac.store("a", "1") is True
+            assert fake.connections == 2
+
+    asyncio.run(main())
+
+
 def test_too_many_connections_is_a_server_error(jnhpd_factory):
     server = jnhpd_factory("[server]\nmax_connections = 1\n")
     holder = hold_the_only_slot(server.addr)
@@ -92,10 +107,6 @@ def test_too_many_connections_is_a_server_error(jnhpd_factory):
     holder.close()
 
 
-@pytest.mark.skip(
-    reason="defect: jnhp.asyncio.Client reads `ERROR too many connections` (sent on accept) "
-    "as a reply with no request and raises ConnectionError, not ServerError"
-)
 def test_asyncio_too_many_connections_is_a_server_error(jnhpd_factory):
     server = jnhpd_factory("[server]\nmax_connections = 1\n")
 

@@ -8,7 +8,7 @@ from typing import Deque, List, Optional, Tuple, Union
 
 from . import _wire
 from ._wire import EXISTS, GET, STORE, Bytes
-from .client import split_addr
+from .client import CLOSING, split_addr
 from .errors import ConnectionError, ServerError, TimeoutError
 
 Answer = Union[bool, Optional[bytes], ServerError]
@@ -136,8 +136,9 @@ class _Connection:
                 await self.writer.drain()
             except (OSError, ssl.SSLError) as exc:
                 self._fail(ConnectionError(f"connection lost: {exc}"))
-        if self.failed is not None:
-            raise self.failed
+        # A failure is not raised here: the replies read before it (an
+        # `ERROR too many connections` then the close) are its requests'
+        # answers, and the others fail with it.
 
     async def _read(self) -> None:
         try:
@@ -161,6 +162,10 @@ class _Connection:
                     raise
                 if not future.done():
                     future.set_result(line)
+                if line.startswith(CLOSING):
+                    # The server closes the connection after this reply: the
+                    # next call must connect again, not write into it.
+                    raise ConnectionError(f"closed by the server: {line.decode('utf-8', 'replace').strip()}")
         except ConnectionError as exc:
             self._fail(exc)
         except (OSError, ssl.SSLError) as exc:
