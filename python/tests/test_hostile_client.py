@@ -283,11 +283,6 @@ class SilentServer:
                 return
 
 
-@pytest.mark.skip(
-    reason="defect: on Python < 3.12 a jnhp.asyncio call cancelled while its request is "
-    "being written (asyncio.wait_for around drain) ignores the cancellation and runs to its "
-    "own timeout; also makes test_asyncio.py's cancellation test flaky"
-)
 def test_asyncio_a_cancellation_is_never_swallowed():
     """Cancelled after any number of turns of the loop, a call is
     cancelled at once: not left to run to its own timeout (Python < 3.12's
