@@ -315,3 +315,35 @@ def test_asyncio_a_cancellation_is_never_swallowed():
             await client.close()
 
     asyncio.run(main())
+
+
+def test_many_threads_with_timeouts_never_get_each_others_replies(jnhpd_factory, tmp_path):
+    """32 threads share a pool of 2; some calls time out on slow STOREs:
+    every answer is still the caller's own."""
+    server = slow_server(jnhpd_factory, tmp_path)
+    client = jnhp.Client(server.addr, timeout=0.4, pool_size=2)
+    wrong = []
+
+    def worker(t):
+        for i in range(20):
+            name = f"t{t}-{i}"
+            try:
+                if t % 8 == 0 and i % 10 == 0:
+                    client.store(f"slow-{name}", "s")  # times out
+                    continue
+                if client.store(name, name) is not True:
+                    wrong.append((name, "store"))
+                got = client.get(name)
+                if got != name.encode():
+                    wrong.append((name, got))
+                if client.exists(name + "-absent") is not False:
+                    wrong.append((name, "exists"))
+            except jnhp.TimeoutError:
+                pass  # waited for a pooled connection or a reply too long
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not wrong, wrong[:10]
