@@ -270,6 +270,16 @@ async fn hostile_library_names_cannot_forge_metrics() {
         !metrics.lines().any(|l| l.starts_with("forged_metric")),
         "{metrics}"
     );
+    // /status is JSON: the name in it escaped, on no line of its own.
+    let status = admin_get(running.admin_addrs()[0], "/status").await;
+    assert!(
+        status.contains(r#""name":"x\"} 1\nforged_metric{a=\"b\"} 42\n# HELP y""#),
+        "{status}"
+    );
+    assert!(
+        !status.lines().any(|l| l.starts_with("forged_metric")),
+        "{status}"
+    );
     running.control().shutdown();
     drop(c);
     within("shutdown", running.wait()).await.unwrap();
