@@ -347,3 +347,21 @@ def test_many_threads_with_timeouts_never_get_each_others_replies(jnhpd_factory,
     for t in threads:
         t.join(60)
     assert not wrong, wrong[:10]
+
+
+def test_asyncio_errors_among_many_tasks_stay_with_their_tasks(server):
+    async def one(ac, i):
+        if i % 7 == 0:
+            with pytest.raises(jnhp.ServerError) as e:
+                await ac.store(f"k{i}", "v" * 65537)
+            return e.value.reason
+        assert await ac.store(f"k{i}", f"v{i}") is True
+        return await ac.get(f"k{i}")
+
+    async def main():
+        async with jnhp.asyncio.Client(server.addr, timeout=20) as ac:
+            got = await asyncio.gather(*(one(ac, i) for i in range(300)))
+        for i, answer in enumerate(got):
+            assert answer == ("value too long" if i % 7 == 0 else f"v{i}".encode()), i
+
+    asyncio.run(main())
