@@ -4,11 +4,11 @@ many tasks go out back to back and their replies are matched in order."""
 import asyncio
 import collections
 import ssl
-from typing import Deque, List, Optional, Tuple, Union
+from typing import Any, Deque, List, Optional, Tuple, Union
 
 from . import _wire
 from ._wire import EXISTS, GET, STORE, Bytes
-from .client import split_addr
+from .client import CLOSING, split_addr
 from .errors import ConnectionError, ServerError, TimeoutError
 
 Answer = Union[bool, Optional[bytes], ServerError]
@@ -71,7 +71,7 @@ class Client:
         async with self._connecting:
             if self._conn is None or self._conn.failed is not None:
                 try:
-                    reader, writer = await asyncio.wait_for(
+                    reader, writer = await _within(
                         asyncio.open_connection(
                             self.host,
                             self.port,
@@ -95,8 +95,8 @@ class Client:
         conn = await self._connection()
         futures = conn.send(commands, data)
         try:
-            await asyncio.wait_for(conn.drain(), self.timeout)
-            return list(await asyncio.wait_for(asyncio.gather(*futures), self.timeout))
+            await _within(conn.drain(), self.timeout)
+            return list(await _within(asyncio.gather(*futures), self.timeout))
         except asyncio.TimeoutError:
             error = TimeoutError(f"no reply within {self.timeout} s")
             await conn.close(error)
@@ -106,6 +106,23 @@ class Client:
             # step with its callers, so it goes.
             await conn.close(ConnectionError("a request was cancelled"))
             raise
+
+
+async def _within(awaitable: Any, timeout: Optional[float]) -> Any:
+    """``asyncio.wait_for``, without its flaw before Python 3.12: a
+    cancellation arriving as the awaited thing finishes was dropped (the
+    call then ran on, to its own timeout), here it is raised."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task})
+        raise asyncio.TimeoutError()
+    return task.result()
 
 
 class _Connection:
@@ -136,8 +153,9 @@ class _Connection:
                 await self.writer.drain()
             except (OSError, ssl.SSLError) as exc:
                 self._fail(ConnectionError(f"connection lost: {exc}"))
-        if self.failed is not None:
-            raise self.failed
+        # A failure is not raised here: the replies read before it (an
+        # `ERROR too many connections` then the close) are its requests'
+        # answers, and the others fail with it.
 
     async def _read(self) -> None:
         try:
@@ -161,6 +179,10 @@ class _Connection:
                     raise
                 if not future.done():
                     future.set_result(line)
+                if line.startswith(CLOSING):
+                    # The server closes the connection after this reply: the
+                    # next call must connect again, not write into it.
+                    raise ConnectionError(f"closed by the server: {line.decode('utf-8', 'replace').strip()}")
         except ConnectionError as exc:
             self._fail(exc)
         except (OSError, ssl.SSLError) as exc:
@@ -173,6 +195,8 @@ class _Connection:
             _, future = self.pending.popleft()
             if not future.done():
                 future.set_exception(self.failed)
+                # Marked retrieved: its caller may be gone (cancelled).
+                future.exception()
         self.writer.close()
 
     async def close(self, error: ConnectionError) -> None:

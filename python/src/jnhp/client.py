@@ -19,6 +19,8 @@ Answer = Union[bool, Optional[bytes], ServerError]
 # unread replies waiting (docs/protocol.md, "Bounded memory"), so writing a
 # whole large pipeline before reading could block both sides.
 PIPELINE_WRITE = 32 * 1024
+# Replies after which the server closes the connection (protocol.md).
+CLOSING = (b"ERROR too many connections\r", b"ERROR too many connections\n", b"ERROR shutting down\r", b"ERROR shutting down\n")
 
 
 def split_addr(addr: Union[str, Tuple[str, int]]) -> Tuple[str, int]:
@@ -192,7 +194,12 @@ class Client:
             except BaseException:
                 conn.close()
                 raise
-            self._give_back(conn)
+            if any(line.startswith(CLOSING) for line in lines):
+                # The server closes the connection after these (it may not
+                # have yet): reused, it would fail the next call.
+                conn.close()
+            else:
+                self._give_back(conn)
             return lines
         finally:
             self._slots.release()

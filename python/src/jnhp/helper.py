@@ -431,7 +431,10 @@ async def _serve_tasks(check: Callable[[bytes, bytes], Any], limit: int, source:
         try:
             try:
                 verdict = _verdict(name, await check(name, value))
-            except (Exception, SystemExit, KeyboardInterrupt):
+            except BaseException:
+                # GeneratorExit, CancelledError (a check cancelling itself)
+                # and BaseException subclasses too: every id gets a reply,
+                # as in the threaded path.
                 verdict = _failed(name)
             replies.send(request_id, verdict, later=True)
             schedule_flush()
