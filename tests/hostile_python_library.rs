@@ -146,7 +146,7 @@ async fn a_validator_that_panics_fails_its_store_and_the_server_serves_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a library validator whose check_now panics makes the server close the connection without a reply (a panicking validate() is a failure under on_failure)"]
+
 async fn a_check_now_that_panics_fails_its_store() {
     let dir = tempfile::tempdir().unwrap();
     let running = Server::builder(config(dir.path(), ""))
@@ -286,7 +286,6 @@ async fn hostile_library_names_cannot_forge_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a builder validator named like a configured one (\"gate\", or the default \"function-0\") is accepted at start: /metrics then has duplicate series"]
 async fn a_library_name_taken_by_a_configured_validator_is_a_start_error() {
     let dir = tempfile::tempdir().unwrap();
     for (table, taken) in [
@@ -384,7 +383,6 @@ async fn a_check_that_never_completes_does_not_block_shutdown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a reload whose [[validator]] takes a builder validator's name is accepted: two validators named \"lib\", duplicate /metrics series (a scrape Prometheus rejects)"]
 async fn a_reload_taking_a_library_validators_name_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let running = Server::builder(config(dir.path(), ""))

@@ -305,6 +305,7 @@ impl Server {
         let chain = ValidatorChain::from_specs(&config.validators, None)
             .map_err(StartError::Validators)?
             .after(&own_validators)
+            .map_err(StartError::Validators)?
             .with_validation(config.validation.deadline, decision_log.clone());
         let validators = chain.len();
         chain.publish();
@@ -510,6 +511,7 @@ impl Control {
         let chain = ValidatorChain::from_specs(&new.validators, Some(&old_chain))
             .map_err(ReloadError::Validators)?
             .after(&self.inner.own_validators)
+            .map_err(ReloadError::Validators)?
             .with_validation(new.validation.deadline, self.inner.decision_log.clone());
         // Certificate rotation: new handshakes use the new files.
         let rotated = match (&self.inner.tls, &new.tls) {

@@ -160,6 +160,21 @@ pub struct Link {
 }
 
 impl Link {
+    /// The validator's synchronous verdict, if it gives one. A library
+    /// user's `check_now` that panics is a failure of its STORE (decided
+    /// by `on_failure`), as a panicking `validate` is: it runs on the
+    /// connection's task while the request is parsed, and its unwinding
+    /// closed the connection without a reply.
+    fn check_now(&self, name: &[u8], value: &[u8]) -> Option<Verdict> {
+        let check = std::panic::AssertUnwindSafe(|| self.validator.check_now(name, value));
+        std::panic::catch_unwind(check).unwrap_or_else(|_| {
+            Some(Verdict::Failure(
+                Cause::NoVerdict,
+                "its check_now panicked".into(),
+            ))
+        })
+    }
+
     /// A link for a validator built outside the config (library users),
     /// called `name` in logs and metrics.
     pub fn new(name: &str, validator: Arc<dyn Validator>, on_failure: OnFailure) -> Link {
@@ -357,9 +372,26 @@ impl ValidatorChain {
 
     /// This chain with `first` run before its own links: a library
     /// user's validators, put in front of the configured ones.
-    pub(crate) fn after(mut self, first: &[Link]) -> Self {
+    ///
+    /// Fails, naming it, when a name is used twice: each validator's
+    /// figures are one series in `/metrics`, and a scrape with two of the
+    /// same labels is refused by Prometheus.
+    pub(crate) fn after(mut self, first: &[Link]) -> Result<Self, String> {
+        for (i, link) in first.iter().enumerate() {
+            let name = &link.stats.name;
+            if self.links.iter().any(|l| &l.stats.name == name) {
+                return Err(format!(
+                    "validator {name:?} is both a library validator and a configured one: give them different names"
+                ));
+            }
+            if first[..i].iter().any(|l| &l.stats.name == name) {
+                return Err(format!(
+                    "validator {name:?}: two library validators have this name"
+                ));
+            }
+        }
         self.links.splice(0..0, first.iter().cloned());
-        self
+        Ok(self)
     }
 
     /// Builds the chain a config describes. A table equal to one of
@@ -492,7 +524,7 @@ impl ValidatorChain {
         let mut judging = self.judging(name, value);
         let mut allowed = true;
         for link in &self.links {
-            let passes = match link.validator.check_now(name, value) {
+            let passes = match link.check_now(name, value) {
                 // Counted when the request was parsed (check_inline),
                 // deny cache included: it allowed the STORE then.
                 Some(verdict) => {
@@ -551,7 +583,7 @@ impl ValidatorChain {
         let mut judging = self.judging(name, value);
         for link in &self.links {
             let started = std::time::Instant::now();
-            let Some(verdict) = link.validator.check_now(name, value) else {
+            let Some(verdict) = link.check_now(name, value) else {
                 // The async path decides (and logs) the whole chain.
                 return Inline::Pending;
             };
