@@ -1,0 +1,665 @@
+//! Hostile tests of issue 22: a front-end on PostgreSQL through failures
+//! and odd settings — readiness that follows whether writes commit, the
+//! log once per change, the replication state, multi-host URLs — against
+//! docs/postgres.md ("Readiness", "What a failover can lose", "Seeing
+//! replication and failovers") and docs/observability.md.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Client, PATIENCE, Server, admin_addr, get};
+use nix::sys::signal::Signal;
+use pg::Postgres;
+
+const ADMIN: &str = "[admin]\nlisten = [\"127.0.0.1:0\"]\n";
+
+/// A front-end on `url` with an admin listener; `extra` adds keys to
+/// `[storage.postgres]`.
+fn front(url: &str, extra: &str) -> Server {
+    Server::start(&format!(
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{url}\"\n\
+         connect_timeout_secs = 10\n{extra}\n{ADMIN}"
+    ))
+}
+
+fn gauge(metrics: &str, key: &str) -> Option<String> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ').map(str::to_string))
+}
+
+/// The replication state whose gauge is 1.
+fn state(admin: SocketAddr) -> String {
+    let metrics = get(admin, "/metrics").2;
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("jnhpd_postgres_replication{state=\"")?
+                .strip_suffix("\"} 1")
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| format!("none in:\n{metrics}"))
+}
+
+/// Waits until the replication statement was read once (timeline known),
+/// then a little more than one renewal so a state settles.
+fn wait_for(admin: SocketAddr, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let metrics = get(admin, "/metrics").2;
+        if check(&metrics) {
+            return metrics;
+        }
+        assert!(Instant::now() < deadline, "never {what}:\n{metrics}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_state(admin: SocketAddr, expected: &str) -> String {
+    let key = format!("jnhpd_postgres_replication{{state=\"{expected}\"}}");
+    wait_for(admin, &format!("state {expected}"), |m| {
+        gauge(m, &key).as_deref() == Some("1")
+    })
+}
+
+fn set_system(pg: &Postgres, name: &str, value: &str) {
+    pg.psql(
+        "postgres",
+        &format!("ALTER SYSTEM SET {name} = '{value}'"),
+    );
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    let deadline = Instant::now() + PATIENCE;
+    while pg.psql("postgres", &format!("SHOW {name}")) != value {
+        assert!(Instant::now() < deadline, "{name} never took");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A database owned by a plain role `jnhp` (no superuser, no pg_monitor),
+/// and a socket URL for it (trust on the socket).
+fn plain_role(pg: &Postgres) -> String {
+    pg.psql("postgres", "CREATE ROLE jnhp LOGIN");
+    pg.psql("postgres", "CREATE DATABASE t OWNER jnhp");
+    format!(
+        "host={} port={} user=jnhp dbname=t",
+        pg.dir.display(),
+        pg.port
+    )
+}
+
+fn jnhp_stats(admin: SocketAddr) -> String {
+    let jnhp = Path::new(&common::bin()).parent().unwrap().join("jnhp");
+    let out = std::process::Command::new(jnhp)
+        .args(["stats", "--admin", &admin.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// CPU time (user + system, in clock ticks) a process used so far.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A role without pg_monitor cannot see standbys: the state is `unknown`,
+/// standbys -1 — not a guessed `no_standby` (docs: "reports the
+/// replication state as `unknown` rather than guess"). Granting
+/// pg_monitor makes it `no_standby`.
+#[test]
+fn a_role_without_pg_monitor_is_unknown_not_guessed() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let url = plain_role(&pg);
+    let f = front(&url, "lease_secs = 3");
+    let admin = admin_addr(&f);
+    assert_eq!(f.connect().ask("STORE a 1"), "W00T!");
+    let metrics = wait_for(admin, "timeline read", |m| {
+        gauge(m, "jnhpd_postgres_timeline").is_some_and(|t| t != "0")
+    });
+    // Two more renewals for good measure.
+    thread::sleep(Duration::from_millis(2500));
+    let metrics2 = get(admin, "/metrics").2;
+    assert_eq!(state(admin), "unknown", "{metrics}");
+    assert_eq!(
+        gauge(&metrics2, "jnhpd_postgres_standbys").as_deref(),
+        Some("-1")
+    );
+    assert_eq!(
+        gauge(&metrics2, "jnhpd_postgres_sync_standbys").as_deref(),
+        Some("-1")
+    );
+    assert_eq!(get(admin, "/readyz").0, 200);
+    let status = get(admin, "/status").2;
+    assert!(
+        status.contains("\"replication\":\"unknown\""),
+        "{status}"
+    );
+    pg.psql("postgres", "GRANT pg_monitor TO jnhp");
+    wait_state(admin, "no_standby");
+}
+
+/// Revoking EXECUTE on pg_logical_emit_message: docs say `/readyz` says
+/// `postgres writes do not commit`, the log names the permission error;
+/// granting it back turns the front-end ready by itself. Meanwhile STOREs
+/// of fresh names must not make readiness flap nor the log repeat the
+/// change ("Each change is logged once").
+#[test]
+#[ignore = "defect: without EXECUTE on pg_logical_emit_message, STOREs of fresh names mark writes working: /readyz 200 and two log lines every second"]
+fn revoked_emit_message_makes_writes_fail_without_flapping() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let url = plain_role(&pg);
+    let f = front(&url, "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    pg.psql(
+        "t",
+        "REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC",
+    );
+    // Seen by the regular check within a renewal or two.
+    wait_for(admin, "writable 0", |m| {
+        gauge(m, "jnhpd_postgres_writable").as_deref() == Some("0")
+    });
+    f.log.wait_for("pg_logical_emit_message");
+    let mut replies = Vec::new();
+    let mut statuses = Vec::new();
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut i = 0;
+    while Instant::now() < until {
+        replies.push((format!("f{i}"), c.ask(&format!("STORE f{i} v"))));
+        statuses.push(get(admin, "/readyz"));
+        i += 1;
+    }
+    // (STORE a on `f` may be answered from its cache.) A STORE that met
+    // a row, and a GET of an uncached stored name, on a cache-free
+    // front-end: both fail.
+    let g = front(&url, "lease_secs = 3\nrequest_timeout_ms = 1500\ncache_bytes = 0");
+    let mut cg = g.connect();
+    assert_eq!(cg.ask("STORE a 2"), "ERROR storage unavailable");
+    assert_eq!(cg.ask("GET a"), "ERROR storage unavailable");
+    assert_eq!(cg.ask("EXISTS a"), "ERROR storage unavailable");
+    let not_ready: Vec<_> = statuses.iter().filter(|s| s.0 != 503).collect();
+    assert!(
+        not_ready.is_empty(),
+        "readyz 200 {} times of {} while the check fails; log:\n{}",
+        not_ready.len(),
+        statuses.len(),
+        f.log.all()
+    );
+    assert_eq!(
+        statuses[0].2, "postgres writes do not commit (STOREs fail until they do)\n"
+    );
+    assert_eq!(
+        f.log.count("writes do not commit"),
+        1,
+        "{}",
+        f.log.all()
+    );
+    pg.psql(
+        "t",
+        "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO PUBLIC",
+    );
+    f.log.wait_for("writes commit again");
+    assert_eq!(get(admin, "/readyz").0, 200);
+    // Every W00T! is in the table.
+    for (name, reply) in &replies {
+        if reply == "W00T!" {
+            assert_eq!(c.ask(&format!("GET {name}")), "v");
+        }
+    }
+}
+
+/// Revoking pg_walfile_name (used for the timeline): the replication
+/// statement fails → `unknown` ("the statement failed"), but writes still
+/// commit, so the front-end must stay ready and writable.
+#[test]
+fn revoked_walfile_name_is_unknown_but_still_ready() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let url = plain_role(&pg);
+    pg.psql("postgres", "GRANT pg_monitor TO jnhp");
+    pg.psql(
+        "t",
+        "REVOKE EXECUTE ON FUNCTION pg_walfile_name(pg_lsn) FROM PUBLIC",
+    );
+    let f = front(&url, "lease_secs = 3");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    thread::sleep(Duration::from_secs(4));
+    assert_eq!(c.ask("STORE b 1"), "W00T!");
+    let (status, _, body) = get(admin, "/readyz");
+    assert_eq!((status, body.as_str()), (200, "ready\n"), "{}", f.log.all());
+    let metrics = get(admin, "/metrics").2;
+    assert_eq!(
+        gauge(&metrics, "jnhpd_postgres_writable").as_deref(),
+        Some("1"),
+        "{}",
+        f.log.all()
+    );
+    assert_eq!(state(admin), "unknown");
+    // The failure is said, once, not every second.
+    assert!(
+        f.log.count("pg_walfile_name") <= 1,
+        "{}",
+        f.log.all()
+    );
+}
+
+/// synchronous_standby_names naming more standbys than exist
+/// ('ANY 2 (a)'): `waiting`, not ready; held for seconds the change is
+/// logged once; flapped back and forth quickly, the front-end ends ready
+/// and the log says at most one line per change; no acknowledged STORE
+/// missing.
+#[test]
+fn standby_names_waiting_then_flapping() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    wait_state(admin, "no_standby");
+    set_system(&pg, "synchronous_standby_names", "ANY 2 (a)");
+    wait_state(admin, "waiting");
+    assert_eq!(c.ask("STORE b 1"), "ERROR storage unavailable");
+    let (status, _, body) = get(admin, "/readyz");
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "postgres writes do not commit (STOREs fail until they do)\n")
+    );
+    thread::sleep(Duration::from_secs(4));
+    assert_eq!(f.log.count("writes do not commit"), 1, "{}", f.log.all());
+    assert_eq!(f.log.count("replication waiting"), 1, "{}", f.log.all());
+    // Flap.
+    let mut woots = vec!["a".to_string()];
+    for round in 0..6 {
+        let value = if round % 2 == 0 { "" } else { "nobody" };
+        set_system(&pg, "synchronous_standby_names", value);
+        let name = format!("flap{round}");
+        if c.ask(&format!("STORE {name} v")) == "W00T!" {
+            woots.push(name);
+        }
+    }
+    set_system(&pg, "synchronous_standby_names", "");
+    f.log.wait_for("writes commit again");
+    let deadline = Instant::now() + PATIENCE;
+    while get(admin, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready:\n{}", f.log.all());
+        thread::sleep(Duration::from_millis(100));
+    }
+    wait_state(admin, "no_standby");
+    assert_eq!(c.ask("STORE z 1"), "W00T!");
+    // 1 + up to 4 flaps (it may miss some), never more.
+    assert!(f.log.count("writes do not commit") <= 5, "{}", f.log.all());
+    assert!(f.log.count("writes commit again") <= 5, "{}", f.log.all());
+    for name in woots {
+        assert_eq!(
+            pg.psql(&db, &format!("SELECT count(*) FROM jnhp_names WHERE name = '{name}'::bytea")),
+            "1"
+        );
+    }
+}
+
+/// synchronous_commit = local for jnhpd's role with a synchronous standby
+/// named that does not exist: commits do not wait, so writes commit
+/// (ready), and the state says commits do not wait (`no_standby`: no
+/// standby streams) — not `waiting`, not `sync`.
+#[test]
+fn synchronous_commit_local_for_the_role_is_not_waiting() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    pg.psql("postgres", "ALTER ROLE postgres SET synchronous_commit = local");
+    set_system(&pg, "synchronous_standby_names", "nobody");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    assert_eq!(c.ask("GET a"), "1");
+    wait_for(admin, "timeline read", |m| {
+        gauge(m, "jnhpd_postgres_timeline").is_some_and(|t| t != "0")
+    });
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(state(admin), "no_standby", "{}", f.log.all());
+    assert_eq!(get(admin, "/readyz").0, 200);
+    // And `off`, for the database: the same.
+    pg.psql(&db, "ALTER DATABASE t SET synchronous_commit = off");
+    let g = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let admin_g = admin_addr(&g);
+    assert_eq!(g.connect().ask("STORE b 1"), "W00T!");
+    wait_for(admin_g, "timeline read", |m| {
+        gauge(m, "jnhpd_postgres_timeline").is_some_and(|t| t != "0")
+    });
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(state(admin_g), "no_standby", "{}", g.log.all());
+}
+
+/// The LISTEN backends now on the server.
+fn listen_backends(pg: &Postgres) -> u32 {
+    pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%'",
+    )
+    .parse()
+    .unwrap()
+}
+
+/// PostgreSQL restarted three times (no promotion): no failover counted,
+/// timeline 1; `/status` and `jnhp stats` answer at once while it is
+/// down; at most one "reachable again" per outage; the LISTEN connection
+/// is made again; every acknowledged STORE still there.
+#[test]
+fn restarts_are_not_failovers_and_status_answers_while_down() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    let mut woots = Vec::new();
+    for round in 0..3 {
+        let name = format!("n{round}");
+        assert_eq!(c.ask(&format!("STORE {name} v")), "W00T!");
+        woots.push(name);
+        wait_for(admin, "timeline read", |m| {
+            gauge(m, "jnhpd_postgres_timeline").is_some_and(|t| t != "0")
+        });
+        pg.stop_immediate();
+        let started = Instant::now();
+        assert_eq!(c.ask("STORE down v"), "ERROR storage unavailable");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let t = Instant::now();
+        let status = get(admin, "/status");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(status.2.contains("\"ready\":false"), "{}", status.2);
+        let t = Instant::now();
+        let stats = jnhp_stats(admin);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(stats.contains("postgres"), "{stats}");
+        assert_eq!(get(admin, "/readyz").0, 503);
+        pg.start_again();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let name = format!("back{round}");
+            if c.ask(&format!("STORE {name} v")) == "W00T!" {
+                woots.push(name);
+                break;
+            }
+            assert!(Instant::now() < deadline, "not back");
+        }
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while listen_backends(&pg) != 1 {
+        assert!(Instant::now() < deadline, "no LISTEN connection:\n{}", f.log.all());
+        thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = get(admin, "/metrics").2;
+    assert_eq!(
+        gauge(&metrics, "jnhpd_postgres_failovers_total").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        gauge(&metrics, "jnhpd_postgres_timeline").as_deref(),
+        Some("1")
+    );
+    assert!(!f.log.all().contains("the primary changed"), "{}", f.log.all());
+    assert!(f.log.count("reachable again") <= 3, "{}", f.log.all());
+    for name in woots {
+        assert_eq!(c.ask(&format!("GET {name}")), "v");
+        assert_eq!(
+            pg.psql(
+                &db,
+                &format!("SELECT count(*) FROM jnhp_names WHERE name = '{name}'::bytea")
+            ),
+            "1"
+        );
+    }
+}
+
+/// Docs (Readiness, observability.md): `/readyz` answers 503 `postgres
+/// unreachable` while statements are not answered, `jnhpd_postgres_up` is
+/// 0, `/status` says `"reachable":false`. That must hold for every
+/// outage, not only the first: PostgreSQL stopped, started, stopped again.
+#[test]
+#[ignore = "defect: an outage that begins before the LISTEN connection is made again (within ~0.5 s of a restart) shows for good as `writes do not commit`, jnhpd_postgres_up 1, reachable true"]
+fn every_outage_shows_as_unreachable() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    for round in 0..2 {
+        let deadline = Instant::now() + PATIENCE;
+        while c.ask(&format!("STORE n{round} v")) != "W00T!" {
+            assert!(Instant::now() < deadline, "not back");
+        }
+        pg.stop_immediate();
+        let started = Instant::now();
+        assert_eq!(c.ask("STORE down v"), "ERROR storage unavailable");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = get(admin, "/readyz").2;
+            let up = gauge(&get(admin, "/metrics").2, "jnhpd_postgres_up");
+            let status = get(admin, "/status").2;
+            if ready == "postgres unreachable\n"
+                && up.as_deref() == Some("0")
+                && status.contains("\"reachable\":false")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "outage {round}: PostgreSQL down {:?}, readyz {ready:?}, \
+                 jnhpd_postgres_up {up:?}, status {status}\nlog:\n{}",
+                started.elapsed(),
+                f.log.all()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+        pg.start_again();
+    }
+}
+
+/// The whole PostgreSQL frozen (SIGSTOP postmaster and backends) for
+/// 10 s: every reply within its bound (`ERROR storage unavailable`), the
+/// admin endpoints answer, readyz turns 503; after SIGCONT service
+/// resumes by itself and no acknowledged STORE is missing.
+#[test]
+fn a_frozen_postgres_costs_bounded_replies_and_loses_nothing() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a v"), "W00T!");
+    let pid: i32 = std::fs::read_to_string(pg.dir.join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut pids = vec![pid];
+    pids.extend(common::children_of(pid).into_iter().map(|(p, _)| p));
+    let sig = |s: Signal| {
+        for p in &pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), s);
+        }
+    };
+    sig(Signal::SIGSTOP);
+    let frozen = Instant::now();
+    let mut woots = vec!["a".to_string()];
+    let mut slowest = Duration::ZERO;
+    let mut saw_503 = false;
+    let rss_before = f.rss_kib();
+    let mut i = 0;
+    while frozen.elapsed() < Duration::from_secs(10) {
+        let name = format!("fz{i}");
+        let t = Instant::now();
+        let reply = c.ask(&format!("STORE {name} v"));
+        slowest = slowest.max(t.elapsed());
+        if reply == "W00T!" {
+            woots.push(name);
+        } else {
+            assert_eq!(reply, "ERROR storage unavailable");
+        }
+        let t = Instant::now();
+        let (status, _, _) = get(admin, "/readyz");
+        assert!(t.elapsed() < Duration::from_secs(3), "readyz slow");
+        saw_503 |= status == 503;
+        i += 1;
+    }
+    let t = Instant::now();
+    let _ = get(admin, "/status");
+    assert!(t.elapsed() < Duration::from_secs(3), "status slow");
+    sig(Signal::SIGCONT);
+    assert!(slowest < Duration::from_millis(1500 * 2 + 2500), "{slowest:?}");
+    assert!(saw_503, "never 503 while frozen:\n{}", f.log.all());
+    assert!(f.rss_kib() < rss_before + 50_000);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let name = format!("after{i}");
+        i += 1;
+        if c.ask(&format!("STORE {name} v")) == "W00T!" {
+            woots.push(name);
+            break;
+        }
+        assert!(Instant::now() < deadline, "not back");
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while get(admin, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready:\n{}", f.log.all());
+        thread::sleep(Duration::from_millis(100));
+    }
+    for name in woots {
+        assert_eq!(
+            pg.psql(&db, &format!("SELECT count(*) FROM jnhp_names WHERE name = '{name}'::bytea")),
+            "1",
+            "{name}"
+        );
+    }
+}
+
+/// A multi-host URL with an unreachable port, duplicates, and a Unix
+/// socket after TCP hosts: the front-end finds the writable one and names
+/// it in server_info.
+#[test]
+fn a_host_list_with_duplicates_dead_ports_and_a_socket() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!(
+        "host=127.0.0.1,127.0.0.1,{dir},{dir} port={dead},{dead},{p},{p} user=postgres dbname={db}",
+        dir = pg.dir.display(),
+        p = pg.port
+    );
+    let f = front(&url, "lease_secs = 3\nrequest_timeout_ms = 3000");
+    let admin = admin_addr(&f);
+    assert_eq!(f.connect().ask("STORE a 1"), "W00T!");
+    let metrics = get(admin, "/metrics").2;
+    let info = format!(
+        "jnhpd_postgres_server_info{{server=\"host {} port {}",
+        pg.dir.display(),
+        pg.port
+    );
+    assert!(metrics.contains(&info), "{metrics}");
+    // TCP form, with duplicates and a dead port first.
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{dead},127.0.0.1:{dead},127.0.0.1:{p},127.0.0.1:{p}/{db}?sslmode=disable",
+        p = pg.port
+    );
+    let g = front(&url, "lease_secs = 3\nrequest_timeout_ms = 3000");
+    assert_eq!(g.connect().ask("GET a"), "1");
+    // Restart: both follow it.
+    pg.stop_immediate();
+    pg.start_again();
+    for s in [&f, &g] {
+        let mut c = s.connect();
+        let deadline = Instant::now() + PATIENCE;
+        while c.ask("EXISTS a") != "AWESOME!" || c.ask(&format!("STORE x{} 1", s.pid())) != "W00T!" {
+            assert!(Instant::now() < deadline, "not back");
+        }
+    }
+}
+
+/// request_timeout_ms = 1 and lease_secs = 1 (both in range): no CPU spin
+/// while idle (the write check runs every 1/3 s, not in a loop), STOREs
+/// answer, and while PostgreSQL is down the front-end does not burn CPU.
+#[test]
+fn tiny_timeouts_do_not_spin() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 1\nrequest_timeout_ms = 1");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    for i in 0..20 {
+        let r = c.ask(&format!("STORE t{i} v"));
+        assert!(r == "W00T!" || r == "ERROR storage unavailable", "{r}");
+    }
+    let before = cpu_ticks(f.pid());
+    thread::sleep(Duration::from_secs(5));
+    let idle = cpu_ticks(f.pid()) - before;
+    // 5 s of wall time; 100 ticks a second. A spin would use ~500.
+    assert!(idle < 100, "idle CPU {idle} ticks in 5 s:\n{}", f.log.all());
+    pg.stop_immediate();
+    let before = cpu_ticks(f.pid());
+    thread::sleep(Duration::from_secs(5));
+    let down = cpu_ticks(f.pid()) - before;
+    assert!(down < 100, "CPU while down {down} ticks in 5 s");
+    assert_eq!(get(admin, "/readyz").0, 503);
+    let lines = f.log.all().lines().count();
+    assert!(lines < 200, "log flood while down: {lines} lines");
+    pg.start_again();
+    let deadline = Instant::now() + PATIENCE;
+    let mut ok = false;
+    while Instant::now() < deadline {
+        if c.ask(&format!("STORE up{} v", Instant::now().elapsed().as_nanos())) == "W00T!" {
+            ok = true;
+            break;
+        }
+    }
+    let _ = ok; // with a 1 ms bound a STORE may never make it; no assertion
+    let _ = Client::connect(f.addr());
+}
+
+/// The LISTEN backend terminated in a loop: the front-end keeps serving,
+/// its STOREs answer, and the log does not grow without bound.
+#[test]
+fn the_listen_backend_killed_in_a_loop() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    let mut killed = 0;
+    for i in 0..15 {
+        let n = pg.psql(
+            "postgres",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE query ILIKE 'LISTEN%'",
+        );
+        killed += n.parse::<u32>().unwrap_or(0);
+        assert_eq!(c.ask(&format!("STORE k{i} v")), "W00T!", "{}", f.log.all());
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(killed >= 3, "LISTEN backend never found ({killed})");
+    assert_eq!(get(admin, "/readyz").0, 200);
+    assert!(f.log.count("LISTEN connection was lost") <= 15, "{}", f.log.all());
+}
