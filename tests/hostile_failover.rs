@@ -663,3 +663,281 @@ fn the_listen_backend_killed_in_a_loop() {
     assert_eq!(get(admin, "/readyz").0, 200);
     assert!(f.log.count("LISTEN connection was lost") <= 15, "{}", f.log.all());
 }
+
+/// "Served means as durable as acknowledged": with a synchronous standby
+/// named that never confirms, a row another tool committed with
+/// `synchronous_commit = local` is visible on the primary but not
+/// replicated. No GET value, no `AWESOME!`, no `RARGH!` may rest on it
+/// (`ERROR storage unavailable`); a miss still answers at once; once the
+/// setting is reset, the row is served.
+#[test]
+fn an_unreplicated_row_is_never_served() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    set_system(&pg, "synchronous_standby_names", "nobody");
+    pg.psql(
+        &db,
+        "SET synchronous_commit = local; INSERT INTO jnhp_names (name, value, stored_by, write_id) \
+         VALUES ('ghost'::bytea, 'boo'::bytea, 'psql', 1)",
+    );
+    let t = Instant::now();
+    assert_eq!(c.ask("GET ghost"), "ERROR storage unavailable");
+    assert_eq!(c.ask("EXISTS ghost"), "ERROR storage unavailable");
+    assert_eq!(c.ask("STORE ghost x"), "ERROR storage unavailable");
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    // Pipelined with a miss: answered together, both ERROR or the miss
+    // empty — never the value.
+    c.send(b"GET nothing\r\nGET ghost\r\n");
+    let (r1, r2) = (c.reply(), c.reply());
+    assert!(r1.is_empty() || r1 == "ERROR storage unavailable", "{r1}");
+    assert_eq!(r2, "ERROR storage unavailable");
+    // A miss alone answers at once.
+    let t = Instant::now();
+    assert_eq!(c.ask("GET nothing2"), "");
+    assert!(t.elapsed() < Duration::from_millis(1000), "{:?}", t.elapsed());
+    // Cached names still answer.
+    assert_eq!(c.ask("GET a"), "1");
+    assert_eq!(get(admin, "/readyz").0, 503);
+    set_system(&pg, "synchronous_standby_names", "");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let r = c.ask("GET ghost");
+        if r == "boo" {
+            break;
+        }
+        assert_eq!(r, "ERROR storage unavailable");
+        assert!(Instant::now() < deadline, "never served");
+    }
+    assert_eq!(c.ask("STORE ghost y"), "RARGH!");
+}
+
+/// The wait for the synchronous standby cancelled (pg_cancel_backend) in
+/// a loop while STOREs are sent: PostgreSQL tells success with a WARNING;
+/// no STORE may get `W00T!` (nor `RARGH!` for its own row) while the
+/// standby never confirmed; `jnhpd_postgres_unconfirmed_commits_total`
+/// counts them. After the reset, GET serves them (they are committed).
+#[test]
+fn cancelled_sync_waits_are_never_acknowledged() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 2000");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    set_system(&pg, "synchronous_standby_names", "nobody");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let canceller = {
+        let stop = stop.clone();
+        let dir = pg.dir.clone();
+        let port = pg.port;
+        thread::spawn(move || {
+            let psql = common::need::postgres_bindir().unwrap().join("psql");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::process::Command::new(&psql)
+                    .args(["-X", "-q", "-A", "-t", "-h"])
+                    .arg(&dir)
+                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+                    .arg(
+                        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+                         WHERE wait_event = 'SyncRep'",
+                    )
+                    .output();
+                thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let mut replies = Vec::new();
+    for i in 0..8 {
+        let t = Instant::now();
+        let r = c.ask(&format!("STORE s{i} v{i}"));
+        replies.push((i, r.clone(), t.elapsed()));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    canceller.join().unwrap();
+    for (i, r, took) in &replies {
+        assert_eq!(r, "ERROR storage unavailable", "s{i}");
+        assert!(*took < Duration::from_secs(7), "s{i} took {took:?}");
+    }
+    let metrics = get(admin, "/metrics").2;
+    let unconfirmed: u64 = gauge(&metrics, "jnhpd_postgres_unconfirmed_commits_total")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(unconfirmed >= 1, "{metrics}");
+    set_system(&pg, "synchronous_standby_names", "");
+    f.log.wait_for("writes commit again");
+    // Each one is either stored with its own value, or free.
+    for i in 0..8 {
+        let r = c.ask(&format!("GET s{i}"));
+        assert!(r.is_empty() || r == format!("v{i}"), "s{i}: {r}");
+    }
+}
+
+/// The database dropped under a running front-end (WITH (FORCE)), then
+/// made again with the tables of docs/postgres.md "Tables": meanwhile
+/// `ERROR storage unavailable`, `/readyz` 503, `/status` answers, the log
+/// bounded; then it serves again by itself.
+#[test]
+fn the_database_dropped_and_made_again() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    pg.psql("postgres", "DROP DATABASE t WITH (FORCE)");
+    let lines_before = f.log.all().lines().count();
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut i = 0;
+    while Instant::now() < until {
+        let t = Instant::now();
+        assert_eq!(c.ask(&format!("STORE d{i} v")), "ERROR storage unavailable");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(c.ask(&format!("GET d{i}")), "ERROR storage unavailable");
+        i += 1;
+    }
+    assert_eq!(c.ask("GET a"), "1", "cached");
+    assert_eq!(get(admin, "/readyz").0, 503);
+    let status = get(admin, "/status").2;
+    assert!(status.contains("\"ready\":false"), "{status}");
+    let grown = f.log.all().lines().count() - lines_before;
+    assert!(grown < 30, "{grown} log lines in 6 s:\n{}", f.log.all());
+    pg.psql("postgres", "CREATE DATABASE t");
+    pg.psql(
+        "t",
+        "CREATE TABLE jnhp_names (name bytea PRIMARY KEY, value bytea NOT NULL, \
+         stored_by text NOT NULL, write_id bigint NOT NULL, \
+         stored_at timestamptz NOT NULL DEFAULT now()); \
+         CREATE TABLE jnhp_pending (name bytea PRIMARY KEY, owner text NOT NULL, \
+         lease bigint NOT NULL, expires_at timestamptz NOT NULL); \
+         COMMENT ON TABLE jnhp_names IS 'jnhp schema 1'",
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while c.ask("STORE back v") != "W00T!" {
+        assert!(Instant::now() < deadline, "never back:\n{}", f.log.all());
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while get(admin, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready:\n{}", f.log.all());
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A flood of pipelined STOREs while writes do not commit (a standby
+/// named that never confirms): every reply `ERROR storage unavailable`,
+/// in order, none later than its bound past the last request; memory
+/// bounded.
+#[test]
+fn a_flood_while_writes_do_not_commit() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    let rss_before = f.rss_kib();
+    set_system(&pg, "synchronous_standby_names", "nobody");
+    let clients: Vec<_> = (0..4)
+        .map(|k| {
+            let addr = f.addr();
+            thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let n = 5000;
+                let batch: String = (0..n).map(|i| format!("STORE fl{k}x{i} v\r\n")).collect();
+                let sent = Instant::now();
+                c.send(batch.as_bytes());
+                let mut errors = 0;
+                for _ in 0..n {
+                    let r = c.reply();
+                    assert_eq!(r, "ERROR storage unavailable");
+                    errors += 1;
+                }
+                (errors, sent.elapsed())
+            })
+        })
+        .collect();
+    for h in clients {
+        let (errors, took) = h.join().unwrap();
+        assert_eq!(errors, 5000);
+        assert!(took < Duration::from_secs(60), "{took:?}");
+    }
+    let rss = f.rss_kib();
+    assert!(rss < rss_before + 100_000, "{rss_before} -> {rss} KiB");
+    set_system(&pg, "synchronous_standby_names", "");
+    f.log.wait_for("writes commit again");
+    // Backends stuck in SyncRep are released by the reset; STOREs work.
+    let deadline = Instant::now() + PATIENCE;
+    while c.ask("STORE after v") != "W00T!" {
+        assert!(Instant::now() < deadline, "never back:\n{}", f.log.all());
+    }
+}
+
+/// Every log line of the front-end starts with its timestamp prefix.
+fn forged_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| !l.contains("jnhpd["))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Strings PostgreSQL hands jnhpd end up in its log: a WARNING raised by
+/// a trigger (logged as `postgres: WARNING: …`) and
+/// `synchronous_standby_names` (quoted in the replication line). A
+/// newline or an ESC in them must not start a new log line or reach the
+/// terminal raw (security.md: control characters escaped).
+#[test]
+#[ignore = "defect: a PostgreSQL WARNING or error message with a newline or ESC is logged raw: forged log lines"]
+fn strings_from_postgres_cannot_forge_log_lines() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    wait_state(admin, "no_standby");
+    pg.psql(
+        &db,
+        "CREATE FUNCTION warn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         RAISE WARNING '%', E'trigger\\n2026-01-01T00:00:00Z jnhpd[1]: INFO: FORGED-W \\x1b[31mred'; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER w BEFORE INSERT ON jnhp_names FOR EACH ROW EXECUTE FUNCTION warn()",
+    );
+    let r = c.ask("STORE b 1");
+    assert!(r == "ERROR storage unavailable" || r == "W00T!", "{r}");
+    f.log.wait_for("trigger");
+    // An error's message, in "writes do not commit (…)".
+    pg.psql(
+        &db,
+        "CREATE OR REPLACE FUNCTION warn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         RAISE EXCEPTION '%', E'boom\\n2026-01-01T00:00:00Z jnhpd[1]: INFO: FORGED-E'; \
+         END $$",
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while !f.log.all().contains("boom") {
+        let _ = c.ask("STORE c 1");
+        assert!(Instant::now() < deadline, "{}", f.log.all());
+    }
+    pg.psql(&db, "DROP TRIGGER w ON jnhp_names");
+    // The standby names, through the config file (its `\n` escape).
+    let conf = pg.dir.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(
+        "\nsynchronous_standby_names = '\"s\\nFORGED-S \\x1b[31m\"'\n",
+    );
+    std::fs::write(&conf, text).unwrap();
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    wait_state(admin, "waiting");
+    f.log.wait_for("replication waiting");
+    let log = f.log.all();
+    assert!(!log.contains('\x1b'), "ESC in the log:\n{log}");
+    let forged = forged_lines(&log);
+    assert!(forged.is_empty(), "lines not jnhpd's: {forged:?}\n{log}");
+}
