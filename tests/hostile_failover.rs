@@ -893,7 +893,6 @@ fn forged_lines(log: &str) -> Vec<String> {
 /// newline or an ESC in them must not start a new log line or reach the
 /// terminal raw (security.md: control characters escaped).
 #[test]
-#[ignore = "defect: a PostgreSQL WARNING or error message with a newline or ESC is logged raw: forged log lines"]
 fn strings_from_postgres_cannot_forge_log_lines() {
     require!(Postgres);
     let pg = Postgres::start();
