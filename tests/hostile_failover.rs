@@ -69,10 +69,7 @@ fn wait_state(admin: SocketAddr, expected: &str) -> String {
 }
 
 fn set_system(pg: &Postgres, name: &str, value: &str) {
-    pg.psql(
-        "postgres",
-        &format!("ALTER SYSTEM SET {name} = '{value}'"),
-    );
+    pg.psql("postgres", &format!("ALTER SYSTEM SET {name} = '{value}'"));
     pg.psql("postgres", "SELECT pg_reload_conf()");
     let deadline = Instant::now() + PATIENCE;
     while pg.psql("postgres", &format!("SHOW {name}")) != value {
@@ -105,7 +102,12 @@ fn jnhp_stats(admin: SocketAddr) -> String {
 /// CPU time (user + system, in clock ticks) a process used so far.
 fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
@@ -138,10 +140,7 @@ fn a_role_without_pg_monitor_is_unknown_not_guessed() {
     );
     assert_eq!(get(admin, "/readyz").0, 200);
     let status = get(admin, "/status").2;
-    assert!(
-        status.contains("\"replication\":\"unknown\""),
-        "{status}"
-    );
+    assert!(status.contains("\"replication\":\"unknown\""), "{status}");
     pg.psql("postgres", "GRANT pg_monitor TO jnhp");
     wait_state(admin, "no_standby");
 }
@@ -182,7 +181,10 @@ fn revoked_emit_message_makes_writes_fail_without_flapping() {
     // (STORE a on `f` may be answered from its cache.) A STORE that met
     // a row, and a GET of an uncached stored name, on a cache-free
     // front-end: both fail.
-    let g = front(&url, "lease_secs = 3\nrequest_timeout_ms = 1500\ncache_bytes = 0");
+    let g = front(
+        &url,
+        "lease_secs = 3\nrequest_timeout_ms = 1500\ncache_bytes = 0",
+    );
     let mut cg = g.connect();
     assert_eq!(cg.ask("STORE a 2"), "ERROR storage unavailable");
     assert_eq!(cg.ask("GET a"), "ERROR storage unavailable");
@@ -196,14 +198,10 @@ fn revoked_emit_message_makes_writes_fail_without_flapping() {
         f.log.all()
     );
     assert_eq!(
-        statuses[0].2, "postgres writes do not commit (STOREs fail until they do)\n"
+        statuses[0].2,
+        "postgres writes do not commit (STOREs fail until they do)\n"
     );
-    assert_eq!(
-        f.log.count("writes do not commit"),
-        1,
-        "{}",
-        f.log.all()
-    );
+    assert_eq!(f.log.count("writes do not commit"), 1, "{}", f.log.all());
     pg.psql(
         "t",
         "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO PUBLIC",
@@ -248,11 +246,7 @@ fn revoked_walfile_name_is_unknown_but_still_ready() {
     );
     assert_eq!(state(admin), "unknown");
     // The failure is said, once, not every second.
-    assert!(
-        f.log.count("pg_walfile_name") <= 1,
-        "{}",
-        f.log.all()
-    );
+    assert!(f.log.count("pg_walfile_name") <= 1, "{}", f.log.all());
 }
 
 /// synchronous_standby_names naming more standbys than exist
@@ -276,7 +270,10 @@ fn standby_names_waiting_then_flapping() {
     let (status, _, body) = get(admin, "/readyz");
     assert_eq!(
         (status, body.as_str()),
-        (503, "postgres writes do not commit (STOREs fail until they do)\n")
+        (
+            503,
+            "postgres writes do not commit (STOREs fail until they do)\n"
+        )
     );
     thread::sleep(Duration::from_secs(4));
     assert_eq!(f.log.count("writes do not commit"), 1, "{}", f.log.all());
@@ -305,7 +302,10 @@ fn standby_names_waiting_then_flapping() {
     assert!(f.log.count("writes commit again") <= 5, "{}", f.log.all());
     for name in woots {
         assert_eq!(
-            pg.psql(&db, &format!("SELECT count(*) FROM jnhp_names WHERE name = '{name}'::bytea")),
+            pg.psql(
+                &db,
+                &format!("SELECT count(*) FROM jnhp_names WHERE name = '{name}'::bytea")
+            ),
             "1"
         );
     }
@@ -320,7 +320,10 @@ fn synchronous_commit_local_for_the_role_is_not_waiting() {
     require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("t");
-    pg.psql("postgres", "ALTER ROLE postgres SET synchronous_commit = local");
+    pg.psql(
+        "postgres",
+        "ALTER ROLE postgres SET synchronous_commit = local",
+    );
     set_system(&pg, "synchronous_standby_names", "nobody");
     let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
     let admin = admin_addr(&f);
@@ -401,7 +404,11 @@ fn restarts_are_not_failovers_and_status_answers_while_down() {
     }
     let deadline = Instant::now() + PATIENCE;
     while listen_backends(&pg) != 1 {
-        assert!(Instant::now() < deadline, "no LISTEN connection:\n{}", f.log.all());
+        assert!(
+            Instant::now() < deadline,
+            "no LISTEN connection:\n{}",
+            f.log.all()
+        );
         thread::sleep(Duration::from_millis(100));
     }
     let metrics = get(admin, "/metrics").2;
@@ -413,7 +420,11 @@ fn restarts_are_not_failovers_and_status_answers_while_down() {
         gauge(&metrics, "jnhpd_postgres_timeline").as_deref(),
         Some("1")
     );
-    assert!(!f.log.all().contains("the primary changed"), "{}", f.log.all());
+    assert!(
+        !f.log.all().contains("the primary changed"),
+        "{}",
+        f.log.all()
+    );
     assert!(f.log.count("reachable again") <= 3, "{}", f.log.all());
     for name in woots {
         assert_eq!(c.ask(&format!("GET {name}")), "v");
@@ -526,7 +537,10 @@ fn a_frozen_postgres_costs_bounded_replies_and_loses_nothing() {
     let _ = get(admin, "/status");
     assert!(t.elapsed() < Duration::from_secs(3), "status slow");
     sig(Signal::SIGCONT);
-    assert!(slowest < Duration::from_millis(1500 * 2 + 2500), "{slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(1500 * 2 + 2500),
+        "{slowest:?}"
+    );
     assert!(saw_503, "never 503 while frozen:\n{}", f.log.all());
     assert!(f.rss_kib() < rss_before + 50_000);
     let deadline = Instant::now() + PATIENCE;
@@ -546,7 +560,10 @@ fn a_frozen_postgres_costs_bounded_replies_and_loses_nothing() {
     }
     for name in woots {
         assert_eq!(
-            pg.psql(&db, &format!("SELECT count(*) FROM jnhp_names WHERE name = '{name}'::bytea")),
+            pg.psql(
+                &db,
+                &format!("SELECT count(*) FROM jnhp_names WHERE name = '{name}'::bytea")
+            ),
             "1",
             "{name}"
         );
@@ -561,7 +578,11 @@ fn a_host_list_with_duplicates_dead_ports_and_a_socket() {
     require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("t");
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!(
         "host=127.0.0.1,127.0.0.1,{dir},{dir} port={dead},{dead},{p},{p} user=postgres dbname={db}",
         dir = pg.dir.display(),
@@ -590,7 +611,8 @@ fn a_host_list_with_duplicates_dead_ports_and_a_socket() {
     for s in [&f, &g] {
         let mut c = s.connect();
         let deadline = Instant::now() + PATIENCE;
-        while c.ask("EXISTS a") != "AWESOME!" || c.ask(&format!("STORE x{} 1", s.pid())) != "W00T!" {
+        while c.ask("EXISTS a") != "AWESOME!" || c.ask(&format!("STORE x{} 1", s.pid())) != "W00T!"
+        {
             assert!(Instant::now() < deadline, "not back");
         }
     }
@@ -628,7 +650,11 @@ fn tiny_timeouts_do_not_spin() {
     let deadline = Instant::now() + PATIENCE;
     let mut ok = false;
     while Instant::now() < deadline {
-        if c.ask(&format!("STORE up{} v", Instant::now().elapsed().as_nanos())) == "W00T!" {
+        if c.ask(&format!(
+            "STORE up{} v",
+            Instant::now().elapsed().as_nanos()
+        )) == "W00T!"
+        {
             ok = true;
             break;
         }
@@ -661,7 +687,11 @@ fn the_listen_backend_killed_in_a_loop() {
     }
     assert!(killed >= 3, "LISTEN backend never found ({killed})");
     assert_eq!(get(admin, "/readyz").0, 200);
-    assert!(f.log.count("LISTEN connection was lost") <= 15, "{}", f.log.all());
+    assert!(
+        f.log.count("LISTEN connection was lost") <= 15,
+        "{}",
+        f.log.all()
+    );
 }
 
 /// "Served means as durable as acknowledged": with a synchronous standby
@@ -699,7 +729,11 @@ fn an_unreplicated_row_is_never_served() {
     // A miss alone answers at once.
     let t = Instant::now();
     assert_eq!(c.ask("GET nothing2"), "");
-    assert!(t.elapsed() < Duration::from_millis(1000), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
     // Cached names still answer.
     assert_eq!(c.ask("GET a"), "1");
     assert_eq!(get(admin, "/readyz").0, 503);
@@ -742,7 +776,15 @@ fn cancelled_sync_waits_are_never_acknowledged() {
                 let _ = std::process::Command::new(&psql)
                     .args(["-X", "-q", "-A", "-t", "-h"])
                     .arg(&dir)
-                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+                    .args([
+                        "-p",
+                        &port.to_string(),
+                        "-U",
+                        "postgres",
+                        "-d",
+                        "postgres",
+                        "-c",
+                    ])
                     .arg(
                         "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
                          WHERE wait_event = 'SyncRep'",
@@ -928,9 +970,7 @@ fn strings_from_postgres_cannot_forge_log_lines() {
     // The standby names, through the config file (its `\n` escape).
     let conf = pg.dir.join("postgresql.conf");
     let mut text = std::fs::read_to_string(&conf).unwrap();
-    text.push_str(
-        "\nsynchronous_standby_names = '\"s\\nFORGED-S \\x1b[31m\"'\n",
-    );
+    text.push_str("\nsynchronous_standby_names = '\"s\\nFORGED-S \\x1b[31m\"'\n");
     std::fs::write(&conf, text).unwrap();
     pg.psql("postgres", "SELECT pg_reload_conf()");
     wait_state(admin, "waiting");
@@ -939,4 +979,131 @@ fn strings_from_postgres_cannot_forge_log_lines() {
     assert!(!log.contains('\x1b'), "ESC in the log:\n{log}");
     let forged = forged_lines(&log);
     assert!(forged.is_empty(), "lines not jnhpd's: {forged:?}\n{log}");
+}
+
+/// A read-only server behind the URL (`default_transaction_read_only`
+/// turned on by a reload, as some tools fence an old primary): docs
+/// (Readiness) list "a read-only server behind the URL" among the cases
+/// of 503 `postgres writes do not commit`. STOREs get `ERROR storage
+/// unavailable`; `/readyz` must say so and stay so, the log say it once.
+#[test]
+fn a_server_turned_read_only_is_not_ready() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    set_system(&pg, "default_transaction_read_only", "on");
+    let mut statuses = Vec::new();
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut i = 0;
+    while Instant::now() < until {
+        let r = c.ask(&format!("STORE ro{i} v"));
+        assert_eq!(r, "ERROR storage unavailable", "ro{i}");
+        if i > 0 {
+            statuses.push(get(admin, "/readyz"));
+        }
+        i += 1;
+    }
+    let ready: Vec<_> = statuses.iter().filter(|s| s.0 == 200).collect();
+    assert!(
+        ready.is_empty(),
+        "/readyz 200 {} times of {} while every STORE fails:\n{}",
+        ready.len(),
+        statuses.len(),
+        f.log.all()
+    );
+    assert_eq!(
+        statuses.last().unwrap().2,
+        "postgres writes do not commit (STOREs fail until they do)\n"
+    );
+    assert!(f.log.count("writes do not commit") <= 1, "{}", f.log.all());
+    set_system(&pg, "default_transaction_read_only", "off");
+    let deadline = Instant::now() + PATIENCE;
+    while c.ask("STORE back v") != "W00T!" {
+        assert!(Instant::now() < deadline, "never back:\n{}", f.log.all());
+    }
+}
+
+/// One STORE that PostgreSQL refuses for a reason of its own (a CHECK
+/// constraint another tool added on `jnhp_names`, allowed: "Columns added
+/// by other tools are fine"), retried by its client: the rest of the
+/// writes commit, so the front-end should not flap between "writes do
+/// not commit" and "writes commit again" every second (log spam and
+/// readiness flapping driven by one client's bytes).
+#[test]
+#[ignore = "defect: one poisoned STORE retried by a client flaps writes/readiness and logs two lines a second"]
+fn one_refused_store_does_not_flap_readiness() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 300");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    pg.psql(
+        &db,
+        "ALTER TABLE jnhp_names ADD CONSTRAINT no_poison CHECK (name <> 'poison'::bytea)",
+    );
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut statuses = Vec::new();
+    while Instant::now() < until {
+        assert_eq!(c.ask("STORE poison v"), "ERROR storage unavailable");
+        statuses.push(get(admin, "/readyz").0);
+    }
+    let changes = f.log.count("writes do not commit") + f.log.count("writes commit again");
+    assert!(
+        changes <= 2,
+        "{changes} changes logged in 6 s:\n{}",
+        f.log.all()
+    );
+}
+
+/// A STORE refused by PostgreSQL for its own row (a CHECK constraint
+/// another tool added) must not take down STOREs of other names that
+/// share its statement: "requests arriving together ... share one
+/// statement", so a poisoned row fails the whole batch unless it is
+/// split.
+#[test]
+fn a_refused_row_does_not_fail_the_others_in_its_batch() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    pg.psql(
+        &db,
+        "ALTER TABLE jnhp_names ADD CONSTRAINT no_poison CHECK (name <> 'poison'::bytea)",
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poisoner = {
+        let stop = stop.clone();
+        let addr = f.addr();
+        thread::spawn(move || {
+            let mut p = Client::connect(addr);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                p.send(b"STORE poison v\r\nSTORE poison v\r\nSTORE poison v\r\n");
+                for _ in 0..3 {
+                    assert_eq!(p.reply(), "ERROR storage unavailable");
+                }
+            }
+        })
+    };
+    let mut failed = Vec::new();
+    for i in 0..30 {
+        let r = c.ask(&format!("STORE good{i} v"));
+        if r != "W00T!" {
+            failed.push((i, r));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    poisoner.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of 30 failed: {failed:?}",
+        failed.len()
+    );
 }
