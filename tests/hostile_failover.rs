@@ -4,7 +4,11 @@
 //! docs/postgres.md ("Readiness", "What a failover can lose", "Seeing
 //! replication and failovers") and docs/observability.md.
 
+#[path = "common/autofailover.rs"]
+mod autofailover;
 mod common;
+#[path = "common/history.rs"]
+mod history;
 #[path = "common/pg.rs"]
 mod pg;
 
@@ -1106,4 +1110,202 @@ fn a_refused_row_does_not_fail_the_others_in_its_batch() {
         "{} of 30 failed: {failed:?}",
         failed.len()
     );
+}
+
+/// One formation at a time (three PostgreSQL servers each).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A recording client: STORE/GET/EXISTS on a window of names that slides
+/// with time, every request and reply kept.
+fn record(
+    client: String,
+    addr: SocketAddr,
+    start: Instant,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    events: std::sync::Arc<std::sync::Mutex<Vec<history::Event>>>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut seq = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        seq += 1;
+        let name = format!("k{}", start.elapsed().as_millis() as u64 / 50 + seq % 4);
+        let op = match seq % 5 {
+            0 | 1 => history::Op::Store(format!("{client}-{seq}")),
+            2 | 3 => history::Op::Get,
+            _ => history::Op::Exists,
+        };
+        let line = match &op {
+            history::Op::Store(v) => format!("STORE {name} {v}\r\n"),
+            history::Op::Get => format!("GET {name}\r\n"),
+            history::Op::Exists => format!("EXISTS {name}\r\n"),
+        };
+        let sent = Instant::now();
+        writer.write_all(line.as_bytes()).unwrap();
+        let mut reply = String::new();
+        let hung = !matches!(reader.read_line(&mut reply), Ok(n) if n > 0);
+        let reply = if hung {
+            "HANG".to_string()
+        } else {
+            reply.trim_end_matches("\r\n").to_string()
+        };
+        events.lock().unwrap().push(history::Event {
+            client: client.clone(),
+            name,
+            op,
+            sent,
+            replied: Instant::now(),
+            reply,
+        });
+        if hung {
+            return;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The primary's whole node frozen (SIGSTOP: keeper, postmaster,
+/// backends — a hung VM); pg_auto_failover promotes the standby; then the
+/// old primary thaws (and is demoted by its keeper). Front-ends with
+/// multi-host URLs (both orders): every reply within its bound, both
+/// serve writes on the new primary by themselves, count one failover and
+/// name the new server; no acknowledged or served name is missing from
+/// the new primary, no name stored twice (tests/common/history.rs).
+#[test]
+fn a_frozen_primary_then_thawed_loses_nothing() {
+    require!(AutoFailover);
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let formation = autofailover::Formation::start();
+    let primary = formation.primary();
+    formation.psql(primary, "postgres", "GRANT pg_monitor TO jnhp");
+    let url = |order: [usize; 2]| {
+        format!(
+            "postgres://jnhp@127.0.0.1:{},127.0.0.1:{}/jnhp?target_session_attrs=read-write&sslmode=disable",
+            formation.nodes[order[0]].port, formation.nodes[order[1]].port
+        )
+    };
+    let extra = "lease_secs = 3\nrequest_timeout_ms = 3000";
+    let fronts = [front(&url([0, 1]), extra), front(&url([1, 0]), extra)];
+    let admins = fronts.each_ref().map(admin_addr);
+    for admin in admins {
+        wait_state(admin, "sync");
+    }
+    let start = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for (i, f) in fronts.iter().enumerate() {
+        for k in 0..2 {
+            let (stop, events, addr) = (stop.clone(), events.clone(), f.addr());
+            threads.push(thread::spawn(move || {
+                record(format!("f{i}c{k}"), addr, start, stop, events)
+            }));
+        }
+    }
+    let woot_after = |front: usize, since: Instant| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let found = events.lock().unwrap().iter().any(|e: &history::Event| {
+                e.client.starts_with(&format!("f{front}")) && e.sent >= since && e.reply == "W00T!"
+            });
+            if found {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "front-end {front}: no W00T!\n{}",
+                formation.logs()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    woot_after(0, start);
+    woot_after(1, start);
+    formation.nodes[primary].signal(Signal::SIGSTOP);
+    let frozen = Instant::now();
+    formation.wait_writable(1 - primary);
+    let promoted = Instant::now();
+    for front in 0..2 {
+        woot_after(front, promoted);
+    }
+    eprintln!(
+        "frozen to promoted {:?}, to both writing {:?}",
+        promoted - frozen,
+        frozen.elapsed()
+    );
+    formation.nodes[primary].signal(Signal::SIGCONT);
+    let thawed = Instant::now();
+    while thawed.elapsed() < Duration::from_secs(8) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    for front in 0..2 {
+        woot_after(front, Instant::now());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let events = std::mem::take(&mut *events.lock().unwrap());
+    let new = formation.primary();
+    assert_eq!(new, 1 - primary);
+    let at_end: std::collections::HashMap<String, String> =
+        formation.names(new).into_iter().collect();
+    let (summary, violations) = history::check(&events, &at_end);
+    eprintln!(
+        "{} requests, {} W00T!, {} ERROR {:?}",
+        summary.requests, summary.woots, summary.errors, summary.error_kinds
+    );
+    assert!(
+        violations.is_empty(),
+        "{} violations: {:#?}\nf0:\n{}\nf1:\n{}",
+        violations.len(),
+        &violations[..violations.len().min(10)],
+        fronts[0].log.all(),
+        fronts[1].log.all()
+    );
+    for e in &events {
+        assert!(
+            e.reply != "HANG"
+                && (!e.reply.starts_with("ERROR") || e.reply == "ERROR storage unavailable"),
+            "{e}"
+        );
+        assert!(
+            e.replied - e.sent <= Duration::from_millis(3000 + 3000 + 2500),
+            "took {:?}: {e}",
+            e.replied - e.sent
+        );
+    }
+    let port = formation.nodes[new].port;
+    for (i, admin) in admins.into_iter().enumerate() {
+        let metrics = wait_for(admin, "one failover", |m| {
+            gauge(m, "jnhpd_postgres_failovers_total").as_deref() == Some("1")
+        });
+        assert!(
+            metrics.contains(&format!("port {port} database jnhp\"}} 1")),
+            "{metrics}"
+        );
+        assert_eq!(
+            fronts[i].log.count("the primary changed"),
+            1,
+            "{}",
+            fronts[i].log.all()
+        );
+        let deadline = Instant::now() + PATIENCE;
+        while get(admin, "/readyz").0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "never ready:\n{}",
+                fronts[i].log.all()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        let stats = jnhp_stats(admin);
+        assert!(stats.contains(&format!("port {port}")), "{stats}");
+        assert!(stats.contains("failovers    1 seen"), "{stats}");
+    }
 }
