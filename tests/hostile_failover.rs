@@ -1309,3 +1309,28 @@ fn a_frozen_primary_then_thawed_loses_nothing() {
         assert!(stats.contains("failovers    1 seen"), "{stats}");
     }
 }
+
+/// A key repeated in the config file (easy when adding
+/// `[storage.postgres]` keys for a failover setup): the start error names
+/// file, line and key (configuration.md), not just "duplicate key".
+#[test]
+#[ignore = "defect: a repeated key is refused with `file:line: duplicate key`, naming no key"]
+fn a_repeated_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(
+        &path,
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"host=/tmp\"\n\
+         connect_timeout_secs = 10\nlease_secs = 3\nconnect_timeout_secs = 30\n",
+    )
+    .unwrap();
+    let (code, out) = common::run_to_exit(
+        &["--check-config", "--config", path.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("jnhp.toml:7: connect_timeout_secs: duplicate key"),
+        "{out}"
+    );
+}
