@@ -1314,7 +1314,6 @@ fn a_frozen_primary_then_thawed_loses_nothing() {
 /// `[storage.postgres]` keys for a failover setup): the start error names
 /// file, line and key (configuration.md), not just "duplicate key".
 #[test]
-#[ignore = "defect: a repeated key is refused with `file:line: duplicate key`, naming no key"]
 fn a_repeated_key_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jnhp.toml");
