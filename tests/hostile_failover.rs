@@ -145,6 +145,10 @@ fn a_role_without_pg_monitor_is_unknown_not_guessed() {
     assert_eq!(get(admin, "/readyz").0, 200);
     let status = get(admin, "/status").2;
     assert!(status.contains("\"replication\":\"unknown\""), "{status}");
+    // `jnhp stats` says it cannot see them, not "-1 standbys".
+    let stats = jnhp_stats(admin);
+    assert!(stats.contains("replication  unknown"), "{stats}");
+    assert!(!stats.contains("-1"), "{stats}");
     pg.psql("postgres", "GRANT pg_monitor TO jnhp");
     wait_state(admin, "no_standby");
 }
@@ -1332,4 +1336,77 @@ fn a_repeated_key_is_named() {
         out.contains("jnhp.toml:7: connect_timeout_secs: duplicate key"),
         "{out}"
     );
+}
+
+/// Every backend of the front-end terminated (pg_terminate_backend) in a
+/// loop while STOREs of distinct names flow: each STORE gets `W00T!` or
+/// `ERROR storage unavailable` — never `RARGH!` for its own row — every
+/// `W00T!` is in the table with its value, and every ERRORed one is
+/// either absent or holds its own value.
+#[test]
+fn backends_terminated_in_a_loop_lose_nothing() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 2000");
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let stop = stop.clone();
+        let dir = pg.dir.clone();
+        let port = pg.port;
+        thread::spawn(move || {
+            let psql = common::need::postgres_bindir().unwrap().join("psql");
+            let mut kills = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = std::process::Command::new(&psql)
+                    .args(["-X", "-q", "-A", "-t", "-h"])
+                    .arg(&dir)
+                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "t", "-c"])
+                    .arg(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE datname = 't' AND pid <> pg_backend_pid() \
+                         AND backend_type = 'client backend'",
+                    )
+                    .output();
+                if let Ok(out) = out {
+                    kills += String::from_utf8_lossy(&out.stdout)
+                        .trim()
+                        .parse::<u32>()
+                        .unwrap_or(0);
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            kills
+        })
+    };
+    let mut replies = Vec::new();
+    for i in 0..1000 {
+        let r = c.ask(&format!("STORE t{i} v{i}"));
+        replies.push((i, r));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kills = killer.join().unwrap();
+    assert!(kills > 10, "{kills} backends terminated");
+    let (mut woots, mut errors) = (0, 0);
+    for (i, r) in &replies {
+        let row = pg.psql(
+            &db,
+            &format!("SELECT encode(value, 'escape') FROM jnhp_names WHERE name = 't{i}'::bytea"),
+        );
+        match r.as_str() {
+            "W00T!" => {
+                woots += 1;
+                assert_eq!(row, format!("v{i}"), "t{i} acknowledged, then missing");
+            }
+            "ERROR storage unavailable" => {
+                errors += 1;
+                assert!(row.is_empty() || row == format!("v{i}"), "t{i}: {row}");
+            }
+            other => panic!("t{i}: {other}"),
+        }
+    }
+    eprintln!("{woots} W00T!, {errors} ERROR, {kills} backends terminated");
+    assert!(woots > 0);
 }
