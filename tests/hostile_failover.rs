@@ -1444,7 +1444,6 @@ fn the_replication_state_is_unknown_while_postgres_is_down() {
 /// lines. A socket directory whose path holds a quote, a backslash and a
 /// newline (a symlink to the real one) must not break any of them.
 #[test]
-#[ignore = "defect: a socket path (or database name) with a newline is logged raw in every `host H port P database D`: forged log lines"]
 fn a_socket_path_with_quotes_and_a_newline_breaks_nothing() {
     require!(Postgres);
     let pg = Postgres::start();
