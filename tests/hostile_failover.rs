@@ -1079,7 +1079,7 @@ fn a_refused_row_does_not_fail_the_others_in_its_batch() {
     require!(Postgres);
     let pg = Postgres::start();
     let db = pg.create_db("t");
-    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 1500");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 5000");
     let mut c = f.connect();
     assert_eq!(c.ask("STORE a 1"), "W00T!");
     pg.psql(
@@ -1087,28 +1087,38 @@ fn a_refused_row_does_not_fail_the_others_in_its_batch() {
         "ALTER TABLE jnhp_names ADD CONSTRAINT no_poison CHECK (name <> 'poison'::bytea)",
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let poisoner = {
-        let stop = stop.clone();
-        let addr = f.addr();
-        thread::spawn(move || {
-            let mut p = Client::connect(addr);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                p.send(b"STORE poison v\r\nSTORE poison v\r\nSTORE poison v\r\n");
-                for _ in 0..3 {
-                    assert_eq!(p.reply(), "ERROR storage unavailable");
+    let poisoners: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            let addr = f.addr();
+            thread::spawn(move || {
+                let mut p = Client::connect(addr);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    p.send("STORE poison v\r\n".repeat(10).as_bytes());
+                    for _ in 0..10 {
+                        assert_eq!(p.reply(), "ERROR storage unavailable");
+                    }
                 }
-            }
+            })
         })
-    };
+        .collect();
     let mut failed = Vec::new();
-    for i in 0..30 {
-        let r = c.ask(&format!("STORE good{i} v"));
-        if r != "W00T!" {
-            failed.push((i, r));
+    for round in 0..20 {
+        let batch: String = (0..5)
+            .map(|i| format!("STORE good{round}x{i} v\r\n"))
+            .collect();
+        c.send(batch.as_bytes());
+        for i in 0..5 {
+            let r = c.reply();
+            if r != "W00T!" {
+                failed.push((format!("good{round}x{i}"), r));
+            }
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    poisoner.join().unwrap();
+    for p in poisoners {
+        p.join().unwrap();
+    }
     assert!(
         failed.is_empty(),
         "{} of 30 failed: {failed:?}",
@@ -1473,11 +1483,7 @@ fn a_socket_path_with_quotes_and_a_newline_breaks_nothing() {
     // One sample line, its label escaped as the text format wants.
     let samples: Vec<&&str> = info.iter().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(samples.len(), 1, "{info:?}");
-    assert!(
-        samples[0].contains("so\\\"ck\\\\et"),
-        "{}",
-        samples[0]
-    );
+    assert!(samples[0].contains("so\\\"ck\\\\et"), "{}", samples[0]);
     assert!(samples[0].ends_with("} 1"), "{}", samples[0]);
     for line in metrics.lines() {
         assert!(
