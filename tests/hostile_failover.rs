@@ -1498,3 +1498,50 @@ fn a_socket_path_with_quotes_and_a_newline_breaks_nothing() {
     assert_eq!(status.trim_end().lines().count(), 1, "{status}");
     assert!(forged_lines(&f.log.all()).is_empty(), "{}", f.log.all());
 }
+
+/// The always-read-write session at start: the only host behind the URL
+/// is read-only (a fenced old primary, `default_transaction_read_only`):
+/// the front-end does not start serving on it; it retries for
+/// `connect_timeout_secs`, then exits 1 with the documented message and a
+/// reason that says why (not writable), and `--check-config` says the
+/// same.
+#[test]
+fn a_read_only_server_at_start_is_refused_clearly() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    set_system(&pg, "default_transaction_read_only", "on");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jnhp.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{}\"\n\
+             connect_timeout_secs = 2\n",
+            pg.url(&db)
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (code, out) = common::start_fails(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.contains("cannot reach PostgreSQL at host") && out.contains("within 2 s"),
+        "{out}"
+    );
+    assert!(
+        out.contains("does not allow writes"),
+        "no reason given: {out}"
+    );
+    let (code, check) = common::run_to_exit(
+        &["--check-config", "--config", path.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{check}");
+    assert!(check.contains("cannot reach PostgreSQL at host"), "{check}");
+}
