@@ -1545,3 +1545,45 @@ fn a_read_only_server_at_start_is_refused_clearly() {
     assert_eq!(code, 1, "{check}");
     assert!(check.contains("cannot reach PostgreSQL at host"), "{check}");
 }
+
+/// `request_timeout_ms` at its maximum (600,000) and PostgreSQL stopped:
+/// a STORE waits (retried every 100 ms), but readiness must not wait ten
+/// minutes to say so — the check fails at once (connection refused) —
+/// and once PostgreSQL is back the waiting STORE is answered `W00T!`
+/// and stored.
+#[test]
+fn a_huge_request_timeout_still_turns_not_ready_quickly() {
+    require!(Postgres);
+    let pg = Postgres::start();
+    let db = pg.create_db("t");
+    let f = front(&pg.url(&db), "lease_secs = 3\nrequest_timeout_ms = 600000");
+    let admin = admin_addr(&f);
+    let mut c = f.connect();
+    assert_eq!(c.ask("STORE a 1"), "W00T!");
+    pg.stop_immediate();
+    c.send(b"STORE waiting v\r\n");
+    let stopped = Instant::now();
+    while get(admin, "/readyz").0 != 503 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "still ready {:?} after PostgreSQL stopped:\n{}",
+            stopped.elapsed(),
+            f.log.all()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    pg.start_again();
+    assert_eq!(c.reply(), "W00T!");
+    assert_eq!(
+        pg.psql(
+            &db,
+            "SELECT count(*) FROM jnhp_names WHERE name = 'waiting'::bytea"
+        ),
+        "1"
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while get(admin, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready:\n{}", f.log.all());
+        thread::sleep(Duration::from_millis(100));
+    }
+}
