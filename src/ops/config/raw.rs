@@ -71,8 +71,18 @@ impl RawConfig {
             key,
             message: err.message().trim_end().to_string(),
         };
-        let deserializer =
-            toml::de::Deserializer::parse(text).map_err(|e| invalid(e, String::new()))?;
+        let deserializer = toml::de::Deserializer::parse(text).map_err(|e| {
+            // The parser's "duplicate key" names no key: its span is the
+            // repeated key as written.
+            let key = match e.span() {
+                Some(span) if e.message().starts_with("duplicate key") => text
+                    .get(span)
+                    .map(|k| format!("{}: ", k.trim()))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            invalid(e, key)
+        })?;
         serde_path_to_error::deserialize(deserializer).map_err(|e| {
             // Spanned<T> fields add a private segment to the path.
             let key = e

@@ -63,19 +63,21 @@ impl Warnings {
             // Servers before 9.6 send only the translated severity.
             None => notice.severity() != "NOTICE" && notice.severity() != "INFO",
         };
-        let detail = notice.detail().unwrap_or("");
+        // The server's text (a trigger's RAISE may carry any bytes),
+        // escaped so that it stays part of one log line.
+        let escape = crate::validator::escape_controls;
+        let detail = escape(notice.detail().unwrap_or(""));
+        let message = escape(notice.message());
         if !warning {
             log::debug!(
-                "postgres: {}: {} {detail}",
-                notice.severity(),
-                notice.message()
+                "postgres: {}: {message} {detail}",
+                escape(notice.severity())
             );
             return;
         }
         self.0.fetch_add(1, Ordering::AcqRel);
         log::warn!(
-            "postgres: WARNING: {} {detail} (the statement's commit counts as not known to be durable)",
-            notice.message()
+            "postgres: WARNING: {message} {detail} (the statement's commit counts as not known to be durable)"
         );
     }
 }

@@ -128,7 +128,13 @@ pub enum PgError {
 pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
     use std::error::Error as _;
     match err.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        // The server's text (a trigger's RAISE may carry any bytes),
+        // escaped: it goes into log lines and must stay one line.
+        Some(db) => format!(
+            "{} ({})",
+            crate::validator::escape_controls(db.message()),
+            db.code().code()
+        ),
         None => match err.source() {
             Some(source) => format!("{err}: {source}"),
             None => err.to_string(),

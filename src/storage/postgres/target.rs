@@ -142,7 +142,12 @@ fn describe_host(config: &tokio_postgres::Config, i: usize) -> String {
     };
     let ports = config.get_ports();
     let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-    format!("host {host} port {port}")
+    // A socket directory's path may hold any byte: escaped, since this
+    // goes into log lines.
+    format!(
+        "host {} port {port}",
+        crate::validator::escape_controls(&host)
+    )
 }
 
 impl Target {
@@ -341,12 +346,10 @@ fn describe_server(config: &tokio_postgres::Config) -> String {
     format!("{} database {}", hosts.join(", "), database(config))
 }
 
+/// The database's name, as log lines show it (control characters
+/// escaped).
 fn database(config: &tokio_postgres::Config) -> String {
-    config
-        .get_dbname()
-        .or(config.get_user())
-        .unwrap_or("?")
-        .to_string()
+    crate::validator::escape_controls(config.get_dbname().or(config.get_user()).unwrap_or("?"))
 }
 
 /// The password, shared by every connection made: SIGHUP re-reads
