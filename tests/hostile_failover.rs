@@ -159,7 +159,6 @@ fn a_role_without_pg_monitor_is_unknown_not_guessed() {
 /// of fresh names must not make readiness flap nor the log repeat the
 /// change ("Each change is logged once").
 #[test]
-#[ignore = "defect: without EXECUTE on pg_logical_emit_message, STOREs of fresh names mark writes working: /readyz 200 and two log lines every second"]
 fn revoked_emit_message_makes_writes_fail_without_flapping() {
     require!(Postgres);
     let pg = Postgres::start();
@@ -1042,7 +1041,6 @@ fn a_server_turned_read_only_is_not_ready() {
 /// not commit" and "writes commit again" every second (log spam and
 /// readiness flapping driven by one client's bytes).
 #[test]
-#[ignore = "defect: one poisoned STORE retried by a client flaps writes/readiness and logs two lines a second"]
 fn one_refused_store_does_not_flap_readiness() {
     require!(Postgres);
     let pg = Postgres::start();

@@ -142,6 +142,9 @@ pub struct State<T> {
     /// durably, as last seen (to report changes, not each failure).
     reachable: bool,
     writable: bool,
+    /// Writes were last found failing by the renewal's check, which
+    /// alone may then clear it ([`State::note_writes`]).
+    failed_by_check: bool,
     /// When an unservable row was last logged (at most every
     /// [`UNSERVABLE_LOG_EVERY`]: every GET of it finds it again).
     unservable_logged: Option<Instant>,
@@ -173,6 +176,7 @@ impl<T> State<T> {
             closing: false,
             reachable: true,
             writable: true,
+            failed_by_check: false,
             unservable_logged: None,
             out: Vec::new(),
         }
@@ -477,16 +481,18 @@ impl<T> State<T> {
                 if renewal.writes.as_ref().is_err_and(|e| e == UNCONFIRMED) {
                     self.count_unconfirmed();
                 }
-                self.note_writes(
-                    renewal.writes.as_ref().map(|_| ()).map_err(String::as_str),
-                    now,
-                );
+                let writes = renewal.writes.as_ref().map(|_| ()).map_err(String::as_str);
+                self.note_writes(writes, Witness::Check, now);
                 if let Some(replication) = renewal.replication {
                     self.out.push(Output::Replication(replication));
                 }
             }
-            Ok(_) => self.note_writes(Err("a renewal answered with rows of another kind"), now),
-            Err(reason) => self.note_writes(Err(&reason), now),
+            Ok(_) => self.note_writes(
+                Err("a renewal answered with rows of another kind"),
+                Witness::Check,
+                now,
+            ),
+            Err(reason) => self.note_writes(Err(&reason), Witness::Check, now),
         }
     }
 
@@ -512,29 +518,41 @@ impl<T> State<T> {
         }
     }
 
-    /// Reports a change of whether writes commit durably (a write job, a
-    /// renewal), not each failure. A durable commit also means PostgreSQL
-    /// answers.
-    fn note_writes(&mut self, result: Result<(), &str>, now: Instant) {
+    /// Reports a change of whether writes commit durably, not each
+    /// failure. Two witnesses: write jobs, and the renewal's check (a
+    /// commit that waits for the standby as a STORE's would).
+    ///
+    /// - Only the check clears a failure the check found: a STORE that
+    ///   commits proves nothing of a check that cannot (its function
+    ///   revoked, say), and the two flapped every second.
+    /// - A write job refused by the database for its data (a constraint
+    ///   or trigger another tool added, a permission: SQLSTATE classes
+    ///   22, 23, 42, P0) says nothing of whether writes commit: the
+    ///   same poisoned STORE retried flapped readiness.
+    /// - A durable commit also means PostgreSQL answers.
+    fn note_writes(&mut self, result: Result<(), &str>, by: Witness, now: Instant) {
         if self.closing {
             return;
         }
         match result {
             Ok(()) => {
                 self.note_reads(Ok(()));
-                if !self.writable {
+                if !self.writable && (by == Witness::Check || !self.failed_by_check) {
                     self.writable = true;
+                    self.failed_by_check = false;
                     self.out.push(Output::Health(Health::Writable));
                 }
             }
+            Err(reason) if by == Witness::Job && refused_for_its_data(reason) => {}
             Err(reason) if self.writable => {
                 self.writable = false;
+                self.failed_by_check = by == Witness::Check;
                 self.out
                     .push(Output::Health(Health::Unwritable(reason.to_string())));
                 // The next check comes soon, not a third of a lease on.
                 self.renew_at = self.renew_at.min(now + CHECK_EVERY);
             }
-            Err(_) => {}
+            Err(_) => self.failed_by_check |= by == Witness::Check,
         }
     }
 
@@ -615,6 +633,29 @@ impl<T> State<T> {
             }
         }
     }
+}
+
+/// Who saw whether writes commit ([`State::note_writes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Witness {
+    /// A write job (STOREs, reservations, releases).
+    Job,
+    /// The renewal's check.
+    Check,
+}
+
+/// Whether a statement's error (`message (SQLSTATE)`, as
+/// `postgres::describe` writes it) is the database refusing the data or
+/// the statement — a data exception (22), an integrity constraint (23),
+/// a permission or syntax (42), a trigger's `RAISE` (P0) — rather than
+/// writes not committing.
+fn refused_for_its_data(reason: &str) -> bool {
+    let code = reason
+        .strip_suffix(')')
+        .and_then(|r| r.rsplit_once('('))
+        .map(|(_, code)| code)
+        .filter(|code| code.len() == 5 && code.bytes().all(|b| b.is_ascii_alphanumeric()));
+    code.is_some_and(|code| ["22", "23", "42", "P0"].contains(&&code[..2]))
 }
 
 /// Splits `inserts` into the arrays of those without a reservation and

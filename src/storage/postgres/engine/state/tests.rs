@@ -898,3 +898,66 @@ fn a_renewal_reports_the_replication_state() {
         )]
     );
 }
+
+/// A STORE that commits does not clear a failure the renewal's check
+/// found (its function revoked: the two flapped every second); only the
+/// check does.
+#[test]
+fn only_the_check_clears_a_failure_the_check_found() {
+    let mut bench = Bench::new(8);
+    bench.advance(LEASE / 3);
+    bench.state.wake(bench.now);
+    let renewal = bench.only_job();
+    let denied = "permission denied for function pg_logical_emit_message (42501)";
+    let failed = Renewal {
+        writes: Err(denied.to_string()),
+        replication: None,
+    };
+    bench.done(renewal.id, Ok(Rows::Renewed(failed)));
+    assert_eq!(
+        bench.outputs().health,
+        vec![Health::Unwritable(denied.to_string())]
+    );
+    bench.store("a", 1, None);
+    let write = bench.only_job();
+    bench.done(write.id, Ok(Rows::Write(insert_rows("a", stored()))));
+    let seen = bench.outputs();
+    assert_eq!(written(&seen), vec![(1, Outcome::Stored)]);
+    assert!(seen.health.is_empty(), "{:?}", seen.health);
+    bench.wake_when_due();
+    let renewal = bench.only_job();
+    bench.done(renewal.id, Ok(Rows::Renewed(Renewal::default())));
+    assert_eq!(bench.outputs().health, vec![Health::Writable]);
+}
+
+/// A write job the database refuses for its data (a constraint or a
+/// trigger another tool added) is no outage of writes: one poisoned STORE
+/// retried flapped readiness.
+#[test]
+fn a_statement_refused_for_its_data_is_no_write_outage() {
+    let mut bench = Bench::new(8);
+    for reason in [
+        "new row for relation \"jnhp_names\" violates check constraint \"x\" (23514)",
+        "poisoned (P0001)",
+        "invalid byte sequence (22021)",
+    ] {
+        bench.store("a", 1, None);
+        let write = bench.only_job();
+        bench.done(write.id, Err(reason.to_string()));
+        assert!(bench.outputs().health.is_empty(), "{reason}");
+    }
+    bench.store("b", 2, None);
+    let jobs = bench.outputs().jobs;
+    let write = jobs
+        .into_iter()
+        .find(|j| matches!(j.work, Work::Write(_)))
+        .unwrap_or_else(|| {
+            bench.wake_when_due();
+            bench.only_job()
+        });
+    bench.done(write.id, Err("no answer within 3000 ms".into()));
+    assert_eq!(
+        bench.outputs().health,
+        vec![Health::Unwritable("no answer within 3000 ms".to_string())]
+    );
+}

@@ -4,7 +4,9 @@
 
 use tokio::time::Instant;
 
-use super::{Acquire, AcquireRow, Insert, InsertRow, Item, Output, State, UNCONFIRMED, WriteRows};
+use super::{
+    Acquire, AcquireRow, Insert, InsertRow, Item, Output, State, UNCONFIRMED, Witness, WriteRows,
+};
 use crate::storage::{Event, Lease, Outcome, Record, Reserved, Written};
 
 impl<T> State<T> {
@@ -23,17 +25,17 @@ impl<T> State<T> {
                 // finds this job's own rows, and proves them durable
                 // before they count (jobs.rs `write`).
                 self.count_unconfirmed();
-                self.note_writes(Err(UNCONFIRMED), now);
+                self.note_writes(Err(UNCONFIRMED), Witness::Job, now);
                 log::debug!("postgres: {UNCONFIRMED}; trying the job's requests again");
                 return self.write_failed(inserts, acquires, releases, now);
             }
             Ok(rows) => rows,
             Err(reason) => {
-                self.note_writes(Err(&reason), now);
+                self.note_writes(Err(&reason), Witness::Job, now);
                 return self.write_failed(inserts, acquires, releases, now);
             }
         };
-        self.note_writes(Ok(()), now);
+        self.note_writes(Ok(()), Witness::Job, now);
         for insert in inserts {
             let row = rows.inserts.remove(&insert.record.name[..]);
             self.inserted(insert, row, now);
