@@ -5,6 +5,7 @@
 //! network cut) is noticed when it is next taken and replaced by a new
 //! one, so the pool heals by itself once the server is back.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use super::sql::Sql;
 use super::target::{Credentials, Target};
 
 use super::durability::{self, Durability};
+use super::replication;
 
 /// A connection and its prepared statements.
 pub struct Conn {
@@ -31,6 +33,8 @@ pub struct Conn {
     pub release: Statement,
     pub renew: Statement,
     pub read_back: Statement,
+    /// The server's timeline when connected (0: unknown).
+    pub timeline: i64,
 }
 
 /// Makes and checks [`Conn`]s for deadpool.
@@ -44,6 +48,14 @@ pub struct Manager {
     /// Cancelled when the shutdown's grace period is over: statements
     /// still running are then abandoned (`engine::jobs::with_connection`).
     pub closing: CancellationToken,
+    /// The newest timeline any connection (or the renewal's replication
+    /// read) has seen. A connection to a server on an older one is to a
+    /// primary that was failed over — frozen, say, while its standby was
+    /// promoted, then thawed before its failover tool fenced it: it still
+    /// takes connections as a primary, but lacks what the new one
+    /// acknowledged, so a read there may say "absent" of a stored name.
+    /// Such connections are refused, and pooled ones dropped.
+    pub newest_timeline: Arc<AtomicI64>,
 }
 
 /// How often a table that changed under a running jnhpd is logged again.
@@ -89,6 +101,15 @@ impl managed::Manager for Manager {
             client.prepare(&sql.read_back),
         )?;
         let durability = Durability::prepare(&client, warnings, sql).await?;
+        // Unknown (0) where the function is revoked: not fenced then.
+        let timeline = match client.query_one(replication::TIMELINE, &[]).await {
+            Ok(row) => row.try_get::<_, i64>(0).unwrap_or(0),
+            Err(_) => 0,
+        };
+        let newest = self.newest_timeline.fetch_max(timeline, Ordering::AcqRel);
+        if timeline != 0 && timeline < newest {
+            return Err(SchemaError::OldPrimary { timeline, newest });
+        }
         Ok(Conn {
             client,
             durability,
@@ -100,12 +121,18 @@ impl managed::Manager for Manager {
             release,
             renew,
             read_back,
+            timeline,
         })
     }
 
     async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<ConnError> {
         if conn.client.is_closed() {
             return Err(RecycleError::message("the connection is closed"));
+        }
+        if conn.timeline != 0 && conn.timeline < self.newest_timeline.load(Ordering::Acquire) {
+            return Err(RecycleError::message(
+                "its server is behind the newest timeline: an old primary",
+            ));
         }
         Ok(())
     }

@@ -11,6 +11,11 @@
 //! reads it with every renewal ([`QUERY`]) and [`Replication::state`]
 //! names it for metrics, `/status` and the log.
 
+/// The server's timeline, alone (pool.rs checks it for each new
+/// connection).
+pub const TIMELINE: &str =
+    "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8";
+
 /// One statement, readable by any role: the settings that decide what a
 /// commit waits for, as jnhpd's own sessions have them, the standbys
 /// streaming from this server, and the server's timeline (it changes

@@ -107,6 +107,18 @@ pub enum SchemaError {
     Connect(#[from] super::target::ConnectError),
     #[error("{0}")]
     Mismatch(String),
+    /// The server is on an older timeline than one a connection of this
+    /// front-end has seen: a primary that was failed over and not fenced
+    /// yet (frozen, then thawed). Its rows may lack acknowledged ones.
+    #[error(
+        "the server is on timeline {timeline}, behind timeline {newest} seen since: an old primary, failed over"
+    )]
+    OldPrimary {
+        /// Its timeline.
+        timeline: i64,
+        /// The newest seen.
+        newest: i64,
+    },
 }
 
 /// Checks that both tables exist with the columns jnhpd needs.

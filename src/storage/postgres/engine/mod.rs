@@ -143,6 +143,7 @@ impl Namespace {
             sql: sql.clone(),
             schema_logged: Default::default(),
             closing: Default::default(),
+            newest_timeline: Default::default(),
         };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)

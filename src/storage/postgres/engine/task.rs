@@ -199,6 +199,11 @@ impl<T: Send + 'static> Task<T> {
         pg.standbys.store(figures.standbys.unwrap_or(-1), Relaxed);
         pg.sync_standbys
             .store(figures.sync_standbys.unwrap_or(-1), Relaxed);
+        // What the pool fences old primaries by (pool.rs).
+        let manager = self.runner.pool.manager();
+        manager
+            .newest_timeline
+            .fetch_max(figures.timeline, std::sync::atomic::Ordering::AcqRel);
         let timeline = pg.timeline.swap(figures.timeline, Relaxed);
         if timeline != 0 && figures.timeline > timeline {
             pg.failovers.fetch_add(1, Relaxed);
