@@ -450,7 +450,6 @@ fn restarts_are_not_failovers_and_status_answers_while_down() {
 /// 0, `/status` says `"reachable":false`. That must hold for every
 /// outage, not only the first: PostgreSQL stopped, started, stopped again.
 #[test]
-#[ignore = "defect: an outage that begins before the LISTEN connection is made again (within ~0.5 s of a restart) shows for good as `writes do not commit`, jnhpd_postgres_up 1, reachable true"]
 fn every_outage_shows_as_unreachable() {
     require!(Postgres);
     let pg = Postgres::start();
@@ -1447,7 +1446,6 @@ fn backends_terminated_in_a_loop_lose_nothing() {
 /// one read (`no_standby` here; `sync` on a formation, which would tell an
 /// operator replication is fine while the primary is gone).
 #[test]
-#[ignore = "defect: while PostgreSQL is down the replication state keeps the last one read instead of `unknown`"]
 fn the_replication_state_is_unknown_while_postgres_is_down() {
     require!(Postgres);
     let pg = Postgres::start();

@@ -13,6 +13,10 @@ use crate::storage::postgres::target::{Credentials, Target};
 /// How long a broken LISTEN connection waits before it is made again.
 const RELISTEN_PAUSE: Duration = Duration::from_millis(500);
 
+/// How often failed attempts to make the LISTEN connection are told to
+/// the engine (the first at once).
+const LOST_AGAIN_EVERY: Duration = Duration::from_secs(5);
+
 /// Keeps a connection LISTENing on the channel, telling the engine of
 /// every ended reservation, and reconnecting when it breaks. Every
 /// `patience` (the request timeout) the connection must show it is still
@@ -27,13 +31,26 @@ pub(super) async fn listen(
     patience: Duration,
 ) {
     let patience = patience.max(RELISTEN_PAUSE);
-    // Whether the last connection listened: a loss is told once, not at
-    // every failed attempt (a server that takes connections but refuses
-    // LISTEN, a standby, would otherwise flap the engine's health against
-    // the reads that work there).
+    // Whether the last connection listened: its loss is told at once.
+    // Failed attempts after it are told too, but at most every
+    // LOST_AGAIN_EVERY: an outage that begins before the LISTEN connection
+    // is made again must still show (the engine may have seen writes
+    // work meanwhile), and a server that takes reads but refuses this
+    // connection must not flap the engine's health twice a second.
     let mut listened = true;
+    let mut told: Option<tokio::time::Instant> = None;
     loop {
-        if let Ok((client, mut connection)) = target.connect_raw(&credentials).await {
+        let attempt = target.connect_raw(&credentials).await;
+        if let Err(err) = &attempt
+            && told.is_none_or(|at| at.elapsed() >= LOST_AGAIN_EVERY)
+        {
+            told = Some(tokio::time::Instant::now());
+            let lost = Notice::Lost(format!("cannot make the LISTEN connection: {err}"));
+            if engine.send(lost).is_err() {
+                return;
+            }
+        }
+        if let Ok((client, mut connection)) = attempt {
             let (payloads, mut received) = mpsc::unbounded_channel::<String>();
             let driver = tokio::spawn(async move {
                 let mut messages =
@@ -78,8 +95,11 @@ pub(super) async fn listen(
             }
             driver.abort();
             let lost = Notice::Lost("the LISTEN connection was lost".into());
-            if std::mem::take(&mut listened) && engine.send(lost).is_err() {
-                return;
+            if std::mem::take(&mut listened) {
+                told = Some(tokio::time::Instant::now());
+                if engine.send(lost).is_err() {
+                    return;
+                }
             }
         }
         if engine.is_closed() {

@@ -492,7 +492,11 @@ impl<T> State<T> {
                 Witness::Check,
                 now,
             ),
-            Err(reason) => self.note_writes(Err(&reason), Witness::Check, now),
+            Err(reason) => {
+                self.note_writes(Err(&reason), Witness::Check, now);
+                // Nothing read: the replication state is not known.
+                self.out.push(Output::Replication(Err(reason)));
+            }
         }
     }
 
