@@ -148,6 +148,8 @@ pub struct State<T> {
     /// When an unservable row was last logged (at most every
     /// [`UNSERVABLE_LOG_EVERY`]: every GET of it finds it again).
     unservable_logged: Option<Instant>,
+    /// When a statement refused for its data was last logged (as rarely).
+    refusal_logged: Option<Instant>,
     out: Vec<Output<T>>,
 }
 
@@ -178,6 +180,7 @@ impl<T> State<T> {
             writable: true,
             failed_by_check: false,
             unservable_logged: None,
+            refusal_logged: None,
             out: Vec::new(),
         }
     }
@@ -547,7 +550,18 @@ impl<T> State<T> {
                     self.out.push(Output::Health(Health::Writable));
                 }
             }
-            Err(reason) if by == Witness::Job && refused_for_its_data(reason) => {}
+            Err(reason) if by == Witness::Job && refused_for_its_data(reason) => {
+                // Not an outage, but why STOREs fail: said now and then.
+                if self
+                    .refusal_logged
+                    .is_none_or(|at| now >= at + UNSERVABLE_LOG_EVERY)
+                {
+                    self.refusal_logged = Some(now);
+                    log::warn!(
+                        "postgres: a statement was refused ({reason}); its STOREs are tried again until their time is spent"
+                    );
+                }
+            }
             Err(reason) if self.writable => {
                 self.writable = false;
                 self.failed_by_check = by == Witness::Check;
