@@ -1191,7 +1191,6 @@ fn record(
 /// name the new server; no acknowledged or served name is missing from
 /// the new primary, no name stored twice (tests/common/history.rs).
 #[test]
-#[ignore = "defect (2 runs of 6, more under load): after the frozen old primary thaws, a front-end's idle pooled connections to it answer GETs of names W00T!ed on the new primary with a miss"]
 fn a_frozen_primary_then_thawed_loses_nothing() {
     require!(AutoFailover);
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
