@@ -1074,7 +1074,6 @@ fn one_refused_store_does_not_flap_readiness() {
 /// statement", so a poisoned row fails the whole batch unless it is
 /// split.
 #[test]
-#[ignore = "defect (on a loaded machine, 3 runs of 5): STOREs of good names sharing statements with a refused row get ERROR storage unavailable"]
 fn a_refused_row_does_not_fail_the_others_in_its_batch() {
     require!(Postgres);
     let pg = Postgres::start();

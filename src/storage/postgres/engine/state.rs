@@ -68,6 +68,10 @@ struct Insert<T> {
     write_id: i64,
     /// Tried before (a lost answer): a conflicting row may be its own.
     retried: bool,
+    /// Its statement was refused for its data (a constraint, a trigger):
+    /// it is tried in a statement of its own, which holds no other
+    /// STORE back.
+    alone: bool,
     deadline: Instant,
 }
 
@@ -218,6 +222,7 @@ impl<T> State<T> {
                         record,
                         write_id,
                         retried: false,
+                        alone: false,
                         deadline,
                     });
                 }
@@ -426,7 +431,12 @@ impl<T> State<T> {
 
     fn start_write(&mut self, now: Instant) {
         let take = |n: usize| n.min(MAX_PER_STATEMENT);
-        let inserts: Vec<Insert<T>> = self.inserts.drain(..take(self.inserts.len())).collect();
+        if self.inserts.front().is_some_and(|i| i.alone) {
+            return self.start_alone(now);
+        }
+        // Up to the first STORE that must go alone.
+        let batch = self.inserts.iter().take_while(|i| !i.alone).count();
+        let inserts: Vec<Insert<T>> = self.inserts.drain(..take(batch)).collect();
         let acquires: Vec<Acquire> = self.acquires.drain(..take(self.acquires.len())).collect();
         let releases: Vec<(i64, Instant)> =
             self.releases.drain(..take(self.releases.len())).collect();
@@ -458,6 +468,29 @@ impl<T> State<T> {
             inserts,
             acquires,
             releases: (releases, release_deadline),
+        };
+        self.start(batch, limit, work);
+    }
+
+    /// A write job of the one STORE at the front, which must go alone.
+    fn start_alone(&mut self, now: Instant) {
+        let Some(insert) = self.inserts.pop_front() else {
+            return;
+        };
+        let limit = time_left(std::iter::once(insert.deadline), now);
+        let inserts = vec![insert];
+        let (plain, leased) = insert_args(&inserts);
+        let work = Work::Write(Box::new(WriteArgs {
+            plain,
+            leased,
+            lease_secs: self.settings.lease.as_secs_f64(),
+            ..Default::default()
+        }));
+        self.writing += 1;
+        let batch = Batch::Write {
+            inserts,
+            acquires: Vec::new(),
+            releases: (Vec::new(), self.deadline(now)),
         };
         self.start(batch, limit, work);
     }
@@ -667,7 +700,7 @@ enum Witness {
 /// the statement — a data exception (22), an integrity constraint (23),
 /// a permission or syntax (42), a trigger's `RAISE` (P0) — rather than
 /// writes not committing.
-fn refused_for_its_data(reason: &str) -> bool {
+pub(super) fn refused_for_its_data(reason: &str) -> bool {
     let code = reason
         .strip_suffix(')')
         .and_then(|r| r.rsplit_once('('))

@@ -961,3 +961,41 @@ fn a_statement_refused_for_its_data_is_no_write_outage() {
         vec![Health::Unwritable("no answer within 3000 ms".to_string())]
     );
 }
+
+/// One row refused for its data fails its whole statement: the STOREs it
+/// carried are each tried again in a statement of their own, so the
+/// refused one holds no other back (a hostile tester's STOREs of good
+/// names got `ERROR storage unavailable` behind a poisoned one).
+#[test]
+fn a_statement_refused_for_its_data_is_split() {
+    let mut bench = Bench::new(8);
+    bench.store("good", 1, None);
+    bench.store("poison", 2, None);
+    let job = bench.only_job();
+    assert_eq!(write_args(&job).plain.names.len(), 2);
+    let refused = "violates check constraint \"no_poison\" (23514)";
+    bench.done(job.id, Err(refused.into()));
+    assert!(bench.outputs().jobs.is_empty());
+    bench.wake_when_due();
+    let jobs = bench.outputs().jobs;
+    let names: Vec<Vec<Vec<u8>>> = jobs
+        .iter()
+        .map(|j| write_args(j).plain.names.clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec![b"good".to_vec()]
+            .into_iter()
+            .map(|n| vec![n])
+            .chain([vec![b"poison".to_vec()]])
+            .collect::<Vec<_>>()
+    );
+    for job in jobs {
+        let name = write_args(&job).plain.names[0].clone();
+        match &name[..] {
+            b"good" => bench.done(job.id, Ok(Rows::Write(insert_rows("good", stored())))),
+            _ => bench.done(job.id, Err(refused.into())),
+        }
+    }
+    assert_eq!(written(&bench.outputs()), vec![(1, Outcome::Stored)]);
+}

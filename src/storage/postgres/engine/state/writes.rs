@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::{
     Acquire, AcquireRow, Insert, InsertRow, Item, Output, State, UNCONFIRMED, Witness, WriteRows,
+    refused_for_its_data,
 };
 use crate::storage::{Event, Lease, Outcome, Record, Reserved, Written};
 
@@ -32,6 +33,16 @@ impl<T> State<T> {
             Ok(rows) => rows,
             Err(reason) => {
                 self.note_writes(Err(&reason), Witness::Job, now);
+                if refused_for_its_data(&reason) && inserts.len() > 1 {
+                    // One row refused fails the whole statement: each
+                    // STORE is tried again in a statement of its own, so
+                    // the others are not held back by the one refused.
+                    let mut inserts = inserts;
+                    for insert in &mut inserts {
+                        insert.alone = true;
+                    }
+                    return self.write_failed(inserts, acquires, releases, now);
+                }
                 return self.write_failed(inserts, acquires, releases, now);
             }
         };
