@@ -448,3 +448,122 @@ fn the_deadline_covers_queues_and_dryrun_fail_open_counts_failed_open() {
         0.0
     );
 }
+
+/// "lines wait in a buffer of `decision_log_buffer` lines ... when it is
+/// full (a slow disk, a reader of stderr that stopped) lines are dropped":
+/// the buffer counts lines, not bytes. With `decision_log_values = true`
+/// a 64 KiB value of control bytes makes a line of about 450 KiB
+/// (`\u0001` escapes plus `value_hex`), so a reader of stderr that stopped
+/// lets the default buffer of 10000 lines grow jnhpd by about 4.5 GB; the
+/// docs give no bound in bytes (max_inflight_bytes, 64 MiB, is the
+/// daemon's stated budget for requests in memory).
+#[test]
+#[ignore = "defect: decision_log_buffer bounds lines, not bytes: a stuck stderr with decision_log_values grows ~450 KiB a STORE (GBs at the default buffer)"]
+fn a_stuck_stderr_with_values_keeps_memory_bounded() {
+    use std::io::{BufRead, BufReader};
+    let d = dir();
+    let config = d.path().join("jnhp.toml");
+    std::fs::write(
+        &config,
+        "[validation]\ndecision_log = \"stderr\"\ndecision_log_values = true\n\
+         [[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 100000\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(common::bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read up to the "listening on" line, then never again.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no start");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split(';').next().unwrap().trim().parse().unwrap();
+        }
+    };
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let before = rss();
+    let mut c = Client::connect(addr);
+    let value = vec![1u8; 65000];
+    let n = 600u64;
+    for i in 0..n {
+        let mut req = format!("STORE n{i} ").into_bytes();
+        req.extend_from_slice(&value);
+        req.extend_from_slice(b"\r\n");
+        c.send(&req);
+        assert_eq!(c.reply(), "W00T!");
+    }
+    let grown_kib = rss().saturating_sub(before);
+    let _ = child.kill();
+    let _ = child.wait();
+    let stored_kib = n * 65000 / 1024;
+    assert!(
+        grown_kib < stored_kib + 64 * 1024,
+        "grew {grown_kib} KiB for {stored_kib} KiB stored: the stuck log's buffer holds the rest"
+    );
+}
+
+/// `decision_log = "stderr"` shares stderr with jnhpd's own log lines:
+/// long decision lines (64 KiB values, beyond PIPE_BUF) written while
+/// "would refuse" warnings are logged from other connections must never
+/// be split or interleaved: each stderr line is a log line or one JSON
+/// object.
+#[test]
+fn decision_lines_on_stderr_never_interleave_with_log_lines() {
+    let config = "[validation]\ndecision_log = \"stderr\"\ndecision_log_values = true\n\
+         [[validator]]\nname = \"w\"\nkind = \"function\"\nfunction = \"regex\"\n\
+         pattern = \"^[a-z]+$\"\nmode = \"warn\"\n";
+    let s = Server::start(config);
+    let addr = s.addr();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..50 {
+                    let value = if t % 2 == 0 {
+                        "\u{1}".repeat(60000)
+                    } else {
+                        "X".into()
+                    };
+                    assert_eq!(c.ask(&format!("STORE n{t}-{i} {value}")), "W00T!");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while s.log.count("{\"time\"") < 200 {
+        assert!(Instant::now() < deadline, "{} lines", s.log.count("{\"time\""));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let all = s.log.all();
+    let mut json = 0;
+    for line in all.lines() {
+        if line.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{e}: {}", &line[..line.len().min(300)]));
+            assert!(v.is_object());
+            json += 1;
+        } else {
+            assert!(
+                line.starts_with("20") && line.contains(" jnhpd[") && line.len() < 2000,
+                "a broken line: {}",
+                &line[..line.len().min(300)]
+            );
+        }
+    }
+    assert_eq!(json, 200);
+    assert_eq!(s.log.count("would refuse"), 200);
+}
