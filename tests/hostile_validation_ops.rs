@@ -718,3 +718,88 @@ fn a_refusal_for_one_peer_is_not_served_to_another_from_the_cache() {
         "the validator allows this peer; the cache refused it"
     );
 }
+
+/// A deadline applied by SIGHUP; past it, with `on_failure = "allow"`
+/// everywhere, the validators after the late one do not run, fail at once
+/// as `timeout`, each counted as failed open, and the STORE is stored.
+#[test]
+fn past_a_sighup_deadline_the_rest_of_an_allow_chain_fails_open_unrun() {
+    let d = dir();
+    let g = gate(d.path());
+    let slow = script(d.path(), "slow", "sleep 30\necho JNHP:1");
+    let log = d.path().join("d.log");
+    let config = |deadline: u64| {
+        format!(
+            "[admin]\nlisten = [\"127.0.0.1:0\"]\n\
+             [validation]\ndeadline_ms = {deadline}\ndecision_log = \"{}\"\n\
+             [[validator]]\nname = \"slow\"\nkind = \"process\"\ncommand = [\"{}\"]\n\
+             timeout_ms = 60000\non_failure = \"allow\"\n\
+             [[validator]]\nname = \"gate\"\nkind = \"process\"\ncommand = [\"{}\"]\n\
+             on_failure = \"allow\"\n",
+            log.display(),
+            slow.display(),
+            g.display()
+        )
+    };
+    let s = Server::start_in(d, &config(0));
+    reload(&s, &config(300));
+    let mut c = s.connect();
+    let t = Instant::now();
+    assert_eq!(c.ask("STORE a bad"), "W00T!", "every failure fails open");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(runs(s.dir.path()).is_empty(), "gate ran past the deadline");
+    let line = &decisions(&log, 1)[0];
+    assert_eq!(line["validators"][0]["cause"], "timeout", "{line}");
+    assert_eq!(line["validators"][1]["verdict"], "failure", "{line}");
+    assert_eq!(line["validators"][1]["cause"], "timeout", "{line}");
+    assert_eq!(line["outcome"], "allowed");
+    let m = metrics(admin_addr(&s));
+    for v in ["slow", "gate"] {
+        assert_eq!(
+            m[&format!("jnhpd_validator_failed_open_total{{validator=\"{v}\"}}")],
+            1.0,
+            "{v}"
+        );
+    }
+}
+
+/// With a buffer of one line and a pipelined burst, every judged STORE is
+/// accounted for: written + dropped = judged, and the file holds exactly
+/// the written lines, each whole.
+#[test]
+fn a_one_line_buffer_accounts_for_every_line() {
+    let d = dir();
+    let log = d.path().join("d.log");
+    let config = format!(
+        "[admin]\nlisten = [\"127.0.0.1:0\"]\n\
+         [validation]\ndecision_log = \"{}\"\ndecision_log_buffer = 1\n\
+         [[validator]]\nkind = \"function\"\nfunction = \"max_bytes\"\nmax = 10\n",
+        log.display()
+    );
+    let s = Server::start_in(d, &config);
+    let admin = admin_addr(&s);
+    let mut c = s.connect();
+    let n = 3000;
+    let mut burst = Vec::new();
+    for i in 0..n {
+        burst.extend_from_slice(format!("STORE n{i} v\r\n").as_bytes());
+    }
+    c.send(&burst);
+    for _ in 0..n {
+        assert_eq!(c.reply(), "W00T!");
+    }
+    let deadline = Instant::now() + PATIENCE;
+    let (written, dropped) = loop {
+        let m = metrics(admin);
+        let w = m["jnhpd_decision_log_lines_total{result=\"written\"}"];
+        let dr = m["jnhpd_decision_log_lines_total{result=\"dropped\"}"];
+        assert_eq!(m["jnhpd_decision_log_lines_total{result=\"failed\"}"], 0.0);
+        if w + dr >= n as f64 {
+            break (w, dr);
+        }
+        assert!(Instant::now() < deadline, "written {w} dropped {dr}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(written + dropped, n as f64);
+    assert_eq!(raw_decisions(&log, written as usize).len(), written as usize);
+}
