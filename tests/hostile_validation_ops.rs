@@ -880,3 +880,44 @@ fn a_decision_log_swapped_for_the_data_file_never_writes_into_it() {
         s.log.all()
     );
 }
+
+/// A change of `on_failure` keeps the validator and its cache; a change of
+/// its cache settings keeps the validator (its figures) but empties the
+/// cache, so the validator runs again.
+#[test]
+fn cache_settings_changed_by_sighup_empty_the_cache_and_keep_the_figures() {
+    let d = dir();
+    let g = gate(d.path());
+    let table = |on_failure: &str, entries: u32| {
+        format!(
+            "[admin]\nlisten = [\"127.0.0.1:0\"]\n\
+             [[validator]]\nname = \"gate\"\nkind = \"process\"\ncommand = [\"{}\"]\n\
+             on_failure = \"{on_failure}\"\ndeny_cache_secs = 600\ndeny_cache_entries = {entries}\n",
+            g.display()
+        )
+    };
+    let s = Server::start_in(d, &table("reject", 100));
+    let admin = admin_addr(&s);
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE a bad"), "RARGH!");
+    reload(&s, &table("allow", 100));
+    assert_eq!(c.ask("STORE a bad"), "RARGH!");
+    assert_eq!(
+        runs(s.dir.path()),
+        ["bad"],
+        "on_failure alone keeps the cache"
+    );
+    reload(&s, &table("allow", 200));
+    let m = metrics(admin);
+    assert_eq!(
+        m["jnhpd_validator_deny_cache_entries{validator=\"gate\"}"],
+        0.0
+    );
+    assert_eq!(c.ask("STORE a bad"), "RARGH!");
+    assert_eq!(runs(s.dir.path()), ["bad", "bad"], "an emptied cache");
+    let m = metrics(admin);
+    assert_eq!(
+        m["jnhpd_validator_verdicts_total{validator=\"gate\",verdict=\"deny\"}"], 3.0,
+        "the same validator, its figures kept"
+    );
+}
