@@ -694,7 +694,6 @@ fn a_stuck_stderr_decision_log_never_holds_a_warn_store_back() {
 /// the cache by the peer nor warn against a deny cache on a validator
 /// that looks at the peer.
 #[test]
-#[ignore = "defect: the deny cache ignores the peer: an unauthorised client's refusal is served to an authorised one (poisoning)"]
 fn a_refusal_for_one_peer_is_not_served_to_another_from_the_cache() {
     let d = dir();
     let trusted = d.path().join("trusted");
