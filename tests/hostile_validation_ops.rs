@@ -120,7 +120,6 @@ fn ask_bytes(c: &mut Client, request: &[u8]) -> String {
 /// that honour C1 under `tail -f`, and U+2028 splits the line for
 /// readers that split on Unicode line ends (Python's `str.splitlines`).
 #[test]
-#[ignore = "defect: the decision log writes DEL, C1 controls and U+2028/U+2029 raw, not escaped"]
 fn the_decision_log_escapes_del_c1_and_line_separators() {
     let d = dir();
     let log = d.path().join("decisions.log");

@@ -10,7 +10,8 @@
 //!
 //! The value itself is not logged unless `decision_log_values = true`:
 //! its length and SHA-256 digest are. Names, values and peers are written
-//! as JSON strings (control characters escaped by serde_json); bytes that
+//! as JSON strings (every control character escaped as `\uXXXX`: C0 by
+//! serde_json, then DEL, C1 and U+2028/U+2029 by [`json_line`]); bytes that
 //! are not UTF-8 are replaced by U+FFFD there, and the exact bytes given
 //! in hex beside (`name_hex`, `value_hex`), so every line is valid JSON on
 //! one line and nothing is lost.
@@ -100,6 +101,32 @@ fn text(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, Option<String>) {
     let lossy = String::from_utf8_lossy(bytes);
     let exact = matches!(lossy, std::borrow::Cow::Borrowed(_));
     (lossy, (!exact).then(|| hex(bytes)))
+}
+
+/// `line` as one line of JSON, `\n` ended, with every character a
+/// terminal or a line reader might act on escaped. serde_json escapes only
+/// C0 controls; DEL, the C1 controls (U+0080 to U+009F, U+0085 NEL among
+/// them: a C1 CSI drives terminals under `tail -f`) and U+2028/U+2029
+/// (line ends to some readers) are escaped here as `\uXXXX`. Outside
+/// strings serde_json writes only ASCII punctuation, digits and literals,
+/// so every such character met is inside a string, where the escape means
+/// the same character: the JSON is unchanged.
+fn json_line(line: &Line) -> Option<String> {
+    // Strings and numbers only: serializing cannot fail.
+    let raw = serde_json::to_string(line).ok()?;
+    let mut text = String::with_capacity(raw.len() + 1);
+    for c in raw.chars() {
+        if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) || c == '\u{2028}' || c == '\u{2029}'
+        {
+            use std::fmt::Write;
+            // Writing to a String cannot fail.
+            let _ = write!(text, "\\u{:04x}", c as u32);
+        } else {
+            text.push(c);
+        }
+    }
+    text.push('\n');
+    Some(text)
 }
 
 enum Message {
@@ -218,12 +245,9 @@ impl DecisionLog {
             validators: steps,
             outcome: if allowed { "allowed" } else { "refused" },
         };
-        let mut text = match serde_json::to_string(&line) {
-            Ok(text) => text,
-            // Strings and numbers only: serializing cannot fail.
-            Err(_) => return,
+        let Some(text) = json_line(&line) else {
+            return;
         };
-        text.push('\n');
         match self.lines.try_send(Message::Line(text)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
@@ -382,5 +406,45 @@ mod tests {
         );
         assert_eq!(back["validators"][0]["mode"], "dryrun");
         assert!(back.get("value").is_none());
+    }
+
+    #[test]
+    fn del_c1_and_unicode_line_ends_are_escaped() {
+        let odd = "a\u{7f}\u{80}\u{85}\u{9b}\u{9f}\u{2028}\u{2029}\u{a0}é\"\\";
+        let steps = [];
+        let line = Line {
+            time: "t".into(),
+            name: odd.into(),
+            name_hex: None,
+            value_bytes: 0,
+            value_sha256: String::new(),
+            value: Some(odd.into()),
+            value_hex: None,
+            peer: None,
+            peer_cert_subject: Some(odd),
+            validators: &steps,
+            outcome: "allowed",
+        };
+        let text = json_line(&line).unwrap();
+        assert!(text.ends_with('\n'));
+        let body = &text[..text.len() - 1];
+        assert!(
+            !body
+                .chars()
+                .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}'),
+            "{body:?}"
+        );
+        assert!(
+            body.contains("\\u009b") && body.contains("\\u2028"),
+            "{body:?}"
+        );
+        assert!(
+            body.contains("\u{a0}é"),
+            "printable characters stay as they are"
+        );
+        let back: serde_json::Value = serde_json::from_str(body).unwrap();
+        for key in ["name", "value", "peer_cert_subject"] {
+            assert_eq!(back[key], odd, "{key}");
+        }
     }
 }
