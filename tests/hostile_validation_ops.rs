@@ -818,7 +818,6 @@ fn a_one_line_buffer_accounts_for_every_line() {
 /// handles). A denylist's `path` is accepted as well: each decision line
 /// becomes a denied value within 2 s.
 #[test]
-#[ignore = "defect: decision_log may be the log file (log.file) or a denylist's path: not refused as jnhpd's own files"]
 fn a_decision_log_that_is_the_log_file_or_a_denylist_is_refused() {
     let d = dir();
     std::fs::write(d.path().join("deny.txt"), "evil\n").unwrap();

@@ -155,8 +155,30 @@ impl Config {
             (storage.data_file(), "the data file (storage.path)"),
             (daemon.pidfile.as_deref(), "the pidfile (daemon.pidfile)"),
         ];
-        let validation = validators::resolve_validation(validation, &src, own_files, &mut places)?;
         let log = log::resolve(log, &src, own_files, &mut places)?;
+        // The decision log must not be the log file or a denylist either:
+        // two writers in one file, or decisions read back as denied values.
+        let log_file = match &log.target {
+            log::LogTarget::File { path } => Some(path.as_path()),
+            _ => None,
+        };
+        let denylists: Vec<(&Path, String)> = validators
+            .iter()
+            .filter_map(|v| match &v.check {
+                Check::Denylist { path } => Some((
+                    path.as_path(),
+                    format!("the denylist of validator {:?}", v.name),
+                )),
+                _ => None,
+            })
+            .collect();
+        let decision_log_clashes: Vec<(Option<&Path>, &str)> = own_files
+            .into_iter()
+            .chain([(log_file, "the log file (log.file)")])
+            .chain(denylists.iter().map(|(p, what)| (Some(*p), what.as_str())))
+            .collect();
+        let validation =
+            validators::resolve_validation(validation, &src, &decision_log_clashes, &mut places)?;
         Ok(Config {
             server,
             storage,
