@@ -849,7 +849,6 @@ fn a_decision_log_that_is_the_log_file_or_a_denylist_is_refused() {
 /// already been reopened on the new path, so decision lines go into the
 /// data file (the next start finds a "damaged last record" and cuts it).
 #[test]
-#[ignore = "defect: SIGHUP reopens the decision log before the check that refuses it as the data file: JSON lines appended to the data file"]
 fn a_decision_log_swapped_for_the_data_file_never_writes_into_it() {
     let d = dir();
     let data = d.path().join("data");

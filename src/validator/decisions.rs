@@ -151,9 +151,12 @@ pub struct OpenError(String);
 
 impl DecisionLog {
     /// Starts the writer of `spec.decision_log` (`None` when it is off).
+    /// `own_files` are jnhpd's own files (config, data file, pidfile, log
+    /// file, denylists): a SIGHUP never reopens the log onto one of them.
     pub fn start(
         spec: &ValidationSpec,
         metrics: Arc<Metrics>,
+        own_files: Vec<PathBuf>,
     ) -> Result<Option<Arc<DecisionLog>>, OpenError> {
         let sink = match &spec.decision_log {
             DecisionLogTarget::Off => return Ok(None),
@@ -161,6 +164,7 @@ impl DecisionLog {
             DecisionLogTarget::File(path) => Sink::File {
                 file: crate::base::logging::open_log_file(path).map_err(OpenError)?,
                 path: path.clone(),
+                own: OwnFiles::capture(own_files),
             },
         };
         let (lines, received) = sync_channel(spec.log_buffer);
@@ -266,7 +270,42 @@ const BATCH_BYTES: usize = 64 * 1024;
 
 enum Sink {
     Stderr,
-    File { path: PathBuf, file: File },
+    File {
+        path: PathBuf,
+        file: File,
+        own: OwnFiles,
+    },
+}
+
+/// jnhpd's own files, as the decision log must never be reopened onto
+/// them: the path swapped for a link to the data file between two
+/// SIGHUPs would otherwise get JSON lines appended to the data file
+/// (the config check runs after the reopen, and only on the new config).
+/// Each is known by its (device, inode) at start, so a file later moved
+/// away or replaced is still recognised, and by its path, looked up again
+/// at each reopen, for a file created after start (a data file, a
+/// pidfile) or replaced since.
+struct OwnFiles {
+    paths: Vec<PathBuf>,
+    at_start: Vec<(u64, u64)>,
+}
+
+impl OwnFiles {
+    fn capture(paths: Vec<PathBuf>) -> OwnFiles {
+        let at_start = paths.iter().filter_map(|p| identity(p)).collect();
+        OwnFiles { paths, at_start }
+    }
+
+    /// Whether the file whose (device, inode) is `id` is one of them.
+    fn holds(&self, id: (u64, u64)) -> bool {
+        self.at_start.contains(&id) || self.paths.iter().any(|p| identity(p) == Some(id))
+    }
+}
+
+/// A file's (device, inode), following links; `None` if it is missing.
+fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 struct Writer {
@@ -358,10 +397,20 @@ impl Writer {
     }
 
     fn reopen(&mut self) {
-        let Sink::File { path, file } = &mut self.sink else {
+        use std::os::unix::fs::MetadataExt;
+        let Sink::File { path, file, own } = &mut self.sink else {
             return;
         };
         match crate::base::logging::open_log_file(path) {
+            // What was opened, not what the path names now: no race.
+            Ok(new) if new.metadata().is_ok_and(|m| own.holds((m.dev(), m.ino()))) => {
+                log::error!(
+                    "SIGHUP: the decision log {} is now one of jnhpd's own files (the config, \
+                     the data file, the pidfile, the log file or a denylist): not reopened; \
+                     still writing to the decision log opened before (validation.decision_log)",
+                    path.display()
+                );
+            }
             Ok(new) => {
                 *file = new;
                 log::info!("SIGHUP: decision log {} reopened", path.display());
@@ -406,6 +455,28 @@ mod tests {
         );
         assert_eq!(back["validators"][0]["mode"], "dryrun");
         assert!(back.get("value").is_none());
+    }
+
+    #[test]
+    fn own_files_are_known_by_inode_at_start_and_by_path_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let later = dir.path().join("pidfile");
+        std::fs::write(&data, "d").unwrap();
+        let own = OwnFiles::capture(vec![data.clone(), later.clone()]);
+        let id = |p: &std::path::Path| identity(p).unwrap();
+        let data_id = id(&data);
+        assert!(own.holds(data_id));
+        // Moved away: still known by its inode at start.
+        let moved = dir.path().join("moved");
+        std::fs::rename(&data, &moved).unwrap();
+        assert!(own.holds(id(&moved)));
+        // Created after start: known by its path.
+        std::fs::write(&later, "1").unwrap();
+        assert!(own.holds(id(&later)));
+        let other = dir.path().join("other");
+        std::fs::write(&other, "o").unwrap();
+        assert!(!own.holds(id(&other)));
     }
 
     #[test]

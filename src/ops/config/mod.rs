@@ -205,6 +205,33 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// jnhpd's own files, which a log must never be written into: the
+    /// config file, the data file, the pidfile, the log file and the
+    /// denylists (those set). The decision log checks what SIGHUP reopens
+    /// against them.
+    pub(crate) fn own_files(&self) -> Vec<PathBuf> {
+        let log_file = match &self.log.target {
+            LogTarget::File { path } => Some(path.as_path()),
+            _ => None,
+        };
+        let denylists = self.validators.iter().filter_map(|v| match &v.check {
+            Check::Denylist { path } => Some(path.as_path()),
+            _ => None,
+        });
+        [
+            Some(self.places.file()),
+            self.storage.data_file(),
+            self.daemon.pidfile.as_deref(),
+            log_file,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(denylists)
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .collect()
+    }
+
     /// Where JNHP/1 over TLS is served (empty without TLS).
     pub fn tls_listen(&self) -> &[ListenAddr] {
         self.tls.as_ref().map_or(&[], |tls| &tls.listen)
