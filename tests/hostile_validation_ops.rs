@@ -457,7 +457,6 @@ fn the_deadline_covers_queues_and_dryrun_fail_open_counts_failed_open() {
 /// docs give no bound in bytes (max_inflight_bytes, 64 MiB, is the
 /// daemon's stated budget for requests in memory).
 #[test]
-#[ignore = "defect: decision_log_buffer bounds lines, not bytes: a stuck stderr with decision_log_values grows ~450 KiB a STORE (GBs at the default buffer)"]
 fn a_stuck_stderr_with_values_keeps_memory_bounded() {
     use std::io::{BufRead, BufReader};
     let d = dir();

@@ -20,6 +20,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
@@ -136,10 +137,22 @@ enum Message {
     Flush(std::sync::mpsc::Sender<()>),
 }
 
+/// The most bytes of lines the decision log holds waiting (in the channel
+/// and in the writer's batch), whatever `decision_log_buffer` says: that
+/// counts lines, and with `decision_log_values` one line may be hundreds
+/// of KiB (a 64 KiB value of control bytes, escaped and in hex), so a
+/// writer that stopped (a reader of stderr that stopped) would otherwise
+/// hold GBs. A line that does not fit is dropped and counted as dropped;
+/// one line is always let in when nothing waits, so a line larger than
+/// this is still written. Documented in docs/configuration.md.
+pub(crate) const BUFFER_BYTES: usize = 16 * 1024 * 1024;
+
 /// The decision log's sending end, shared by every chain.
 #[derive(Debug)]
 pub struct DecisionLog {
     lines: SyncSender<Message>,
+    /// Bytes of lines sent and not yet written (see [`BUFFER_BYTES`]).
+    queued: Arc<AtomicUsize>,
     log_values: bool,
     metrics: Arc<Metrics>,
 }
@@ -168,10 +181,12 @@ impl DecisionLog {
             },
         };
         let (lines, received) = sync_channel(spec.log_buffer);
+        let queued = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
             sink,
             metrics: metrics.clone(),
             failing: false,
+            queued: queued.clone(),
         };
         std::thread::Builder::new()
             .name("decision-log".into())
@@ -179,6 +194,7 @@ impl DecisionLog {
             .map_err(|e| OpenError(format!("cannot start the decision log's writer: {e}")))?;
         Ok(Some(Arc::new(DecisionLog {
             lines,
+            queued,
             log_values: spec.log_values,
             metrics,
         })))
@@ -252,11 +268,33 @@ impl DecisionLog {
         let Some(text) = json_line(&line) else {
             return;
         };
+        let len = text.len();
+        if !reserve(&self.queued, len, BUFFER_BYTES) {
+            self.metrics.decision_log.dropped.fetch_add(1, Relaxed);
+            return;
+        }
         match self.lines.try_send(Message::Line(text)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(len, Relaxed);
                 self.metrics.decision_log.dropped.fetch_add(1, Relaxed);
             }
+        }
+    }
+}
+
+/// Counts `len` more bytes in `queued` if they fit in `budget`, or if
+/// nothing is queued (so that one line larger than the budget still
+/// goes). Whether they were counted.
+fn reserve(queued: &AtomicUsize, len: usize, budget: usize) -> bool {
+    let mut now = queued.load(Relaxed);
+    loop {
+        if now != 0 && now.saturating_add(len) > budget {
+            return false;
+        }
+        match queued.compare_exchange_weak(now, now + len, Relaxed, Relaxed) {
+            Ok(_) => return true,
+            Err(actual) => now = actual,
         }
     }
 }
@@ -314,6 +352,8 @@ struct Writer {
     /// Whether the last write failed (a failure is logged once per run of
     /// failures, not once per line).
     failing: bool,
+    /// Bytes of lines sent and not yet written: lowered as they are.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -332,14 +372,12 @@ impl Writer {
                         lines += 1;
                     }
                     Message::Reopen => {
-                        self.write(&batch, lines);
-                        batch.clear();
+                        self.write_out(&mut batch, lines);
                         lines = 0;
                         self.reopen();
                     }
                     Message::Flush(done) => {
-                        self.write(&batch, lines);
-                        batch.clear();
+                        self.write_out(&mut batch, lines);
                         lines = 0;
                         let _ = done.send(());
                     }
@@ -356,8 +394,7 @@ impl Writer {
                     }
                 }
             }
-            self.write(&batch, lines);
-            batch.clear();
+            self.write_out(&mut batch, lines);
             if batch.capacity() > 4 * BATCH_BYTES {
                 batch.shrink_to(BATCH_BYTES);
             }
@@ -368,6 +405,14 @@ impl Writer {
                 std::thread::sleep(PAUSE);
             }
         }
+    }
+
+    /// Writes the batch of `lines` lines and empties it: its bytes no
+    /// longer count against [`BUFFER_BYTES`].
+    fn write_out(&mut self, batch: &mut Vec<u8>, lines: u64) {
+        self.write(batch, lines);
+        self.queued.fetch_sub(batch.len(), Relaxed);
+        batch.clear();
     }
 
     /// Writes `lines` lines, whole or not at all.
@@ -477,6 +522,21 @@ mod tests {
         let other = dir.path().join("other");
         std::fs::write(&other, "o").unwrap();
         assert!(!own.holds(id(&other)));
+    }
+
+    #[test]
+    fn the_byte_budget_lets_one_line_in_when_empty_and_no_more_than_it_holds() {
+        let queued = AtomicUsize::new(0);
+        assert!(
+            reserve(&queued, 150, 100),
+            "one line larger than the budget"
+        );
+        assert!(!reserve(&queued, 1, 100));
+        queued.fetch_sub(150, Relaxed);
+        assert!(reserve(&queued, 60, 100));
+        assert!(reserve(&queued, 40, 100));
+        assert!(!reserve(&queued, 1, 100));
+        assert_eq!(queued.load(Relaxed), 100);
     }
 
     #[test]
