@@ -620,7 +620,6 @@ fn exits_within(child: &mut std::process::Child, limit: Duration) -> bool {
 /// (`std::io::stderr().lock().write_all`), so every log line after it,
 /// the shutdown's included, waits forever.
 #[test]
-#[ignore = "defect: with decision_log = \"stderr\" and a stopped reader, SIGTERM never ends jnhpd (logging blocks on the stuck stderr)"]
 fn sigterm_ends_jnhpd_whose_stderr_decision_log_is_stuck() {
     let d = dir();
     let (mut child, addr) = start_with_stuck_stderr(
@@ -649,7 +648,6 @@ fn sigterm_ends_jnhpd_whose_stderr_decision_log_is_stuck() {
 /// to the same stderr: once the decision lines have filled the pipe, each
 /// such STORE hangs on its warning.
 #[test]
-#[ignore = "defect: with decision_log = \"stderr\" and a stopped reader, a warn validator's would-refuse line blocks the STORE forever"]
 fn a_stuck_stderr_decision_log_never_holds_a_warn_store_back() {
     let d = dir();
     let (mut child, addr) = start_with_stuck_stderr(

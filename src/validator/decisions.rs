@@ -17,7 +17,6 @@
 //! one line and nothing is lost.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -303,6 +302,11 @@ fn reserve(queued: &AtomicUsize, len: usize, budget: usize) -> bool {
 /// log, and `decision_log_buffer` lines must hold what arrives meanwhile.
 const PAUSE: Duration = Duration::from_millis(10);
 
+/// The most a batch of lines waits for a reader of stderr to make room
+/// (`decision_log = "stderr"`): then they are counted as failed, and the
+/// writer does not hold stderr (shared with the log) any longer.
+const STDERR_WAIT: Duration = Duration::from_secs(1);
+
 /// Lines are gathered into writes of about this many bytes.
 const BATCH_BYTES: usize = 64 * 1024;
 
@@ -421,7 +425,9 @@ impl Writer {
             return;
         }
         let whole = match &mut self.sink {
-            Sink::Stderr => std::io::stderr().lock().write_all(bytes).is_ok(),
+            // Shared with the log's lines: never held long by a reader
+            // that stopped (see `base::stderr`).
+            Sink::Stderr => crate::base::stderr::write(bytes, STDERR_WAIT),
             Sink::File { file, .. } => crate::base::logging::append_whole(file, bytes),
         };
         let stats = &self.metrics.decision_log;
@@ -434,7 +440,7 @@ impl Writer {
             stats.failed.fetch_add(lines, Relaxed);
             if !std::mem::replace(&mut self.failing, true) {
                 log::error!(
-                    "decision log: a line could not be written (disk full?); lines are lost \
+                    "decision log: a line could not be written (disk full? a reader of stderr that stopped?); lines are lost \
                      until writing works again (jnhpd_decision_log_lines_total{{result=\"failed\"}})"
                 );
             }
