@@ -11,7 +11,7 @@
 //! The value itself is not logged unless `decision_log_values = true`:
 //! its length and SHA-256 digest are. Names, values and peers are written
 //! as JSON strings (every control character escaped as `\uXXXX`: C0 by
-//! serde_json, then DEL, C1 and U+2028/U+2029 by [`json_line`]); bytes that
+//! serde_json, then DEL, C1 and U+2028/U+2029 by `json_line`); bytes that
 //! are not UTF-8 are replaced by U+FFFD there, and the exact bytes given
 //! in hex beside (`name_hex`, `value_hex`), so every line is valid JSON on
 //! one line and nothing is lost.
