@@ -13,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use syslog::{Formatter3164, LoggerBackend};
@@ -186,6 +187,11 @@ fn line_of(record: &Record, journal: bool) -> String {
     line
 }
 
+/// The most a log line waits for a reader of stderr (a pipe) to make
+/// room: then it is dropped, and the lines after it do not wait until
+/// the pipe takes lines again (see `base::stderr`).
+const STDERR_WAIT: Duration = Duration::from_secs(1);
+
 struct Logger {
     sink: Sink,
 }
@@ -232,8 +238,11 @@ impl Log for Logger {
             Sink::Stderr { journal } => {
                 let line = line_of(record, *journal);
                 // One write per line, so lines from several threads never
-                // interleave.
-                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                // interleave; never waiting long on a reader that stopped
+                // (a line it does not take within the wait is dropped).
+                if !crate::base::stderr::write(line.as_bytes(), STDERR_WAIT) {
+                    DROPPED.fetch_add(1, Relaxed);
+                }
             }
             Sink::File(log_file) => {
                 let line = line_of(record, false);

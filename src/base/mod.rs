@@ -10,4 +10,5 @@
 pub mod files;
 pub mod logging;
 pub mod shutdown;
+pub(crate) mod stderr;
 pub mod timer;

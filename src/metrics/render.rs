@@ -148,7 +148,7 @@ impl prometheus_client::collector::Collector for Collector {
         counter(
             &mut e,
             "jnhpd_log_lines_dropped",
-            "Log lines dropped because the syslog socket was full.",
+            "Log lines dropped because the syslog socket (or stderr, a pipe) was full.",
             &[(vec![], crate::base::logging::dropped())],
         )?;
         if let Some(names) = &m.names {

@@ -299,9 +299,9 @@ impl Server {
         };
         let metrics = Metrics::new(store_kind(&config));
         let decision_log =
-            DecisionLog::start(&config.validation, metrics.clone()).map_err(|e| {
-                StartError::DecisionLog(config.places.error("validation.decision_log", e))
-            })?;
+            DecisionLog::start(&config.validation, metrics.clone(), config.own_files()).map_err(
+                |e| StartError::DecisionLog(config.places.error("validation.decision_log", e)),
+            )?;
         let chain = ValidatorChain::from_specs(&config.validators, None)
             .map_err(StartError::Validators)?
             .after(&own_validators)

@@ -10,15 +10,16 @@
 //!
 //! The value itself is not logged unless `decision_log_values = true`:
 //! its length and SHA-256 digest are. Names, values and peers are written
-//! as JSON strings (control characters escaped by serde_json); bytes that
+//! as JSON strings (every control character escaped as `\uXXXX`: C0 by
+//! serde_json, then DEL, C1 and U+2028/U+2029 by `json_line`); bytes that
 //! are not UTF-8 are replaced by U+FFFD there, and the exact bytes given
 //! in hex beside (`name_hex`, `value_hex`), so every line is valid JSON on
 //! one line and nothing is lost.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
@@ -102,6 +103,32 @@ fn text(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, Option<String>) {
     (lossy, (!exact).then(|| hex(bytes)))
 }
 
+/// `line` as one line of JSON, `\n` ended, with every character a
+/// terminal or a line reader might act on escaped. serde_json escapes only
+/// C0 controls; DEL, the C1 controls (U+0080 to U+009F, U+0085 NEL among
+/// them: a C1 CSI drives terminals under `tail -f`) and U+2028/U+2029
+/// (line ends to some readers) are escaped here as `\uXXXX`. Outside
+/// strings serde_json writes only ASCII punctuation, digits and literals,
+/// so every such character met is inside a string, where the escape means
+/// the same character: the JSON is unchanged.
+fn json_line(line: &Line) -> Option<String> {
+    // Strings and numbers only: serializing cannot fail.
+    let raw = serde_json::to_string(line).ok()?;
+    let mut text = String::with_capacity(raw.len() + 1);
+    for c in raw.chars() {
+        if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) || c == '\u{2028}' || c == '\u{2029}'
+        {
+            use std::fmt::Write;
+            // Writing to a String cannot fail.
+            let _ = write!(text, "\\u{:04x}", c as u32);
+        } else {
+            text.push(c);
+        }
+    }
+    text.push('\n');
+    Some(text)
+}
+
 enum Message {
     Line(String),
     Reopen,
@@ -109,10 +136,22 @@ enum Message {
     Flush(std::sync::mpsc::Sender<()>),
 }
 
+/// The most bytes of lines the decision log holds waiting (in the channel
+/// and in the writer's batch), whatever `decision_log_buffer` says: that
+/// counts lines, and with `decision_log_values` one line may be hundreds
+/// of KiB (a 64 KiB value of control bytes, escaped and in hex), so a
+/// writer that stopped (a reader of stderr that stopped) would otherwise
+/// hold GBs. A line that does not fit is dropped and counted as dropped;
+/// one line is always let in when nothing waits, so a line larger than
+/// this is still written. Documented in docs/configuration.md.
+pub(crate) const BUFFER_BYTES: usize = 16 * 1024 * 1024;
+
 /// The decision log's sending end, shared by every chain.
 #[derive(Debug)]
 pub struct DecisionLog {
     lines: SyncSender<Message>,
+    /// Bytes of lines sent and not yet written (see [`BUFFER_BYTES`]).
+    queued: Arc<AtomicUsize>,
     log_values: bool,
     metrics: Arc<Metrics>,
 }
@@ -124,9 +163,12 @@ pub struct OpenError(String);
 
 impl DecisionLog {
     /// Starts the writer of `spec.decision_log` (`None` when it is off).
+    /// `own_files` are jnhpd's own files (config, data file, pidfile, log
+    /// file, denylists): a SIGHUP never reopens the log onto one of them.
     pub fn start(
         spec: &ValidationSpec,
         metrics: Arc<Metrics>,
+        own_files: Vec<PathBuf>,
     ) -> Result<Option<Arc<DecisionLog>>, OpenError> {
         let sink = match &spec.decision_log {
             DecisionLogTarget::Off => return Ok(None),
@@ -134,13 +176,16 @@ impl DecisionLog {
             DecisionLogTarget::File(path) => Sink::File {
                 file: crate::base::logging::open_log_file(path).map_err(OpenError)?,
                 path: path.clone(),
+                own: OwnFiles::capture(own_files),
             },
         };
         let (lines, received) = sync_channel(spec.log_buffer);
+        let queued = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
             sink,
             metrics: metrics.clone(),
             failing: false,
+            queued: queued.clone(),
         };
         std::thread::Builder::new()
             .name("decision-log".into())
@@ -148,6 +193,7 @@ impl DecisionLog {
             .map_err(|e| OpenError(format!("cannot start the decision log's writer: {e}")))?;
         Ok(Some(Arc::new(DecisionLog {
             lines,
+            queued,
             log_values: spec.log_values,
             metrics,
         })))
@@ -218,17 +264,36 @@ impl DecisionLog {
             validators: steps,
             outcome: if allowed { "allowed" } else { "refused" },
         };
-        let mut text = match serde_json::to_string(&line) {
-            Ok(text) => text,
-            // Strings and numbers only: serializing cannot fail.
-            Err(_) => return,
+        let Some(text) = json_line(&line) else {
+            return;
         };
-        text.push('\n');
+        let len = text.len();
+        if !reserve(&self.queued, len, BUFFER_BYTES) {
+            self.metrics.decision_log.dropped.fetch_add(1, Relaxed);
+            return;
+        }
         match self.lines.try_send(Message::Line(text)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(len, Relaxed);
                 self.metrics.decision_log.dropped.fetch_add(1, Relaxed);
             }
+        }
+    }
+}
+
+/// Counts `len` more bytes in `queued` if they fit in `budget`, or if
+/// nothing is queued (so that one line larger than the budget still
+/// goes). Whether they were counted.
+fn reserve(queued: &AtomicUsize, len: usize, budget: usize) -> bool {
+    let mut now = queued.load(Relaxed);
+    loop {
+        if now != 0 && now.saturating_add(len) > budget {
+            return false;
+        }
+        match queued.compare_exchange_weak(now, now + len, Relaxed, Relaxed) {
+            Ok(_) => return true,
+            Err(actual) => now = actual,
         }
     }
 }
@@ -237,12 +302,52 @@ impl DecisionLog {
 /// log, and `decision_log_buffer` lines must hold what arrives meanwhile.
 const PAUSE: Duration = Duration::from_millis(10);
 
+/// The most a batch of lines waits for a reader of stderr to make room
+/// (`decision_log = "stderr"`): then they are counted as failed, and the
+/// writer does not hold stderr (shared with the log) any longer.
+const STDERR_WAIT: Duration = Duration::from_secs(1);
+
 /// Lines are gathered into writes of about this many bytes.
 const BATCH_BYTES: usize = 64 * 1024;
 
 enum Sink {
     Stderr,
-    File { path: PathBuf, file: File },
+    File {
+        path: PathBuf,
+        file: File,
+        own: OwnFiles,
+    },
+}
+
+/// jnhpd's own files, as the decision log must never be reopened onto
+/// them: the path swapped for a link to the data file between two
+/// SIGHUPs would otherwise get JSON lines appended to the data file
+/// (the config check runs after the reopen, and only on the new config).
+/// Each is known by its (device, inode) at start, so a file later moved
+/// away or replaced is still recognised, and by its path, looked up again
+/// at each reopen, for a file created after start (a data file, a
+/// pidfile) or replaced since.
+struct OwnFiles {
+    paths: Vec<PathBuf>,
+    at_start: Vec<(u64, u64)>,
+}
+
+impl OwnFiles {
+    fn capture(paths: Vec<PathBuf>) -> OwnFiles {
+        let at_start = paths.iter().filter_map(|p| identity(p)).collect();
+        OwnFiles { paths, at_start }
+    }
+
+    /// Whether the file whose (device, inode) is `id` is one of them.
+    fn holds(&self, id: (u64, u64)) -> bool {
+        self.at_start.contains(&id) || self.paths.iter().any(|p| identity(p) == Some(id))
+    }
+}
+
+/// A file's (device, inode), following links; `None` if it is missing.
+fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 struct Writer {
@@ -251,6 +356,8 @@ struct Writer {
     /// Whether the last write failed (a failure is logged once per run of
     /// failures, not once per line).
     failing: bool,
+    /// Bytes of lines sent and not yet written: lowered as they are.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -269,14 +376,12 @@ impl Writer {
                         lines += 1;
                     }
                     Message::Reopen => {
-                        self.write(&batch, lines);
-                        batch.clear();
+                        self.write_out(&mut batch, lines);
                         lines = 0;
                         self.reopen();
                     }
                     Message::Flush(done) => {
-                        self.write(&batch, lines);
-                        batch.clear();
+                        self.write_out(&mut batch, lines);
                         lines = 0;
                         let _ = done.send(());
                     }
@@ -293,8 +398,7 @@ impl Writer {
                     }
                 }
             }
-            self.write(&batch, lines);
-            batch.clear();
+            self.write_out(&mut batch, lines);
             if batch.capacity() > 4 * BATCH_BYTES {
                 batch.shrink_to(BATCH_BYTES);
             }
@@ -307,13 +411,23 @@ impl Writer {
         }
     }
 
+    /// Writes the batch of `lines` lines and empties it: its bytes no
+    /// longer count against [`BUFFER_BYTES`].
+    fn write_out(&mut self, batch: &mut Vec<u8>, lines: u64) {
+        self.write(batch, lines);
+        self.queued.fetch_sub(batch.len(), Relaxed);
+        batch.clear();
+    }
+
     /// Writes `lines` lines, whole or not at all.
     fn write(&mut self, bytes: &[u8], lines: u64) {
         if lines == 0 {
             return;
         }
         let whole = match &mut self.sink {
-            Sink::Stderr => std::io::stderr().lock().write_all(bytes).is_ok(),
+            // Shared with the log's lines: never held long by a reader
+            // that stopped (see `base::stderr`).
+            Sink::Stderr => crate::base::stderr::write(bytes, STDERR_WAIT),
             Sink::File { file, .. } => crate::base::logging::append_whole(file, bytes),
         };
         let stats = &self.metrics.decision_log;
@@ -326,7 +440,7 @@ impl Writer {
             stats.failed.fetch_add(lines, Relaxed);
             if !std::mem::replace(&mut self.failing, true) {
                 log::error!(
-                    "decision log: a line could not be written (disk full?); lines are lost \
+                    "decision log: a line could not be written (disk full? a reader of stderr that stopped?); lines are lost \
                      until writing works again (jnhpd_decision_log_lines_total{{result=\"failed\"}})"
                 );
             }
@@ -334,10 +448,20 @@ impl Writer {
     }
 
     fn reopen(&mut self) {
-        let Sink::File { path, file } = &mut self.sink else {
+        use std::os::unix::fs::MetadataExt;
+        let Sink::File { path, file, own } = &mut self.sink else {
             return;
         };
         match crate::base::logging::open_log_file(path) {
+            // What was opened, not what the path names now: no race.
+            Ok(new) if new.metadata().is_ok_and(|m| own.holds((m.dev(), m.ino()))) => {
+                log::error!(
+                    "SIGHUP: the decision log {} is now one of jnhpd's own files (the config, \
+                     the data file, the pidfile, the log file or a denylist): not reopened; \
+                     still writing to the decision log opened before (validation.decision_log)",
+                    path.display()
+                );
+            }
             Ok(new) => {
                 *file = new;
                 log::info!("SIGHUP: decision log {} reopened", path.display());
@@ -382,5 +506,82 @@ mod tests {
         );
         assert_eq!(back["validators"][0]["mode"], "dryrun");
         assert!(back.get("value").is_none());
+    }
+
+    #[test]
+    fn own_files_are_known_by_inode_at_start_and_by_path_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let later = dir.path().join("pidfile");
+        std::fs::write(&data, "d").unwrap();
+        let own = OwnFiles::capture(vec![data.clone(), later.clone()]);
+        let id = |p: &std::path::Path| identity(p).unwrap();
+        let data_id = id(&data);
+        assert!(own.holds(data_id));
+        // Moved away: still known by its inode at start.
+        let moved = dir.path().join("moved");
+        std::fs::rename(&data, &moved).unwrap();
+        assert!(own.holds(id(&moved)));
+        // Created after start: known by its path.
+        std::fs::write(&later, "1").unwrap();
+        assert!(own.holds(id(&later)));
+        let other = dir.path().join("other");
+        std::fs::write(&other, "o").unwrap();
+        assert!(!own.holds(id(&other)));
+    }
+
+    #[test]
+    fn the_byte_budget_lets_one_line_in_when_empty_and_no_more_than_it_holds() {
+        let queued = AtomicUsize::new(0);
+        assert!(
+            reserve(&queued, 150, 100),
+            "one line larger than the budget"
+        );
+        assert!(!reserve(&queued, 1, 100));
+        queued.fetch_sub(150, Relaxed);
+        assert!(reserve(&queued, 60, 100));
+        assert!(reserve(&queued, 40, 100));
+        assert!(!reserve(&queued, 1, 100));
+        assert_eq!(queued.load(Relaxed), 100);
+    }
+
+    #[test]
+    fn del_c1_and_unicode_line_ends_are_escaped() {
+        let odd = "a\u{7f}\u{80}\u{85}\u{9b}\u{9f}\u{2028}\u{2029}\u{a0}é\"\\";
+        let steps = [];
+        let line = Line {
+            time: "t".into(),
+            name: odd.into(),
+            name_hex: None,
+            value_bytes: 0,
+            value_sha256: String::new(),
+            value: Some(odd.into()),
+            value_hex: None,
+            peer: None,
+            peer_cert_subject: Some(odd),
+            validators: &steps,
+            outcome: "allowed",
+        };
+        let text = json_line(&line).unwrap();
+        assert!(text.ends_with('\n'));
+        let body = &text[..text.len() - 1];
+        assert!(
+            !body
+                .chars()
+                .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}'),
+            "{body:?}"
+        );
+        assert!(
+            body.contains("\\u009b") && body.contains("\\u2028"),
+            "{body:?}"
+        );
+        assert!(
+            body.contains("\u{a0}é"),
+            "printable characters stay as they are"
+        );
+        let back: serde_json::Value = serde_json::from_str(body).unwrap();
+        for key in ["name", "value", "peer_cert_subject"] {
+            assert_eq!(back[key], odd, "{key}");
+        }
     }
 }

@@ -4,10 +4,13 @@
 //!
 //! Only refusals are remembered: in jnhpd a name is validated until it is
 //! stored, so an allowed STORE does not come back, a refused one may, as
-//! often as a client likes. The key is a SHA-256 digest of the name and
-//! the value (the same digest the decision log shows, so a cache entry
-//! can be matched to its line): every entry is the same small size
-//! whatever the STORE's size, and the cache holds no value.
+//! often as a client likes. The key is a SHA-256 digest of the name, the
+//! value and the peer (the client's `ip:port` and TLS certificate
+//! subject): every entry is the same small size whatever the STORE's
+//! size, and the cache holds no value. The peer is in the key because a
+//! validator may judge by it (`JNHP_PEER`): one client's refusal must
+//! never be served to another, or a hostile client could block any
+//! name and value it can guess for everyone.
 //!
 //! Bounded twice: by time (an entry older than the ttl is a miss, and is
 //! removed when met) and by count (at `entries`, the oldest entry makes
@@ -21,20 +24,34 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
+use super::Peer;
 use super::spec::DenyCacheSpec;
 use crate::metrics::ValidatorStats;
 
-/// A STORE's digest: SHA-256 of the name's length (8 bytes, little
-/// endian), the name and the value. The length keeps `("ab", "c")` and
-/// `("a", "bc")` apart.
+/// A STORE's digest: SHA-256 of the name, the value, the peer's address
+/// and its certificate subject, each field preceded by its length (8
+/// bytes, little endian; an absent field by `u64::MAX`). The lengths keep
+/// `("ab", "c")` and `("a", "bc")` apart, and an absent subject apart
+/// from an empty one.
 pub type StoreDigest = [u8; 32];
 
-/// The digest of a STORE of `value` under `name`.
-pub fn digest(name: &[u8], value: &[u8]) -> StoreDigest {
+/// The digest of a STORE of `value` under `name` sent by `peer`.
+pub fn digest(name: &[u8], value: &[u8], peer: &Peer) -> StoreDigest {
+    fn field(hasher: &mut Sha256, bytes: Option<&[u8]>) {
+        match bytes {
+            Some(bytes) => {
+                hasher.update((bytes.len() as u64).to_le_bytes());
+                hasher.update(bytes);
+            }
+            None => hasher.update(u64::MAX.to_le_bytes()),
+        }
+    }
     let mut hasher = Sha256::new();
-    hasher.update((name.len() as u64).to_le_bytes());
-    hasher.update(name);
-    hasher.update(value);
+    field(&mut hasher, Some(name));
+    field(&mut hasher, Some(value));
+    let addr = peer.addr.map(|a| a.to_string());
+    field(&mut hasher, addr.as_deref().map(str::as_bytes));
+    field(&mut hasher, peer.cert_subject.as_deref().map(str::as_bytes));
     hasher.finalize().into()
 }
 
@@ -142,10 +159,33 @@ mod tests {
         DenyCache::new(DenyCacheSpec { ttl, entries }, stats)
     }
 
+    fn digest(name: &[u8], value: &[u8]) -> StoreDigest {
+        super::digest(name, value, &Peer::default())
+    }
+
     #[test]
     fn digests_keep_name_and_value_apart() {
         assert_ne!(digest(b"ab", b"c"), digest(b"a", b"bc"));
         assert_eq!(digest(b"a", b"b"), digest(b"a", b"b"));
+    }
+
+    #[test]
+    fn digests_keep_peers_apart() {
+        let at = |addr: &str, subject: Option<&str>| Peer {
+            addr: Some(addr.parse().unwrap()),
+            cert_subject: subject.map(str::to_owned),
+        };
+        let d = |peer: &Peer| super::digest(b"n", b"v", peer);
+        let one = at("10.0.0.1:5000", None);
+        assert_eq!(d(&one), d(&one.clone()));
+        assert_ne!(d(&one), d(&at("10.0.0.2:5000", None)));
+        assert_ne!(d(&one), d(&at("10.0.0.1:5001", None)));
+        assert_ne!(d(&one), d(&at("10.0.0.1:5000", Some(""))));
+        assert_ne!(
+            d(&at("10.0.0.1:5000", Some("CN=a"))),
+            d(&at("10.0.0.1:5000", Some("CN=b")))
+        );
+        assert_ne!(d(&one), d(&Peer::default()));
     }
 
     #[test]

@@ -190,11 +190,14 @@ impl Link {
 }
 
 /// What the chain needs of one STORE beyond its bytes, worked out once
-/// and only if needed: the digest the deny caches are keyed by, and the
+/// and only if needed: the digest the deny caches are keyed by (name,
+/// value and peer), and the
 /// steps the decision log records.
 struct Judging<'a> {
     name: &'a [u8],
     value: &'a [u8],
+    /// Who sent it: the deny caches key on it too.
+    peer: &'a Peer,
     digest: Option<StoreDigest>,
     /// `Some` when a decision log is kept.
     steps: Option<Vec<Step>>,
@@ -204,7 +207,7 @@ impl Judging<'_> {
     fn digest(&mut self) -> StoreDigest {
         *self
             .digest
-            .get_or_insert_with(|| deny_cache::digest(self.name, self.value))
+            .get_or_insert_with(|| deny_cache::digest(self.name, self.value, self.peer))
     }
 }
 
@@ -496,10 +499,11 @@ impl ValidatorChain {
         self.links.iter().map(|l| l.stats.clone()).collect()
     }
 
-    fn judging<'a>(&self, name: &'a [u8], value: &'a [u8]) -> Judging<'a> {
+    fn judging<'a>(&self, name: &'a [u8], value: &'a [u8], peer: &'a Peer) -> Judging<'a> {
         Judging {
             name,
             value,
+            peer,
             digest: None,
             steps: self.decision_log.as_ref().map(|_| Vec::new()),
         }
@@ -521,7 +525,7 @@ impl ValidatorChain {
     /// decides.
     pub async fn allows(&self, name: &[u8], value: &[u8], peer: &Peer) -> bool {
         let deadline = self.deadline.map(|d| tokio::time::Instant::now() + d);
-        let mut judging = self.judging(name, value);
+        let mut judging = self.judging(name, value, peer);
         let mut allowed = true;
         for link in &self.links {
             let passes = match link.check_now(name, value) {
@@ -580,7 +584,7 @@ impl ValidatorChain {
     /// (which runs the cheap, side-effect-free prefix again), so the chain's
     /// order, and which validators run after a "no", never change.
     pub(crate) fn check_inline(&self, name: &[u8], value: &[u8], peer: &Peer) -> Inline {
-        let mut judging = self.judging(name, value);
+        let mut judging = self.judging(name, value, peer);
         for link in &self.links {
             let started = std::time::Instant::now();
             let Some(verdict) = link.check_now(name, value) else {

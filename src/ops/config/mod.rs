@@ -155,8 +155,30 @@ impl Config {
             (storage.data_file(), "the data file (storage.path)"),
             (daemon.pidfile.as_deref(), "the pidfile (daemon.pidfile)"),
         ];
-        let validation = validators::resolve_validation(validation, &src, own_files, &mut places)?;
         let log = log::resolve(log, &src, own_files, &mut places)?;
+        // The decision log must not be the log file or a denylist either:
+        // two writers in one file, or decisions read back as denied values.
+        let log_file = match &log.target {
+            log::LogTarget::File { path } => Some(path.as_path()),
+            _ => None,
+        };
+        let denylists: Vec<(&Path, String)> = validators
+            .iter()
+            .filter_map(|v| match &v.check {
+                Check::Denylist { path } => Some((
+                    path.as_path(),
+                    format!("the denylist of validator {:?}", v.name),
+                )),
+                _ => None,
+            })
+            .collect();
+        let decision_log_clashes: Vec<(Option<&Path>, &str)> = own_files
+            .into_iter()
+            .chain([(log_file, "the log file (log.file)")])
+            .chain(denylists.iter().map(|(p, what)| (Some(*p), what.as_str())))
+            .collect();
+        let validation =
+            validators::resolve_validation(validation, &src, &decision_log_clashes, &mut places)?;
         Ok(Config {
             server,
             storage,
@@ -181,6 +203,33 @@ impl Config {
             })
         })?;
         Config::parse(&text, path)
+    }
+
+    /// jnhpd's own files, which a log must never be written into: the
+    /// config file, the data file, the pidfile, the log file and the
+    /// denylists (those set). The decision log checks what SIGHUP reopens
+    /// against them.
+    pub(crate) fn own_files(&self) -> Vec<PathBuf> {
+        let log_file = match &self.log.target {
+            LogTarget::File { path } => Some(path.as_path()),
+            _ => None,
+        };
+        let denylists = self.validators.iter().filter_map(|v| match &v.check {
+            Check::Denylist { path } => Some(path.as_path()),
+            _ => None,
+        });
+        [
+            Some(self.places.file()),
+            self.storage.data_file(),
+            self.daemon.pidfile.as_deref(),
+            log_file,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(denylists)
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .collect()
     }
 
     /// Where JNHP/1 over TLS is served (empty without TLS).

@@ -117,6 +117,11 @@ impl Places {
             .map(|(_, line)| format!("{}:{line}", self.file.display()))
     }
 
+    /// The config file these places are in.
+    pub(crate) fn file(&self) -> &Path {
+        &self.file
+    }
+
     /// An error about `key` found after loading, worded like one found
     /// while loading: `file:line: key: message` (just `key: message` when
     /// the file did not place the key).

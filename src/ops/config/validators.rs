@@ -48,11 +48,13 @@ pub(super) fn resolve(
 }
 
 /// Resolves `[validation]`. A decision log file must not be one of
-/// jnhpd's own files; `places` gets its line.
+/// jnhpd's own files (`own_files`: each file, if set, and what it is:
+/// config, data file, pidfile, log file, denylists); `places` gets its
+/// line.
 pub(super) fn resolve_validation(
     raw: RawValidation,
     src: &Source,
-    own_files: [(Option<&Path>, &str); 3],
+    own_files: &[(Option<&Path>, &str)],
     places: &mut super::Places,
 ) -> Result<ValidationSpec, ConfigError> {
     let RawValidation {
@@ -67,7 +69,7 @@ pub(super) fn resolve_validation(
         "stderr" => DecisionLogTarget::Stderr,
         file => {
             let path = src.base.join(file);
-            let clash = own_files.into_iter().find(|(other, _)| {
+            let clash = own_files.iter().find(|(other, _)| {
                 other.is_some_and(|other| super::daemon::same_file(&path, other))
             });
             if let Some((_, what)) = clash {
