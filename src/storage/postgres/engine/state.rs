@@ -146,8 +146,9 @@ pub struct State<T> {
     /// durably, as last seen (to report changes, not each failure).
     reachable: bool,
     writable: bool,
-    /// Writes were last found failing by the renewal's check, which
-    /// alone may then clear it ([`State::note_writes`]).
+    /// Writes were last found failing by the renewal's check being
+    /// refused, which the check alone may then clear
+    /// ([`State::note_writes`]).
     failed_by_check: bool,
     /// When an unservable row was last logged (at most every
     /// [`UNSERVABLE_LOG_EVERY`]: every GET of it finds it again).
@@ -562,9 +563,12 @@ impl<T> State<T> {
     /// failure. Two witnesses: write jobs, and the renewal's check (a
     /// commit that waits for the standby as a STORE's would).
     ///
-    /// - Only the check clears a failure the check found: a STORE that
-    ///   commits proves nothing of a check that cannot (its function
-    ///   revoked, say), and the two flapped every second.
+    /// - Only the check clears a failure the check found when PostgreSQL
+    ///   refused the check itself (its function revoked, say): a STORE
+    ///   that commits proves nothing of a check that cannot run, and the
+    ///   two flapped every second. A check that timed out or lost its
+    ///   connection is cleared by any durable commit, so readiness
+    ///   returns with the first STORE after an outage.
     /// - A write job refused by the database for its data (a constraint
     ///   or trigger another tool added, a permission: SQLSTATE classes
     ///   22, 23, 42, P0) says nothing of whether writes commit: the
@@ -597,13 +601,15 @@ impl<T> State<T> {
             }
             Err(reason) if self.writable => {
                 self.writable = false;
-                self.failed_by_check = by == Witness::Check;
+                self.failed_by_check = by == Witness::Check && refused_for_its_data(reason);
                 self.out
                     .push(Output::Health(Health::Unwritable(reason.to_string())));
                 // The next check comes soon, not a third of a lease on.
                 self.renew_at = self.renew_at.min(now + CHECK_EVERY);
             }
-            Err(_) => self.failed_by_check |= by == Witness::Check,
+            Err(reason) => {
+                self.failed_by_check |= by == Witness::Check && refused_for_its_data(reason);
+            }
         }
     }
 
