@@ -1,7 +1,7 @@
 """JNHP/1 requests and replies as bytes (docs/protocol.md), shared by the
 threaded and the asyncio clients."""
 
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, TypeVar, Union
 
 from .errors import ConnectionError, InvalidRequest, ServerError
 
@@ -100,3 +100,38 @@ def results(
 
 
 Request = Tuple[str, bytes]
+
+
+R = TypeVar("R", bound="Requests")
+
+
+class Requests:
+    """The requests a pipeline collects, in order: the sync and asyncio
+    pipelines differ only in how they send them (one place for both)."""
+
+    def __init__(self) -> None:
+        self._commands: List[str] = []
+        self._lines: List[bytes] = []
+
+    def store(self: R, name: Bytes, value: Bytes) -> R:
+        return self._add(STORE, encode(STORE, name, value))
+
+    def exists(self: R, name: Bytes) -> R:
+        return self._add(EXISTS, encode(EXISTS, name))
+
+    def get(self: R, name: Bytes) -> R:
+        return self._add(GET, encode(GET, name))
+
+    def _add(self: R, command: str, line: bytes) -> R:
+        self._commands.append(command)
+        self._lines.append(line)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def _take(self) -> Tuple[List[str], List[bytes]]:
+        """The requests collected, which are forgotten here."""
+        taken = (self._commands, self._lines)
+        self._commands, self._lines = [], []
+        return taken

@@ -208,35 +208,16 @@ class _Connection:
             pass
 
 
-class Pipeline:
+class Pipeline(_wire.Requests):
     """As :class:`jnhp.client.Pipeline`; ``await pipeline.execute()``
     writes every request at once and reads the replies as they come."""
 
     def __init__(self, client: Client) -> None:
+        super().__init__()
         self._client = client
-        self._commands: List[str] = []
-        self._lines: List[bytes] = []
-
-    def store(self, name: Bytes, value: Bytes) -> "Pipeline":
-        return self._add(STORE, _wire.encode(STORE, name, value))
-
-    def exists(self, name: Bytes) -> "Pipeline":
-        return self._add(EXISTS, _wire.encode(EXISTS, name))
-
-    def get(self, name: Bytes) -> "Pipeline":
-        return self._add(GET, _wire.encode(GET, name))
-
-    def _add(self, command: str, line: bytes) -> "Pipeline":
-        self._commands.append(command)
-        self._lines.append(line)
-        return self
-
-    def __len__(self) -> int:
-        return len(self._commands)
 
     async def execute(self, raise_on_error: bool = True) -> List[Answer]:
-        commands, lines = self._commands, self._lines
-        self._commands, self._lines = [], []
+        commands, lines = self._take()
         if not commands:
             return []
         replies = await self._client._send(commands, b"".join(lines))

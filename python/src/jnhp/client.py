@@ -219,7 +219,7 @@ class Client:
         return _wire.answer(command, reply)
 
 
-class Pipeline:
+class Pipeline(_wire.Requests):
     """Requests queued with ``store``/``exists``/``get`` and sent together
     by ``execute()``, which returns their answers in order (True/False,
     a value or None). With ``raise_on_error`` (the default) the first
@@ -230,30 +230,11 @@ class Pipeline:
     what was not executed."""
 
     def __init__(self, client: Client) -> None:
+        super().__init__()
         self._client = client
-        self._commands: List[str] = []
-        self._lines: List[bytes] = []
-
-    def store(self, name: Bytes, value: Bytes) -> "Pipeline":
-        return self._add(STORE, _wire.encode(STORE, name, value))
-
-    def exists(self, name: Bytes) -> "Pipeline":
-        return self._add(EXISTS, _wire.encode(EXISTS, name))
-
-    def get(self, name: Bytes) -> "Pipeline":
-        return self._add(GET, _wire.encode(GET, name))
-
-    def _add(self, command: str, line: bytes) -> "Pipeline":
-        self._commands.append(command)
-        self._lines.append(line)
-        return self
-
-    def __len__(self) -> int:
-        return len(self._commands)
 
     def execute(self, raise_on_error: bool = True) -> List[Answer]:
-        commands, lines = self._commands, self._lines
-        self._commands, self._lines = [], []
+        commands, lines = self._take()
         if not commands:
             return []
         chunks: List[bytes] = []
@@ -276,4 +257,4 @@ class Pipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._commands, self._lines = [], []
+        self._take()
