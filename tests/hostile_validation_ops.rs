@@ -5,28 +5,15 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, Server, admin_addr, get, run_to_exit, script};
+use common::{Client, PATIENCE, Server, admin_addr, metrics, run_to_exit, script};
 use nix::sys::signal::Signal;
 
 fn dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
-}
-
-fn metrics(addr: SocketAddr) -> HashMap<String, f64> {
-    let (status, _, body) = get(addr, "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_string(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 /// The decision log's raw lines once it has at least `n`, each checked

@@ -5,28 +5,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Server, admin_addr, get, http, script, wait_for_file};
+use common::{Server, admin_addr, get, http, metrics, script, wait_for_file};
 use nix::sys::signal::Signal;
-
-/// `/metrics` as `name{labels}` → value.
-fn metrics(addr: SocketAddr) -> HashMap<String, f64> {
-    let (status, _, body) = get(addr, "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
 
 /// A server with a data file, two validators (a process `gate` and a
 /// helper `h`), small limits, and an admin listener.

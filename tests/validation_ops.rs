@@ -12,24 +12,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Server, admin_addr, get, script, start_fails};
+use common::{PATIENCE, Server, admin_addr, metrics, script, start_fails};
 use nix::sys::signal::Signal;
 
 fn dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
-}
-
-/// `/metrics` as `name{labels}` → value.
-fn metrics(addr: SocketAddr) -> HashMap<String, f64> {
-    let (status, _, body) = get(addr, "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_string(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 fn metric(addr: SocketAddr, key: &str) -> f64 {

@@ -474,3 +474,16 @@ pub fn admin_addr(server: &Server) -> SocketAddr {
         .parse()
         .unwrap()
 }
+
+/// `/metrics` as `name{labels}` → value.
+pub fn metrics(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
+    let (status, _, body) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
