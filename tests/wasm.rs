@@ -77,7 +77,12 @@ fn check_config(dir: &Path, config: &str) -> (i32, String) {
 /// The CPU time (user + system, in clock ticks) `pid` has used.
 fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
@@ -94,19 +99,27 @@ fn a_module_allows_refuses_and_sees_the_peer() {
     assert_eq!(c.ask("GET k2"), "");
     // The module logged the peer's address, as jnhpd wrote it.
     let port = c.stream().local_addr().unwrap().port();
-    s.log
-        .wait_for(&format!("validator w: 127.0.0.1:{port}"));
+    s.log.wait_for(&format!("validator w: 127.0.0.1:{port}"));
     let admin = admin_addr(&s);
     let m = metrics(admin);
-    assert_eq!(m["jnhpd_validator_verdicts_total{validator=\"w\",verdict=\"allow\"}"], 1.0);
-    assert_eq!(m["jnhpd_validator_verdicts_total{validator=\"w\",verdict=\"deny\"}"], 1.0);
+    assert_eq!(
+        m["jnhpd_validator_verdicts_total{validator=\"w\",verdict=\"allow\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["jnhpd_validator_verdicts_total{validator=\"w\",verdict=\"deny\"}"],
+        1.0
+    );
 }
 
 #[test]
 fn an_endless_loop_is_stopped_and_never_holds_up_other_connections() {
     let s = start(
         &[("loop.wat", &endless())],
-        &format!("{ADMIN}{}", wasm_table("loop.wat", "timeout_ms = 3000\nmax_concurrent = 8")),
+        &format!(
+            "{ADMIN}{}",
+            wasm_table("loop.wat", "timeout_ms = 3000\nmax_concurrent = 8")
+        ),
     );
     let addr = s.addr();
     // Eight STOREs spin at once: more than the machine's cores, and so
@@ -140,11 +153,18 @@ fn an_endless_loop_is_stopped_and_never_holds_up_other_connections() {
     for thread in spinning {
         let (reply, took) = thread.join().unwrap();
         assert_eq!(reply, "RARGH!");
-        assert!(took >= Duration::from_millis(2900), "stopped early: {took:?}");
+        assert!(
+            took >= Duration::from_millis(2900),
+            "stopped early: {took:?}"
+        );
         assert!(took < Duration::from_secs(20), "stopped late: {took:?}");
     }
     assert_eq!(failures(admin, "timeout"), 8.0);
-    assert!(s.log.count("no verdict within 3000 ms") >= 8, "{}", s.log.all());
+    assert!(
+        s.log.count("no verdict within 3000 ms") >= 8,
+        "{}",
+        s.log.all()
+    );
     // Nothing spins on afterwards.
     let before = cpu_ticks(s.pid());
     std::thread::sleep(Duration::from_secs(2));
@@ -177,11 +197,16 @@ fn a_loop_under_a_short_timeout_fails_each_store_and_on_failure_decides() {
 fn max_concurrent_bounds_the_instances() {
     let s = start(
         &[("loop.wat", &endless())],
-        &format!("{ADMIN}{}", wasm_table("loop.wat", "timeout_ms = 2000\nmax_concurrent = 1")),
+        &format!(
+            "{ADMIN}{}",
+            wasm_table("loop.wat", "timeout_ms = 2000\nmax_concurrent = 1")
+        ),
     );
     let addr = s.addr();
     let admin = admin_addr(&s);
-    let store = move |i: usize| std::thread::spawn(move || Client::connect(addr).ask(&format!("STORE c{i} x")));
+    let store = move |i: usize| {
+        std::thread::spawn(move || Client::connect(addr).ask(&format!("STORE c{i} x")))
+    };
     let first = store(0);
     let deadline = Instant::now() + PATIENCE;
     while metric(admin, "jnhpd_validator_in_flight{validator=\"w\"}") < 1.0 {
@@ -198,7 +223,10 @@ fn max_concurrent_bounds_the_instances() {
         assert_eq!(t.join().unwrap(), "RARGH!");
     }
     assert_eq!(failures(admin, "timeout"), 3.0);
-    assert_eq!(metric(admin, "jnhpd_validator_queued{validator=\"w\"}"), 0.0);
+    assert_eq!(
+        metric(admin, "jnhpd_validator_queued{validator=\"w\"}"),
+        0.0
+    );
 }
 
 #[test]
@@ -215,7 +243,10 @@ fn memory_cannot_grow_past_the_cap() {
     );
     let s = start(
         &[("hog.wat", &hog)],
-        &format!("{ADMIN}{}", wasm_table("hog.wat", "max_memory_mib = 1\nmax_concurrent = 4")),
+        &format!(
+            "{ADMIN}{}",
+            wasm_table("hog.wat", "max_memory_mib = 1\nmax_concurrent = 4")
+        ),
     );
     let mut c = s.connect();
     for i in 0..50 {
@@ -236,7 +267,8 @@ fn memory_cannot_grow_past_the_cap() {
     );
     let mut c2 = s2.connect();
     assert_eq!(c2.ask("STORE t1 x"), "RARGH!");
-    s2.log.wait_for("trapped: wasm trap: wasm `unreachable` instruction executed");
+    s2.log
+        .wait_for("trapped: wasm trap: wasm `unreachable` instruction executed");
     let rss_mib = s2.rss_kib() / 1024;
     assert!(rss_mib < 300, "jnhpd's RSS is {rss_mib} MiB");
     assert_eq!(failures(admin_addr(&s2), "no_verdict"), 1.0);
@@ -272,9 +304,17 @@ fn garbage_answers_are_failures() {
   (func (export "jnhp_check") (param i32 i32 i32 i32) (result i32) i32.const 1))"#;
     let negative = far.replace("i32.const 65530", "i32.const -4");
     for (file, text, expected) in [
-        ("seven.wat", seven.as_str(), "jnhp_check answered 7, not 1 (allow) or 0 (deny)"),
+        (
+            "seven.wat",
+            seven.as_str(),
+            "jnhp_check answered 7, not 1 (allow) or 0 (deny)",
+        ),
         ("far.wat", far, "jnhp_alloc answered address 65530"),
-        ("neg.wat", negative.as_str(), "jnhp_alloc answered address -4"),
+        (
+            "neg.wat",
+            negative.as_str(),
+            "jnhp_alloc answered address -4",
+        ),
     ] {
         let s = start(&[(file, text)], &format!("{ADMIN}{}", wasm_table(file, "")));
         let mut c = s.connect();
@@ -306,9 +346,16 @@ fn a_log_flood_is_cut() {
     assert_eq!(c.ask("GET floodname"), "x");
     // Ten lines for the STORE (twice at most: it may be judged again).
     let lines = s.log.count("validator w: floodname");
-    assert!((10..=20).contains(&lines), "{lines} lines:\n{}", s.log.all());
+    assert!(
+        (10..=20).contains(&lines),
+        "{lines} lines:\n{}",
+        s.log.all()
+    );
     // A line from memory it does not have traps.
-    let outside = module("(call $log (i32.const 65000) (i32.const 4000)) i32.const 1", "");
+    let outside = module(
+        "(call $log (i32.const 65000) (i32.const 4000)) i32.const 1",
+        "",
+    );
     let s = start(&[("out.wat", &outside)], &wasm_table("out.wat", ""));
     assert_eq!(s.connect().ask("STORE o x"), "RARGH!");
     s.log.wait_for("outside the module's memory");
@@ -336,7 +383,15 @@ fn modules_that_cannot_serve_are_config_errors_naming_file_line_and_key() {
         br#"(module (memory (export "memory") 1) (func (export "jnhp_alloc") (param i32) (result i32) i32.const 0)
             (func (export "jnhp_check") (param i32) (result i32) i32.const 1))"#,
     );
-    write("big.wat", module("i32.const 1", "").replace("(memory (export \"memory\") 1)", "(memory (export \"memory\") 100)").as_bytes());
+    write(
+        "big.wat",
+        module("i32.const 1", "")
+            .replace(
+                "(memory (export \"memory\") 1)",
+                "(memory (export \"memory\") 100)",
+            )
+            .as_bytes(),
+    );
     write(
         "startloop.wat",
         module("i32.const 1", "(func $s (loop $l (br $l))) (start $s)").as_bytes(),
@@ -348,22 +403,41 @@ fn modules_that_cannot_serve_are_config_errors_naming_file_line_and_key() {
     // Over the 32 MiB a module may have.
     let huge = std::fs::File::create(d.join("huge.wasm")).unwrap();
     huge.set_len(50 << 20).unwrap();
-    nix::unistd::mkfifo(&d.join("fifo.wasm"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    nix::unistd::mkfifo(
+        &d.join("fifo.wasm"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     for (module_key, extra, expected) in [
         ("garbage.wasm", "", "not a valid WebAssembly module"),
-        ("text.wat", "", "neither a WebAssembly module nor its text form"),
+        (
+            "text.wat",
+            "",
+            "neither a WebAssembly module nor its text form",
+        ),
         ("wasi.wat", "", "imports wasi_snapshot_preview1.fd_write"),
         ("nocheck.wat", "", "does not export jnhp_check"),
-        ("badtype.wat", "", "exports jnhp_check as a function (i32) -> (i32)"),
+        (
+            "badtype.wat",
+            "",
+            "exports jnhp_check as a function (i32) -> (i32)",
+        ),
         ("big.wat", "max_memory_mib = 1", "cannot make an instance"),
-        ("startloop.wat", "timeout_ms = 200", "its start function ran past timeout_ms (200 ms)"),
+        (
+            "startloop.wat",
+            "timeout_ms = 200",
+            "its start function ran past timeout_ms (200 ms)",
+        ),
         ("starttrap.wat", "", "cannot make an instance: wasm trap"),
         ("huge.wasm", "", "larger than"),
         ("fifo.wasm", "", "not a regular file"),
         ("/dev/zero", "", "not a regular file"),
         ("missing.wasm", "", "missing.wasm"),
     ] {
-        let config = format!("[server]\nlisten = [\"127.0.0.1:0\"]\n\n{}", wasm_table(module_key, extra));
+        let config = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n{}",
+            wasm_table(module_key, extra)
+        );
         let started = Instant::now();
         let (code, out) = check_config(d, &config);
         assert_ne!(code, 0, "{module_key}: {out}");
@@ -371,7 +445,11 @@ fn modules_that_cannot_serve_are_config_errors_naming_file_line_and_key() {
             out.contains("jnhp.toml:7: validator[0].module") && out.contains(expected),
             "{module_key}: {out}"
         );
-        assert!(started.elapsed() < PATIENCE, "{module_key} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{module_key} took {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -383,14 +461,17 @@ fn reload(s: &Server, config: &str, outcome: &str) -> String {
     s.signal(Signal::SIGHUP);
     let deadline = Instant::now() + PATIENCE;
     while s.log.count(outcome) <= before {
-        assert!(Instant::now() < deadline, "no {outcome:?}:\n{}", s.log.all());
+        assert!(
+            Instant::now() < deadline,
+            "no {outcome:?}:\n{}",
+            s.log.all()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     s.log
         .all()
         .lines()
-        .filter(|l| l.contains(outcome))
-        .last()
+        .rfind(|l| l.contains(outcome))
         .unwrap()
         .to_string()
 }
@@ -430,7 +511,7 @@ fn a_module_slow_to_compile_holds_up_only_the_reload() {
     }
     body.push_str("(i32.ge_s (local.get $x) (i32.const 0))");
     let slow = module(&body, "");
-    let s = start(&[], &format!("{ADMIN}"));
+    let s = start(&[], ADMIN);
     let dir = s.config.as_ref().unwrap().parent().unwrap().to_path_buf();
     std::fs::write(dir.join("slow.wat"), &slow).unwrap();
     let before = s.log.count("configuration reloaded");
@@ -447,7 +528,11 @@ fn a_module_slow_to_compile_holds_up_only_the_reload() {
         assert!(Instant::now() < deadline, "no reload:\n{}", s.log.all());
         let asked = Instant::now();
         assert_eq!(c.ask(&format!("STORE before{answered} x")), "W00T!");
-        assert!(asked.elapsed() < Duration::from_secs(2), "{:?}", asked.elapsed());
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            asked.elapsed()
+        );
         answered += 1;
     }
     assert!(answered > 0);
@@ -455,7 +540,9 @@ fn a_module_slow_to_compile_holds_up_only_the_reload() {
     // Judged by the module (a STORE sent just before the log line may
     // have been too).
     assert!(
-        metric(admin_addr(&s), "jnhpd_validator_verdicts_total{validator=\"w\",verdict=\"allow\"}")
-            >= 1.0
+        metric(
+            admin_addr(&s),
+            "jnhpd_validator_verdicts_total{validator=\"w\",verdict=\"allow\"}"
+        ) >= 1.0
     );
 }

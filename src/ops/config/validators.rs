@@ -309,12 +309,8 @@ impl Resolver<'_> {
         let path = self.base.join(module.into_inner());
         let timeout_ms = self.ranged(timeout_ms, "timeout_ms", RANGE_TIMEOUT_MS, 100)?;
         let mib = self.ranged(max_memory_mib, "max_memory_mib", RANGE_MAX_MEMORY_MIB, 16)?;
-        let max_concurrent = self.ranged_usize(
-            max_concurrent,
-            "max_concurrent",
-            RANGE_WASM_CONCURRENT,
-            8,
-        )?;
+        let max_concurrent =
+            self.ranged_usize(max_concurrent, "max_concurrent", RANGE_WASM_CONCURRENT, 8)?;
         let compiled = crate::validator::wasm::module::load(&path)
             .map_err(|e| self.err(at, "module", format!("{}: {e}", path.display())))?;
         let spec = WasmSpec {

@@ -228,13 +228,14 @@ impl Instance {
         });
         store.set_epoch_deadline(1);
         let _running = engine::Running::start().map_err(Failed::NoInstance)?;
-        let instance = shared
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| match e.downcast_ref::<Stop>() {
-                Some(stop) => Failed::Stopped(*stop),
-                None => Failed::NoInstance(one_line(&e)),
-            })?;
+        let instance =
+            shared
+                .pre
+                .instantiate(&mut store)
+                .map_err(|e| match e.downcast_ref::<Stop>() {
+                    Some(stop) => Failed::Stopped(*stop),
+                    None => Failed::NoInstance(one_line(&e)),
+                })?;
         // The exports were checked when the module was loaded.
         let missing = |e: wasmtime::Error| Failed::NoInstance(one_line(&e));
         let memory = instance
@@ -386,7 +387,9 @@ fn log(mut caller: Caller<'_, Host>, address: i32, length: i32) -> wasmtime::Res
     };
     let data = memory.data(&caller);
     let start = usize::try_from(address).ok();
-    let end = start.zip(usize::try_from(length).ok()).and_then(|(s, l)| s.checked_add(l));
+    let end = start
+        .zip(usize::try_from(length).ok())
+        .and_then(|(s, l)| s.checked_add(l));
     let Some(bytes) = start.zip(end).and_then(|(s, e)| data.get(s..e)) else {
         return Err(wasmtime::Error::msg(format!(
             "jnhp.log: address {address} length {length} is outside the module's memory"
@@ -395,7 +398,11 @@ fn log(mut caller: Caller<'_, Host>, address: i32, length: i32) -> wasmtime::Res
     if write {
         let cut = &bytes[..bytes.len().min(LOG_LINE_BYTES)];
         let text = escape_controls(&String::from_utf8_lossy(cut));
-        let more = if bytes.len() > LOG_LINE_BYTES { " [cut]" } else { "" };
+        let more = if bytes.len() > LOG_LINE_BYTES {
+            " [cut]"
+        } else {
+            ""
+        };
         log::info!("validator {}: {text}{more}", caller.data().log.name);
     }
     Ok(())
@@ -433,8 +440,8 @@ impl Wasm {
             log,
             stats,
         };
-        let first = Instance::new(&shared, Instant::now() + spec.timeout, Stop::Timeout)
-            .map_err(|failed| match failed {
+        let first = Instance::new(&shared, Instant::now() + spec.timeout, Stop::Timeout).map_err(
+            |failed| match failed {
                 Failed::Stopped(_) => format!(
                     "its start function ran past timeout_ms ({} ms)",
                     spec.timeout.as_millis()
@@ -442,7 +449,8 @@ impl Wasm {
                 Failed::Trapped(why) | Failed::Malformed(why) | Failed::NoInstance(why) => {
                     format!("cannot make an instance: {why}")
                 }
-            })?;
+            },
+        )?;
         shared
             .idle
             .lock()
@@ -479,7 +487,8 @@ impl Validator for Wasm {
             Ok(permit) => permit,
             Err(_) => {
                 shared.stats.queued.fetch_add(1, Relaxed);
-                let wait = tokio::time::timeout(shared.timeout, shared.permits.clone().acquire_owned());
+                let wait =
+                    tokio::time::timeout(shared.timeout, shared.permits.clone().acquire_owned());
                 let permit = wait.await;
                 shared.stats.queued.fetch_sub(1, Relaxed);
                 match permit {

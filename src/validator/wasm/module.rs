@@ -48,7 +48,10 @@ impl PartialEq for CompiledModule {
 
 impl fmt::Debug for CompiledModule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex: String = self.digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = self.digest[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         write!(f, "CompiledModule(sha256 {hex}…)")
     }
 }
@@ -98,7 +101,10 @@ fn lock() -> std::sync::MutexGuard<'static, Option<HashMap<[u8; 32], Module>>> {
 fn is_i32_func(ty: &FuncType, params: usize, results: usize) -> bool {
     ty.params().len() == params
         && ty.results().len() == results
-        && ty.params().chain(ty.results()).all(|t| matches!(t, ValType::I32))
+        && ty
+            .params()
+            .chain(ty.results())
+            .all(|t| matches!(t, ValType::I32))
 }
 
 /// The module has jnhpd's interface: no import but `jnhp.log`, and the
@@ -119,7 +125,12 @@ fn check_interface(module: &Module) -> Result<(), String> {
     let export = |name: &str| module.get_export(name);
     match export(MEMORY) {
         Some(ExternType::Memory(_)) => {}
-        Some(other) => return Err(format!("exports {MEMORY} as {}, not a memory", describe(&other))),
+        Some(other) => {
+            return Err(format!(
+                "exports {MEMORY} as {}, not a memory",
+                describe(&other)
+            ));
+        }
         None => return Err(format!("does not export its memory as {MEMORY:?}")),
     }
     for (name, params, wanted) in [
@@ -129,7 +140,10 @@ fn check_interface(module: &Module) -> Result<(), String> {
         match export(name) {
             Some(ExternType::Func(ty)) if is_i32_func(&ty, params, 1) => {}
             Some(other) => {
-                return Err(format!("exports {name} as {}, not {wanted}", describe(&other)));
+                return Err(format!(
+                    "exports {name} as {}, not {wanted}",
+                    describe(&other)
+                ));
             }
             None => return Err(format!("does not export {name} {wanted}")),
         }
