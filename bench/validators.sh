@@ -15,10 +15,14 @@
 #   bench/validators.sh [SECONDS] [REPEATS]   # default 5 s per run, median of 3
 #   bench/validators.sh ops [SECONDS] [REPEATS]  # only the decision log and
 #                                                # deny cache section (ops_section)
+#   bench/validators.sh wasm [SECONDS] [REPEATS] # only the WebAssembly section
+#                                                # (wasm_section)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 only_ops=0
+only_wasm=0
 if [ "${1:-}" = ops ]; then only_ops=1; shift; fi
+if [ "${1:-}" = wasm ]; then only_wasm=1; shift; fi
 secs=${1:-5}
 repeats=${2:-3}
 conc=50
@@ -34,7 +38,7 @@ baselines="$root/bench/baselines"
 cargo build --release --quiet --bin jnhpd --example store_bench
 jnhpd="$root/target/release/jnhpd"
 load="$root/target/release/examples/store_bench"
-if [ "$only_ops" = 0 ] && [ -f "$baselines/twisted_jnhp.py" ] && ! python3 -c 'import twisted' 2>/dev/null; then
+if [ "$only_ops$only_wasm" = 00 ] && [ -f "$baselines/twisted_jnhp.py" ] && ! python3 -c 'import twisted' 2>/dev/null; then
   pip install --quiet twisted
 fi
 
@@ -152,8 +156,71 @@ deny_cache_secs = 600")
   echo "| the same, deny_cache_secs = 600 | $rate_cache_on | $cpu_cache_on µs | $(ratio "$rate_cache_on" "$rate_cache_off") |"
 }
 
+# Issue 26: a wasm validator next to the built-in function validators
+# doing the same check (max_bytes 1024 and ^[a-z0-9-]+$ on the name:
+# bench/wasm-policy.wat), a module that allows without looking (what the
+# instance checkout, the copy of the STORE and the calls cost:
+# bench/wasm-allow.wat), no validator, a persistent helper and a process
+# per STORE (both allow-all). Unique STOREs, runs interleaved.
+wasm_section() {
+  local port=18261
+  local cfg_w_none cfg_w_function cfg_w_policy cfg_w_allow cfg_w_helper cfg_w_process
+  cfg_w_none=$(config w_none '')
+  cfg_w_function=$(config w_function '
+[[validator]]
+kind = "function"
+function = "max_bytes"
+max = 1024
+[[validator]]
+kind = "function"
+function = "regex"
+field = "name"
+pattern = "^[a-z0-9-]+$"')
+  cfg_w_policy=$(config w_policy "
+[[validator]]
+kind = \"wasm\"
+module = \"$root/bench/wasm-policy.wat\"")
+  cfg_w_allow=$(config w_allow "
+[[validator]]
+kind = \"wasm\"
+module = \"$root/bench/wasm-allow.wat\"")
+  cfg_w_helper=$(config w_helper "
+[[validator]]
+kind = \"helper\"
+command = [\"$python\", \"$allow_helper\"]
+children = 1")
+  cfg_w_process=$(config w_process "
+[[validator]]
+kind = \"process\"
+command = [\"$allow\"]
+max_concurrent = 16")
+  local r n
+  for r in $(seq "$repeats"); do
+    echo "wasm round $r of $repeats" >&2
+    for n in w_none w_function w_policy w_allow w_helper w_process; do
+      eval "run_server $n \"\$jnhpd\" --config \"\$cfg_$n\"" >>"$work/$n.rates"
+    done
+  done
+  echo
+  echo "WebAssembly validators (issue 26), unique STOREs, $conc connections, median of $repeats runs of ${secs} s ($(nproc) cores: server on core 0, load on core 1)"
+  echo
+  echo "| validator | STOREs/s | CPU per STORE (jnhpd + programs) | CPU vs function |"
+  echo "|---|---|---|---|"
+  for n in w_none w_function w_policy w_allow w_helper w_process; do
+    eval "rate_$n=\$(med <\"\$work/$n.rates\")"
+    eval "cpu_$n=\$(med <\"\$work/$n.cpu\")"
+  done
+  echo "| none | $rate_w_none | $cpu_w_none µs | $(ratio "$cpu_w_none" "$cpu_w_function") |"
+  echo "| function: max_bytes + regex | $rate_w_function | $cpu_w_function µs | 1.00x |"
+  echo "| wasm: the same check (wasm-policy.wat) | $rate_w_policy | $cpu_w_policy µs | $(ratio "$cpu_w_policy" "$cpu_w_function") |"
+  echo "| wasm: allows without looking (wasm-allow.wat) | $rate_w_allow | $cpu_w_allow µs | $(ratio "$cpu_w_allow" "$cpu_w_function") |"
+  echo "| helper: Python, allow-all | $rate_w_helper | $cpu_w_helper µs | $(ratio "$cpu_w_helper" "$cpu_w_function") |"
+  echo "| process per STORE: sh, allow-all | $rate_w_process | $cpu_w_process µs | $(ratio "$cpu_w_process" "$cpu_w_function") |"
+}
+
 ratio() { python3 -c "import sys; a, b = sys.argv[1:]; print('n/a' if 'n/a' in (a, b) else f'{float(a) / float(b):.2f}x')" "$1" "$2"; }
 if [ "$only_ops" = 1 ]; then ops_section; exit 0; fi
+if [ "$only_wasm" = 1 ]; then wasm_section; exit 0; fi
 
 cfg_none=$(config none '')
 cfg_function=$(config function '
@@ -278,3 +345,4 @@ echo "| jnhp.Client against jnhpd (no validator) | $jnhp_gets | $(ratio "$jnhp_g
 echo "| redis-py against redis-server (no persistence) | $redis_gets | |"
 
 ops_section
+wasm_section
