@@ -92,7 +92,7 @@ impl Validator for PanicsNow {
     async fn validate(&self, _name: &[u8], _value: &[u8], _peer: &Peer) -> Verdict {
         Verdict::Allow
     }
-    fn check_now(&self, name: &[u8], _value: &[u8]) -> Option<Verdict> {
+    fn check_now(&self, name: &[u8], _value: &[u8], _peer: &Peer) -> Option<Verdict> {
         if name.starts_with(b"panic") {
             panic!("check_now panics on purpose");
         }

@@ -244,11 +244,11 @@ impl Server {
     /// #[async_trait::async_trait]
     /// impl Validator for UserNames {
     ///     async fn validate(&self, name: &[u8], _value: &[u8], _peer: &Peer) -> Verdict {
-    ///         self.check_now(name, b"").unwrap_or(Verdict::Allow)
+    ///         self.check_now(name, b"", _peer).unwrap_or(Verdict::Allow)
     ///     }
     ///
     ///     // Cheap and pure: checked as the request is parsed.
-    ///     fn check_now(&self, name: &[u8], _value: &[u8]) -> Option<Verdict> {
+    ///     fn check_now(&self, name: &[u8], _value: &[u8], _peer: &Peer) -> Option<Verdict> {
     ///         Some(if name.starts_with(b"user:") { Verdict::Allow } else { Verdict::Deny })
     ///     }
     ///

@@ -30,7 +30,7 @@ impl Validator for MaxBytes {
         self.judge(name, value)
     }
 
-    fn check_now(&self, name: &[u8], value: &[u8]) -> Option<Verdict> {
+    fn check_now(&self, name: &[u8], value: &[u8], _peer: &Peer) -> Option<Verdict> {
         Some(self.judge(name, value))
     }
 
@@ -76,7 +76,7 @@ impl Validator for RegexMatch {
         self.judge(name, value)
     }
 
-    fn check_now(&self, name: &[u8], value: &[u8]) -> Option<Verdict> {
+    fn check_now(&self, name: &[u8], value: &[u8], _peer: &Peer) -> Option<Verdict> {
         Some(self.judge(name, value))
     }
 

@@ -64,10 +64,10 @@ impl Validator for Limited {
         }
     }
 
-    fn check_now(&self, name: &[u8], value: &[u8]) -> Option<Verdict> {
+    fn check_now(&self, name: &[u8], value: &[u8], peer: &Peer) -> Option<Verdict> {
         // A synchronous answer is cheap by the trait's contract: no limit
         // applies to it.
-        self.inner.check_now(name, value)
+        self.inner.check_now(name, value, peer)
     }
 
     fn describe(&self) -> String {

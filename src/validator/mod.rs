@@ -22,6 +22,7 @@ mod limited;
 pub(crate) mod process;
 pub mod reaper;
 pub mod spec;
+pub(crate) mod wasm;
 
 use std::fmt;
 use std::sync::Arc;
@@ -127,7 +128,7 @@ pub trait Validator: Send + Sync + fmt::Debug {
     /// run as the request is parsed, so a STORE that passes them all is
     /// stored in the same store-actor round trip as a STORE with no
     /// validators at all.
-    fn check_now(&self, _name: &[u8], _value: &[u8]) -> Option<Verdict> {
+    fn check_now(&self, _name: &[u8], _value: &[u8], _peer: &Peer) -> Option<Verdict> {
         None
     }
 
@@ -165,8 +166,8 @@ impl Link {
     /// by `on_failure`), as a panicking `validate` is: it runs on the
     /// connection's task while the request is parsed, and its unwinding
     /// closed the connection without a reply.
-    fn check_now(&self, name: &[u8], value: &[u8]) -> Option<Verdict> {
-        let check = std::panic::AssertUnwindSafe(|| self.validator.check_now(name, value));
+    fn check_now(&self, name: &[u8], value: &[u8], peer: &Peer) -> Option<Verdict> {
+        let check = std::panic::AssertUnwindSafe(|| self.validator.check_now(name, value, peer));
         std::panic::catch_unwind(check).unwrap_or_else(|_| {
             Some(Verdict::Failure(
                 Cause::NoVerdict,
@@ -338,6 +339,7 @@ fn build(check: &Check, stats: &Arc<ValidatorStats>) -> Result<Arc<dyn Validator
         }
         Check::Process(spec) => Arc::new(process::Process::new(spec.clone(), stats.clone())),
         Check::Helper(spec) => Arc::new(helper::HelperPool::new(spec.clone(), stats.clone())),
+        Check::Wasm(spec) => Arc::new(wasm::Wasm::new(spec, stats.clone())?),
     })
 }
 
@@ -528,7 +530,7 @@ impl ValidatorChain {
         let mut judging = self.judging(name, value, peer);
         let mut allowed = true;
         for link in &self.links {
-            let passes = match link.check_now(name, value) {
+            let passes = match link.check_now(name, value, peer) {
                 // Counted when the request was parsed (check_inline),
                 // deny cache included: it allowed the STORE then.
                 Some(verdict) => {
@@ -587,7 +589,7 @@ impl ValidatorChain {
         let mut judging = self.judging(name, value, peer);
         for link in &self.links {
             let started = std::time::Instant::now();
-            let Some(verdict) = link.check_now(name, value) else {
+            let Some(verdict) = link.check_now(name, value, peer) else {
                 // The async path decides (and logs) the whole chain.
                 return Inline::Pending;
             };

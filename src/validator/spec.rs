@@ -35,7 +35,7 @@ pub enum Input {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
-    /// The STORE is refused (`ERROR validator unavailable`).
+    /// The STORE is refused (`RARGH!`).
     #[default]
     Reject,
     /// The STORE goes ahead as if allowed.
@@ -151,6 +151,7 @@ impl Check {
             Check::Denylist { .. } => "blocking",
             Check::Process(_) => "process",
             Check::Helper(_) => "helper",
+            Check::Wasm(_) => "wasm",
         }
     }
 }
@@ -179,6 +180,23 @@ pub enum Check {
     Process(ProcessSpec),
     /// `kind = "helper"`: long-running programs answering many STOREs.
     Helper(HelperSpec),
+    /// `kind = "wasm"`: a WebAssembly module run in-process.
+    Wasm(WasmSpec),
+}
+
+/// A `kind = "wasm"` validator, checked: its module is compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WasmSpec {
+    /// The module's file (resolved against the config's directory).
+    pub path: PathBuf,
+    /// The module, compiled; equal to another when the file's bytes are.
+    pub module: super::wasm::CompiledModule,
+    /// How long one STORE's check may run.
+    pub timeout: Duration,
+    /// The most linear memory one instance may have, in bytes.
+    pub max_memory: usize,
+    /// Instances (so STOREs checked at once) at most.
+    pub max_concurrent: usize,
 }
 
 /// A `kind = "helper"` validator, checked.

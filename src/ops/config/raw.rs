@@ -297,6 +297,7 @@ pub(super) enum Kind {
     Blocking,
     Process,
     Helper,
+    Wasm,
 }
 
 /// A `[[validator]]` table as written: every key optional, each with its
@@ -320,6 +321,8 @@ pub(super) struct RawValidator {
     pub children: Option<Spanned<i64>>,
     pub concurrency: Option<Spanned<i64>>,
     pub max_requests: Option<Spanned<i64>>,
+    pub module: Option<Spanned<PathBuf>>,
+    pub max_memory_mib: Option<Spanned<i64>>,
     pub on_failure: Option<Spanned<OnFailure>>,
     pub mode: Option<Spanned<Mode>>,
     pub deny_cache_secs: Option<Spanned<i64>>,

@@ -11,7 +11,7 @@ use super::place::Source;
 use super::raw::{Kind, RawValidation, RawValidator, out_of_range};
 use crate::validator::spec::{
     Check, DecisionLogTarget, DenyCacheSpec, Field, HelperSpec, ProcessSpec, ValidationSpec,
-    ValidatorSpec,
+    ValidatorSpec, WasmSpec,
 };
 
 /// Resolves the tables in order and refuses a name given twice.
@@ -294,6 +294,38 @@ impl Resolver<'_> {
         }))
     }
 
+    /// `kind = "wasm"`: the module is read, compiled, checked against
+    /// the interface and instantiated once here, so that every mistake
+    /// in it is an error of this table's `module` line.
+    fn wasm(
+        &self,
+        module: Option<Spanned<PathBuf>>,
+        timeout_ms: Option<Spanned<i64>>,
+        max_memory_mib: Option<Spanned<i64>>,
+        max_concurrent: Option<Spanned<i64>>,
+    ) -> Result<Check, ValidatorError> {
+        let module = module.ok_or_else(|| self.required("module"))?;
+        let at = module.span().start;
+        let path = self.base.join(module.into_inner());
+        let timeout_ms = self.ranged(timeout_ms, "timeout_ms", RANGE_TIMEOUT_MS, 100)?;
+        let mib = self.ranged(max_memory_mib, "max_memory_mib", RANGE_MAX_MEMORY_MIB, 16)?;
+        let max_concurrent =
+            self.ranged_usize(max_concurrent, "max_concurrent", RANGE_WASM_CONCURRENT, 8)?;
+        let compiled = crate::validator::wasm::module::load(&path)
+            .map_err(|e| self.err(at, "module", format!("{}: {e}", path.display())))?;
+        let spec = WasmSpec {
+            path,
+            module: compiled,
+            timeout: Duration::from_millis(timeout_ms),
+            // At most 4 GiB: fits a usize on the 64-bit targets jnhpd runs on.
+            max_memory: (mib << 20) as usize,
+            max_concurrent,
+        };
+        crate::validator::wasm::check_instance(&spec)
+            .map_err(|e| self.err(at, "module", format!("{}: {e}", spec.path.display())))?;
+        Ok(Check::Wasm(spec))
+    }
+
     fn timeout(&self, timeout_ms: Option<Spanned<i64>>) -> Result<Duration, ValidatorError> {
         let ms = self.ranged(timeout_ms, "timeout_ms", RANGE_TIMEOUT_MS, 5000)?;
         Ok(Duration::from_millis(ms))
@@ -306,6 +338,9 @@ const RANGE_MAX_CONCURRENT: (u64, u64) = (1, 10_000);
 const RANGE_CHILDREN: (u64, u64) = (1, 1_000);
 const RANGE_CONCURRENCY: (u64, u64) = (1, 10_000);
 const RANGE_MAX_REQUESTS: (u64, u64) = (0, 4_294_967_295);
+/// A 32-bit module's memory ends at 4 GiB.
+const RANGE_MAX_MEMORY_MIB: (u64, u64) = (1, 4096);
+const RANGE_WASM_CONCURRENT: (u64, u64) = (1, 1024);
 /// Up to 30 days: a refusal remembered longer is a denylist.
 const RANGE_DENY_CACHE_SECS: (u64, u64) = (1, 2_592_000);
 /// About 100 bytes each: 1 000 000 entries is ~100 MB at most.
@@ -328,6 +363,8 @@ impl RawValidator {
             children,
             concurrency,
             max_requests,
+            module,
+            max_memory_mib,
             on_failure,
             mode,
             deny_cache_secs,
@@ -341,8 +378,8 @@ impl RawValidator {
         };
         // Which kinds take each key: one table, so that a key of another
         // kind is refused like an unknown one, for every kind.
-        use Kind::{Blocking, Function, Helper, Process};
-        let keys: [(&'static str, Option<usize>, &[Kind]); 13] = [
+        use Kind::{Blocking, Function, Helper, Process, Wasm};
+        let keys: [(&'static str, Option<usize>, &[Kind]); 15] = [
             ("function", at(&function), &[Function, Blocking]),
             ("max", at(&max), &[Function]),
             ("field", at(&field), &[Function]),
@@ -350,15 +387,17 @@ impl RawValidator {
             ("path", at(&path), &[Blocking]),
             ("command", at(&command), &[Process, Helper]),
             ("input", at(&input), &[Process]),
-            ("timeout_ms", at(&timeout_ms), &[Process, Helper]),
-            ("max_concurrent", at(&max_concurrent), &[Process]),
+            ("timeout_ms", at(&timeout_ms), &[Process, Helper, Wasm]),
+            ("max_concurrent", at(&max_concurrent), &[Process, Wasm]),
             ("children", at(&children), &[Helper]),
             ("concurrency", at(&concurrency), &[Helper]),
             ("max_requests", at(&max_requests), &[Helper]),
+            ("module", at(&module), &[Wasm]),
+            ("max_memory_mib", at(&max_memory_mib), &[Wasm]),
             (
                 "on_failure",
                 at(&on_failure),
-                &[Function, Blocking, Process, Helper],
+                &[Function, Blocking, Process, Helper, Wasm],
             ),
         ];
         let foreign: Vec<_> = keys
@@ -404,6 +443,7 @@ impl RawValidator {
                     max_requests: r.ranged(max_requests, "max_requests", RANGE_MAX_REQUESTS, 0)?,
                 })
             }
+            Wasm => r.wasm(module, timeout_ms, max_memory_mib, max_concurrent)?,
         };
         let name = match name {
             None => format!("{}-{index}", kind_name(r.kind)),
@@ -442,6 +482,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Blocking => "blocking",
         Kind::Process => "process",
         Kind::Helper => "helper",
+        Kind::Wasm => "wasm",
     }
 }
 
