@@ -54,10 +54,14 @@ fn build(cmd: &mut Command) {
     );
 }
 
-/// jnhpd with one validator: the wasm module at `module`.
+/// jnhpd with one validator: the wasm module at `module`. A failure of
+/// the module (a trap, a bad address from `jnhp_alloc`) lets the STORE
+/// through (`on_failure = "allow"`), so that a `RARGH!` below is the
+/// module's verdict, never a failure that `reject` would also answer
+/// with `RARGH!`.
 fn serve(module: &Path) -> Server {
     Server::start(&format!(
-        "[[validator]]\nkind = \"wasm\"\nmodule = '{}'\n",
+        "[[validator]]\nkind = \"wasm\"\nmodule = '{}'\non_failure = \"allow\"\n",
         module.display()
     ))
 }
@@ -92,6 +96,9 @@ fn the_wat_example_allows_printable_text_of_at_most_4096_bytes() {
         "W00T!"
     );
     assert_eq!(c.ask("GET accented"), "café ☕ 😀");
+    // Over a page with its name: the module grows its memory to judge it.
+    let (name, value) = ("n".repeat(250), "x".repeat(65536));
+    assert_eq!(c.ask(&format!("STORE {name} {value}")), "RARGH!");
 
     assert_eq!(
         c.ask(&format!("STORE too-long {}", "x".repeat(4097))),
@@ -154,6 +161,11 @@ fn the_assemblyscript_example_allows_tenant_names_and_logs_why_it_refuses() {
         "RARGH!"
     );
     assert_eq!(c.ask("EXISTS Acme/x"), "RARGH!");
+    // Longer than any STORE before: the module grows its buffer.
+    assert_eq!(
+        c.ask(&format!("STORE Acme/big {}", "x".repeat(65536))),
+        "RARGH!"
+    );
 
     // The refusals' reasons, through the module's jnhp.log import.
     s.log
@@ -218,6 +230,8 @@ fn the_rust_example_allows_json_with_an_owner_and_logs_refusals_with_the_peer() 
     assert_eq!(c.ask(r#"STORE report-6 ["owner"]"#), "RARGH!");
     assert_eq!(c.ask(r#"STORE report-7 {"owner":"alice""#), "RARGH!");
     assert_eq!(c.ask("EXISTS report-3"), "RARGH!");
+    let big = format!(r#"STORE report-big {{"size":"{}"}}"#, "x".repeat(65000));
+    assert_eq!(c.ask(&big), "RARGH!");
 
     // The module logs the client's address jnhpd gave it: this
     // connection's own.
@@ -255,7 +269,7 @@ fn the_smallest_module_in_the_docs_works_up_to_the_longest_store() {
     assert_eq!(c.ask(&format!("STORE short {}", "x".repeat(99))), "W00T!");
     assert_eq!(c.ask(&format!("STORE long {}", "x".repeat(100))), "RARGH!");
     // The longest STORE the default limits allow fits its two pages: a
-    // verdict, not a failure of the validator (an ERROR).
+    // verdict, not a failure of the validator (which would let it through).
     let name = "n".repeat(250);
     assert_eq!(
         c.ask(&format!("STORE {name} {}", "x".repeat(65536))),
