@@ -71,15 +71,7 @@ pub(crate) fn load(path: &Path) -> Result<CompiledModule, String> {
         Some(module) => module,
         None => {
             let engine = super::engine::engine()?;
-            // Binary or text form: wasmtime tells them apart by content.
-            let module = Module::new(engine, &bytes).map_err(|e| {
-                let what = if bytes.starts_with(b"\0asm") {
-                    "not a valid WebAssembly module"
-                } else {
-                    "neither a WebAssembly module nor its text form"
-                };
-                format!("{what}: {}", super::one_line(&e))
-            })?;
+            let module = compile(engine, &bytes)?;
             check_interface(&module)?;
             let mut compiled = lock();
             let kept = compiled.get_or_insert_with(HashMap::new);
@@ -91,6 +83,41 @@ pub(crate) fn load(path: &Path) -> Result<CompiledModule, String> {
         }
     };
     Ok(CompiledModule { digest, module })
+}
+
+/// The module in `bytes` (binary or text form, told apart by content),
+/// validated, then compiled: each step's error said as what it is.
+fn compile(engine: &wasmtime::Engine, bytes: &[u8]) -> Result<Module, String> {
+    let binary = if bytes.starts_with(b"\0asm") {
+        std::borrow::Cow::Borrowed(bytes)
+    } else {
+        let text = wat::parse_bytes(bytes).map_err(|e| {
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or_default().to_string();
+            format!(
+                "neither a WebAssembly module nor its text form: {}",
+                escape(&first)
+            )
+        })?;
+        std::borrow::Cow::Owned(text.into_owned())
+    };
+    Module::validate(engine, &binary)
+        .map_err(|e| format!("not a valid WebAssembly module: {}", super::one_line(&e)))?;
+    Module::new(engine, &binary).map_err(|e| {
+        let why = super::one_line(&e);
+        if why.contains("executable") {
+            format!(
+                "cannot compile it: the system refuses executable memory \
+                 (under systemd, MemoryDenyWriteExecute=yes; see docs/security.md): {why}"
+            )
+        } else {
+            format!("cannot compile it: {why}")
+        }
+    })
+}
+
+fn escape(text: &str) -> String {
+    crate::validator::escape_controls(text)
 }
 
 fn lock() -> std::sync::MutexGuard<'static, Option<HashMap<[u8; 32], Module>>> {
