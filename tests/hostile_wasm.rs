@@ -1264,3 +1264,49 @@ fn timeouts_are_honoured_within_a_few_milliseconds() {
         assert_eq!(failures(admin_addr(&s), "timeout"), 10.0);
     }
 }
+
+#[test]
+#[ignore = "defect: hundreds of looping modules (max_concurrent allows 1024) starve the connections and stretch timeouts"]
+fn a_high_max_concurrent_of_looping_modules_does_not_hold_up_other_connections() {
+    // wasm.md: "a slow module never holds up other connections", and
+    // max_concurrent may be up to 1024. 800 clients each send a STORE
+    // whose module loops: each should be answered at its timeout, and
+    // another client served at once meanwhile.
+    let s = start(
+        &[("loop.wat", &endless())],
+        &format!(
+            "{ADMIN}[server]\nmax_connections = 2000\n{}",
+            wasm_table("loop.wat", "max_concurrent = 1024\ntimeout_ms = 4000")
+        ),
+    );
+    let addr = s.addr();
+    let admin = admin_addr(&s);
+    let sent = Instant::now();
+    let clients: Vec<Client> = (0..800)
+        .map(|i| {
+            let mut c = Client::connect(addr);
+            c.send(format!("STORE h{i} x\r\n").as_bytes());
+            c
+        })
+        .collect();
+    wait_until("the modules run", || {
+        wm(admin, "jnhpd_validator_in_flight", "") >= 100.0
+    });
+    let mut other = s.connect();
+    let mut slowest = Duration::ZERO;
+    for i in 0..10 {
+        let asked = Instant::now();
+        assert_eq!(other.ask(&format!("EXISTS nothing{i}")), "RARGH!");
+        slowest = slowest.max(asked.elapsed());
+    }
+    // Their replies come at their timeout, not seconds after it.
+    let mut latest = Duration::ZERO;
+    for mut c in clients {
+        assert_eq!(c.reply(), "RARGH!");
+        latest = latest.max(sent.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(1500) && latest < Duration::from_millis(5500),
+        "an EXISTS waited {slowest:?}; the last of the 4000 ms timeouts came after {latest:?}"
+    );
+}
