@@ -1091,7 +1091,6 @@ fn every_verdict_and_failure_is_counted_and_logged_under_contention() {
 }
 
 #[test]
-#[ignore = "defect: a wasm failure before a process validator is logged in the decision log without its cause"]
 fn a_wasm_failure_before_another_validator_has_its_cause_in_the_decision_log() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
