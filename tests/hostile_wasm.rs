@@ -1309,3 +1309,38 @@ fn a_high_max_concurrent_of_looping_modules_does_not_hold_up_other_connections()
         "an EXISTS waited {slowest:?}; the last of the 4000 ms timeouts came after {latest:?}"
     );
 }
+
+#[test]
+fn stores_cut_by_the_deadline_while_queued_leave_the_queued_gauge() {
+    // Five STOREs for one instance whose module loops; the chain's
+    // deadline ends them all, four of them while they wait.
+    let s = start(
+        &[("loop.wat", &endless())],
+        &format!(
+            "{ADMIN}[validation]\ndeadline_ms = 300\n{}",
+            wasm_table("loop.wat", "max_concurrent = 1\ntimeout_ms = 10000")
+        ),
+    );
+    let addr = s.addr();
+    let threads: Vec<_> = (0..5)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let asked = Instant::now();
+                let reply = Client::connect(addr).ask(&format!("STORE q{i} x"));
+                (reply, asked.elapsed())
+            })
+        })
+        .collect();
+    for t in threads {
+        let (reply, took) = t.join().unwrap();
+        assert_eq!(reply, "RARGH!");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+    let admin = admin_addr(&s);
+    assert_eq!(failures(admin, "timeout"), 5.0);
+    // observability.md: queued = STOREs waiting for a slot now.
+    wait_until("nothing queued or in flight", || {
+        wm(admin, "jnhpd_validator_queued", "") == 0.0
+            && wm(admin, "jnhpd_validator_in_flight", "") == 0.0
+    });
+}
