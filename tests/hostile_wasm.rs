@@ -1344,3 +1344,94 @@ fn stores_cut_by_the_deadline_while_queued_leave_the_queued_gauge() {
             && wm(admin, "jnhpd_validator_in_flight", "") == 0.0
     });
 }
+
+#[test]
+fn a_store_in_flight_keeps_its_module_across_a_reload() {
+    let s = start(
+        &[("m.wat", &endless())],
+        &format!("{ADMIN}{}", wasm_table("m.wat", "timeout_ms = 3000")),
+    );
+    let admin = admin_addr(&s);
+    let mut old = s.connect();
+    let sent = Instant::now();
+    old.send(b"STORE old x\r\n");
+    wait_until("the old module runs", || {
+        wm(admin, "jnhpd_validator_in_flight", "") >= 1.0
+    });
+    std::fs::write(s.path("m.wat"), module("i32.const 1", "")).unwrap();
+    reload(&s, "configuration reloaded");
+    // New STOREs: the new module, at once, while the old one loops on.
+    let mut c = s.connect();
+    let asked = Instant::now();
+    assert_eq!(c.ask("STORE new x"), "W00T!");
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    assert_eq!(old.reply(), "RARGH!");
+    assert!(sent.elapsed() >= Duration::from_millis(2900));
+    assert_eq!(c.ask("EXISTS old"), "RARGH!");
+}
+
+#[test]
+fn a_reload_changing_only_the_mode_keeps_figures_and_deny_cache() {
+    let deny = module("i32.const 0", "");
+    let config = |mode: &str| {
+        format!(
+            "{ADMIN}{}",
+            wasm_table(
+                "m.wat",
+                &format!("mode = \"{mode}\"\ndeny_cache_secs = 600")
+            )
+        )
+    };
+    let s = start(&[("m.wat", &deny)], &config("dryrun"));
+    let admin = admin_addr(&s);
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE k1 v"), "W00T!");
+    assert_eq!(c.ask("STORE k2 v"), "W00T!");
+    assert_eq!(verdicts(admin, "deny"), 2.0);
+    std::fs::write(s.config.as_ref().unwrap(), config("enforce")).unwrap();
+    reload(&s, "configuration reloaded");
+    assert_eq!(verdicts(admin, "deny"), 2.0);
+    assert_eq!(wm(admin, "jnhpd_validator_deny_cache_entries", ""), 2.0);
+    assert_eq!(
+        metric(
+            admin,
+            "jnhpd_validator_mode{validator=\"w\",mode=\"enforce\"}"
+        ),
+        1.0
+    );
+    assert_eq!(c.ask("STORE k3 v"), "RARGH!");
+    assert_eq!(verdicts(admin, "deny"), 3.0);
+}
+
+#[test]
+fn a_fast_module_before_a_process_sees_each_store_at_most_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let program = common::script(&d, "allow", "echo JNHP:1");
+    std::fs::write(
+        d.join("m.wat"),
+        module(
+            "(call $log (i32.const 1024) (local.get $n)) i32.const 1",
+            "",
+        ),
+    )
+    .unwrap();
+    let s = Server::start_in(
+        dir,
+        &format!(
+            "{ADMIN}{}{}",
+            wasm_table("m.wat", ""),
+            common::process_validator(&program, "")
+        ),
+    );
+    let mut c = s.connect();
+    for i in 0..10 {
+        assert_eq!(c.ask(&format!("STORE twice{i} v")), "W00T!");
+    }
+    for i in 0..10 {
+        let runs = s.log.count(&format!("validator w: twice{i}"));
+        assert!((1..=2).contains(&runs), "twice{i} ran {runs} times");
+    }
+    // Counted once each.
+    assert_eq!(verdicts(admin_addr(&s), "allow"), 10.0);
+}
