@@ -6,6 +6,8 @@
 //! deadline. Every reply is recorded and checked.
 
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -1434,4 +1436,91 @@ fn a_fast_module_before_a_process_sees_each_store_at_most_twice() {
     }
     // Counted once each.
     assert_eq!(verdicts(admin_addr(&s), "allow"), 10.0);
+}
+
+/// A mutual-TLS client with an odd certificate subject: the module gets
+/// the subject as the fourth string and logs it.
+#[test]
+fn the_certificate_subject_reaches_the_module_and_cannot_forge_a_log_line() {
+    use rcgen::{DistinguishedName, DnType, DnValue};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let ca = pki::Ca::new(&d, "main");
+    let server_cert = ca.server(&d, "server", 1);
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, DnValue::Utf8String("Org".into()));
+    dn.push(
+        DnType::CommonName,
+        DnValue::Utf8String("evil\nFORGED-SUBJECT\r\u{1b}[2J\u{2028}".into()),
+    );
+    let client = ca.client_dn(&d, "odd", dn);
+    std::fs::write(
+        d.join("m.wat"),
+        module(
+            "(call $log (i32.add (i32.const 1024) (i32.add (i32.add (local.get $n) (local.get $v)) (local.get $p))) (local.get $s))
+             (i32.gt_u (local.get $s) (i32.const 0))",
+            "",
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "{ADMIN}[server]\nlisten = []\n[tls]\nlisten = [\"127.0.0.1:0\"]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n{}",
+        server_cert.cert.display(),
+        server_cert.key.display(),
+        ca.pem.display(),
+        wasm_table("m.wat", "")
+    );
+    let path = d.join("jnhp.toml");
+    std::fs::write(&path, &config).unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config").arg(&path);
+    let s = Server::spawn(cmd, dir, Some(path));
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&ca.pem).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            CertificateDer::pem_file_iter(&client.cert)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect(),
+            PrivateKeyDer::from_pem_file(&client.key).unwrap(),
+        )
+        .unwrap(),
+    );
+    let tcp = std::net::TcpStream::connect(s.tls_addrs[0]).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    let conn =
+        rustls::ClientConnection::new(tls, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    stream.write_all(b"STORE who v\r\n").unwrap();
+    stream.flush().unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1);
+        reply.push(byte[0]);
+    }
+    assert_eq!(reply, b"W00T!\r\n");
+    let line = s.log.wait_for("validator w: CN=evil");
+    for other in s.log.all().lines().filter(|l| l.contains("FORGED-SUBJECT")) {
+        assert!(other.contains("validator w: CN=evil"), "forged: {other}");
+    }
+    assert!(
+        !line.contains('\u{1b}') && !line.contains('\u{2028}'),
+        "{line:?}"
+    );
+    assert!(line.ends_with(",O=Org"), "{line}");
 }
