@@ -1524,3 +1524,39 @@ fn the_certificate_subject_reaches_the_module_and_cannot_forge_a_log_line() {
     );
     assert!(line.ends_with(",O=Org"), "{line}");
 }
+
+#[test]
+fn a_reload_stuck_in_a_start_function_neither_stops_serving_nor_shutdown() {
+    let allow_a = module(&format!("(i32.eq {FIRST_VALUE_BYTE} (i32.const 97))"), "");
+    let mut s = start(
+        &[("m.wat", &allow_a)],
+        &format!("{ADMIN}{}", wasm_table("m.wat", "")),
+    );
+    // A start function that loops, under an hour's timeout_ms: the
+    // reload takes that long to refuse it.
+    std::fs::write(
+        s.path("m.wat"),
+        module("i32.const 1", "(func $st (loop $l (br $l))) (start $st)"),
+    )
+    .unwrap();
+    std::fs::write(
+        s.config.as_ref().unwrap(),
+        format!("{ADMIN}{}", wasm_table("m.wat", "timeout_ms = 3600000")),
+    )
+    .unwrap();
+    s.signal(Signal::SIGHUP);
+    let mut c = s.connect();
+    for i in 0..20 {
+        assert_eq!(c.ask(&format!("STORE a{i} apple")), "W00T!");
+        assert_eq!(c.ask(&format!("STORE b{i} banana")), "RARGH!");
+    }
+    let signalled = Instant::now();
+    s.signal(Signal::SIGTERM);
+    let status = s.wait_exit();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        signalled.elapsed()
+    );
+}
