@@ -246,6 +246,8 @@ fn log_lines_from_the_module_cannot_be_forged() {
          (if (i32.eq (local.get $c) (i32.const 51)) (then (call $log (i32.const -1) (i32.const 1))))
          (if (i32.eq (local.get $c) (i32.const 52)) (then (call $log (i32.const 65536) (i32.const 0))))
          (if (i32.eq (local.get $c) (i32.const 53)) (then (call $log (i32.const 10) (i32.const 2147483647))))
+         ;; '6': an address and length whose sum wraps around 2^32
+         (if (i32.eq (local.get $c) (i32.const 54)) (then (call $log (i32.const -16) (i32.const 32))))
          i32.const 1",
         len = forged.len() - 2 * forged.matches('\\').count()
     );
@@ -273,14 +275,17 @@ fn log_lines_from_the_module_cannot_be_forged() {
     for raw in ['\x1b', '\0', '\x7f', '\r', '\u{85}', '\u{2028}', '\u{2029}'] {
         assert!(!line.contains(raw), "{raw:?} unescaped in {line:?}");
     }
-    let replies: Vec<String> = (1..=5).map(|i| c.ask(&format!("STORE l{i} {i}"))).collect();
-    assert_eq!(replies, ["RARGH!", "W00T!", "RARGH!", "W00T!", "RARGH!"]);
+    let replies: Vec<String> = (1..=6).map(|i| c.ask(&format!("STORE l{i} {i}"))).collect();
+    assert_eq!(
+        replies,
+        ["RARGH!", "W00T!", "RARGH!", "W00T!", "RARGH!", "RARGH!"]
+    );
     s.log
         .wait_for("jnhp.log: address 0 length -1 is outside the module's memory");
     s.log
         .wait_for("jnhp.log: address 10 length 2147483647 is outside the module's memory");
     let admin = admin_addr(&s);
-    assert_eq!(failures(admin, "no_verdict"), 3.0);
+    assert_eq!(failures(admin, "no_verdict"), 4.0);
     // The whole page: one line, cut (1 024 bytes of NUL, escaped).
     let longest = s.log.all().lines().map(str::len).max().unwrap_or_default();
     assert!(longest < 5000, "a line of {longest} bytes");
