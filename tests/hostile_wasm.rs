@@ -1044,7 +1044,7 @@ fn max_concurrent_one_serves_many_clients_correctly() {
 }
 
 #[test]
-#[ignore = "defect: a STORE judged inline on its second try (first found the instance busy) is not counted nor logged"]
+#[ignore = "defect: a STORE judged by check_now in ValidatorChain::allows (the inline try found the instance busy) is neither counted nor logged (a race)"]
 fn every_verdict_and_failure_is_counted_and_logged_under_contention() {
     // Values starting with t trap; the rest are allowed.
     let text = module(
@@ -1063,7 +1063,7 @@ fn every_verdict_and_failure_is_counted_and_logged_under_contention() {
         .map(|t| {
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
-                for i in 0..200 {
+                for i in 0..500 {
                     let (v, expected) = if i % 2 == 0 {
                         ("trap", "RARGH!")
                     } else {
@@ -1087,12 +1087,12 @@ fn every_verdict_and_failure_is_counted_and_logged_under_contention() {
     );
     // observability.md: verdicts count each validator's own answer;
     // wasm.md: a trap is logged and counted under no_verdict.
-    assert_eq!(verdicts(admin, "allow"), 400.0, "{figures}");
-    assert_eq!(failures(admin, "no_verdict"), 400.0, "{figures}");
-    assert_eq!(verdicts(admin, "failure"), 400.0, "{figures}");
+    assert_eq!(verdicts(admin, "allow"), 1000.0, "{figures}");
+    assert_eq!(failures(admin, "no_verdict"), 1000.0, "{figures}");
+    assert_eq!(verdicts(admin, "failure"), 1000.0, "{figures}");
     assert_eq!(
         s.log.count("unreachable` instruction executed"),
-        400,
+        1000,
         "{figures}"
     );
 }
