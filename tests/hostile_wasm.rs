@@ -1272,7 +1272,7 @@ fn timeouts_are_honoured_within_a_few_milliseconds() {
 }
 
 #[test]
-#[ignore = "defect: hundreds of looping modules (max_concurrent allows 1024) starve the connections and stretch timeouts"]
+#[ignore = "defect: more looping modules than tokio's 512 blocking threads (max_concurrent allows 1024) starve connections and stretch timeouts"]
 fn a_high_max_concurrent_of_looping_modules_does_not_hold_up_other_connections() {
     // wasm.md: "a slow module never holds up other connections", and
     // max_concurrent may be up to 1024. 800 clients each send a STORE
