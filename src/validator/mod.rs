@@ -535,13 +535,20 @@ impl ValidatorChain {
                 // deny cache included: it allowed the STORE then.
                 Some(verdict) => {
                     if let Some(steps) = &mut judging.steps {
-                        let label = match &verdict {
-                            Verdict::Allow => "allow",
-                            Verdict::Deny => "deny",
-                            Verdict::Failure(..) => "failure",
+                        let (label, cause) = match &verdict {
+                            Verdict::Allow => ("allow", None),
+                            Verdict::Deny => ("deny", None),
+                            Verdict::Failure(cause, _) => {
+                                ("failure", Some(crate::metrics::cause_label(*cause)))
+                            }
                         };
-                        let step =
-                            Step::new(&link.stats.name, link.mode, label, None, Default::default());
+                        let step = Step::new(
+                            &link.stats.name,
+                            link.mode,
+                            label,
+                            cause,
+                            Default::default(),
+                        );
                         steps.push(step);
                     }
                     link.decide_quietly(verdict)

@@ -62,10 +62,10 @@ impl Process {
 /// waits it is queued, not running, so it moves from one gauge to the
 /// other until dropped, however the wait ends (a slot, or the STORE
 /// abandoned).
-struct Waiting<'a>(&'a ValidatorStats);
+pub(crate) struct Waiting<'a>(&'a ValidatorStats);
 
 impl<'a> Waiting<'a> {
-    fn new(stats: &'a ValidatorStats) -> Waiting<'a> {
+    pub(crate) fn new(stats: &'a ValidatorStats) -> Waiting<'a> {
         stats.queued.fetch_add(1, Relaxed);
         stats.in_flight.fetch_sub(1, Relaxed);
         Waiting(stats)

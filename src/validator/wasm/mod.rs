@@ -486,11 +486,13 @@ impl Validator for Wasm {
         let permit: OwnedSemaphorePermit = match shared.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                shared.stats.queued.fetch_add(1, Relaxed);
+                // Queued until the wait ends, however it ends: the
+                // chain's deadline drops this future mid-wait.
+                let waiting = super::process::Waiting::new(&shared.stats);
                 let wait =
                     tokio::time::timeout(shared.timeout, shared.permits.clone().acquire_owned());
                 let permit = wait.await;
-                shared.stats.queued.fetch_sub(1, Relaxed);
+                drop(waiting);
                 match permit {
                     Ok(Ok(permit)) => permit,
                     // The semaphore is never closed.
