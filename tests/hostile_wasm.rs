@@ -593,7 +593,6 @@ fn modules_with_odd_imports_or_features_are_refused_clearly() {
 }
 
 #[test]
-#[ignore = "defect: a text module that parses but fails validation is called \"neither a WebAssembly module nor its text form\""]
 fn a_text_module_that_fails_validation_is_not_called_something_else() {
     // Valid text syntax, invalid module (a duplicate export): the error
     // must not claim the file is not the text form.
@@ -899,7 +898,6 @@ fn dryrun_and_warn_with_a_trapping_module_never_refuse() {
 }
 
 #[test]
-#[ignore = "defect: a deny-cache hit still runs a fast (inline) wasm module"]
 fn a_deny_cache_hit_does_not_run_the_module() {
     // Logs the name at each run, denies everything.
     let text = module(
@@ -1044,7 +1042,6 @@ fn max_concurrent_one_serves_many_clients_correctly() {
 }
 
 #[test]
-#[ignore = "defect: a STORE judged by check_now in ValidatorChain::allows (the inline try found the instance busy) is neither counted nor logged (a race)"]
 fn every_verdict_and_failure_is_counted_and_logged_under_contention() {
     // Values starting with t trap; the rest are allowed.
     let text = module(
@@ -1272,7 +1269,6 @@ fn timeouts_are_honoured_within_a_few_milliseconds() {
 }
 
 #[test]
-#[ignore = "defect: more looping modules than tokio's 512 blocking threads (max_concurrent allows 1024) starve connections and stretch timeouts"]
 fn a_high_max_concurrent_of_looping_modules_does_not_hold_up_other_connections() {
     // wasm.md: "a slow module never holds up other connections", and
     // max_concurrent may be up to 1024. 800 clients each send a STORE

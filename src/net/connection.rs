@@ -64,13 +64,13 @@ fn to_op(
         Ok(Some(Request::Store { name, value })) => {
             let validate = match chain.get(current).check_inline(name, value, peer) {
                 Inline::Denied => return Some(Op::Refused),
-                Inline::Allowed => false,
-                Inline::Pending => true,
+                Inline::Allowed => None,
+                Inline::Pending(resume) => Some(resume),
             };
             Op::Store {
                 name: span(name),
                 value: span(value),
-                validate,
+                resume: validate,
             }
         }
         Ok(Some(Request::Exists { name })) => Op::Exists(span(name)),
@@ -318,7 +318,14 @@ impl<S: Stream> Connection<S> {
             (chain, current),
             &self.peer,
         ) {
-            if matches!(op, Op::Store { validate: true, .. }) && !batch.has_validation() {
+            if matches!(
+                op,
+                Op::Store {
+                    resume: Some(_),
+                    ..
+                }
+            ) && !batch.has_validation()
+            {
                 self.set_validation(chain, batch);
             }
             batch.push(op);

@@ -176,14 +176,17 @@ impl<M: Mode> Actor<M> {
                 &Op::Store {
                     name,
                     value,
-                    validate,
-                } => match self.store_at_once(&mut batch, name, value, validate) {
-                    Step::Answered => {}
-                    Step::WaitForTurn => return self.wait_for_turn(batch, giver),
-                    Step::Reserve => return self.reserve(batch, giver),
-                    Step::Validate => return self.validate(batch, giver, None),
-                    Step::Commit => return self.commit_run(batch, giver),
-                },
+                    ref resume,
+                } => {
+                    let validate = resume.is_some();
+                    match self.store_at_once(&mut batch, name, value, validate) {
+                        Step::Answered => {}
+                        Step::WaitForTurn => return self.wait_for_turn(batch, giver),
+                        Step::Reserve => return self.reserve(batch, giver),
+                        Step::Validate => return self.validate(batch, giver, None),
+                        Step::Commit => return self.commit_run(batch, giver),
+                    }
+                }
             }
         }
         giver.give(Handback::Batch(batch));
@@ -306,7 +309,7 @@ impl<M: Mode> Actor<M> {
             let &Op::Store {
                 name,
                 value,
-                validate: false,
+                resume: None,
             } = op
             else {
                 break;
@@ -563,7 +566,10 @@ impl<M: Mode> Actor<M> {
             // Its turn: the name stays held, now for this STORE.
             let validate = matches!(
                 parked.batch.ops[parked.batch.next],
-                Op::Store { validate: true, .. }
+                Op::Store {
+                    resume: Some(_),
+                    ..
+                }
             );
             return match (validate, parked.giver) {
                 (true, Some(giver)) => self.validate(parked.batch, giver, lease),

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use crate::base::shutdown::Flag;
 use crate::metrics::{Answer as Tallied, Command, Tally, server_error_for};
 use crate::protocol::{ProtocolError, Reply, ServerFault};
-use crate::validator::{Peer, ValidatorChain};
+use crate::validator::{Peer, Resume, ValidatorChain};
 
 /// Ops a batch keeps room for between bursts (a read of tiny requests
 /// makes thousands: 56 bytes each).
@@ -61,13 +61,13 @@ impl Span {
 /// input.
 #[derive(Debug)]
 pub enum Op {
-    /// `validate`: the STORE must still pass validators that cannot answer
-    /// inline, so the actor reserves the name and has it validated before
-    /// storing.
+    /// `resume`: the STORE must still pass validators that could not
+    /// answer inline (from where the chain resumes), so the actor
+    /// reserves the name and has it validated before storing.
     Store {
         name: Span,
         value: Span,
-        validate: bool,
+        resume: Option<Box<Resume>>,
     },
     /// A STORE the inline validators already refused: answered `RARGH!`.
     Refused,

@@ -474,7 +474,8 @@ mod tests {
                         let op = Op::Store {
                             name: span(&mut batch, n),
                             value: span(&mut batch, v),
-                            validate,
+                            resume: validate
+                                .then(|| Box::new(crate::validator::Resume::from_start())),
                         };
                         if validate && !batch.has_validation() {
                             batch.set_validation(Validation {
@@ -575,7 +576,7 @@ mod tests {
         b.push(Op::Store {
             name: Span::new(i, 6..7),
             value: Span::new(i, 8..9),
-            validate: false,
+            resume: None,
         });
         b.push(Op::Get(Span::new(i, 14..15)));
         let j = b.input_index(&second);

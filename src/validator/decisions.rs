@@ -32,7 +32,7 @@ use super::spec::{DecisionLogTarget, Mode, ValidationSpec};
 use crate::metrics::Metrics;
 
 /// What one validator made of a STORE, for the decision log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct Step {
     pub validator: String,
     pub mode: &'static str,

@@ -251,16 +251,6 @@ impl Link {
         true
     }
 
-    /// Whether a verdict already counted and logged lets the STORE go on.
-    fn decide_quietly(&self, verdict: Verdict) -> bool {
-        self.mode != Mode::Enforce
-            || match verdict {
-                Verdict::Allow => true,
-                Verdict::Deny => false,
-                Verdict::Failure(..) => self.on_failure == OnFailure::Allow,
-            }
-    }
-
     /// Whether the verdict lets the STORE go on: failures are logged with
     /// the validator, the name and the cause, then decided by `on_failure`;
     /// refusals are decided by the mode. A denial goes to the deny cache.
@@ -356,14 +346,14 @@ pub struct ValidatorChain {
 }
 
 /// The outcome of the chain's synchronous prefix ([`ValidatorChain::check_inline`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Inline {
     /// A validator said no: `RARGH!`.
     Denied,
     /// Every validator of the chain allowed it.
     Allowed,
-    /// The synchronous validators allowed it; asynchronous ones remain.
-    Pending,
+    /// The leading validators allowed it; the rest go on from here.
+    Pending(Box<Resume>),
 }
 
 impl ValidatorChain {
@@ -526,35 +516,35 @@ impl ValidatorChain {
     /// or is reached after it, fails (`timeout`) and its `on_failure`
     /// decides.
     pub async fn allows(&self, name: &[u8], value: &[u8], peer: &Peer) -> bool {
+        self.allows_from(name, value, peer, None).await
+    }
+
+    /// [`allows`](Self::allows), going on from where
+    /// [`check_inline`](Self::check_inline) stopped (`resume`): the
+    /// validators it judged are neither run nor counted again, and their
+    /// steps are the decision log's first.
+    pub(crate) async fn allows_from(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        peer: &Peer,
+        resume: Option<&Resume>,
+    ) -> bool {
         let deadline = self.deadline.map(|d| tokio::time::Instant::now() + d);
         let mut judging = self.judging(name, value, peer);
+        let from = match resume {
+            Some(resume) => {
+                judging.steps = resume.steps.clone();
+                resume.from
+            }
+            None => 0,
+        };
         let mut allowed = true;
-        for link in &self.links {
-            let passes = match link.check_now(name, value, peer) {
-                // Counted when the request was parsed (check_inline),
-                // deny cache included: it allowed the STORE then.
-                Some(verdict) => {
-                    if let Some(steps) = &mut judging.steps {
-                        let (label, cause) = match &verdict {
-                            Verdict::Allow => ("allow", None),
-                            Verdict::Deny => ("deny", None),
-                            Verdict::Failure(cause, _) => {
-                                ("failure", Some(crate::metrics::cause_label(*cause)))
-                            }
-                        };
-                        let step = Step::new(
-                            &link.stats.name,
-                            link.mode,
-                            label,
-                            cause,
-                            Default::default(),
-                        );
-                        steps.push(step);
-                    }
-                    link.decide_quietly(verdict)
-                }
-                None => match link.cached_denial(&mut judging) {
-                    Some(passes) => passes,
+        for link in self.links.get(from..).unwrap_or_default() {
+            let passes = match link.cached_denial(&mut judging) {
+                Some(passes) => passes,
+                None => match link.check_now(name, value, peer) {
+                    Some(verdict) => link.decide(&mut judging, verdict, Default::default()),
                     // Reached after the deadline: not started at all.
                     None if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) => {
                         let verdict = past_deadline(self.deadline);
@@ -588,21 +578,27 @@ impl ValidatorChain {
     }
 
     /// Runs the chain's leading validators that answer synchronously, in
-    /// order, as a request is parsed. `Pending` means asynchronous
-    /// validators remain: the STORE then goes through [`allows`](Self::allows)
-    /// (which runs the cheap, side-effect-free prefix again), so the chain's
-    /// order, and which validators run after a "no", never change.
+    /// order, as a request is parsed (a deny cache that holds the STORE
+    /// answers for its validator, which is not run). `Pending` means a
+    /// validator could not answer now: the STORE then goes through
+    /// [`allows_from`](Self::allows_from), from that validator on, so the
+    /// chain's order, and which validators run after a "no", never
+    /// change, and each validator judges (and counts) the STORE once.
     pub(crate) fn check_inline(&self, name: &[u8], value: &[u8], peer: &Peer) -> Inline {
         let mut judging = self.judging(name, value, peer);
-        for link in &self.links {
-            let started = std::time::Instant::now();
-            let Some(verdict) = link.check_now(name, value, peer) else {
-                // The async path decides (and logs) the whole chain.
-                return Inline::Pending;
-            };
+        for (i, link) in self.links.iter().enumerate() {
             let passes = match link.cached_denial(&mut judging) {
                 Some(passes) => passes,
-                None => link.decide(&mut judging, verdict, started.elapsed()),
+                None => {
+                    let started = std::time::Instant::now();
+                    let Some(verdict) = link.check_now(name, value, peer) else {
+                        return Inline::Pending(Box::new(Resume {
+                            from: i,
+                            steps: judging.steps,
+                        }));
+                    };
+                    link.decide(&mut judging, verdict, started.elapsed())
+                }
             };
             if !passes {
                 self.record(judging, peer, false);
@@ -613,6 +609,24 @@ impl ValidatorChain {
             self.record(judging, peer, true);
         }
         Inline::Allowed
+    }
+}
+
+/// Where a STORE's chain goes on after [`ValidatorChain::check_inline`]
+/// stopped at a validator that could not answer at once: that
+/// validator's index, and the decision log's steps so far.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Resume {
+    from: usize,
+    steps: Option<Vec<Step>>,
+}
+
+impl Resume {
+    /// The whole chain is still to run (a STORE validated without the
+    /// inline pass).
+    #[cfg(test)]
+    pub(crate) fn from_start() -> Resume {
+        Resume::default()
     }
 }
 

@@ -9,6 +9,7 @@ use super::{
     Ticket, Wait,
 };
 use crate::store::batch::Validation;
+use crate::validator::Resume;
 
 /// What became of a STORE's validation, for the actor (the validators'
 /// own answers are [`crate::validator::Verdict`]s, already decided by
@@ -45,7 +46,12 @@ impl Drop for Report {
 
 /// Runs a STORE's validators (those that could not answer inline); past
 /// the grace period the validation is abandoned.
-async fn run_validators(validation: Validation, name: &[u8], value: &[u8]) -> Ruling {
+async fn run_validators(
+    validation: Validation,
+    name: &[u8],
+    value: &[u8],
+    resume: Option<&Resume>,
+) -> Ruling {
     let Validation {
         chain,
         peer,
@@ -56,7 +62,7 @@ async fn run_validators(validation: Validation, name: &[u8], value: &[u8]) -> Ru
         // after it must not start a validator program.
         biased;
         () = expired.raised() => Ruling::Abandoned,
-        allowed = chain.allows(name, value, &peer) => match allowed {
+        allowed = chain.allows_from(name, value, &peer, resume) => match allowed {
             true => Ruling::Allowed,
             false => Ruling::Denied,
         },
@@ -72,9 +78,15 @@ impl<M: Mode> Actor<M> {
         giver: Giver<Handback>,
         lease: Option<Lease>,
     ) {
-        let Op::Store { name, value, .. } = batch.ops[batch.next] else {
+        let Op::Store {
+            name,
+            value,
+            ref resume,
+        } = batch.ops[batch.next]
+        else {
             return self.serve(batch, Some(giver));
         };
+        let resume = resume.clone();
         let (name, value) = (name.to_bytes(&batch.input), value.to_bytes(&batch.input));
         let validation = batch.validation.clone();
         let Some(ticket) = self.park(batch, giver, Wait::Validating { lease }) else {
@@ -89,7 +101,9 @@ impl<M: Mode> Actor<M> {
         tokio::spawn(async move {
             let mut report = report;
             report.ruling = Some(match validation {
-                Some(validation) => run_validators(validation, &name, &value).await,
+                Some(validation) => {
+                    run_validators(validation, &name, &value, resume.as_deref()).await
+                }
                 // Not reached: only a STORE the inline validators could
                 // not finish is validated here, and its batch has a chain.
                 // Without one it is refused, never stored unchecked.

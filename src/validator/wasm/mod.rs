@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use wasmtime::{
     Caller, InstancePre, Linker, Memory, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
     UpdateDeadline,
@@ -44,6 +44,13 @@ const INLINE_SLICE: Duration = Duration::from_millis(1);
 /// After a check overran its inline slice, how long that validator's
 /// STOREs go straight to the blocking pool.
 const SLOW_FOR: Duration = Duration::from_secs(1);
+
+/// Checks running on the blocking pool at once, across all wasm
+/// validators: well within tokio's 512 blocking threads, which file
+/// reads and other validators need too. (A check is CPU-bound: more at
+/// once than this only share the cores more thinly.)
+const SLOW_RUNS_MAX: usize = 128;
+static SLOW_RUNS: Semaphore = Semaphore::const_new(SLOW_RUNS_MAX);
 
 /// Log lines one STORE's check may write, and one validator a second.
 const LOG_LINES_PER_STORE: u32 = 10;
@@ -483,26 +490,38 @@ impl Validator for Wasm {
     async fn validate(&self, name: &[u8], value: &[u8], peer: &Peer) -> Verdict {
         let shared = &self.shared;
         let started = Instant::now();
-        let permit: OwnedSemaphorePermit = match shared.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
+        let permits = match (
+            shared.permits.clone().try_acquire_owned(),
+            SLOW_RUNS.try_acquire(),
+        ) {
+            (Ok(instance), Ok(run)) => (instance, run),
+            (instance, run) => {
                 // Queued until the wait ends, however it ends: the
                 // chain's deadline drops this future mid-wait.
                 let waiting = super::process::Waiting::new(&shared.stats);
-                let wait =
-                    tokio::time::timeout(shared.timeout, shared.permits.clone().acquire_owned());
-                let permit = wait.await;
+                let both = async {
+                    let instance = match instance {
+                        Ok(permit) => permit,
+                        Err(_) => shared.permits.clone().acquire_owned().await.ok()?,
+                    };
+                    let run = match run {
+                        Ok(permit) => permit,
+                        Err(_) => SLOW_RUNS.acquire().await.ok()?,
+                    };
+                    Some((instance, run))
+                };
+                let permits = tokio::time::timeout(shared.timeout, both).await;
                 drop(waiting);
-                match permit {
-                    Ok(Ok(permit)) => permit,
-                    // The semaphore is never closed.
+                match permits {
+                    Ok(Some(permits)) => permits,
+                    // The semaphores are never closed.
                     _ => {
                         return Verdict::Failure(
                             Cause::Timeout,
                             format!(
-                                "all {} instances stayed busy for timeout_ms ({} ms)",
+                                "no instance free for timeout_ms ({} ms): {} of this validator's, {SLOW_RUNS_MAX} slow checks of all wasm validators",
+                                shared.timeout.as_millis(),
                                 shared.max_concurrent,
-                                shared.timeout.as_millis()
                             ),
                         );
                     }
@@ -514,7 +533,7 @@ impl Validator for Wasm {
         let shared = self.shared.clone();
         let (name, value, peer) = (name.to_vec(), value.to_vec(), peer.clone());
         let run = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _permits = permits;
             let parts = Parts::of(&name, &value, &peer);
             let deadline = started + shared.timeout;
             shared
