@@ -313,7 +313,7 @@ fn garbage_answers_are_failures() {
         (
             "neg.wat",
             negative.as_str(),
-            "jnhp_alloc answered address -4",
+            "jnhp_alloc answered address 4294967292",
         ),
     ] {
         let s = start(&[(file, text)], &format!("{ADMIN}{}", wasm_table(file, "")));

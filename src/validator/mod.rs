@@ -123,11 +123,14 @@ pub trait Validator: Send + Sync + fmt::Debug {
     /// Judges a STORE of `value` under `name`, sent by `peer`.
     async fn validate(&self, name: &[u8], value: &[u8], peer: &Peer) -> Verdict;
 
-    /// Judges the STORE synchronously, if this validator can do so cheaply
-    /// and without side effects (`None`: it cannot). Validators that can are
-    /// run as the request is parsed, so a STORE that passes them all is
-    /// stored in the same store-actor round trip as a STORE with no
-    /// validators at all.
+    /// Judges the STORE synchronously, if this validator can do so now
+    /// and cheaply: within microseconds, a millisecond at the very most,
+    /// for it runs on the thread that serves connections (`None`: it
+    /// cannot, and [`validate`](Self::validate) judges the STORE).
+    /// Validators that can are run as the request is parsed, so a STORE
+    /// that passes them all is stored in the same store-actor round trip
+    /// as a STORE with no validators at all. The chain calls one of the
+    /// two once per STORE; a `None` is not counted as a verdict.
     fn check_now(&self, _name: &[u8], _value: &[u8], _peer: &Peer) -> Option<Verdict> {
         None
     }
@@ -174,6 +177,18 @@ impl Link {
                 "its check_now panicked".into(),
             ))
         })
+    }
+
+    /// [`check_now`](Self::check_now) and the time it took.
+    fn check_now_timed(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        peer: &Peer,
+    ) -> Option<(Verdict, std::time::Duration)> {
+        let started = std::time::Instant::now();
+        let verdict = self.check_now(name, value, peer)?;
+        Some((verdict, started.elapsed()))
     }
 
     /// A link for a validator built outside the config (library users),
@@ -528,28 +543,36 @@ impl ValidatorChain {
         name: &[u8],
         value: &[u8],
         peer: &Peer,
-        resume: Option<&Resume>,
+        resume: Option<Resume>,
     ) -> bool {
         let deadline = self.deadline.map(|d| tokio::time::Instant::now() + d);
         let mut judging = self.judging(name, value, peer);
         let from = match resume {
             Some(resume) => {
-                judging.steps = resume.steps.clone();
+                if let (Some(steps), Some(earlier)) = (&mut judging.steps, resume.steps) {
+                    *steps = earlier;
+                }
                 resume.from
             }
             None => 0,
         };
+        let Some(links) = self.links.get(from..) else {
+            // Not reached: a Resume comes from check_inline on this very
+            // chain, and points inside it. Refused, never stored unchecked.
+            log::error!("a STORE's validation resumed past its chain's end: refused");
+            return false;
+        };
         let mut allowed = true;
-        for link in self.links.get(from..).unwrap_or_default() {
+        for link in links {
             let passes = match link.cached_denial(&mut judging) {
                 Some(passes) => passes,
-                None => match link.check_now(name, value, peer) {
-                    Some(verdict) => link.decide(&mut judging, verdict, Default::default()),
-                    // Reached after the deadline: not started at all.
-                    None if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) => {
-                        let verdict = past_deadline(self.deadline);
-                        link.decide(&mut judging, verdict, Default::default())
-                    }
+                // Reached after the deadline: not started at all.
+                None if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) => {
+                    let verdict = past_deadline(self.deadline);
+                    link.decide(&mut judging, verdict, Default::default())
+                }
+                None => match link.check_now_timed(name, value, peer) {
+                    Some((verdict, took)) => link.decide(&mut judging, verdict, took),
                     None => {
                         let stats = &link.stats;
                         stats.in_flight.fetch_add(1, Relaxed);
@@ -590,14 +613,13 @@ impl ValidatorChain {
             let passes = match link.cached_denial(&mut judging) {
                 Some(passes) => passes,
                 None => {
-                    let started = std::time::Instant::now();
-                    let Some(verdict) = link.check_now(name, value, peer) else {
+                    let Some((verdict, took)) = link.check_now_timed(name, value, peer) else {
                         return Inline::Pending(Box::new(Resume {
                             from: i,
                             steps: judging.steps,
                         }));
                     };
-                    link.decide(&mut judging, verdict, started.elapsed())
+                    link.decide(&mut judging, verdict, took)
                 }
             };
             if !passes {

@@ -299,6 +299,7 @@ impl Resolver<'_> {
     /// in it is an error of this table's `module` line.
     fn wasm(
         &self,
+        name: &str,
         module: Option<Spanned<PathBuf>>,
         timeout_ms: Option<Spanned<i64>>,
         max_memory_mib: Option<Spanned<i64>>,
@@ -321,7 +322,7 @@ impl Resolver<'_> {
             max_memory: (mib << 20) as usize,
             max_concurrent,
         };
-        crate::validator::wasm::check_instance(&spec)
+        crate::validator::wasm::check_instance(&spec, name)
             .map_err(|e| self.err(at, "module", format!("{}: {e}", spec.path.display())))?;
         Ok(Check::Wasm(spec))
     }
@@ -409,6 +410,27 @@ impl RawValidator {
         let on_failure = on_failure.map(|s| s.into_inner()).unwrap_or_default();
         let mode = mode.map(|s| s.into_inner()).unwrap_or_default();
         let deny_cache = r.deny_cache(deny_cache_secs, deny_cache_entries)?;
+        let name = match name {
+            None => format!("{}-{index}", kind_name(r.kind)),
+            Some(name) => {
+                let ok = !name.get_ref().is_empty()
+                    && name.get_ref().len() <= 64
+                    && name.get_ref().bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    });
+                if !ok {
+                    return Err(r.err(
+                        name.span().start,
+                        "name",
+                        format!(
+                            "{:?} is not [a-z0-9_-]+ of at most 64 bytes",
+                            name.get_ref()
+                        ),
+                    ));
+                }
+                name.into_inner()
+            }
+        };
         let check = match r.kind {
             Function => r.function(function, max, field, pattern)?,
             Blocking => r.blocking(function, path)?,
@@ -443,28 +465,7 @@ impl RawValidator {
                     max_requests: r.ranged(max_requests, "max_requests", RANGE_MAX_REQUESTS, 0)?,
                 })
             }
-            Wasm => r.wasm(module, timeout_ms, max_memory_mib, max_concurrent)?,
-        };
-        let name = match name {
-            None => format!("{}-{index}", kind_name(r.kind)),
-            Some(name) => {
-                let ok = !name.get_ref().is_empty()
-                    && name.get_ref().len() <= 64
-                    && name.get_ref().bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                    });
-                if !ok {
-                    return Err(r.err(
-                        name.span().start,
-                        "name",
-                        format!(
-                            "{:?} is not [a-z0-9_-]+ of at most 64 bytes",
-                            name.get_ref()
-                        ),
-                    ));
-                }
-                name.into_inner()
-            }
+            Wasm => r.wasm(&name, module, timeout_ms, max_memory_mib, max_concurrent)?,
         };
         Ok(ValidatorSpec {
             name,

@@ -50,7 +50,7 @@ async fn run_validators(
     validation: Validation,
     name: &[u8],
     value: &[u8],
-    resume: Option<&Resume>,
+    resume: Option<Resume>,
 ) -> Ruling {
     let Validation {
         chain,
@@ -102,7 +102,7 @@ impl<M: Mode> Actor<M> {
             let mut report = report;
             report.ruling = Some(match validation {
                 Some(validation) => {
-                    run_validators(validation, &name, &value, resume.as_deref()).await
+                    run_validators(validation, &name, &value, resume.map(|r| *r)).await
                 }
                 // Not reached: only a STORE the inline validators could
                 // not finish is validated here, and its batch has a chain.

@@ -64,10 +64,9 @@ fn start() -> Result<Clock, String> {
         // makes every trap slower.
         .wasm_backtrace_max_frames(None);
     let engine = Engine::new(&config).map_err(|e| format!("wasmtime: {e}"))?;
-    let weak = engine.weak();
     let thread = std::thread::Builder::new()
         .name("jnhpd-wasm-clock".into())
-        .spawn(move || tick(weak))
+        .spawn(tick)
         .map_err(|e| format!("cannot start the wasm clock thread: {e}"))?
         .thread()
         .clone();
@@ -79,8 +78,9 @@ fn start() -> Result<Clock, String> {
     })
 }
 
-/// The clock thread: advances the epoch every tick while modules run.
-fn tick(engine: wasmtime::EngineWeak) {
+/// The clock thread: advances the epoch every tick while modules run,
+/// for the life of the process (the engine lives as long).
+fn tick() {
     // The Clock is set once this thread's spawn returned.
     let clock = loop {
         match CLOCK.get() {
@@ -92,10 +92,7 @@ fn tick(engine: wasmtime::EngineWeak) {
     let mut idle = 0;
     loop {
         std::thread::sleep(TICK);
-        let Some(engine) = engine.upgrade() else {
-            return;
-        };
-        engine.increment_epoch();
+        clock.engine.increment_epoch();
         if clock.running.load(SeqCst) > 0 {
             idle = 0;
             continue;

@@ -13,7 +13,7 @@ use wasmtime::{ExternType, FuncType, Module, ValType};
 
 /// The largest module file read: a check compiled with a whole language
 /// runtime fits; a file larger is not a validator.
-pub(crate) const MODULE: crate::base::files::Limit = crate::base::files::Limit {
+pub(crate) const MODULE_FILE: crate::base::files::Limit = crate::base::files::Limit {
     what: "a WebAssembly module",
     max_bytes: 32 << 20,
 };
@@ -64,7 +64,7 @@ const COMPILED_KEPT: usize = 16;
 
 /// Reads `path`, compiles it and checks its imports and exports.
 pub(crate) fn load(path: &Path) -> Result<CompiledModule, String> {
-    let bytes = crate::base::files::read(path, MODULE).map_err(|e| e.detail())?;
+    let bytes = crate::base::files::read(path, MODULE_FILE).map_err(|e| e.detail())?;
     let digest: [u8; 32] = Sha256::digest(&bytes).into();
     let cached = lock().as_ref().and_then(|m| m.get(&digest).cloned());
     let module = match cached {
