@@ -547,14 +547,14 @@ impl ValidatorChain {
     ) -> bool {
         let deadline = self.deadline.map(|d| tokio::time::Instant::now() + d);
         let mut judging = self.judging(name, value, peer);
-        let from = match resume {
+        let (from, resumed) = match resume {
             Some(resume) => {
                 if let (Some(steps), Some(earlier)) = (&mut judging.steps, resume.steps) {
                     *steps = earlier;
                 }
-                resume.from
+                (resume.from, true)
             }
-            None => 0,
+            None => (0, false),
         };
         let Some(links) = self.links.get(from..) else {
             // Not reached: a Resume comes from check_inline on this very
@@ -563,7 +563,13 @@ impl ValidatorChain {
             return false;
         };
         let mut allowed = true;
-        for link in links {
+        for (i, link) in links.iter().enumerate() {
+            // The validator check_inline stopped at said "not now"
+            // already: asking again would run it twice.
+            let inline = |link: &Link| match resumed && i == 0 {
+                true => None,
+                false => link.check_now_timed(name, value, peer),
+            };
             let passes = match link.cached_denial(&mut judging) {
                 Some(passes) => passes,
                 // Reached after the deadline: not started at all.
@@ -571,7 +577,7 @@ impl ValidatorChain {
                     let verdict = past_deadline(self.deadline);
                     link.decide(&mut judging, verdict, Default::default())
                 }
-                None => match link.check_now_timed(name, value, peer) {
+                None => match inline(link) {
                     Some((verdict, took)) => link.decide(&mut judging, verdict, took),
                     None => {
                         let stats = &link.stats;

@@ -45,12 +45,17 @@ impl fmt::Display for Stop {
 impl std::error::Error for Stop {}
 
 /// When a check (or a start function) is stopped: at `at`, for `why`, or
-/// when `cancel` is raised.
+/// when `cancel` is raised; or, with `cpu`, once the thread has spent
+/// that much CPU time since.
 #[derive(Debug, Clone)]
 pub(super) struct Deadline {
     pub at: Instant,
     pub why: Stop,
     pub cancel: Option<Arc<AtomicBool>>,
+    /// The thread's CPU time at which an inline check is stopped. An
+    /// inline slice counts the connection thread's CPU, not the clock: a
+    /// check preempted on a busy machine has not taken the thread's time.
+    pub cpu: Option<Duration>,
 }
 
 impl Deadline {
@@ -59,8 +64,42 @@ impl Deadline {
             at,
             why,
             cancel: None,
+            cpu: None,
         }
     }
+
+    /// Stopped once this thread has spent `slice` of CPU time (the check
+    /// runs on this thread), for `why`.
+    pub(super) fn thread_cpu(slice: Duration, why: Stop) -> Deadline {
+        let now = thread_cpu_time();
+        Deadline {
+            // Never reached first: the CPU limit is.
+            at: Instant::now() + Duration::from_secs(3600),
+            why,
+            cancel: None,
+            cpu: Some(now + slice),
+        }
+    }
+
+    fn passed(&self) -> bool {
+        match self.cpu {
+            Some(cpu) => thread_cpu_time() >= cpu,
+            None => Instant::now() >= self.at,
+        }
+    }
+}
+
+/// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> Duration {
+    let mut ts = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill; this
+    // clock exists on every Linux jnhpd runs on (and on failure `ts`
+    // stays zero: the check then runs on to its wall-clock deadline).
+    unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// What one instance's store holds besides the instance.
@@ -186,7 +225,7 @@ impl Template {
             if deadline.cancel.as_ref().is_some_and(|c| c.load(Relaxed)) {
                 return Err(Stop::Cancelled.into());
             }
-            if Instant::now() >= deadline.at {
+            if deadline.passed() {
                 return Err(deadline.why.into());
             }
             Ok(UpdateDeadline::Continue(1))

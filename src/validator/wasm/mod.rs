@@ -22,8 +22,8 @@ pub(crate) mod module;
 
 use std::fmt;
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -39,12 +39,15 @@ use super::{Cause, Peer, Validator, Verdict, escape_controls};
 use crate::metrics::ValidatorStats;
 use instance::{Deadline, Failed, Instance, Parts, Stop, Template};
 
-/// How long a check may run inline before it is moved to the blocking
-/// pool: a few of these at most stall a connection's thread.
+/// How long a check may run inline before it is moved to a thread of its
+/// own: a few of these at most stall a connection's thread.
 const INLINE_SLICE: Duration = Duration::from_millis(1);
 
-/// After a check overran its inline slice, how long that validator's
-/// STOREs go straight to the blocking pool.
+/// After this many checks in a row overran their inline slice (a module
+/// that is slow, not one preempted once on a busy machine), that
+/// validator's STOREs go straight to threads of their own for
+/// [`SLOW_FOR`].
+const SLOW_AFTER: u32 = 3;
 const SLOW_FOR: Duration = Duration::from_secs(1);
 
 /// Slow checks running at once, across all wasm validators: twice the
@@ -103,6 +106,8 @@ struct Shared {
     max_concurrent: usize,
     /// Until when (ms since [`base`]) STOREs skip the inline try.
     slow_until: AtomicU64,
+    /// Inline checks in a row that overran their slice.
+    overruns: AtomicU32,
     stats: Arc<ValidatorStats>,
 }
 
@@ -216,6 +221,7 @@ impl Wasm {
             permits: Arc::new(Semaphore::new(spec.max_concurrent)),
             max_concurrent: spec.max_concurrent,
             slow_until: AtomicU64::new(0),
+            overruns: AtomicU32::new(0),
             stats,
         };
         Ok(Wasm {
@@ -262,9 +268,8 @@ impl Validator for Wasm {
         };
         let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
         let deadline = Deadline {
-            at: started + self.shared.timeout,
-            why: Stop::Timeout,
             cancel: Some(cancel.0.clone()),
+            ..Deadline::new(started + self.shared.timeout, Stop::Timeout)
         };
         let shared = self.shared.clone();
         let (name, value, peer) = (name.to_vec(), value.to_vec(), peer.clone());
@@ -315,11 +320,18 @@ impl Validator for Wasm {
             Stop::Slice
         };
         let parts = Parts::of(name, value, peer);
-        match shared.judge(&parts, Deadline::new(Instant::now() + slice, why)) {
+        let judged = shared.judge(&parts, Deadline::thread_cpu(slice, why));
+        if !matches!(judged, Err(Failed::Stopped(Stop::Slice))) {
+            shared.overruns.store(0, Relaxed);
+        }
+        match judged {
             Ok(allowed) => Some(allowed.into()),
             Err(Failed::Stopped(Stop::Slice)) => {
-                let until = now_ms() + SLOW_FOR.as_millis() as u64;
-                shared.slow_until.store(until, Relaxed);
+                if shared.overruns.fetch_add(1, Relaxed) + 1 >= SLOW_AFTER {
+                    shared.overruns.store(0, Relaxed);
+                    let until = now_ms() + SLOW_FOR.as_millis() as u64;
+                    shared.slow_until.store(until, Relaxed);
+                }
                 None
             }
             Err(failed) => Some(failed.verdict(shared.timeout)),
