@@ -90,6 +90,19 @@ config() { # config NAME BODY: writes a config file listening on $port; prints i
   echo "$work/$1.toml"
 }
 
+# The built-in function validators every section compares against:
+# values of at most 1024 bytes, names of [a-z0-9-].
+functions='
+[[validator]]
+kind = "function"
+function = "max_bytes"
+max = 1024
+[[validator]]
+kind = "function"
+function = "regex"
+field = "name"
+pattern = "^[a-z0-9-]+$"'
+
 med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # Issue 27: what the decision log and the deny cache cost, each measured
@@ -107,16 +120,6 @@ ops_section() {
   local deny="$work/deny-all.sh"
   printf '#!/bin/sh\necho JNHP:0\n' >"$deny"
   chmod +x "$deny"
-  local functions='
-[[validator]]
-kind = "function"
-function = "max_bytes"
-max = 1024
-[[validator]]
-kind = "function"
-function = "regex"
-field = "name"
-pattern = "^[a-z0-9-]+$"'
   local refuser="
 [[validator]]
 kind = \"process\"
@@ -166,16 +169,7 @@ wasm_section() {
   local port=18261
   local cfg_w_none cfg_w_function cfg_w_policy cfg_w_allow cfg_w_helper cfg_w_process
   cfg_w_none=$(config w_none '')
-  cfg_w_function=$(config w_function '
-[[validator]]
-kind = "function"
-function = "max_bytes"
-max = 1024
-[[validator]]
-kind = "function"
-function = "regex"
-field = "name"
-pattern = "^[a-z0-9-]+$"')
+  cfg_w_function=$(config w_function "$functions")
   cfg_w_policy=$(config w_policy "
 [[validator]]
 kind = \"wasm\"
@@ -223,16 +217,7 @@ if [ "$only_ops" = 1 ]; then ops_section; exit 0; fi
 if [ "$only_wasm" = 1 ]; then wasm_section; exit 0; fi
 
 cfg_none=$(config none '')
-cfg_function=$(config function '
-[[validator]]
-kind = "function"
-function = "max_bytes"
-max = 1024
-[[validator]]
-kind = "function"
-function = "regex"
-field = "name"
-pattern = "^[a-z0-9-]+$"')
+cfg_function=$(config function "$functions")
 cfg_py_process=$(config py_process "
 [[validator]]
 kind = \"process\"

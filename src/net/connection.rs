@@ -52,6 +52,7 @@ fn to_op(
     limits: &Limits,
     (chain, current): (&mut BatchChain, &watch::Receiver<Arc<ValidatorChain>>),
     peer: &Peer,
+    batch: &mut Batch,
 ) -> Option<Op> {
     let line = &chunk[range];
     // The parsed parts become spans of the chunk by their offset in it.
@@ -65,7 +66,7 @@ fn to_op(
             let validate = match chain.get(current).check_inline(name, value, peer) {
                 Inline::Denied => return Some(Op::Refused),
                 Inline::Allowed => None,
-                Inline::Pending(resume) => Some(resume),
+                Inline::Pending(resume) => Some(batch.resume_at(resume)),
             };
             Op::Store {
                 name: span(name),
@@ -317,6 +318,7 @@ impl<S: Stream> Connection<S> {
             &self.shared.limits,
             (chain, current),
             &self.peer,
+            batch,
         ) {
             if matches!(
                 op,

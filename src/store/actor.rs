@@ -176,7 +176,7 @@ impl<M: Mode> Actor<M> {
                 &Op::Store {
                     name,
                     value,
-                    ref resume,
+                    resume,
                 } => {
                     let validate = resume.is_some();
                     match self.store_at_once(&mut batch, name, value, validate) {

@@ -62,12 +62,12 @@ impl Span {
 #[derive(Debug)]
 pub enum Op {
     /// `resume`: the STORE must still pass validators that could not
-    /// answer inline (from where the chain resumes), so the actor
-    /// reserves the name and has it validated before storing.
+    /// answer inline (where its chain resumes is kept in the batch), so
+    /// the actor reserves the name and has it validated before storing.
     Store {
         name: Span,
         value: Span,
-        resume: Option<Box<Resume>>,
+        resume: Option<ResumeAt>,
     },
     /// A STORE the inline validators already refused: answered `RARGH!`.
     Refused,
@@ -77,6 +77,13 @@ pub enum Op {
     /// actor answers its `ERROR` in order with the others.
     Invalid(Option<Command>, ProtocolError),
 }
+
+/// Where a STORE's validation resumes: its entry in [`Batch::resumes`].
+/// An index, not the [`Resume`] itself, so that an [`Op`] stays a few
+/// plain words that need no drop (batches are filled and cleared per
+/// request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeAt(u32);
 
 /// What the store made of one request. [`Batch::answer`] turns it into its
 /// reply line and counts it.
@@ -134,6 +141,9 @@ pub struct Batch {
     pub(crate) tally: Tally,
     /// Set once an op needs validation outside the actor.
     pub(crate) validation: Option<Validation>,
+    /// Where each STORE that waits for validators resumes its chain
+    /// (indexed by its op's [`ResumeAt`]).
+    resumes: Vec<Resume>,
     /// The connection watches its client from the start of this trip, so
     /// a wait needs no empty part to say so (see [`Batch::watch`]).
     pub(crate) watched: bool,
@@ -157,6 +167,20 @@ impl Batch {
     pub fn push(&mut self, op: Op) {
         self.stores |= matches!(op, Op::Store { .. });
         self.ops.push(op);
+    }
+
+    /// Keeps where a STORE's validation resumes, for its op.
+    pub fn resume_at(&mut self, resume: Resume) -> ResumeAt {
+        // A batch holds far fewer than 2^32 requests (its input is
+        // bounded by the connection's buffers).
+        let at = ResumeAt(self.resumes.len() as u32);
+        self.resumes.push(resume);
+        at
+    }
+
+    /// Where the STORE of op `at` resumes its validation.
+    pub(crate) fn resume(&self, at: ResumeAt) -> Resume {
+        self.resumes.get(at.0 as usize).cloned().unwrap_or_default()
     }
 
     /// Whether the batch has what its STOREs that wait for validators are
@@ -262,6 +286,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.stores = false;
         self.ops.clear();
+        self.resumes.clear();
         // Keeps room for the usual batch (a burst's large list would be
         // regrown from nothing at every batch of a sustained one).
         self.ops.shrink_to(KEEP_OPS);

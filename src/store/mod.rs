@@ -471,11 +471,12 @@ mod tests {
                 match req {
                     Store(n, v) | Validated(n, v) => {
                         let validate = matches!(req, Validated(..));
+                        let resume = validate
+                            .then(|| batch.resume_at(crate::validator::Resume::from_start()));
                         let op = Op::Store {
                             name: span(&mut batch, n),
                             value: span(&mut batch, v),
-                            resume: validate
-                                .then(|| Box::new(crate::validator::Resume::from_start())),
+                            resume,
                         };
                         if validate && !batch.has_validation() {
                             batch.set_validation(Validation {

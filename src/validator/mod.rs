@@ -368,7 +368,7 @@ pub(crate) enum Inline {
     /// Every validator of the chain allowed it.
     Allowed,
     /// The leading validators allowed it; the rest go on from here.
-    Pending(Box<Resume>),
+    Pending(Resume),
 }
 
 impl ValidatorChain {
@@ -620,10 +620,10 @@ impl ValidatorChain {
                 Some(passes) => passes,
                 None => {
                     let Some((verdict, took)) = link.check_now_timed(name, value, peer) else {
-                        return Inline::Pending(Box::new(Resume {
+                        return Inline::Pending(Resume {
                             from: i,
                             steps: judging.steps,
-                        }));
+                        });
                     };
                     link.decide(&mut judging, verdict, took)
                 }

@@ -81,12 +81,12 @@ impl<M: Mode> Actor<M> {
         let Op::Store {
             name,
             value,
-            ref resume,
+            resume,
         } = batch.ops[batch.next]
         else {
             return self.serve(batch, Some(giver));
         };
-        let resume = resume.clone();
+        let resume = resume.map(|at| batch.resume(at));
         let (name, value) = (name.to_bytes(&batch.input), value.to_bytes(&batch.input));
         let validation = batch.validation.clone();
         let Some(ticket) = self.park(batch, giver, Wait::Validating { lease }) else {
@@ -101,9 +101,7 @@ impl<M: Mode> Actor<M> {
         tokio::spawn(async move {
             let mut report = report;
             report.ruling = Some(match validation {
-                Some(validation) => {
-                    run_validators(validation, &name, &value, resume.map(|r| *r)).await
-                }
+                Some(validation) => run_validators(validation, &name, &value, resume).await,
                 // Not reached: only a STORE the inline validators could
                 // not finish is validated here, and its batch has a chain.
                 // Without one it is refused, never stored unchecked.
