@@ -1459,11 +1459,16 @@ fn a_validator_ignoring_sigterm_is_killed_at_timeout_and_at_shutdown() {
     // pid-b appears at start; the 1 s timeout would fire first, so this
     // checks the timeout path again under a drain.
     wait_for_file(&at_shutdown);
-    let pid: i32 = std::fs::read_to_string(&at_shutdown)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    // The shell creates the file, then writes the PID: wait for it whole.
+    let deadline = Instant::now() + common::PATIENCE;
+    let pid: i32 = loop {
+        let text = std::fs::read_to_string(&at_shutdown).unwrap();
+        if let Ok(pid) = text.trim().parse() {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no PID in {text:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
     server.signal(Signal::SIGTERM);
     let _ = server.wait_exit();
     common::wait_not_running(pid);
