@@ -46,16 +46,27 @@ impl std::error::Error for Stop {}
 
 /// When a check (or a start function) is stopped: at `at`, for `why`, or
 /// when `cancel` is raised; or, with `cpu`, once the thread has spent
-/// that much CPU time since.
+/// that much CPU time on it.
 #[derive(Debug, Clone)]
 pub(super) struct Deadline {
     pub at: Instant,
     pub why: Stop,
     pub cancel: Option<Arc<AtomicBool>>,
-    /// The thread's CPU time at which an inline check is stopped. An
-    /// inline slice counts the connection thread's CPU, not the clock: a
-    /// check preempted on a busy machine has not taken the thread's time.
-    pub cpu: Option<Duration>,
+    /// An inline check's slice of the connection thread's CPU, not of the
+    /// clock: a check preempted on a busy machine has not taken the
+    /// thread's time.
+    pub cpu: Option<CpuSlice>,
+}
+
+/// A slice of the thread's CPU time. It is counted from the clock's
+/// first tick during the check, not from the check's start: reading the
+/// thread's CPU clock is a system call, and most checks end before any
+/// tick (so a check may use its slice plus up to one tick).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CpuSlice {
+    slice: Duration,
+    /// The thread's CPU time at the first tick, once there was one.
+    from: Option<Duration>,
 }
 
 impl Deadline {
@@ -68,22 +79,26 @@ impl Deadline {
         }
     }
 
-    /// Stopped once this thread has spent `slice` of CPU time (the check
-    /// runs on this thread), for `why`.
+    /// Stopped once this thread has spent `slice` of CPU time on the
+    /// check (it runs on this thread), for `why`.
     pub(super) fn thread_cpu(slice: Duration, why: Stop) -> Deadline {
-        let now = thread_cpu_time();
         Deadline {
             // Never reached first: the CPU limit is.
             at: Instant::now() + Duration::from_secs(3600),
             why,
             cancel: None,
-            cpu: Some(now + slice),
+            cpu: Some(CpuSlice { slice, from: None }),
         }
     }
 
-    fn passed(&self) -> bool {
-        match self.cpu {
-            Some(cpu) => thread_cpu_time() >= cpu,
+    /// Whether the deadline has passed (called at each tick).
+    fn passed(&mut self) -> bool {
+        match &mut self.cpu {
+            Some(cpu) => {
+                let now = thread_cpu_time();
+                let from = *cpu.from.get_or_insert(now);
+                now.saturating_sub(from) >= cpu.slice
+            }
             None => Instant::now() >= self.at,
         }
     }
@@ -220,8 +235,8 @@ impl Template {
         };
         let mut store = Store::new(engine, host);
         store.limiter(|host| &mut host.limits);
-        store.epoch_deadline_callback(|context| {
-            let deadline = &context.data().deadline;
+        store.epoch_deadline_callback(|mut context| {
+            let deadline = &mut context.data_mut().deadline;
             if deadline.cancel.as_ref().is_some_and(|c| c.load(Relaxed)) {
                 return Err(Stop::Cancelled.into());
             }
