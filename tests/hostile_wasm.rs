@@ -8,36 +8,15 @@
 mod common;
 #[path = "common/pki.rs"]
 mod pki;
+#[path = "common/wasm.rs"]
+mod wasm_common;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, Server, admin_addr, metrics, run_to_exit};
+use common::{Client, PATIENCE, Server, admin_addr, metrics};
 use nix::sys::signal::Signal;
-
-const ADMIN: &str = "[admin]\nlisten = [\"127.0.0.1:0\"]\n";
-
-/// A module with the log import, one page of memory exported, `alloc`
-/// as the body of `jnhp_alloc` (its parameter is `$len`) and `check` as
-/// the body of `jnhp_check` (`$n`, `$v`, `$p`, `$s`).
-fn module_with(alloc: &str, check: &str, extra: &str) -> String {
-    format!(
-        r#"(module
-  (import "jnhp" "log" (func $log (param i32 i32)))
-  (memory (export "memory") 1)
-  {extra}
-  (func (export "jnhp_alloc") (param $len i32) (result i32) {alloc})
-  (func (export "jnhp_check") (param $n i32) (param $v i32) (param $p i32) (param $s i32) (result i32)
-    {check}))"#
-    )
-}
-
-/// The STORE written at 1024.
-fn module(check: &str, extra: &str) -> String {
-    module_with("i32.const 1024", check, extra)
-}
+use wasm_common::*;
 
 /// The first byte of the value (the STORE written at 1024).
 const FIRST_VALUE_BYTE: &str = "(i32.load8_u (i32.add (i32.const 1024) (local.get $n)))";
@@ -52,64 +31,6 @@ fn spin_if_s(iterations: u64) -> String {
     )
 }
 
-fn endless() -> String {
-    module("(loop $spin (br $spin)) i32.const 1", "")
-}
-
-fn wasm_table(file: &str, extra: &str) -> String {
-    format!("[[validator]]\nkind = \"wasm\"\nname = \"w\"\nmodule = \"{file}\"\n{extra}\n")
-}
-
-/// Starts jnhpd with `files` (name, content) in its directory.
-fn start(files: &[(&str, &str)], config: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, content) in files {
-        std::fs::write(dir.path().join(name), content).unwrap();
-    }
-    Server::start_in(dir, config)
-}
-
-fn metric(admin: SocketAddr, key: &str) -> f64 {
-    metrics(admin).get(key).copied().unwrap_or(-1.0)
-}
-
-fn wm(admin: SocketAddr, family: &str, label: &str) -> f64 {
-    let key = if label.is_empty() {
-        format!("{family}{{validator=\"w\"}}")
-    } else {
-        format!("{family}{{validator=\"w\",{label}}}")
-    };
-    metric(admin, &key)
-}
-
-fn failures(admin: SocketAddr, cause: &str) -> f64 {
-    wm(
-        admin,
-        "jnhpd_validator_failures_total",
-        &format!("cause=\"{cause}\""),
-    )
-}
-
-fn verdicts(admin: SocketAddr, verdict: &str) -> f64 {
-    wm(
-        admin,
-        "jnhpd_validator_verdicts_total",
-        &format!("verdict=\"{verdict}\""),
-    )
-}
-
-/// The CPU time (user + system, in clock ticks) `pid` has used.
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 /// CPU ticks (1/100 s) `pid` uses over `secs` seconds.
 fn ticks_over(pid: i32, secs: u64) -> u64 {
     let before = cpu_ticks(pid);
@@ -121,13 +42,6 @@ fn status_kib(pid: i32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with(key)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// `jnhpd --check-config` on `config` in `dir`: (exit code, output).
-fn check_config(dir: &Path, config: &str) -> (i32, String) {
-    let path = dir.join("jnhp.toml");
-    std::fs::write(&path, config).unwrap();
-    run_to_exit(&["--check-config", "--config", path.to_str().unwrap()], dir)
 }
 
 /// Sends raw request bytes (CRLF appended), returns the reply.
@@ -441,7 +355,12 @@ fn deep_recursion_is_a_trap_inline_and_on_the_slow_path() {
     assert_eq!(c.ask("STORE r3 fast"), "RARGH!");
     let admin = admin_addr(&s);
     assert_eq!(failures(admin, "no_verdict"), 3.0);
-    assert!(s.log.count("call stack exhausted") >= 3, "{}", s.log.all());
+    // The log reaches the test through a pipe: wait for its lines.
+    let deadline = Instant::now() + PATIENCE;
+    while s.log.count("call stack exhausted") < 3 {
+        assert!(Instant::now() < deadline, "{}", s.log.all());
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // Still serving, and other kinds of requests are unaffected.
     assert_eq!(c.ask("EXISTS r1"), "RARGH!");
 }

@@ -5,28 +5,14 @@
 //! log flood, files that are not modules at all.
 
 mod common;
+#[path = "common/wasm.rs"]
+mod wasm_common;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, Server, admin_addr, metrics, run_to_exit};
+use common::{Client, PATIENCE, Server, admin_addr, metrics};
 use nix::sys::signal::Signal;
-
-/// The interface's exports around a `jnhp_check` body. The STORE is
-/// written at address 1024; `$n`, `$v`, `$p`, `$s` are the lengths of
-/// the name, the value, the peer and the subject.
-fn module(check_body: &str, extra: &str) -> String {
-    format!(
-        r#"(module
-  (import "jnhp" "log" (func $log (param i32 i32)))
-  (memory (export "memory") 1)
-  {extra}
-  (func (export "jnhp_alloc") (param i32) (result i32) i32.const 1024)
-  (func (export "jnhp_check") (param $n i32) (param $v i32) (param $p i32) (param $s i32) (result i32)
-    {check_body}))"#
-    )
-}
+use wasm_common::*;
 
 /// Allows a STORE whose value starts with `a`; logs the peer's address.
 fn starts_with_a() -> String {
@@ -35,55 +21,6 @@ fn starts_with_a() -> String {
          (i32.eq (i32.load8_u (i32.add (i32.const 1024) (local.get $n))) (i32.const 97))",
         "",
     )
-}
-
-fn endless() -> String {
-    module("(loop $spin (br $spin)) i32.const 1", "")
-}
-
-fn wasm_table(file: &str, extra: &str) -> String {
-    format!("[[validator]]\nkind = \"wasm\"\nname = \"w\"\nmodule = \"{file}\"\n{extra}\n")
-}
-
-const ADMIN: &str = "[admin]\nlisten = [\"127.0.0.1:0\"]\n";
-
-/// Starts jnhpd with `files` (name, content) in its directory.
-fn start(files: &[(&str, &str)], config: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, content) in files {
-        std::fs::write(dir.path().join(name), content).unwrap();
-    }
-    Server::start_in(dir, config)
-}
-
-fn metric(admin: SocketAddr, key: &str) -> f64 {
-    metrics(admin).get(key).copied().unwrap_or(-1.0)
-}
-
-fn failures(admin: SocketAddr, cause: &str) -> f64 {
-    metric(
-        admin,
-        &format!("jnhpd_validator_failures_total{{validator=\"w\",cause=\"{cause}\"}}"),
-    )
-}
-
-/// `jnhpd --check-config` on `config` in `dir`: (exit code, output).
-fn check_config(dir: &Path, config: &str) -> (i32, String) {
-    let path = dir.join("jnhp.toml");
-    std::fs::write(&path, config).unwrap();
-    run_to_exit(&["--check-config", "--config", path.to_str().unwrap()], dir)
-}
-
-/// The CPU time (user + system, in clock ticks) `pid` has used.
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 #[test]
