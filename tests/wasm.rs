@@ -524,3 +524,33 @@ fn where_executable_memory_is_refused_the_error_says_so() {
         "{text}"
     );
 }
+
+#[test]
+fn a_reload_that_changes_nothing_keeps_the_running_instances() {
+    // Allows only the first STORE its instance judges: a global says
+    // whether it has judged one. One instance (max_concurrent = 1).
+    let once = module(
+        "(if (global.get $judged) (then (return (i32.const 0))))
+         (global.set $judged (i32.const 1))
+         i32.const 1",
+        "(global $judged (mut i32) (i32.const 0))",
+    );
+    let s = start(
+        &[("once.wat", &once)],
+        &wasm_table("once.wat", "max_concurrent = 1"),
+    );
+    let config = std::fs::read_to_string(s.config.as_ref().unwrap()).unwrap();
+    let mut c = s.connect();
+    assert_eq!(c.ask("STORE k1 x"), "W00T!");
+    assert_eq!(c.ask("STORE k2 x"), "RARGH!", "the instance is reused");
+    // The same file and table: the instance (and its state) stays.
+    reload(&s, &config, "configuration reloaded");
+    assert_eq!(c.ask("STORE k3 x"), "RARGH!", "a reload kept nothing");
+    // A changed table is a new validator, with a new instance.
+    reload(
+        &s,
+        &config.replace("max_concurrent = 1", "max_concurrent = 1\ntimeout_ms = 200"),
+        "configuration reloaded",
+    );
+    assert_eq!(c.ask("STORE k4 x"), "W00T!");
+}
